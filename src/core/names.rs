@@ -1,0 +1,293 @@
+//! Domain names of the registry: service names, datacenters, instance ids and
+//! version selectors. Every one is validated when it is built, so the rest of
+//! Maxine never sees a name that would make a DNS query ambiguous.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a name was rejected. The text is shown to API users as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("{what} {name:?} is longer than 63 characters, the limit of a DNS label")]
+    TooLong { what: &'static str, name: String },
+    #[error(
+        "{what} {name:?} is not a DNS label: use lowercase letters, digits and '-', \
+         starting and ending with a letter or digit"
+    )]
+    NotALabel { what: &'static str, name: String },
+    #[error(
+        "{what} {name:?} looks like a version selector (v<major>[-<minor>[-<patch>]]), \
+         which would make DNS names such as {name}.<service>.<zone> ambiguous"
+    )]
+    LooksLikeVersion { what: &'static str, name: String },
+}
+
+/// Checks the letter-digit-hyphen rule of RFC 1123 for one label, in lowercase.
+fn check_label(what: &'static str, raw: &str) -> Result<(), NameError> {
+    if raw.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if raw.len() > 63 {
+        return Err(NameError::TooLong {
+            what,
+            name: raw.to_string(),
+        });
+    }
+    let bytes = raw.as_bytes();
+    let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+    if !bytes.iter().all(|&c| ok_char(c)) || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+        return Err(NameError::NotALabel {
+            what,
+            name: raw.to_string(),
+        });
+    }
+    if VersionSelector::parse(raw).is_some() {
+        return Err(NameError::LooksLikeVersion {
+            what,
+            name: raw.to_string(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `raw` (case-insensitively: it is stored in lowercase).
+            pub fn new(raw: &str) -> Result<Self, NameError> {
+                let lower = raw.to_ascii_lowercase();
+                check_label($what, &lower)?;
+                Ok(Self(Arc::from(lower)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(raw: String) -> Result<Self, NameError> {
+                Self::new(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0.to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+    };
+}
+
+label_newtype!(
+    /// A service name: one DNS label, lowercase, never shaped like a version selector.
+    /// Cloning copies a pointer.
+    ServiceName,
+    "service name"
+);
+label_newtype!(
+    /// A datacenter name: one DNS label, like a service name.
+    Datacenter,
+    "datacenter"
+);
+label_newtype!(
+    /// An instance id, unique within its service: one DNS label, so that
+    /// `<id>.<service>.<dc>.<zone>` names the instance.
+    InstanceId,
+    "instance id"
+);
+
+/// Turns a free-form name (as the Maxine SDKs send them, e.g. `Payment_Service`)
+/// into a DNS label: lowercase, every run of other characters becomes one '-',
+/// leading and trailing '-' dropped, cut to 63 bytes, and an `s-` prefix when
+/// the result would look like a version selector. `None` when nothing is left.
+pub fn normalize_label(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut pending_dash = false;
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if pending_dash && !out.is_empty() {
+                out.push('-');
+            }
+            pending_dash = false;
+            out.push(c);
+        } else {
+            pending_dash = true;
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    if VersionSelector::parse(&out).is_some() {
+        out.insert_str(0, "s-");
+    }
+    if out.len() > 63 {
+        out.truncate(63);
+        while out.ends_with('-') {
+            out.pop();
+        }
+    }
+    Some(out)
+}
+
+/// Selects instances by version: `v2` matches every 2.x.y, `v2-1` matches 2.1.x,
+/// `v2-1-3` matches 2.1.3 exactly (pre-release and build suffixes aside).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct VersionSelector {
+    parts: [u32; 3],
+    len: u8,
+}
+
+impl VersionSelector {
+    /// Parses a DNS label such as `v2` or `v2-1`. Case-insensitive.
+    pub fn parse(label: &str) -> Option<Self> {
+        let rest = label.strip_prefix(['v', 'V'])?;
+        let mut parts = [0u32; 3];
+        let mut len = 0u8;
+        for piece in rest.split('-') {
+            if len == 3 || piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            parts[len as usize] = piece.parse().ok()?;
+            len += 1;
+        }
+        Some(Self { parts, len })
+    }
+
+    /// The numeric prefix of a version string such as `2.1.0` or `v3.0.1-beta`.
+    /// `None` when it does not start with a number.
+    pub fn numbers_of(version: &str) -> Option<([u32; 3], u8)> {
+        let v = version.strip_prefix(['v', 'V']).unwrap_or(version);
+        let mut parts = [0u32; 3];
+        let mut len = 0u8;
+        for piece in v.split('.') {
+            let digits: &str = &piece[..piece
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(piece.len())];
+            if digits.is_empty() || len == 3 {
+                break;
+            }
+            parts[len as usize] = digits.parse().ok()?;
+            len += 1;
+            if digits.len() != piece.len() {
+                break; // "0-beta": the suffix ends the numeric part
+            }
+        }
+        (len > 0).then_some((parts, len))
+    }
+
+    /// Every selector that matches `version`: `2.1.0` gives v2, v2-1, v2-1-0.
+    pub fn all_for(version: &str) -> Vec<Self> {
+        let Some((parts, len)) = Self::numbers_of(version) else {
+            return Vec::new();
+        };
+        (1..=len)
+            .map(|l| {
+                let mut p = [0u32; 3];
+                p[..l as usize].copy_from_slice(&parts[..l as usize]);
+                Self { parts: p, len: l }
+            })
+            .collect()
+    }
+
+    pub fn matches(&self, version: &str) -> bool {
+        match Self::numbers_of(version) {
+            Some((parts, len)) => {
+                len >= self.len && parts[..self.len as usize] == self.parts[..self.len as usize]
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for VersionSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.parts[0])?;
+        for p in &self.parts[1..self.len as usize] {
+            write!(f, "-{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_are_lowercase_dns_labels() {
+        assert_eq!(ServiceName::new("Payments").unwrap().as_str(), "payments");
+        assert!(ServiceName::new("pay-ments2").is_ok());
+        for bad in ["", "-a", "a-", "a_b", "a.b", "é", &"a".repeat(64)] {
+            assert!(ServiceName::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_shaped_like_version_selectors_are_rejected() {
+        for bad in ["v2", "V2-1", "v10-0-3"] {
+            assert!(matches!(
+                ServiceName::new(bad),
+                Err(NameError::LooksLikeVersion { .. })
+            ));
+        }
+        assert!(ServiceName::new("v2x").is_ok());
+        assert!(ServiceName::new("vault").is_ok());
+    }
+
+    #[test]
+    fn selectors_match_by_prefix_of_numbers() {
+        let v2 = VersionSelector::parse("v2").unwrap();
+        let v21 = VersionSelector::parse("v2-1").unwrap();
+        assert!(v2.matches("2.1.0") && v2.matches("2") && v2.matches("v2.9.9-rc1"));
+        assert!(!v2.matches("20.1.0") && !v2.matches("latest"));
+        assert!(v21.matches("2.1.7") && !v21.matches("2.10.0") && !v21.matches("2"));
+        assert_eq!(
+            VersionSelector::all_for("2.1.0-beta")
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            ["v2", "v2-1", "v2-1-0"]
+        );
+        assert!(VersionSelector::parse("v").is_none());
+        assert!(VersionSelector::parse("v1-2-3-4").is_none());
+        assert!(VersionSelector::parse("v1--2").is_none());
+    }
+
+    #[test]
+    fn free_names_normalize_to_labels() {
+        assert_eq!(
+            normalize_label("Payment_Service v1").as_deref(),
+            Some("payment-service-v1")
+        );
+        assert_eq!(normalize_label("__x__").as_deref(), Some("x"));
+        assert_eq!(normalize_label("V2").as_deref(), Some("s-v2"));
+        assert_eq!(normalize_label("!!!"), None);
+        let long = normalize_label(&"ab-".repeat(40)).unwrap();
+        assert!(long.len() <= 63 && !long.ends_with('-'));
+        assert!(ServiceName::new(&long).is_ok());
+    }
+}

@@ -1,0 +1,195 @@
+//! The DNS naming grammar, in one place: which names under the zone mean
+//! which registry question. `docs/dns.md` describes the same grammar for users.
+//!
+//! Labels are read left to right, without the zone suffix, in lowercase:
+//!
+//! | labels                     | meaning                                         |
+//! |----------------------------|-------------------------------------------------|
+//! | `svc`                      | passing instances of `svc` in the local dc      |
+//! | `vN[-M[-P]].svc`           | the same, versions matching the selector        |
+//! | `svc.dc`                   | passing instances of `svc` in `dc`              |
+//! | `vN[-M[-P]].svc.dc`        | the same, by version                            |
+//! | `_svc._tcp`, `_svc._tcp.dc`| RFC 2782 SRV spelling of `svc` / `svc.dc`       |
+//! | `id.svc.dc`                | one instance (the SRV targets)                  |
+//!
+//! Service names, datacenters and instance ids are never shaped like version
+//! selectors and service names never equal a datacenter, so each name has
+//! exactly one reading.
+
+use super::names::{Datacenter, InstanceId, ServiceName, VersionSelector};
+use super::registry::ServiceSnapshot;
+
+/// What a name under the zone refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NameTarget {
+    /// Instances of a service. `dc: None` is the local datacenter.
+    Service {
+        dc: Option<Datacenter>,
+        service: ServiceName,
+        version: Option<VersionSelector>,
+        /// Spelled `_svc._tcp` (RFC 2782).
+        srv_form: bool,
+    },
+    /// One instance, by id.
+    Instance {
+        dc: Datacenter,
+        service: ServiceName,
+        id: InstanceId,
+    },
+}
+
+/// Reads labels (left to right, zone removed). `is_dc` tells known datacenters.
+pub fn parse(labels: &[&str], is_dc: impl Fn(&str) -> bool) -> Option<NameTarget> {
+    let svc = |l: &str| ServiceName::new(l).ok();
+    let dc = |l: &str| is_dc(l).then(|| Datacenter::new(l).ok()).flatten();
+    let srv = |a: &str, b: &str| {
+        (b == "_tcp")
+            .then(|| a.strip_prefix('_').and_then(svc))
+            .flatten()
+    };
+    let service = |dc, service, version, srv_form| NameTarget::Service {
+        dc,
+        service,
+        version,
+        srv_form,
+    };
+    match *labels {
+        [s] => Some(service(None, svc(s)?, None, false)),
+        [a, b] => {
+            if b.starts_with('_') {
+                Some(service(None, srv(a, b)?, None, true))
+            } else if let Some(sel) = VersionSelector::parse(a) {
+                Some(service(None, svc(b)?, Some(sel), false))
+            } else {
+                Some(service(Some(dc(b)?), svc(a)?, None, false))
+            }
+        }
+        [a, b, c] => {
+            let d = dc(c)?;
+            if b.starts_with('_') {
+                Some(service(Some(d), srv(a, b)?, None, true))
+            } else if let Some(sel) = VersionSelector::parse(a) {
+                Some(service(Some(d), svc(b)?, Some(sel), false))
+            } else {
+                Some(NameTarget::Instance {
+                    dc: d,
+                    service: svc(b)?,
+                    id: InstanceId::new(a).ok()?,
+                })
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The labels of a target, left to right, without the zone.
+pub fn render(t: &NameTarget) -> Vec<String> {
+    match t {
+        NameTarget::Service {
+            dc,
+            service,
+            version,
+            srv_form,
+        } => {
+            let mut out = Vec::with_capacity(3);
+            if *srv_form {
+                out.push(format!("_{service}"));
+                out.push("_tcp".to_string());
+            } else {
+                if let Some(v) = version {
+                    out.push(v.to_string());
+                }
+                out.push(service.to_string());
+            }
+            if let Some(d) = dc {
+                out.push(d.to_string());
+            }
+            out
+        }
+        NameTarget::Instance { dc, service, id } => {
+            vec![id.to_string(), service.to_string(), dc.to_string()]
+        }
+    }
+}
+
+/// Every name a service answers to: the service names (both spellings, with
+/// and without the datacenter when it is local), one per version selector,
+/// and one per instance.
+pub fn names_of(snap: &ServiceSnapshot, local_dc: &Datacenter) -> Vec<NameTarget> {
+    let key = &snap.key;
+    let dcs: Vec<Option<Datacenter>> = if &key.dc == local_dc {
+        vec![None, Some(key.dc.clone())]
+    } else {
+        vec![Some(key.dc.clone())]
+    };
+    let mut out = Vec::new();
+    for dc in &dcs {
+        for srv_form in [false, true] {
+            out.push(NameTarget::Service {
+                dc: dc.clone(),
+                service: key.service.clone(),
+                version: None,
+                srv_form,
+            });
+        }
+        for sel in snap.selectors() {
+            out.push(NameTarget::Service {
+                dc: dc.clone(),
+                service: key.service.clone(),
+                version: Some(*sel),
+                srv_form: false,
+            });
+        }
+    }
+    for id in snap.instances.keys() {
+        out.push(NameTarget::Instance {
+            dc: key.dc.clone(),
+            service: key.service.clone(),
+            id: id.clone(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str) -> Option<NameTarget> {
+        let labels: Vec<&str> = name.split('.').collect();
+        parse(&labels, |l| l == "dc1" || l == "dc2")
+    }
+
+    #[test]
+    fn every_documented_form_parses_and_renders_back() {
+        for name in [
+            "payments",
+            "v2.payments",
+            "v2-1.payments",
+            "payments.dc1",
+            "v2.payments.dc2",
+            "_payments._tcp",
+            "_payments._tcp.dc2",
+            "web-1.payments.dc1",
+        ] {
+            let t = p(name).unwrap_or_else(|| panic!("{name} did not parse"));
+            assert_eq!(render(&t).join("."), name);
+        }
+    }
+
+    #[test]
+    fn unknown_datacenters_and_bad_labels_do_not_parse() {
+        for name in [
+            "payments.dc9",
+            "v2.payments.dc9",
+            "_payments._udp",
+            "_payments.tcp",
+            "a.b.c.d",
+            "v2",
+            "pay_ments",
+            "x.v2.dc1",
+        ] {
+            assert_eq!(p(name), None, "{name}");
+        }
+    }
+}
