@@ -1,0 +1,559 @@
+//! Configuration: serde wire types, merged from defaults < TOML file <
+//! environment < flags, then validated once into [`Config`], whose fields
+//! carry their invariants. Sources are passed in (`Sources`), so tests never
+//! touch the process environment.
+//!
+//! Must not import: dns, http, store or any other front end or driver.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::{Datacenter, RegistryConfig};
+
+/// Why the configuration was refused. Each message says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error(
+        "unknown environment variable {0}: see `maxine serve --help` for the supported MAXINE_* variables"
+    )]
+    UnknownEnv(String),
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A duration given as a number of seconds or a string such as `"30s"` or `"1m 30s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"30"`, `"30s"`, `"500ms"`, `"1m 30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{text:?} is not a duration such as \"30s\": {e}"))
+}
+
+/// The whole configuration as written in TOML.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Name of this datacenter (a DNS label). Default `dc1`.
+    pub datacenter: String,
+    /// DNS zone Maxine is authoritative for. Default `maxine`.
+    pub domain: String,
+    /// Directory for Maxine's data. Default `./maxine-data`.
+    pub data_dir: PathBuf,
+    /// Authoritative DNS server.
+    pub dns: DnsFile,
+    /// HTTP API.
+    pub http: HttpFile,
+    /// Registry behaviour.
+    pub registry: RegistryFile,
+    /// Logging.
+    pub log: LogFile,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            datacenter: "dc1".into(),
+            domain: "maxine".into(),
+            data_dir: "./maxine-data".into(),
+            dns: DnsFile::default(),
+            http: HttpFile::default(),
+            registry: RegistryFile::default(),
+            log: LogFile::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsFile {
+    /// UDP and TCP listen address. Default `127.0.0.1:8600`.
+    pub addr: String,
+    /// TTL of positive answers. Default 5 s.
+    pub ttl: DurationValue,
+    /// TTL of negative answers (written into the SOA minimum); default: the zone file's.
+    pub negative_ttl: Option<DurationValue>,
+    /// Directory of master-format zone files; `<domain>.zone` is loaded from it. Default `zones`.
+    pub zone_dir: PathBuf,
+    /// Most address or SRV records in one answer; answers rotate through all instances. Default 32.
+    pub max_records: usize,
+    /// Idle TCP connections are closed after this long. Default 10 s.
+    pub tcp_idle_timeout: DurationValue,
+    /// Most open TCP connections. Default 1024.
+    pub tcp_max_connections: usize,
+    /// Most open TCP connections from one client address. Default 64.
+    pub tcp_max_connections_per_ip: usize,
+}
+
+impl Default for DnsFile {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8600".into(),
+            ttl: DurationValue(Duration::from_secs(5)),
+            negative_ttl: None,
+            zone_dir: "zones".into(),
+            max_records: 32,
+            tcp_idle_timeout: DurationValue(Duration::from_secs(10)),
+            tcp_max_connections: 1024,
+            tcp_max_connections_per_ip: 64,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFile {
+    /// API listen address. Default `127.0.0.1:8080`.
+    pub addr: String,
+    /// PEM certificate chain; with `tls_key`, the API is served over HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Accept plain HTTP on a non-loopback address. Default false.
+    pub insecure_http: bool,
+    /// Largest request body accepted (413 beyond). Default 64 KiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpFile {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryFile {
+    /// How long an instance stays critical (out of DNS) before it is removed. Default 10 min.
+    pub reap_after: DurationValue,
+}
+
+impl Default for RegistryFile {
+    fn default() -> Self {
+        Self {
+            reap_after: DurationValue(Duration::from_secs(600)),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    /// `text` (default) or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `maxine=debug`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Environment variables and the config key each one sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("DATACENTER_ID", "datacenter"),
+    ("MAXINE_DATACENTER", "datacenter"),
+    ("MAXINE_DOMAIN", "domain"),
+    ("MAXINE_DATA_DIR", "data_dir"),
+    ("MAXINE_DNS_ADDR", "dns.addr"),
+    ("MAXINE_DNS_TTL", "dns.ttl"),
+    ("MAXINE_DNS_NEGATIVE_TTL", "dns.negative_ttl"),
+    ("MAXINE_ZONE_DIR", "dns.zone_dir"),
+    ("MAXINE_DNS_MAX_RECORDS", "dns.max_records"),
+    ("MAXINE_HTTP_ADDR", "http.addr"),
+    ("MAXINE_TLS_CERT", "http.tls_cert"),
+    ("MAXINE_TLS_KEY", "http.tls_key"),
+    ("MAXINE_INSECURE_HTTP", "http.insecure_http"),
+    ("MAXINE_MAX_BODY_BYTES", "http.max_body_bytes"),
+    ("MAXINE_REAP_AFTER", "registry.reap_after"),
+    ("MAXINE_LOG_FORMAT", "log.format"),
+    ("MAXINE_LOG_LEVEL", "log.level"),
+];
+
+/// Variables with the MAXINE_ prefix that belong to the client subcommands, not to `serve`.
+pub const CLIENT_ENV: &[&str] = &["MAXINE_API", "MAXINE_CA_CERT", "MAXINE_DNS"];
+
+/// Where settings come from, lowest precedence first.
+#[derive(Default, Debug)]
+pub struct Sources {
+    /// Contents of the TOML file, if one was given, with its path.
+    pub file: Option<(PathBuf, String)>,
+    /// The process environment (only DATACENTER_ID and MAXINE_* are read).
+    pub env: BTreeMap<String, String>,
+    /// Flags as (config key, value).
+    pub flags: Vec<(&'static str, String)>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub datacenter: Datacenter,
+    /// Lowercase, without the trailing dot, e.g. `maxine`.
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub dns: DnsConfig,
+    pub http: HttpConfig,
+    pub registry: RegistryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    pub addr: SocketAddr,
+    pub ttl: u32,
+    pub negative_ttl: Option<u32>,
+    pub zone_dir: PathBuf,
+    pub max_records: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Certificate and key paths when the API is served over HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Merges the sources and validates the result.
+    pub fn load(sources: Sources) -> Result<Self, ConfigError> {
+        let mut table = match &sources.file {
+            Some((path, text)) => toml::from_str::<toml::Table>(text)
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?,
+            None => toml::Table::new(),
+        };
+        // DATACENTER_ID first so that MAXINE_DATACENTER wins over it.
+        for (name, key) in ENV_KEYS {
+            if let Some(v) = sources.env.get(*name) {
+                set_key(&mut table, key, v);
+            }
+        }
+        if let Some(unknown) = sources.env.keys().find(|k| {
+            k.starts_with("MAXINE_")
+                && !ENV_KEYS.iter().any(|(n, _)| n == k)
+                && !CLIENT_ENV.contains(&k.as_str())
+        }) {
+            return Err(ConfigError::UnknownEnv(unknown.clone()));
+        }
+        for (key, v) in &sources.flags {
+            set_key(&mut table, key, v);
+        }
+        let file: ConfigFile = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        Self::validate(file)
+    }
+
+    /// Built-in defaults, as `maxine serve` with no settings uses them.
+    pub fn defaults() -> Self {
+        Self::validate(ConfigFile::default()).expect("defaults are valid")
+    }
+
+    pub fn validate(f: ConfigFile) -> Result<Self, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let datacenter =
+            Datacenter::new(&f.datacenter).map_err(|e| invalid("datacenter", e.to_string()))?;
+        let domain = f.domain.trim_end_matches('.').to_ascii_lowercase();
+        if domain.is_empty()
+            || domain.len() > 200
+            || !domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+        {
+            return Err(invalid(
+                "domain",
+                format!(
+                    "{:?} is not a domain name such as \"maxine\" or \"svc.example\"",
+                    f.domain
+                ),
+            ));
+        }
+        let addr = |key: &'static str, raw: &str| {
+            raw.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{raw:?} is not an IP:port address such as 127.0.0.1:8600"),
+                )
+            })
+        };
+        let secs = |key: &'static str, d: Duration, max: u64| {
+            if d.as_secs() > max {
+                Err(invalid(key, format!("at most {max} seconds")))
+            } else {
+                Ok(d.as_secs() as u32)
+            }
+        };
+        let dns = DnsConfig {
+            addr: addr("dns.addr", &f.dns.addr)?,
+            ttl: secs("dns.ttl", f.dns.ttl.0, 86_400)?,
+            negative_ttl: f
+                .dns
+                .negative_ttl
+                .map(|d| secs("dns.negative_ttl", d.0, 86_400))
+                .transpose()?,
+            zone_dir: f.dns.zone_dir,
+            max_records: match f.dns.max_records {
+                1..=1000 => f.dns.max_records,
+                n => {
+                    return Err(invalid(
+                        "dns.max_records",
+                        format!("{n} is not between 1 and 1000"),
+                    ));
+                }
+            },
+            tcp_idle_timeout: match f.dns.tcp_idle_timeout.0 {
+                d if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
+                _ => {
+                    return Err(invalid(
+                        "dns.tcp_idle_timeout",
+                        "must be between 100ms and 1h".into(),
+                    ));
+                }
+            },
+            tcp_max_connections: f.dns.tcp_max_connections.max(1),
+            tcp_max_connections_per_ip: f.dns.tcp_max_connections_per_ip.max(1),
+        };
+        let http_addr = addr("http.addr", &f.http.addr)?;
+        let tls = match (f.http.tls_cert, f.http.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "http.tls_cert",
+                    "--tls-cert and --tls-key must be given together".into(),
+                ));
+            }
+        };
+        if tls.is_none() && !http_addr.ip().is_loopback() && !f.http.insecure_http {
+            return Err(invalid(
+                "http.addr",
+                format!(
+                    "refusing to serve the API over plain HTTP on the non-loopback address {http_addr}: \
+                     pass --tls-cert and --tls-key to serve HTTPS, or --insecure-http if plain HTTP \
+                     on this address is really intended"
+                ),
+            ));
+        }
+        if f.http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "http.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        let reap = f.registry.reap_after.0;
+        if reap < Duration::from_secs(1) {
+            return Err(invalid("registry.reap_after", "must be at least 1s".into()));
+        }
+        let format = match f.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ));
+            }
+        };
+        Ok(Config {
+            registry: RegistryConfig {
+                local_dc: datacenter.clone(),
+                reap_after: reap,
+            },
+            datacenter,
+            domain,
+            data_dir: f.data_dir,
+            dns,
+            http: HttpConfig {
+                addr: http_addr,
+                tls,
+                max_body_bytes: f.http.max_body_bytes,
+            },
+            log: LogConfig {
+                format,
+                level: f.log.level,
+            },
+        })
+    }
+}
+
+/// Sets a dotted key in a TOML table. The text is read as a TOML number or
+/// boolean when it is one, otherwise kept as a string.
+fn set_key(table: &mut toml::Table, dotted: &str, raw: &str) {
+    let value = match raw.parse::<i64>() {
+        Ok(n) if !dotted.ends_with("addr") => toml::Value::Integer(n),
+        _ => match raw {
+            "true" => toml::Value::Boolean(true),
+            "false" => toml::Value::Boolean(false),
+            _ => toml::Value::String(raw.to_string()),
+        },
+    };
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut t = table;
+    for p in parts {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+    t.insert(last.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work() {
+        let c = Config::defaults();
+        assert_eq!(c.dns.addr.to_string(), "127.0.0.1:8600");
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.datacenter.as_str(), "dc1");
+        assert_eq!(c.domain, "maxine");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let c = Config::load(Sources {
+            file: Some((
+                "f.toml".into(),
+                "datacenter = \"fromfile\"\ndomain = \"file\"\n[dns]\nttl = \"7s\"\n".into(),
+            )),
+            env: env(&[
+                ("DATACENTER_ID", "fromid"),
+                ("MAXINE_DOMAIN", "env"),
+                ("MAXINE_DNS_TTL", "9"),
+            ]),
+            flags: vec![("domain", "flag".into())],
+        })
+        .unwrap();
+        assert_eq!(c.datacenter.as_str(), "fromid");
+        assert_eq!(c.domain, "flag");
+        assert_eq!(c.dns.ttl, 9);
+        let c = Config::load(Sources {
+            env: env(&[
+                ("DATACENTER_ID", "fromid"),
+                ("MAXINE_DATACENTER", "explicit"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.datacenter.as_str(), "explicit");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_the_error() {
+        let err = Config::load(Sources {
+            file: Some(("f.toml".into(), "[dns]\nport = 53\n".into())),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = Config::load(Sources {
+            env: env(&[("MAXINE_DSN_ADDR", "x")]),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("MAXINE_DSN_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_tls_or_an_explicit_flag() {
+        let load = |flags: Vec<(&'static str, String)>| {
+            Config::load(Sources {
+                flags,
+                ..Default::default()
+            })
+        };
+        let err = load(vec![("http.addr", "0.0.0.0:8080".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--insecure-http") && err.contains("--tls-cert"),
+            "{err}"
+        );
+        assert!(
+            load(vec![
+                ("http.addr", "0.0.0.0:8080".into()),
+                ("http.insecure_http", "true".into())
+            ])
+            .is_ok()
+        );
+        assert!(load(vec![("http.addr", "[::1]:8080".into())]).is_ok());
+    }
+}
