@@ -1,0 +1,521 @@
+//! Ready answers: every name in the zone, with its record sets pre-encoded,
+//! in a lock-free map keyed by the lowercase wire name. The registry calls
+//! [`AnswerBuilder::applied`] with each change (under its write lock, before
+//! the change is acknowledged), and the affected names are rebuilt then.
+//! A query is parse -> one map lookup -> copy pre-encoded records.
+//!
+//! Keys are plain names today. Answers that later depend on the client
+//! (ACLs, intentions) or on datacenter health (failover) become extra
+//! variants of a [`Node`], chosen after the lookup, so the query path stays a
+//! lookup and a copy.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::core::naming::{self, NameTarget};
+use crate::core::{
+    Batch, Datacenter, Instance, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot,
+};
+
+use super::wire::{self, Flags, ReplyWriter, Request, rcode, types};
+use super::zone::{StaticRrset, Zone};
+
+/// One instance's records, encoded once per change of the instance.
+#[derive(Debug)]
+pub struct InstanceWire {
+    /// A or AAAA tail, with the instance's address (None for host names).
+    addr_tail: Option<Box<[u8]>>,
+    is_v6: bool,
+    /// SRV tail: priority 1, the instance's weight and port, and its target
+    /// name uncompressed (RFC 2782 forbids compressing it).
+    srv_tail: Box<[u8]>,
+    /// The target's A/AAAA record, complete, for the additional section.
+    additional: Option<Box<[u8]>>,
+}
+
+type Set = Arc<[Arc<InstanceWire>]>;
+
+/// Everything that can be answered at one name.
+#[derive(Debug, Default)]
+pub struct Node {
+    a: Option<Set>,
+    aaaa: Option<Set>,
+    srv: Option<Set>,
+    statics: Vec<StaticRrset>,
+}
+
+/// The map the query path reads. Cloning copies one `Arc`.
+#[derive(Clone)]
+pub struct Answers {
+    inner: Arc<AnswersInner>,
+}
+
+struct AnswersInner {
+    zone: Zone,
+    names: papaya::HashMap<Box<[u8]>, Arc<Node>>,
+    max_records: usize,
+}
+
+thread_local! {
+    /// Rotation counter, one per worker thread: no shared cache line.
+    static ROTATION: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Answers {
+    pub fn new(zone: Zone, max_records: usize) -> Self {
+        let names = papaya::HashMap::new();
+        {
+            let pinned = names.pin();
+            for (name, statics) in &zone.statics {
+                pinned.insert(
+                    name.clone().into_boxed_slice(),
+                    Arc::new(Node {
+                        statics: statics.clone(),
+                        ..Node::default()
+                    }),
+                );
+            }
+        }
+        Self {
+            inner: Arc::new(AnswersInner {
+                zone,
+                names,
+                max_records,
+            }),
+        }
+    }
+
+    pub fn zone(&self) -> &Zone {
+        &self.inner.zone
+    }
+
+    /// Writes the reply to `packet` into `out`. False: send nothing.
+    ///
+    /// A bug must not take a listener down with it: a panic while answering
+    /// is logged and the packet dropped (the fuzz target hunts for them).
+    pub fn respond(&self, packet: &[u8], out: &mut Vec<u8>, tcp: bool) -> bool {
+        let run = std::panic::AssertUnwindSafe(|| self.respond_inner(packet, out, tcp));
+        std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            tracing::error!(packet = ?packet, "panic while answering a DNS packet; dropped");
+            false
+        })
+    }
+
+    /// [`Answers::respond`] without the panic guard, for the fuzz target.
+    #[doc(hidden)]
+    pub fn respond_unguarded(&self, packet: &[u8], out: &mut Vec<u8>, tcp: bool) -> bool {
+        self.respond_inner(packet, out, tcp)
+    }
+
+    fn respond_inner(&self, packet: &[u8], out: &mut Vec<u8>, tcp: bool) -> bool {
+        let req = match wire::parse(packet) {
+            Ok(r) => r,
+            Err(reject) => return wire::write_reject(out, packet, &reject),
+        };
+        self.answer(&req, out, tcp);
+        true
+    }
+
+    fn answer(&self, req: &Request<'_>, out: &mut Vec<u8>, tcp: bool) {
+        let limit = wire::size_limit(req.edns, tcp);
+        let mut flags = Flags {
+            aa: false,
+            rd: req.rd,
+            cd: req.cd,
+            rcode: rcode::NOERROR,
+        };
+        if let Some(e) = req.edns
+            && e.version > 0
+        {
+            // RFC 6891 6.1.3: BADVERS, with our OPT, nothing else.
+            let w = ReplyWriter::start(out, req, flags, limit);
+            w.finish(req.edns, rcode::BADVERS_UPPER);
+            return;
+        }
+        let refuse = |out: &mut Vec<u8>, rcode: u8| {
+            let w = ReplyWriter::start(out, req, Flags { rcode, ..flags }, limit);
+            w.finish(req.edns, 0);
+        };
+        match req.qtype {
+            types::OPT | types::TSIG | types::TKEY => return refuse(out, rcode::FORMERR),
+            types::AXFR | types::IXFR => return refuse(out, rcode::REFUSED),
+            types::MAILA | types::MAILB => return refuse(out, rcode::NOTIMP),
+            _ => {}
+        }
+        let zone = &self.inner.zone;
+        let Some(apex_at) = req.suffix_offset(&zone.origin) else {
+            return refuse(out, rcode::REFUSED); // not our zone
+        };
+        if req.qclass != types::CLASS_IN {
+            return refuse(out, rcode::REFUSED);
+        }
+        flags.aa = true;
+        let names = self.inner.names.pin();
+        let Some(node) = names.get(req.qname()) else {
+            flags.rcode = rcode::NXDOMAIN;
+            let mut w = ReplyWriter::start(out, req, flags, limit);
+            self.push_soa(&mut w, apex_at);
+            return w.finish(req.edns, 0);
+        };
+        let mut w = ReplyWriter::start(out, req, flags, limit);
+        match self.write_answer(node, req.qtype, &mut w) {
+            Some(true) => {}
+            Some(false) => w.truncate(),
+            None => self.push_soa(&mut w, apex_at), // NODATA
+        }
+        w.finish(req.edns, 0);
+    }
+
+    /// The SOA in the authority section of a negative answer (RFC 2308).
+    /// The apex is a suffix of the question name: its owner points there.
+    fn push_soa(&self, w: &mut ReplyWriter<'_>, apex_at: usize) {
+        if !w.push_at_offset(2, 12 + apex_at, &self.inner.zone.soa_negative_tail) {
+            w.truncate();
+        }
+    }
+
+    /// Writes the answer for `qtype` at `node`. `None`: no data of that type
+    /// (NODATA); `Some(false)`: the answer does not fit (truncate).
+    fn write_answer(&self, node: &Node, qtype: u16, w: &mut ReplyWriter<'_>) -> Option<bool> {
+        // A CNAME at the name answers every other type (RFC 1034 3.6.2).
+        if qtype != types::CNAME
+            && let Some(cname) = node.statics.iter().find(|s| s.rtype == types::CNAME)
+        {
+            return Some(write_static(cname, w));
+        }
+        let qtype = if qtype == types::ANY {
+            // RFC 8482: one RRset is a complete answer to ANY.
+            [types::A, types::AAAA, types::SRV]
+                .into_iter()
+                .find(|t| dynamic_set(node, *t).is_some())
+                .or_else(|| node.statics.iter().map(|s| s.rtype).next())?
+        } else {
+            qtype
+        };
+        if let Some(set) = dynamic_set(node, qtype) {
+            return Some(self.write_set(set, qtype == types::SRV, w));
+        }
+        let set = node.statics.iter().find(|s| s.rtype == qtype)?;
+        Some(write_static(set, w))
+    }
+
+    /// Up to `max_records` instances, starting at a rotating offset so that
+    /// successive answers spread load over all of them.
+    fn write_set(&self, set: &Set, srv: bool, w: &mut ReplyWriter<'_>) -> bool {
+        let n = set.len();
+        let take = n.min(self.inner.max_records);
+        let start = ROTATION.with(|c| {
+            let v = c.get();
+            c.set(v.wrapping_add(1));
+            v
+        }) % n;
+        let window = set.iter().cycle().skip(start).take(take);
+        for inst in window.clone() {
+            let ok = if srv {
+                w.push_at_qname(1, &inst.srv_tail)
+            } else {
+                inst.addr_tail
+                    .as_ref()
+                    .is_some_and(|t| w.push_at_qname(1, t))
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if srv {
+            // Additional data is optional: add whole records while they fit
+            // (RFC 2181 9: no TC for missing additional data).
+            for inst in window {
+                if let Some(rec) = &inst.additional
+                    && !w.push_full(3, rec)
+                {
+                    break;
+                }
+            }
+        }
+        true
+    }
+}
+
+fn dynamic_set(node: &Node, qtype: u16) -> Option<&Set> {
+    match qtype {
+        types::A => node.a.as_ref(),
+        types::AAAA => node.aaaa.as_ref(),
+        types::SRV => node.srv.as_ref(),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
+    for t in &set.tails {
+        if !w.push_at_qname(1, t) {
+            return false;
+        }
+    }
+    for g in &set.glue {
+        if !w.push_full(3, g) {
+            break;
+        }
+    }
+    true
+}
+
+/// Keeps [`Answers`] in step with the registry. Runs under the registry's
+/// write lock, so its own state needs no more than an uncontended mutex.
+pub struct AnswerBuilder {
+    answers: Answers,
+    local_dc: Datacenter,
+    ttl: u32,
+    state: Mutex<BuilderState>,
+}
+
+#[derive(Default)]
+struct BuilderState {
+    /// Names each service currently contributes.
+    names_of: HashMap<ServiceKey, Vec<Box<[u8]>>>,
+    /// Encoded instances, reused while the instance value is unchanged.
+    wires: HashMap<(ServiceKey, InstanceId), (u64, Arc<InstanceWire>)>,
+    /// How many services keep each dynamic empty non-terminal alive.
+    ent_refs: HashMap<Box<[u8]>, usize>,
+}
+
+impl AnswerBuilder {
+    pub fn new(answers: Answers, registry: &Registry, ttl: u32) -> Self {
+        Self {
+            answers,
+            local_dc: registry.local_dc().clone(),
+            ttl,
+            state: Mutex::new(BuilderState::default()),
+        }
+    }
+
+    fn wire(&self, labels: &[String]) -> Box<[u8]> {
+        let origin = &self.answers.inner.zone.origin;
+        let mut out = Vec::with_capacity(64);
+        for l in labels {
+            out.push(l.len() as u8);
+            out.extend_from_slice(l.as_bytes());
+        }
+        out.extend_from_slice(origin);
+        out.into_boxed_slice()
+    }
+
+    /// Empty non-terminals a service's names need: `<dc>`, `_tcp.<dc>`, and
+    /// `_tcp` for the local datacenter.
+    fn ents_of(&self, key: &ServiceKey) -> Vec<Box<[u8]>> {
+        let dc = key.dc.to_string();
+        let mut v = vec![
+            self.wire(std::slice::from_ref(&dc)),
+            self.wire(&["_tcp".into(), dc]),
+        ];
+        if key.dc == self.local_dc {
+            v.push(self.wire(&["_tcp".into()]));
+        }
+        v
+    }
+
+    fn encode_instance(&self, inst: &Instance) -> InstanceWire {
+        let target = match &inst.address {
+            crate::core::Address::Host(h) => wire::wire_name(h).unwrap_or_else(|| vec![0]),
+            crate::core::Address::Ip(_) => self
+                .wire(&[
+                    inst.id.to_string(),
+                    inst.service.to_string(),
+                    inst.datacenter.to_string(),
+                ])
+                .into_vec(),
+        };
+        let (addr_tail, is_v6) = match inst.address.ip() {
+            Some(IpAddr::V4(v4)) => (Some(tail(types::A, self.ttl, &v4.octets())), false),
+            Some(IpAddr::V6(v6)) => (Some(tail(types::AAAA, self.ttl, &v6.octets())), true),
+            None => (None, false),
+        };
+        let mut srv = Vec::with_capacity(6 + target.len());
+        srv.extend_from_slice(&1u16.to_be_bytes());
+        srv.extend_from_slice(&inst.weight.to_be_bytes());
+        srv.extend_from_slice(&inst.port.to_be_bytes());
+        srv.extend_from_slice(&target);
+        let additional = addr_tail.as_ref().map(|t| {
+            let mut rec = target.clone();
+            rec.extend_from_slice(t);
+            rec.into_boxed_slice()
+        });
+        InstanceWire {
+            addr_tail,
+            is_v6,
+            srv_tail: tail(types::SRV, self.ttl, &srv),
+            additional,
+        }
+    }
+
+    /// Rebuilds every name of one service (or removes them).
+    fn rebuild(
+        &self,
+        st: &mut BuilderState,
+        key: &ServiceKey,
+        snap: Option<&Arc<ServiceSnapshot>>,
+    ) {
+        let names = self.answers.inner.names.pin();
+        let old = st.names_of.remove(key).unwrap_or_default();
+        let Some(snap) = snap else {
+            st.wires.retain(|(k, _), _| k != key);
+            for name in old {
+                self.publish(&names, &name, None);
+            }
+            for ent in self.ents_of(key) {
+                let n = st.ent_refs.entry(ent.clone()).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.ent_refs.remove(&ent);
+                    self.publish(&names, &ent, None);
+                }
+            }
+            return;
+        };
+        if old.is_empty() {
+            for ent in self.ents_of(key) {
+                let n = st.ent_refs.entry(ent.clone()).or_default();
+                *n += 1;
+                if *n == 1 {
+                    self.publish(&names, &ent, Some(Node::default()));
+                }
+            }
+        }
+        // Encode changed instances; drop wires of removed ones.
+        let mut wires: HashMap<&InstanceId, Arc<InstanceWire>> = HashMap::new();
+        for (id, inst) in &snap.instances {
+            let k = (key.clone(), id.clone());
+            let w = match st.wires.get(&k) {
+                Some((idx, w)) if *idx == inst.index => w.clone(),
+                _ => {
+                    let w = Arc::new(self.encode_instance(inst));
+                    st.wires.insert(k, (inst.index, w.clone()));
+                    w
+                }
+            };
+            wires.insert(id, w);
+        }
+        st.wires
+            .retain(|(k, id), _| k != key || snap.instances.contains_key(id));
+
+        let sets_for = |instances: &[Arc<Instance>]| {
+            let all: Vec<Arc<InstanceWire>> =
+                instances.iter().map(|i| wires[&i.id].clone()).collect();
+            let v4: Set = all
+                .iter()
+                .filter(|w| w.addr_tail.is_some() && !w.is_v6)
+                .cloned()
+                .collect();
+            let v6: Set = all
+                .iter()
+                .filter(|w| w.addr_tail.is_some() && w.is_v6)
+                .cloned()
+                .collect();
+            let srv: Set = all.into();
+            (v4, v6, srv)
+        };
+        let mut by_version: HashMap<Option<crate::core::VersionSelector>, (Set, Set, Set)> =
+            HashMap::new();
+        let mut new_names = Vec::new();
+        for target in naming::names_of(snap, &self.local_dc) {
+            let node = match &target {
+                NameTarget::Service { version, .. } => {
+                    let (a, aaaa, srv) = by_version
+                        .entry(*version)
+                        .or_insert_with(|| sets_for(&snap.select(version.as_ref(), true)))
+                        .clone();
+                    Node {
+                        a: Some(a),
+                        aaaa: Some(aaaa),
+                        srv: Some(srv),
+                        statics: Vec::new(),
+                    }
+                }
+                NameTarget::Instance { id, .. } => {
+                    let w = wires[id].clone();
+                    let (a, aaaa): (Set, Set) = match (&w.addr_tail, w.is_v6) {
+                        (None, _) => (Arc::new([]), Arc::new([])),
+                        (Some(_), false) => (Arc::new([w]), Arc::new([])),
+                        (Some(_), true) => (Arc::new([]), Arc::new([w])),
+                    };
+                    Node {
+                        a: Some(a),
+                        aaaa: Some(aaaa),
+                        srv: None,
+                        statics: Vec::new(),
+                    }
+                }
+            };
+            let name = self.wire(&naming::render(&target));
+            self.publish(&names, &name, Some(node));
+            new_names.push(name);
+        }
+        for gone in old.iter().filter(|n| !new_names.contains(n)) {
+            self.publish(&names, gone, None);
+        }
+        st.names_of.insert(key.clone(), new_names);
+    }
+
+    /// Inserts (or removes) a dynamic node, keeping the static data of that
+    /// name and any empty non-terminal marker.
+    fn publish(
+        &self,
+        names: &papaya::HashMapRef<
+            '_,
+            Box<[u8]>,
+            Arc<Node>,
+            std::collections::hash_map::RandomState,
+            papaya::LocalGuard<'_>,
+        >,
+        name: &[u8],
+        node: Option<Node>,
+    ) {
+        let statics = self.answers.inner.zone.statics.get(name);
+        match (node, statics) {
+            (Some(mut n), Some(s)) => {
+                n.statics = s.clone();
+                names.insert(name.into(), Arc::new(n));
+            }
+            (Some(n), None) => {
+                names.insert(name.into(), Arc::new(n));
+            }
+            (None, Some(s)) => {
+                names.insert(
+                    name.into(),
+                    Arc::new(Node {
+                        statics: s.clone(),
+                        ..Node::default()
+                    }),
+                );
+            }
+            (None, None) => {
+                // Dynamic names never coincide with the dynamic empty
+                // non-terminals (a service is never named like a datacenter).
+                names.remove(name);
+            }
+        }
+    }
+}
+
+impl Observer for AnswerBuilder {
+    fn applied(&self, batch: &Batch<'_>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, snap) in batch.services {
+            self.rebuild(&mut st, key, snap.as_ref());
+        }
+    }
+}
+
+/// A record tail: type, class IN, TTL, RDLENGTH, RDATA.
+fn tail(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
+    let mut t = Vec::with_capacity(10 + rdata.len());
+    t.extend_from_slice(&rtype.to_be_bytes());
+    t.extend_from_slice(&types::CLASS_IN.to_be_bytes());
+    t.extend_from_slice(&ttl.to_be_bytes());
+    t.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    t.extend_from_slice(rdata);
+    t.into_boxed_slice()
+}

@@ -1,0 +1,290 @@
+//! Authoritative DNS front end: UDP and TCP listeners that answer from the
+//! ready answers in [`answers`]. It translates wire queries into lookups of
+//! names that the registry's changes keep current; it holds no registry
+//! logic of its own.
+//!
+//! Must not import: http (front ends never call each other).
+
+pub mod answers;
+#[doc(hidden)]
+pub mod testing;
+pub mod wire;
+pub mod zone;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, DnsConfig};
+use crate::core::Registry;
+
+pub use answers::{AnswerBuilder, Answers};
+pub use zone::Zone;
+
+impl Zone {
+    /// Loads the zone named by the configuration.
+    pub fn from_config(config: &Config) -> Result<Self, zone::ZoneError> {
+        Zone::load(
+            &config.dns.zone_dir,
+            &config.domain,
+            config.dns.negative_ttl,
+        )
+    }
+}
+
+/// Limits and settings of the DNS listeners.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub ttl: u32,
+    pub max_records: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
+    /// UDP worker tasks; defaults to the number of cores.
+    pub udp_workers: usize,
+}
+
+impl From<&DnsConfig> for Limits {
+    fn from(c: &DnsConfig) -> Self {
+        Self {
+            ttl: c.ttl,
+            max_records: c.max_records,
+            tcp_idle_timeout: c.tcp_idle_timeout,
+            tcp_max_connections: c.tcp_max_connections,
+            tcp_max_connections_per_ip: c.tcp_max_connections_per_ip,
+            udp_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Binds the UDP socket with a large receive buffer (bursts of queries).
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+/// The DNS server: its sockets and the answers they serve.
+pub struct DnsServer {
+    answers: Answers,
+    limits: Limits,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+impl DnsServer {
+    pub fn new(
+        zone: Zone,
+        limits: Limits,
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+    ) -> std::io::Result<Self> {
+        tracing::info!(source = %zone.source, "DNS zone {} loaded", zone.domain);
+        Ok(Self {
+            answers: Answers::new(zone, limits.max_records),
+            limits,
+            udp,
+            tcp,
+        })
+    }
+
+    pub fn answers(&self) -> &Answers {
+        &self.answers
+    }
+
+    /// The registry observer that keeps the answers current.
+    pub fn observer(&self, registry: &Registry) -> AnswerBuilder {
+        AnswerBuilder::new(self.answers.clone(), registry, self.limits.ttl)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr().expect("bound socket has an address")
+    }
+
+    /// Starts the UDP workers and the TCP acceptor on `tasks`.
+    pub fn spawn(self, tasks: &TaskTracker, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.udp.set_nonblocking(true)?;
+        self.tcp.set_nonblocking(true)?;
+        let udp = Arc::new(UdpSocket::from_std(self.udp)?);
+        for _ in 0..self.limits.udp_workers.max(1) {
+            tasks.spawn(udp_worker(
+                udp.clone(),
+                self.answers.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let tcp = tokio::net::TcpListener::from_std(self.tcp)?;
+        tasks.spawn(tcp_acceptor(
+            tcp,
+            self.answers,
+            self.limits,
+            tasks.clone(),
+            shutdown,
+        ));
+        Ok(())
+    }
+}
+
+async fn udp_worker(sock: Arc<UdpSocket>, answers: Answers, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here on some systems.
+                    tracing::trace!(error = %e, "udp receive failed");
+                    continue;
+                }
+            },
+        };
+        if answers.respond(&buf[..len], &mut out, false)
+            && let Err(e) = sock.send_to(&out, peer).await
+        {
+            tracing::trace!(error = %e, %peer, "udp send failed");
+        }
+    }
+}
+
+/// Open TCP connections, in total and per client address (RFC 7766 6.2.2).
+struct ConnectionLimits {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct ConnectionPermit {
+    limits: Arc<Mutex<ConnectionLimits>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        l.total -= 1;
+        if let Some(n) = l.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                l.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn tcp_acceptor(
+    listener: tokio::net::TcpListener,
+    answers: Answers,
+    limits: Limits,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let counts = Arc::new(Mutex::new(ConnectionLimits {
+        total: 0,
+        per_ip: HashMap::new(),
+    }));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = {
+            let mut l = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let per_ip = l.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            if l.total >= limits.tcp_max_connections || per_ip >= limits.tcp_max_connections_per_ip
+            {
+                None
+            } else {
+                l.total += 1;
+                *l.per_ip.entry(peer.ip()).or_default() += 1;
+                Some(ConnectionPermit {
+                    limits: counts.clone(),
+                    ip: peer.ip(),
+                })
+            }
+        };
+        let Some(permit) = permit else {
+            tracing::debug!(%peer, "tcp connection refused: limit reached");
+            drop(stream); // closes at once
+            continue;
+        };
+        let answers = answers.clone();
+        let idle = limits.tcp_idle_timeout;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = tcp_connection(stream, answers, idle, shutdown).await {
+                tracing::trace!(error = %e, %peer, "tcp connection ended");
+            }
+        });
+    }
+}
+
+/// Serves one connection: length-prefixed queries, answered in order, as
+/// many as the client pipelines, until it goes idle or closes.
+async fn tcp_connection(
+    stream: TcpStream,
+    answers: Answers,
+    idle: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::new(rd);
+    let mut msg = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    let mut framed = Vec::with_capacity(4096);
+    loop {
+        let len = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
+                Err(_) => return Ok(()), // idle
+                Ok(r) => r? as usize,
+            },
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // The rest of a message must follow promptly.
+        tokio::time::timeout(idle, rd.read_exact(&mut msg[..len]))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial message"))??;
+        if answers.respond(&msg[..len], &mut out, true) {
+            framed.clear();
+            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&out);
+            wr.write_all(&framed).await?;
+        }
+    }
+}

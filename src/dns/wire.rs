@@ -1,0 +1,558 @@
+//! The DNS wire protocol on the query path: reading a request's header,
+//! question and EDNS, and writing replies from pre-encoded pieces.
+//!
+//! Everything here works on byte slices and never allocates per query beyond
+//! the caller's reused output buffer. Decisions follow RFC 1035, 2308, 6891,
+//! 7766 and 8482; the reasons are beside each rule.
+
+/// Record types and classes the query path needs by number.
+pub mod types {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const TKEY: u16 = 249;
+    pub const TSIG: u16 = 250;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const MAILB: u16 = 253;
+    pub const MAILA: u16 = 254;
+    pub const ANY: u16 = 255;
+    pub const CLASS_IN: u16 = 1;
+}
+
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const NXDOMAIN: u8 = 3;
+    pub const NOTIMP: u8 = 4;
+    pub const REFUSED: u8 = 5;
+    /// Extended rcode 16 = (upper 8 bits 1 in OPT) << 4 | 0.
+    pub const BADVERS_UPPER: u8 = 1;
+}
+
+/// The UDP payload size Maxine advertises (DNS flag day 2020).
+pub const OUR_UDP_SIZE: u16 = 1232;
+/// Largest message without EDNS (RFC 1035 4.2.1).
+pub const PLAIN_UDP_SIZE: usize = 512;
+/// Largest DNS message over TCP.
+pub const TCP_MAX_SIZE: usize = 65_535;
+/// Longest name on the wire (RFC 1035 2.3.4).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// EDNS0 data of a request (RFC 6891).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    pub udp_size: u16,
+    pub version: u8,
+    /// DNSSEC OK; copied into the reply (RFC 3225 3).
+    pub dnssec_ok: bool,
+}
+
+/// A request that passed the checks every reply needs.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub packet: &'a [u8],
+    pub id: u16,
+    pub rd: bool,
+    pub cd: bool,
+    /// The question as the client wrote it (name, type, class): echoed byte-exact.
+    pub question: &'a [u8],
+    /// The question name in lowercase wire form.
+    pub qname_lower: [u8; MAX_NAME_LEN],
+    pub qname_len: usize,
+    /// Offsets (into the name) where each label starts, for suffix checks.
+    pub label_starts: [u8; 128],
+    pub label_count: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns>,
+}
+
+impl Request<'_> {
+    pub fn qname(&self) -> &[u8] {
+        &self.qname_lower[..self.qname_len]
+    }
+
+    /// Offset, within the name, of the label where `suffix` (lowercase wire
+    /// form ending with the root) starts, if the name ends with it on a label
+    /// boundary.
+    pub fn suffix_offset(&self, suffix: &[u8]) -> Option<usize> {
+        let name = self.qname();
+        if suffix.len() > name.len() {
+            return None;
+        }
+        let start = name.len() - suffix.len();
+        let on_boundary = self.label_starts[..self.label_count]
+            .iter()
+            .any(|&s| s as usize == start)
+            || start == name.len() - 1;
+        (on_boundary && &name[start..] == suffix).then_some(start)
+    }
+}
+
+/// A request that gets no ordinary answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Not a query we may answer (too short to carry an ID, or QR=1): drop it.
+    Drop,
+    /// Reply with this rcode and a header only (question not echoed).
+    HeaderOnly { rcode: u8 },
+    /// Unknown opcode: NOTIMP, without echoing RD or CD.
+    NotImp { opcode: u8 },
+}
+
+const HEADER: usize = 12;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// Reads the parts of a request every reply depends on.
+pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
+    if packet.len() < HEADER {
+        return Err(Reject::Drop); // nothing to reply to reliably
+    }
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    if flags & 0x8000 != 0 {
+        return Err(Reject::Drop); // a response: never answer it (loops)
+    }
+    let opcode = ((flags >> 11) & 0xF) as u8;
+    if opcode != 0 {
+        return Err(Reject::NotImp { opcode });
+    }
+    let formerr = Reject::HeaderOnly {
+        rcode: rcode::FORMERR,
+    };
+    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
+    if qdcount != 1 {
+        return Err(formerr);
+    }
+    // Question name: plain labels only (a pointer can only point backwards,
+    // and nothing precedes the first name).
+    let mut qname_lower = [0u8; MAX_NAME_LEN];
+    let mut label_starts = [0u8; 128];
+    let mut label_count = 0;
+    let mut pos = HEADER;
+    let mut n = 0;
+    loop {
+        let len = *packet.get(pos).ok_or(Reject::HeaderOnly {
+            rcode: rcode::FORMERR,
+        })? as usize;
+        if len & 0xC0 != 0 {
+            return Err(formerr);
+        }
+        if n + 1 + len > MAX_NAME_LEN {
+            return Err(formerr);
+        }
+        if len == 0 {
+            qname_lower[n] = 0;
+            n += 1;
+            pos += 1;
+            break;
+        }
+        let label = packet
+            .get(pos + 1..pos + 1 + len)
+            .ok_or(Reject::HeaderOnly {
+                rcode: rcode::FORMERR,
+            })?;
+        label_starts[label_count] = n as u8;
+        label_count += 1;
+        qname_lower[n] = len as u8;
+        for (d, s) in qname_lower[n + 1..n + 1 + len].iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        n += 1 + len;
+        pos += 1 + len;
+    }
+    let qtype = u16_at(packet, pos).ok_or(Reject::HeaderOnly {
+        rcode: rcode::FORMERR,
+    })?;
+    let qclass = u16_at(packet, pos + 2).ok_or(Reject::HeaderOnly {
+        rcode: rcode::FORMERR,
+    })?;
+    let question = &packet[HEADER..pos + 4];
+    pos += 4;
+
+    // Answer and authority records (unusual in a query) are skipped, but an
+    // OPT there is malformed. In the additional section at most one OPT.
+    let ancount = u16_at(packet, 6).unwrap_or(0) as usize;
+    let nscount = u16_at(packet, 8).unwrap_or(0) as usize;
+    let arcount = u16_at(packet, 10).unwrap_or(0) as usize;
+    let mut edns = None;
+    for i in 0..ancount + nscount + arcount {
+        let rec = skip_record(packet, pos).ok_or(Reject::HeaderOnly {
+            rcode: rcode::FORMERR,
+        })?;
+        if rec.rtype == types::OPT {
+            let in_additional = i >= ancount + nscount;
+            if !in_additional || edns.is_some() || !rec.owner_is_root {
+                return Err(formerr);
+            }
+            edns = Some(Edns {
+                udp_size: rec.class,
+                version: (rec.ttl >> 16) as u8,
+                dnssec_ok: rec.ttl & 0x8000 != 0,
+            });
+        }
+        pos = rec.end;
+    }
+
+    Ok(Request {
+        packet,
+        id: u16::from_be_bytes([packet[0], packet[1]]),
+        rd: flags & 0x0100 != 0,
+        cd: flags & 0x0010 != 0,
+        question,
+        qname_lower,
+        qname_len: n,
+        label_starts,
+        label_count,
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+struct SkippedRecord {
+    rtype: u16,
+    class: u16,
+    ttl: u32,
+    owner_is_root: bool,
+    end: usize,
+}
+
+/// Steps over one resource record, following no pointers (a pointer ends a
+/// name), so compression loops cannot trap it.
+fn skip_record(b: &[u8], mut pos: usize) -> Option<SkippedRecord> {
+    let owner_is_root = *b.get(pos)? == 0;
+    let mut hops = 0;
+    loop {
+        let len = *b.get(pos)? as usize;
+        match len & 0xC0 {
+            0x00 if len == 0 => {
+                pos += 1;
+                break;
+            }
+            0x00 => pos += 1 + len,
+            0xC0 => {
+                b.get(pos + 1)?;
+                pos += 2;
+                break;
+            }
+            _ => return None,
+        }
+        hops += 1;
+        if hops > 128 {
+            return None;
+        }
+    }
+    let rtype = u16_at(b, pos)?;
+    let class = u16_at(b, pos + 2)?;
+    let ttl = u32::from_be_bytes(b.get(pos + 4..pos + 8)?.try_into().ok()?);
+    let rdlen = u16_at(b, pos + 8)? as usize;
+    let end = pos + 10 + rdlen;
+    if end > b.len() {
+        return None;
+    }
+    Some(SkippedRecord {
+        rtype,
+        class,
+        ttl,
+        owner_is_root,
+        end,
+    })
+}
+
+/// The size a reply must fit in.
+pub fn size_limit(edns: Option<Edns>, tcp: bool) -> usize {
+    if tcp {
+        return TCP_MAX_SIZE;
+    }
+    match edns {
+        None => PLAIN_UDP_SIZE,
+        Some(e) => (e.udp_size.max(PLAIN_UDP_SIZE as u16)).min(OUR_UDP_SIZE) as usize,
+    }
+}
+
+/// Writes replies into a reused buffer. Sections must be written in order:
+/// header, question, answer, authority, additional.
+pub struct ReplyWriter<'o> {
+    pub out: &'o mut Vec<u8>,
+    counts: [u16; 4],
+    limit: usize,
+}
+
+/// Header bits of a reply.
+#[derive(Clone, Copy)]
+pub struct Flags {
+    pub aa: bool,
+    pub rd: bool,
+    pub cd: bool,
+    pub rcode: u8,
+}
+
+impl<'o> ReplyWriter<'o> {
+    /// Starts a reply to `req` (header and the echoed question), leaving room
+    /// for the OPT record when the request had one.
+    pub fn start(out: &'o mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) -> Self {
+        out.clear();
+        write_header(out, req.id, 0, flags, false);
+        out.extend_from_slice(req.question);
+        let opt_room = if req.edns.is_some() { 11 } else { 0 };
+        Self {
+            out,
+            counts: [1, 0, 0, 0],
+            limit: limit - opt_room,
+        }
+    }
+
+    /// Appends a record whose owner is the question name (a pointer to it)
+    /// followed by `tail` (type, class, TTL, length, data). False when it does
+    /// not fit; nothing is written then.
+    pub fn push_at_qname(&mut self, section: usize, tail: &[u8]) -> bool {
+        if self.out.len() + 2 + tail.len() > self.limit {
+            return false;
+        }
+        self.out.extend_from_slice(&[0xC0, 0x0C]);
+        self.out.extend_from_slice(tail);
+        self.counts[section] += 1;
+        true
+    }
+
+    /// Appends a record with a pointer to `owner_offset` (an offset in the
+    /// message) as owner.
+    pub fn push_at_offset(&mut self, section: usize, owner_offset: usize, tail: &[u8]) -> bool {
+        if self.out.len() + 2 + tail.len() > self.limit {
+            return false;
+        }
+        self.out
+            .extend_from_slice(&(0xC000u16 | owner_offset as u16).to_be_bytes());
+        self.out.extend_from_slice(tail);
+        self.counts[section] += 1;
+        true
+    }
+
+    /// Appends a complete record (owner name included).
+    pub fn push_full(&mut self, section: usize, record: &[u8]) -> bool {
+        if self.out.len() + record.len() > self.limit {
+            return false;
+        }
+        self.out.extend_from_slice(record);
+        self.counts[section] += 1;
+        true
+    }
+
+    /// Drops everything after the question and marks the reply truncated.
+    pub fn truncate(&mut self) {
+        self.out.truncate(HEADER + self.question_len());
+        self.counts = [1, 0, 0, 0];
+        self.out[2] |= 0x02;
+    }
+
+    fn question_len(&self) -> usize {
+        // The question sits right after the header; find its end again.
+        let mut pos = HEADER;
+        while self.out[pos] != 0 {
+            pos += 1 + self.out[pos] as usize;
+        }
+        pos + 1 + 4 - HEADER
+    }
+
+    /// Sets the rcode bits in the header.
+    pub fn set_rcode(&mut self, rcode: u8) {
+        self.out[3] = (self.out[3] & 0xF0) | (rcode & 0x0F);
+    }
+
+    /// Adds the OPT record (when the request had EDNS) and the counts.
+    pub fn finish(self, edns: Option<Edns>, ext_rcode: u8) {
+        let mut counts = self.counts;
+        if let Some(e) = edns {
+            push_opt(self.out, e, ext_rcode);
+            counts[3] += 1;
+        }
+        for (i, c) in counts.iter().enumerate() {
+            self.out[4 + 2 * i..6 + 2 * i].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, id: u16, opcode: u8, f: Flags, tc: bool) {
+    let mut b2 = 0x80 | (opcode << 3);
+    if f.aa {
+        b2 |= 0x04;
+    }
+    if tc {
+        b2 |= 0x02;
+    }
+    if f.rd {
+        b2 |= 0x01;
+    }
+    let mut b3 = f.rcode & 0x0F;
+    if f.cd {
+        b3 |= 0x10;
+    }
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&[b2, b3, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+/// Our OPT record: root owner, our UDP size, no options (unknown options of
+/// the client are never echoed, RFC 6891 6.1.2).
+fn push_opt(out: &mut Vec<u8>, req: Edns, ext_rcode: u8) {
+    out.push(0);
+    out.extend_from_slice(&types::OPT.to_be_bytes());
+    out.extend_from_slice(&OUR_UDP_SIZE.to_be_bytes());
+    out.push(ext_rcode);
+    out.push(0); // version 0
+    out.push(if req.dnssec_ok { 0x80 } else { 0 });
+    out.extend_from_slice(&[0, 0, 0]); // flags low byte, RDLEN 0
+}
+
+/// A reply for a rejected request, or `None` to drop it.
+pub fn write_reject(out: &mut Vec<u8>, packet: &[u8], reject: &Reject) -> bool {
+    out.clear();
+    if packet.len() < HEADER || *reject == Reject::Drop {
+        return false;
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    match *reject {
+        Reject::Drop => false,
+        Reject::HeaderOnly { rcode } => {
+            let rd = packet[2] & 0x01 != 0;
+            let flags = Flags {
+                aa: false,
+                rd,
+                cd: packet[3] & 0x10 != 0,
+                rcode,
+            };
+            write_header(out, id, 0, flags, false);
+            true
+        }
+        Reject::NotImp { opcode } => {
+            let flags = Flags {
+                aa: false,
+                rd: false,
+                cd: false,
+                rcode: rcode::NOTIMP,
+            };
+            write_header(out, id, opcode, flags, false);
+            true
+        }
+    }
+}
+
+/// Lowercase wire form of a dotted name (`"a.b"` or `"a.b."`); `None` when a
+/// label is empty or too long.
+pub fn wire_name(dotted: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(dotted.len() + 2);
+    let trimmed = dotted.trim_end_matches('.');
+    if !trimmed.is_empty() {
+        for label in trimmed.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            out.push(label.len() as u8);
+            out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+    }
+    out.push(0);
+    (out.len() <= MAX_NAME_LEN).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, edns: Option<(u16, u8)>) -> Vec<u8> {
+        let mut q = vec![
+            0x12,
+            0x34,
+            0x01,
+            0x00,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns.is_some()),
+        ];
+        q.extend(wire_name(name).unwrap());
+        q.extend(qtype.to_be_bytes());
+        q.extend(1u16.to_be_bytes());
+        if let Some((size, version)) = edns {
+            q.extend([0, 0, 41]);
+            q.extend(size.to_be_bytes());
+            q.extend([0, version, 0x80, 0, 0, 0]);
+        }
+        q
+    }
+
+    #[test]
+    fn parses_question_in_lowercase_and_keeps_client_bytes() {
+        let mut q = query("PayMents.maxine", types::A, Some((4096, 0)));
+        q[13] = b'P';
+        let r = parse(&q).unwrap();
+        assert_eq!(r.qname(), wire_name("payments.maxine").unwrap().as_slice());
+        assert_eq!(&r.question[1..9], b"Payments");
+        assert_eq!(
+            r.edns,
+            Some(Edns {
+                udp_size: 4096,
+                version: 0,
+                dnssec_ok: true
+            })
+        );
+        assert_eq!(r.suffix_offset(&wire_name("maxine").unwrap()), Some(9));
+        assert_eq!(r.suffix_offset(&wire_name("ments.maxine").unwrap()), None);
+        assert_eq!(r.suffix_offset(&[0]), Some(16));
+    }
+
+    #[test]
+    fn malformed_requests_are_rejected_not_panicked_on() {
+        assert_eq!(parse(&[0; 5]).unwrap_err(), Reject::Drop);
+        let mut resp = query("a.maxine", 1, None);
+        resp[2] |= 0x80;
+        assert_eq!(parse(&resp).unwrap_err(), Reject::Drop);
+        let mut two = query("a.maxine", 1, None);
+        two[5] = 2;
+        assert!(matches!(parse(&two), Err(Reject::HeaderOnly { rcode: 1 })));
+        let q = query("a.maxine", 1, None);
+        assert!(matches!(
+            parse(&q[..q.len() - 1]),
+            Err(Reject::HeaderOnly { rcode: 1 })
+        ));
+        // A pointer in the question, pointing at itself.
+        let mut ptr = q[..12].to_vec();
+        ptr.extend([0xC0, 12, 0, 1, 0, 1]);
+        assert!(matches!(parse(&ptr), Err(Reject::HeaderOnly { rcode: 1 })));
+        // Two OPT records.
+        let mut q2 = query("a.maxine", 1, Some((1232, 0)));
+        q2[11] = 2;
+        q2.extend([0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(parse(&q2), Err(Reject::HeaderOnly { rcode: 1 })));
+        let mut op = query("a.maxine", 1, None);
+        op[2] = 0x29; // opcode 5 (UPDATE), RD
+        assert_eq!(parse(&op).unwrap_err(), Reject::NotImp { opcode: 5 });
+    }
+
+    #[test]
+    fn size_limit_follows_edns() {
+        let e = |s| {
+            Some(Edns {
+                udp_size: s,
+                version: 0,
+                dnssec_ok: false,
+            })
+        };
+        assert_eq!(size_limit(None, false), 512);
+        assert_eq!(size_limit(e(100), false), 512);
+        assert_eq!(size_limit(e(800), false), 800);
+        assert_eq!(size_limit(e(4096), false), 1232);
+        assert_eq!(size_limit(None, true), 65535);
+    }
+}
