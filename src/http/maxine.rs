@@ -1,0 +1,434 @@
+//! The API of the Node.js Maxine registry (`/api/maxine/serviceops/...`,
+//! `/api/actuator/health`), so that existing Maxine SDKs keep working.
+//!
+//! Maxine names are free strings (`Payment_Service`); each is mapped to a DNS
+//! label with [`normalize_label`] (`payment-service`), and the original
+//! values are kept in [`CompatFields`] so answers show them unchanged.
+//! Errors are `{"message": ...}`, as Maxine sends them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiJson, ApiQuery, MaxineError};
+use super::{HttpState, dns_names, indexed, now};
+use crate::core::names::normalize_label;
+use crate::core::{
+    Address, CompatFields, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
+};
+
+/// Maxine's default heartbeat timeout, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+/// Maxine expires a node this long after its timeout.
+const EXPIRY_GRACE: Duration = Duration::from_millis(500);
+/// Largest `timeOut` whose TTL (timeOut + 0.5 s) stays within the core's 24 h bound.
+const MAX_TIMEOUT_SECS: u64 = 24 * 3600 - 1;
+/// Maxine's `MAX_SERVER_WEIGHT`.
+pub const MAX_WEIGHT: u64 = 10;
+/// Longest free-form name accepted (Maxine has no limit; we keep memory bounded).
+const MAX_NAME_LEN: usize = 255;
+const MAX_PATH_LEN: usize = 1024;
+
+/// Maxine's texts for the discover errors (`constants.js`).
+pub const MSG_DISCOVER_MISSING_DATA: &str = "Please provide the serviceName.";
+pub const MSG_SERVICE_UNAVAILABLE: &str = "Service Unavailable";
+
+/// Body of `POST /api/maxine/serviceops/register`, as the Maxine SDKs send it.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegisterBody {
+    host_name: Option<String>,
+    node_name: Option<String>,
+    service_name: Option<String>,
+    /// A number or a numeric string (Maxine parses it with `parseInt`).
+    #[serde(default, deserialize_with = "loose_uint")]
+    port: Option<i64>,
+    ssl: Option<bool>,
+    /// Seconds; default 5.
+    #[serde(default, deserialize_with = "loose_uint")]
+    time_out: Option<i64>,
+    /// 1 to 10; default 1.
+    #[serde(default, deserialize_with = "loose_uint")]
+    weight: Option<i64>,
+    path: Option<String>,
+    /// Sent by newer Maxine SDKs; stored as the instance version (so DNS
+    /// version names such as `v2.<service>` work for them too).
+    version: Option<String>,
+    /// Sent by newer Maxine SDKs; kept as the metadata entry `namespace`.
+    namespace: Option<String>,
+    /// Sent by newer Maxine SDKs: string values, stored as instance metadata.
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+/// Accepts a JSON integer or a string of digits (empty string: absent), as
+/// Maxine's `parseInt` does for the fields that SDKs send either way.
+fn loose_uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number or a string of digits")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{v} is not a whole number")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let t = v.trim();
+            if t.is_empty() {
+                return Ok(None);
+            }
+            t.parse::<i64>()
+                .map(Some)
+                .map_err(|_| E::custom(format!("{v:?} is not a whole number")))
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// A validated registration: what goes to the registry and what is answered.
+struct Registration {
+    key: ServiceKey,
+    id: InstanceId,
+    spec: InstanceSpec,
+    timeout_secs: u64,
+}
+
+fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+    match value.as_deref() {
+        None | Some("") => Err(ApiError::BadRequest(format!(
+            "{field} is missing: hostName, nodeName and serviceName are required"
+        ))),
+        Some(v) if v.len() > MAX_NAME_LEN => Err(ApiError::BadRequest(format!(
+            "{field} is longer than {MAX_NAME_LEN} characters"
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Maps a free Maxine name to a DNS label, or says why it cannot be one.
+fn label_of(field: &str, raw: &str) -> Result<String, ApiError> {
+    normalize_label(raw).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{field} {raw:?} has no letters or digits, so it cannot be a DNS name"
+        ))
+    })
+}
+
+/// Maxine's path rule: a leading '/', no trailing '/', "" when empty.
+fn normalize_path(raw: Option<&str>) -> Result<String, ApiError> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > MAX_PATH_LEN || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::BadRequest(format!(
+            "path {raw:?} must be at most {MAX_PATH_LEN} characters without spaces or control characters"
+        )));
+    }
+    let mut p = if raw.starts_with('/') {
+        raw.to_string()
+    } else {
+        format!("/{raw}")
+    };
+    if p.ends_with('/') {
+        p.pop();
+    }
+    Ok(p)
+}
+
+impl RegisterBody {
+    fn validate(self, st: &HttpState) -> Result<Registration, ApiError> {
+        let host_name = required("hostName", &self.host_name)?;
+        let node_name = required("nodeName", &self.node_name)?;
+        let service_name = required("serviceName", &self.service_name)?;
+
+        // A scheme in hostName wins over `ssl`, as in Maxine.
+        let lower = host_name.to_ascii_lowercase();
+        let (scheme_ssl, host) = if lower.starts_with("https://") {
+            (Some(true), &host_name[8..])
+        } else if lower.starts_with("http://") {
+            (Some(false), &host_name[7..])
+        } else {
+            (None, host_name)
+        };
+        let ssl = scheme_ssl.unwrap_or(self.ssl.unwrap_or(false));
+        let host = host.strip_suffix('/').unwrap_or(host);
+        let address = Address::parse(host).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "hostName {host_name:?} is neither an IP address nor a valid host name"
+            ))
+        })?;
+
+        let port = match self.port {
+            None => default_port(ssl),
+            Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("port must be between 1 and 65535, not {p}"))
+            })?,
+        };
+        let timeout_secs = match self.time_out {
+            None => DEFAULT_TIMEOUT_SECS,
+            Some(t) => u64::try_from(t)
+                .ok()
+                .filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "timeOut must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {t}"
+                    ))
+                })?,
+        };
+        let weight = match self.weight {
+            None => 1,
+            Some(w) => u16::try_from(w)
+                .ok()
+                .filter(|w| (1..=MAX_WEIGHT as u16).contains(w))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "weight must be between 1 and {MAX_WEIGHT}, not {w}"
+                    ))
+                })?,
+        };
+        let path = normalize_path(self.path.as_deref())?;
+
+        let service = ServiceName::new(&label_of("serviceName", service_name)?)?;
+        let id = InstanceId::new(&label_of("nodeName", node_name)?)?;
+
+        let mut spec = InstanceSpec::new(address, port);
+        spec.weight = weight;
+        if let Some(v) = self.version {
+            spec.version = v;
+        }
+        for (k, v) in self.metadata.unwrap_or_default() {
+            // Maxine SDKs send JSON values; strings are kept as they are,
+            // anything else in its JSON text.
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            spec.metadata.insert(k, text);
+        }
+        if let Some(ns) = self.namespace {
+            spec.metadata.insert("namespace".into(), ns);
+        }
+        spec.ttl = Duration::from_secs(timeout_secs) + EXPIRY_GRACE;
+        spec.compat = Some(CompatFields {
+            service_name: service_name.to_string(),
+            node_name: node_name.to_string(),
+            host_name: host_name.to_string(),
+            ssl,
+            path,
+        });
+        spec.validate()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(Registration {
+            key: ServiceKey::new(st.registry.local_dc().clone(), service),
+            id,
+            spec,
+            timeout_secs,
+        })
+    }
+}
+
+fn default_port(ssl: bool) -> u16 {
+    if ssl { 443 } else { 80 }
+}
+
+/// True when `inst` already holds exactly what `spec` would register, so a
+/// re-post only needs to refresh the TTL.
+fn same_registration(inst: &Instance, spec: &InstanceSpec) -> bool {
+    inst.address == spec.address
+        && inst.port == spec.port
+        && inst.weight == spec.weight
+        && inst.ttl == spec.ttl
+        && inst.compat == spec.compat
+        && inst.version == spec.version
+        && inst.tags == spec.tags
+        && inst.metadata == spec.metadata
+}
+
+/// The URL Maxine hands out for an instance: scheme (by `ssl`) `://` host
+/// (`:port` unless it is the scheme's default) and the path.
+pub fn address_of(inst: &Instance) -> String {
+    let (ssl, path) = match &inst.compat {
+        Some(c) => (c.ssl, c.path.as_str()),
+        None => (false, ""),
+    };
+    let scheme = if ssl { "https" } else { "http" };
+    let host = match &inst.address {
+        Address::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        other => other.to_string(),
+    };
+    if inst.port == default_port(ssl) {
+        format!("{scheme}://{host}{path}")
+    } else {
+        format!("{scheme}://{host}:{}{path}", inst.port)
+    }
+}
+
+/// The `timeOut` Maxine would show: the TTL without the half-second grace.
+fn timeout_of(inst: &Instance) -> u64 {
+    match &inst.compat {
+        Some(_) => inst.ttl.saturating_sub(EXPIRY_GRACE).as_secs(),
+        None => inst.ttl.as_secs(),
+    }
+}
+
+/// `POST /api/maxine/serviceops/register`: register, or (re-posted) heartbeat.
+pub async fn register(
+    State(st): State<HttpState>,
+    body: Result<ApiJson<RegisterBody>, ApiError>,
+) -> Result<Response, MaxineError> {
+    let ApiJson(body) = body?;
+    let reg = body.validate(&st)?;
+    let current = st
+        .registry
+        .service(&reg.key)
+        .and_then(|s| s.instances.get(&reg.id).cloned());
+    // A re-post of the same registration is Maxine's heartbeat: refresh the
+    // TTL without a change (and so without rebuilding DNS answers).
+    let refreshed = match current {
+        Some(inst) if same_registration(&inst, &reg.spec) => {
+            st.registry.heartbeat(&reg.key, &reg.id, now()).ok()
+        }
+        _ => None,
+    };
+    let inst = match refreshed {
+        Some(inst) => inst,
+        None => st
+            .registry
+            .register(reg.key.clone(), reg.id.clone(), reg.spec, now())
+            .map_err(ApiError::from)?,
+    };
+    let compat = inst.compat.as_ref().ok_or_else(|| {
+        ApiError::Internal("a Maxine registration was stored without its names".into())
+    })?;
+    let names = dns_names(&st, &inst.datacenter, &inst.service);
+    let body = json!({
+        "hostName": compat.host_name,
+        "nodeName": compat.node_name,
+        "serviceName": compat.service_name,
+        "timeOut": reg.timeout_secs,
+        "weight": inst.weight,
+        "address": address_of(&inst),
+        "registeredAt": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        "dnsName": names.name,
+    });
+    Ok(indexed(st.registry.index(), Json(body)))
+}
+
+/// Query of `GET /api/maxine/serviceops/discover`. Other parameters that
+/// newer SDKs send are ignored, as Maxine ignores what it does not know.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverQuery {
+    service_name: Option<String>,
+    end_point: Option<String>,
+}
+
+/// `GET /api/maxine/serviceops/discover`: 302 to the next instance (round robin).
+pub async fn discover(
+    State(st): State<HttpState>,
+    query: Result<ApiQuery<DiscoverQuery>, ApiError>,
+) -> Result<Response, MaxineError> {
+    let ApiQuery(q) = query?;
+    let Some(service_name) = q.service_name.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::BadRequest(MSG_DISCOVER_MISSING_DATA.into()).into());
+    };
+    let unavailable = || MaxineError(ApiError::Unavailable(MSG_SERVICE_UNAVAILABLE.into()));
+    // A name that cannot be a DNS label cannot have been registered.
+    let service = normalize_label(&service_name)
+        .and_then(|l| ServiceName::new(&l).ok())
+        .ok_or_else(unavailable)?;
+    let picked = st.registry.pick(&Query {
+        dc: None,
+        service,
+        version: None,
+        healthy_only: true,
+    });
+    let inst = picked.ok_or_else(unavailable)?;
+    let end_point = q.end_point.unwrap_or_default();
+    let mut location = address_of(&inst);
+    if !end_point.is_empty() {
+        if !end_point.starts_with('/') {
+            location.push('/');
+        }
+        location.push_str(&end_point);
+    }
+    let location = HeaderValue::try_from(location).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "endPoint {end_point:?} has characters that cannot be part of a URL"
+        ))
+    })?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+/// `GET /api/maxine/serviceops/servers`: the passing instances of the local
+/// datacenter in Maxine's registry shape. Maxine stores a node of weight `w`
+/// as `w` sub-nodes `<nodeName>-0` .. `<nodeName>-(w-1)`; so do we here.
+pub async fn servers(State(st): State<HttpState>) -> Response {
+    let local = st.registry.local_dc().clone();
+    let mut out = serde_json::Map::new();
+    for snap in st.registry.services() {
+        if snap.key.dc != local {
+            continue;
+        }
+        let passing: Vec<_> = snap.instances.values().filter(|i| i.is_passing()).collect();
+        if passing.is_empty() {
+            continue;
+        }
+        let mut nodes = BTreeMap::new();
+        let mut service_name = snap.key.service.to_string();
+        for inst in passing {
+            let (parent, copies) = match &inst.compat {
+                Some(c) => {
+                    service_name = c.service_name.clone();
+                    (c.node_name.clone(), inst.weight)
+                }
+                // Native instances may weigh up to 65535: one node each.
+                None => (inst.id.to_string(), 1),
+            };
+            let address = address_of(inst);
+            for i in 0..copies {
+                let name = format!("{parent}-{i}");
+                nodes.insert(
+                    name.clone(),
+                    json!({
+                        "nodeName": name,
+                        "parentNode": parent,
+                        "address": address,
+                        "timeOut": timeout_of(inst),
+                    }),
+                );
+            }
+        }
+        let names = dns_names(&st, &snap.key.dc, &snap.key.service);
+        out.insert(
+            service_name,
+            json!({ "offset": 0, "nodes": nodes, "dnsName": names.name }),
+        );
+    }
+    indexed(st.registry.index(), Json(Value::Object(out)))
+}
+
+/// `GET /api/actuator/health`.
+pub async fn actuator_health() -> Json<Value> {
+    Json(json!({ "status": "UP" }))
+}

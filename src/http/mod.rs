@@ -1,0 +1,230 @@
+//! HTTP API (axum): the native `/v1` API and the Maxine-compatible
+//! `/api/maxine/...` API. Handlers only translate between JSON and the
+//! registry; errors map to status codes in one place (`ApiError`).
+//!
+//! ```text
+//!   request -> body limit -> route table (ROUTES) -> extractor -> handler -> registry
+//!                  |               |  no route: 404 JSON          |
+//!                 413        405 JSON                    ApiError -> status + JSON
+//!   registry routes get `X-Maxine-Index` (the registry's change index)
+//! ```
+//!
+//! Must not import: dns (front ends never call each other), config (app
+//! hands over what the API needs in [`HttpState`]).
+
+mod error;
+mod maxine;
+mod native;
+mod openapi;
+mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+pub use error::{ApiError, MaxineError};
+pub use tls::{TlsError, load_tls, serve};
+
+use crate::core::naming::{NameTarget, render};
+use crate::core::{Datacenter, InstanceId, Registry, ServiceName};
+
+/// What the handlers share. Cloning copies a few `Arc`s.
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Registry,
+    /// The DNS zone, e.g. `maxine`, to show DNS names in answers.
+    pub domain: String,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Set once every listener is up; `/v1/ready` reports it.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The change index of the registry after the request, on every response of
+/// a route that reads or writes the registry (`?index=` style watching and
+/// read-your-writes checks key on it).
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-maxine-index");
+
+/// One row of the route table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    /// In axum syntax, which is also OpenAPI's (`/v1/services/{service}`).
+    pub path: &'static str,
+    /// Reads or writes the registry (so answers carry `X-Maxine-Index`).
+    pub registry: bool,
+}
+
+const fn route(method: &'static str, path: &'static str, registry: bool) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        registry,
+    }
+}
+
+/// The one route table. [`router`] serves exactly these; the OpenAPI document
+/// must describe exactly these (tests/api_native.rs checks both ways).
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/v1/health", false),
+    route("GET", "/v1/ready", false),
+    route("GET", "/v1/openapi.json", false),
+    route("GET", "/v1/services", true),
+    route("GET", "/v1/services/{service}", true),
+    route("PUT", "/v1/services/{service}/instances/{id}", true),
+    route("DELETE", "/v1/services/{service}/instances/{id}", true),
+    route(
+        "PUT",
+        "/v1/services/{service}/instances/{id}/heartbeat",
+        true,
+    ),
+    route("POST", "/api/maxine/serviceops/register", true),
+    route("GET", "/api/maxine/serviceops/discover", true),
+    route("GET", "/api/maxine/serviceops/servers", true),
+    route("GET", "/api/actuator/health", false),
+];
+
+/// The handler of a row of [`ROUTES`].
+fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
+    let filter = MethodFilter::try_from(Method::from_bytes(r.method.as_bytes()).expect("method"))
+        .expect("a method axum can route");
+    match (r.method, r.path) {
+        ("GET", "/v1/health") => on(filter, native::health),
+        ("GET", "/v1/ready") => on(filter, native::ready),
+        ("GET", "/v1/openapi.json") => on(filter, native::openapi),
+        ("GET", "/v1/services") => on(filter, native::list_services),
+        ("GET", "/v1/services/{service}") => on(filter, native::get_service),
+        ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
+        ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
+        ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),
+        ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
+        ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
+        ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
+        ("GET", "/api/actuator/health") => on(filter, maxine::actuator_health),
+        (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
+    }
+}
+
+/// Builds the API from [`ROUTES`].
+pub fn router(state: HttpState) -> axum::Router {
+    let mut router = axum::Router::new();
+    for r in ROUTES {
+        let mut handler = handler_of(r);
+        if r.registry {
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                add_index,
+            ));
+        }
+        router = router.route(r.path, handler);
+    }
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// Adds [`INDEX_HEADER`] (the current index) unless the handler set a more
+/// precise one (the index of its own write).
+async fn add_index(State(st): State<HttpState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .entry(INDEX_HEADER)
+        .or_insert_with(|| HeaderValue::from(st.registry.index()));
+    res
+}
+
+async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    routing_error(
+        uri.path(),
+        ApiError::NoRoute {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+    )
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    routing_error(
+        uri.path(),
+        ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+    )
+}
+
+/// Routing errors in the error format of the API the path belongs to.
+fn routing_error(path: &str, e: ApiError) -> Response {
+    if path.starts_with("/api/") {
+        MaxineError(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+/// A response with [`INDEX_HEADER`] set to `index`.
+fn indexed(index: u64, body: impl IntoResponse) -> Response {
+    ([(INDEX_HEADER, HeaderValue::from(index))], body).into_response()
+}
+
+/// The registry's notion of "now" (tokio's clock, so tests can pause time).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The DNS names a service of a datacenter answers to, rendered by the core's
+/// naming grammar (the local datacenter is left out of the service names).
+struct DnsNames {
+    /// `payments.maxine` (`payments.dc2.maxine` for another datacenter).
+    name: String,
+    /// `_payments._tcp.maxine`.
+    srv: String,
+    dc: Datacenter,
+    service: ServiceName,
+    zone: String,
+}
+
+impl DnsNames {
+    /// `<id>.payments.dc1.maxine`.
+    fn instance(&self, id: &InstanceId) -> String {
+        self.join(render(&NameTarget::Instance {
+            dc: self.dc.clone(),
+            service: self.service.clone(),
+            id: id.clone(),
+        }))
+    }
+
+    fn join(&self, mut labels: Vec<String>) -> String {
+        if !self.zone.is_empty() {
+            labels.push(self.zone.clone());
+        }
+        labels.join(".")
+    }
+}
+
+fn dns_names(st: &HttpState, dc: &Datacenter, service: &ServiceName) -> DnsNames {
+    let dc_part = (dc != st.registry.local_dc()).then(|| dc.clone());
+    let mut names = DnsNames {
+        name: String::new(),
+        srv: String::new(),
+        dc: dc.clone(),
+        service: service.clone(),
+        zone: st.domain.trim_end_matches('.').to_string(),
+    };
+    let target = |srv_form| NameTarget::Service {
+        dc: dc_part.clone(),
+        service: service.clone(),
+        version: None,
+        srv_form,
+    };
+    names.name = names.join(render(&target(false)));
+    names.srv = names.join(render(&target(true)));
+    names
+}

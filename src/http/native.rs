@@ -1,0 +1,285 @@
+//! The native JSON API under `/v1`: register, heartbeat, deregister, list,
+//! and the probes. Handlers validate the wire values into core types, ask the
+//! registry, and shape the answer; none holds business logic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::{HttpState, dns_names, indexed, now};
+use crate::core::{
+    Address, Datacenter, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
+    VersionSelector,
+};
+
+/// Body of `PUT /v1/services/{service}/instances/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// IP address the instance listens on.
+    address: String,
+    /// TCP port, 1 to 65535 (wider type so that 70000 gets a clear message).
+    port: i64,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    /// SRV weight, 1 to 65535. Default 1.
+    #[serde(default)]
+    weight: Option<i64>,
+    /// Heartbeat TTL: seconds, or a duration string such as "30s". Default 30 s.
+    #[serde(default)]
+    ttl: Option<Ttl>,
+}
+
+impl RegisterBody {
+    fn into_spec(self) -> Result<InstanceSpec, ApiError> {
+        let address = match Address::parse(&self.address) {
+            Ok(a @ Address::Ip(_)) => a,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "address {:?} is not an IP address (the native API registers IP addresses only)",
+                    self.address
+                )));
+            }
+        };
+        let port = u16::try_from(self.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "port must be between 1 and 65535, not {}",
+                    self.port
+                ))
+            })?;
+        let mut spec = InstanceSpec::new(address, port);
+        if let Some(w) = self.weight {
+            spec.weight = u16::try_from(w).ok().filter(|w| *w != 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("weight must be between 1 and 65535, not {w}"))
+            })?;
+        }
+        if let Some(Ttl(ttl)) = self.ttl {
+            spec.ttl = ttl;
+        }
+        spec.version = self.version.unwrap_or_default();
+        spec.tags = self.tags.unwrap_or_default();
+        spec.metadata = self.metadata.unwrap_or_default();
+        // Bounds (TTL range, tag and metadata sizes) are checked once, by the core.
+        spec.validate()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(spec)
+    }
+}
+
+/// A TTL given as a number of seconds or as a duration string ("30s", "1m").
+#[derive(Debug, Clone, Copy)]
+pub struct Ttl(pub Duration);
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Ttl;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of seconds or a duration such as \"30s\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ttl, E> {
+                Ok(Ttl(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ttl, E> {
+                u64::try_from(v)
+                    .map(|s| Ttl(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("ttl must not be negative, got {v}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ttl, E> {
+                Duration::try_from_secs_f64(v)
+                    .map(Ttl)
+                    .map_err(|_| E::custom(format!("ttl {v} is not a valid number of seconds")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ttl, E> {
+                let t = v.trim();
+                if let Ok(secs) = t.parse::<u64>() {
+                    return Ok(Ttl(Duration::from_secs(secs)));
+                }
+                humantime::parse_duration(t).map(Ttl).map_err(|e| {
+                    E::custom(format!("ttl {v:?} is not a duration such as \"30s\": {e}"))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An instance as the API shows it: every stored field, plus its DNS names.
+#[derive(Serialize)]
+pub struct InstanceView<'a> {
+    #[serde(flatten)]
+    instance: &'a Instance,
+    dns: serde_json::Value,
+}
+
+pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
+    let names = dns_names(st, &instance.datacenter, &instance.service);
+    let dns = json!({
+        "name": names.name,
+        "srv": names.srv,
+        "instance": names.instance(&instance.id),
+    });
+    InstanceView { instance, dns }
+}
+
+fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
+    Ok((ServiceName::new(service)?, InstanceId::new(id)?))
+}
+
+/// `PUT /v1/services/{service}/instances/{id}`: register or replace.
+pub async fn register(
+    State(st): State<HttpState>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let (service, id) = names(&service, &id)?;
+    let spec = body.into_spec()?;
+    let key = ServiceKey::new(st.registry.local_dc().clone(), service);
+    let inst = st.registry.register(key, id, spec, now())?;
+    Ok(indexed(inst.index, Json(view(&st, &inst))))
+}
+
+/// `PUT /v1/services/{service}/instances/{id}/heartbeat`.
+pub async fn heartbeat(
+    State(st): State<HttpState>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, id) = names(&service, &id)?;
+    let key = ServiceKey::new(st.registry.local_dc().clone(), service);
+    let inst = st.registry.heartbeat(&key, &id, now())?;
+    Ok(indexed(st.registry.index(), Json(view(&st, &inst))))
+}
+
+/// `DELETE /v1/services/{service}/instances/{id}`.
+pub async fn deregister(
+    State(st): State<HttpState>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, id) = names(&service, &id)?;
+    let key = ServiceKey::new(st.registry.local_dc().clone(), service);
+    let index = st.registry.deregister(&key, &id)?;
+    Ok(indexed(index, Json(json!({ "index": index }))))
+}
+
+#[derive(Serialize, Default)]
+struct Counts {
+    total: usize,
+    passing: usize,
+}
+
+/// `GET /v1/services`: every service with its instance counts per datacenter.
+pub async fn list_services(State(st): State<HttpState>) -> Response {
+    let index = st.registry.index();
+    let mut by_name: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
+    for snap in st.registry.services() {
+        let counts = by_name
+            .entry(snap.key.service.to_string())
+            .or_default()
+            .entry(snap.key.dc.to_string())
+            .or_default();
+        counts.total += snap.instances.len();
+        counts.passing += snap.passing_count();
+    }
+    let services: Vec<_> = by_name
+        .into_iter()
+        .map(|(name, datacenters)| json!({ "name": name, "datacenters": datacenters }))
+        .collect();
+    indexed(index, Json(json!({ "index": index, "services": services })))
+}
+
+/// Filters of `GET /v1/services/{service}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFilter {
+    /// Version selector such as `v2` or `v2-1`.
+    version: Option<String>,
+    /// Datacenter; default the local one.
+    dc: Option<String>,
+    /// Only passing instances. Default false.
+    healthy: Option<bool>,
+}
+
+/// `GET /v1/services/{service}`: the instances of one service.
+pub async fn get_service(
+    State(st): State<HttpState>,
+    ApiPath(service): ApiPath<String>,
+    ApiQuery(filter): ApiQuery<ServiceFilter>,
+) -> Result<Response, ApiError> {
+    let service = ServiceName::new(&service)?;
+    let version = match filter.version.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(VersionSelector::parse(v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "version {v:?} is not a selector such as v2, v2-1 or v2-1-0"
+            ))
+        })?),
+    };
+    let dc = match filter.dc.as_deref() {
+        None | Some("") => st.registry.local_dc().clone(),
+        Some(d) => Datacenter::new(d)?,
+    };
+    let key = ServiceKey::new(dc.clone(), service.clone());
+    if st.registry.service(&key).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "service {:?} has no instances in datacenter {:?}",
+            service.as_str(),
+            dc.as_str()
+        )));
+    }
+    let answer = st.registry.answer(&Query {
+        dc: Some(dc.clone()),
+        service: service.clone(),
+        version,
+        healthy_only: filter.healthy.unwrap_or(false),
+    });
+    let names = dns_names(&st, &dc, &service);
+    let instances: Vec<_> = answer.instances.iter().map(|i| view(&st, i)).collect();
+    let body = json!({
+        "service": service,
+        "datacenter": dc,
+        "index": answer.index,
+        "dns": { "name": names.name, "srv": names.srv },
+        "instances": instances,
+    });
+    Ok(indexed(answer.index, Json(body)))
+}
+
+/// `GET /v1/health`: the process is up.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /v1/ready`: every listener is up and the server is not shutting down.
+pub async fn ready(State(st): State<HttpState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready" })),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi(State(st): State<HttpState>) -> Json<serde_json::Value> {
+    Json(super::openapi::document(&st.domain))
+}
