@@ -1,0 +1,180 @@
+//! Composition root: the only place that names every module and picks the
+//! concrete pieces. `App::build(config, listeners)` wires them; `run(shutdown)`
+//! drives every task until the token is cancelled, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::core::Registry;
+use crate::{dns, http};
+
+/// Sockets bound before the app is built, so tests can bind port 0 and
+/// `main` can report a bind error before anything else starts.
+pub struct Listeners {
+    pub dns_udp: std::net::UdpSocket,
+    pub dns_tcp: std::net::TcpListener,
+    pub http: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds DNS (UDP and TCP on the same port) and HTTP. With port 0 the
+    /// DNS port is picked by the system, and TCP takes the same number.
+    pub fn bind(dns_addr: SocketAddr, http_addr: SocketAddr) -> anyhow::Result<Self> {
+        let (dns_udp, dns_tcp) = bind_dns(dns_addr)?;
+        let http = std::net::TcpListener::bind(http_addr)
+            .with_context(|| format!("cannot bind the HTTP API to {http_addr}"))?;
+        Ok(Self {
+            dns_udp,
+            dns_tcp,
+            http,
+        })
+    }
+}
+
+fn bind_dns(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let udp =
+            dns::bind_udp(addr).with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let actual = udp.local_addr()?;
+        match dns::bind_tcp(actual) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // Port 0: the TCP side of the picked port may be taken; try another.
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS (TCP) to {actual}")),
+        }
+    }
+    Err(last_err.expect("loop ran")).context("cannot find a free port for DNS over UDP and TCP")
+}
+
+/// A built, not yet running, Maxine.
+pub struct App {
+    config: Config,
+    registry: Registry,
+    dns: dns::DnsServer,
+    http_listener: std::net::TcpListener,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl App {
+    pub fn build(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
+        let now = tokio::time::Instant::now().into_std();
+        let registry = Registry::new(config.registry.clone(), now);
+        let zone = dns::Zone::from_config(&config).context("cannot load the DNS zone")?;
+        let dns = dns::DnsServer::new(
+            zone,
+            dns::Limits::from(&config.dns),
+            listeners.dns_udp,
+            listeners.dns_tcp,
+        )?;
+        registry.subscribe(Arc::new(dns.observer(&registry)));
+        let http_tls = match &config.http.tls {
+            Some((cert, key)) => Some(http::load_tls(cert, key)?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            registry,
+            dns,
+            http_listener: listeners.http,
+            http_tls,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns.local_addr()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops accepting and drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        let App {
+            config,
+            registry,
+            dns,
+            http_listener,
+            http_tls,
+            ready,
+        } = self;
+
+        let dns_addr = dns.local_addr();
+        dns.spawn(&tasks, shutdown.clone())?;
+
+        tasks.spawn(expiry_loop(registry.clone(), shutdown.clone()));
+
+        http_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(http_listener)?;
+        let router = http::router(http::HttpState {
+            registry: registry.clone(),
+            domain: config.domain.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+            ready: ready.clone(),
+        });
+        let http_shutdown = shutdown.clone();
+        let http_task = tasks
+            .spawn(async move { http::serve(listener, router, http_tls, http_shutdown).await });
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(
+            dns = %dns_addr,
+            http = %config.http.addr,
+            datacenter = %config.datacenter,
+            domain = %config.domain,
+            "maxine is serving"
+        );
+        shutdown.cancelled().await;
+        ready.store(false, Ordering::Release);
+        tasks.close();
+        tasks.wait().await;
+        match http_task.await {
+            Ok(Err(e)) => Err(e).context("HTTP API failed"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The single driver of TTL expiry: sleeps until the next deadline (or at
+/// most a second, so newly registered instances are picked up), then lets the
+/// registry turn expired instances critical and reap old ones.
+async fn expiry_loop(registry: Registry, shutdown: CancellationToken) {
+    use std::time::Duration;
+    use tokio::time::{Instant, sleep_until};
+    loop {
+        let now = Instant::now();
+        let max = now + Duration::from_millis(250);
+        let next = registry
+            .next_deadline()
+            .map(|d| {
+                Instant::from_std(d)
+                    .max(now + Duration::from_millis(1))
+                    .min(max)
+            })
+            .unwrap_or(max);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = sleep_until(next) => {}
+        }
+        let changed = registry.expire(Instant::now().into_std());
+        if changed > 0 {
+            tracing::debug!(changed, "expiry applied");
+        }
+    }
+}
