@@ -1,0 +1,230 @@
+//! One harness for every integration test: a real Maxine on ephemeral
+//! loopback ports with a temporary data directory, and clients for it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use maxine::app::{App, Listeners};
+use maxine::config::{Config, ConfigFile};
+use maxine::core::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestServer {
+    pub dns_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub registry: Registry,
+    pub config: Config,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` has adjusted the (default) configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut ConfigFile)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut file = ConfigFile::default();
+        file.dns.addr = "127.0.0.1:0".into();
+        file.http.addr = "127.0.0.1:0".into();
+        file.data_dir = dir.path().to_path_buf();
+        file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
+        tweak(&mut file);
+        let config = Config::validate(file).expect("valid test config");
+        let listeners = Listeners::bind(config.dns.addr, config.http.addr).expect("bind");
+        let app = App::build(config.clone(), listeners).expect("build app");
+        let dns_addr = app.dns_addr();
+        let http_addr = app.http_addr();
+        let registry = app.registry().clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        let server = Self {
+            dns_addr,
+            http_addr,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            registry,
+            config,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/v1/ready", self.http_base()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Registers through the native API; panics unless it answers 200.
+    pub async fn register(
+        &self,
+        service: &str,
+        id: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let resp = self
+            .http
+            .put(format!(
+                "{}/v1/services/{service}/instances/{id}",
+                self.http_base()
+            ))
+            .json(&body)
+            .send()
+            .await
+            .expect("register request");
+        let status = resp.status();
+        let json: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(status, 200, "register {service}/{id}: {json}");
+        json
+    }
+
+    /// Sends one raw packet over UDP and returns the raw reply, if any
+    /// arrives within a second.
+    pub async fn udp_raw(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(packet, self.dns_addr).await.unwrap();
+        let mut buf = vec![0u8; 65_535];
+        match tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Sends length-prefixed packets on one TCP connection (pipelined) and
+    /// reads one reply per packet.
+    pub async fn tcp_raw(&self, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut s = tokio::net::TcpStream::connect(self.dns_addr).await.unwrap();
+        let mut all = Vec::new();
+        for p in packets {
+            all.extend((p.len() as u16).to_be_bytes());
+            all.extend(p);
+        }
+        s.write_all(&all).await.unwrap();
+        let mut out = Vec::new();
+        for _ in packets {
+            let len = s.read_u16().await.unwrap() as usize;
+            let mut buf = vec![0; len];
+            s.read_exact(&mut buf).await.unwrap();
+            out.push(buf);
+        }
+        out
+    }
+
+    /// Asks a question over UDP and decodes the reply.
+    pub async fn ask(&self, name: &str, rtype: RecordType) -> Message {
+        let reply = self
+            .udp_raw(&query(name, rtype, None))
+            .await
+            .expect("a reply");
+        Message::from_vec(&reply).expect("a well-formed reply")
+    }
+
+    /// Runs `dig @server -p port ARGS +norec +tries=1 +time=2` and returns its output.
+    pub async fn dig(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new("dig")
+            .arg(format!("@{}", self.dns_addr.ip()))
+            .arg("-p")
+            .arg(self.dns_addr.port().to_string())
+            .args(["+norec", "+tries=1", "+time=2"])
+            .args(args)
+            .output()
+            .await
+            .expect("dig is installed (apt-get install dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A hickory resolver that asks only this server (no cache).
+    pub fn resolver(&self, tcp: bool) -> hickory_resolver::TokioResolver {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        let mut conn = if tcp {
+            ConnectionConfig::tcp()
+        } else {
+            ConnectionConfig::udp()
+        };
+        conn.port = self.dns_addr.port();
+        let mut ns = NameServerConfig::udp(self.dns_addr.ip());
+        ns.connections = vec![conn];
+        let mut b = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![ns]),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        );
+        b.options_mut().cache_size = 0;
+        b.options_mut().attempts = 1;
+        b.build().expect("resolver")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("join").expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A query message: id 0x4d58, RD set, optional EDNS (udp size, version).
+pub fn query(name: &str, rtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 0x4d58;
+    m.metadata.op_code = OpCode::Query;
+    m.metadata.message_type = MessageType::Query;
+    m.metadata.recursion_desired = true;
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), rtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    let mut bytes = m.to_vec().unwrap();
+    if let Some((size, version)) = edns {
+        bytes[11] += 1;
+        bytes.extend([0, 0, 41]);
+        bytes.extend(size.to_be_bytes());
+        bytes.extend([0, version, 0, 0, 0, 0]);
+    }
+    bytes
+}
+
+/// Waits for a condition, polling, instead of sleeping a fixed time.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let mut ok = false;
+        for _ in 0..300 {
+            if $cond { ok = true; break; }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(ok, $($msg)+);
+    }};
+}

@@ -1,0 +1,613 @@
+//! DNS behaviour of a real Maxine, over real sockets: the naming grammar, the
+//! RFC rules for errors, EDNS, truncation and TCP, checked from raw replies.
+//! Expected records are written as zone-file lines.
+
+mod common;
+
+use common::{TestServer, query};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+use serde_json::json;
+
+/// Three instances of `payments` (two IPv4 of version 2, one IPv6 of
+/// version 3) and one of `billing`.
+async fn fixture() -> TestServer {
+    let s = TestServer::start().await;
+    s.register(
+        "payments",
+        "web-1",
+        json!({"address": "10.0.1.1", "port": 8080, "version": "2.1.0", "weight": 10}),
+    )
+    .await;
+    s.register(
+        "payments",
+        "web-2",
+        json!({"address": "10.0.1.2", "port": 8080, "version": "2.2.0", "weight": 5}),
+    )
+    .await;
+    s.register(
+        "payments",
+        "web-3",
+        json!({"address": "fd00::3", "port": 9090, "version": "3.0.0"}),
+    )
+    .await;
+    s.register(
+        "billing",
+        "b-1",
+        json!({"address": "10.0.2.1", "port": 7000}),
+    )
+    .await;
+    s
+}
+
+fn lines(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn sorted(expected: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+struct Case {
+    name: &'static str,
+    qtype: RecordType,
+    rcode: ResponseCode,
+    answers: &'static [&'static str],
+    authority: &'static [&'static str],
+    additional: &'static [&'static str],
+}
+
+const SOA_NEG: &str = "maxine. 5 IN SOA ns.maxine. hostmaster.maxine. 1 3600 600 86400 5";
+
+#[tokio::test]
+async fn naming_grammar_table() {
+    use RecordType::*;
+    let s = fixture().await;
+    let cases = [
+        Case {
+            name: "payments.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "payments.maxine. 5 IN A 10.0.1.1",
+                "payments.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "payments.maxine.",
+            qtype: AAAA,
+            rcode: ResponseCode::NoError,
+            answers: &["payments.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "_payments._tcp.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "_payments._tcp.maxine. 5 IN SRV 1 10 8080 web-1.payments.dc1.maxine.",
+                "_payments._tcp.maxine. 5 IN SRV 1 5 8080 web-2.payments.dc1.maxine.",
+                "_payments._tcp.maxine. 5 IN SRV 1 1 9090 web-3.payments.dc1.maxine.",
+            ],
+            authority: &[],
+            additional: &[
+                "web-1.payments.dc1.maxine. 5 IN A 10.0.1.1",
+                "web-2.payments.dc1.maxine. 5 IN A 10.0.1.2",
+                "web-3.payments.dc1.maxine. 5 IN AAAA fd00::3",
+            ],
+        },
+        Case {
+            name: "_payments._tcp.dc1.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "_payments._tcp.dc1.maxine. 5 IN SRV 1 10 8080 web-1.payments.dc1.maxine.",
+                "_payments._tcp.dc1.maxine. 5 IN SRV 1 5 8080 web-2.payments.dc1.maxine.",
+                "_payments._tcp.dc1.maxine. 5 IN SRV 1 1 9090 web-3.payments.dc1.maxine.",
+            ],
+            authority: &[],
+            additional: &[
+                "web-1.payments.dc1.maxine. 5 IN A 10.0.1.1",
+                "web-2.payments.dc1.maxine. 5 IN A 10.0.1.2",
+                "web-3.payments.dc1.maxine. 5 IN AAAA fd00::3",
+            ],
+        },
+        Case {
+            name: "v2.payments.dc1.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "v2.payments.dc1.maxine. 5 IN SRV 1 10 8080 web-1.payments.dc1.maxine.",
+                "v2.payments.dc1.maxine. 5 IN SRV 1 5 8080 web-2.payments.dc1.maxine.",
+            ],
+            authority: &[],
+            additional: &[
+                "web-1.payments.dc1.maxine. 5 IN A 10.0.1.1",
+                "web-2.payments.dc1.maxine. 5 IN A 10.0.1.2",
+            ],
+        },
+        Case {
+            name: "v2-1.payments.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &["v2-1.payments.maxine. 5 IN A 10.0.1.1"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "v3.payments.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "payments.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "payments.dc1.maxine. 5 IN A 10.0.1.1",
+                "payments.dc1.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "web-2.payments.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &["web-2.payments.dc1.maxine. 5 IN A 10.0.1.2"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "billing.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &["billing.maxine. 5 IN A 10.0.2.1"],
+            authority: &[],
+            additional: &[],
+        },
+        // Negative answers carry the SOA with TTL = min(SOA TTL, MINIMUM).
+        Case {
+            name: "nope.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "v9.payments.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "payments.dc9.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "payments.maxine.",
+            qtype: TXT,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "billing.maxine.",
+            qtype: AAAA,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        // Empty non-terminals exist: NODATA, not NXDOMAIN.
+        Case {
+            name: "_tcp.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "_tcp.dc1.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        // Static zone data.
+        Case {
+            name: "maxine.",
+            qtype: SOA,
+            rcode: ResponseCode::NoError,
+            answers: &["maxine. 3600 IN SOA ns.maxine. hostmaster.maxine. 1 3600 600 86400 5"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "maxine.",
+            qtype: NS,
+            rcode: ResponseCode::NoError,
+            answers: &["maxine. 3600 IN NS ns.maxine."],
+            authority: &[],
+            additional: &["ns.maxine. 3600 IN A 127.0.0.1"],
+        },
+        Case {
+            name: "maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+    ];
+    for c in cases {
+        let m = s.ask(c.name, c.qtype).await;
+        let what = format!("{} {:?}", c.name, c.qtype);
+        assert_eq!(m.metadata.response_code, c.rcode, "{what}");
+        assert!(m.metadata.authoritative, "{what}: AA");
+        assert!(m.metadata.recursion_desired, "{what}: RD echoed");
+        assert!(!m.metadata.recursion_available, "{what}: RA");
+        assert_eq!(lines(&m.answers), sorted(c.answers), "{what}: answers");
+        assert_eq!(
+            lines(&m.authorities),
+            sorted(c.authority),
+            "{what}: authority"
+        );
+        assert_eq!(
+            lines(&m.additionals),
+            sorted(c.additional),
+            "{what}: additional"
+        );
+        assert!(m.edns.is_none(), "{what}: no OPT without one in the query");
+    }
+}
+
+#[tokio::test]
+async fn out_of_zone_and_non_in_class_are_refused_without_aa() {
+    let s = fixture().await;
+    let m = s.ask("example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!m.metadata.authoritative && m.answers.is_empty());
+    // A name that merely ends in the same letters is not in the zone.
+    let m = s.ask("notmaxine.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // Class CH.
+    let mut q = query("payments.maxine.", RecordType::A, None);
+    let n = q.len();
+    q[n - 1] = 3;
+    let m = Message::from_vec(&s.udp_raw(&q).await.unwrap()).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_queries_get_formerr_and_responses_are_never_answered() {
+    let s = fixture().await;
+    let good = query("payments.maxine.", RecordType::A, None);
+    for qd in [0u8, 2] {
+        let mut q = good.clone();
+        q[5] = qd;
+        let r = s.udp_raw(&q).await.expect("a reply");
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::FormErr,
+            "QDCOUNT {qd}"
+        );
+        assert_eq!(m.metadata.id, 0x4d58);
+    }
+    // Two OPT records.
+    let mut q = query("payments.maxine.", RecordType::A, Some((1232, 0)));
+    q[11] = 2;
+    q.extend([0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    let r = s.udp_raw(&q).await.expect("a reply");
+    assert_eq!(r[3] & 0x0F, 1, "FORMERR for two OPT records");
+    // QR=1: a response is never answered.
+    let mut q = good.clone();
+    q[2] |= 0x80;
+    assert_eq!(s.udp_raw(&q).await, None);
+    // The server is still answering.
+    assert_eq!(
+        s.ask("payments.maxine.", RecordType::A).await.answers.len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn unknown_opcodes_get_notimp_without_rd_or_cd() {
+    let s = fixture().await;
+    for opcode in [1u8, 2, 4, 5, 15] {
+        let mut q = query("payments.maxine.", RecordType::A, None);
+        q[2] = (opcode << 3) | 0x01; // RD
+        q[3] = 0x10; // CD
+        let r = s.udp_raw(&q).await.expect("a reply");
+        assert_eq!(r[3] & 0x0F, 4, "NOTIMP for opcode {opcode}");
+        assert_eq!((r[2] >> 3) & 0x0F, opcode, "opcode echoed");
+        assert_eq!(r[2] & 0x01, 0, "RD not echoed");
+        assert_eq!(r[3] & 0x10, 0, "CD not echoed");
+        assert_eq!(r[2] & 0x80, 0x80, "QR set");
+    }
+}
+
+#[tokio::test]
+async fn zone_transfers_are_refused_over_udp_and_tcp() {
+    let s = fixture().await;
+    for t in [RecordType::AXFR, RecordType::IXFR] {
+        let q = query("maxine.", t, None);
+        let m = Message::from_vec(&s.udp_raw(&q).await.unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{t:?} udp");
+        let r = s.tcp_raw(&[q]).await;
+        let m = Message::from_vec(&r[0]).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{t:?} tcp");
+        assert!(m.answers.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn edns_is_echoed_only_when_asked_with_our_size_and_badvers_above_version_zero() {
+    let s = fixture().await;
+    let r = s
+        .udp_raw(&query("payments.maxine.", RecordType::A, Some((4096, 0))))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    let edns = m.edns.as_ref().expect("OPT in the reply");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(m.answers.len(), 2);
+
+    let r = s
+        .udp_raw(&query("payments.maxine.", RecordType::A, Some((4096, 1))))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    // BADVERS is extended rcode 16: header rcode 0, OPT upper bits 1.
+    assert_eq!(u16::from(m.metadata.response_code), 16);
+    assert_eq!(r[3] & 0x0F, 0);
+    assert!(m.edns.is_some() && m.answers.is_empty());
+
+    // An unknown option (code 65001) is not echoed: our OPT has RDLEN 0.
+    let mut q = query("payments.maxine.", RecordType::A, None);
+    q[11] = 1;
+    q.extend([
+        0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 6, 0xFD, 0xE9, 0, 2, 0xAB, 0xCD,
+    ]);
+    let r = s.udp_raw(&q).await.unwrap();
+    assert_eq!(
+        &r[r.len() - 11..r.len() - 2],
+        &[0, 0, 41, 4, 0xD0, 0, 0, 0, 0]
+    );
+    assert_eq!(&r[r.len() - 2..], &[0, 0], "no options in our OPT");
+}
+
+#[tokio::test]
+async fn question_case_is_echoed_byte_exact() {
+    let s = fixture().await;
+    let q = query("PaYmEnTs.MaXiNe.", RecordType::A, None);
+    let r = s.udp_raw(&q).await.unwrap();
+    assert_eq!(&r[12..q.len()], &q[12..], "question copied as sent");
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(m.answers.len(), 2);
+}
+
+#[tokio::test]
+async fn any_is_answered_with_one_rrset() {
+    let s = fixture().await;
+    let m = s.ask("payments.maxine.", RecordType::ANY).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(!m.answers.is_empty());
+    let first = m.answers[0].record_type();
+    assert!(
+        m.answers.iter().all(|r| r.record_type() == first),
+        "one RRset"
+    );
+}
+
+#[tokio::test]
+async fn answers_rotate_between_queries() {
+    let s = fixture().await;
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let m = s.ask("payments.maxine.", RecordType::A).await;
+        firsts.insert(m.answers[0].to_string());
+    }
+    assert_eq!(firsts.len(), 2, "both instances lead an answer: {firsts:?}");
+}
+
+/// 40 IPv6 instances: 32 AAAA records (the default cap) are 896 bytes.
+async fn big_service(s: &TestServer) {
+    for i in 0..40 {
+        s.register(
+            "big",
+            &format!("n{i}"),
+            json!({"address": format!("fd00::{i:x}"), "port": 80}),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn answers_that_do_not_fit_are_truncated_to_header_and_question() {
+    let s = fixture().await;
+    big_service(&s).await;
+    let q = query("big.maxine.", RecordType::AAAA, None);
+    let r = s.udp_raw(&q).await.unwrap();
+    assert!(r.len() <= 512);
+    assert_eq!(r[2] & 0x02, 0x02, "TC set");
+    assert_eq!(&r[4..12], &[0, 1, 0, 0, 0, 0, 0, 0], "question only");
+    assert_eq!(r.len(), q.len(), "header and question, nothing else");
+
+    // With EDNS the limit is min(client, 1232): 896 bytes fit.
+    let r = s
+        .udp_raw(&query("big.maxine.", RecordType::AAAA, Some((4096, 0))))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 32);
+    // A client size of 600 does not fit them: TC with the OPT kept.
+    let r = s
+        .udp_raw(&query("big.maxine.", RecordType::AAAA, Some((600, 0))))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty() && m.edns.is_some());
+
+    // The same question over TCP gets the full answer.
+    let r = s.tcp_raw(&[q]).await;
+    let m = Message::from_vec(&r[0]).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 32);
+}
+
+#[tokio::test]
+async fn srv_additional_records_are_dropped_before_the_answer_is_truncated() {
+    let s = TestServer::start_with(|c| c.dns.max_records = 20).await;
+    big_service(&s).await;
+    // 20 SRV records (760 bytes) fit in 1232 bytes but their AAAA glue does not.
+    let r = s
+        .udp_raw(&query(
+            "_big._tcp.maxine.",
+            RecordType::SRV,
+            Some((1232, 0)),
+        ))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 20);
+    assert!(!m.additionals.is_empty() && m.additionals.len() < 20);
+    assert!(r.len() <= 1232);
+}
+
+#[tokio::test]
+async fn tcp_answers_pipelined_queries_in_order() {
+    let s = fixture().await;
+    let mut qs = Vec::new();
+    for (i, name) in ["payments.maxine.", "nope.maxine.", "billing.maxine."]
+        .iter()
+        .enumerate()
+    {
+        let mut q = query(name, RecordType::A, None);
+        q[0..2].copy_from_slice(&(i as u16 + 1).to_be_bytes());
+        qs.push(q);
+    }
+    let replies = s.tcp_raw(&qs).await;
+    let ms: Vec<Message> = replies
+        .iter()
+        .map(|r| Message::from_vec(r).unwrap())
+        .collect();
+    assert_eq!(
+        ms.iter().map(|m| m.metadata.id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(ms[0].answers.len(), 2);
+    assert_eq!(ms[1].metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ms[2].answers.len(), 1);
+}
+
+#[tokio::test]
+async fn idle_tcp_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start_with(|c| {
+        c.dns.tcp_idle_timeout =
+            maxine::config::DurationValue(std::time::Duration::from_millis(200));
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("closed well before 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF");
+}
+
+#[tokio::test]
+async fn tcp_connections_per_client_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| c.dns.tcp_max_connections_per_ip = 2).await;
+    let _a = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    // Give the acceptor time to count both before the third arrives.
+    assert_eventually!(
+        {
+            let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+            let q = query("maxine.", RecordType::SOA, None);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend(q);
+            let _ = c.write_all(&framed).await;
+            let mut buf = [0u8; 2];
+            matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        },
+        "a third connection from the same address is closed"
+    );
+    drop((_a, _b));
+    // Once the others are gone, connections are accepted again.
+    assert_eventually!(
+        {
+            let q = [query("maxine.", RecordType::SOA, None)];
+            tokio::time::timeout(std::time::Duration::from_secs(2), s.tcp_raw(&q))
+                .await
+                .is_ok()
+        },
+        "accepted again"
+    );
+}
+
+#[tokio::test]
+async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
+    let s = TestServer::start().await;
+    for i in 0..30 {
+        let svc = format!("svc{i}");
+        s.register(
+            &svc,
+            "a",
+            json!({"address": format!("10.9.0.{i}"), "port": 80}),
+        )
+        .await;
+        // No waiting: the very next query must see it.
+        let m = s.ask(&format!("{svc}.maxine."), RecordType::A).await;
+        assert_eq!(m.answers.len(), 1, "{svc} visible at once");
+    }
+    // Deregistration too.
+    let r = s
+        .http
+        .delete(format!("{}/v1/services/svc0/instances/a", s.http_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = s.ask("svc0.maxine.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
