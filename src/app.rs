@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::core::Registry;
+use crate::events::EventStream;
 use crate::{dns, http};
 
 /// Sockets bound before the app is built, so tests can bind port 0 and
@@ -61,10 +62,17 @@ pub struct App {
     http_listener: std::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     ready: Arc<AtomicBool>,
+    events: EventStream,
 }
 
 impl App {
     pub fn build(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
         let zone = dns::Zone::from_config(&config).context("cannot load the DNS zone")?;
@@ -75,6 +83,8 @@ impl App {
             listeners.dns_tcp,
         )?;
         registry.subscribe(Arc::new(dns.observer(&registry)));
+        let events = EventStream::new();
+        registry.subscribe(Arc::new(events.clone()));
         let http_tls = match &config.http.tls {
             Some((cert, key)) => Some(http::load_tls(cert, key)?),
             None => None,
@@ -86,7 +96,13 @@ impl App {
             http_listener: listeners.http,
             http_tls,
             ready: Arc::new(AtomicBool::new(false)),
+            events,
         })
+    }
+
+    /// Every registry change from now on, in index order.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::core::Event> {
+        self.events.subscribe()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -113,6 +129,7 @@ impl App {
             http_listener,
             http_tls,
             ready,
+            events: _,
         } = self;
 
         let dns_addr = dns.local_addr();

@@ -13,7 +13,7 @@
 //!                 | expire(now) from one driver task (TTL -> critical -> reaped)
 //! ```
 //!
-//! Dependency direction: `main -> app -> {dns, http} -> core`; `config` is
+//! Dependency direction: `main -> app -> {dns, http, events} -> core`; `config` is
 //! read by `app` only. `core` does no I/O and imports nothing of ours; the
 //! front ends never call each other; only `app` names concrete pieces.
 
@@ -21,4 +21,5 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod dns;
+pub mod events;
 pub mod http;

@@ -477,6 +477,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_deploy_is_valid() {
+        let c = Config::load(Sources {
+            file: Some((
+                "deploy/maxine.toml".into(),
+                include_str!("../../deploy/maxine.toml").into(),
+            )),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.datacenter.as_str(), "eu1");
+        assert!(c.http.tls.is_some());
+    }
+
+    #[test]
     fn defaults_work() {
         let c = Config::defaults();
         assert_eq!(c.dns.addr.to_string(), "127.0.0.1:8600");

@@ -19,6 +19,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub registry: Registry,
     pub config: Config,
+    /// Every registry change since start, in index order.
+    pub events: tokio::sync::broadcast::Receiver<maxine::core::Event>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -44,6 +46,7 @@ impl TestServer {
         let dns_addr = app.dns_addr();
         let http_addr = app.http_addr();
         let registry = app.registry().clone();
+        let events = app.events();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         let server = Self {
@@ -55,6 +58,7 @@ impl TestServer {
                 .unwrap(),
             registry,
             config,
+            events,
             shutdown,
             task: Some(task),
             _dir: dir,
