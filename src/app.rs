@@ -76,6 +76,7 @@ impl App {
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
         let zone = dns::Zone::from_config(&config).context("cannot load the DNS zone")?;
+        registry.reserve_service_names(zone.reserved_labels());
         let dns = dns::DnsServer::new(
             zone,
             dns::Limits::from(&config.dns),

@@ -611,3 +611,169 @@ async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
     let m = s.ask("svc0.maxine.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
+
+#[tokio::test]
+async fn empty_non_terminals_come_and_go_with_the_services_under_them() {
+    let s = TestServer::start().await;
+    let code = |m: Message| m.metadata.response_code;
+    assert_eq!(
+        code(s.ask("_tcp.maxine.", RecordType::A).await),
+        ResponseCode::NXDomain
+    );
+    s.register("one", "a", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    s.register("two", "a", json!({"address": "10.0.0.2", "port": 80}))
+        .await;
+    for ent in ["_tcp.maxine.", "_tcp.dc1.maxine.", "dc1.maxine."] {
+        assert_eq!(
+            code(s.ask(ent, RecordType::A).await),
+            ResponseCode::NoError,
+            "{ent}"
+        );
+    }
+    let delete = |svc: &'static str| {
+        s.http
+            .delete(format!("{}/v1/services/{svc}/instances/a", s.http_base()))
+            .send()
+    };
+    assert_eq!(delete("one").await.unwrap().status(), 200);
+    // `two` still holds them up.
+    assert_eq!(
+        code(s.ask("_tcp.maxine.", RecordType::A).await),
+        ResponseCode::NoError
+    );
+    assert_eq!(delete("two").await.unwrap().status(), 200);
+    for ent in ["_tcp.maxine.", "_tcp.dc1.maxine.", "dc1.maxine."] {
+        assert_eq!(
+            code(s.ask(ent, RecordType::A).await),
+            ResponseCode::NXDomain,
+            "{ent}"
+        );
+    }
+    s.register("one", "a", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    assert_eq!(
+        code(s.ask("_tcp.maxine.", RecordType::A).await),
+        ResponseCode::NoError
+    );
+    assert_eq!(s.ask("one.maxine.", RecordType::A).await.answers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_service_cannot_take_a_name_of_the_static_zone() {
+    let s = TestServer::start().await;
+    let r = s
+        .http
+        .put(format!("{}/v1/services/ns/instances/a", s.http_base()))
+        .json(&json!({"address": "10.6.6.6", "port": 80}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let m = s.ask("ns.maxine.", RecordType::A).await;
+    assert_eq!(lines(&m.answers), ["ns.maxine. 3600 IN A 127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn rejected_queries_with_edns_carry_an_opt_and_other_classes_are_refused() {
+    let s = fixture().await;
+    // NOTIMP for a query with EDNS: our OPT comes along.
+    let mut q = query("payments.maxine.", RecordType::A, Some((1232, 0)));
+    q[2] = 5 << 3;
+    let r = s.udp_raw(&q).await.unwrap();
+    assert_eq!(r[3] & 0x0F, 4);
+    assert_eq!(&r[10..12], &[0, 1], "one additional record: the OPT");
+    assert_eq!(&r[12..15], &[0, 0, 41]);
+    // An OPT whose owner is not the root is malformed.
+    let mut q = query("payments.maxine.", RecordType::A, None);
+    q[11] = 1;
+    q.extend([1, b'x', 0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    let r = s.udp_raw(&q).await.unwrap();
+    assert_eq!(r[3] & 0x0F, 1, "FORMERR");
+    // Classes ANY and NONE are refused like CH.
+    for class in [255u8, 254] {
+        let mut q = query("payments.maxine.", RecordType::A, None);
+        let n = q.len();
+        q[n - 1] = class;
+        let m = Message::from_vec(&s.udp_raw(&q).await.unwrap()).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "class {class}"
+        );
+    }
+    // QR=1 over TCP: no reply, and the connection goes on.
+    let replies = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        // Only one reply may come, so read one.
+        let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut bytes = Vec::new();
+        let mut r = query("payments.maxine.", RecordType::A, None);
+        r[2] |= 0x80;
+        for p in [r, query("payments.maxine.", RecordType::A, None)] {
+            bytes.extend((p.len() as u16).to_be_bytes());
+            bytes.extend(p);
+        }
+        c.write_all(&bytes).await.unwrap();
+        let len = c.read_u16().await.unwrap() as usize;
+        let mut buf = vec![0; len];
+        c.read_exact(&mut buf).await.unwrap();
+        buf
+    })
+    .await
+    .unwrap();
+    let m = Message::from_vec(&replies).unwrap();
+    assert_eq!(
+        m.answers.len(),
+        2,
+        "the response was skipped, the query answered"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_its_connection_or_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(|c| {
+        c.dns.tcp_idle_timeout =
+            maxine::config::DurationValue(std::time::Duration::from_millis(300));
+    })
+    .await;
+    big_service(&s).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut c = sock.connect(s.dns_addr).await.unwrap();
+    let q = query("_big._tcp.maxine.", RecordType::SRV, None);
+    let mut bytes = Vec::new();
+    for _ in 0..2000 {
+        bytes.extend((q.len() as u16).to_be_bytes());
+        bytes.extend(&q);
+    }
+    // Send everything, read nothing.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), c.write_all(&bytes)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.stop())
+        .await
+        .expect("shutdown is not held up by a client that does not read");
+}
+
+#[tokio::test]
+async fn tcp_connections_in_total_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| c.dns.tcp_max_connections = 2).await;
+    let _a = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    assert_eventually!(
+        {
+            let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+            let q = query("maxine.", RecordType::SOA, None);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend(q);
+            let _ = c.write_all(&framed).await;
+            let mut buf = [0u8; 2];
+            matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        },
+        "a third connection is closed"
+    );
+}

@@ -313,8 +313,10 @@ impl Config {
         let datacenter =
             Datacenter::new(&f.datacenter).map_err(|e| invalid("datacenter", e.to_string()))?;
         let domain = f.domain.trim_end_matches('.').to_ascii_lowercase();
+        // At most 61 characters: the longest instance name,
+        // <63>.<63>.<63>.<domain>., must fit in DNS's 255 bytes.
         if domain.is_empty()
-            || domain.len() > 200
+            || domain.len() > 61
             || !domain.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
@@ -326,7 +328,7 @@ impl Config {
             return Err(invalid(
                 "domain",
                 format!(
-                    "{:?} is not a domain name such as \"maxine\" or \"svc.example\"",
+                    "{:?} is not a domain name of at most 61 characters, such as \"maxine\" or \"svc.example\"",
                     f.domain
                 ),
             ));
@@ -526,6 +528,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.datacenter.as_str(), "explicit");
+    }
+
+    #[test]
+    fn a_domain_too_long_for_instance_names_is_refused() {
+        let load = |d: &str| {
+            Config::load(Sources {
+                flags: vec![("domain", d.into())],
+                ..Default::default()
+            })
+        };
+        assert!(load(&"a".repeat(61)).is_ok());
+        let err = load(&"a".repeat(62)).unwrap_err().to_string();
+        assert!(err.contains("61"), "{err}");
     }
 
     #[test]

@@ -201,6 +201,8 @@ struct WriteState {
     timers: BTreeMap<u64, Vec<(ServiceKey, InstanceId, u64)>>,
     observers: Vec<Arc<dyn Observer>>,
     datacenters: BTreeSet<Datacenter>,
+    /// Labels no service may take (they name static zone data).
+    reserved: BTreeSet<String>,
 }
 
 impl Registry {
@@ -218,6 +220,7 @@ impl Registry {
                     timers: BTreeMap::new(),
                     observers: Vec::new(),
                     datacenters,
+                    reserved: BTreeSet::new(),
                 }),
             }),
         }
@@ -249,9 +252,38 @@ impl Registry {
         w.observers.push(observer);
     }
 
-    /// Names a datacenter as known (federation peers), so no service may take its name.
-    pub fn add_datacenter(&self, dc: Datacenter) {
-        self.lock().datacenters.insert(dc);
+    /// Names a datacenter as known (federation peers), so no service may take
+    /// its name. Refused when a local service already has that name.
+    pub fn add_datacenter(&self, dc: Datacenter) -> Result<(), RegistryError> {
+        let mut w = self.lock();
+        self.check_new_datacenter(&w, &dc)?;
+        w.datacenters.insert(dc);
+        Ok(())
+    }
+
+    /// Keeps service names away from labels that static zone data uses, so a
+    /// service never shadows (or is shadowed by) an operator's record.
+    pub fn reserve_service_names(&self, labels: impl IntoIterator<Item = String>) {
+        self.lock().reserved.extend(labels);
+    }
+
+    /// A datacenter name must not be a local service's name: `x.<zone>` and
+    /// `svc.x.<zone>` would otherwise be read two ways.
+    fn check_new_datacenter(&self, w: &WriteState, dc: &Datacenter) -> Result<(), RegistryError> {
+        if w.datacenters.contains(dc) {
+            return Ok(());
+        }
+        if let Ok(svc) = ServiceName::new(dc.as_str())
+            && self
+                .service(&ServiceKey::new(self.local_dc().clone(), svc))
+                .is_some()
+        {
+            return Err(RegistryError::Conflict(format!(
+                "datacenter name {:?} is also the name of a service in the local datacenter",
+                dc.as_str()
+            )));
+        }
+        Ok(())
     }
 
     pub fn is_datacenter(&self, name: &str) -> bool {
@@ -326,6 +358,13 @@ impl Registry {
         {
             return Err(RegistryError::NameIsDatacenter(key.service.to_string()));
         }
+        if w.reserved.contains(key.service.as_str()) {
+            return Err(RegistryError::Conflict(format!(
+                "service name {:?} is taken by static records in the zone file",
+                key.service.as_str()
+            )));
+        }
+        self.check_new_datacenter(&w, &key.dc)?;
         let current = self.service(&key);
         if let (Some(c), Some(snap)) = (&spec.compat, &current) {
             check_compat_names(c, &id, snap)?;
@@ -758,6 +797,29 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RegistryError::NameIsDatacenter(_)));
         assert!(r.services().is_empty());
+    }
+
+    #[test]
+    fn datacenter_named_like_a_local_service_is_rejected() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        r.register(key("eu"), id("a"), spec("10.0.0.1", "", 10), t0)
+            .unwrap();
+        let remote = ServiceKey::new(
+            Datacenter::new("eu").unwrap(),
+            ServiceName::new("x").unwrap(),
+        );
+        assert!(matches!(
+            r.register(remote, id("a"), spec("10.0.0.2", "", 10), t0),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(r.add_datacenter(Datacenter::new("eu").unwrap()).is_err());
+        assert!(!r.is_datacenter("eu"));
+        r.reserve_service_names(["ns".to_string()]);
+        assert!(matches!(
+            r.register(key("ns"), id("a"), spec("10.0.0.1", "", 10), t0),
+            Err(RegistryError::Conflict(_))
+        ));
     }
 
     #[test]

@@ -359,23 +359,26 @@ impl AnswerBuilder {
         snap: Option<&Arc<ServiceSnapshot>>,
     ) {
         let names = self.answers.inner.names.pin();
-        let old = st.names_of.remove(key).unwrap_or_default();
+        // `None`: the builder has not seen this service before.
+        let old = st.names_of.remove(key);
         let Some(snap) = snap else {
+            let Some(old) = old else { return };
             st.wires.retain(|(k, _), _| k != key);
             for name in old {
                 self.publish(&names, &name, None);
             }
             for ent in self.ents_of(key) {
-                let n = st.ent_refs.entry(ent.clone()).or_default();
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    st.ent_refs.remove(&ent);
-                    self.publish(&names, &ent, None);
+                if let Some(n) = st.ent_refs.get_mut(&ent) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.ent_refs.remove(&ent);
+                        self.publish(&names, &ent, None);
+                    }
                 }
             }
             return;
         };
-        if old.is_empty() {
+        if old.is_none() {
             for ent in self.ents_of(key) {
                 let n = st.ent_refs.entry(ent.clone()).or_default();
                 *n += 1;
@@ -384,6 +387,7 @@ impl AnswerBuilder {
                 }
             }
         }
+        let old = old.unwrap_or_default();
         // Encode changed instances; drop wires of removed ones.
         let mut wires: HashMap<&InstanceId, Arc<InstanceWire>> = HashMap::new();
         for (id, inst) in &snap.instances {

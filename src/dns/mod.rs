@@ -172,7 +172,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, answers: Answers, shutdown: Cancellati
     }
 }
 
-/// Open TCP connections, in total and per client address (RFC 7766 6.2.2).
+/// Open TCP connections, in total and per client (RFC 7766 6.2.2).
 struct ConnectionLimits {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
@@ -193,6 +193,21 @@ impl Drop for ConnectionPermit {
                 l.per_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+/// What the per-client cap counts: the IPv4 address, or the /64 of an IPv6
+/// address (one host usually holds a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
     }
 }
 
@@ -219,18 +234,19 @@ async fn tcp_acceptor(
                 }
             },
         };
+        let client = client_key(peer.ip());
         let permit = {
             let mut l = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let per_ip = l.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let per_ip = l.per_ip.get(&client).copied().unwrap_or(0);
             if l.total >= limits.tcp_max_connections || per_ip >= limits.tcp_max_connections_per_ip
             {
                 None
             } else {
                 l.total += 1;
-                *l.per_ip.entry(peer.ip()).or_default() += 1;
+                *l.per_ip.entry(client).or_default() += 1;
                 Some(ConnectionPermit {
                     limits: counts.clone(),
-                    ip: peer.ip(),
+                    ip: client,
                 })
             }
         };
@@ -252,19 +268,23 @@ async fn tcp_acceptor(
 }
 
 /// Serves one connection: length-prefixed queries, answered in order, as
-/// many as the client pipelines, until it goes idle or closes.
+/// many as the client pipelines, until it goes idle or closes. Every read and
+/// write is bounded by the idle timeout and by shutdown, so a client that
+/// stops reading its replies cannot hold a connection (and its permit).
 async fn tcp_connection(
     stream: TcpStream,
     answers: Answers,
     idle: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
-    let mut rd = tokio::io::BufReader::new(rd);
-    let mut msg = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    let mut framed = Vec::with_capacity(4096);
+    let mut rd = tokio::io::BufReader::with_capacity(2048, rd);
+    let mut msg = Vec::new();
+    let mut out = Vec::with_capacity(1024);
+    let mut framed = Vec::with_capacity(1024);
+    let timed_out = |what| Error::new(ErrorKind::TimedOut, what);
     loop {
         let len = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -276,15 +296,24 @@ async fn tcp_connection(
         if len == 0 {
             return Ok(());
         }
+        msg.resize(len, 0);
         // The rest of a message must follow promptly.
-        tokio::time::timeout(idle, rd.read_exact(&mut msg[..len]))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial message"))??;
-        if answers.respond(&msg[..len], &mut out, true) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, rd.read_exact(&mut msg)) => {
+                r.map_err(|_| timed_out("partial message"))??;
+            }
+        }
+        if answers.respond(&msg, &mut out, true) {
             framed.clear();
             framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
             framed.extend_from_slice(&out);
-            wr.write_all(&framed).await?;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = tokio::time::timeout(idle, wr.write_all(&framed)) => {
+                    r.map_err(|_| timed_out("client is not reading"))??;
+                }
+            }
         }
     }
 }

@@ -227,29 +227,9 @@ struct SkippedRecord {
 
 /// Steps over one resource record, following no pointers (a pointer ends a
 /// name), so compression loops cannot trap it.
-fn skip_record(b: &[u8], mut pos: usize) -> Option<SkippedRecord> {
+fn skip_record(b: &[u8], pos: usize) -> Option<SkippedRecord> {
     let owner_is_root = *b.get(pos)? == 0;
-    let mut hops = 0;
-    loop {
-        let len = *b.get(pos)? as usize;
-        match len & 0xC0 {
-            0x00 if len == 0 => {
-                pos += 1;
-                break;
-            }
-            0x00 => pos += 1 + len,
-            0xC0 => {
-                b.get(pos + 1)?;
-                pos += 2;
-                break;
-            }
-            _ => return None,
-        }
-        hops += 1;
-        if hops > 128 {
-            return None;
-        }
-    }
+    let pos = skip_name(b, pos)?;
     let rtype = u16_at(b, pos)?;
     let class = u16_at(b, pos + 2)?;
     let ttl = u32::from_be_bytes(b.get(pos + 4..pos + 8)?.try_into().ok()?);
@@ -411,37 +391,82 @@ fn push_opt(out: &mut Vec<u8>, req: Edns, ext_rcode: u8) {
     out.extend_from_slice(&[0, 0, 0]); // flags low byte, RDLEN 0
 }
 
-/// A reply for a rejected request, or `None` to drop it.
+/// A reply for a rejected request; false: drop it. When the request carried
+/// exactly one well-formed OPT, the reply carries ours (RFC 6891 7).
 pub fn write_reject(out: &mut Vec<u8>, packet: &[u8], reject: &Reject) -> bool {
     out.clear();
     if packet.len() < HEADER || *reject == Reject::Drop {
         return false;
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
-    match *reject {
-        Reject::Drop => false,
-        Reject::HeaderOnly { rcode } => {
-            let rd = packet[2] & 0x01 != 0;
-            let flags = Flags {
+    let (opcode, flags) = match *reject {
+        Reject::Drop => return false,
+        Reject::HeaderOnly { rcode } => (
+            0,
+            Flags {
                 aa: false,
-                rd,
+                rd: packet[2] & 0x01 != 0,
                 cd: packet[3] & 0x10 != 0,
                 rcode,
-            };
-            write_header(out, id, 0, flags, false);
-            true
-        }
-        Reject::NotImp { opcode } => {
-            let flags = Flags {
+            },
+        ),
+        Reject::NotImp { opcode } => (
+            opcode,
+            Flags {
                 aa: false,
                 rd: false,
                 cd: false,
                 rcode: rcode::NOTIMP,
-            };
-            write_header(out, id, opcode, flags, false);
-            true
+            },
+        ),
+    };
+    write_header(out, id, opcode, flags, false);
+    if let Some(edns) = lenient_edns(packet) {
+        push_opt(out, edns, 0);
+        out[11] = 1; // ARCOUNT
+    }
+    true
+}
+
+/// The EDNS data of a packet that did not parse as a query, if its sections
+/// can still be walked and hold exactly one OPT with the root as owner.
+fn lenient_edns(packet: &[u8]) -> Option<Edns> {
+    let count = |at| u16_at(packet, at).map(usize::from);
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut pos = HEADER;
+    for _ in 0..qd {
+        pos = skip_name(packet, pos)? + 4;
+    }
+    let mut found = None;
+    for i in 0..an + ns + ar {
+        let rec = skip_record(packet, pos)?;
+        if rec.rtype == types::OPT {
+            if i < an + ns || found.is_some() || !rec.owner_is_root {
+                return None;
+            }
+            found = Some(Edns {
+                udp_size: rec.class,
+                version: (rec.ttl >> 16) as u8,
+                dnssec_ok: rec.ttl & 0x8000 != 0,
+            });
+        }
+        pos = rec.end;
+    }
+    (pos <= packet.len()).then_some(found).flatten()
+}
+
+/// Steps over a name, stopping at a pointer (never following it).
+fn skip_name(b: &[u8], mut pos: usize) -> Option<usize> {
+    for _ in 0..128 {
+        let len = *b.get(pos)? as usize;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(pos + 1),
+            0x00 => pos += 1 + len,
+            0xC0 => return Some(pos + 2),
+            _ => return None,
         }
     }
+    None
 }
 
 /// Lowercase wire form of a dotted name (`"a.b"` or `"a.b."`); `None` when a

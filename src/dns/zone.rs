@@ -61,6 +61,26 @@ pub fn default_zone_text(domain: &str) -> String {
 }
 
 impl Zone {
+    /// The label right under the apex of every static name: a service may
+    /// not take one, or its names would mix with the operator's records.
+    pub fn reserved_labels(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .statics
+            .keys()
+            .filter(|k| k.len() > self.origin.len())
+            .map(|k| {
+                let mut pos = 0;
+                while k.len() - pos - (1 + k[pos] as usize) > self.origin.len() {
+                    pos += 1 + k[pos] as usize;
+                }
+                String::from_utf8_lossy(&k[pos + 1..pos + 1 + k[pos] as usize]).into_owned()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Loads `<zone_dir>/<domain>.zone`, or the built-in default zone when
     /// that file does not exist. `negative_ttl` replaces the SOA MINIMUM.
     pub fn load(
@@ -118,8 +138,12 @@ impl Zone {
                     set.record_type()
                 )));
             }
-            let owner_wire =
-                wire_name(&owner.to_ascii()).ok_or_else(|| invalid(format!("bad name {owner}")))?;
+            if set.record_type() == RecordType::NS && owner != origin_name {
+                return Err(invalid(format!(
+                    "NS records at {owner}: Maxine does not delegate below the apex"
+                )));
+            }
+            let owner_wire = name_key(&owner);
             let mut tails = Vec::new();
             for rec in set.records_without_rrsigs() {
                 let full = encode_record(rec).map_err(&invalid)?;
@@ -204,9 +228,7 @@ fn add_glue(
             }
         }
         let owner: Name = key.name().into();
-        if let Some(w) = wire_name(&owner.to_ascii()) {
-            glue_for.push((w, glue));
-        }
+        glue_for.push((name_key(&owner), glue));
     }
     for (owner, glue) in glue_for {
         if let Some(node) = statics.get_mut(&owner) {
@@ -229,6 +251,18 @@ fn add_empty_non_terminals(statics: &mut HashMap<Vec<u8>, StaticNode>, origin: &
             statics.entry(name[pos..].to_vec()).or_default();
         }
     }
+}
+
+/// Lowercase wire form of a name, built from its labels (so escaped dots
+/// inside a label stay inside it).
+fn name_key(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    out
 }
 
 /// A complete record, names uncompressed, owner in lowercase.
@@ -284,6 +318,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no SOA"), "{err}");
+    }
+
+    #[test]
+    fn negative_ttl_is_the_smaller_of_soa_ttl_and_minimum() {
+        let text = "$ORIGIN maxine.\n@ 30 IN SOA ns hm 1 2 3 4 300\n";
+        let z = Zone::parse(text, Path::new("x"), "maxine", None).unwrap();
+        assert_eq!(&z.soa_negative_tail[4..8], &30u32.to_be_bytes());
+    }
+
+    #[test]
+    fn delegations_are_refused_and_reserved_labels_are_found() {
+        let text = "$ORIGIN maxine.\n@ 60 IN SOA ns hm 1 2 3 4 5\nsub 60 IN NS ns.other.\n";
+        let err = Zone::parse(text, Path::new("x"), "maxine", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delegate"), "{err}");
+        let text = "$ORIGIN maxine.\n@ 60 IN SOA ns hm 1 2 3 4 5\na.b 60 IN TXT \"x\"\nwww 60 IN A 1.2.3.4\nx\\.y 60 IN TXT \"z\"\n";
+        let z = Zone::parse(text, Path::new("x"), "maxine", None).unwrap();
+        assert_eq!(z.reserved_labels(), ["b", "www", "x.y"]);
+        let mut key = vec![3, b'x', b'.', b'y'];
+        key.extend(wire_name("maxine").unwrap());
+        assert!(
+            z.statics.contains_key(&key),
+            "escaped dot stays inside the label"
+        );
     }
 
     #[test]
