@@ -101,6 +101,11 @@ impl App {
         })
     }
 
+    /// Counters of the DNS UDP workers.
+    pub fn dns_stats(&self) -> Arc<dns::udp::UdpStats> {
+        self.dns.stats()
+    }
+
     /// Every registry change from now on, in index order.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::core::Event> {
         self.events.subscribe()

@@ -116,6 +116,41 @@ pub struct DnsFile {
     pub tcp_max_connections: usize,
     /// Most open TCP connections from one client address. Default 64.
     pub tcp_max_connections_per_ip: usize,
+    /// UDP worker threads (each with its own socket on the port); 0: one per core. Default 0.
+    pub udp_workers: usize,
+    /// A UDP query that waited longer than this in the socket buffer is dropped
+    /// unanswered: under overload Maxine sheds load instead of answering late. Default 1 s.
+    pub max_queue_delay: DurationValue,
+    /// Response rate limiting.
+    pub rrl: RrlFile,
+}
+
+/// Response rate limiting per client prefix (see docs/dns.md).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrlFile {
+    /// Responses per second per client prefix and UDP worker; 0 turns limiting off. Default 1000.
+    pub responses_per_second: u32,
+    /// Every n-th limited response is sent truncated (TC=1) instead of dropped; 0: drop all. Default 2.
+    pub slip: u32,
+    /// IPv4 prefix length that counts as one client. Default 24.
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length that counts as one client. Default 56.
+    pub ipv6_prefix: u8,
+    /// Never limit loopback clients. Default true.
+    pub exempt_loopback: bool,
+}
+
+impl Default for RrlFile {
+    fn default() -> Self {
+        Self {
+            responses_per_second: 1000,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            exempt_loopback: true,
+        }
+    }
 }
 
 impl Default for DnsFile {
@@ -129,6 +164,9 @@ impl Default for DnsFile {
             tcp_idle_timeout: DurationValue(Duration::from_secs(10)),
             tcp_max_connections: 1024,
             tcp_max_connections_per_ip: 64,
+            udp_workers: 0,
+            max_queue_delay: DurationValue(Duration::from_secs(1)),
+            rrl: RrlFile::default(),
         }
     }
 }
@@ -204,6 +242,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAXINE_DNS_NEGATIVE_TTL", "dns.negative_ttl"),
     ("MAXINE_ZONE_DIR", "dns.zone_dir"),
     ("MAXINE_DNS_MAX_RECORDS", "dns.max_records"),
+    ("MAXINE_DNS_UDP_WORKERS", "dns.udp_workers"),
+    ("MAXINE_DNS_RRL", "dns.rrl.responses_per_second"),
     ("MAXINE_HTTP_ADDR", "http.addr"),
     ("MAXINE_TLS_CERT", "http.tls_cert"),
     ("MAXINE_TLS_KEY", "http.tls_key"),
@@ -251,6 +291,21 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_max_connections_per_ip: usize,
+    /// UDP worker threads, at least 1.
+    pub udp_workers: usize,
+    pub max_queue_delay: Duration,
+    pub rrl: RrlConfig,
+}
+
+/// Response rate limiting; `responses_per_second == 0` turns it off.
+#[derive(Clone, Debug)]
+pub struct RrlConfig {
+    pub responses_per_second: u32,
+    /// Every n-th limited response is sent with TC=1 instead of dropped (0: drop all).
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub exempt_loopback: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -377,6 +432,36 @@ impl Config {
             },
             tcp_max_connections: f.dns.tcp_max_connections.max(1),
             tcp_max_connections_per_ip: f.dns.tcp_max_connections_per_ip.max(1),
+            udp_workers: match f.dns.udp_workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n @ 1..=256 => n,
+                n => return Err(invalid("dns.udp_workers", format!("{n} is more than 256"))),
+            },
+            max_queue_delay: match f.dns.max_queue_delay.0 {
+                d if d >= Duration::from_millis(10) && d <= Duration::from_secs(30) => d,
+                _ => {
+                    return Err(invalid(
+                        "dns.max_queue_delay",
+                        "must be between 10ms and 30s".into(),
+                    ));
+                }
+            },
+            rrl: {
+                let r = &f.dns.rrl;
+                if r.ipv4_prefix > 32 || r.ipv6_prefix > 128 {
+                    return Err(invalid(
+                        "dns.rrl",
+                        "ipv4_prefix is at most 32 and ipv6_prefix at most 128".into(),
+                    ));
+                }
+                RrlConfig {
+                    responses_per_second: r.responses_per_second,
+                    slip: r.slip,
+                    ipv4_prefix: r.ipv4_prefix,
+                    ipv6_prefix: r.ipv6_prefix,
+                    exempt_loopback: r.exempt_loopback,
+                }
+            },
         };
         let http_addr = addr("http.addr", &f.http.addr)?;
         let tls = match (f.http.tls_cert, f.http.tls_key) {

@@ -6,18 +6,21 @@
 //! Must not import: http (front ends never call each other).
 
 pub mod answers;
+pub mod rrl;
 #[doc(hidden)]
 pub mod testing;
+pub mod udp;
 pub mod wire;
 pub mod zone;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,8 +49,9 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_max_connections_per_ip: usize,
-    /// UDP worker tasks; defaults to the number of cores.
+    /// UDP worker threads, each with its own socket on the port.
     pub udp_workers: usize,
+    pub udp: udp::UdpConfig,
 }
 
 impl From<&DnsConfig> for Limits {
@@ -58,18 +62,24 @@ impl From<&DnsConfig> for Limits {
             tcp_idle_timeout: c.tcp_idle_timeout,
             tcp_max_connections: c.tcp_max_connections,
             tcp_max_connections_per_ip: c.tcp_max_connections_per_ip,
-            udp_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            udp_workers: c.udp_workers,
+            udp: udp::UdpConfig {
+                max_queue_delay: c.max_queue_delay,
+                rrl: c.rrl.clone(),
+            },
         }
     }
 }
 
-/// Binds the UDP socket with a large receive buffer (bursts of queries).
+/// Binds a UDP socket with a large receive buffer (bursts of queries).
+/// `SO_REUSEPORT` lets each worker bind its own socket to the same port.
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
+    sock.set_reuse_port(true)?;
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     sock.bind(&addr.into())?;
@@ -92,6 +102,7 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub struct DnsServer {
     answers: Answers,
     limits: Limits,
+    stats: Arc<udp::UdpStats>,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
 }
@@ -107,6 +118,7 @@ impl DnsServer {
         Ok(Self {
             answers: Answers::new(zone, limits.max_records),
             limits,
+            stats: Arc::default(),
             udp,
             tcp,
         })
@@ -114,6 +126,11 @@ impl DnsServer {
 
     pub fn answers(&self) -> &Answers {
         &self.answers
+    }
+
+    /// Counters of the UDP workers (load shed, rate limited).
+    pub fn stats(&self) -> Arc<udp::UdpStats> {
+        self.stats.clone()
     }
 
     /// The registry observer that keeps the answers current.
@@ -125,18 +142,43 @@ impl DnsServer {
         self.udp.local_addr().expect("bound socket has an address")
     }
 
-    /// Starts the UDP workers and the TCP acceptor on `tasks`.
+    /// Starts the UDP worker threads and the TCP acceptor. The threads are
+    /// owned by a task on `tasks` that stops and joins them at shutdown.
     pub fn spawn(self, tasks: &TaskTracker, shutdown: CancellationToken) -> std::io::Result<()> {
-        self.udp.set_nonblocking(true)?;
-        self.tcp.set_nonblocking(true)?;
-        let udp = Arc::new(UdpSocket::from_std(self.udp)?);
-        for _ in 0..self.limits.udp_workers.max(1) {
-            tasks.spawn(udp_worker(
-                udp.clone(),
-                self.answers.clone(),
-                shutdown.clone(),
-            ));
+        let addr = self.local_addr();
+        let mut sockets = vec![self.udp];
+        for _ in 1..self.limits.udp_workers.max(1) {
+            sockets.push(bind_udp(addr)?);
         }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = self.stats.clone();
+        let mut threads = Vec::new();
+        for (n, sock) in sockets.into_iter().enumerate() {
+            udp::prepare(&sock)?;
+            let (answers, cfg, stop, stats) = (
+                self.answers.clone(),
+                self.limits.udp.clone(),
+                stop.clone(),
+                stats.clone(),
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("maxine-dns-udp-{n}"))
+                    .spawn(move || udp::run_worker(sock, answers, cfg, stop, stats))?,
+            );
+        }
+        let udp_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            udp_shutdown.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || {
+                for t in threads {
+                    let _ = t.join();
+                }
+            })
+            .await;
+        });
+        self.tcp.set_nonblocking(true)?;
         let tcp = tokio::net::TcpListener::from_std(self.tcp)?;
         tasks.spawn(tcp_acceptor(
             tcp,
@@ -146,29 +188,6 @@ impl DnsServer {
             shutdown,
         ));
         Ok(())
-    }
-}
-
-async fn udp_worker(sock: Arc<UdpSocket>, answers: Answers, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // ICMP errors of earlier sends surface here on some systems.
-                    tracing::trace!(error = %e, "udp receive failed");
-                    continue;
-                }
-            },
-        };
-        if answers.respond(&buf[..len], &mut out, false)
-            && let Err(e) = sock.send_to(&out, peer).await
-        {
-            tracing::trace!(error = %e, %peer, "udp send failed");
-        }
     }
 }
 
@@ -296,18 +315,29 @@ async fn tcp_connection(
         if len == 0 {
             return Ok(());
         }
-        msg.resize(len, 0);
-        // The rest of a message must follow promptly.
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(idle, rd.read_exact(&mut msg)) => {
-                r.map_err(|_| timed_out("partial message"))??;
+        framed.clear();
+        let mut next = Some(len);
+        // Answer this query and every further one the client has already
+        // sent (pipelining), then write all replies at once.
+        while let Some(len) = next {
+            msg.resize(len, 0);
+            // The rest of a message must follow promptly.
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = tokio::time::timeout(idle, rd.read_exact(&mut msg)) => {
+                    r.map_err(|_| timed_out("partial message"))??;
+                }
+            }
+            if answers.respond(&msg, &mut out, true) {
+                framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&out);
+            }
+            next = buffered_frame(rd.buffer());
+            if next.is_some() {
+                rd.consume(2);
             }
         }
-        if answers.respond(&msg, &mut out, true) {
-            framed.clear();
-            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&out);
+        if !framed.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = tokio::time::timeout(idle, wr.write_all(&framed)) => {
@@ -316,4 +346,10 @@ async fn tcp_connection(
             }
         }
     }
+}
+
+/// The length of the next message when all of it is already buffered.
+fn buffered_frame(buf: &[u8]) -> Option<usize> {
+    let len = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    (len > 0 && buf.len() >= 2 + len).then_some(len)
 }

@@ -469,6 +469,29 @@ fn skip_name(b: &[u8], mut pos: usize) -> Option<usize> {
     None
 }
 
+/// Turns a reply into its truncated form: header and question only, TC=1
+/// (used when rate limiting "slips" a response).
+pub fn make_truncated(out: &mut Vec<u8>) {
+    if out.len() < HEADER {
+        return;
+    }
+    let qd = u16::from_be_bytes([out[4], out[5]]);
+    let end = if qd == 1 {
+        match skip_name(out, HEADER) {
+            Some(p) if p + 4 <= out.len() => p + 4,
+            _ => HEADER,
+        }
+    } else {
+        HEADER
+    };
+    out.truncate(end);
+    out[2] |= 0x02;
+    if end == HEADER {
+        out[4..6].copy_from_slice(&[0, 0]);
+    }
+    out[6..12].copy_from_slice(&[0; 6]);
+}
+
 /// Lowercase wire form of a dotted name (`"a.b"` or `"a.b."`); `None` when a
 /// label is empty or too long.
 pub fn wire_name(dotted: &str) -> Option<Vec<u8>> {

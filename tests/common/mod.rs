@@ -19,6 +19,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub registry: Registry,
     pub config: Config,
+    /// Counters of the DNS UDP workers.
+    pub dns_stats: std::sync::Arc<maxine::dns::udp::UdpStats>,
     /// Every registry change since start, in index order.
     pub events: tokio::sync::broadcast::Receiver<maxine::core::Event>,
     shutdown: CancellationToken,
@@ -47,6 +49,7 @@ impl TestServer {
         let http_addr = app.http_addr();
         let registry = app.registry().clone();
         let events = app.events();
+        let dns_stats = app.dns_stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         let server = Self {
@@ -59,6 +62,7 @@ impl TestServer {
             registry,
             config,
             events,
+            dns_stats,
             shutdown,
             task: Some(task),
             _dir: dir,

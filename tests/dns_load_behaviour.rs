@@ -1,0 +1,102 @@
+//! How the DNS server behaves under load: response rate limiting with slip,
+//! and shedding of queries that waited too long, over real sockets.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{TestServer, query};
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+
+#[tokio::test]
+async fn rate_limiting_drops_excess_responses_and_slips_truncated_ones() {
+    let s = TestServer::start_with(|c| {
+        c.dns.udp_workers = 1;
+        c.dns.rrl.responses_per_second = 20;
+        c.dns.rrl.slip = 2;
+        c.dns.rrl.exempt_loopback = false;
+    })
+    .await;
+    s.register("payments", "a", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let q = query("payments.maxine.", RecordType::A, None);
+    for _ in 0..200 {
+        sock.send_to(&q, s.dns_addr).await.unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+    {
+        if buf[2] & 0x02 != 0 {
+            assert_eq!(n, q.len(), "a slipped reply is header and question only");
+            truncated += 1;
+        } else {
+            full += 1;
+        }
+    }
+    // A budget of 20 (plus what refills while the burst is sent), then
+    // every second limited response slips.
+    assert!((20..=40).contains(&full), "full answers: {full}");
+    assert!(truncated > 50, "truncated answers: {truncated}");
+    assert!(full + truncated < 200, "the rest were dropped");
+    assert!(s.dns_stats.rate_limited.load(Ordering::Relaxed) >= 150);
+}
+
+#[tokio::test]
+async fn loopback_clients_are_not_rate_limited_by_default() {
+    let s = TestServer::start_with(|c| c.dns.rrl.responses_per_second = 5).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let q = query("maxine.", RecordType::SOA, None);
+    let mut answered = 0;
+    let mut buf = [0u8; 1500];
+    for _ in 0..50 {
+        sock.send_to(&q, s.dns_addr).await.unwrap();
+        if let Ok(Ok((_, _))) =
+            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
+            && buf[2] & 0x02 == 0
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 50);
+}
+
+#[tokio::test]
+async fn queries_that_waited_too_long_are_shed_not_answered_late() {
+    // One worker and a 10 ms limit; a burst far larger than one worker
+    // answers in 10 ms leaves queries waiting longer than that.
+    let s = TestServer::start_with(|c| {
+        c.dns.udp_workers = 1;
+        c.dns.max_queue_delay = maxine::config::DurationValue(Duration::from_millis(10));
+    })
+    .await;
+    let socks: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let q = query("nothing.maxine.", RecordType::A, None);
+    let addr = s.dns_addr;
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        for _ in 0..20_000 {
+            for sock in &socks {
+                if sock.send_to(&q, addr).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    })
+    .await
+    .unwrap();
+    assert_eventually!(
+        s.dns_stats.shed.load(Ordering::Relaxed) > 0,
+        "some of {sent} queries were shed"
+    );
+    // And the server answers promptly afterwards.
+    let m = s.ask("maxine.", RecordType::SOA).await;
+    assert_eq!(m.answers.len(), 1);
+}
