@@ -193,6 +193,23 @@ async fn naming_grammar_table() {
             authority: &[SOA_NEG],
             additional: &[],
         },
+        // Version selectors apply to plain service names only.
+        Case {
+            name: "v2._payments._tcp.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "v2.web-1.payments.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
         Case {
             name: "payments.dc9.maxine.",
             qtype: A,

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::core::naming::{self, NameTarget};
 use crate::core::{
     Batch, Datacenter, Instance, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot,
+    VersionSelector,
 };
 
 use super::wire::{self, Flags, ReplyWriter, Request, rcode, types};
@@ -36,6 +37,7 @@ pub struct InstanceWire {
 }
 
 type Set = Arc<[Arc<InstanceWire>]>;
+type NameHasher = foldhash::fast::RandomState;
 
 /// Everything that can be answered at one name.
 #[derive(Debug, Default)]
@@ -43,6 +45,9 @@ pub struct Node {
     a: Option<Set>,
     aaaa: Option<Set>,
     srv: Option<Set>,
+    /// At a service name: the answers of `<selector>.<name>` (version names
+    /// are looked up through the service's node, not stored one by one).
+    versions: Option<Arc<HashMap<VersionSelector, Node>>>,
     statics: Vec<StaticRrset>,
 }
 
@@ -54,7 +59,9 @@ pub struct Answers {
 
 struct AnswersInner {
     zone: Zone,
-    names: papaya::HashMap<Box<[u8]>, Arc<Node>>,
+    /// Keyed by lowercase wire name. foldhash is seeded per process, so
+    /// query names chosen by a client cannot aim at one bucket.
+    names: papaya::HashMap<Box<[u8]>, Arc<Node>, NameHasher>,
     max_records: usize,
 }
 
@@ -65,7 +72,7 @@ thread_local! {
 
 impl Answers {
     pub fn new(zone: Zone, max_records: usize) -> Self {
-        let names = papaya::HashMap::new();
+        let names = papaya::HashMap::with_hasher(NameHasher::default());
         {
             let pinned = names.pin();
             for (name, statics) in &zone.statics {
@@ -153,7 +160,12 @@ impl Answers {
         }
         flags.aa = true;
         let names = self.inner.names.pin();
-        let Some(node) = names.get(req.qname()) else {
+        let qname = req.qname();
+        let node = match names.get(qname) {
+            Some(n) => Some(&**n),
+            None => version_node(&names, qname),
+        };
+        let Some(node) = node else {
             flags.rcode = rcode::NXDOMAIN;
             let mut w = ReplyWriter::start(out, req, flags, limit);
             self.push_soa(&mut w, apex_at);
@@ -239,6 +251,24 @@ impl Answers {
     }
 }
 
+/// `<selector>.<service name>`: the selector's answers, held by the
+/// service's node. Only plain service names carry them, so
+/// `v2._svc._tcp.<zone>` or `v2.<instance>...` do not exist.
+fn version_node<'g>(
+    names: &'g papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, NameHasher, papaya::LocalGuard<'_>>,
+    qname: &[u8],
+) -> Option<&'g Node> {
+    let len = *qname.first()? as usize;
+    // Cheap test first: a selector label starts with 'v' and a digit.
+    if len < 2 || qname[1] != b'v' || !qname[2].is_ascii_digit() {
+        return None;
+    }
+    let label = std::str::from_utf8(qname.get(1..1 + len)?).ok()?;
+    let sel = VersionSelector::parse(label)?;
+    let base = names.get(qname.get(1 + len..)?)?;
+    base.versions.as_ref()?.get(&sel)
+}
+
 fn dynamic_set(node: &Node, qtype: u16) -> Option<&Set> {
     match qtype {
         types::A => node.a.as_ref(),
@@ -277,7 +307,8 @@ struct BuilderState {
     /// Names each service currently contributes.
     names_of: HashMap<ServiceKey, Vec<Box<[u8]>>>,
     /// Encoded instances, reused while the instance value is unchanged.
-    wires: HashMap<(ServiceKey, InstanceId), (u64, Arc<InstanceWire>)>,
+    /// Per service, so a change costs the size of its service, not of all.
+    wires: HashMap<ServiceKey, HashMap<InstanceId, (u64, Arc<InstanceWire>)>>,
     /// How many services keep each dynamic empty non-terminal alive.
     ent_refs: HashMap<Box<[u8]>, usize>,
 }
@@ -363,7 +394,7 @@ impl AnswerBuilder {
         let old = st.names_of.remove(key);
         let Some(snap) = snap else {
             let Some(old) = old else { return };
-            st.wires.retain(|(k, _), _| k != key);
+            st.wires.remove(key);
             for name in old {
                 self.publish(&names, &name, None);
             }
@@ -383,27 +414,29 @@ impl AnswerBuilder {
                 let n = st.ent_refs.entry(ent.clone()).or_default();
                 *n += 1;
                 if *n == 1 {
-                    self.publish(&names, &ent, Some(Node::default()));
+                    self.publish(&names, &ent, Some(Arc::new(Node::default())));
                 }
             }
         }
         let old = old.unwrap_or_default();
-        // Encode changed instances; drop wires of removed ones.
-        let mut wires: HashMap<&InstanceId, Arc<InstanceWire>> = HashMap::new();
+        // Encode changed instances; reuse the others; forget removed ones.
+        let cached = st.wires.remove(key).unwrap_or_default();
+        let mut fresh = HashMap::with_capacity(snap.instances.len());
+        let mut wires: HashMap<&InstanceId, Arc<InstanceWire>> =
+            HashMap::with_capacity(snap.instances.len());
+        let mut changed: Vec<&InstanceId> = Vec::new();
         for (id, inst) in &snap.instances {
-            let k = (key.clone(), id.clone());
-            let w = match st.wires.get(&k) {
+            let w = match cached.get(id) {
                 Some((idx, w)) if *idx == inst.index => w.clone(),
                 _ => {
-                    let w = Arc::new(self.encode_instance(inst));
-                    st.wires.insert(k, (inst.index, w.clone()));
-                    w
+                    changed.push(id);
+                    Arc::new(self.encode_instance(inst))
                 }
             };
+            fresh.insert(id.clone(), (inst.index, w.clone()));
             wires.insert(id, w);
         }
-        st.wires
-            .retain(|(k, id), _| k != key || snap.instances.contains_key(id));
+        st.wires.insert(key.clone(), fresh);
 
         let sets_for = |instances: &[Arc<Instance>]| {
             let all: Vec<Arc<InstanceWire>> =
@@ -418,73 +451,96 @@ impl AnswerBuilder {
                 .filter(|w| w.addr_tail.is_some() && w.is_v6)
                 .cloned()
                 .collect();
-            let srv: Set = all.into();
-            (v4, v6, srv)
+            Node {
+                a: Some(v4),
+                aaaa: Some(v6),
+                srv: Some(all.into()),
+                ..Node::default()
+            }
         };
-        let mut by_version: HashMap<Option<crate::core::VersionSelector>, (Set, Set, Set)> =
-            HashMap::new();
-        let mut new_names = Vec::new();
+        // One node for the plain service names, shared by both spellings of
+        // the datacenter; version selectors hang off it (looked up on the
+        // query path), so a change publishes a handful of names, not one per
+        // selector.
+        let versions: HashMap<VersionSelector, Node> = snap
+            .selectors()
+            .map(|sel| (*sel, sets_for(&snap.select(Some(sel), true))))
+            .collect();
+        let plain = sets_for(&snap.select(None, true));
+        let srv_form = Arc::new(Node {
+            a: plain.a.clone(),
+            aaaa: plain.aaaa.clone(),
+            srv: plain.srv.clone(),
+            ..Node::default()
+        });
+        let plain = Arc::new(Node {
+            versions: Some(Arc::new(versions)),
+            ..plain
+        });
+        let mut new_names = Vec::with_capacity(old.len().max(4));
+        let first_build = old.is_empty();
         for target in naming::names_of(snap, &self.local_dc) {
             let node = match &target {
-                NameTarget::Service { version, .. } => {
-                    let (a, aaaa, srv) = by_version
-                        .entry(*version)
-                        .or_insert_with(|| sets_for(&snap.select(version.as_ref(), true)))
-                        .clone();
-                    Node {
-                        a: Some(a),
-                        aaaa: Some(aaaa),
-                        srv: Some(srv),
-                        statics: Vec::new(),
-                    }
-                }
-                NameTarget::Instance { id, .. } => {
+                NameTarget::Service {
+                    version: Some(_), ..
+                } => continue,
+                NameTarget::Service {
+                    srv_form: false, ..
+                } => Some(plain.clone()),
+                NameTarget::Service { srv_form: true, .. } => Some(srv_form.clone()),
+                NameTarget::Instance { id, .. } if first_build || changed.contains(&id) => {
                     let w = wires[id].clone();
                     let (a, aaaa): (Set, Set) = match (&w.addr_tail, w.is_v6) {
                         (None, _) => (Arc::new([]), Arc::new([])),
                         (Some(_), false) => (Arc::new([w]), Arc::new([])),
                         (Some(_), true) => (Arc::new([]), Arc::new([w])),
                     };
-                    Node {
+                    Some(Arc::new(Node {
                         a: Some(a),
                         aaaa: Some(aaaa),
-                        srv: None,
-                        statics: Vec::new(),
-                    }
+                        ..Node::default()
+                    }))
                 }
+                // Unchanged instance: its published node is still right.
+                NameTarget::Instance { .. } => None,
             };
             let name = self.wire(&naming::render(&target));
-            self.publish(&names, &name, Some(node));
+            if let Some(node) = node {
+                self.publish(&names, &name, Some(node));
+            }
             new_names.push(name);
         }
-        for gone in old.iter().filter(|n| !new_names.contains(n)) {
-            self.publish(&names, gone, None);
+        if !old.is_empty() {
+            let kept: std::collections::HashSet<&[u8]> = new_names.iter().map(|n| &n[..]).collect();
+            for gone in old.iter().filter(|n| !kept.contains(&n[..])) {
+                self.publish(&names, gone, None);
+            }
         }
         st.names_of.insert(key.clone(), new_names);
     }
 
     /// Inserts (or removes) a dynamic node, keeping the static data of that
-    /// name and any empty non-terminal marker.
+    /// name, if any.
     fn publish(
         &self,
-        names: &papaya::HashMapRef<
-            '_,
-            Box<[u8]>,
-            Arc<Node>,
-            std::collections::hash_map::RandomState,
-            papaya::LocalGuard<'_>,
-        >,
+        names: &papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, NameHasher, papaya::LocalGuard<'_>>,
         name: &[u8],
-        node: Option<Node>,
+        node: Option<Arc<Node>>,
     ) {
         let statics = self.answers.inner.zone.statics.get(name);
         match (node, statics) {
-            (Some(mut n), Some(s)) => {
-                n.statics = s.clone();
-                names.insert(name.into(), Arc::new(n));
+            (Some(n), Some(s)) => {
+                let merged = Node {
+                    a: n.a.clone(),
+                    aaaa: n.aaaa.clone(),
+                    srv: n.srv.clone(),
+                    versions: n.versions.clone(),
+                    statics: s.clone(),
+                };
+                names.insert(name.into(), Arc::new(merged));
             }
             (Some(n), None) => {
-                names.insert(name.into(), Arc::new(n));
+                names.insert(name.into(), n);
             }
             (None, Some(s)) => {
                 names.insert(
