@@ -441,20 +441,22 @@ impl AnswerBuilder {
         let sets_for = |instances: &[Arc<Instance>]| {
             let all: Vec<Arc<InstanceWire>> =
                 instances.iter().map(|i| wires[&i.id].clone()).collect();
-            let v4: Set = all
+            // Empty sets are left out (NODATA either way): no allocation.
+            let set = |v: Vec<Arc<InstanceWire>>| (!v.is_empty()).then(|| Set::from(v));
+            let v4 = all
                 .iter()
                 .filter(|w| w.addr_tail.is_some() && !w.is_v6)
                 .cloned()
                 .collect();
-            let v6: Set = all
+            let v6 = all
                 .iter()
                 .filter(|w| w.addr_tail.is_some() && w.is_v6)
                 .cloned()
                 .collect();
             Node {
-                a: Some(v4),
-                aaaa: Some(v6),
-                srv: Some(all.into()),
+                a: set(v4),
+                aaaa: set(v6),
+                srv: set(all),
                 ..Node::default()
             }
         };
@@ -462,11 +464,25 @@ impl AnswerBuilder {
         // the datacenter; version selectors hang off it (looked up on the
         // query path), so a change publishes a handful of names, not one per
         // selector.
+        // Selectors often select the same instances (v2, v2-0 and v2-0-0
+        // when only 2.0.0 runs): such sets are built once and shared.
+        let mut by_members: HashMap<Vec<*const Instance>, Node> = HashMap::new();
+        let mut sets_of = |sel: Option<&VersionSelector>| {
+            let members = snap.select(sel, true);
+            let ptrs: Vec<*const Instance> = members.iter().map(Arc::as_ptr).collect();
+            let n = by_members.entry(ptrs).or_insert_with(|| sets_for(&members));
+            Node {
+                a: n.a.clone(),
+                aaaa: n.aaaa.clone(),
+                srv: n.srv.clone(),
+                ..Node::default()
+            }
+        };
         let versions: HashMap<VersionSelector, Node> = snap
             .selectors()
-            .map(|sel| (*sel, sets_for(&snap.select(Some(sel), true))))
+            .map(|sel| (*sel, sets_of(Some(sel))))
             .collect();
-        let plain = sets_for(&snap.select(None, true));
+        let plain = sets_of(None);
         let srv_form = Arc::new(Node {
             a: plain.a.clone(),
             aaaa: plain.aaaa.clone(),
@@ -490,14 +506,15 @@ impl AnswerBuilder {
                 NameTarget::Service { srv_form: true, .. } => Some(srv_form.clone()),
                 NameTarget::Instance { id, .. } if first_build || changed.contains(&id) => {
                     let w = wires[id].clone();
-                    let (a, aaaa): (Set, Set) = match (&w.addr_tail, w.is_v6) {
-                        (None, _) => (Arc::new([]), Arc::new([])),
-                        (Some(_), false) => (Arc::new([w]), Arc::new([])),
-                        (Some(_), true) => (Arc::new([]), Arc::new([w])),
+                    let one = || -> Option<Set> { Some(Arc::new([w.clone()])) };
+                    let (a, aaaa) = match (&w.addr_tail, w.is_v6) {
+                        (None, _) => (None, None),
+                        (Some(_), false) => (one(), None),
+                        (Some(_), true) => (None, one()),
                     };
                     Some(Arc::new(Node {
-                        a: Some(a),
-                        aaaa: Some(aaaa),
+                        a,
+                        aaaa,
                         ..Node::default()
                     }))
                 }
