@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use crate::core::naming::{self, NameTarget};
@@ -23,20 +24,171 @@ use crate::core::{
 use super::wire::{self, Flags, ReplyWriter, Request, rcode, types};
 use super::zone::{StaticRrset, Zone};
 
-/// One instance's records, encoded once per change of the instance.
+/// One instance's records, encoded once per change of the instance; the
+/// sets of its service are built from them.
 #[derive(Debug)]
 pub struct InstanceWire {
-    /// A or AAAA tail, with the instance's address (None for host names).
-    addr_tail: Option<Box<[u8]>>,
+    /// The A or AAAA record with the instance's address (None for host
+    /// names), as a one-record section: it is also the instance name's answer.
+    addr: Option<Arc<Section>>,
     is_v6: bool,
-    /// SRV tail: priority 1, the instance's weight and port, and its target
-    /// name uncompressed (RFC 2782 forbids compressing it).
-    srv_tail: Box<[u8]>,
+    /// SRV record, owner a pointer to the question: priority 1, the
+    /// instance's weight and port, and its target name uncompressed (RFC 2782
+    /// forbids compressing it).
+    srv: Box<[u8]>,
     /// The target's A/AAAA record, complete, for the additional section.
     additional: Option<Box<[u8]>>,
 }
 
-type Set = Arc<[Arc<InstanceWire>]>;
+/// The records of one set, encoded back to back in one buffer, each with a
+/// pointer to the question name (`C0 0C`) as owner, so that any run of them
+/// is copied into a reply verbatim. Never empty.
+#[derive(Debug)]
+pub struct Section {
+    bytes: Box<[u8]>,
+    /// `ends[i]`: where record `i` ends in `bytes`.
+    ends: Box<[u32]>,
+    /// SRV sets: the targets' address records, aligned with the records.
+    extra: Option<Extra>,
+}
+
+/// The additional records of an SRV set, in the order of its records. An
+/// instance named by a host name has none, so offsets and counts are
+/// cumulative: `marks[i]` = (end in `bytes`, number of records) of the
+/// additional records of records `0..=i`.
+#[derive(Debug)]
+struct Extra {
+    bytes: Box<[u8]>,
+    marks: Box<[(u32, u32)]>,
+}
+
+impl Section {
+    /// A set of the given records (each pointer-prefixed already).
+    fn new<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for r in records {
+            bytes.extend_from_slice(r);
+            ends.push(offset(bytes.len()));
+        }
+        (!ends.is_empty()).then(|| Section {
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+            extra: None,
+        })
+    }
+
+    /// The set made of the records of one-record sets, in order.
+    fn concat<'a>(parts: impl IntoIterator<Item = &'a Section>) -> Option<Self> {
+        Self::new(parts.into_iter().map(|s| &s.bytes[..]))
+    }
+
+    /// The SRV set of `instances`, with their targets' addresses aligned.
+    fn srv(instances: &[&InstanceWire]) -> Option<Self> {
+        let mut s = Self::new(instances.iter().map(|w| &w.srv[..]))?;
+        let mut bytes = Vec::new();
+        let mut marks = Vec::with_capacity(instances.len());
+        let mut count = 0;
+        for w in instances {
+            if let Some(rec) = &w.additional {
+                bytes.extend_from_slice(rec);
+                count += 1;
+            }
+            marks.push((offset(bytes.len()), count));
+        }
+        s.extra = (count > 0).then(|| Extra {
+            bytes: bytes.into_boxed_slice(),
+            marks: marks.into_boxed_slice(),
+        });
+        Some(s)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Writes the `take` records from `start` on (wrapping around; `start <
+    /// len`, `take <= len`): false when they do not fit. Then their
+    /// additional records, as many whole ones as fit: additional data is
+    /// optional (RFC 2181 9: no TC for missing additional data).
+    fn write(&self, start: usize, take: usize, w: &mut ReplyWriter<'_>) -> bool {
+        let n = self.len();
+        let (first, wrapped) = if start + take <= n {
+            (start..start + take, 0..0)
+        } else {
+            (start..n, 0..start + take - n)
+        };
+        for r in [&first, &wrapped] {
+            // Records are over 11 bytes long: a run that fits in a message
+            // holds fewer than 2^16 of them, so the count is not cut.
+            if !r.is_empty() && !w.push_records(1, self.run(r), r.len() as u16) {
+                return false;
+            }
+        }
+        if let Some(extra) = &self.extra
+            && extra.push(first, w)
+        {
+            extra.push(wrapped, w);
+        }
+        true
+    }
+
+    /// The bytes of records `r` (a run without wrap-around).
+    fn run(&self, r: &Range<usize>) -> &[u8] {
+        let from = if r.start == 0 {
+            0
+        } else {
+            self.ends[r.start - 1]
+        };
+        &self.bytes[from as usize..self.ends[r.end - 1] as usize]
+    }
+}
+
+impl Extra {
+    /// The additional records of records `r` (non-empty), as a byte range
+    /// of `bytes` and a count.
+    fn run(&self, r: &Range<usize>) -> (Range<usize>, u32) {
+        let (from, before) = if r.start == 0 {
+            (0, 0)
+        } else {
+            self.marks[r.start - 1]
+        };
+        let (to, upto) = self.marks[r.end - 1];
+        (from as usize..to as usize, upto - before)
+    }
+
+    /// Appends the additional records of records `r`: all in one copy when
+    /// they fit, else as many whole ones as fit, in order. False when some
+    /// were left out.
+    fn push(&self, r: Range<usize>, w: &mut ReplyWriter<'_>) -> bool {
+        if r.is_empty() {
+            return true;
+        }
+        let (bytes, count) = self.run(&r);
+        if count == 0 || w.push_records(3, &self.bytes[bytes.clone()], count as u16) {
+            return true;
+        }
+        let mut from = bytes.start;
+        for i in r {
+            let to = self.marks[i].0 as usize;
+            if to != from {
+                if !w.push_full(3, &self.bytes[from..to]) {
+                    return false;
+                }
+                from = to;
+            }
+        }
+        true
+    }
+}
+
+/// An offset into a section. Sets are built from a service's instances: far
+/// below 4 GiB.
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).expect("a record set below 4 GiB")
+}
+
+type Set = Arc<Section>;
 type NameHasher = foldhash::fast::RandomState;
 
 /// Everything that can be answered at one name.
@@ -47,8 +199,18 @@ pub struct Node {
     srv: Option<Set>,
     /// At a service name: the answers of `<selector>.<name>` (version names
     /// are looked up through the service's node, not stored one by one).
-    versions: Option<Arc<HashMap<VersionSelector, Node>>>,
+    versions: Option<Arc<Versions>>,
     statics: Vec<StaticRrset>,
+}
+
+/// The version names of a service: a handful of selectors, scanned rather
+/// than hashed, kept apart from their nodes so that the scan reads a few
+/// adjacent bytes.
+#[derive(Debug)]
+struct Versions {
+    selectors: Box<[VersionSelector]>,
+    /// `nodes[i]` answers `selectors[i]`.
+    nodes: Box<[Node]>,
 }
 
 /// The map the query path reads. Cloning copies one `Arc`.
@@ -207,15 +369,16 @@ impl Answers {
             qtype
         };
         if let Some(set) = dynamic_set(node, qtype) {
-            return Some(self.write_set(set, qtype == types::SRV, w));
+            return Some(self.write_set(set, w));
         }
         let set = node.statics.iter().find(|s| s.rtype == qtype)?;
         Some(write_static(set, w))
     }
 
-    /// Up to `max_records` instances, starting at a rotating offset so that
-    /// successive answers spread load over all of them.
-    fn write_set(&self, set: &Set, srv: bool, w: &mut ReplyWriter<'_>) -> bool {
+    /// Up to `max_records` records, starting at a rotating offset so that
+    /// successive answers spread load over all of them. The window is at most
+    /// two runs of the set (it may wrap around), each copied at once.
+    fn write_set(&self, set: &Section, w: &mut ReplyWriter<'_>) -> bool {
         let n = set.len();
         let take = n.min(self.inner.max_records);
         let start = ROTATION.with(|c| {
@@ -223,31 +386,7 @@ impl Answers {
             c.set(v.wrapping_add(1));
             v
         }) % n;
-        let window = set.iter().cycle().skip(start).take(take);
-        for inst in window.clone() {
-            let ok = if srv {
-                w.push_at_qname(1, &inst.srv_tail)
-            } else {
-                inst.addr_tail
-                    .as_ref()
-                    .is_some_and(|t| w.push_at_qname(1, t))
-            };
-            if !ok {
-                return false;
-            }
-        }
-        if srv {
-            // Additional data is optional: add whole records while they fit
-            // (RFC 2181 9: no TC for missing additional data).
-            for inst in window {
-                if let Some(rec) = &inst.additional
-                    && !w.push_full(3, rec)
-                {
-                    break;
-                }
-            }
-        }
-        true
+        set.write(start, take, w)
     }
 }
 
@@ -266,17 +405,19 @@ fn version_node<'g>(
     let label = std::str::from_utf8(qname.get(1..1 + len)?).ok()?;
     let sel = VersionSelector::parse(label)?;
     let base = names.get(qname.get(1 + len..)?)?;
-    base.versions.as_ref()?.get(&sel)
+    let versions = base.versions.as_deref()?;
+    let at = versions.selectors.iter().position(|s| *s == sel)?;
+    versions.nodes.get(at)
 }
 
-fn dynamic_set(node: &Node, qtype: u16) -> Option<&Set> {
+/// Sets are never empty (an empty one is left out: NODATA either way).
+fn dynamic_set(node: &Node, qtype: u16) -> Option<&Section> {
     match qtype {
-        types::A => node.a.as_ref(),
-        types::AAAA => node.aaaa.as_ref(),
-        types::SRV => node.srv.as_ref(),
+        types::A => node.a.as_deref(),
+        types::AAAA => node.aaaa.as_deref(),
+        types::SRV => node.srv.as_deref(),
         _ => None,
     }
-    .filter(|s| !s.is_empty())
 }
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
@@ -374,10 +515,14 @@ impl AnswerBuilder {
             rec.extend_from_slice(t);
             rec.into_boxed_slice()
         });
+        let addr = addr_tail.map(|t| {
+            let rec = at_qname(&t);
+            Arc::new(Section::new([&rec[..]]).expect("one record"))
+        });
         InstanceWire {
-            addr_tail,
+            addr,
             is_v6,
-            srv_tail: tail(types::SRV, self.ttl, &srv),
+            srv: at_qname(&tail(types::SRV, self.ttl, &srv)),
             additional,
         }
     }
@@ -439,24 +584,19 @@ impl AnswerBuilder {
         st.wires.insert(key.clone(), fresh);
 
         let sets_for = |instances: &[Arc<Instance>]| {
-            let all: Vec<Arc<InstanceWire>> =
-                instances.iter().map(|i| wires[&i.id].clone()).collect();
+            let all: Vec<&InstanceWire> = instances.iter().map(|i| &*wires[&i.id]).collect();
             // Empty sets are left out (NODATA either way): no allocation.
-            let set = |v: Vec<Arc<InstanceWire>>| (!v.is_empty()).then(|| Set::from(v));
-            let v4 = all
-                .iter()
-                .filter(|w| w.addr_tail.is_some() && !w.is_v6)
-                .cloned()
-                .collect();
-            let v6 = all
-                .iter()
-                .filter(|w| w.addr_tail.is_some() && w.is_v6)
-                .cloned()
-                .collect();
+            let addrs = |v6: bool| {
+                let set = all
+                    .iter()
+                    .filter(|w| w.is_v6 == v6)
+                    .filter_map(|w| w.addr.as_deref());
+                Section::concat(set).map(Arc::new)
+            };
             Node {
-                a: set(v4),
-                aaaa: set(v6),
-                srv: set(all),
+                a: addrs(false),
+                aaaa: addrs(true),
+                srv: Section::srv(&all).map(Arc::new),
                 ..Node::default()
             }
         };
@@ -478,10 +618,11 @@ impl AnswerBuilder {
                 ..Node::default()
             }
         };
-        let versions: HashMap<VersionSelector, Node> = snap
-            .selectors()
-            .map(|sel| (*sel, sets_of(Some(sel))))
-            .collect();
+        let selectors: Box<[VersionSelector]> = snap.selectors().copied().collect();
+        let versions = Versions {
+            nodes: selectors.iter().map(|s| sets_of(Some(s))).collect(),
+            selectors,
+        };
         let plain = sets_of(None);
         let srv_form = Arc::new(Node {
             a: plain.a.clone(),
@@ -505,12 +646,10 @@ impl AnswerBuilder {
                 } => Some(plain.clone()),
                 NameTarget::Service { srv_form: true, .. } => Some(srv_form.clone()),
                 NameTarget::Instance { id, .. } if first_build || changed.contains(&id) => {
-                    let w = wires[id].clone();
-                    let one = || -> Option<Set> { Some(Arc::new([w.clone()])) };
-                    let (a, aaaa) = match (&w.addr_tail, w.is_v6) {
-                        (None, _) => (None, None),
-                        (Some(_), false) => (one(), None),
-                        (Some(_), true) => (None, one()),
+                    let w = &wires[id];
+                    let (a, aaaa) = match w.is_v6 {
+                        false => (w.addr.clone(), None),
+                        true => (None, w.addr.clone()),
                     };
                     Some(Arc::new(Node {
                         a,
@@ -586,6 +725,15 @@ impl Observer for AnswerBuilder {
     }
 }
 
+/// A record whose owner is a pointer to the question name: `C0 0C`, then
+/// `tail`.
+fn at_qname(tail: &[u8]) -> Box<[u8]> {
+    let mut rec = Vec::with_capacity(2 + tail.len());
+    rec.extend_from_slice(&[0xC0, 0x0C]);
+    rec.extend_from_slice(tail);
+    rec.into_boxed_slice()
+}
+
 /// A record tail: type, class IN, TTL, RDLENGTH, RDATA.
 fn tail(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
     let mut t = Vec::with_capacity(10 + rdata.len());
@@ -595,4 +743,99 @@ fn tail(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
     t.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
     t.extend_from_slice(rdata);
     t.into_boxed_slice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(srv_len: usize, additional: Option<usize>) -> InstanceWire {
+        let rec = |len: usize, tag: u8| (0..len).map(|i| tag ^ i as u8).collect();
+        InstanceWire {
+            addr: None,
+            is_v6: false,
+            srv: rec(srv_len, srv_len as u8),
+            additional: additional.map(|len| rec(len, 0x80 | len as u8)),
+        }
+    }
+
+    /// The window written one record at a time, as the sets were before.
+    fn one_by_one(all: &[InstanceWire], start: usize, take: usize, w: &mut ReplyWriter) -> bool {
+        let window = all.iter().cycle().skip(start).take(take);
+        for inst in window.clone() {
+            if !w.push_full(1, &inst.srv) {
+                return false;
+            }
+        }
+        for inst in window {
+            if let Some(rec) = &inst.additional
+                && !w.push_full(3, rec)
+            {
+                break;
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn windows_copy_like_record_by_record_at_every_size() {
+        let q = super::super::testing::query("_svc._tcp.maxine.", types::SRV, false);
+        let req = wire::parse(&q).unwrap();
+        let flags = Flags {
+            aa: true,
+            rd: false,
+            cd: false,
+            rcode: 0,
+        };
+        let shapes = [
+            (20, Some(30)),
+            (25, None),
+            (18, Some(16)),
+            (40, Some(28)),
+            (22, None),
+            (30, Some(16)),
+        ];
+        for n in 1..=shapes.len() {
+            let all: Vec<InstanceWire> = shapes[..n].iter().map(|(s, a)| wire(*s, *a)).collect();
+            let refs: Vec<&InstanceWire> = all.iter().collect();
+            let set = Section::srv(&refs).unwrap();
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            for take in 1..=n {
+                for start in 0..n {
+                    for limit in q.len()..400 {
+                        let mut w = ReplyWriter::start(&mut got, &req, flags, limit);
+                        let ok = set.write(start, take, &mut w);
+                        w.finish(None, 0);
+                        let mut w = ReplyWriter::start(&mut want, &req, flags, limit);
+                        let ok_want = one_by_one(&all, start, take, &mut w);
+                        w.finish(None, 0);
+                        assert_eq!(ok, ok_want, "n {n} take {take} start {start} limit {limit}");
+                        if ok {
+                            assert_eq!(got, want, "n {n} take {take} start {start} limit {limit}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn address_sets_concatenate_instance_records() {
+        let one = |b: &[u8]| Section::new([b]).unwrap();
+        let parts = [one(&[1, 2, 3]), one(&[4]), one(&[5, 6])];
+        let s = Section::concat(&parts).unwrap();
+        assert_eq!(&s.bytes[..], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(&s.ends[..], &[3, 4, 6]);
+        assert_eq!(s.run(&(1..3)), &[4, 5, 6]);
+        assert!(s.extra.is_none());
+        assert!(Section::concat([]).is_none());
+        // SRV sets whose targets are all host names carry no additional data.
+        let hosts = [wire(20, None), wire(21, None)];
+        assert!(
+            Section::srv(&[&hosts[0], &hosts[1]])
+                .unwrap()
+                .extra
+                .is_none()
+        );
+    }
 }

@@ -326,6 +326,18 @@ impl<'o> ReplyWriter<'o> {
         true
     }
 
+    /// Appends `count` complete records, encoded back to back in `bytes`, to
+    /// `section` in one copy. False when they do not all fit; nothing is
+    /// written then.
+    pub fn push_records(&mut self, section: usize, bytes: &[u8], count: u16) -> bool {
+        if self.out.len() + bytes.len() > self.limit {
+            return false;
+        }
+        self.out.extend_from_slice(bytes);
+        self.counts[section] += count;
+        true
+    }
+
     /// Drops everything after the question and marks the reply truncated.
     pub fn truncate(&mut self) {
         self.out.truncate(HEADER + self.question_len());
