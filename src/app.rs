@@ -10,9 +10,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::core::Registry;
 use crate::events::EventStream;
+use crate::store::{FileStore, Journal, RedisStore, Store};
 use crate::{dns, http};
 
 /// Sockets bound before the app is built, so tests can bind port 0 and
@@ -63,6 +64,16 @@ pub struct App {
     http_tls: Option<Arc<rustls::ServerConfig>>,
     ready: Arc<AtomicBool>,
     events: EventStream,
+    journal: Option<Journal>,
+}
+
+/// The configured store backend (`None`: nothing is persisted).
+pub fn open_store(config: &Config) -> anyhow::Result<Option<Box<dyn Store>>> {
+    Ok(match &config.store {
+        StoreConfig::File => Some(Box::new(FileStore::open(&config.data_dir)?)),
+        StoreConfig::Redis(url) => Some(Box::new(RedisStore::open(url)?)),
+        StoreConfig::Memory => None,
+    })
 }
 
 impl App {
@@ -86,6 +97,20 @@ impl App {
         registry.subscribe(Arc::new(dns.observer(&registry)));
         let events = EventStream::new();
         registry.subscribe(Arc::new(events.clone()));
+        // Last, so the restored registry reaches DNS in one batch.
+        let journal = match open_store(&config)? {
+            Some(store) => {
+                let (journal, loaded) = Journal::start(store, &registry, now)
+                    .context("cannot load the registry from the store")?;
+                tracing::info!(
+                    store = %loaded.store, instances = loaded.instances, corrupt = loaded.corrupt,
+                    superseded = loaded.superseded, index = loaded.last_index,
+                    ms = loaded.elapsed.as_millis() as u64, "registry loaded"
+                );
+                Some(journal)
+            }
+            None => None,
+        };
         let http_tls = match &config.http.tls {
             Some((cert, key)) => Some(http::load_tls(cert, key)?),
             None => None,
@@ -98,6 +123,7 @@ impl App {
             http_tls,
             ready: Arc::new(AtomicBool::new(false)),
             events,
+            journal,
         })
     }
 
@@ -136,6 +162,7 @@ impl App {
             http_tls,
             ready,
             events: _,
+            journal,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -150,6 +177,7 @@ impl App {
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
             ready: ready.clone(),
+            durable: journal.as_ref().map(Journal::durable).unwrap_or_default(),
         });
         let http_shutdown = shutdown.clone();
         let http_task = tasks
@@ -167,6 +195,10 @@ impl App {
         ready.store(false, Ordering::Release);
         tasks.close();
         tasks.wait().await;
+        // Requests have drained: write what is queued and close the store.
+        if let Some(j) = journal {
+            let _ = tokio::task::spawn_blocking(move || j.close()).await;
+        }
         match http_task.await {
             Ok(Err(e)) => Err(e).context("HTTP API failed"),
             _ => Ok(()),

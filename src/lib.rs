@@ -9,13 +9,17 @@
 //!   | core::Registry  papaya maps: (dc, service) -> snapshot       |
 //!   |   one write lock, gap-free change index, Observer callbacks  |
 //!   +--------------------------------------------------------------+
-//!                 ^
-//!                 | expire(now) from one driver task (TTL -> critical -> reaped)
+//!                 ^                                   |
+//!                 | expire(now) from one driver task  | every change, queued in index order
+//!                                                     v
+//!   store::Journal: one writer thread, one fsync per batch (group commit);
+//!   the API answers a write once it is durable, 503 (rolled back) if not
 //! ```
 //!
-//! Dependency direction: `main -> app -> {dns, http, events} -> core`; `config` is
-//! read by `app` only. `core` does no I/O and imports nothing of ours; the
-//! front ends never call each other; only `app` names concrete pieces.
+//! Dependency direction: `main -> app -> {dns, http, events, store} -> core`
+//! (`http` waits on `store::Durable`); `config` is read by `app` only. `core`
+//! does no I/O and imports nothing of ours; the front ends never call each
+//! other; only `app` names concrete pieces.
 
 pub mod app;
 pub mod config;
@@ -23,3 +27,4 @@ pub mod core;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod store;

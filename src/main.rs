@@ -31,6 +31,39 @@ enum Command {
     Services(ClientArgs),
     /// Resolve a name through DNS, as any client would (hickory-resolver).
     Lookup(LookupArgs),
+    /// Back up and restore the registry with snapshot files (checksummed).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Save the registry of a running server to FILE (GET /v1/snapshot).
+    Save(SnapshotSaveArgs),
+    /// Replace what the store holds with FILE. Run it while Maxine is
+    /// stopped, with the store settings `serve` uses; then start Maxine.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Args)]
+struct SnapshotSaveArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct SnapshotRestoreArgs {
+    file: PathBuf,
+    /// TOML config file, as for `serve` [env: none]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [env: MAXINE_DATA_DIR] [default: ./maxine-data]
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Store: file or redis://host:port/db [env: MAXINE_STORE] [default: file]
+    #[arg(long)]
+    store: Option<String>,
 }
 
 /// Settings for `serve`. Each flag overrides its MAXINE_* environment
@@ -49,6 +82,11 @@ struct ServeArgs {
     /// Data directory [env: MAXINE_DATA_DIR] [default: ./maxine-data]
     #[arg(long)]
     data_dir: Option<String>,
+    /// Where the registry is kept: file (registry.redb in the data directory),
+    /// redis://[:password@]host:port/db, or memory (nothing kept)
+    /// [env: MAXINE_STORE] [default: file]
+    #[arg(long)]
+    store: Option<String>,
     /// This datacenter's name [env: MAXINE_DATACENTER or DATACENTER_ID] [default: dc1]
     #[arg(long)]
     datacenter: Option<String>,
@@ -86,6 +124,7 @@ impl ServeArgs {
         put("dns.addr", &self.dns_addr);
         put("http.addr", &self.http_addr);
         put("data_dir", &self.data_dir);
+        put("store", &self.store);
         put("datacenter", &self.datacenter);
         put("domain", &self.domain);
         put("dns.zone_dir", &self.zone_dir);
@@ -171,11 +210,17 @@ fn main() -> anyhow::Result<()> {
         Command::Deregister(args) => rt.block_on(deregister(args)),
         Command::Services(args) => rt.block_on(services(args)),
         Command::Lookup(args) => rt.block_on(lookup(args)),
+        Command::Snapshot(SnapshotCommand::Save(args)) => rt.block_on(snapshot_save(args)),
+        Command::Snapshot(SnapshotCommand::Restore(args)) => snapshot_restore(args),
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
+/// The configuration from a file, the MAXINE_* environment and flags.
+fn load_config(
+    path: Option<&PathBuf>,
+    flags: Vec<(&'static str, String)>,
+) -> anyhow::Result<Config> {
+    let file = match path {
         Some(p) => Some((
             p.clone(),
             std::fs::read_to_string(p)
@@ -186,11 +231,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("MAXINE_") || k == "DATACENTER_ID")
         .collect();
-    let config = Config::load(Sources {
-        file,
-        env,
-        flags: args.flags(),
-    })?;
+    Ok(Config::load(Sources { file, env, flags })?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref(), args.flags())?;
     init_logging(&config)?;
     let listeners = Listeners::bind(config.dns.addr, config.http.addr)?;
     let app = App::build(config, listeners)?;
@@ -225,7 +270,14 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 fn client(args: &ClientArgs) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+    client_with_timeout(args, std::time::Duration::from_secs(10))
+}
+
+fn client_with_timeout(
+    args: &ClientArgs,
+    timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(timeout);
     if let Some(ca) = &args.ca_cert {
         let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
@@ -338,4 +390,79 @@ async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("{name} {rtype}: {e}"),
     }
+}
+
+async fn snapshot_save(a: SnapshotSaveArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v1/snapshot", a.client.api.trim_end_matches('/'));
+    // A million instances make a file of a few hundred MB.
+    let http = client_with_timeout(&a.client, std::time::Duration::from_secs(600))?;
+    let resp = http.get(url).send().await?;
+    if !resp.status().is_success() {
+        return print_response(resp).await;
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .context("the snapshot download broke off")?;
+    let snap = maxine::store::snapshot::decode(&bytes)?;
+    // Write beside the target, fsync, rename over it, fsync the directory:
+    // FILE is either the old file or the whole new one, even after a crash.
+    let dir = match a.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        a.file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &a.file)?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write {}: {e}", a.file.display());
+    }
+    println!(
+        "saved {} instances at index {} to {}",
+        snap.records.len(),
+        snap.last_index,
+        a.file.display()
+    );
+    Ok(())
+}
+
+fn snapshot_restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
+    let mut flags = Vec::new();
+    if let Some(d) = &a.data_dir {
+        flags.push(("data_dir", d.clone()));
+    }
+    if let Some(s) = &a.store {
+        flags.push(("store", s.clone()));
+    }
+    let config = load_config(a.config.as_ref(), flags)?;
+    let bytes =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    // Verify before opening the store, so a bad file touches nothing.
+    maxine::store::snapshot::decode(&bytes)
+        .with_context(|| format!("{} cannot be restored", a.file.display()))?;
+    let Some(mut store) = maxine::app::open_store(&config)? else {
+        bail!("the store is \"memory\": there is nothing to restore into");
+    };
+    let done = maxine::store::snapshot::restore_into(&mut *store, &bytes)?;
+    println!(
+        "restored {} instances into {}; the change index goes on from {}. Start `maxine serve` to serve them.",
+        done.instances,
+        store.describe(),
+        done.last_index
+    );
+    Ok(())
 }

@@ -144,6 +144,7 @@ async fn ready_answers_503_until_marked_ready_and_serve_stops_on_shutdown() {
         domain: "maxine".into(),
         max_body_bytes: 4096,
         ready: ready.clone(),
+        durable: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -79,6 +79,7 @@ async fn start_tls(pki: &Pki) -> TlsServer {
         domain: "maxine".into(),
         max_body_bytes: 64 * 1024,
         ready: Arc::new(AtomicBool::new(true)),
+        durable: Default::default(),
     };
     let tls = load_tls(&pki.cert(), &pki.key()).expect("valid TLS material");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

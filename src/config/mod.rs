@@ -73,6 +73,10 @@ pub struct ConfigFile {
     pub domain: String,
     /// Directory for Maxine's data. Default `./maxine-data`.
     pub data_dir: PathBuf,
+    /// Where the registry is kept: `file` (`registry.redb` in `data_dir`), a
+    /// `redis://[:password@]host:port/db` URL, or `memory` (nothing is kept:
+    /// a restart starts empty). Default `file`.
+    pub store: String,
     /// Authoritative DNS server.
     pub dns: DnsFile,
     /// HTTP API.
@@ -89,6 +93,7 @@ impl Default for ConfigFile {
             datacenter: "dc1".into(),
             domain: "maxine".into(),
             data_dir: "./maxine-data".into(),
+            store: "file".into(),
             dns: DnsFile::default(),
             http: HttpFile::default(),
             registry: RegistryFile::default(),
@@ -237,6 +242,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAXINE_DATACENTER", "datacenter"),
     ("MAXINE_DOMAIN", "domain"),
     ("MAXINE_DATA_DIR", "data_dir"),
+    ("MAXINE_STORE", "store"),
     ("MAXINE_DNS_ADDR", "dns.addr"),
     ("MAXINE_DNS_TTL", "dns.ttl"),
     ("MAXINE_DNS_NEGATIVE_TTL", "dns.negative_ttl"),
@@ -275,6 +281,7 @@ pub struct Config {
     /// Lowercase, without the trailing dot, e.g. `maxine`.
     pub domain: String,
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub registry: RegistryConfig,
@@ -314,6 +321,17 @@ pub struct HttpConfig {
     /// Certificate and key paths when the API is served over HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_body_bytes: usize,
+}
+
+/// Where the registry is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `registry.redb` in the data directory.
+    File,
+    /// A Redis server, by URL (which may hold a password: never log it whole).
+    Redis(String),
+    /// Nothing is persisted (tests, throwaway setups).
+    Memory,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -494,6 +512,20 @@ impl Config {
         if reap < Duration::from_secs(1) {
             return Err(invalid("registry.reap_after", "must be at least 1s".into()));
         }
+        let store = match f.store.as_str() {
+            "file" => StoreConfig::File,
+            "memory" => StoreConfig::Memory,
+            url if url.starts_with("redis://") => StoreConfig::Redis(url.to_string()),
+            other => {
+                return Err(invalid(
+                    "store",
+                    format!(
+                        "{:?} is not \"file\", \"memory\" or a redis://host:port/db URL",
+                        other.split('@').next_back().unwrap_or("")
+                    ),
+                ));
+            }
+        };
         let format = match f.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -512,6 +544,7 @@ impl Config {
             datacenter,
             domain,
             data_dir: f.data_dir,
+            store,
             dns,
             http: HttpConfig {
                 addr: http_addr,
@@ -644,6 +677,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("MAXINE_DSN_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_a_file_by_default_or_redis_or_memory_and_nothing_else() {
+        let load = |v: &str| {
+            Config::load(Sources {
+                env: env(&[("MAXINE_STORE", v)]),
+                ..Default::default()
+            })
+        };
+        assert_eq!(Config::defaults().store, StoreConfig::File);
+        assert_eq!(load("memory").unwrap().store, StoreConfig::Memory);
+        assert_eq!(
+            load("redis://:pw@db:6379/2").unwrap().store,
+            StoreConfig::Redis("redis://:pw@db:6379/2".into())
+        );
+        let err = load("postgres://u:secret@db/x").unwrap_err().to_string();
+        assert!(err.contains("store") && !err.contains("secret"), "{err}");
     }
 
     #[test]

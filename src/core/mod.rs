@@ -15,5 +15,5 @@ pub use names::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector}
 pub use naming::NameTarget;
 pub use registry::{
     Answer, Batch, Event, EventKind, Observer, Query, Registry, RegistryConfig, RegistryError,
-    ServiceKey, ServiceSnapshot,
+    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
 };

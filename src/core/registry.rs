@@ -56,12 +56,38 @@ impl ServiceSnapshot {
         index: u64,
         rr: Arc<AtomicUsize>,
     ) -> Self {
-        let mut by_selector: HashMap<VersionSelector, Vec<Arc<Instance>>> = HashMap::new();
+        // A service runs few versions: parse each distinct one once and fill
+        // one list per selector, in id order, then index the lists. (Every
+        // write rebuilds this, so per-instance parsing and hashing add up.)
+        let mut versions: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut version_at: HashMap<&str, usize> = HashMap::new();
+        let mut slot_of: HashMap<VersionSelector, usize> = HashMap::new();
+        let mut lists: Vec<(VersionSelector, Vec<Arc<Instance>>)> = Vec::new();
         for inst in instances.values() {
-            for sel in VersionSelector::all_for(&inst.version) {
-                by_selector.entry(sel).or_default().push(inst.clone());
+            let known = if versions.len() <= 8 {
+                versions.iter().position(|(v, _)| *v == inst.version)
+            } else {
+                version_at.get(inst.version.as_str()).copied()
+            };
+            let at = known.unwrap_or_else(|| {
+                let slots = VersionSelector::all_for(&inst.version)
+                    .into_iter()
+                    .map(|sel| {
+                        *slot_of.entry(sel).or_insert_with(|| {
+                            lists.push((sel, Vec::new()));
+                            lists.len() - 1
+                        })
+                    })
+                    .collect();
+                versions.push((&inst.version, slots));
+                version_at.insert(&inst.version, versions.len() - 1);
+                versions.len() - 1
+            });
+            for &i in &versions[at].1 {
+                lists[i].1.push(inst.clone());
             }
         }
+        let by_selector: HashMap<VersionSelector, Vec<Arc<Instance>>> = lists.into_iter().collect();
         Self {
             key,
             instances,
@@ -131,6 +157,9 @@ pub enum EventKind {
     Passing,
     /// Critical for longer than the reap time, so removed.
     Reaped,
+    /// A change that could not be made durable was undone: the instance is
+    /// back to its value before that change (`instance`), or gone again.
+    Reverted,
 }
 
 /// One change, with its place in the index order.
@@ -142,6 +171,10 @@ pub struct Event {
     pub kind: EventKind,
     /// The instance after the change (`None` once removed).
     pub instance: Option<Arc<Instance>>,
+    /// The instance before the change (`None`: it was not registered). The
+    /// store deletes it and rolls back to it; not part of the event stream.
+    #[serde(skip)]
+    pub previous: Option<Arc<Instance>>,
 }
 
 /// The changes of one write, and the services they touched as they now are
@@ -156,6 +189,128 @@ pub struct Batch<'a> {
 /// on I/O (hand slow work to a task through a channel).
 pub trait Observer: Send + Sync {
     fn applied(&self, batch: &Batch<'_>);
+}
+
+/// An instance as storage gives it back, for [`Registry::restore`].
+#[derive(Debug)]
+pub struct Restored {
+    pub key: ServiceKey,
+    pub id: InstanceId,
+    pub spec: InstanceSpec,
+    pub health: Health,
+    /// Index of the change that produced this value.
+    pub index: u64,
+}
+
+/// What [`Registry::restore`] did.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Instances now in the registry from the restore.
+    pub loaded: usize,
+    /// Indexes of values dropped because the same instance came with a higher index.
+    pub superseded: Vec<u64>,
+}
+
+/// A restore in progress; see [`Registry::restorer`].
+pub struct Restorer<'r> {
+    registry: &'r Registry,
+    now_ms: u64,
+    by_service: HashMap<ServiceKey, Vec<Arc<Instance>>>,
+    max_index: u64,
+}
+
+impl Restorer<'_> {
+    pub fn add(&mut self, r: Restored) {
+        self.max_index = self.max_index.max(r.index);
+        let spec = r.spec;
+        let instance = Arc::new(Instance {
+            id: r.id,
+            service: r.key.service.clone(),
+            datacenter: r.key.dc.clone(),
+            address: spec.address,
+            port: spec.port,
+            version: spec.version,
+            tags: spec.tags,
+            metadata: spec.metadata,
+            weight: spec.weight,
+            ttl: spec.ttl,
+            health: r.health,
+            index: r.index,
+            compat: spec.compat,
+            deadline_ms: AtomicU64::new(self.now_ms + spec.ttl.as_millis() as u64),
+        });
+        self.by_service.entry(r.key).or_default().push(instance);
+    }
+
+    /// Publishes what was added. Of two values of one instance, the one with
+    /// the higher index wins. The change index goes on after `last_index`
+    /// (or the highest instance index, if higher).
+    pub fn finish(self, last_index: u64) -> RestoreReport {
+        let reg = self.registry;
+        let reap_ms = reg.inner.config.reap_after.as_millis() as u64;
+        let mut w = reg.lock();
+        reg.inner
+            .index
+            .fetch_max(self.max_index.max(last_index), Ordering::AcqRel);
+        let mut report = RestoreReport::default();
+        let mut published = Vec::with_capacity(self.by_service.len());
+        let services = reg.inner.services.pin();
+        for (key, mut list) in self.by_service {
+            // By id, the highest index first; a BTreeMap is then built in bulk.
+            list.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(b.index.cmp(&a.index)));
+            let mut fresh: Vec<(InstanceId, Arc<Instance>)> = Vec::with_capacity(list.len());
+            for inst in list {
+                if let Some((id, kept)) = fresh.last()
+                    && *id == inst.id
+                {
+                    // The same record twice (a store may list one twice) is
+                    // not an older value to delete.
+                    if kept.index != inst.index {
+                        report.superseded.push(inst.index);
+                    }
+                    continue;
+                }
+                let timer_at = match inst.health {
+                    Health::Passing => inst.deadline_ms(),
+                    Health::Critical => inst.deadline_ms() + reap_ms,
+                };
+                schedule(&mut w, timer_at, &key, &inst.id, inst.index);
+                fresh.push((inst.id.clone(), inst));
+            }
+            report.loaded += fresh.len();
+            w.datacenters.insert(key.dc.clone());
+            let (instances, rr) = match services.get(&key) {
+                Some(s) => {
+                    let mut all = s.instances.clone();
+                    all.extend(fresh);
+                    (all, s.rr.clone())
+                }
+                None => (BTreeMap::from_iter(fresh), Arc::new(AtomicUsize::new(0))),
+            };
+            let index = instances.values().map(|i| i.index).max().unwrap_or(0);
+            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            services.insert(key.clone(), snap.clone());
+            published.push((key, Some(snap)));
+        }
+        drop(services);
+        let batch = Batch {
+            events: &[],
+            services: &published,
+        };
+        for o in &w.observers {
+            o.applied(&batch);
+        }
+        report
+    }
+}
+
+/// A change to undo, for [`Registry::revert`].
+#[derive(Debug)]
+pub struct Revert {
+    pub key: ServiceKey,
+    pub id: InstanceId,
+    /// The value to go back to (`None`: the instance was not registered).
+    pub to: Option<Arc<Instance>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -395,6 +550,7 @@ impl Registry {
             id: id.clone(),
             kind: EventKind::Registered,
             instance: Some(instance.clone()),
+            previous: current.as_ref().and_then(|s| s.instances.get(&id).cloned()),
         };
         self.commit(
             &mut w,
@@ -411,12 +567,9 @@ impl Registry {
     pub fn deregister(&self, key: &ServiceKey, id: &InstanceId) -> Result<u64, RegistryError> {
         let mut w = self.lock();
         let current = self.service(key);
-        if !current
-            .as_ref()
-            .is_some_and(|s| s.instances.contains_key(id))
-        {
+        let Some(previous) = current.as_ref().and_then(|s| s.instances.get(id).cloned()) else {
             return Err(not_found(key, id));
-        }
+        };
         let index = self.next_index();
         let event = Event {
             index,
@@ -424,6 +577,7 @@ impl Registry {
             id: id.clone(),
             kind: EventKind::Deregistered,
             instance: None,
+            previous: Some(previous),
         };
         self.commit(
             &mut w,
@@ -477,6 +631,7 @@ impl Registry {
             id: id.clone(),
             kind: EventKind::Passing,
             instance: Some(revived.clone()),
+            previous: Some(inst),
         };
         self.commit(
             &mut w,
@@ -541,6 +696,7 @@ impl Registry {
                             id: id.clone(),
                             kind: EventKind::Critical,
                             instance: Some(critical.clone()),
+                            previous: Some(inst.clone()),
                         });
                         changes.push((id, Some(critical)));
                         last_index = index;
@@ -556,6 +712,7 @@ impl Registry {
                             id: id.clone(),
                             kind: EventKind::Reaped,
                             instance: None,
+                            previous: Some(inst.clone()),
                         });
                         changes.push((id, None));
                         last_index = index;
@@ -576,6 +733,104 @@ impl Registry {
         w.timers
             .first_key_value()
             .map(|(ms, _)| self.inner.epoch + Duration::from_millis(*ms))
+    }
+
+    /// Every service as of one index: taken under the write lock, so no
+    /// change is half in (for backups).
+    pub fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>) {
+        let _w = self.lock();
+        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        (self.index(), all)
+    }
+
+    /// Loads instances read back from storage, all at once: see
+    /// [`Registry::restorer`], which this wraps.
+    pub fn restore(&self, items: Vec<Restored>, last_index: u64, now: Instant) -> RestoreReport {
+        let mut r = self.restorer(now);
+        for item in items {
+            r.add(item);
+        }
+        r.finish(last_index)
+    }
+
+    /// Starts loading instances read back from storage: [`Restorer::add`]
+    /// each (no lock is taken meanwhile), then [`Restorer::finish`] builds
+    /// each service's snapshot once and hands observers one batch with every
+    /// service and no events (nothing changed). Instances keep their index
+    /// and health, and get one full TTL from `now` to heartbeat again (a
+    /// critical one: its TTL plus the reap time before it is removed).
+    pub fn restorer(&self, now: Instant) -> Restorer<'_> {
+        Restorer {
+            registry: self,
+            now_ms: self.ms(now),
+            by_service: HashMap::new(),
+            max_index: 0,
+        }
+    }
+
+    /// Undoes changes that could not be made durable. `still_current(key,
+    /// id)` is asked under the write lock: it must say whether the failed
+    /// change is still the latest change of that instance, so that a later
+    /// change is never undone. Each undo is a change of its own (kind
+    /// [`EventKind::Reverted`], a new index); a restored instance keeps the
+    /// later of its own heartbeat deadline and that of the value it replaces.
+    /// Returns how many changes were undone.
+    pub fn revert(
+        &self,
+        reverts: Vec<Revert>,
+        still_current: &dyn Fn(&ServiceKey, &InstanceId) -> bool,
+    ) -> usize {
+        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+        let mut w = self.lock();
+        let mut by_service: BTreeMap<ServiceKey, Vec<Revert>> = BTreeMap::new();
+        for r in reverts {
+            by_service.entry(r.key.clone()).or_default().push(r);
+        }
+        let mut undone = 0;
+        for (key, reverts) in by_service {
+            let current = self.service(&key);
+            let mut changes = Vec::new();
+            let mut events = Vec::new();
+            for r in reverts {
+                if !still_current(&key, &r.id) {
+                    continue;
+                }
+                let now_value = current
+                    .as_ref()
+                    .and_then(|s| s.instances.get(&r.id).cloned());
+                if r.to.is_none() && now_value.is_none() {
+                    continue;
+                }
+                let index = self.next_index();
+                let restored = r.to.map(|to| {
+                    let v = Arc::new(to.with_health(to.health, index));
+                    if let Some(n) = &now_value {
+                        v.deadline_ms.fetch_max(n.deadline_ms(), Ordering::AcqRel);
+                    }
+                    let timer_at = match v.health {
+                        Health::Passing => v.deadline_ms(),
+                        Health::Critical => v.deadline_ms() + reap_ms,
+                    };
+                    schedule(&mut w, timer_at, &key, &r.id, index);
+                    v
+                });
+                events.push(Event {
+                    index,
+                    key: key.clone(),
+                    id: r.id.clone(),
+                    kind: EventKind::Reverted,
+                    instance: restored.clone(),
+                    previous: now_value,
+                });
+                changes.push((r.id, restored));
+            }
+            if let Some(last) = events.last().map(|e| e.index) {
+                undone += events.len();
+                self.commit(&mut w, key, current, changes, last, events);
+            }
+        }
+        undone
     }
 
     // ---- internals ----
@@ -851,5 +1106,120 @@ mod tests {
         };
         let picks: Vec<_> = (0..6).map(|_| r.pick(&q).unwrap().id.to_string()).collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    struct Batches(Mutex<Vec<(usize, usize)>>);
+    impl Observer for Batches {
+        fn applied(&self, b: &Batch<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((b.events.len(), b.services.len()));
+        }
+    }
+
+    fn restored(service: &str, name: &str, index: u64, health: Health) -> Restored {
+        Restored {
+            key: key(service),
+            id: id(name),
+            spec: spec("10.0.0.1", "", 10),
+            health,
+            index,
+        }
+    }
+
+    #[test]
+    fn restore_builds_each_service_once_keeps_indexes_and_continues_after_the_last() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        let seen = Arc::new(Batches(Mutex::new(Vec::new())));
+        r.subscribe(seen.clone());
+        let report = r.restore(
+            vec![
+                restored("pay", "a", 7, Health::Passing),
+                restored("pay", "b", 9, Health::Critical),
+                restored("web", "c", 3, Health::Passing),
+                restored("pay", "a", 5, Health::Passing), // older value of a
+                restored("web", "c", 3, Health::Passing), // listed twice
+            ],
+            20,
+            t0,
+        );
+        assert_eq!(report.loaded, 3);
+        assert_eq!(report.superseded, [5]);
+        assert_eq!(
+            seen.0.lock().unwrap().last(),
+            Some(&(0, 2)),
+            "one batch, no events"
+        );
+        let pay = r.service(&key("pay")).unwrap();
+        assert_eq!(pay.instances[&id("a")].index, 7);
+        assert_eq!(pay.instances[&id("b")].health, Health::Critical);
+        assert_eq!(r.index(), 20);
+        let next = r
+            .register(key("web"), id("d"), spec("10.0.0.2", "", 10), t0)
+            .unwrap();
+        assert_eq!(next.index, 21);
+        // One full TTL from start-up, then critical; the critical one is
+        // reaped after its TTL plus the reap time.
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(11)),
+            3,
+            "a, c, d turn critical"
+        );
+        assert_eq!(r.expire(t0 + Duration::from_secs(69)), 0);
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(71)),
+            4,
+            "b, a, c, d reaped"
+        );
+    }
+
+    #[test]
+    fn revert_undoes_a_change_only_while_it_is_the_latest() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
+        r.subscribe(rec.clone());
+        let v1 = r
+            .register(key("pay"), id("a"), spec("10.0.0.1", "", 10), t0)
+            .unwrap();
+        r.register(key("pay"), id("a"), spec("10.0.0.2", "", 10), t0)
+            .unwrap();
+        let undo = || {
+            vec![Revert {
+                key: key("pay"),
+                id: id("a"),
+                to: Some(v1.clone()),
+            }]
+        };
+        assert_eq!(r.revert(undo(), &|_, _| false), 0, "a later change is kept");
+        assert_eq!(r.revert(undo(), &|_, _| true), 1);
+        let now = r.service(&key("pay")).unwrap().instances[&id("a")].clone();
+        assert_eq!(now.address, v1.address);
+        assert_eq!(
+            (now.index, r.index()),
+            (3, 3),
+            "an undo is a change of its own"
+        );
+        assert_eq!(
+            rec.0.lock().unwrap().last(),
+            Some(&(3, EventKind::Reverted))
+        );
+        // Undoing a registration removes the instance.
+        r.register(key("pay"), id("b"), spec("10.0.0.3", "", 10), t0)
+            .unwrap();
+        let gone = vec![Revert {
+            key: key("pay"),
+            id: id("b"),
+            to: None,
+        }];
+        assert_eq!(r.revert(gone, &|_, _| true), 1);
+        assert!(
+            !r.service(&key("pay"))
+                .unwrap()
+                .instances
+                .contains_key(&id("b"))
+        );
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiJson, ApiQuery, MaxineError};
-use super::{HttpState, dns_names, indexed, now};
+use super::{HttpState, dns_names, durable, indexed, now};
 use crate::core::names::normalize_label;
 use crate::core::{
     Address, CompatFields, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
@@ -298,6 +298,7 @@ pub async fn register(
 ) -> Result<Response, MaxineError> {
     let ApiJson(body) = body?;
     let reg = body.validate(&st)?;
+    let before = st.registry.index();
     let current = st
         .registry
         .service(&reg.key)
@@ -317,6 +318,9 @@ pub async fn register(
             .register(reg.key.clone(), reg.id.clone(), reg.spec, now())
             .map_err(ApiError::from)?,
     };
+    if inst.index > before {
+        durable(&st, inst.index).await?;
+    }
     let compat = inst.compat.as_ref().ok_or_else(|| {
         ApiError::Internal("a Maxine registration was stored without its names".into())
     })?;

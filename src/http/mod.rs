@@ -32,6 +32,7 @@ pub use tls::{TlsError, load_tls, serve};
 
 use crate::core::naming::{NameTarget, render};
 use crate::core::{Datacenter, InstanceId, Registry, ServiceName};
+use crate::store::Durable;
 
 /// What the handlers share. Cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Set once every listener is up; `/v1/ready` reports it.
     pub ready: Arc<AtomicBool>,
+    /// Where writes wait until they are durable (`Durable::default()`: at once).
+    pub durable: Durable,
 }
 
 /// The change index of the registry after the request, on every response of
@@ -87,6 +90,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/maxine/serviceops/discover", true),
     route("GET", "/api/maxine/serviceops/servers", true),
     route("GET", "/api/actuator/health", false),
+    route("GET", "/v1/snapshot", true),
 ];
 
 /// The handler of a row of [`ROUTES`].
@@ -106,6 +110,7 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
         ("GET", "/api/actuator/health") => on(filter, maxine::actuator_health),
+        ("GET", "/v1/snapshot") => on(filter, native::snapshot),
         (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
     }
 }
@@ -172,6 +177,14 @@ fn routing_error(path: &str, e: ApiError) -> Response {
 /// A response with [`INDEX_HEADER`] set to `index`.
 fn indexed(index: u64, body: impl IntoResponse) -> Response {
     ([(INDEX_HEADER, HeaderValue::from(index))], body).into_response()
+}
+
+/// Waits until the change with `index` is durable. A change the store
+/// could not take has been rolled back: the request fails with 503.
+async fn durable(st: &HttpState, index: u64) -> Result<(), ApiError> {
+    st.durable.wait(index).await.map_err(|why| {
+        ApiError::Unavailable(format!("{why}; the change was undone, try again later"))
+    })
 }
 
 /// The registry's notion of "now" (tokio's clock, so tests can pause time).

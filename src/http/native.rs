@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{HttpState, dns_names, indexed, now};
+use super::{HttpState, dns_names, durable, indexed, now};
 use crate::core::{
     Address, Datacenter, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
     VersionSelector,
@@ -153,6 +153,7 @@ pub async fn register(
     let spec = body.into_spec()?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
     let inst = st.registry.register(key, id, spec, now())?;
+    durable(&st, inst.index).await?;
     Ok(indexed(inst.index, Json(view(&st, &inst))))
 }
 
@@ -163,7 +164,12 @@ pub async fn heartbeat(
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
+    let before = st.registry.index();
     let inst = st.registry.heartbeat(&key, &id, now())?;
+    if inst.index > before {
+        // It was critical and is passing again: a change, written like any.
+        durable(&st, inst.index).await?;
+    }
     Ok(indexed(st.registry.index(), Json(view(&st, &inst))))
 }
 
@@ -175,6 +181,7 @@ pub async fn deregister(
     let (service, id) = names(&service, &id)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
     let index = st.registry.deregister(&key, &id)?;
+    durable(&st, index).await?;
     Ok(indexed(index, Json(json!({ "index": index }))))
 }
 
@@ -282,4 +289,26 @@ pub async fn ready(State(st): State<HttpState>) -> Response {
 /// `GET /v1/openapi.json`.
 pub async fn openapi(State(st): State<HttpState>) -> Json<serde_json::Value> {
     Json(super::openapi::document(&st.domain))
+}
+
+/// `GET /v1/snapshot`: every instance at one index, as a snapshot file for
+/// backups (`maxine snapshot save`), sent once all of it is durable.
+pub async fn snapshot(State(st): State<HttpState>) -> Result<Response, ApiError> {
+    let (index, services) = st.registry.snapshot();
+    durable(&st, index).await?;
+    let bytes =
+        tokio::task::spawn_blocking(move || crate::store::snapshot::encode(index, &services))
+            .await
+            .map_err(|e| ApiError::Internal(format!("encoding the snapshot failed: {e}")))?;
+    let disposition = format!("attachment; filename=\"maxine-{index}.snapshot\"");
+    Ok(indexed(
+        index,
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            bytes,
+        ),
+    ))
 }

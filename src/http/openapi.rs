@@ -117,7 +117,8 @@ pub fn document(domain: &str) -> Value {
                         "400": error_response("Malformed JSON, unknown field, invalid name, address, port, weight or TTL"),
                         "409": error_response("Conflicts with what is registered"),
                         "413": error_response("Body larger than the configured limit"),
-                        "415": error_response("Body not sent as application/json")
+                        "415": error_response("Body not sent as application/json"),
+                        "503": error_response("The store could not make the change durable; it was undone")
                     }
                 },
                 "delete": {
@@ -127,7 +128,8 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("Removed; the index of the removal", "IndexOnly"),
                         "400": error_response("Invalid name"),
-                        "404": error_response("No such instance")
+                        "404": error_response("No such instance"),
+                        "503": error_response("The store could not make the change durable; it was undone")
                     }
                 }
             },
@@ -139,7 +141,8 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("The instance", "Instance"),
                         "400": error_response("Invalid name"),
-                        "404": error_response("No such instance")
+                        "404": error_response("No such instance"),
+                        "503": error_response("The instance was critical and its revival could not be made durable")
                     }
                 }
             },
@@ -156,7 +159,8 @@ pub fn document(domain: &str) -> Value {
                         "400": maxine_error("Missing or invalid field"),
                         "409": maxine_error("The name maps to a DNS name another Maxine name uses"),
                         "413": maxine_error("Body larger than the configured limit"),
-                        "415": maxine_error("Body not sent as application/json")
+                        "415": maxine_error("Body not sent as application/json"),
+                        "503": maxine_error("The store could not make the change durable; it was undone")
                     }
                 }
             },
@@ -193,6 +197,20 @@ pub fn document(domain: &str) -> Value {
                     "operationId": "actuatorHealth",
                     "responses": { "200": { "description": "Up", "content": { "application/json": {
                         "schema": { "type": "object", "properties": { "status": { "const": "UP" } } } } } } }
+                }
+            },
+            "/v1/snapshot": {
+                "get": {
+                    "summary": "Backup: every instance at one index, as a snapshot file (checksummed; see docs/operations.md). Sent once all of it is durable.",
+                    "operationId": "snapshot",
+                    "responses": {
+                        "200": {
+                            "description": "The snapshot file (`maxine snapshot restore FILE` loads it)",
+                            "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                            "content": { "application/octet-stream": { "schema": { "type": "string", "contentEncoding": "binary" } } }
+                        },
+                        "503": error_response("The latest change could not be made durable; try again")
+                    }
                 }
             }
         },

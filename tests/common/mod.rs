@@ -2,6 +2,9 @@
 //! loopback ports with a temporary data directory, and clients for it.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,7 +28,8 @@ pub struct TestServer {
     pub events: tokio::sync::broadcast::Receiver<maxine::core::Event>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    /// The data directory; kept across [`TestServer::restart`].
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -43,6 +47,11 @@ impl TestServer {
         file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
         tweak(&mut file);
         let config = Config::validate(file).expect("valid test config");
+        Self::start_config(config, dir).await
+    }
+
+    /// Starts a server with `config`, keeping `dir` (its data directory) alive.
+    pub async fn start_config(config: Config, dir: tempfile::TempDir) -> Self {
         let listeners = Listeners::bind(config.dns.addr, config.http.addr).expect("bind");
         let app = App::build(config.clone(), listeners).expect("build app");
         let dns_addr = app.dns_addr();
@@ -65,7 +74,7 @@ impl TestServer {
             dns_stats,
             shutdown,
             task: Some(task),
-            _dir: dir,
+            dir: Some(dir),
         };
         server.wait_ready().await;
         server
@@ -195,6 +204,27 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.expect("join").expect("clean shutdown");
         }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("data directory").path()
+    }
+
+    /// Stops the server cleanly and starts it again with the same settings
+    /// and data directory (on new ports).
+    pub async fn restart(self) -> Self {
+        let (config, dir) = self.stop_keeping_data().await;
+        Self::start_config(config, dir).await
+    }
+
+    /// Stops the server cleanly and hands back its settings and data
+    /// directory, for [`TestServer::start_config`] later.
+    pub async fn stop_keeping_data(mut self) -> (Config, tempfile::TempDir) {
+        let dir = self.dir.take().expect("data directory");
+        let config = self.config.clone();
+        self.stop().await;
+        (config, dir)
     }
 }
 

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Durable registrations and heartbeats per second through the HTTP API, as in
+# docs/performance.md ("Registry durability"): Maxine pinned to one core
+# (taskset -c SERVER_CPU), wrk on the other (LOAD_CPU), 50 connections.
+#
+#   benches/registration-load.sh [SECONDS=10] [CONNECTIONS=50] [STORE=file]
+#
+# STORE is passed to --store (file, memory or redis://...). BATCHES=1 logs
+# every store commit (trace level) and prints batch sizes and commit times
+# at the end (needs python3). Needs wrk
+# (Debian: apt-get install wrk). Every registration has a new id, spread
+# over SERVICES services (default 1000); heartbeats go round 10,000
+# registered instances.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-50}
+store=${3:-file}
+server_cpu=${SERVER_CPU:-0}
+load_cpu=${LOAD_CPU:-1}
+services=${SERVICES:-1000}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release --quiet
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$((20000 + RANDOM % 20000))
+level=warn
+[ "${BATCHES:-0}" = 1 ] && level="warn,maxine::store=trace"
+taskset -c "$server_cpu" target/release/maxine serve \
+  --data-dir "$work/data" --store "$store" --log-level "$level" --log-format json \
+  --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" >"$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$port/v1/ready" >/dev/null && break
+  sleep 0.1
+done
+
+# New ids only: the prefix keeps ids of separate runs apart.
+cat >"$work/register.lua" <<LUA
+local services = $services
+LUA
+cat >>"$work/register.lua" <<'LUA'
+local n = 0
+local prefix = "w" .. os.time() .. "-"
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  n = n + 1
+  local path = "/v1/services/svc" .. (n % services) .. "/instances/" .. prefix .. n
+  local body = string.format(
+    '{"address":"10.%d.%d.%d","port":8080,"version":"2.1.0","ttl":"1h"}',
+    math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, path, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("non-2xx or errors: %d\n",
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout))
+end
+LUA
+
+# 10,000 instances to heartbeat: hb-0 .. hb-9999 in 1000 services.
+cat >"$work/hb-register.lua" <<'LUA'
+local n = -1
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  n = (n + 1) % 10000
+  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n, nil,
+    '{"address":"10.9.0.1","port":8080,"ttl":"1h"}')
+end
+LUA
+cat >"$work/heartbeat.lua" <<'LUA'
+local n = -1
+wrk.method = "PUT"
+function request()
+  n = (n + 1) % 10000
+  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
+end
+function done(summary, latency, requests)
+  io.write(string.format("non-2xx or errors: %d\n",
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout))
+end
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+run() { # name script seconds
+  local t0 c0 b0 client
+  t0=$(date +%s.%N); c0=$(cpu_ticks); b0=$(busy_ticks)
+  /usr/bin/time -o "$work/time" -f "%U %S" taskset -c "$load_cpu" \
+    wrk -t1 -c"$conns" -d"${3}s" --latency -s "$2" "http://127.0.0.1:$port" | sed "s/^/  /"
+  client=$(cat "$work/time")
+  awk -v c0="$c0" -v c1="$(cpu_ticks)" -v b0="$b0" -v b1="$(busy_ticks)" -v t0="$t0" \
+    -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" -v client="$client" 'BEGIN {
+      split(client, u, " "); wall = t1 - t0; srv = (c1 - c0) / hz
+      printf "  server CPU: %.0f%% of one core; other processes: %.0f%% of a core (rerun if high)\n",
+        100 * srv / wall, 100 * ((b1 - b0) / hz - srv - u[1] - u[2]) / wall }'
+}
+
+echo "== durable registrations (store: $store), $conns connections, ${secs}s, $services services"
+run register "$work/register.lua" "$secs"
+if [ "${BATCHES:-0}" = 1 ]; then
+  python3 - "$work/server.log" <<'PY'
+import json, sys
+rows = [json.loads(l)["fields"] for l in open(sys.argv[1]) if '"batch committed"' in l]
+if rows:
+    n = sorted(r["changes"] for r in rows); us = sorted(r["us"] for r in rows)
+    q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))]
+    print(f"  store: {len(rows)} commits, changes per commit mean {sum(n) / len(n):.1f} "
+          f"(p50 {q(n, .5)}, max {n[-1]}); commit time p50 {q(us, .5) / 1000:.2f} ms, "
+          f"p99 {q(us, .99) / 1000:.2f} ms")
+PY
+fi
+echo "== registering 10,000 instances for the heartbeat run"
+taskset -c "$load_cpu" wrk -t1 -c"$conns" -d2s -s "$work/hb-register.lua" "http://127.0.0.1:$port" >/dev/null
+echo "== heartbeats, $conns connections, ${secs}s"
+run heartbeat "$work/heartbeat.lua" "$secs"
+echo "== server RSS: $(awk '/VmRSS/ {print int($2 / 1024) " MiB"}' "/proc/$pid/status")"

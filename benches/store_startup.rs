@@ -1,0 +1,233 @@
+//! Start-up with a large registry on disk, and the memory it takes.
+//!
+//! Fills a fresh data directory with N registrations (written through the
+//! file store as Maxine writes them: one record per instance), starts
+//! `maxine serve` on it, and reports the time from spawn to the first
+//! correct DNS answer for a restored instance, the server's resident memory
+//! then, and the same after a `kill -9` (start-up with redb's crash repair).
+//!
+//! ```text
+//! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR]
+//! ```
+//! `--cpu N` pins the server to one core with taskset. `--fill DIR` only
+//! writes the registrations into DIR (for experiments by hand) and stops.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use maxine::core::{
+    Address, Datacenter, Health, InstanceId, InstanceSpec, Registry, RegistryConfig, Restored,
+    ServiceKey, ServiceName,
+};
+use maxine::store::{FileStore, Op, Store, WriteBatch, codec};
+
+fn main() {
+    let mut args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let cpu = args.iter().position(|a| a == "--cpu").map(|i| {
+        let c = args[i + 1].clone();
+        args.drain(i..=i + 1);
+        c
+    });
+    // Registrations as the README's example (address, port, version, TTL);
+    // with --meta, one tag and one metadata entry each as well.
+    let meta = args.iter().any(|a| a == "--meta");
+    args.retain(|a| a != "--meta");
+    let fill_only = args.iter().position(|a| a == "--fill").map(|i| {
+        let d = args[i + 1].clone();
+        args.drain(i..=i + 1);
+        d
+    });
+    let n: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let services: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    if let Some(d) = fill_only {
+        fill(std::path::Path::new(&d), n, services, meta);
+        println!("filled {d} with {n} instances in {services} services");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    fill(dir.path(), n, services, meta);
+    let size = std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
+        .unwrap()
+        .len();
+    println!(
+        "filled {n} instances in {services} services in {:.1} s ({} MiB on disk)",
+        t.elapsed().as_secs_f64(),
+        size >> 20
+    );
+    let probe = (
+        format!("i{}.s{}.dc1.maxine.", n - 1, (n - 1) % services),
+        ip(n - 1),
+    );
+    for (run, crash) in [("clean start", false), ("start after kill -9", true)] {
+        let (mut child, dns) = spawn(dir.path(), cpu.as_deref());
+        let t0 = Instant::now();
+        let took = first_answer(dns, &probe);
+        let rss = rss_mib(child.id());
+        std::thread::sleep(Duration::from_secs(2));
+        let rss_later = rss_mib(child.id());
+        println!(
+            "{run}: first DNS answer after {:.2} s; RSS {rss} MiB then, {rss_later} MiB 2 s later",
+            took.unwrap_or_else(|| panic!("no answer after {:?}", t0.elapsed()))
+                .as_secs_f64()
+        );
+        if crash {
+            let _ = child.kill();
+        } else {
+            // A clean stop first, so the kill -9 run after it is the only unclean one.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            let (mut c, dns) = spawn(dir.path(), cpu.as_deref());
+            first_answer(dns, &probe).expect("up again");
+            let _ = c.kill();
+            let _ = c.wait();
+            continue;
+        }
+        let _ = child.wait();
+    }
+}
+
+fn ip(i: usize) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}
+
+/// N registrations as Maxine stores them: built by the registry's bulk
+/// restore (cheap), encoded by the store's codec, committed in one batch.
+fn fill(dir: &std::path::Path, n: usize, services: usize, meta: bool) {
+    let now = std::time::Instant::now();
+    let registry = Registry::new(
+        RegistryConfig {
+            local_dc: Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(600),
+        },
+        now,
+    );
+    let names: Vec<ServiceKey> = (0..services)
+        .map(|s| {
+            ServiceKey::new(
+                Datacenter::new("dc1").unwrap(),
+                ServiceName::new(&format!("s{s}")).unwrap(),
+            )
+        })
+        .collect();
+    let items = (0..n)
+        .map(|i| {
+            let mut spec = InstanceSpec::new(Address::parse(&ip(i)).unwrap(), 8080);
+            // Two versions live per service, as during a rolling deploy.
+            spec.version = if i % 10 == 0 { "2.2.0" } else { "2.1.0" }.into();
+            if meta {
+                spec.tags = vec!["bench".into()];
+                spec.metadata.insert("zone".into(), format!("z{}", i % 4));
+            }
+            spec.ttl = Duration::from_secs(3600);
+            Restored {
+                key: names[i % services].clone(),
+                id: InstanceId::new(&format!("i{i}")).unwrap(),
+                spec,
+                health: Health::Passing,
+                index: i as u64 + 1,
+            }
+        })
+        .collect();
+    registry.restore(items, n as u64, now);
+    let mut ops = Vec::with_capacity(n);
+    for snap in registry.services() {
+        for inst in snap.instances.values() {
+            ops.push(Op::Put(inst.index, codec::encode(inst)));
+        }
+    }
+    let mut store = FileStore::open(dir).unwrap();
+    store
+        .commit(&WriteBatch {
+            ops,
+            clear: false,
+            last_index: n as u64,
+        })
+        .unwrap();
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn(dir: &std::path::Path, cpu: Option<&str>) -> (Child, std::net::SocketAddr) {
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let bin = env!("CARGO_BIN_EXE_maxine");
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c, bin]);
+            t
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--dns-addr", &dns.to_string(), "--http-addr", &http])
+        .args(["--zone-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("maxine starts");
+    (child, dns)
+}
+
+/// Asks for the probe name until the answer carries its address.
+fn first_answer(dns: std::net::SocketAddr, probe: &(String, String)) -> Option<Duration> {
+    let t0 = Instant::now();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let q = query(&probe.0);
+    let want: Vec<u8> = probe.1.split('.').map(|o| o.parse().unwrap()).collect();
+    let mut buf = [0u8; 1500];
+    while t0.elapsed() < Duration::from_secs(120) {
+        sock.send_to(&q, dns).unwrap();
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && len >= 4
+            && buf[..len].ends_with(&want)
+        {
+            return Some(t0.elapsed());
+        }
+    }
+    None
+}
+
+/// A plain A query, no EDNS.
+fn query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb >> 10)
+}

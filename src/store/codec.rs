@@ -1,0 +1,239 @@
+//! What one stored record holds, and how it is encoded.
+//!
+//! A record is the postcard encoding (compact, varint integers, strings as
+//! length + bytes) of [`Record`]. The enum's variant number comes first, so
+//! later kinds of record (policies, tokens) are new variants at the end and
+//! old files stay readable. The record's change index is its key in the
+//! store, not part of the value. Stores check their own integrity (redb
+//! checksums every page; Redis has its own); a record that does not decode
+//! is reported and skipped at start-up.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{
+    Address, CompatFields, Datacenter, Health, Instance, InstanceId, InstanceSpec, Restored,
+    ServiceKey, ServiceName,
+};
+
+#[derive(Serialize, Deserialize)]
+enum Record<'a> {
+    /// Variant 0: an instance as registered, with its health.
+    #[serde(borrow)]
+    Instance(InstanceRecord<'a>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct InstanceRecord<'a> {
+    #[serde(borrow)]
+    dc: Cow<'a, str>,
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    /// An IP literal or a host name, as `Address` displays it.
+    #[serde(borrow)]
+    address: Cow<'a, str>,
+    port: u16,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    tags: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    metadata: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    weight: u16,
+    ttl_ms: u64,
+    critical: bool,
+    #[serde(borrow)]
+    compat: Option<CompatRecord<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompatRecord<'a> {
+    #[serde(borrow)]
+    service_name: Cow<'a, str>,
+    #[serde(borrow)]
+    node_name: Cow<'a, str>,
+    #[serde(borrow)]
+    host_name: Cow<'a, str>,
+    ssl: bool,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+}
+
+/// Why a record could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a record of this version of Maxine: {0}")]
+    Format(String),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+/// Encodes the instance (its change index is the key, not part of the value).
+pub fn encode(inst: &Instance) -> Vec<u8> {
+    let address = inst.address.to_string();
+    let record = Record::Instance(InstanceRecord {
+        dc: Cow::Borrowed(inst.datacenter.as_str()),
+        service: Cow::Borrowed(inst.service.as_str()),
+        id: Cow::Borrowed(inst.id.as_str()),
+        address: Cow::Borrowed(&address),
+        port: inst.port,
+        version: Cow::Borrowed(&inst.version),
+        tags: inst
+            .tags
+            .iter()
+            .map(|t| Cow::Borrowed(t.as_str()))
+            .collect(),
+        metadata: inst
+            .metadata
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .collect(),
+        weight: inst.weight,
+        ttl_ms: inst.ttl.as_millis() as u64,
+        critical: !inst.is_passing(),
+        compat: inst.compat.as_ref().map(|c| CompatRecord {
+            service_name: Cow::Borrowed(&c.service_name),
+            node_name: Cow::Borrowed(&c.node_name),
+            host_name: Cow::Borrowed(&c.host_name),
+            ssl: c.ssl,
+            path: Cow::Borrowed(&c.path),
+        }),
+    });
+    postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes records into registry values, sharing one copy of each
+/// datacenter and service name (a million instances of a thousand services
+/// keep a thousand names).
+#[derive(Default)]
+pub struct Decoder {
+    /// datacenter -> service -> key.
+    keys: HashMap<Box<str>, HashMap<Box<str>, ServiceKey>>,
+}
+
+impl Decoder {
+    pub fn decode(&mut self, index: u64, bytes: &[u8]) -> Result<Restored, DecodeError> {
+        let Record::Instance(r) =
+            postcard::from_bytes(bytes).map_err(|e| DecodeError::Format(e.to_string()))?;
+        let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
+        let key = match self.keys.get(&*r.dc).and_then(|m| m.get(&*r.service)) {
+            Some(k) => k.clone(),
+            None => {
+                let k = ServiceKey::new(
+                    Datacenter::new(&r.dc).map_err(|e| invalid(&e))?,
+                    ServiceName::new(&r.service).map_err(|e| invalid(&e))?,
+                );
+                self.keys
+                    .entry(Box::from(&*r.dc))
+                    .or_default()
+                    .insert(Box::from(&*r.service), k.clone());
+                k
+            }
+        };
+        let id = InstanceId::new(&r.id).map_err(|e| invalid(&e))?;
+        let mut spec =
+            InstanceSpec::new(Address::parse(&r.address).map_err(|e| invalid(&e))?, r.port);
+        spec.version = r.version.into_owned();
+        spec.tags = r.tags.into_iter().map(Cow::into_owned).collect();
+        spec.metadata = r
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect::<BTreeMap<_, _>>();
+        spec.weight = r.weight;
+        spec.ttl = Duration::from_millis(r.ttl_ms);
+        spec.compat = r.compat.map(|c| CompatFields {
+            service_name: c.service_name.into_owned(),
+            node_name: c.node_name.into_owned(),
+            host_name: c.host_name.into_owned(),
+            ssl: c.ssl,
+            path: c.path.into_owned(),
+        });
+        spec.validate().map_err(|e| invalid(&e))?;
+        Ok(Restored {
+            key,
+            id,
+            spec,
+            health: if r.critical {
+                Health::Critical
+            } else {
+                Health::Passing
+            },
+            index,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Registry, RegistryConfig};
+    use std::time::Instant;
+
+    #[test]
+    fn an_instance_survives_encoding_with_every_field() {
+        let t0 = Instant::now();
+        let r = Registry::new(
+            RegistryConfig {
+                local_dc: Datacenter::new("dc1").unwrap(),
+                reap_after: Duration::from_secs(60),
+            },
+            t0,
+        );
+        let mut spec = InstanceSpec::new(Address::parse("api.example.com").unwrap(), 443);
+        spec.version = "2.1.0".into();
+        spec.tags = vec!["blue".into(), "a b".into()];
+        spec.metadata.insert("zone".into(), "eu-1".into());
+        spec.weight = 7;
+        spec.ttl = Duration::from_millis(5500);
+        spec.compat = Some(CompatFields {
+            service_name: "Pay_Service".into(),
+            node_name: "Node-1".into(),
+            host_name: "https://api.example.com".into(),
+            ssl: true,
+            path: "/v1".into(),
+        });
+        let key = ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new("pay-service").unwrap(),
+        );
+        let inst = r
+            .register(
+                key.clone(),
+                InstanceId::new("node-1").unwrap(),
+                spec.clone(),
+                t0,
+            )
+            .unwrap();
+        let back = Decoder::default()
+            .decode(inst.index, &encode(&inst))
+            .unwrap();
+        assert_eq!(back.key, key);
+        assert_eq!(back.id.as_str(), "node-1");
+        assert_eq!(back.index, inst.index);
+        assert_eq!(back.health, Health::Passing);
+        assert_eq!(back.spec.address, spec.address);
+        assert_eq!(
+            (back.spec.port, back.spec.weight, back.spec.ttl),
+            (443, 7, spec.ttl)
+        );
+        assert_eq!(
+            (&back.spec.version, &back.spec.tags, &back.spec.metadata),
+            (&spec.version, &spec.tags, &spec.metadata)
+        );
+        assert_eq!(back.spec.compat, spec.compat);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut d = Decoder::default();
+        for bad in [&b""[..], b"\x00", b"\x07garbage", &[0xff; 40]] {
+            assert!(d.decode(1, bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The Redis store (`--store redis://host:port/db`), for operators who keep
+//! their state in Redis.
+//!
+//! Layout: the hash `maxine:records` maps a change index (decimal) to a
+//! record, and the hash `maxine:meta` holds `last_index`. A commit is one
+//! `MULTI`/`EXEC` transaction, so a batch is applied whole or not at all.
+//!
+//! Durability is Redis's: a reply to `EXEC` means the data is on disk only
+//! with `appendonly yes` and `appendfsync always`. With the default
+//! `everysec`, up to a second of acknowledged changes can be lost when Redis
+//! (or its machine) crashes. Maxine checks the setting at start-up and warns.
+//! Use one Redis database per Maxine (`redis://host/3`).
+
+use std::time::Duration;
+
+use super::{Op, Store, StoreError, WriteBatch};
+
+const RECORDS: &str = "maxine:records";
+const META: &str = "maxine:meta";
+const LAST_INDEX: &str = "last_index";
+/// Connecting, reading and writing give up after this, so a hung Redis
+/// fails requests (503) instead of holding them forever.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Field-value pairs per HSET, and fields per HSCAN step.
+const CHUNK: usize = 10_000;
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: Option<redis::Connection>,
+}
+
+impl RedisStore {
+    /// Connects to `url` and warns when Redis is not set up to fsync every write.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Redis(format!("{:?} is not a Redis URL: {e}", redact(url))))?;
+        let mut s = Self { client, conn: None };
+        s.connect()?;
+        s.check_durability();
+        Ok(s)
+    }
+
+    fn connect(&mut self) -> Result<(), StoreError> {
+        self.conn = None;
+        let conn = self
+            .client
+            .get_connection_with_timeout(TIMEOUT)
+            .map_err(|e| {
+                StoreError::Redis(format!("cannot connect to {}: {e}", self.describe()))
+            })?;
+        conn.set_read_timeout(Some(TIMEOUT)).map_err(redis_err)?;
+        conn.set_write_timeout(Some(TIMEOUT)).map_err(redis_err)?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Redis("not connected".into()))
+    }
+
+    /// Logs a warning unless Redis fsyncs its append-only file on every write.
+    fn check_durability(&mut self) {
+        let Ok(conn) = self.conn() else { return };
+        let get = |conn: &mut redis::Connection, name: &str| -> Option<String> {
+            let (_, v): (String, String) =
+                redis::cmd("CONFIG").arg("GET").arg(name).query(conn).ok()?;
+            Some(v)
+        };
+        let aof = get(conn, "appendonly");
+        let fsync = get(conn, "appendfsync");
+        match (aof.as_deref(), fsync.as_deref()) {
+            (Some("yes"), Some("always")) => {}
+            (None, _) | (_, None) => tracing::warn!(
+                "cannot read Redis's appendonly/appendfsync settings (CONFIG GET refused): \
+                 acknowledged registrations survive a Redis crash only with \
+                 appendonly yes and appendfsync always"
+            ),
+            (aof, fsync) => tracing::warn!(
+                appendonly = aof.unwrap_or(""),
+                appendfsync = fsync.unwrap_or(""),
+                "Redis does not fsync every write: acknowledged registrations can be lost \
+                 if Redis crashes; set appendonly yes and appendfsync always"
+            ),
+        }
+    }
+}
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Store for RedisStore {
+    fn describe(&self) -> String {
+        let info = self.client.get_connection_info();
+        format!("redis://{}/{}", info.addr(), info.redis_settings().db())
+    }
+
+    fn load(&mut self, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let mut last: u64 = redis::cmd("HGET")
+            .arg(META)
+            .arg(LAST_INDEX)
+            .query::<Option<u64>>(conn)
+            .map_err(redis_err)?
+            .unwrap_or(0);
+        // HSCAN in steps, so a large registry does not block Redis in one reply.
+        let mut cursor = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(RECORDS)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(CHUNK)
+                .query(conn)
+                .map_err(redis_err)?;
+            for (field, value) in pairs {
+                match field.parse::<u64>() {
+                    Ok(index) => {
+                        last = last.max(index);
+                        f(index, &value);
+                    }
+                    Err(_) => tracing::warn!(field, "skipping a Redis field that is not an index"),
+                }
+            }
+            if next == 0 {
+                return Ok(last);
+            }
+            cursor = next;
+        }
+    }
+
+    fn commit(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        batch.check()?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if batch.clear {
+            pipe.del(RECORDS).ignore();
+        }
+        // Runs of puts become one HSET and runs of deletes one HDEL, in order.
+        let mut i = 0;
+        while i < batch.ops.len() {
+            match &batch.ops[i] {
+                Op::Put(..) => {
+                    let mut cmd = redis::cmd("HSET");
+                    cmd.arg(RECORDS);
+                    let mut n = 0;
+                    while let Some(Op::Put(index, value)) = batch.ops.get(i)
+                        && n < CHUNK
+                    {
+                        cmd.arg(index).arg(value.as_slice());
+                        i += 1;
+                        n += 1;
+                    }
+                    pipe.add_command(cmd).ignore();
+                }
+                Op::Delete(_) => {
+                    let mut cmd = redis::cmd("HDEL");
+                    cmd.arg(RECORDS);
+                    let mut n = 0;
+                    while let Some(Op::Delete(index)) = batch.ops.get(i)
+                        && n < CHUNK
+                    {
+                        cmd.arg(index);
+                        i += 1;
+                        n += 1;
+                    }
+                    pipe.add_command(cmd).ignore();
+                }
+            }
+        }
+        // The journal hands over ever higher indexes; a snapshot restore
+        // passes the highest it knows. Either way a plain set keeps the max.
+        pipe.hset(META, LAST_INDEX, batch.last_index).ignore();
+        let conn = self.conn()?;
+        pipe.query::<()>(conn).map_err(redis_err)
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.connect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            super::redact("redis://user:secret@db.example:6379/2"),
+            "redis://***@db.example:6379/2"
+        );
+        assert_eq!(super::redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}

@@ -1,0 +1,196 @@
+//! `maxine serve` as a separate process, for tests that kill it (`kill -9`)
+//! or run it under `strace` to inject faults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A running `maxine serve`; killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    pub http: SocketAddr,
+    pub dns: SocketAddr,
+    pub log: PathBuf,
+    /// The spawned process: maxine, or the wrapper (strace) running it.
+    child: tokio::process::Child,
+    /// The maxine process itself.
+    pid: u32,
+}
+
+/// A port free for TCP and UDP alike (DNS listens on both).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl ServerProcess {
+    /// Starts `maxine serve` on `data_dir` with free ports, logging to
+    /// `data_dir/<log_name>`, optionally under a wrapper command such as
+    /// `strace -f -e inject=...`, and waits until it is ready.
+    pub async fn start(data_dir: &Path, log_name: &str, wrapper: &[&str]) -> Self {
+        Self::start_with_env(data_dir, log_name, wrapper, &[]).await
+    }
+
+    pub async fn start_with_env(
+        data_dir: &Path,
+        log_name: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        // A port found free may be taken before maxine binds it: try again.
+        for _ in 0..5 {
+            match Self::try_start(data_dir, log_name, wrapper, env).await {
+                Ok(p) => return p,
+                Err(log) if log.contains("cannot bind") => continue,
+                Err(log) => panic!("maxine exited before it was ready:\n{log}"),
+            }
+        }
+        panic!("no free ports for maxine");
+    }
+
+    async fn try_start(
+        data_dir: &Path,
+        log_name: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = data_dir.join(log_name);
+        let out = std::fs::File::create(&log).unwrap();
+        let bin = env!("CARGO_BIN_EXE_maxine");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = tokio::process::Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", &http.to_string()])
+            .args(["--dns-addr", &dns.to_string()])
+            .args(["--zone-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
+            .env_remove("MAXINE_STORE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("maxine starts");
+        let pid = child.id().expect("running");
+        let mut p = Self {
+            http,
+            dns,
+            log,
+            child,
+            pid,
+        };
+        if !wrapper.is_empty() {
+            // Signals must reach maxine, not the wrapper (strace would
+            // detach and leave maxine running when it is killed).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                if let Some(c) = children.split_whitespace().next() {
+                    p.pid = c.parse().unwrap();
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the wrapper did not start maxine"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &self.pid.to_string()])
+            .status();
+    }
+
+    /// Polls `/v1/ready`; `Err(log)` if maxine exited first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log_text());
+            }
+            if let Ok(r) = client
+                .get(format!("http://{}/v1/ready", self.http))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("maxine was not ready in time:\n{}", self.log_text());
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub async fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub async fn stop(mut self) {
+        self.signal("-TERM");
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("maxine stops on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "exit {status}:\n{}", self.log_text());
+    }
+
+    /// The A records of `name`, asked over UDP.
+    pub async fn resolve_a(&self, name: &str) -> Vec<String> {
+        use hickory_proto::op::Message;
+        use hickory_proto::rr::RecordType;
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = super::query(name, RecordType::A, None);
+        for _ in 0..3 {
+            sock.send_to(&q, self.dns).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
+            {
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                return m.answers.iter().map(|r| r.data.to_string()).collect();
+            }
+        }
+        panic!("no DNS answer for {name}");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-KILL");
+        }
+    }
+}
