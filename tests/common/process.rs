@@ -13,8 +13,9 @@ pub struct ServerProcess {
     pub log: PathBuf,
     /// The spawned process: maxine, or the wrapper (strace) running it.
     child: tokio::process::Child,
-    /// The maxine process itself.
-    pid: u32,
+    /// Signals go to the wrapper's children (maxine), not to the wrapper:
+    /// strace would detach and leave maxine running when killed itself.
+    wrapped: bool,
 }
 
 /// A port free for TCP and UDP alike (DNS listens on both).
@@ -85,40 +86,32 @@ impl ServerProcess {
             .stderr(out)
             .kill_on_drop(true);
         let child = cmd.spawn().expect("maxine starts");
-        let pid = child.id().expect("running");
         let mut p = Self {
             http,
             dns,
             log,
             child,
-            pid,
+            wrapped: !wrapper.is_empty(),
         };
-        if !wrapper.is_empty() {
-            // Signals must reach maxine, not the wrapper (strace would
-            // detach and leave maxine running when it is killed).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                    .unwrap_or_default();
-                if let Some(c) = children.split_whitespace().next() {
-                    p.pid = c.parse().unwrap();
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the wrapper did not start maxine"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
         p.wait_ready().await?;
         Ok(p)
     }
 
+    /// Sends `sig` to maxine. Under a wrapper, maxine is the wrapper's child,
+    /// looked up now, not at spawn: strace first forks a short-lived probe.
+    /// `pkill -P` matches children of any of the wrapper's threads.
     fn signal(&self, sig: &str) {
-        let _ = std::process::Command::new("kill")
-            .args([sig, &self.pid.to_string()])
-            .status();
+        let Some(pid) = self.child.id() else { return };
+        let pid = pid.to_string();
+        let _ = if self.wrapped {
+            std::process::Command::new("pkill")
+                .args([sig, "-P", &pid])
+                .status()
+        } else {
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+        };
     }
 
     /// Polls `/v1/ready`; `Err(log)` if maxine exited first.
@@ -154,7 +147,14 @@ impl ServerProcess {
     /// `kill -9`: no shutdown, no flush.
     pub async fn kill9(mut self) {
         self.signal("-KILL");
-        let _ = self.child.wait().await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            // The wrapper outlived maxine: end it too, then never hang here.
+            let _ = self.child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        }
     }
 
     /// SIGTERM, and waits for a clean exit.
