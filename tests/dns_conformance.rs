@@ -567,26 +567,30 @@ async fn idle_tcp_connections_are_closed() {
     assert_eq!(n, 0, "EOF");
 }
 
+/// Opens a connection, sends a query and tells whether the server closed
+/// it instead of answering.
+async fn new_connection_is_closed(s: &TestServer) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
+    let q = query("maxine.", RecordType::SOA, None);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend(q);
+    let _ = c.write_all(&framed).await;
+    let mut buf = [0u8; 2];
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
 #[tokio::test]
 async fn tcp_connections_per_client_are_capped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start_with(|c| c.dns.tcp_max_connections_per_ip = 2).await;
     let _a = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     // Give the acceptor time to count both before the third arrives.
     assert_eventually!(
-        {
-            let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
-            let q = query("maxine.", RecordType::SOA, None);
-            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-            framed.extend(q);
-            let _ = c.write_all(&framed).await;
-            let mut buf = [0u8; 2];
-            matches!(
-                tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await,
-                Ok(Ok(0)) | Ok(Err(_))
-            )
-        },
+        { new_connection_is_closed(&s).await },
         "a third connection from the same address is closed"
     );
     drop((_a, _b));
@@ -774,23 +778,11 @@ async fn a_client_that_stops_reading_does_not_hold_its_connection_or_shutdown() 
 
 #[tokio::test]
 async fn tcp_connections_in_total_are_capped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start_with(|c| c.dns.tcp_max_connections = 2).await;
     let _a = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     assert_eventually!(
-        {
-            let mut c = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
-            let q = query("maxine.", RecordType::SOA, None);
-            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-            framed.extend(q);
-            let _ = c.write_all(&framed).await;
-            let mut buf = [0u8; 2];
-            matches!(
-                tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await,
-                Ok(Ok(0)) | Ok(Err(_))
-            )
-        },
+        { new_connection_is_closed(&s).await },
         "a third connection is closed"
     );
 }
