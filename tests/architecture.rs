@@ -73,6 +73,9 @@ fn front_ends_do_not_call_each_other() {
 
 #[test]
 fn the_store_does_not_reach_into_front_ends_or_config() {
-    let v = violations("store", &["crate::dns", "crate::http", "crate::config", "axum"]);
+    let v = violations(
+        "store",
+        &["crate::dns", "crate::http", "crate::config", "axum"],
+    );
     assert!(v.is_empty(), "store imports a front end:\n{}", v.join("\n"));
 }

@@ -590,7 +590,7 @@ async fn tcp_connections_per_client_are_capped() {
     let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     // Give the acceptor time to count both before the third arrives.
     assert_eventually!(
-        { new_connection_is_closed(&s).await },
+        new_connection_is_closed(&s).await,
         "a third connection from the same address is closed"
     );
     drop((_a, _b));
@@ -782,7 +782,7 @@ async fn tcp_connections_in_total_are_capped() {
     let _a = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     let _b = tokio::net::TcpStream::connect(s.dns_addr).await.unwrap();
     assert_eventually!(
-        { new_connection_is_closed(&s).await },
+        new_connection_is_closed(&s).await,
         "a third connection is closed"
     );
 }
