@@ -224,6 +224,33 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 }
 
 impl Instance {
+    /// The instance a registration (or a restored record) describes.
+    pub(crate) fn from_spec(
+        key: &super::registry::ServiceKey,
+        id: InstanceId,
+        spec: InstanceSpec,
+        health: Health,
+        index: u64,
+        deadline_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            service: key.service.clone(),
+            datacenter: key.dc.clone(),
+            address: spec.address,
+            port: spec.port,
+            version: spec.version,
+            tags: spec.tags,
+            metadata: spec.metadata,
+            weight: spec.weight,
+            ttl: spec.ttl,
+            health,
+            index,
+            compat: spec.compat,
+            deadline_ms: AtomicU64::new(deadline_ms),
+        }
+    }
+
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_ms.load(Ordering::Acquire)
     }

@@ -222,23 +222,10 @@ pub struct Restorer<'r> {
 impl Restorer<'_> {
     pub fn add(&mut self, r: Restored) {
         self.max_index = self.max_index.max(r.index);
-        let spec = r.spec;
-        let instance = Arc::new(Instance {
-            id: r.id,
-            service: r.key.service.clone(),
-            datacenter: r.key.dc.clone(),
-            address: spec.address,
-            port: spec.port,
-            version: spec.version,
-            tags: spec.tags,
-            metadata: spec.metadata,
-            weight: spec.weight,
-            ttl: spec.ttl,
-            health: r.health,
-            index: r.index,
-            compat: spec.compat,
-            deadline_ms: AtomicU64::new(self.now_ms + spec.ttl.as_millis() as u64),
-        });
+        let deadline = self.now_ms + r.spec.ttl.as_millis() as u64;
+        let instance = Arc::new(Instance::from_spec(
+            &r.key, r.id, r.spec, r.health, r.index, deadline,
+        ));
         self.by_service.entry(r.key).or_default().push(instance);
     }
 
@@ -526,22 +513,14 @@ impl Registry {
         }
         let index = self.next_index();
         let deadline = self.ms(now) + spec.ttl.as_millis() as u64;
-        let instance = Arc::new(Instance {
-            id: id.clone(),
-            service: key.service.clone(),
-            datacenter: key.dc.clone(),
-            address: spec.address,
-            port: spec.port,
-            version: spec.version,
-            tags: spec.tags,
-            metadata: spec.metadata,
-            weight: spec.weight,
-            ttl: spec.ttl,
-            health: Health::Passing,
+        let instance = Arc::new(Instance::from_spec(
+            &key,
+            id.clone(),
+            spec,
+            Health::Passing,
             index,
-            compat: spec.compat,
-            deadline_ms: AtomicU64::new(deadline),
-        });
+            deadline,
+        ));
         w.datacenters.insert(key.dc.clone());
         schedule(&mut w, deadline, &key, &id, index);
         let event = Event {
