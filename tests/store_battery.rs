@@ -265,19 +265,8 @@ mod server {
     }
 
     async fn maxine(args: &[String]) -> String {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_maxine"))
-            .args(args)
-            .env_remove("MAXINE_STORE")
-            .env_remove("MAXINE_DATA_DIR")
-            .output()
-            .await
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "maxine {args:?}: {text}");
+        let (ok, text) = crate::common::run_maxine(args).await;
+        assert!(ok, "maxine {args:?}: {text}");
         text
     }
 

@@ -8,21 +8,7 @@ use common::TestServer;
 use serde_json::json;
 
 async fn maxine(args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_maxine"))
-        .args(args)
-        .env_remove("MAXINE_STORE")
-        .env_remove("MAXINE_DATA_DIR")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::run_maxine(args).await
 }
 
 #[tokio::test]

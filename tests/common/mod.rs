@@ -254,6 +254,24 @@ pub fn query(name: &str, rtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> 
     bytes
 }
 
+/// Runs the `maxine` program (a client subcommand) without the store
+/// settings of the environment; returns success and stdout+stderr.
+pub async fn run_maxine<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_maxine"))
+        .args(args)
+        .env_remove("MAXINE_STORE")
+        .env_remove("MAXINE_DATA_DIR")
+        .output()
+        .await
+        .expect("maxine runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Waits for a condition, polling, instead of sleeping a fixed time.
 #[macro_export]
 macro_rules! assert_eventually {
