@@ -8,7 +8,8 @@
 # STORE is passed to --store (file, memory or redis://...). BATCHES=1 logs
 # every store commit (trace level) and prints batch sizes and commit times
 # at the end (needs python3). Needs wrk
-# (Debian: apt-get install wrk). Every registration has a new id, spread
+# (Debian: apt-get install wrk). MAXINE_BIN=PATH runs that binary instead of
+# building the repository. Every registration has a new id, spread
 # over SERVICES services (default 1000); heartbeats go round 10,000
 # registered instances.
 set -euo pipefail
@@ -21,13 +22,13 @@ load_cpu=${LOAD_CPU:-1}
 services=${SERVICES:-1000}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release --quiet
+if [ -z "${MAXINE_BIN:-}" ]; then cargo build --release --quiet; MAXINE_BIN=target/release/maxine; fi
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -0 "$pid" 2>/dev/null || tail -5 "$work/server.log" >&2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
 level=warn
 [ "${BATCHES:-0}" = 1 ] && level="warn,maxine::store=trace"
-taskset -c "$server_cpu" target/release/maxine serve \
+env -u MAXINE_BIN taskset -c "$server_cpu" "$MAXINE_BIN" serve \
   --data-dir "$work/data" --store "$store" --log-level "$level" --log-format json \
   --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" >"$work/server.log" 2>&1 &
 pid=$!

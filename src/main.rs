@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 use maxine::app::{App, Listeners};
 use maxine::config::{Config, LogFormat, Sources};
 
+/// The server's allocator: docs/adr/0004-mimalloc-allocator.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "maxine", version, about = "DNS-first service discovery")]
 struct Cli {
