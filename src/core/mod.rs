@@ -10,7 +10,10 @@ pub mod names;
 pub mod naming;
 pub mod registry;
 
-pub use model::{Address, CompatFields, Health, Instance, InstanceSpec, ModelError};
+pub use model::{
+    Address, CompatFields, Health, Instance, InstanceSpec, Metadata, ModelError, Tags, Text,
+    Version,
+};
 pub use names::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use naming::NameTarget;
 pub use registry::{

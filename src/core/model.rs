@@ -90,11 +90,283 @@ pub enum Health {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompatFields {
-    pub service_name: String,
-    pub node_name: String,
-    pub host_name: String,
+    pub service_name: Text,
+    pub node_name: Text,
+    pub host_name: Text,
     pub ssl: bool,
-    pub path: String,
+    pub path: Text,
+}
+
+/// A string that does not change once built: a `Box<str>` (16 bytes and no
+/// spare capacity, where a `String` takes 24 and may carry some; empty, it
+/// takes no heap) that reads and compares like a `String`. The registry holds
+/// one for each string of each instance.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Text(Box<str>);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(s.into_boxed_str())
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// A version string in one pointer (8 bytes, none when empty). The registry
+/// shares one copy among the instances of a service that run the same
+/// version, so an instance pays only the pointer. Reads and compares like a
+/// `String`.
+#[derive(Clone, Default)]
+pub struct Version(Option<Arc<Box<str>>>);
+
+impl Version {
+    pub fn as_str(&self) -> &str {
+        self.0.as_deref().map_or("", |s| s)
+    }
+}
+
+impl From<String> for Version {
+    fn from(s: String) -> Self {
+        Self((!s.is_empty()).then(|| Arc::new(s.into_boxed_str())))
+    }
+}
+
+impl From<&str> for Version {
+    fn from(s: &str) -> Self {
+        Self((!s.is_empty()).then(|| Arc::new(Box::from(s))))
+    }
+}
+
+impl std::ops::Deref for Version {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Version {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Version {}
+
+/// Hashes as its `str` does, so a set of versions can be searched by `&str`.
+impl std::hash::Hash for Version {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialEq<str> for Version {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Version {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Version {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A list behind one thin pointer: 8 bytes, for lists most instances leave
+/// empty (no heap then; two small allocations otherwise).
+type ThinSlice<T> = Option<Box<Box<[T]>>>;
+
+fn thin<T>(items: impl IntoIterator<Item = T>) -> ThinSlice<T> {
+    let items: Box<[T]> = items.into_iter().collect();
+    (!items.is_empty()).then(|| Box::new(items))
+}
+
+fn slice<T>(thin: &ThinSlice<T>) -> &[T] {
+    thin.as_deref().map_or(&[], |s| s)
+}
+
+/// An instance's tags, in the order given. Reads as a `[Text]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tags(ThinSlice<Text>);
+
+impl std::ops::Deref for Tags {
+    type Target = [Text];
+    fn deref(&self) -> &[Text] {
+        slice(&self.0)
+    }
+}
+
+impl FromIterator<Text> for Tags {
+    fn from_iter<I: IntoIterator<Item = Text>>(items: I) -> Self {
+        Self(thin(items))
+    }
+}
+
+impl std::fmt::Debug for Tags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// An instance's metadata: pairs sorted by key (keys are unique), shown as a
+/// JSON object in key order, as the `BTreeMap` of a spec is. A map would
+/// allocate a whole B-tree node (hundreds of bytes) for a single entry.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metadata(ThinSlice<(Text, Text)>);
+
+impl Metadata {
+    fn pairs(&self) -> &[(Text, Text)] {
+        slice(&self.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+
+    /// The pairs in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Text> {
+        let pairs = self.pairs();
+        let at = pairs.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(&pairs[at].1)
+    }
+}
+
+impl std::ops::Index<&str> for Metadata {
+    type Output = Text;
+    fn index(&self, key: &str) -> &Text {
+        self.get(key).expect("no entry found for key")
+    }
+}
+
+impl From<BTreeMap<String, String>> for Metadata {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(thin(map.into_iter().map(|(k, v)| (k.into(), v.into()))))
+    }
+}
+
+impl PartialEq<BTreeMap<String, String>> for Metadata {
+    fn eq(&self, other: &BTreeMap<String, String>) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .zip(other)
+                .all(|((k, v), (ok, ov))| k == ok && v == ov)
+    }
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// A registration as the API hands it to the registry, before validation.
@@ -195,6 +467,13 @@ pub enum ModelError {
 
 /// One registered instance. Immutable but for its heartbeat deadline, which
 /// heartbeats move without taking the registry's write lock.
+///
+/// A registry holds one per instance, so its size matters: with the `Arc`'s
+/// counts it must stay within a 160-byte allocator size class (a test checks
+/// it). Service and datacenter names are thin shared pointers, strings are
+/// boxed (no spare capacity), the version is shared within its service, and
+/// what most instances leave empty (tags, metadata, the Maxine fields) costs
+/// one pointer and no heap when empty.
 #[derive(Debug, Serialize)]
 pub struct Instance {
     pub id: InstanceId,
@@ -202,9 +481,9 @@ pub struct Instance {
     pub datacenter: Datacenter,
     pub address: Address,
     pub port: u16,
-    pub version: String,
-    pub tags: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
+    pub version: Version,
+    pub tags: Tags,
+    pub metadata: Metadata,
     pub weight: u16,
     #[serde(serialize_with = "ser_secs")]
     pub ttl: Duration,
@@ -212,11 +491,16 @@ pub struct Instance {
     /// Index of the change that produced this value of the instance.
     pub index: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub compat: Option<CompatFields>,
+    pub compat: Option<Box<CompatFields>>,
     /// Milliseconds since the registry's epoch after which the instance turns
     /// critical unless a heartbeat moves it.
     #[serde(skip)]
     pub(crate) deadline_ms: AtomicU64,
+    /// Where the registry's timer map holds this value (ms since the epoch),
+    /// so the entry can be removed when the value is replaced. Only read and
+    /// written under the registry's write lock.
+    #[serde(skip)]
+    pub(crate) timer_ms: AtomicU64,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -224,11 +508,14 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 }
 
 impl Instance {
-    /// The instance a registration (or a restored record) describes.
+    /// The instance a registration (or a restored record) describes;
+    /// `version` stands for the spec's (which is not read): the registry
+    /// shares one copy per service.
     pub(crate) fn from_spec(
         key: &super::registry::ServiceKey,
         id: InstanceId,
         spec: InstanceSpec,
+        version: Version,
         health: Health,
         index: u64,
         deadline_ms: u64,
@@ -239,15 +526,16 @@ impl Instance {
             datacenter: key.dc.clone(),
             address: spec.address,
             port: spec.port,
-            version: spec.version,
-            tags: spec.tags,
-            metadata: spec.metadata,
+            version,
+            tags: spec.tags.into_iter().map(Text::from).collect(),
+            metadata: spec.metadata.into(),
             weight: spec.weight,
             ttl: spec.ttl,
             health,
             index,
-            compat: spec.compat,
+            compat: spec.compat.map(Box::new),
             deadline_ms: AtomicU64::new(deadline_ms),
+            timer_ms: AtomicU64::new(0),
         }
     }
 
@@ -276,6 +564,7 @@ impl Instance {
             index,
             compat: self.compat.clone(),
             deadline_ms: AtomicU64::new(self.deadline_ms()),
+            timer_ms: AtomicU64::new(0),
         }
     }
 }
@@ -301,6 +590,40 @@ mod tests {
         for bad in ["", "a..b", "-a.com", "a b", "http://x"] {
             assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_instance_and_its_arc_counts_fit_a_160_byte_size_class() {
+        // mimalloc's size classes around it: 128, 160, 192. One more field
+        // of 8 bytes would cost 32 per instance.
+        let size = std::mem::size_of::<Instance>() + 16;
+        assert!(size <= 160, "{size} bytes");
+    }
+
+    #[test]
+    fn boxed_fields_serialize_as_the_spec_types_do() {
+        let mut map = BTreeMap::new();
+        map.insert("zone".to_string(), "b".to_string());
+        map.insert("az".to_string(), "1".to_string());
+        let tags = vec!["x".to_string(), "a".to_string()];
+        let compact: Tags = tags.iter().map(|t| Text::from(t.as_str())).collect();
+        let meta = Metadata::from(map.clone());
+        assert_eq!(json(&compact), json(&tags));
+        assert_eq!(json(&meta), json(&map));
+        assert_eq!(json(&Metadata::default()), "{}");
+        assert_eq!(json(&Tags::default()), "[]");
+        assert_eq!(json(&Version::from("2.1.0")), "\"2.1.0\"");
+        assert_eq!(json(&Version::default()), "\"\"");
+        assert!(meta == map && meta["az"] == "1" && meta.get("nope").is_none());
+        assert_eq!(format!("{meta:?}"), format!("{map:?}"));
+        assert_eq!(format!("{compact:?}"), format!("{tags:?}"));
+        let (empty, one) = (Version::from(""), Version::from("1"));
+        assert!(empty.is_empty() && empty.0.is_none() && one == "1" && one == *"1");
+    }
+
+    fn json<T: Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
     }
 
     #[test]

@@ -55,18 +55,18 @@ fn check_label(what: &'static str, raw: &str) -> Result<(), NameError> {
 }
 
 macro_rules! label_newtype {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $repr:ty) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(Arc<str>);
+        pub struct $name($repr);
 
         impl $name {
             /// Validates `raw` (case-insensitively: it is stored in lowercase).
             pub fn new(raw: &str) -> Result<Self, NameError> {
                 let lower = raw.to_ascii_lowercase();
                 check_label($what, &lower)?;
-                Ok(Self(Arc::from(lower)))
+                Ok(Self(<$repr>::from(lower.into_boxed_str())))
             }
 
             pub fn as_str(&self) -> &str {
@@ -95,28 +95,36 @@ macro_rules! label_newtype {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", &*self.0)
+                write!(f, "{:?}", self.as_str())
             }
         }
     };
 }
 
+// Service and datacenter names are shared by every instance that holds them,
+// so a thin pointer (8 bytes, where `Arc<str>` takes 16; one more allocation
+// per name) keeps each instance smaller. Instance ids are one per instance:
+// there the extra allocation would cost more than the pointer saves.
 label_newtype!(
     /// A service name: one DNS label, lowercase, never shaped like a version selector.
     /// Cloning copies a pointer.
     ServiceName,
-    "service name"
+    "service name",
+    Arc<Box<str>>
 );
 label_newtype!(
-    /// A datacenter name: one DNS label, like a service name.
+    /// A datacenter name: one DNS label, like a service name. Cloning copies
+    /// a pointer.
     Datacenter,
-    "datacenter"
+    "datacenter",
+    Arc<Box<str>>
 );
 label_newtype!(
     /// An instance id, unique within its service: one DNS label, so that
-    /// `<id>.<service>.<dc>.<zone>` names the instance.
+    /// `<id>.<service>.<dc>.<zone>` names the instance. Cloning copies a pointer.
     InstanceId,
-    "instance id"
+    "instance id",
+    Arc<str>
 );
 
 /// Turns a free-form name (as the Maxine SDKs send them, e.g. `Payment_Service`)

@@ -12,14 +12,14 @@
 //! ([`Registry::expire`]), so a million instances cost a million map entries,
 //! not a million timers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::model::{Health, Instance, InstanceSpec, ModelError};
+use super::model::{Health, Instance, InstanceSpec, ModelError, Version};
 use super::names::{Datacenter, InstanceId, ServiceName, VersionSelector};
 
 /// A service in a datacenter: the unit that answers are built for.
@@ -35,14 +35,119 @@ impl ServiceKey {
     }
 }
 
+/// A service's instances, sorted by id: one pointer each (a map would add a
+/// copy of the id and its share of B-tree nodes to every instance). Read it
+/// as a `BTreeMap<InstanceId, Arc<Instance>>`; cloning copies the pointers.
+#[derive(Clone, Default)]
+pub struct Instances(Box<[Arc<Instance>]>);
+
+/// The `(id, instance)` pairs of [`Instances`], in id order.
+pub type InstancesIter<'a> = std::iter::Map<
+    std::slice::Iter<'a, Arc<Instance>>,
+    fn(&'a Arc<Instance>) -> (&'a InstanceId, &'a Arc<Instance>),
+>;
+
+impl Instances {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, id: &InstanceId) -> Option<&Arc<Instance>> {
+        let at = self.0.binary_search_by(|i| i.id.cmp(id)).ok()?;
+        Some(&self.0[at])
+    }
+
+    pub fn contains_key(&self, id: &InstanceId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The instances in id order.
+    pub fn values(&self) -> std::slice::Iter<'_, Arc<Instance>> {
+        self.0.iter()
+    }
+
+    /// The ids in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &InstanceId> + ExactSizeIterator {
+        self.0.iter().map(|i| &i.id)
+    }
+
+    pub fn iter(&self) -> InstancesIter<'_> {
+        self.0.iter().map(|i| (&i.id, i))
+    }
+
+    /// These instances with `changes` applied (of two changes of one id, the
+    /// later wins), in one pass; with the values the result no longer holds
+    /// and the new values it does.
+    fn with_changes(
+        &self,
+        mut changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+    ) -> (Self, Vec<Arc<Instance>>, Vec<Arc<Instance>>) {
+        changes.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later change stays later
+        let mut out = Vec::with_capacity(self.len() + changes.len());
+        let (mut gone, mut added) = (Vec::new(), Vec::new());
+        let mut old = self.0.iter().peekable();
+        let mut changes = changes.into_iter().peekable();
+        while let Some((id, new)) = changes.next() {
+            if changes.peek().is_some_and(|(next, _)| *next == id) {
+                continue;
+            }
+            while let Some(i) = old.next_if(|i| i.id < id) {
+                out.push(i.clone());
+            }
+            if let Some(i) = old.next_if(|i| i.id == id) {
+                gone.push(i.clone());
+            }
+            if let Some(new) = new {
+                added.push(new.clone());
+                out.push(new);
+            }
+        }
+        out.extend(old.cloned());
+        (Self(out.into_boxed_slice()), gone, added)
+    }
+}
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<&InstanceId> for Instances {
+    type Output = Arc<Instance>;
+    fn index(&self, id: &InstanceId) -> &Arc<Instance> {
+        self.get(id).expect("no entry found for key")
+    }
+}
+
+impl<'a> IntoIterator for &'a Instances {
+    type Item = (&'a InstanceId, &'a Arc<Instance>);
+    type IntoIter = InstancesIter<'a>;
+    fn into_iter(self) -> InstancesIter<'a> {
+        self.iter()
+    }
+}
+
 /// One service's instances at one index. Immutable; cloning the `Arc` is free.
 #[derive(Debug)]
 pub struct ServiceSnapshot {
     pub key: ServiceKey,
     /// All instances, sorted by id.
-    pub instances: BTreeMap<InstanceId, Arc<Instance>>,
-    /// Instances by every version selector that matches them (O(1) lookup).
-    by_selector: HashMap<VersionSelector, Vec<Arc<Instance>>>,
+    pub instances: Instances,
+    /// For each version number some instance runs (`2.1.0` and `v2.1.0-rc1`
+    /// are one), the positions of its instances in `instances`, in id order:
+    /// four bytes per instance, however many selectors match it.
+    groups: Box<[Box<[u32]>]>,
+    /// Every version selector that matches some instance, sorted, with the
+    /// groups it matches.
+    by_selector: Box<[(VersionSelector, Box<[u32]>)]>,
+    /// The distinct versions of the instances, sorted: the copies that new
+    /// values of the service share.
+    versions: Box<[Version]>,
     /// Index of the latest change to this service.
     pub index: u64,
     /// Shared by every snapshot of the service, so round robin survives writes.
@@ -50,56 +155,80 @@ pub struct ServiceSnapshot {
 }
 
 impl ServiceSnapshot {
-    fn build(
-        key: ServiceKey,
-        instances: BTreeMap<InstanceId, Arc<Instance>>,
-        index: u64,
-        rr: Arc<AtomicUsize>,
-    ) -> Self {
+    fn build(key: ServiceKey, instances: Instances, index: u64, rr: Arc<AtomicUsize>) -> Self {
         // A service runs few versions: parse each distinct one once and fill
-        // one list per selector, in id order, then index the lists. (Every
-        // write rebuilds this, so per-instance parsing and hashing add up.)
-        let mut versions: Vec<(&str, Vec<usize>)> = Vec::new();
+        // one list per version number, in id order. (Every write rebuilds
+        // this, so per-instance parsing and hashing add up.)
+        let mut versions: Vec<(&Version, Option<usize>)> = Vec::new();
         let mut version_at: HashMap<&str, usize> = HashMap::new();
-        let mut slot_of: HashMap<VersionSelector, usize> = HashMap::new();
-        let mut lists: Vec<(VersionSelector, Vec<Arc<Instance>>)> = Vec::new();
-        for inst in instances.values() {
+        let mut group_of: HashMap<VersionSelector, usize> = HashMap::new();
+        let mut groups: Vec<(Vec<VersionSelector>, Vec<u32>)> = Vec::new();
+        for (pos, inst) in instances.values().enumerate() {
             let known = if versions.len() <= 8 {
-                versions.iter().position(|(v, _)| *v == inst.version)
+                versions.iter().position(|(v, _)| **v == inst.version)
             } else {
-                version_at.get(inst.version.as_str()).copied()
+                version_at.get(&*inst.version).copied()
             };
             let at = known.unwrap_or_else(|| {
-                let slots = VersionSelector::all_for(&inst.version)
-                    .into_iter()
-                    .map(|sel| {
-                        *slot_of.entry(sel).or_insert_with(|| {
-                            lists.push((sel, Vec::new()));
-                            lists.len() - 1
-                        })
+                // The longest selector names the version number exactly.
+                let selectors = VersionSelector::all_for(&inst.version);
+                let group = selectors.last().map(|exact| {
+                    *group_of.entry(*exact).or_insert_with(|| {
+                        groups.push((selectors.clone(), Vec::new()));
+                        groups.len() - 1
                     })
-                    .collect();
-                versions.push((&inst.version, slots));
-                version_at.insert(&inst.version, versions.len() - 1);
+                });
+                versions.push((&inst.version, group));
+                version_at.insert(inst.version.as_str(), versions.len() - 1);
                 versions.len() - 1
             });
-            for &i in &versions[at].1 {
-                lists[i].1.push(inst.clone());
+            if let Some(g) = versions[at].1 {
+                groups[g].1.push(pos as u32);
             }
         }
-        let by_selector: HashMap<VersionSelector, Vec<Arc<Instance>>> = lists.into_iter().collect();
+        let mut by_selector: BTreeMap<VersionSelector, Vec<u32>> = BTreeMap::new();
+        for (g, (selectors, _)) in groups.iter().enumerate() {
+            for sel in selectors {
+                by_selector.entry(*sel).or_default().push(g as u32);
+            }
+        }
+        let mut versions: Box<[Version]> = versions.into_iter().map(|(v, _)| v.clone()).collect();
+        versions.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
         Self {
             key,
+            groups: groups.into_iter().map(|(_, p)| p.into()).collect(),
+            by_selector: by_selector
+                .into_iter()
+                .map(|(s, g)| (s, g.into()))
+                .collect(),
+            versions,
             instances,
-            by_selector,
             index,
             rr,
         }
     }
 
+    /// This service's copy of `version`, if an instance runs it.
+    fn version(&self, version: &str) -> Option<&Version> {
+        let at = self
+            .versions
+            .binary_search_by(|v| v.as_str().cmp(version))
+            .ok()?;
+        Some(&self.versions[at])
+    }
+
     /// The version selectors that match at least one instance.
     pub fn selectors(&self) -> impl Iterator<Item = &VersionSelector> {
-        self.by_selector.keys()
+        self.by_selector.iter().map(|(s, _)| s)
+    }
+
+    /// The version groups `sel` matches; `None` when no instance matches it.
+    fn groups_of(&self, sel: &VersionSelector) -> Option<&[u32]> {
+        let at = self
+            .by_selector
+            .binary_search_by(|(s, _)| s.cmp(sel))
+            .ok()?;
+        Some(&self.by_selector[at].1)
     }
 
     /// Instances matching `version` (all when `None`), passing ones only when
@@ -110,13 +239,27 @@ impl ServiceSnapshot {
         healthy_only: bool,
     ) -> Vec<Arc<Instance>> {
         let keep = |i: &&Arc<Instance>| !healthy_only || i.is_passing();
-        match version {
-            None => self.instances.values().filter(keep).cloned().collect(),
-            Some(sel) => self
-                .by_selector
-                .get(sel)
-                .map(|v| v.iter().filter(keep).cloned().collect())
-                .unwrap_or_default(),
+        let Some(sel) = version else {
+            return self.instances.values().filter(keep).cloned().collect();
+        };
+        let at = |p: &u32| &self.instances.0[*p as usize];
+        match self.groups_of(sel) {
+            None => Vec::new(),
+            Some([g]) => self.groups[*g as usize]
+                .iter()
+                .map(at)
+                .filter(keep)
+                .cloned()
+                .collect(),
+            Some(gs) => {
+                // Several version numbers (v2: 2.1.0 and 2.2.0): back to id order.
+                let mut positions: Vec<u32> = gs
+                    .iter()
+                    .flat_map(|g| self.groups[*g as usize].iter().copied())
+                    .collect();
+                positions.sort_unstable();
+                positions.iter().map(at).filter(keep).cloned().collect()
+            }
         }
     }
 
@@ -216,15 +359,25 @@ pub struct Restorer<'r> {
     registry: &'r Registry,
     now_ms: u64,
     by_service: HashMap<ServiceKey, Vec<Arc<Instance>>>,
+    /// One copy of each version string (shared across services too).
+    versions: HashSet<Version>,
     max_index: u64,
 }
 
 impl Restorer<'_> {
-    pub fn add(&mut self, r: Restored) {
+    pub fn add(&mut self, mut r: Restored) {
         self.max_index = self.max_index.max(r.index);
         let deadline = self.now_ms + r.spec.ttl.as_millis() as u64;
+        let version = match self.versions.get(r.spec.version.as_str()) {
+            Some(v) => v.clone(),
+            None => {
+                let v = Version::from(std::mem::take(&mut r.spec.version));
+                self.versions.insert(v.clone());
+                v
+            }
+        };
         let instance = Arc::new(Instance::from_spec(
-            &r.key, r.id, r.spec, r.health, r.index, deadline,
+            &r.key, r.id, r.spec, version, r.health, r.index, deadline,
         ));
         self.by_service.entry(r.key).or_default().push(instance);
     }
@@ -241,14 +394,15 @@ impl Restorer<'_> {
             .fetch_max(self.max_index.max(last_index), Ordering::AcqRel);
         let mut report = RestoreReport::default();
         let mut published = Vec::with_capacity(self.by_service.len());
+        let mut timers = Vec::new();
         let services = reg.inner.services.pin();
         for (key, mut list) in self.by_service {
-            // By id, the highest index first; a BTreeMap is then built in bulk.
+            // By id, the highest index first.
             list.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(b.index.cmp(&a.index)));
-            let mut fresh: Vec<(InstanceId, Arc<Instance>)> = Vec::with_capacity(list.len());
+            let mut fresh: Vec<Arc<Instance>> = Vec::with_capacity(list.len());
             for inst in list {
-                if let Some((id, kept)) = fresh.last()
-                    && *id == inst.id
+                if let Some(kept) = fresh.last()
+                    && kept.id == inst.id
                 {
                     // The same record twice (a store may list one twice) is
                     // not an older value to delete.
@@ -257,22 +411,24 @@ impl Restorer<'_> {
                     }
                     continue;
                 }
-                let timer_at = match inst.health {
-                    Health::Passing => inst.deadline_ms(),
-                    Health::Critical => inst.deadline_ms() + reap_ms,
-                };
-                schedule(&mut w, timer_at, &key, &inst.id, inst.index);
-                fresh.push((inst.id.clone(), inst));
+                fresh.push(inst);
             }
             report.loaded += fresh.len();
             w.datacenters.insert(key.dc.clone());
+            timers.extend(fresh.iter().map(|i| (due_ms(i, reap_ms), i.clone())));
             let (instances, rr) = match services.get(&key) {
                 Some(s) => {
-                    let mut all = s.instances.clone();
-                    all.extend(fresh);
+                    let changes = fresh.into_iter().map(|i| (i.id.clone(), Some(i)));
+                    let (all, gone, _) = s.instances.with_changes(changes.collect());
+                    for old in &gone {
+                        unschedule(&mut w, old);
+                    }
                     (all, s.rr.clone())
                 }
-                None => (BTreeMap::from_iter(fresh), Arc::new(AtomicUsize::new(0))),
+                None => (
+                    Instances(fresh.into_boxed_slice()),
+                    Arc::new(AtomicUsize::new(0)),
+                ),
             };
             let index = instances.values().map(|i| i.index).max().unwrap_or(0);
             let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
@@ -280,6 +436,7 @@ impl Restorer<'_> {
             published.push((key, Some(snap)));
         }
         drop(services);
+        schedule_all(&mut w, timers);
         let batch = Batch {
             events: &[],
             services: &published,
@@ -338,9 +495,11 @@ struct Inner {
 }
 
 struct WriteState {
-    /// Timer map: deadline (ms since epoch) -> instances to look at then,
-    /// each with the index of the instance value it was scheduled for.
-    timers: BTreeMap<u64, Vec<(ServiceKey, InstanceId, u64)>>,
+    /// Timer map: (deadline in ms since the epoch, index) -> the instance
+    /// value to look at then. Exactly the current values are in it (each
+    /// knows its place: [`Instance::timer_ms`]), and the index keeps keys
+    /// unique: one pointer per instance, however deadlines spread.
+    timers: BTreeMap<(u64, u64), Arc<Instance>>,
     observers: Vec<Arc<dyn Observer>>,
     datacenters: BTreeSet<Datacenter>,
     /// Labels no service may take (they name static zone data).
@@ -459,7 +618,7 @@ impl Registry {
         };
         let exists = match &q.version {
             None => true,
-            Some(sel) => snap.by_selector.contains_key(sel),
+            Some(sel) => snap.groups_of(sel).is_some(),
         };
         Answer {
             exists,
@@ -489,7 +648,7 @@ impl Registry {
         &self,
         key: ServiceKey,
         id: InstanceId,
-        spec: InstanceSpec,
+        mut spec: InstanceSpec,
         now: Instant,
     ) -> Result<Arc<Instance>, RegistryError> {
         spec.validate()?;
@@ -513,16 +672,20 @@ impl Registry {
         }
         let index = self.next_index();
         let deadline = self.ms(now) + spec.ttl.as_millis() as u64;
+        let version = match current.as_ref().and_then(|s| s.version(&spec.version)) {
+            Some(v) => v.clone(),
+            None => Version::from(std::mem::take(&mut spec.version)),
+        };
         let instance = Arc::new(Instance::from_spec(
             &key,
             id.clone(),
             spec,
+            version,
             Health::Passing,
             index,
             deadline,
         ));
         w.datacenters.insert(key.dc.clone());
-        schedule(&mut w, deadline, &key, &id, index);
         let event = Event {
             index,
             key: key.clone(),
@@ -603,7 +766,6 @@ impl Registry {
         let revived = Arc::new(inst.with_health(Health::Passing, index));
         let deadline = deadline_of(&revived);
         revived.deadline_ms.store(deadline, Ordering::Release);
-        schedule(&mut w, deadline, key, id, index);
         let event = Event {
             index,
             key: key.clone(),
@@ -628,24 +790,24 @@ impl Registry {
     pub fn expire(&self, now: Instant) -> usize {
         let now_ms = self.ms(now);
         let mut w = self.lock();
-        let mut due = Vec::new();
+        // Group by service so each touched service is rebuilt once.
+        let mut by_service: BTreeMap<ServiceKey, Vec<Arc<Instance>>> = BTreeMap::new();
         while let Some(entry) = w.timers.first_entry() {
-            if *entry.key() > now_ms {
+            if entry.key().0 > now_ms {
                 break;
             }
-            due.extend(entry.remove());
-        }
-        if due.is_empty() {
-            return 0;
-        }
-        // Group by service so each touched service is rebuilt once.
-        let mut by_service: BTreeMap<ServiceKey, Vec<(InstanceId, u64)>> = BTreeMap::new();
-        for (key, id, idx) in due {
-            by_service.entry(key).or_default().push((id, idx));
+            let inst = entry.remove();
+            by_service
+                .entry(ServiceKey::new(
+                    inst.datacenter.clone(),
+                    inst.service.clone(),
+                ))
+                .or_default()
+                .push(inst);
         }
         let reap_ms = self.inner.config.reap_after.as_millis() as u64;
         let mut changes_made = 0;
-        for (key, entries) in by_service {
+        for (key, due) in by_service {
             let current = self.service(&key);
             let Some(snap) = current.clone() else {
                 continue;
@@ -653,22 +815,23 @@ impl Registry {
             let mut changes = Vec::new();
             let mut events = Vec::new();
             let mut last_index = snap.index;
-            for (id, scheduled_for) in entries {
-                let Some(inst) = snap.instances.get(&id) else {
-                    continue;
-                };
-                if inst.index != scheduled_for {
-                    continue; // replaced since; its new value has its own timer
+            for inst in due {
+                let id = &inst.id;
+                if !snap
+                    .instances
+                    .get(id)
+                    .is_some_and(|c| Arc::ptr_eq(c, &inst))
+                {
+                    continue; // not current (timers only hold current values)
                 }
                 let deadline = inst.deadline_ms();
                 match inst.health {
                     Health::Passing if deadline > now_ms => {
-                        schedule(&mut w, deadline, &key, &id, inst.index);
+                        schedule(&mut w, &inst, deadline);
                     }
                     Health::Passing => {
                         let index = self.next_index();
                         let critical = Arc::new(inst.with_health(Health::Critical, index));
-                        schedule(&mut w, deadline + reap_ms, &key, &id, index);
                         events.push(Event {
                             index,
                             key: key.clone(),
@@ -677,11 +840,11 @@ impl Registry {
                             instance: Some(critical.clone()),
                             previous: Some(inst.clone()),
                         });
-                        changes.push((id, Some(critical)));
+                        changes.push((id.clone(), Some(critical)));
                         last_index = index;
                     }
                     Health::Critical if deadline + reap_ms > now_ms => {
-                        schedule(&mut w, deadline + reap_ms, &key, &id, inst.index);
+                        schedule(&mut w, &inst, deadline + reap_ms);
                     }
                     Health::Critical => {
                         let index = self.next_index();
@@ -693,7 +856,7 @@ impl Registry {
                             instance: None,
                             previous: Some(inst.clone()),
                         });
-                        changes.push((id, None));
+                        changes.push((id.clone(), None));
                         last_index = index;
                     }
                 }
@@ -711,7 +874,7 @@ impl Registry {
         let w = self.lock();
         w.timers
             .first_key_value()
-            .map(|(ms, _)| self.inner.epoch + Duration::from_millis(*ms))
+            .map(|((ms, _), _)| self.inner.epoch + Duration::from_millis(*ms))
     }
 
     /// Every service as of one index: taken under the write lock, so no
@@ -744,6 +907,7 @@ impl Registry {
             registry: self,
             now_ms: self.ms(now),
             by_service: HashMap::new(),
+            versions: HashSet::new(),
             max_index: 0,
         }
     }
@@ -760,7 +924,6 @@ impl Registry {
         reverts: Vec<Revert>,
         still_current: &dyn Fn(&ServiceKey, &InstanceId) -> bool,
     ) -> usize {
-        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
         let mut w = self.lock();
         let mut by_service: BTreeMap<ServiceKey, Vec<Revert>> = BTreeMap::new();
         for r in reverts {
@@ -787,11 +950,6 @@ impl Registry {
                     if let Some(n) = &now_value {
                         v.deadline_ms.fetch_max(n.deadline_ms(), Ordering::AcqRel);
                     }
-                    let timer_at = match v.health {
-                        Health::Passing => v.deadline_ms(),
-                        Health::Critical => v.deadline_ms() + reap_ms,
-                    };
-                    schedule(&mut w, timer_at, &key, &r.id, index);
                     v
                 });
                 events.push(Event {
@@ -838,15 +996,18 @@ impl Registry {
         index: u64,
         events: Vec<Event>,
     ) {
-        let (mut instances, rr) = match &current {
-            Some(s) => (s.instances.clone(), s.rr.clone()),
-            None => (BTreeMap::new(), Arc::new(AtomicUsize::new(0))),
+        let (instances, rr) = match &current {
+            Some(s) => (&s.instances, s.rr.clone()),
+            None => (&Instances::default(), Arc::new(AtomicUsize::new(0))),
         };
-        for (id, inst) in changes {
-            match inst {
-                Some(i) => instances.insert(id, i),
-                None => instances.remove(&id),
-            };
+        let (instances, gone, added) = instances.with_changes(changes);
+        // Replaced and removed values leave the timer map; new ones enter it.
+        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+        for old in &gone {
+            unschedule(w, old);
+        }
+        for new in &added {
+            schedule(w, new, due_ms(new, reap_ms));
         }
         let services = self.inner.services.pin();
         let published = if instances.is_empty() {
@@ -868,11 +1029,57 @@ impl Registry {
     }
 }
 
-fn schedule(w: &mut WriteState, at_ms: u64, key: &ServiceKey, id: &InstanceId, index: u64) {
-    w.timers
-        .entry(at_ms)
-        .or_default()
-        .push((key.clone(), id.clone(), index));
+/// When an instance value next needs a look: at its deadline while passing,
+/// that plus the reap time once critical.
+fn due_ms(inst: &Instance, reap_ms: u64) -> u64 {
+    match inst.health {
+        Health::Passing => inst.deadline_ms(),
+        Health::Critical => inst.deadline_ms() + reap_ms,
+    }
+}
+
+/// Puts `inst` in the timer map at `at_ms`. Its index makes the key unique;
+/// should two values share one (restored from a store with a duplicate), the
+/// later one is looked at a millisecond later.
+fn schedule(w: &mut WriteState, inst: &Arc<Instance>, mut at_ms: u64) {
+    while let Some(other) = w.timers.get(&(at_ms, inst.index)) {
+        if Arc::ptr_eq(other, inst) {
+            return;
+        }
+        at_ms += 1;
+    }
+    inst.timer_ms.store(at_ms, Ordering::Relaxed);
+    w.timers.insert((at_ms, inst.index), inst.clone());
+}
+
+/// Takes `inst` out of the timer map, if it is there.
+fn unschedule(w: &mut WriteState, inst: &Arc<Instance>) {
+    let at = (inst.timer_ms.load(Ordering::Relaxed), inst.index);
+    if w.timers.get(&at).is_some_and(|t| Arc::ptr_eq(t, inst)) {
+        w.timers.remove(&at);
+    }
+}
+
+/// [`schedule`] for many values at once (a restore): a tree built in bulk
+/// has full nodes, where one built by random inserts has about 30% unused.
+fn schedule_all(w: &mut WriteState, mut timers: Vec<(u64, Arc<Instance>)>) {
+    timers.sort_unstable_by_key(|(at, i)| (*at, i.index));
+    let mut bulk: Vec<((u64, u64), Arc<Instance>)> = Vec::with_capacity(timers.len());
+    let mut clashing = Vec::new();
+    for (at, inst) in timers {
+        let key = (at, inst.index);
+        if bulk.last().is_some_and(|(k, _)| *k == key) || w.timers.contains_key(&key) {
+            clashing.push((at, inst));
+        } else {
+            inst.timer_ms.store(at, Ordering::Relaxed);
+            bulk.push((key, inst));
+        }
+    }
+    let mut built = BTreeMap::from_iter(bulk);
+    w.timers.append(&mut built);
+    for (at, inst) in clashing {
+        schedule(w, &inst, at);
+    }
 }
 
 fn not_found(key: &ServiceKey, id: &InstanceId) -> RegistryError {
@@ -974,6 +1181,133 @@ mod tests {
         assert_eq!(r.answer(&q("v2-1")).instances.len(), 1);
         let missing = r.answer(&q("v4"));
         assert!(!missing.exists && missing.instances.is_empty());
+    }
+
+    #[test]
+    fn selectors_matching_several_versions_answer_in_id_order() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        for (n, v) in [
+            ("a", "2.2.0"),
+            ("b", "2.1.0"),
+            ("c", "v2.1.0-rc1"),
+            ("d", ""),
+        ] {
+            r.register(key("pay"), id(n), spec("10.0.0.1", v, 30), t0)
+                .unwrap();
+        }
+        r.register(key("pay"), id("e"), spec("10.0.0.1", "2.2.0", 30), t0)
+            .unwrap();
+        let snap = r.service(&key("pay")).unwrap();
+        let ids = |v: &str| -> Vec<String> {
+            let sel = VersionSelector::parse(v).unwrap();
+            let picked = snap.select(Some(&sel), false);
+            picked.iter().map(|i| i.id.to_string()).collect()
+        };
+        assert_eq!(ids("v2"), ["a", "b", "c", "e"]);
+        assert_eq!(ids("v2-1"), ["b", "c"]);
+        assert_eq!(
+            ids("v2-1-0"),
+            ["b", "c"],
+            "a suffix is the same version number"
+        );
+        assert_eq!(ids("v2-2-0"), ["a", "e"]);
+        assert!(ids("v3").is_empty());
+        let mut sels: Vec<String> = snap.selectors().map(|s| s.to_string()).collect();
+        sels.sort();
+        assert_eq!(sels, ["v2", "v2-1", "v2-1-0", "v2-2", "v2-2-0"]);
+        assert_eq!(snap.select(None, false).len(), 5);
+        // Instances of one service that run one version share its string.
+        let (a, e) = (&snap.instances[&id("a")], &snap.instances[&id("e")]);
+        assert_eq!(a.version.as_ptr(), e.version.as_ptr());
+    }
+
+    #[test]
+    fn instances_apply_a_batch_of_changes_in_one_pass_the_later_of_two_winning() {
+        let k = key("pay");
+        let inst = |n: &str, index: u64| {
+            let v = Version::from("1.0.0");
+            let spec = spec("10.0.0.1", "1.0.0", 30);
+            Arc::new(Instance::from_spec(
+                &k,
+                id(n),
+                spec,
+                v,
+                Health::Passing,
+                index,
+                0,
+            ))
+        };
+        let (base, gone, added) = Instances::default().with_changes(vec![
+            (id("c"), Some(inst("c", 1))),
+            (id("a"), Some(inst("a", 2))),
+            (id("e"), Some(inst("e", 3))),
+        ]);
+        assert!(gone.is_empty() && added.len() == 3);
+        let (next, gone, added) = base.with_changes(vec![
+            (id("e"), None),
+            (id("b"), Some(inst("b", 4))),
+            (id("a"), Some(inst("a", 5))),
+            (id("b"), Some(inst("b", 6))),
+            (id("x"), None),
+        ]);
+        let seen: Vec<_> = next
+            .iter()
+            .map(|(id, i)| (id.to_string(), i.index))
+            .collect();
+        assert_eq!(seen, [("a".into(), 5), ("b".into(), 6), ("c".into(), 1)]);
+        let indexes = |v: &[Arc<Instance>]| v.iter().map(|i| i.index).collect::<Vec<_>>();
+        assert_eq!(indexes(&gone), [2, 3], "a replaced, e removed");
+        assert_eq!(indexes(&added), [5, 6], "b's first value never took effect");
+        assert!(next.contains_key(&id("c")) && !next.contains_key(&id("e")));
+        assert_eq!(next[&id("b")].index, 6);
+    }
+
+    #[test]
+    fn the_timer_map_holds_exactly_the_current_values() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        let timers = || r.lock().timers.len();
+        for round in 0..50 {
+            let at = t0 + Duration::from_millis(round);
+            r.register(key("pay"), id("a"), spec("10.0.0.1", "", 10), at)
+                .unwrap();
+            r.register(key("pay"), id("b"), spec("10.0.0.2", "", 10), at)
+                .unwrap();
+        }
+        assert_eq!(timers(), 2, "replaced values left the map");
+        r.deregister(&key("pay"), &id("b")).unwrap();
+        assert_eq!(timers(), 1);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(r.expire(at(11)), 1, "a turns critical");
+        assert_eq!(timers(), 1, "its critical value waits for the reap time");
+        r.heartbeat(&key("pay"), &id("a"), at(12)).unwrap();
+        assert_eq!(timers(), 1, "the revived value replaced it");
+        r.heartbeat(&key("pay"), &id("a"), at(20)).unwrap();
+        assert_eq!(r.expire(at(22)), 0, "the heartbeat moved the deadline");
+        assert_eq!(timers(), 1);
+        assert_eq!(r.next_deadline(), Some(at(30)));
+        assert_eq!(r.expire(at(30)), 1);
+        assert_eq!(r.expire(at(30 + 60)), 1, "reaped");
+        assert_eq!(timers(), 0);
+        assert!(r.service(&key("pay")).is_none());
+    }
+
+    #[test]
+    fn restored_values_with_one_index_still_each_expire() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        let report = r.restore(
+            vec![
+                restored("pay", "a", 7, Health::Passing),
+                restored("web", "b", 7, Health::Passing),
+            ],
+            7,
+            t0,
+        );
+        assert_eq!(report.loaded, 2);
+        assert_eq!(r.lock().timers.len(), 2);
+        assert_eq!(r.expire(t0 + Duration::from_secs(11)), 2);
     }
 
     #[test]

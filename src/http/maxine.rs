@@ -230,11 +230,11 @@ impl RegisterBody {
         }
         spec.ttl = Duration::from_secs(timeout_secs) + EXPIRY_GRACE;
         spec.compat = Some(CompatFields {
-            service_name: service_name.to_string(),
-            node_name: node_name.to_string(),
-            host_name: host_name.to_string(),
+            service_name: service_name.into(),
+            node_name: node_name.into(),
+            host_name: host_name.into(),
             ssl,
-            path,
+            path: path.into(),
         });
         spec.validate()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -258,9 +258,9 @@ fn same_registration(inst: &Instance, spec: &InstanceSpec) -> bool {
         && inst.port == spec.port
         && inst.weight == spec.weight
         && inst.ttl == spec.ttl
-        && inst.compat == spec.compat
+        && inst.compat.as_deref() == spec.compat.as_ref()
         && inst.version == spec.version
-        && inst.tags == spec.tags
+        && inst.tags.iter().eq(&spec.tags)
         && inst.metadata == spec.metadata
 }
 
@@ -403,8 +403,8 @@ pub async fn servers(State(st): State<HttpState>) -> Response {
         for inst in passing {
             let (parent, copies) = match &inst.compat {
                 Some(c) => {
-                    service_name = c.service_name.clone();
-                    (c.node_name.clone(), inst.weight)
+                    service_name = c.service_name.to_string();
+                    (c.node_name.to_string(), inst.weight)
                 }
                 // Native instances may weigh up to 65535: one node each.
                 None => (inst.id.to_string(), 1),

@@ -91,7 +91,7 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
         metadata: inst
             .metadata
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)))
             .collect(),
         weight: inst.weight,
         ttl_ms: inst.ttl.as_millis() as u64,
@@ -148,11 +148,11 @@ impl Decoder {
         spec.weight = r.weight;
         spec.ttl = Duration::from_millis(r.ttl_ms);
         spec.compat = r.compat.map(|c| CompatFields {
-            service_name: c.service_name.into_owned(),
-            node_name: c.node_name.into_owned(),
-            host_name: c.host_name.into_owned(),
+            service_name: (&*c.service_name).into(),
+            node_name: (&*c.node_name).into(),
+            host_name: (&*c.host_name).into(),
             ssl: c.ssl,
-            path: c.path.into_owned(),
+            path: (&*c.path).into(),
         });
         spec.validate().map_err(|e| invalid(&e))?;
         Ok(Restored {
