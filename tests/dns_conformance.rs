@@ -168,6 +168,64 @@ async fn naming_grammar_table() {
             authority: &[],
             additional: &[],
         },
+        // Instance names exist with the datacenter only, and hold the
+        // instance's address: other types are NODATA.
+        Case {
+            name: "web-3.payments.dc1.maxine.",
+            qtype: AAAA,
+            rcode: ResponseCode::NoError,
+            answers: &["web-3.payments.dc1.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "web-3.payments.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "web-2.payments.dc1.maxine.",
+            qtype: SRV,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "web-2.payments.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "web-2._payments._tcp.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "web-9.payments.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "web-2.billing.dc1.maxine.",
+            qtype: A,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
         Case {
             name: "billing.maxine.",
             qtype: A,
@@ -631,6 +689,104 @@ async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
     assert_eq!(r.status(), 200);
     let m = s.ask("svc0.maxine.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+/// A change re-encodes only the instances it touches: the service's sets
+/// and every instance name must still be exactly right afterwards.
+#[tokio::test]
+async fn changing_one_instance_leaves_the_others_answered_as_before() {
+    let s = TestServer::start().await;
+    for (id, addr) in [("a", "10.5.0.1"), ("b", "10.5.0.2"), ("c", "fd00::5")] {
+        s.register(
+            "shop",
+            id,
+            json!({"address": addr, "port": 80, "version": "1.0.0"}),
+        )
+        .await;
+    }
+    // b moves and changes version; a goes; d comes.
+    s.register(
+        "shop",
+        "b",
+        json!({"address": "10.5.0.22", "port": 81, "version": "2.0.0"}),
+    )
+    .await;
+    let r = s
+        .http
+        .delete(format!("{}/v1/services/shop/instances/a", s.http_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.register(
+        "shop",
+        "d",
+        json!({"address": "10.5.0.4", "port": 80, "version": "1.0.0"}),
+    )
+    .await;
+    let answers = |m: Message| lines(&m.answers);
+    assert_eq!(
+        answers(s.ask("shop.maxine.", RecordType::A).await),
+        sorted(&[
+            "shop.maxine. 5 IN A 10.5.0.22",
+            "shop.maxine. 5 IN A 10.5.0.4"
+        ])
+    );
+    assert_eq!(
+        answers(s.ask("shop.maxine.", RecordType::AAAA).await),
+        sorted(&["shop.maxine. 5 IN AAAA fd00::5"])
+    );
+    assert_eq!(
+        answers(s.ask("v1.shop.maxine.", RecordType::A).await),
+        sorted(&["v1.shop.maxine. 5 IN A 10.5.0.4"])
+    );
+    assert_eq!(
+        answers(s.ask("v2.shop.maxine.", RecordType::A).await),
+        sorted(&["v2.shop.maxine. 5 IN A 10.5.0.22"])
+    );
+    let srv = s.ask("_shop._tcp.maxine.", RecordType::SRV).await;
+    assert_eq!(
+        answers(srv.clone()),
+        sorted(&[
+            "_shop._tcp.maxine. 5 IN SRV 1 1 81 b.shop.dc1.maxine.",
+            "_shop._tcp.maxine. 5 IN SRV 1 1 80 c.shop.dc1.maxine.",
+            "_shop._tcp.maxine. 5 IN SRV 1 1 80 d.shop.dc1.maxine.",
+        ])
+    );
+    assert_eq!(srv.additionals.len(), 3);
+    assert_eq!(
+        answers(s.ask("b.shop.dc1.maxine.", RecordType::A).await),
+        sorted(&["b.shop.dc1.maxine. 5 IN A 10.5.0.22"])
+    );
+    assert_eq!(
+        answers(s.ask("c.shop.dc1.maxine.", RecordType::AAAA).await),
+        sorted(&["c.shop.dc1.maxine. 5 IN AAAA fd00::5"])
+    );
+    assert_eq!(
+        answers(s.ask("d.shop.dc1.maxine.", RecordType::A).await),
+        sorted(&["d.shop.dc1.maxine. 5 IN A 10.5.0.4"])
+    );
+    let gone = s.ask("a.shop.dc1.maxine.", RecordType::A).await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+    // The last instance going takes every name with it.
+    for id in ["b", "c", "d"] {
+        let r = s
+            .http
+            .delete(format!("{}/v1/services/shop/instances/{id}", s.http_base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for name in [
+        "shop.maxine.",
+        "_shop._tcp.maxine.",
+        "shop.dc1.maxine.",
+        "d.shop.dc1.maxine.",
+    ] {
+        let m = s.ask(name, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@
 //! exactly one reading.
 
 use super::names::{Datacenter, InstanceId, ServiceName, VersionSelector};
-use super::registry::ServiceSnapshot;
+use super::registry::ServiceKey;
 
 /// What a name under the zone refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -112,18 +112,16 @@ pub fn render(t: &NameTarget) -> Vec<String> {
     }
 }
 
-/// Every name a service answers to: the service names (both spellings, with
-/// and without the datacenter when it is local), one per version selector,
-/// and one per instance.
-pub fn names_of(snap: &ServiceSnapshot, local_dc: &Datacenter) -> Vec<NameTarget> {
-    let key = &snap.key;
-    let dcs: Vec<Option<Datacenter>> = if &key.dc == local_dc {
-        vec![None, Some(key.dc.clone())]
-    } else {
-        vec![Some(key.dc.clone())]
-    };
-    let mut out = Vec::new();
-    for dc in &dcs {
+/// The names of a service itself: the address form and the SRV form, with
+/// the datacenter and, when it is local, without. Its version names
+/// (`<selector>.<name>`) and instance names come on top; see [`NameTarget`].
+pub fn service_names(key: &ServiceKey, local_dc: &Datacenter) -> Vec<NameTarget> {
+    let mut dcs = vec![Some(key.dc.clone())];
+    if &key.dc == local_dc {
+        dcs.insert(0, None);
+    }
+    let mut out = Vec::with_capacity(2 * dcs.len());
+    for dc in dcs {
         for srv_form in [false, true] {
             out.push(NameTarget::Service {
                 dc: dc.clone(),
@@ -132,21 +130,6 @@ pub fn names_of(snap: &ServiceSnapshot, local_dc: &Datacenter) -> Vec<NameTarget
                 srv_form,
             });
         }
-        for sel in snap.selectors() {
-            out.push(NameTarget::Service {
-                dc: dc.clone(),
-                service: key.service.clone(),
-                version: Some(*sel),
-                srv_form: false,
-            });
-        }
-    }
-    for id in snap.instances.keys() {
-        out.push(NameTarget::Instance {
-            dc: key.dc.clone(),
-            service: key.service.clone(),
-            id: id.clone(),
-        });
     }
     out
 }

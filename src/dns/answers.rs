@@ -29,15 +29,30 @@ use super::zone::{StaticRrset, Zone};
 #[derive(Debug)]
 pub struct InstanceWire {
     /// The A or AAAA record with the instance's address (None for host
-    /// names), as a one-record section: it is also the instance name's answer.
-    addr: Option<Arc<Section>>,
+    /// names), owner a pointer to the question (`C0 0C`).
+    addr: Option<Box<[u8]>>,
     is_v6: bool,
     /// SRV record, owner a pointer to the question: priority 1, the
     /// instance's weight and port, and its target name uncompressed (RFC 2782
-    /// forbids compressing it).
+    /// forbids compressing it). For an instance with an address the target
+    /// is the instance name, and its additional record is that name and
+    /// the `addr` record's tail.
     srv: Box<[u8]>,
-    /// The target's A/AAAA record, complete, for the additional section.
-    additional: Option<Box<[u8]>>,
+}
+
+/// Where the target name starts in an SRV record: pointer, type, class,
+/// TTL, RDLENGTH, then priority, weight and port.
+const SRV_TARGET_AT: usize = 2 + 10 + 6;
+
+impl InstanceWire {
+    /// Appends the target's address record, complete, for the additional
+    /// section; false when the instance has none (a host-name target).
+    fn push_additional(&self, out: &mut Vec<u8>) -> bool {
+        let Some(addr) = &self.addr else { return false };
+        out.extend_from_slice(&self.srv[SRV_TARGET_AT..]);
+        out.extend_from_slice(&addr[2..]);
+        true
+    }
 }
 
 /// The records of one set, encoded back to back in one buffer, each with a
@@ -78,11 +93,6 @@ impl Section {
         })
     }
 
-    /// The set made of the records of one-record sets, in order.
-    fn concat<'a>(parts: impl IntoIterator<Item = &'a Section>) -> Option<Self> {
-        Self::new(parts.into_iter().map(|s| &s.bytes[..]))
-    }
-
     /// The SRV set of `instances`, with their targets' addresses aligned.
     fn srv(instances: &[&InstanceWire]) -> Option<Self> {
         let mut s = Self::new(instances.iter().map(|w| &w.srv[..]))?;
@@ -90,8 +100,7 @@ impl Section {
         let mut marks = Vec::with_capacity(instances.len());
         let mut count = 0;
         for w in instances {
-            if let Some(rec) = &w.additional {
-                bytes.extend_from_slice(rec);
+            if w.push_additional(&mut bytes) {
                 count += 1;
             }
             marks.push((offset(bytes.len()), count));
@@ -200,7 +209,71 @@ pub struct Node {
     /// At a service name: the answers of `<selector>.<name>` (version names
     /// are looked up through the service's node, not stored one by one).
     versions: Option<Arc<Versions>>,
+    /// At `<service>.<dc>.<zone>`: the answers of `<id>.<service>.<dc>.<zone>`,
+    /// the instance names, also looked up through the service's node.
+    instances: Option<Arc<InstanceTable>>,
     statics: Vec<StaticRrset>,
+}
+
+/// The instance names below a service name: each instance's id label and
+/// its address record, back to back in one buffer, sorted by id for a
+/// binary search. A name per instance in the map would cost a key, a node
+/// and a section each; this costs the bytes.
+#[derive(Debug)]
+struct InstanceTable {
+    bytes: Box<[u8]>,
+    /// Per instance, in id order: where its id ends and its record ends in
+    /// `bytes` (it starts where the previous one's record ends), and the
+    /// record's type (0: no address record, a host-name instance).
+    entries: Box<[(u32, u32, u16)]>,
+}
+
+impl InstanceTable {
+    /// `instances`: (lowercase id label, address record) in id order.
+    fn new<'a>(instances: impl Iterator<Item = (&'a [u8], Option<(u16, &'a [u8])>)>) -> Self {
+        let mut bytes = Vec::new();
+        let mut entries = Vec::new();
+        for (id, rec) in instances {
+            bytes.extend_from_slice(id);
+            let id_end = offset(bytes.len());
+            let rtype = rec.map_or(0, |(t, r)| {
+                bytes.extend_from_slice(r);
+                t
+            });
+            entries.push((id_end, offset(bytes.len()), rtype));
+        }
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            entries: entries.into_boxed_slice(),
+        }
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].1 as usize
+        }
+    }
+
+    /// The instance whose id is `label` (lowercase): its record type and
+    /// record (empty for none).
+    fn find(&self, label: &[u8]) -> Option<(u16, &[u8])> {
+        let id = |i: usize| &self.bytes[self.start(i)..self.entries[i].0 as usize];
+        let (mut lo, mut hi) = (0, self.entries.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match id(mid).cmp(label) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let (id_end, rec_end, rtype) = self.entries[mid];
+                    return Some((rtype, &self.bytes[id_end as usize..rec_end as usize]));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The version names of a service: a handful of selectors, scanned rather
@@ -323,18 +396,27 @@ impl Answers {
         flags.aa = true;
         let names = self.inner.names.pin();
         let qname = req.qname();
-        let node = match names.get(qname) {
-            Some(n) => Some(&**n),
-            None => version_node(&names, qname),
+        let found = match names.get(qname) {
+            Some(n) => Some(Found::Node(n)),
+            None => below_service(&names, qname, req.labels_before(apex_at)),
         };
-        let Some(node) = node else {
+        let Some(found) = found else {
             flags.rcode = rcode::NXDOMAIN;
             let mut w = ReplyWriter::start(out, req, flags, limit);
             self.push_soa(&mut w, apex_at);
             return w.finish(req.edns, 0);
         };
         let mut w = ReplyWriter::start(out, req, flags, limit);
-        match self.write_answer(node, req.qtype, &mut w) {
+        let written = match found {
+            Found::Node(node) => self.write_answer(node, req.qtype, &mut w),
+            Found::Instance(rtype, rec) => {
+                let wanted = req.qtype == rtype || (req.qtype == types::ANY && rtype != 0);
+                // One record of a few dozen bytes after a question that fit
+                // in 512 bytes: it fits in any limit.
+                wanted.then(|| w.push_records(1, rec, 1))
+            }
+        };
+        match written {
             Some(true) => {}
             Some(false) => w.truncate(),
             None => self.push_soa(&mut w, apex_at), // NODATA
@@ -390,24 +472,51 @@ impl Answers {
     }
 }
 
-/// `<selector>.<service name>`: the selector's answers, held by the
-/// service's node. Only plain service names carry them, so
-/// `v2._svc._tcp.<zone>` or `v2.<instance>...` do not exist.
-fn version_node<'g>(
+/// What a query name leads to.
+enum Found<'g> {
+    Node(&'g Node),
+    /// An instance name: its address record's type (0: none) and record.
+    Instance(u16, &'g [u8]),
+}
+
+/// A name that is not in the map may still be one held by the service name
+/// below it (see [`Node`]): `<selector>.<service name>`, a version name, or
+/// `<id>.<service>.<dc>.<zone>`, an instance name. Instance ids never look
+/// like selectors, so the first label says which. Only the nodes of plain
+/// service names carry versions (and only those with the datacenter carry
+/// instances), so `v2._svc._tcp.<zone>` or `v2.<instance>...` do not exist.
+///
+/// `labels` is the number of labels above the zone's apex: 2 or 3 for a
+/// version name, 3 for an instance name, so most unknown names (one label
+/// under the apex) cost no second lookup.
+fn below_service<'g>(
     names: &'g papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, NameHasher, papaya::LocalGuard<'_>>,
     qname: &[u8],
-) -> Option<&'g Node> {
-    let len = *qname.first()? as usize;
-    // Cheap test first: a selector label starts with 'v' and a digit.
-    if len < 2 || qname[1] != b'v' || !qname[2].is_ascii_digit() {
+    labels: usize,
+) -> Option<Found<'g>> {
+    if !(2..=3).contains(&labels) {
         return None;
     }
-    let label = std::str::from_utf8(qname.get(1..1 + len)?).ok()?;
-    let sel = VersionSelector::parse(label)?;
+    let len = *qname.first()? as usize;
+    let label = qname.get(1..1 + len)?;
     let base = names.get(qname.get(1 + len..)?)?;
-    let versions = base.versions.as_deref()?;
-    let at = versions.selectors.iter().position(|s| *s == sel)?;
-    versions.nodes.get(at)
+    // Cheap test first: a selector label starts with 'v' and a digit.
+    if len >= 2
+        && label[0] == b'v'
+        && label[1].is_ascii_digit()
+        && let Some(sel) = std::str::from_utf8(label)
+            .ok()
+            .and_then(VersionSelector::parse)
+    {
+        let versions = base.versions.as_deref()?;
+        let at = versions.selectors.iter().position(|s| *s == sel)?;
+        return versions.nodes.get(at).map(Found::Node);
+    }
+    if labels != 3 {
+        return None;
+    }
+    let (rtype, rec) = base.instances.as_deref()?.find(label)?;
+    Some(Found::Instance(rtype, rec))
 }
 
 /// Sets are never empty (an empty one is left out: NODATA either way).
@@ -445,13 +554,36 @@ pub struct AnswerBuilder {
 
 #[derive(Default)]
 struct BuilderState {
-    /// Names each service currently contributes.
-    names_of: HashMap<ServiceKey, Vec<Box<[u8]>>>,
-    /// Encoded instances, reused while the instance value is unchanged.
-    /// Per service, so a change costs the size of its service, not of all.
-    wires: HashMap<ServiceKey, HashMap<InstanceId, (u64, Arc<InstanceWire>)>>,
+    services: HashMap<ServiceKey, ServiceState>,
     /// How many services keep each dynamic empty non-terminal alive.
     ent_refs: HashMap<Box<[u8]>, usize>,
+}
+
+/// What the builder keeps of a service between its changes.
+struct ServiceState {
+    /// The service's own names (see [`naming::service_names`]).
+    names: Vec<(Box<[u8]>, NameForm)>,
+    /// Every instance's records, in id order like the snapshot, with the
+    /// index of the instance value they encode: an unchanged instance is
+    /// not encoded again.
+    instances: Vec<EncodedInstance>,
+}
+
+/// Which node a service name gets.
+#[derive(Clone, Copy, PartialEq)]
+enum NameForm {
+    /// `<service>.<zone>`: sets and version names.
+    Plain,
+    /// `<service>.<dc>.<zone>`: sets, version names and instance names.
+    WithDc,
+    /// `_<service>._tcp[.<dc>].<zone>`: sets only.
+    Srv,
+}
+
+struct EncodedInstance {
+    id: InstanceId,
+    index: u64,
+    wire: InstanceWire,
 }
 
 impl AnswerBuilder {
@@ -510,24 +642,18 @@ impl AnswerBuilder {
         srv.extend_from_slice(&inst.weight.to_be_bytes());
         srv.extend_from_slice(&inst.port.to_be_bytes());
         srv.extend_from_slice(&target);
-        let additional = addr_tail.as_ref().map(|t| {
-            let mut rec = target.clone();
-            rec.extend_from_slice(t);
-            rec.into_boxed_slice()
-        });
-        let addr = addr_tail.map(|t| {
-            let rec = at_qname(&t);
-            Arc::new(Section::new([&rec[..]]).expect("one record"))
-        });
         InstanceWire {
-            addr,
+            addr: addr_tail.map(|t| at_qname(&t)),
             is_v6,
             srv: at_qname(&tail(types::SRV, self.ttl, &srv)),
-            additional,
         }
     }
 
-    /// Rebuilds every name of one service (or removes them).
+    /// Rebuilds the names of one service that changed (or removes them).
+    ///
+    /// Costs the changed instances' encoding and publication, plus copying
+    /// the service's record sets together: unchanged instances are neither
+    /// encoded nor published again.
     fn rebuild(
         &self,
         st: &mut BuilderState,
@@ -536,12 +662,11 @@ impl AnswerBuilder {
     ) {
         let names = self.answers.inner.names.pin();
         // `None`: the builder has not seen this service before.
-        let old = st.names_of.remove(key);
+        let old = st.services.remove(key);
         let Some(snap) = snap else {
             let Some(old) = old else { return };
-            st.wires.remove(key);
-            for name in old {
-                self.publish(&names, &name, None);
+            for (name, _) in &old.names {
+                self.publish(&names, name, None);
             }
             for ent in self.ents_of(key) {
                 if let Some(n) = st.ent_refs.get_mut(&ent) {
@@ -554,44 +679,64 @@ impl AnswerBuilder {
             }
             return;
         };
-        if old.is_none() {
-            for ent in self.ents_of(key) {
-                let n = st.ent_refs.entry(ent.clone()).or_default();
-                *n += 1;
-                if *n == 1 {
-                    self.publish(&names, &ent, Some(Arc::new(Node::default())));
+        let (service_names, old_instances) = match old {
+            Some(o) => (o.names, o.instances),
+            None => {
+                for ent in self.ents_of(key) {
+                    let n = st.ent_refs.entry(ent.clone()).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        self.publish(&names, &ent, Some(Arc::new(Node::default())));
+                    }
                 }
+                let names = naming::service_names(key, &self.local_dc)
+                    .iter()
+                    .map(|t| {
+                        let form = match t {
+                            NameTarget::Service { srv_form: true, .. } => NameForm::Srv,
+                            NameTarget::Service { dc: Some(_), .. } => NameForm::WithDc,
+                            _ => NameForm::Plain,
+                        };
+                        (self.wire(&naming::render(t)), form)
+                    })
+                    .collect();
+                (names, Vec::new())
+            }
+        };
+
+        // Merge the encoded instances (id order) with the snapshot's (id
+        // order): keep the unchanged, encode the changed and new, drop the
+        // removed.
+        let mut instances = Vec::with_capacity(snap.instances.len());
+        let mut old_iter = old_instances.into_iter().peekable();
+        for (id, inst) in &snap.instances {
+            while old_iter.next_if(|o| o.id < *id).is_some() {}
+            match old_iter.next_if(|o| o.id == *id) {
+                Some(o) if o.index == inst.index => instances.push(o),
+                _ => instances.push(EncodedInstance {
+                    id: id.clone(),
+                    index: inst.index,
+                    wire: self.encode_instance(inst),
+                }),
             }
         }
-        let old = old.unwrap_or_default();
-        // Encode changed instances; reuse the others; forget removed ones.
-        let cached = st.wires.remove(key).unwrap_or_default();
-        let mut fresh = HashMap::with_capacity(snap.instances.len());
-        let mut wires: HashMap<&InstanceId, Arc<InstanceWire>> =
-            HashMap::with_capacity(snap.instances.len());
-        let mut changed: Vec<&InstanceId> = Vec::new();
-        for (id, inst) in &snap.instances {
-            let w = match cached.get(id) {
-                Some((idx, w)) if *idx == inst.index => w.clone(),
-                _ => {
-                    changed.push(id);
-                    Arc::new(self.encode_instance(inst))
-                }
-            };
-            fresh.insert(id.clone(), (inst.index, w.clone()));
-            wires.insert(id, w);
-        }
-        st.wires.insert(key.clone(), fresh);
+        drop(old_iter);
+        let wire_of = |i: &Instance| {
+            let at = instances
+                .binary_search_by(|e| e.id.cmp(&i.id))
+                .expect("every instance of the snapshot is encoded");
+            &instances[at].wire
+        };
 
-        let sets_for = |instances: &[Arc<Instance>]| {
-            let all: Vec<&InstanceWire> = instances.iter().map(|i| &*wires[&i.id]).collect();
+        let sets_for = |members: &[Arc<Instance>]| {
+            let all: Vec<&InstanceWire> = members.iter().map(|i| wire_of(i)).collect();
             // Empty sets are left out (NODATA either way): no allocation.
             let addrs = |v6: bool| {
                 let set = all
                     .iter()
                     .filter(|w| w.is_v6 == v6)
                     .filter_map(|w| w.addr.as_deref());
-                Section::concat(set).map(Arc::new)
+                Section::new(set).map(Arc::new)
             };
             Node {
                 a: addrs(false),
@@ -630,49 +775,48 @@ impl AnswerBuilder {
             srv: plain.srv.clone(),
             ..Node::default()
         });
-        let plain = Arc::new(Node {
-            versions: Some(Arc::new(versions)),
-            ..plain
+        let versions = Some(Arc::new(versions));
+        let with_dc = Arc::new(Node {
+            a: plain.a.clone(),
+            aaaa: plain.aaaa.clone(),
+            srv: plain.srv.clone(),
+            versions: versions.clone(),
+            instances: Some(Arc::new(self.instance_table(&instances))),
+            ..Node::default()
         });
-        let mut new_names = Vec::with_capacity(old.len().max(4));
-        let first_build = old.is_empty();
-        for target in naming::names_of(snap, &self.local_dc) {
-            let node = match &target {
-                NameTarget::Service {
-                    version: Some(_), ..
-                } => continue,
-                NameTarget::Service {
-                    srv_form: false, ..
-                } => Some(plain.clone()),
-                NameTarget::Service { srv_form: true, .. } => Some(srv_form.clone()),
-                NameTarget::Instance { id, .. } if first_build || changed.contains(&id) => {
-                    let w = &wires[id];
-                    let (a, aaaa) = match w.is_v6 {
-                        false => (w.addr.clone(), None),
-                        true => (None, w.addr.clone()),
-                    };
-                    Some(Arc::new(Node {
-                        a,
-                        aaaa,
-                        ..Node::default()
-                    }))
-                }
-                // Unchanged instance: its published node is still right.
-                NameTarget::Instance { .. } => None,
+        let plain = Arc::new(Node { versions, ..plain });
+        for (name, form) in &service_names {
+            let node = match form {
+                NameForm::Plain => &plain,
+                NameForm::WithDc => &with_dc,
+                NameForm::Srv => &srv_form,
             };
-            let name = self.wire(&naming::render(&target));
-            if let Some(node) = node {
-                self.publish(&names, &name, Some(node));
-            }
-            new_names.push(name);
+            self.publish(&names, name, Some(node.clone()));
         }
-        if !old.is_empty() {
-            let kept: std::collections::HashSet<&[u8]> = new_names.iter().map(|n| &n[..]).collect();
-            for gone in old.iter().filter(|n| !kept.contains(&n[..])) {
-                self.publish(&names, gone, None);
-            }
-        }
-        st.names_of.insert(key.clone(), new_names);
+        st.services.insert(
+            key.clone(),
+            ServiceState {
+                names: service_names,
+                instances,
+            },
+        );
+    }
+
+    /// The instance names' answers: every instance's address record under
+    /// its id, whatever its health (the name of an instance stays resolvable
+    /// while it is registered).
+    /// Ids are stored in lowercase and instances kept in id order, which is
+    /// the byte order of the labels that [`InstanceTable::find`] searches.
+    fn instance_table(&self, instances: &[EncodedInstance]) -> InstanceTable {
+        debug_assert!(instances.is_sorted_by(|a, b| a.id.as_str() < b.id.as_str()));
+        InstanceTable::new(instances.iter().map(|e| {
+            let w = &e.wire;
+            let rtype = if w.is_v6 { types::AAAA } else { types::A };
+            (
+                e.id.as_str().as_bytes(),
+                w.addr.as_deref().map(|r| (rtype, r)),
+            )
+        }))
     }
 
     /// Inserts (or removes) a dynamic node, keeping the static data of that
@@ -691,6 +835,7 @@ impl AnswerBuilder {
                     aaaa: n.aaaa.clone(),
                     srv: n.srv.clone(),
                     versions: n.versions.clone(),
+                    instances: n.instances.clone(),
                     statics: s.clone(),
                 };
                 names.insert(name.into(), Arc::new(merged));
@@ -749,13 +894,15 @@ fn tail(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
 mod tests {
     use super::*;
 
+    /// An instance whose SRV record is `srv_len` bytes and whose additional
+    /// record (its target, then its address record's tail) `additional`.
     fn wire(srv_len: usize, additional: Option<usize>) -> InstanceWire {
         let rec = |len: usize, tag: u8| (0..len).map(|i| tag ^ i as u8).collect();
+        let target = srv_len - SRV_TARGET_AT;
         InstanceWire {
-            addr: None,
+            addr: additional.map(|len| rec(len - target + 2, 0x80 | len as u8)),
             is_v6: false,
             srv: rec(srv_len, srv_len as u8),
-            additional: additional.map(|len| rec(len, 0x80 | len as u8)),
         }
     }
 
@@ -768,9 +915,8 @@ mod tests {
             }
         }
         for inst in window {
-            if let Some(rec) = &inst.additional
-                && !w.push_full(3, rec)
-            {
+            let mut rec = Vec::new();
+            if inst.push_additional(&mut rec) && !w.push_full(3, &rec) {
                 break;
             }
         }
@@ -820,15 +966,19 @@ mod tests {
     }
 
     #[test]
-    fn address_sets_concatenate_instance_records() {
-        let one = |b: &[u8]| Section::new([b]).unwrap();
-        let parts = [one(&[1, 2, 3]), one(&[4]), one(&[5, 6])];
-        let s = Section::concat(&parts).unwrap();
+    fn sets_and_additional_records_are_built_from_instance_records() {
+        let s = Section::new([&[1u8, 2, 3][..], &[4], &[5, 6]]).unwrap();
         assert_eq!(&s.bytes[..], &[1, 2, 3, 4, 5, 6]);
         assert_eq!(&s.ends[..], &[3, 4, 6]);
         assert_eq!(s.run(&(1..3)), &[4, 5, 6]);
         assert!(s.extra.is_none());
-        assert!(Section::concat([]).is_none());
+        assert!(Section::new([]).is_none());
+        // The additional record is the SRV target, then the address tail.
+        let w = wire(SRV_TARGET_AT + 3, Some(3 + 4));
+        let mut rec = Vec::new();
+        assert!(w.push_additional(&mut rec));
+        assert_eq!(&rec[..3], &w.srv[SRV_TARGET_AT..]);
+        assert_eq!(&rec[3..], &w.addr.as_ref().unwrap()[2..]);
         // SRV sets whose targets are all host names carry no additional data.
         let hosts = [wire(20, None), wire(21, None)];
         assert!(
@@ -837,5 +987,21 @@ mod tests {
                 .extra
                 .is_none()
         );
+    }
+
+    #[test]
+    fn instance_tables_find_exactly_their_ids() {
+        let recs: [&[u8]; 3] = [&[1, 1], &[2, 2, 2], &[]];
+        let ids: [&[u8]; 3] = [b"a", b"ab", b"b"];
+        let t = InstanceTable::new(ids.iter().zip(recs).map(|(id, r)| {
+            let rec = (!r.is_empty()).then_some((types::A, r));
+            (*id, rec)
+        }));
+        assert_eq!(t.find(b"a"), Some((types::A, &[1u8, 1][..])));
+        assert_eq!(t.find(b"ab"), Some((types::A, &[2u8, 2, 2][..])));
+        assert_eq!(t.find(b"b"), Some((0, &[][..])));
+        for missing in [&b""[..], b"aa", b"abc", b"c", b"0"] {
+            assert_eq!(t.find(missing), None, "{missing:?}");
+        }
     }
 }

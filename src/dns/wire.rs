@@ -77,6 +77,15 @@ impl Request<'_> {
         &self.qname_lower[..self.qname_len]
     }
 
+    /// How many labels of the name start before `offset` (an offset from
+    /// [`Request::suffix_offset`]).
+    pub fn labels_before(&self, offset: usize) -> usize {
+        self.label_starts[..self.label_count]
+            .iter()
+            .filter(|&&s| (s as usize) < offset)
+            .count()
+    }
+
     /// Offset, within the name, of the label where `suffix` (lowercase wire
     /// form ending with the root) starts, if the name ends with it on a label
     /// boundary.
