@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use crate::core::naming::{self, NameTarget};
+use crate::core::naming;
 use crate::core::{
     Batch, Datacenter, Instance, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot,
     VersionSelector,
@@ -55,47 +55,39 @@ impl InstanceWire {
     }
 }
 
-/// The records of one set, encoded back to back in one buffer, each with a
-/// pointer to the question name (`C0 0C`) as owner, so that any run of them
-/// is copied into a reply verbatim. Never empty.
+/// The records of one set, encoded back to back, each with a pointer to the
+/// question name (`C0 0C`) as owner, so that any run of them is copied into
+/// a reply verbatim. Never empty.
+///
+/// One allocation holds everything a query reads, so that the offsets it
+/// looks up sit next to the bytes it copies:
+/// `[ends: n x u32][marks: n x (u32, u32)][records][additional records]`
+/// (little-endian), where `ends[i]` is where record `i` ends among the
+/// records, and, in SRV sets with additional data only, `marks[i]` = (end
+/// among the additional records, number of them) of the additional records
+/// of records `0..=i`. An instance named by a host name has no additional
+/// record, so marks are cumulative.
 #[derive(Debug)]
 pub struct Section {
-    bytes: Box<[u8]>,
-    /// `ends[i]`: where record `i` ends in `bytes`.
-    ends: Box<[u32]>,
-    /// SRV sets: the targets' address records, aligned with the records.
-    extra: Option<Extra>,
+    buf: Box<[u8]>,
+    n: u32,
+    /// Marks and additional records follow.
+    extra: bool,
 }
 
-/// The additional records of an SRV set, in the order of its records. An
-/// instance named by a host name has none, so offsets and counts are
-/// cumulative: `marks[i]` = (end in `bytes`, number of records) of the
-/// additional records of records `0..=i`.
-#[derive(Debug)]
-struct Extra {
-    bytes: Box<[u8]>,
-    marks: Box<[(u32, u32)]>,
-}
+/// The additional records of an SRV set and their marks (see [`Section`]).
+type AdditionalParts<'a> = (&'a [u8], &'a [(u32, u32)]);
 
 impl Section {
     /// A set of the given records (each pointer-prefixed already).
     fn new<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
-        for r in records {
-            bytes.extend_from_slice(r);
-            ends.push(offset(bytes.len()));
-        }
-        (!ends.is_empty()).then(|| Section {
-            bytes: bytes.into_boxed_slice(),
-            ends: ends.into_boxed_slice(),
-            extra: None,
-        })
+        let records: Vec<&[u8]> = records.into_iter().collect();
+        Self::build(&records, None)
     }
 
     /// The SRV set of `instances`, with their targets' addresses aligned.
     fn srv(instances: &[&InstanceWire]) -> Option<Self> {
-        let mut s = Self::new(instances.iter().map(|w| &w.srv[..]))?;
+        let records: Vec<&[u8]> = instances.iter().map(|w| &w.srv[..]).collect();
         let mut bytes = Vec::new();
         let mut marks = Vec::with_capacity(instances.len());
         let mut count = 0;
@@ -105,15 +97,75 @@ impl Section {
             }
             marks.push((offset(bytes.len()), count));
         }
-        s.extra = (count > 0).then(|| Extra {
-            bytes: bytes.into_boxed_slice(),
-            marks: marks.into_boxed_slice(),
-        });
-        Some(s)
+        Self::build(&records, (count > 0).then_some((&bytes[..], &marks[..])))
+    }
+
+    fn build(records: &[&[u8]], extra: Option<AdditionalParts<'_>>) -> Option<Self> {
+        if records.is_empty() {
+            return None;
+        }
+        let n = records.len();
+        let size: usize = records.iter().map(|r| r.len()).sum();
+        let extra_size = extra.map_or(0, |(bytes, _)| 8 * n + bytes.len());
+        let mut buf = Vec::with_capacity(4 * n + size + extra_size);
+        let mut end = 0;
+        for r in records {
+            end += r.len();
+            buf.extend_from_slice(&offset(end).to_le_bytes());
+        }
+        if let Some((_, marks)) = extra {
+            for (at, count) in marks {
+                buf.extend_from_slice(&at.to_le_bytes());
+                buf.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+        for r in records {
+            buf.extend_from_slice(r);
+        }
+        if let Some((bytes, _)) = extra {
+            buf.extend_from_slice(bytes);
+        }
+        Some(Section {
+            buf: buf.into_boxed_slice(),
+            n: offset(n),
+            extra: extra.is_some(),
+        })
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.n as usize
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let b: [u8; 4] = self.buf[at..at + 4].try_into().expect("four bytes");
+        u32::from_le_bytes(b)
+    }
+
+    /// Where record `i` ends among the records.
+    fn end(&self, i: usize) -> usize {
+        self.u32_at(4 * i) as usize
+    }
+
+    /// Where the records start in `buf`.
+    fn records_at(&self) -> usize {
+        let n = self.len();
+        if self.extra { 12 * n } else { 4 * n }
+    }
+
+    fn records(&self) -> &[u8] {
+        let at = self.records_at();
+        &self.buf[at..at + self.end(self.len() - 1)]
+    }
+
+    /// The additional records (empty unless `extra`).
+    fn additional(&self) -> &[u8] {
+        &self.buf[self.records_at() + self.end(self.len() - 1)..]
+    }
+
+    /// (end among the additional records, count) of records `0..=i`.
+    fn mark(&self, i: usize) -> (usize, u32) {
+        let at = 4 * self.len() + 8 * i;
+        (self.u32_at(at) as usize, self.u32_at(at + 4))
     }
 
     /// Writes the `take` records from `start` on (wrapping around; `start <
@@ -134,10 +186,8 @@ impl Section {
                 return false;
             }
         }
-        if let Some(extra) = &self.extra
-            && extra.push(first, w)
-        {
-            extra.push(wrapped, w);
+        if self.extra && self.push_additional(first, w) {
+            self.push_additional(wrapped, w);
         }
         true
     }
@@ -147,41 +197,40 @@ impl Section {
         let from = if r.start == 0 {
             0
         } else {
-            self.ends[r.start - 1]
+            self.end(r.start - 1)
         };
-        &self.bytes[from as usize..self.ends[r.end - 1] as usize]
+        &self.records()[from..self.end(r.end - 1)]
     }
-}
 
-impl Extra {
     /// The additional records of records `r` (non-empty), as a byte range
-    /// of `bytes` and a count.
-    fn run(&self, r: &Range<usize>) -> (Range<usize>, u32) {
+    /// of [`Section::additional`] and a count.
+    fn additional_run(&self, r: &Range<usize>) -> (Range<usize>, u32) {
         let (from, before) = if r.start == 0 {
             (0, 0)
         } else {
-            self.marks[r.start - 1]
+            self.mark(r.start - 1)
         };
-        let (to, upto) = self.marks[r.end - 1];
-        (from as usize..to as usize, upto - before)
+        let (to, upto) = self.mark(r.end - 1);
+        (from..to, upto - before)
     }
 
     /// Appends the additional records of records `r`: all in one copy when
     /// they fit, else as many whole ones as fit, in order. False when some
     /// were left out.
-    fn push(&self, r: Range<usize>, w: &mut ReplyWriter<'_>) -> bool {
+    fn push_additional(&self, r: Range<usize>, w: &mut ReplyWriter<'_>) -> bool {
         if r.is_empty() {
             return true;
         }
-        let (bytes, count) = self.run(&r);
-        if count == 0 || w.push_records(3, &self.bytes[bytes.clone()], count as u16) {
+        let all = self.additional();
+        let (bytes, count) = self.additional_run(&r);
+        if count == 0 || w.push_records(3, &all[bytes.clone()], count as u16) {
             return true;
         }
         let mut from = bytes.start;
         for i in r {
-            let to = self.marks[i].0 as usize;
+            let to = self.mark(i).0;
             if to != from {
-                if !w.push_full(3, &self.bytes[from..to]) {
+                if !w.push_full(3, &all[from..to]) {
                     return false;
                 }
                 from = to;
@@ -209,8 +258,8 @@ pub struct Node {
     /// At a service name: the answers of `<selector>.<name>` (version names
     /// are looked up through the service's node, not stored one by one).
     versions: Option<Arc<Versions>>,
-    /// At `<service>.<dc>.<zone>`: the answers of `<id>.<service>.<dc>.<zone>`,
-    /// the instance names, also looked up through the service's node.
+    /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
+    /// instance names, also looked up through the service's node.
     instances: Option<Arc<InstanceTable>>,
     statics: Vec<StaticRrset>,
 }
@@ -480,11 +529,12 @@ enum Found<'g> {
 }
 
 /// A name that is not in the map may still be one held by the service name
-/// below it (see [`Node`]): `<selector>.<service name>`, a version name, or
-/// `<id>.<service>.<dc>.<zone>`, an instance name. Instance ids never look
-/// like selectors, so the first label says which. Only the nodes of plain
-/// service names carry versions (and only those with the datacenter carry
-/// instances), so `v2._svc._tcp.<zone>` or `v2.<instance>...` do not exist.
+/// below it (see [`Node`]): `<selector>.<service>[.<dc>].<zone>`, a version
+/// name, or `<id>.<service>.<dc>.<zone>`, an instance name. Instance ids
+/// never look like selectors, so the first label says which. All names of a
+/// service share its node, so the SRV form (`_<service>._tcp...`) is ruled
+/// out here: `v2._svc._tcp.<zone>` does not exist, nor does
+/// `v2.<instance>...` (instance names have no node).
 ///
 /// `labels` is the number of labels above the zone's apex: 2 or 3 for a
 /// version name, 3 for an instance name, so most unknown names (one label
@@ -499,7 +549,11 @@ fn below_service<'g>(
     }
     let len = *qname.first()? as usize;
     let label = qname.get(1..1 + len)?;
-    let base = names.get(qname.get(1 + len..)?)?;
+    let base_name = qname.get(1 + len..)?;
+    if base_name.get(1) == Some(&b'_') {
+        return None;
+    }
+    let base = names.get(base_name)?;
     // Cheap test first: a selector label starts with 'v' and a digit.
     if len >= 2
         && label[0] == b'v'
@@ -561,23 +615,13 @@ struct BuilderState {
 
 /// What the builder keeps of a service between its changes.
 struct ServiceState {
-    /// The service's own names (see [`naming::service_names`]).
-    names: Vec<(Box<[u8]>, NameForm)>,
+    /// The service's own names (see [`naming::service_names`]), which all
+    /// share one node.
+    names: Vec<Box<[u8]>>,
     /// Every instance's records, in id order like the snapshot, with the
     /// index of the instance value they encode: an unchanged instance is
     /// not encoded again.
     instances: Vec<EncodedInstance>,
-}
-
-/// Which node a service name gets.
-#[derive(Clone, Copy, PartialEq)]
-enum NameForm {
-    /// `<service>.<zone>`: sets and version names.
-    Plain,
-    /// `<service>.<dc>.<zone>`: sets, version names and instance names.
-    WithDc,
-    /// `_<service>._tcp[.<dc>].<zone>`: sets only.
-    Srv,
 }
 
 struct EncodedInstance {
@@ -665,7 +709,7 @@ impl AnswerBuilder {
         let old = st.services.remove(key);
         let Some(snap) = snap else {
             let Some(old) = old else { return };
-            for (name, _) in &old.names {
+            for name in &old.names {
                 self.publish(&names, name, None);
             }
             for ent in self.ents_of(key) {
@@ -691,14 +735,7 @@ impl AnswerBuilder {
                 }
                 let names = naming::service_names(key, &self.local_dc)
                     .iter()
-                    .map(|t| {
-                        let form = match t {
-                            NameTarget::Service { srv_form: true, .. } => NameForm::Srv,
-                            NameTarget::Service { dc: Some(_), .. } => NameForm::WithDc,
-                            _ => NameForm::Plain,
-                        };
-                        (self.wire(&naming::render(t)), form)
-                    })
+                    .map(|t| self.wire(&naming::render(t)))
                     .collect();
                 (names, Vec::new())
             }
@@ -768,29 +805,14 @@ impl AnswerBuilder {
             nodes: selectors.iter().map(|s| sets_of(Some(s))).collect(),
             selectors,
         };
-        let plain = sets_of(None);
-        let srv_form = Arc::new(Node {
-            a: plain.a.clone(),
-            aaaa: plain.aaaa.clone(),
-            srv: plain.srv.clone(),
-            ..Node::default()
-        });
-        let versions = Some(Arc::new(versions));
-        let with_dc = Arc::new(Node {
-            a: plain.a.clone(),
-            aaaa: plain.aaaa.clone(),
-            srv: plain.srv.clone(),
-            versions: versions.clone(),
+        // One node for every name of the service: the query path finds
+        // version and instance names only below the names that have them.
+        let node = Arc::new(Node {
+            versions: Some(Arc::new(versions)),
             instances: Some(Arc::new(self.instance_table(&instances))),
-            ..Node::default()
+            ..sets_of(None)
         });
-        let plain = Arc::new(Node { versions, ..plain });
-        for (name, form) in &service_names {
-            let node = match form {
-                NameForm::Plain => &plain,
-                NameForm::WithDc => &with_dc,
-                NameForm::Srv => &srv_form,
-            };
+        for name in &service_names {
             self.publish(&names, name, Some(node.clone()));
         }
         st.services.insert(
@@ -968,10 +990,10 @@ mod tests {
     #[test]
     fn sets_and_additional_records_are_built_from_instance_records() {
         let s = Section::new([&[1u8, 2, 3][..], &[4], &[5, 6]]).unwrap();
-        assert_eq!(&s.bytes[..], &[1, 2, 3, 4, 5, 6]);
-        assert_eq!(&s.ends[..], &[3, 4, 6]);
+        assert_eq!(s.records(), &[1, 2, 3, 4, 5, 6]);
+        assert_eq!((s.end(0), s.end(1), s.end(2)), (3, 4, 6));
         assert_eq!(s.run(&(1..3)), &[4, 5, 6]);
-        assert!(s.extra.is_none());
+        assert!(!s.extra && s.additional().is_empty());
         assert!(Section::new([]).is_none());
         // The additional record is the SRV target, then the address tail.
         let w = wire(SRV_TARGET_AT + 3, Some(3 + 4));
@@ -981,12 +1003,17 @@ mod tests {
         assert_eq!(&rec[3..], &w.addr.as_ref().unwrap()[2..]);
         // SRV sets whose targets are all host names carry no additional data.
         let hosts = [wire(20, None), wire(21, None)];
-        assert!(
-            Section::srv(&[&hosts[0], &hosts[1]])
-                .unwrap()
-                .extra
-                .is_none()
+        assert!(!Section::srv(&[&hosts[0], &hosts[1]]).unwrap().extra);
+        // Marks count the additional records of each prefix of the set.
+        let mixed = [wire(20, Some(30)), wire(21, None), wire(22, Some(10))];
+        let set = Section::srv(&[&mixed[0], &mixed[1], &mixed[2]]).unwrap();
+        assert!(set.extra);
+        assert_eq!(
+            (set.mark(0), set.mark(1), set.mark(2)),
+            ((30, 1), (30, 1), (40, 2))
         );
+        assert_eq!(set.additional().len(), 40);
+        assert_eq!(set.records().len(), 20 + 21 + 22);
     }
 
     #[test]
