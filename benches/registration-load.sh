@@ -9,7 +9,9 @@
 # every store commit (trace level) and prints batch sizes and commit times
 # at the end (needs python3). Needs wrk
 # (Debian: apt-get install wrk). MAXINE_BIN=PATH runs that binary instead of
-# building the repository. Every registration has a new id, spread
+# building the repository. PACE_MS=N makes each connection wait N ms
+# between its registrations (wrk's delay hook), for latency below the
+# maximum rate. Every registration has a new id, spread
 # over SERVICES services (default 1000); heartbeats go round 10,000
 # registered instances.
 set -euo pipefail
@@ -41,6 +43,9 @@ done
 cat >"$work/register.lua" <<LUA
 local services = $services
 LUA
+if [ -n "${PACE_MS:-}" ]; then
+  printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >>"$work/register.lua"
+fi
 cat >>"$work/register.lua" <<'LUA'
 local n = 0
 local prefix = "w" .. os.time() .. "-"
@@ -101,7 +106,7 @@ run() { # name script seconds
         100 * srv / wall, 100 * ((b1 - b0) / hz - srv - u[1] - u[2]) / wall }'
 }
 
-echo "== durable registrations (store: $store), $conns connections, ${secs}s, $services services"
+echo "== durable registrations (store: $store), $conns connections, ${secs}s, $services services${PACE_MS:+, each connection pausing ${PACE_MS} ms between requests}"
 run register "$work/register.lua" "$secs"
 if [ "${BATCHES:-0}" = 1 ]; then
   python3 - "$work/server.log" <<'PY'
