@@ -22,10 +22,11 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use maxine::core::{
-    Address, CompatFields, Datacenter, Health, InstanceId, InstanceSpec, Registry, RegistryConfig,
-    Restored, ServiceKey, ServiceName,
-};
+use maxine::core::{Health, Restored};
+
+#[path = "support/registrations.rs"]
+mod registrations;
+use registrations::{TTL, id, spec};
 
 struct Counting;
 
@@ -77,21 +78,8 @@ fn main() {
     let services: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
     let t0 = Instant::now();
-    let registry = Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: Duration::from_secs(600),
-        },
-        t0,
-    );
-    let names: Vec<ServiceKey> = (0..services)
-        .map(|s| {
-            ServiceKey::new(
-                Datacenter::new("dc1").unwrap(),
-                ServiceName::new(&format!("s{s}")).unwrap(),
-            )
-        })
-        .collect();
+    let registry = registrations::registry(t0);
+    let names = registrations::service_keys(services);
     let (live0, rss0) = (live(), rss_kib());
     let started = Instant::now();
     if register {
@@ -161,39 +149,6 @@ fn main() {
         std::mem::size_of::<maxine::core::Instance>()
     );
     drop(registry);
-}
-
-const TTL: Duration = Duration::from_secs(3600);
-
-fn id(i: usize) -> InstanceId {
-    InstanceId::new(&format!("i{i}")).unwrap()
-}
-
-fn spec(i: usize, meta: bool, compat: bool) -> InstanceSpec {
-    let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-    let mut spec = InstanceSpec::new(Address::parse(&ip).unwrap(), 8080);
-    // Two versions live per service, as during a rolling deploy.
-    spec.version = if i.is_multiple_of(10) {
-        "2.2.0"
-    } else {
-        "2.1.0"
-    }
-    .into();
-    if meta {
-        spec.tags = vec!["bench".into()];
-        spec.metadata.insert("zone".into(), format!("z{}", i % 4));
-    }
-    if compat {
-        spec.compat = Some(CompatFields {
-            service_name: "Bench_Service".into(),
-            node_name: format!("node-{i}").into(),
-            host_name: ip.into(),
-            ssl: false,
-            path: "".into(),
-        });
-    }
-    spec.ttl = TTL;
-    spec
 }
 
 fn live() -> isize {

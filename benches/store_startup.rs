@@ -16,11 +16,12 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use maxine::core::{
-    Address, Datacenter, Health, InstanceId, InstanceSpec, Registry, RegistryConfig, Restored,
-    ServiceKey, ServiceName,
-};
+use maxine::core::{Health, Restored};
+
+#[path = "support/registrations.rs"]
+mod registrations;
 use maxine::store::{FileStore, Op, Store, WriteBatch, codec};
+use registrations::ip;
 
 fn main() {
     let mut args: Vec<String> = std::env::args()
@@ -96,46 +97,19 @@ fn main() {
     }
 }
 
-fn ip(i: usize) -> String {
-    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
-}
-
 /// N registrations as Maxine stores them: built by the registry's bulk
 /// restore (cheap), encoded by the store's codec, committed in one batch.
 fn fill(dir: &std::path::Path, n: usize, services: usize, meta: bool) {
     let now = std::time::Instant::now();
-    let registry = Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: Duration::from_secs(600),
-        },
-        now,
-    );
-    let names: Vec<ServiceKey> = (0..services)
-        .map(|s| {
-            ServiceKey::new(
-                Datacenter::new("dc1").unwrap(),
-                ServiceName::new(&format!("s{s}")).unwrap(),
-            )
-        })
-        .collect();
+    let registry = registrations::registry(now);
+    let names = registrations::service_keys(services);
     let items = (0..n)
-        .map(|i| {
-            let mut spec = InstanceSpec::new(Address::parse(&ip(i)).unwrap(), 8080);
-            // Two versions live per service, as during a rolling deploy.
-            spec.version = if i % 10 == 0 { "2.2.0" } else { "2.1.0" }.into();
-            if meta {
-                spec.tags = vec!["bench".into()];
-                spec.metadata.insert("zone".into(), format!("z{}", i % 4));
-            }
-            spec.ttl = Duration::from_secs(3600);
-            Restored {
-                key: names[i % services].clone(),
-                id: InstanceId::new(&format!("i{i}")).unwrap(),
-                spec,
-                health: Health::Passing,
-                index: i as u64 + 1,
-            }
+        .map(|i| Restored {
+            key: names[i % services].clone(),
+            id: registrations::id(i),
+            spec: registrations::spec(i, meta, false),
+            health: Health::Passing,
+            index: i as u64 + 1,
         })
         .collect();
     registry.restore(items, n as u64, now);
