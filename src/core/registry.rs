@@ -238,27 +238,40 @@ impl ServiceSnapshot {
         version: Option<&VersionSelector>,
         healthy_only: bool,
     ) -> Vec<Arc<Instance>> {
-        let keep = |i: &&Arc<Instance>| !healthy_only || i.is_passing();
+        self.select_positions(version, healthy_only)
+            .into_iter()
+            .map(|p| self.instances.0[p as usize].clone())
+            .collect()
+    }
+
+    /// What [`ServiceSnapshot::select`] returns, as positions in
+    /// `instances` (id order), without touching the instances' reference
+    /// counts: for builders that keep their own data in the same order.
+    pub fn select_positions(
+        &self,
+        version: Option<&VersionSelector>,
+        healthy_only: bool,
+    ) -> Vec<u32> {
+        let keep = |p: &u32| !healthy_only || self.instances.0[*p as usize].is_passing();
         let Some(sel) = version else {
-            return self.instances.values().filter(keep).cloned().collect();
+            return (0..self.instances.0.len() as u32).filter(keep).collect();
         };
-        let at = |p: &u32| &self.instances.0[*p as usize];
         match self.groups_of(sel) {
             None => Vec::new(),
             Some([g]) => self.groups[*g as usize]
                 .iter()
-                .map(at)
+                .copied()
                 .filter(keep)
-                .cloned()
                 .collect(),
             Some(gs) => {
                 // Several version numbers (v2: 2.1.0 and 2.2.0): back to id order.
                 let mut positions: Vec<u32> = gs
                     .iter()
                     .flat_map(|g| self.groups[*g as usize].iter().copied())
+                    .filter(keep)
                     .collect();
                 positions.sort_unstable();
-                positions.iter().map(at).filter(keep).cloned().collect()
+                positions
             }
         }
     }

@@ -758,15 +758,14 @@ impl AnswerBuilder {
             }
         }
         drop(old_iter);
-        let wire_of = |i: &Instance| {
-            let at = instances
-                .binary_search_by(|e| e.id.cmp(&i.id))
-                .expect("every instance of the snapshot is encoded");
-            &instances[at].wire
-        };
-
-        let sets_for = |members: &[Arc<Instance>]| {
-            let all: Vec<&InstanceWire> = members.iter().map(|i| wire_of(i)).collect();
+        // `instances` is in the snapshot's order, one entry per instance:
+        // a member's position in the snapshot is its position here.
+        debug_assert_eq!(instances.len(), snap.instances.len());
+        let sets_for = |members: &[u32]| {
+            let all: Vec<&InstanceWire> = members
+                .iter()
+                .map(|&p| &instances[p as usize].wire)
+                .collect();
             // Empty sets are left out (NODATA either way): no allocation.
             let addrs = |v6: bool| {
                 let set = all
@@ -782,17 +781,16 @@ impl AnswerBuilder {
                 ..Node::default()
             }
         };
-        // One node for the plain service names, shared by both spellings of
-        // the datacenter; version selectors hang off it (looked up on the
-        // query path), so a change publishes a handful of names, not one per
-        // selector.
-        // Selectors often select the same instances (v2, v2-0 and v2-0-0
-        // when only 2.0.0 runs): such sets are built once and shared.
-        let mut by_members: HashMap<Vec<*const Instance>, Node> = HashMap::new();
+        // Version names are looked up through the service's node on the
+        // query path, so a change publishes a handful of names, not one per
+        // selector. Selectors often select the same instances (v2, v2-0 and
+        // v2-0-0 when only 2.0.0 runs): such sets are built once and shared.
+        let mut by_members: HashMap<Vec<u32>, Node> = HashMap::new();
         let mut sets_of = |sel: Option<&VersionSelector>| {
-            let members = snap.select(sel, true);
-            let ptrs: Vec<*const Instance> = members.iter().map(Arc::as_ptr).collect();
-            let n = by_members.entry(ptrs).or_insert_with(|| sets_for(&members));
+            let members = snap.select_positions(sel, true);
+            let n = by_members
+                .entry(members)
+                .or_insert_with_key(|m| sets_for(m));
             Node {
                 a: n.a.clone(),
                 aaaa: n.aaaa.clone(),
