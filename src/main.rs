@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
 use maxine::app::{App, Listeners};
@@ -251,21 +252,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = App::build(config, listeners)?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
+    // Installed here, before the server says it is serving: a SIGTERM sent
+    // right after that line must drain, not kill with the default action.
+    let mut term = unix_signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = unix_signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
         tracing::info!("shutting down");
         signal.cancel();
     });
     app.run(shutdown).await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
