@@ -27,6 +27,12 @@ fn data(million: bool) -> &'static (Registry, Answers) {
     }
 }
 
+/// Ten services of 200 instances: a change rebuilds a large service.
+fn large_services() -> &'static (Registry, Answers) {
+    static DATA: OnceLock<(Registry, Answers)> = OnceLock::new();
+    DATA.get_or_init(|| sample(10, 200, 32))
+}
+
 fn hot_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("respond");
     for (label, million) in [("1k", false), ("1M", true)] {
@@ -58,11 +64,17 @@ fn registry(c: &mut Criterion) {
         };
         b.iter(|| black_box(registry.answer(black_box(&q))))
     });
-    for (label, million) in [("1k", false), ("1M", true)] {
+    type DataSet = fn() -> &'static (Registry, Answers);
+    let sets: [(&str, DataSet); 3] = [
+        ("1k", || data(false)),
+        ("1M", || data(true)),
+        ("200-per-service", large_services),
+    ];
+    for (label, set) in sets {
         c.bench_function(
             &format!("registry/register_with_answer_rebuild/{label}"),
             |b| {
-                let registry = &data(million).0;
+                let registry = &set().0;
                 let key = ServiceKey::new(
                     registry.local_dc().clone(),
                     ServiceName::new("svc7").unwrap(),

@@ -57,9 +57,20 @@ fn check_label(what: &'static str, raw: &str) -> Result<(), NameError> {
 macro_rules! label_newtype {
     ($(#[$doc:meta])* $name:ident, $what:literal, $repr:ty) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        // Equality is the string's, tested by pointer first (clones of one
+        // name are the common case), so hashing the string stays consistent.
+        #[allow(clippy::derived_hash_with_manual_eq)]
+        #[derive(Clone, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name($repr);
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.ptr_eq(other) || *self.0 == *other.0
+            }
+        }
+
+        impl Eq for $name {}
 
         impl $name {
             /// Validates `raw` (case-insensitively: it is stored in lowercase).
@@ -71,6 +82,12 @@ macro_rules! label_newtype {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// Whether both are clones of one value: a pointer comparison
+            /// that implies equality (equal names may still be apart).
+            pub fn ptr_eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
             }
         }
 
@@ -219,6 +236,19 @@ impl VersionSelector {
                 Self { parts: p, len: l }
             })
             .collect()
+    }
+
+    /// The selector one part shorter (`v2-1` gives `v2`), which matches
+    /// every version this one matches; `None` for a major version alone.
+    pub fn parent(&self) -> Option<Self> {
+        (self.len > 1).then(|| {
+            let mut parts = self.parts;
+            parts[self.len as usize - 1] = 0;
+            Self {
+                parts,
+                len: self.len - 1,
+            }
+        })
     }
 
     pub fn matches(&self, version: &str) -> bool {

@@ -89,24 +89,27 @@ impl Instances {
         changes.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later change stays later
         let mut out = Vec::with_capacity(self.len() + changes.len());
         let (mut gone, mut added) = (Vec::new(), Vec::new());
-        let mut old = self.0.iter().peekable();
+        // Binary searches between the changes: a change to a large service
+        // compares a few ids and copies the pointers around it.
+        let mut old = &self.0[..];
         let mut changes = changes.into_iter().peekable();
         while let Some((id, new)) = changes.next() {
             if changes.peek().is_some_and(|(next, _)| *next == id) {
                 continue;
             }
-            while let Some(i) = old.next_if(|i| i.id < id) {
-                out.push(i.clone());
-            }
-            if let Some(i) = old.next_if(|i| i.id == id) {
+            let at = old.partition_point(|i| i.id < id);
+            out.extend_from_slice(&old[..at]);
+            old = &old[at..];
+            if let Some((i, rest)) = old.split_first().filter(|(i, _)| i.id == id) {
                 gone.push(i.clone());
+                old = rest;
             }
             if let Some(new) = new {
                 added.push(new.clone());
                 out.push(new);
             }
         }
-        out.extend(old.cloned());
+        out.extend_from_slice(old);
         (Self(out.into_boxed_slice()), gone, added)
     }
 }

@@ -17,43 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::core::naming;
 use crate::core::{
-    Batch, Datacenter, Instance, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot,
-    VersionSelector,
+    Batch, Datacenter, Instance, Observer, Registry, ServiceKey, ServiceSnapshot, VersionSelector,
 };
 
+use super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
 use super::wire::{self, Flags, ReplyWriter, Request, rcode, types};
 use super::zone::{StaticRrset, Zone};
-
-/// One instance's records, encoded once per change of the instance; the
-/// sets of its service are built from them.
-#[derive(Debug)]
-pub struct InstanceWire {
-    /// The A or AAAA record with the instance's address (None for host
-    /// names), owner a pointer to the question (`C0 0C`).
-    addr: Option<Box<[u8]>>,
-    is_v6: bool,
-    /// SRV record, owner a pointer to the question: priority 1, the
-    /// instance's weight and port, and its target name uncompressed (RFC 2782
-    /// forbids compressing it). For an instance with an address the target
-    /// is the instance name, and its additional record is that name and
-    /// the `addr` record's tail.
-    srv: Box<[u8]>,
-}
-
-/// Where the target name starts in an SRV record: pointer, type, class,
-/// TTL, RDLENGTH, then priority, weight and port.
-const SRV_TARGET_AT: usize = 2 + 10 + 6;
-
-impl InstanceWire {
-    /// Appends the target's address record, complete, for the additional
-    /// section; false when the instance has none (a host-name target).
-    fn push_additional(&self, out: &mut Vec<u8>) -> bool {
-        let Some(addr) = &self.addr else { return false };
-        out.extend_from_slice(&self.srv[SRV_TARGET_AT..]);
-        out.extend_from_slice(&addr[2..]);
-        true
-    }
-}
 
 /// The records of one set, encoded back to back, each with a pointer to the
 /// question name (`C0 0C`) as owner, so that any run of them is copied into
@@ -75,60 +44,77 @@ pub struct Section {
     extra: bool,
 }
 
-/// The additional records of an SRV set and their marks (see [`Section`]).
-type AdditionalParts<'a> = (&'a [u8], &'a [(u32, u32)]);
-
 impl Section {
-    /// A set of the given records (each pointer-prefixed already).
-    fn new<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
-        let records: Vec<&[u8]> = records.into_iter().collect();
-        Self::build(&records, None)
+    /// The address records of type `rtype` of `instances`.
+    fn addresses(instances: &[InstanceWire<'_>], rtype: u16) -> Option<Self> {
+        Self::build(
+            instances,
+            |w| w.addr_tail(rtype).map(|t| (&AT_QNAME[..], t)),
+            false,
+        )
     }
 
     /// The SRV set of `instances`, with their targets' addresses aligned.
-    fn srv(instances: &[&InstanceWire]) -> Option<Self> {
-        let records: Vec<&[u8]> = instances.iter().map(|w| &w.srv[..]).collect();
-        let mut bytes = Vec::new();
-        let mut marks = Vec::with_capacity(instances.len());
-        let mut count = 0;
-        for w in instances {
-            if w.push_additional(&mut bytes) {
-                count += 1;
-            }
-            marks.push((offset(bytes.len()), count));
-        }
-        Self::build(&records, (count > 0).then_some((&bytes[..], &marks[..])))
+    fn srv(instances: &[InstanceWire<'_>]) -> Option<Self> {
+        Self::build(instances, |w| Some((&[][..], w.srv())), true)
     }
 
-    fn build(records: &[&[u8]], extra: Option<AdditionalParts<'_>>) -> Option<Self> {
-        if records.is_empty() {
+    /// The set of the records `record` gives for `instances` (each record a
+    /// prefix and the rest), with the instances' additional records when
+    /// `with_additional`. Sizes everything first: one allocation, and every
+    /// piece copied once.
+    fn build<'a>(
+        instances: &[InstanceWire<'a>],
+        record: impl Fn(&InstanceWire<'a>) -> Option<(&'a [u8], &'a [u8])>,
+        with_additional: bool,
+    ) -> Option<Self> {
+        let (mut n, mut size, mut extra_size) = (0, 0, 0);
+        for w in instances {
+            if let Some((p, r)) = record(w) {
+                n += 1;
+                size += p.len() + r.len();
+                if with_additional {
+                    extra_size += w.additional().map_or(0, <[u8]>::len);
+                }
+            }
+        }
+        if n == 0 {
             return None;
         }
-        let n = records.len();
-        let size: usize = records.iter().map(|r| r.len()).sum();
-        let extra_size = extra.map_or(0, |(bytes, _)| 8 * n + bytes.len());
-        let mut buf = Vec::with_capacity(4 * n + size + extra_size);
+        let extra = extra_size > 0;
+        let total = if extra { 12 } else { 4 } * n + size + extra_size;
+        let mut buf = Vec::with_capacity(total);
+        let members = || instances.iter().filter_map(|w| record(w).map(|r| (w, r)));
         let mut end = 0;
-        for r in records {
-            end += r.len();
+        for (_, (p, r)) in members() {
+            end += p.len() + r.len();
             buf.extend_from_slice(&offset(end).to_le_bytes());
         }
-        if let Some((_, marks)) = extra {
-            for (at, count) in marks {
-                buf.extend_from_slice(&at.to_le_bytes());
+        if extra {
+            let (mut at, mut count) = (0, 0u32);
+            for (w, _) in members() {
+                if let Some(a) = w.additional() {
+                    at += a.len();
+                    count += 1;
+                }
+                buf.extend_from_slice(&offset(at).to_le_bytes());
                 buf.extend_from_slice(&count.to_le_bytes());
             }
         }
-        for r in records {
+        for (_, (p, r)) in members() {
+            buf.extend_from_slice(p);
             buf.extend_from_slice(r);
         }
-        if let Some((bytes, _)) = extra {
-            buf.extend_from_slice(bytes);
+        if extra {
+            for (w, _) in members() {
+                buf.extend_from_slice(w.additional().unwrap_or_default());
+            }
         }
+        debug_assert_eq!(buf.len(), total);
         Some(Section {
             buf: buf.into_boxed_slice(),
             n: offset(n),
-            extra: extra.is_some(),
+            extra,
         })
     }
 
@@ -240,12 +226,6 @@ impl Section {
     }
 }
 
-/// An offset into a section. Sets are built from a service's instances: far
-/// below 4 GiB.
-fn offset(len: usize) -> u32 {
-    u32::try_from(len).expect("a record set below 4 GiB")
-}
-
 type Set = Arc<Section>;
 type NameHasher = foldhash::fast::RandomState;
 
@@ -264,6 +244,18 @@ pub struct Node {
     statics: Vec<StaticRrset>,
 }
 
+impl Node {
+    /// A node with this one's dynamic record sets (shared) and nothing else.
+    fn sets(&self) -> Node {
+        Node {
+            a: self.a.clone(),
+            aaaa: self.aaaa.clone(),
+            srv: self.srv.clone(),
+            ..Node::default()
+        }
+    }
+}
+
 /// The instance names below a service name: each instance's id label and
 /// its address record, back to back in one buffer, sorted by id for a
 /// binary search. A name per instance in the map would cost a key, a node
@@ -278,14 +270,23 @@ struct InstanceTable {
 }
 
 impl InstanceTable {
-    /// `instances`: (lowercase id label, address record) in id order.
-    fn new<'a>(instances: impl Iterator<Item = (&'a [u8], Option<(u16, &'a [u8])>)>) -> Self {
-        let mut bytes = Vec::new();
-        let mut entries = Vec::new();
+    /// `instances`: (lowercase id label, address record type and tail) in
+    /// id order; each record gets the question pointer as owner.
+    fn new<'a>(
+        instances: impl Iterator<Item = (&'a [u8], Option<(u16, &'a [u8])>)> + Clone,
+    ) -> Self {
+        let (mut n, mut size) = (0, 0);
+        for (id, rec) in instances.clone() {
+            n += 1;
+            size += id.len() + rec.map_or(0, |(_, r)| AT_QNAME.len() + r.len());
+        }
+        let mut bytes = Vec::with_capacity(size);
+        let mut entries = Vec::with_capacity(n);
         for (id, rec) in instances {
             bytes.extend_from_slice(id);
             let id_end = offset(bytes.len());
             let rtype = rec.map_or(0, |(t, r)| {
+                bytes.extend_from_slice(&AT_QNAME);
                 bytes.extend_from_slice(r);
                 t
             });
@@ -621,13 +622,7 @@ struct ServiceState {
     /// Every instance's records, in id order like the snapshot, with the
     /// index of the instance value they encode: an unchanged instance is
     /// not encoded again.
-    instances: Vec<EncodedInstance>,
-}
-
-struct EncodedInstance {
-    id: InstanceId,
-    index: u64,
-    wire: InstanceWire,
+    instances: EncodedInstances,
 }
 
 impl AnswerBuilder {
@@ -665,32 +660,42 @@ impl AnswerBuilder {
         v
     }
 
-    fn encode_instance(&self, inst: &Instance) -> InstanceWire {
-        let target = match &inst.address {
-            crate::core::Address::Host(h) => wire::wire_name(h).unwrap_or_else(|| vec![0]),
-            crate::core::Address::Ip(_) => self
-                .wire(&[
-                    inst.id.to_string(),
-                    inst.service.to_string(),
-                    inst.datacenter.to_string(),
-                ])
-                .into_vec(),
-        };
-        let (addr_tail, is_v6) = match inst.address.ip() {
-            Some(IpAddr::V4(v4)) => (Some(tail(types::A, self.ttl, &v4.octets())), false),
-            Some(IpAddr::V6(v6)) => (Some(tail(types::AAAA, self.ttl, &v6.octets())), true),
-            None => (None, false),
-        };
-        let mut srv = Vec::with_capacity(6 + target.len());
-        srv.extend_from_slice(&1u16.to_be_bytes());
-        srv.extend_from_slice(&inst.weight.to_be_bytes());
-        srv.extend_from_slice(&inst.port.to_be_bytes());
-        srv.extend_from_slice(&target);
-        InstanceWire {
-            addr: addr_tail.map(|t| at_qname(&t)),
-            is_v6,
-            srv: at_qname(&tail(types::SRV, self.ttl, &srv)),
+    /// Appends the records of [`InstanceWire`] for `inst` to `out`.
+    fn encode_instance(&self, inst: &Instance, out: &mut Vec<u8>) -> Encoding {
+        let start = out.len();
+        out.extend_from_slice(&AT_QNAME);
+        let rdata_at = push_tail_header(out, types::SRV, self.ttl);
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&inst.weight.to_be_bytes());
+        out.extend_from_slice(&inst.port.to_be_bytes());
+        match &inst.address {
+            crate::core::Address::Host(h) => {
+                out.extend(wire::wire_name(h).unwrap_or_else(|| vec![0]));
+            }
+            crate::core::Address::Ip(_) => out.extend_from_slice(&self.wire(&[
+                inst.id.to_string(),
+                inst.service.to_string(),
+                inst.datacenter.to_string(),
+            ])),
         }
+        set_rdlength(out, rdata_at);
+        let srv_len = u16::try_from(out.len() - start).expect("an SRV record below 64 KiB");
+        let addr_type = match inst.address.ip() {
+            Some(IpAddr::V4(v4)) => {
+                let at = push_tail_header(out, types::A, self.ttl);
+                out.extend_from_slice(&v4.octets());
+                set_rdlength(out, at);
+                types::A
+            }
+            Some(IpAddr::V6(v6)) => {
+                let at = push_tail_header(out, types::AAAA, self.ttl);
+                out.extend_from_slice(&v6.octets());
+                set_rdlength(out, at);
+                types::AAAA
+            }
+            None => 0,
+        };
+        Encoding { srv_len, addr_type }
     }
 
     /// Rebuilds the names of one service that changed (or removes them).
@@ -737,46 +742,30 @@ impl AnswerBuilder {
                     .iter()
                     .map(|t| self.wire(&naming::render(t)))
                     .collect();
-                (names, Vec::new())
+                (names, EncodedInstances::default())
             }
         };
 
         // Merge the encoded instances (id order) with the snapshot's (id
         // order): keep the unchanged, encode the changed and new, drop the
         // removed.
-        let mut instances = Vec::with_capacity(snap.instances.len());
-        let mut old_iter = old_instances.into_iter().peekable();
-        for (id, inst) in &snap.instances {
-            while old_iter.next_if(|o| o.id < *id).is_some() {}
-            match old_iter.next_if(|o| o.id == *id) {
-                Some(o) if o.index == inst.index => instances.push(o),
-                _ => instances.push(EncodedInstance {
-                    id: id.clone(),
-                    index: inst.index,
-                    wire: self.encode_instance(inst),
-                }),
-            }
-        }
-        drop(old_iter);
+        let instances = old_instances.merge(
+            snap.instances.iter(),
+            |inst| inst.index,
+            |inst, out| self.encode_instance(inst, out),
+        );
         // `instances` is in the snapshot's order, one entry per instance:
         // a member's position in the snapshot is its position here.
         debug_assert_eq!(instances.len(), snap.instances.len());
         let sets_for = |members: &[u32]| {
-            let all: Vec<&InstanceWire> = members
+            let all: Vec<InstanceWire<'_>> = members
                 .iter()
-                .map(|&p| &instances[p as usize].wire)
+                .map(|&p| instances.wire(p as usize))
                 .collect();
             // Empty sets are left out (NODATA either way): no allocation.
-            let addrs = |v6: bool| {
-                let set = all
-                    .iter()
-                    .filter(|w| w.is_v6 == v6)
-                    .filter_map(|w| w.addr.as_deref());
-                Section::new(set).map(Arc::new)
-            };
             Node {
-                a: addrs(false),
-                aaaa: addrs(true),
+                a: Section::addresses(&all, types::A).map(Arc::new),
+                aaaa: Section::addresses(&all, types::AAAA).map(Arc::new),
                 srv: Section::srv(&all).map(Arc::new),
                 ..Node::default()
             }
@@ -785,22 +774,33 @@ impl AnswerBuilder {
         // query path, so a change publishes a handful of names, not one per
         // selector. Selectors often select the same instances (v2, v2-0 and
         // v2-0-0 when only 2.0.0 runs): such sets are built once and shared.
-        let mut by_members: HashMap<Vec<u32>, Node> = HashMap::new();
-        let mut sets_of = |sel: Option<&VersionSelector>| {
-            let members = snap.select_positions(sel, true);
-            let n = by_members
-                .entry(members)
-                .or_insert_with_key(|m| sets_for(m));
-            Node {
-                a: n.a.clone(),
-                aaaa: n.aaaa.clone(),
-                srv: n.srv.clone(),
-                ..Node::default()
-            }
-        };
+        // A selector selects a subset of what its parent selects (and `v2`
+        // of all instances), so it selects the same set exactly when it
+        // selects as many; selectors come sorted, parents first.
+        let all = snap.select_positions(None, true);
+        let all_sets = sets_for(&all);
         let selectors: Box<[VersionSelector]> = snap.selectors().copied().collect();
+        let mut sizes: Vec<usize> = Vec::with_capacity(selectors.len());
+        let mut nodes: Vec<Node> = Vec::with_capacity(selectors.len());
+        for sel in &selectors {
+            let members = snap.select_positions(Some(sel), true);
+            let parent = sel
+                .parent()
+                .and_then(|p| selectors[..nodes.len()].binary_search(&p).ok());
+            let (parent_len, parent_node) = match parent {
+                Some(at) => (sizes[at], &nodes[at]),
+                None => (all.len(), &all_sets),
+            };
+            let node = if members.len() == parent_len {
+                parent_node.sets()
+            } else {
+                sets_for(&members)
+            };
+            sizes.push(members.len());
+            nodes.push(node);
+        }
         let versions = Versions {
-            nodes: selectors.iter().map(|s| sets_of(Some(s))).collect(),
+            nodes: nodes.into_boxed_slice(),
             selectors,
         };
         // One node for every name of the service: the query path finds
@@ -808,7 +808,7 @@ impl AnswerBuilder {
         let node = Arc::new(Node {
             versions: Some(Arc::new(versions)),
             instances: Some(Arc::new(self.instance_table(&instances))),
-            ..sets_of(None)
+            ..all_sets
         });
         for name in &service_names {
             self.publish(&names, name, Some(node.clone()));
@@ -827,15 +827,14 @@ impl AnswerBuilder {
     /// while it is registered).
     /// Ids are stored in lowercase and instances kept in id order, which is
     /// the byte order of the labels that [`InstanceTable::find`] searches.
-    fn instance_table(&self, instances: &[EncodedInstance]) -> InstanceTable {
-        debug_assert!(instances.is_sorted_by(|a, b| a.id.as_str() < b.id.as_str()));
-        InstanceTable::new(instances.iter().map(|e| {
-            let w = &e.wire;
-            let rtype = if w.is_v6 { types::AAAA } else { types::A };
-            (
-                e.id.as_str().as_bytes(),
-                w.addr.as_deref().map(|r| (rtype, r)),
-            )
+    fn instance_table(&self, instances: &EncodedInstances) -> InstanceTable {
+        debug_assert!(instances.is_sorted());
+        InstanceTable::new((0..instances.len()).map(|i| {
+            let w = instances.wire(i);
+            let addr = [types::A, types::AAAA]
+                .into_iter()
+                .find_map(|t| w.addr_tail(t).map(|r| (t, r)));
+            (instances.id(i), addr)
         }))
     }
 
@@ -890,53 +889,70 @@ impl Observer for AnswerBuilder {
     }
 }
 
-/// A record whose owner is a pointer to the question name: `C0 0C`, then
-/// `tail`.
-fn at_qname(tail: &[u8]) -> Box<[u8]> {
-    let mut rec = Vec::with_capacity(2 + tail.len());
-    rec.extend_from_slice(&[0xC0, 0x0C]);
-    rec.extend_from_slice(tail);
-    rec.into_boxed_slice()
+/// Appends a record's type, class IN, TTL and a zero RDLENGTH; returns
+/// where the RDLENGTH is, for [`set_rdlength`] once the RDATA follows.
+fn push_tail_header(out: &mut Vec<u8>, rtype: u16, ttl: u32) -> usize {
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&types::CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.len() - 2
 }
 
-/// A record tail: type, class IN, TTL, RDLENGTH, RDATA.
-fn tail(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
-    let mut t = Vec::with_capacity(10 + rdata.len());
-    t.extend_from_slice(&rtype.to_be_bytes());
-    t.extend_from_slice(&types::CLASS_IN.to_be_bytes());
-    t.extend_from_slice(&ttl.to_be_bytes());
-    t.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    t.extend_from_slice(rdata);
-    t.into_boxed_slice()
+/// Sets the RDLENGTH at `at` to the length of what follows it.
+fn set_rdlength(out: &mut [u8], at: usize) {
+    let len = u16::try_from(out.len() - at - 2).expect("RDATA below 64 KiB");
+    out[at..at + 2].copy_from_slice(&len.to_be_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An instance whose SRV record is `srv_len` bytes and whose additional
-    /// record (its target, then its address record's tail) `additional`.
-    fn wire(srv_len: usize, additional: Option<usize>) -> InstanceWire {
-        let rec = |len: usize, tag: u8| (0..len).map(|i| tag ^ i as u8).collect();
-        let target = srv_len - SRV_TARGET_AT;
-        InstanceWire {
-            addr: additional.map(|len| rec(len - target + 2, 0x80 | len as u8)),
-            is_v6: false,
-            srv: rec(srv_len, srv_len as u8),
+    use crate::core::InstanceId;
+    use crate::dns::encoded::SRV_TARGET_AT;
+
+    /// Instances whose SRV records are `shape.0` bytes long and whose
+    /// additional records (the target, then the address record's tail)
+    /// `shape.1`.
+    fn encoded(shapes: &[(usize, Option<usize>)]) -> EncodedInstances {
+        let rec = |len: usize, tag: u8| -> Vec<u8> { (0..len).map(|i| tag ^ i as u8).collect() };
+        let mut e = EncodedInstances::default();
+        for (i, &(srv_len, additional)) in shapes.iter().enumerate() {
+            let id = InstanceId::new(&format!("i{i:03}")).unwrap();
+            e.push(&id, 0, |out| {
+                out.extend(rec(srv_len, srv_len as u8));
+                if let Some(len) = additional {
+                    out.extend(rec(len - (srv_len - SRV_TARGET_AT), 0x80 | len as u8));
+                }
+                Encoding {
+                    srv_len: srv_len as u16,
+                    addr_type: if additional.is_some() { types::A } else { 0 },
+                }
+            });
         }
+        e
+    }
+
+    fn wires(e: &EncodedInstances) -> Vec<InstanceWire<'_>> {
+        (0..e.len()).map(|i| e.wire(i)).collect()
     }
 
     /// The window written one record at a time, as the sets were before.
-    fn one_by_one(all: &[InstanceWire], start: usize, take: usize, w: &mut ReplyWriter) -> bool {
+    fn one_by_one(
+        all: &[InstanceWire<'_>],
+        start: usize,
+        take: usize,
+        w: &mut ReplyWriter,
+    ) -> bool {
         let window = all.iter().cycle().skip(start).take(take);
         for inst in window.clone() {
-            if !w.push_full(1, &inst.srv) {
+            if !w.push_full(1, inst.srv()) {
                 return false;
             }
         }
         for inst in window {
-            let mut rec = Vec::new();
-            if inst.push_additional(&mut rec) && !w.push_full(3, &rec) {
+            if inst.additional().is_some_and(|rec| !w.push_full(3, rec)) {
                 break;
             }
         }
@@ -962,9 +978,9 @@ mod tests {
             (30, Some(16)),
         ];
         for n in 1..=shapes.len() {
-            let all: Vec<InstanceWire> = shapes[..n].iter().map(|(s, a)| wire(*s, *a)).collect();
-            let refs: Vec<&InstanceWire> = all.iter().collect();
-            let set = Section::srv(&refs).unwrap();
+            let e = encoded(&shapes[..n]);
+            let all = wires(&e);
+            let set = Section::srv(&all).unwrap();
             let (mut got, mut want) = (Vec::new(), Vec::new());
             for take in 1..=n {
                 for start in 0..n {
@@ -987,24 +1003,30 @@ mod tests {
 
     #[test]
     fn sets_and_additional_records_are_built_from_instance_records() {
-        let s = Section::new([&[1u8, 2, 3][..], &[4], &[5, 6]]).unwrap();
-        assert_eq!(s.records(), &[1, 2, 3, 4, 5, 6]);
-        assert_eq!((s.end(0), s.end(1), s.end(2)), (3, 4, 6));
-        assert_eq!(s.run(&(1..3)), &[4, 5, 6]);
+        // Address sets: the question pointer, then each address tail.
+        let e = encoded(&[(20, Some(5)), (20, None), (21, Some(4))]);
+        let ws = wires(&e);
+        let s = Section::addresses(&ws, types::A).unwrap();
+        let tails = |i: usize| ws[i].addr_tail(types::A).unwrap();
+        let want: Vec<u8> = [&AT_QNAME[..], tails(0), &AT_QNAME, tails(2)].concat();
+        assert_eq!(s.records(), &want[..]);
+        assert_eq!((s.len(), s.end(0), s.end(1)), (2, 5, 8));
+        assert_eq!(s.run(&(1..2)), &want[5..]);
         assert!(!s.extra && s.additional().is_empty());
-        assert!(Section::new([]).is_none());
+        assert!(Section::addresses(&ws[1..2], types::A).is_none());
+        assert!(Section::addresses(&ws[..1], types::AAAA).is_none());
         // The additional record is the SRV target, then the address tail.
-        let w = wire(SRV_TARGET_AT + 3, Some(3 + 4));
-        let mut rec = Vec::new();
-        assert!(w.push_additional(&mut rec));
-        assert_eq!(&rec[..3], &w.srv[SRV_TARGET_AT..]);
-        assert_eq!(&rec[3..], &w.addr.as_ref().unwrap()[2..]);
+        let e = encoded(&[(SRV_TARGET_AT + 3, Some(3 + 4))]);
+        let w = e.wire(0);
+        let rec = w.additional().unwrap();
+        assert_eq!(&rec[..3], &w.srv()[SRV_TARGET_AT..]);
+        assert_eq!(&rec[3..], w.addr_tail(types::A).unwrap());
         // SRV sets whose targets are all host names carry no additional data.
-        let hosts = [wire(20, None), wire(21, None)];
-        assert!(!Section::srv(&[&hosts[0], &hosts[1]]).unwrap().extra);
+        let hosts = encoded(&[(20, None), (21, None)]);
+        assert!(!Section::srv(&wires(&hosts)).unwrap().extra);
         // Marks count the additional records of each prefix of the set.
-        let mixed = [wire(20, Some(30)), wire(21, None), wire(22, Some(10))];
-        let set = Section::srv(&[&mixed[0], &mixed[1], &mixed[2]]).unwrap();
+        let mixed = encoded(&[(20, Some(30)), (21, None), (22, Some(10))]);
+        let set = Section::srv(&wires(&mixed)).unwrap();
         assert!(set.extra);
         assert_eq!(
             (set.mark(0), set.mark(1), set.mark(2)),
@@ -1022,8 +1044,9 @@ mod tests {
             let rec = (!r.is_empty()).then_some((types::A, r));
             (*id, rec)
         }));
-        assert_eq!(t.find(b"a"), Some((types::A, &[1u8, 1][..])));
-        assert_eq!(t.find(b"ab"), Some((types::A, &[2u8, 2, 2][..])));
+        // Records get the question pointer as owner.
+        assert_eq!(t.find(b"a"), Some((types::A, &[0xC0, 0x0C, 1, 1][..])));
+        assert_eq!(t.find(b"ab"), Some((types::A, &[0xC0, 0x0C, 2, 2, 2][..])));
         assert_eq!(t.find(b"b"), Some((0, &[][..])));
         for missing in [&b""[..], b"aa", b"abc", b"c", b"0"] {
             assert_eq!(t.find(missing), None, "{missing:?}");

@@ -6,6 +6,7 @@
 //! Must not import: http (front ends never call each other).
 
 pub mod answers;
+mod encoded;
 pub mod rrl;
 #[doc(hidden)]
 pub mod testing;

@@ -1,0 +1,312 @@
+//! The answer builder's copy of each service's instances, encoded as DNS
+//! records: what a change of the service rebuilds the service's record sets
+//! from.
+//!
+//! A service's instances live in one buffer, in id order, so that building
+//! its sets reads memory front to back instead of following a pointer per
+//! instance, and a change copies the unchanged instances in runs.
+
+use std::ops::Range;
+
+use crate::core::InstanceId;
+
+/// Where the target name starts in an SRV record: pointer, type, class,
+/// TTL, RDLENGTH, then priority, weight and port.
+pub(super) const SRV_TARGET_AT: usize = 2 + 10 + 6;
+
+/// The owner of every pre-encoded record: a pointer to the question name.
+pub(super) const AT_QNAME: [u8; 2] = [0xC0, 0x0C];
+
+/// One instance's records: the SRV record, owner a pointer to the question
+/// (`C0 0C`): priority 1, the instance's weight and port, and its target
+/// name uncompressed (RFC 2782 forbids compressing it); then, for an
+/// instance with an address, the tail (type to RDATA) of its A or AAAA
+/// record. The target of such an instance is the instance name, so
+/// everything from the target on is, verbatim, the additional record an SRV
+/// answer carries for it, and set building copies it in one piece.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InstanceWire<'a> {
+    buf: &'a [u8],
+    srv_len: u16,
+    /// The address record's type: `types::A`, `types::AAAA`, or 0 for a
+    /// host-name target (no address record).
+    addr_type: u16,
+}
+
+impl<'a> InstanceWire<'a> {
+    pub(super) fn srv(&self) -> &'a [u8] {
+        &self.buf[..self.srv_len as usize]
+    }
+
+    /// The tail (type to RDATA) of the address record, if of type `rtype`.
+    pub(super) fn addr_tail(&self, rtype: u16) -> Option<&'a [u8]> {
+        (self.addr_type == rtype && rtype != 0).then(|| &self.buf[self.srv_len as usize..])
+    }
+
+    /// The target's address record, complete, for the additional section;
+    /// None when the instance has none (a host-name target).
+    pub(super) fn additional(&self) -> Option<&'a [u8]> {
+        (self.addr_type != 0).then(|| &self.buf[SRV_TARGET_AT..])
+    }
+}
+
+/// What an encoder reports of the records it appended (see
+/// [`EncodedInstances::push`]).
+pub(super) struct Encoding {
+    pub srv_len: u16,
+    pub addr_type: u16,
+}
+
+struct Entry {
+    id: InstanceId,
+    /// Index of the instance value encoded: an unchanged instance keeps it.
+    index: u64,
+    /// Where this instance's bytes end; they start where the previous
+    /// instance's end: the id label, then the records ([`InstanceWire`]).
+    end: u32,
+    id_len: u8,
+    srv_len: u16,
+    addr_type: u16,
+}
+
+/// A service's instances, encoded, in id order.
+#[derive(Default)]
+pub(super) struct EncodedInstances {
+    entries: Vec<Entry>,
+    bytes: Vec<u8>,
+}
+
+impl EncodedInstances {
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].end as usize
+        }
+    }
+
+    /// The id label of instance `i` (lowercase, as ids are stored).
+    pub(super) fn id(&self, i: usize) -> &[u8] {
+        let at = self.start(i);
+        &self.bytes[at..at + self.entries[i].id_len as usize]
+    }
+
+    pub(super) fn wire(&self, i: usize) -> InstanceWire<'_> {
+        let e = &self.entries[i];
+        InstanceWire {
+            buf: &self.bytes[self.start(i) + e.id_len as usize..e.end as usize],
+            srv_len: e.srv_len,
+            addr_type: e.addr_type,
+        }
+    }
+
+    /// Appends an instance: its id label, then whatever `encode` appends
+    /// (the records of [`InstanceWire`]).
+    pub(super) fn push(
+        &mut self,
+        id: &InstanceId,
+        index: u64,
+        encode: impl FnOnce(&mut Vec<u8>) -> Encoding,
+    ) {
+        self.bytes.extend_from_slice(id.as_str().as_bytes());
+        let e = encode(&mut self.bytes);
+        self.entries.push(Entry {
+            id: id.clone(),
+            index,
+            end: offset(self.bytes.len()),
+            // A DNS label: at most 63 bytes.
+            id_len: id.as_str().len() as u8,
+            srv_len: e.srv_len,
+            addr_type: e.addr_type,
+        });
+    }
+
+    /// These instances updated to `next` (id order, with each value's
+    /// index): unchanged instances are moved over, their bytes copied in
+    /// runs; `encode` appends the records of the changed and new ones.
+    /// Consumes `self`, so that moving an id touches no reference count.
+    pub(super) fn merge<'n, T: 'n>(
+        self,
+        next: impl ExactSizeIterator<Item = (&'n InstanceId, &'n T)>,
+        index_of: impl Fn(&T) -> u64,
+        mut encode: impl FnMut(&T, &mut Vec<u8>) -> Encoding,
+    ) -> Self {
+        let mut out = EncodedInstances {
+            entries: Vec::with_capacity(next.len()),
+            bytes: Vec::with_capacity(self.bytes.len() + 128),
+        };
+        let old_bytes = self.bytes;
+        let mut old = self.entries.into_iter();
+        // Where the next old entry's bytes start, and the run of old bytes
+        // waiting to be copied.
+        let mut old_at = 0usize;
+        let mut run: Range<usize> = 0..0;
+        let flush = |out: &mut EncodedInstances, run: &mut Range<usize>| {
+            out.bytes.extend_from_slice(&old_bytes[run.clone()]);
+            *run = run.end..run.end;
+        };
+        for (id, value) in next {
+            // An unchanged instance shares its id's allocation with the
+            // encoded one: a pointer test, no string comparison.
+            if !old.as_slice().first().is_some_and(|e| e.id.ptr_eq(id)) {
+                let gone = old.as_slice().partition_point(|e| e.id < *id);
+                for e in old.by_ref().take(gone) {
+                    old_at = e.end as usize;
+                }
+            }
+            let same = old.as_slice().first().is_some_and(|e| e.id == *id);
+            let kept = same && old.as_slice()[0].index == index_of(value);
+            if same {
+                let mut e = old.next().expect("checked");
+                let (from, to) = (old_at, e.end as usize);
+                old_at = to;
+                if kept {
+                    if run.end != from {
+                        flush(&mut out, &mut run);
+                        run = from..from;
+                    }
+                    run.end = to;
+                    e.end = offset(out.bytes.len() + run.len());
+                    out.entries.push(e);
+                    continue;
+                }
+            }
+            flush(&mut out, &mut run);
+            out.push(id, index_of(value), |bytes| encode(value, bytes));
+        }
+        flush(&mut out, &mut run);
+        out
+    }
+
+    /// The entries' ids are in order (for debug assertions).
+    pub(super) fn is_sorted(&self) -> bool {
+        self.entries
+            .is_sorted_by(|a, b| a.id.as_str() < b.id.as_str())
+    }
+}
+
+/// An offset into a buffer of records, which are built from one service's
+/// instances: far below 4 GiB.
+pub(super) fn offset(len: usize) -> u32 {
+    u32::try_from(len).expect("a record set below 4 GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value as the merge sees it: its index and the byte its records
+    /// are made of.
+    struct Value {
+        index: u64,
+        tag: u8,
+    }
+
+    fn encode(v: &Value, out: &mut Vec<u8>) -> Encoding {
+        // An SRV record of SRV_TARGET_AT + tag % 7 bytes; an address tail
+        // for even tags.
+        let srv_len = SRV_TARGET_AT + (v.tag % 7) as usize;
+        out.extend(std::iter::repeat_n(v.tag, srv_len));
+        let addr_type = if v.tag.is_multiple_of(2) {
+            out.extend([v.tag ^ 0xFF; 5]);
+            1
+        } else {
+            0
+        };
+        Encoding {
+            srv_len: srv_len as u16,
+            addr_type,
+        }
+    }
+
+    fn ids(names: &[&str]) -> Vec<InstanceId> {
+        names.iter().map(|n| InstanceId::new(n).unwrap()).collect()
+    }
+
+    /// Every entry as encoding from scratch would give it.
+    fn check(e: &EncodedInstances, next: &[(InstanceId, Value)]) {
+        assert_eq!(e.len(), next.len());
+        for (i, (id, v)) in next.iter().enumerate() {
+            let mut want = Vec::new();
+            let enc = encode(v, &mut want);
+            assert_eq!(e.id(i), id.as_str().as_bytes());
+            let w = e.wire(i);
+            assert_eq!(w.srv(), &want[..enc.srv_len as usize], "{id:?}");
+            assert_eq!(
+                w.addr_tail(1),
+                (enc.addr_type == 1).then(|| &want[enc.srv_len as usize..])
+            );
+            assert_eq!(e.entries[i].index, v.index);
+        }
+        assert!(e.is_sorted());
+    }
+
+    #[test]
+    fn merging_keeps_unchanged_instances_and_encodes_only_the_rest() {
+        let old_ids = ids(&["a", "b", "c", "d", "e", "f"]);
+        let first: Vec<(InstanceId, Value)> = old_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    id.clone(),
+                    Value {
+                        index: i as u64,
+                        tag: i as u8 + 1,
+                    },
+                )
+            })
+            .collect();
+        let mut calls = 0;
+        let e = EncodedInstances::default().merge(
+            first.iter().map(|(id, v)| (id, v)),
+            |v| v.index,
+            |v, out| {
+                calls += 1;
+                encode(v, out)
+            },
+        );
+        check(&e, &first);
+        assert_eq!(calls, 6);
+
+        // "a" and "d" removed, "c" changed, "bb" and "g" added, the rest
+        // kept: the kept ids are clones of the encoded ones, as in a
+        // snapshot; "e" is a new allocation of an equal id.
+        let kept = |i: usize, id: InstanceId| {
+            (
+                id,
+                Value {
+                    index: i as u64,
+                    tag: i as u8 + 1,
+                },
+            )
+        };
+        let next = vec![
+            kept(1, old_ids[1].clone()),
+            (InstanceId::new("bb").unwrap(), Value { index: 10, tag: 40 }),
+            (old_ids[2].clone(), Value { index: 11, tag: 41 }),
+            kept(4, InstanceId::new("e").unwrap()),
+            kept(5, old_ids[5].clone()),
+            (InstanceId::new("g").unwrap(), Value { index: 12, tag: 42 }),
+        ];
+        let mut calls = 0;
+        let e = e.merge(
+            next.iter().map(|(id, v)| (id, v)),
+            |v| v.index,
+            |v, out| {
+                calls += 1;
+                encode(v, out)
+            },
+        );
+        check(&e, &next);
+        assert_eq!(calls, 3, "only bb, c and g are encoded");
+
+        // Everything removed, then a fresh start.
+        let e = e.merge(std::iter::empty(), |v: &Value| v.index, encode);
+        assert_eq!((e.len(), e.bytes.len()), (0, 0));
+    }
+}
