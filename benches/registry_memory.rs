@@ -7,8 +7,10 @@
 //! (VmRSS), before and after, per instance.
 //!
 //! ```text
-//! cargo bench --bench registry_memory -- [INSTANCES=1000000] [SERVICES=10000] [--register] [--meta] [--compat]
+//! cargo bench --bench registry_memory -- [INSTANCES=1000000] [SERVICES=10000] [--register] [--meta] [--compat] [--dns]
 //! ```
+//! `--dns` keeps the DNS answer cache current as well, as the server does,
+//! so the figures are the registry's and the cache's together.
 //! By default the instances come in through a bulk restore, as at start-up.
 //! `--register` registers them one by one instead, a millisecond apart (so
 //! every instance has its own expiry slot, as in a server that has run for
@@ -71,6 +73,7 @@ fn main() {
     let register = flag("--register");
     let meta = flag("--meta");
     let compat = flag("--compat");
+    let dns = flag("--dns");
     let n: usize = args
         .first()
         .and_then(|a| a.parse().ok())
@@ -81,6 +84,7 @@ fn main() {
     let registry = registrations::registry(t0);
     let names = registrations::service_keys(services);
     let (live0, rss0) = (live(), rss_kib());
+    let answers = dns.then(|| maxine::dns::testing::answers_for(&registry, 32));
     let started = Instant::now();
     if register {
         for i in 0..n {
@@ -127,10 +131,15 @@ fn main() {
     let passing: usize = registry.services().iter().map(|s| s.passing_count()).sum();
     assert_eq!(passing, n);
     println!(
-        "{n} instances in {services} services ({}{}{}) built in {:.1} s",
+        "{n} instances in {services} services ({}{}{}{}) built in {:.1} s",
         if register { "register" } else { "restore" },
         if meta { ", meta" } else { "" },
         if compat { ", compat" } else { "" },
+        if dns {
+            ", with the DNS answer cache"
+        } else {
+            ""
+        },
         took.as_secs_f64()
     );
     println!(
@@ -148,6 +157,7 @@ fn main() {
         "size_of: Instance {} bytes",
         std::mem::size_of::<maxine::core::Instance>()
     );
+    drop(answers);
     drop(registry);
 }
 

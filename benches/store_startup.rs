@@ -9,7 +9,8 @@
 //! ```text
 //! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR]
 //! ```
-//! `--cpu N` pins the server to one core with taskset. `--fill DIR` only
+//! `--cpu N` pins the server to one core with taskset; `MAXINE_BIN=PATH`
+//! starts that build of the server instead of this tree's. `--fill DIR` only
 //! writes the registrations into DIR (for experiments by hand) and stops.
 
 use std::net::UdpSocket;
@@ -142,15 +143,18 @@ fn free_port() -> u16 {
 fn spawn(dir: &std::path::Path, cpu: Option<&str>) -> (Child, std::net::SocketAddr) {
     let dns: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http = format!("127.0.0.1:{}", free_port());
-    let bin = env!("CARGO_BIN_EXE_maxine");
+    // MAXINE_BIN measures another build (the server rejects unknown
+    // MAXINE_* variables, so it is not passed on).
+    let bin = std::env::var("MAXINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_maxine").into());
     let mut cmd = match cpu {
         Some(c) => {
             let mut t = Command::new("taskset");
-            t.args(["-c", c, bin]);
+            t.args(["-c", c, &bin]);
             t
         }
-        None => Command::new(bin),
+        None => Command::new(&bin),
     };
+    cmd.env_remove("MAXINE_BIN");
     let child = cmd
         .arg("serve")
         .arg("--data-dir")

@@ -30,19 +30,21 @@ use super::zone::{StaticRrset, Zone};
 ///
 /// One allocation holds everything a query reads, so that the offsets it
 /// looks up sit next to the bytes it copies:
-/// `[ends: n x u32][marks: n x (u32, u32)][records][additional records]`
-/// (little-endian), where `ends[i]` is where record `i` ends among the
+/// `[n: u32][extra: u32][ends: n x u32][marks: n x (u32, u32)][records][additional records]`
+/// (little-endian), where `extra` (0 or 1) says whether marks and
+/// additional records follow, `ends[i]` is where record `i` ends among the
 /// records, and, in SRV sets with additional data only, `marks[i]` = (end
 /// among the additional records, number of them) of the additional records
 /// of records `0..=i`. An instance named by a host name has no additional
 /// record, so marks are cumulative.
-#[derive(Debug)]
+/// Cloning copies a pointer.
+#[derive(Clone, Debug)]
 pub struct Section {
-    buf: Box<[u8]>,
-    n: u32,
-    /// Marks and additional records follow.
-    extra: bool,
+    buf: Arc<[u8]>,
 }
+
+/// Bytes before the ends: the count and the `extra` flag.
+const SECTION_HEADER: usize = 8;
 
 impl Section {
     /// The address records of type `rtype` of `instances`.
@@ -82,8 +84,10 @@ impl Section {
             return None;
         }
         let extra = extra_size > 0;
-        let total = if extra { 12 } else { 4 } * n + size + extra_size;
+        let total = SECTION_HEADER + if extra { 12 } else { 4 } * n + size + extra_size;
         let mut buf = Vec::with_capacity(total);
+        buf.extend_from_slice(&offset(n).to_le_bytes());
+        buf.extend_from_slice(&u32::from(extra).to_le_bytes());
         let members = || instances.iter().filter_map(|w| record(w).map(|r| (w, r)));
         let mut end = 0;
         for (_, (p, r)) in members() {
@@ -111,15 +115,16 @@ impl Section {
             }
         }
         debug_assert_eq!(buf.len(), total);
-        Some(Section {
-            buf: buf.into_boxed_slice(),
-            n: offset(n),
-            extra,
-        })
+        Some(Section { buf: buf.into() })
     }
 
     fn len(&self) -> usize {
-        self.n as usize
+        self.u32_at(0) as usize
+    }
+
+    /// Marks and additional records follow the ends.
+    fn extra(&self) -> bool {
+        self.u32_at(4) != 0
     }
 
     fn u32_at(&self, at: usize) -> u32 {
@@ -129,13 +134,13 @@ impl Section {
 
     /// Where record `i` ends among the records.
     fn end(&self, i: usize) -> usize {
-        self.u32_at(4 * i) as usize
+        self.u32_at(SECTION_HEADER + 4 * i) as usize
     }
 
     /// Where the records start in `buf`.
     fn records_at(&self) -> usize {
         let n = self.len();
-        if self.extra { 12 * n } else { 4 * n }
+        SECTION_HEADER + if self.extra() { 12 * n } else { 4 * n }
     }
 
     fn records(&self) -> &[u8] {
@@ -150,7 +155,7 @@ impl Section {
 
     /// (end among the additional records, count) of records `0..=i`.
     fn mark(&self, i: usize) -> (usize, u32) {
-        let at = 4 * self.len() + 8 * i;
+        let at = SECTION_HEADER + 4 * self.len() + 8 * i;
         (self.u32_at(at) as usize, self.u32_at(at + 4))
     }
 
@@ -172,7 +177,7 @@ impl Section {
                 return false;
             }
         }
-        if self.extra && self.push_additional(first, w) {
+        if self.extra() && self.push_additional(first, w) {
             self.push_additional(wrapped, w);
         }
         true
@@ -226,32 +231,56 @@ impl Section {
     }
 }
 
-type Set = Arc<Section>;
 type NameHasher = foldhash::fast::RandomState;
 
-/// Everything that can be answered at one name.
-#[derive(Debug, Default)]
-pub struct Node {
-    a: Option<Set>,
-    aaaa: Option<Set>,
-    srv: Option<Set>,
-    /// At a service name: the answers of `<selector>.<name>` (version names
-    /// are looked up through the service's node, not stored one by one).
-    versions: Option<Arc<Versions>>,
-    /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
-    /// instance names, also looked up through the service's node.
-    instances: Option<Arc<InstanceTable>>,
-    statics: Vec<StaticRrset>,
+/// The dynamic record sets of a name.
+#[derive(Clone, Debug, Default)]
+struct Sets {
+    a: Option<Section>,
+    aaaa: Option<Section>,
+    srv: Option<Section>,
 }
 
+impl Sets {
+    /// Sets are never empty (an empty one is left out: NODATA either way).
+    fn of_type(&self, qtype: u16) -> Option<&Section> {
+        match qtype {
+            types::A => self.a.as_ref(),
+            types::AAAA => self.aaaa.as_ref(),
+            types::SRV => self.srv.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that can be answered at one name.
+#[derive(Clone, Debug, Default)]
+pub struct Node {
+    sets: Sets,
+    /// At a service name: the version names `<selector>.<name>`, looked up
+    /// through the service's node rather than stored one by one. A handful
+    /// of selectors, scanned, each with the index of its sets in
+    /// `version_sets`, or [`SAME_SETS`]: a selector that selects every
+    /// instance (the common case) shares the node's own sets.
+    versions: Box<[(VersionSelector, u16)]>,
+    version_sets: Box<[Sets]>,
+    /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
+    /// instance names, also looked up through the service's node.
+    instances: InstanceTable,
+    statics: Box<[StaticRrset]>,
+}
+
+/// A version name whose sets are its service name's.
+const SAME_SETS: u16 = u16::MAX;
+
 impl Node {
-    /// A node with this one's dynamic record sets (shared) and nothing else.
-    fn sets(&self) -> Node {
-        Node {
-            a: self.a.clone(),
-            aaaa: self.aaaa.clone(),
-            srv: self.srv.clone(),
-            ..Node::default()
+    /// The sets of the version name `sel` below this node, if any.
+    fn version(&self, sel: &VersionSelector) -> Option<&Sets> {
+        let (_, at) = self.versions.iter().find(|(s, _)| s == sel)?;
+        if *at == SAME_SETS {
+            Some(&self.sets)
+        } else {
+            self.version_sets.get(*at as usize)
         }
     }
 }
@@ -260,13 +289,14 @@ impl Node {
 /// its address record, back to back in one buffer, sorted by id for a
 /// binary search. A name per instance in the map would cost a key, a node
 /// and a section each; this costs the bytes.
-#[derive(Debug)]
+///
+/// One allocation (none when empty): `[n: u32][entries: n x (id end,
+/// record end, record type): 3 x u32][ids and records]` (little-endian),
+/// where instance `i`'s id starts where instance `i - 1`'s record ends, and
+/// a record type of 0 means no address record (a host-name instance).
+#[derive(Clone, Debug, Default)]
 struct InstanceTable {
-    bytes: Box<[u8]>,
-    /// Per instance, in id order: where its id ends and its record ends in
-    /// `bytes` (it starts where the previous one's record ends), and the
-    /// record's type (0: no address record, a host-name instance).
-    entries: Box<[(u32, u32, u16)]>,
+    buf: Box<[u8]>,
 }
 
 impl InstanceTable {
@@ -280,60 +310,75 @@ impl InstanceTable {
             n += 1;
             size += id.len() + rec.map_or(0, |(_, r)| AT_QNAME.len() + r.len());
         }
-        let mut bytes = Vec::with_capacity(size);
-        let mut entries = Vec::with_capacity(n);
-        for (id, rec) in instances {
-            bytes.extend_from_slice(id);
-            let id_end = offset(bytes.len());
+        if n == 0 {
+            return Self::default();
+        }
+        let data_at = 4 + 12 * n;
+        let mut buf = vec![0u8; data_at];
+        buf.reserve_exact(size);
+        buf[..4].copy_from_slice(&offset(n).to_le_bytes());
+        for (i, (id, rec)) in instances.enumerate() {
+            buf.extend_from_slice(id);
+            let id_end = offset(buf.len() - data_at);
             let rtype = rec.map_or(0, |(t, r)| {
-                bytes.extend_from_slice(&AT_QNAME);
-                bytes.extend_from_slice(r);
+                buf.extend_from_slice(&AT_QNAME);
+                buf.extend_from_slice(r);
                 t
             });
-            entries.push((id_end, offset(bytes.len()), rtype));
+            let rec_end = offset(buf.len() - data_at);
+            let at = 4 + 12 * i;
+            buf[at..at + 4].copy_from_slice(&id_end.to_le_bytes());
+            buf[at + 4..at + 8].copy_from_slice(&rec_end.to_le_bytes());
+            buf[at + 8..at + 12].copy_from_slice(&u32::from(rtype).to_le_bytes());
         }
         Self {
-            bytes: bytes.into_boxed_slice(),
-            entries: entries.into_boxed_slice(),
+            buf: buf.into_boxed_slice(),
         }
     }
 
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
+    fn u32_at(&self, at: usize) -> u32 {
+        let b: [u8; 4] = self.buf[at..at + 4].try_into().expect("four bytes");
+        u32::from_le_bytes(b)
+    }
+
+    fn len(&self) -> usize {
+        if self.buf.is_empty() {
             0
         } else {
-            self.entries[i - 1].1 as usize
+            self.u32_at(0) as usize
         }
+    }
+
+    /// Instance `i`'s (id end, record end, record type), offsets into the
+    /// ids and records.
+    fn entry(&self, i: usize) -> (usize, usize, u16) {
+        let at = 4 + 12 * i;
+        let rtype = u16::try_from(self.u32_at(at + 8)).unwrap_or(0);
+        (
+            self.u32_at(at) as usize,
+            self.u32_at(at + 4) as usize,
+            rtype,
+        )
     }
 
     /// The instance whose id is `label` (lowercase): its record type and
     /// record (empty for none).
     fn find(&self, label: &[u8]) -> Option<(u16, &[u8])> {
-        let id = |i: usize| &self.bytes[self.start(i)..self.entries[i].0 as usize];
-        let (mut lo, mut hi) = (0, self.entries.len());
+        let n = self.len();
+        let data = self.buf.get(4 + 12 * n..)?;
+        let start = |i: usize| if i == 0 { 0 } else { self.entry(i - 1).1 };
+        let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match id(mid).cmp(label) {
+            let (id_end, rec_end, rtype) = self.entry(mid);
+            match data[start(mid)..id_end].cmp(label) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let (id_end, rec_end, rtype) = self.entries[mid];
-                    return Some((rtype, &self.bytes[id_end as usize..rec_end as usize]));
-                }
+                std::cmp::Ordering::Equal => return Some((rtype, &data[id_end..rec_end])),
             }
         }
         None
     }
-}
-
-/// The version names of a service: a handful of selectors, scanned rather
-/// than hashed, kept apart from their nodes so that the scan reads a few
-/// adjacent bytes.
-#[derive(Debug)]
-struct Versions {
-    selectors: Box<[VersionSelector]>,
-    /// `nodes[i]` answers `selectors[i]`.
-    nodes: Box<[Node]>,
 }
 
 /// The map the query path reads. Cloning copies one `Arc`.
@@ -364,7 +409,7 @@ impl Answers {
                 pinned.insert(
                     name.clone().into_boxed_slice(),
                     Arc::new(Node {
-                        statics: statics.clone(),
+                        statics: statics.as_slice().into(),
                         ..Node::default()
                     }),
                 );
@@ -458,7 +503,8 @@ impl Answers {
         };
         let mut w = ReplyWriter::start(out, req, flags, limit);
         let written = match found {
-            Found::Node(node) => self.write_answer(node, req.qtype, &mut w),
+            Found::Node(node) => self.write_answer(&node.sets, &node.statics, req.qtype, &mut w),
+            Found::Version(sets) => self.write_answer(sets, &[], req.qtype, &mut w),
             Found::Instance(rtype, rec) => {
                 let wanted = req.qtype == rtype || (req.qtype == types::ANY && rtype != 0);
                 // One record of a few dozen bytes after a question that fit
@@ -482,12 +528,19 @@ impl Answers {
         }
     }
 
-    /// Writes the answer for `qtype` at `node`. `None`: no data of that type
-    /// (NODATA); `Some(false)`: the answer does not fit (truncate).
-    fn write_answer(&self, node: &Node, qtype: u16, w: &mut ReplyWriter<'_>) -> Option<bool> {
+    /// Writes the answer for `qtype` at a name with these sets and static
+    /// data. `None`: no data of that type (NODATA); `Some(false)`: the
+    /// answer does not fit (truncate).
+    fn write_answer(
+        &self,
+        sets: &Sets,
+        statics: &[StaticRrset],
+        qtype: u16,
+        w: &mut ReplyWriter<'_>,
+    ) -> Option<bool> {
         // A CNAME at the name answers every other type (RFC 1034 3.6.2).
         if qtype != types::CNAME
-            && let Some(cname) = node.statics.iter().find(|s| s.rtype == types::CNAME)
+            && let Some(cname) = statics.iter().find(|s| s.rtype == types::CNAME)
         {
             return Some(write_static(cname, w));
         }
@@ -495,15 +548,15 @@ impl Answers {
             // RFC 8482: one RRset is a complete answer to ANY.
             [types::A, types::AAAA, types::SRV]
                 .into_iter()
-                .find(|t| dynamic_set(node, *t).is_some())
-                .or_else(|| node.statics.iter().map(|s| s.rtype).next())?
+                .find(|t| sets.of_type(*t).is_some())
+                .or_else(|| statics.iter().map(|s| s.rtype).next())?
         } else {
             qtype
         };
-        if let Some(set) = dynamic_set(node, qtype) {
+        if let Some(set) = sets.of_type(qtype) {
             return Some(self.write_set(set, w));
         }
-        let set = node.statics.iter().find(|s| s.rtype == qtype)?;
+        let set = statics.iter().find(|s| s.rtype == qtype)?;
         Some(write_static(set, w))
     }
 
@@ -525,6 +578,8 @@ impl Answers {
 /// What a query name leads to.
 enum Found<'g> {
     Node(&'g Node),
+    /// A version name: its sets.
+    Version(&'g Sets),
     /// An instance name: its address record's type (0: none) and record.
     Instance(u16, &'g [u8]),
 }
@@ -563,25 +618,13 @@ fn below_service<'g>(
             .ok()
             .and_then(VersionSelector::parse)
     {
-        let versions = base.versions.as_deref()?;
-        let at = versions.selectors.iter().position(|s| *s == sel)?;
-        return versions.nodes.get(at).map(Found::Node);
+        return base.version(&sel).map(Found::Version);
     }
     if labels != 3 {
         return None;
     }
-    let (rtype, rec) = base.instances.as_deref()?.find(label)?;
+    let (rtype, rec) = base.instances.find(label)?;
     Some(Found::Instance(rtype, rec))
-}
-
-/// Sets are never empty (an empty one is left out: NODATA either way).
-fn dynamic_set(node: &Node, qtype: u16) -> Option<&Section> {
-    match qtype {
-        types::A => node.a.as_deref(),
-        types::AAAA => node.aaaa.as_deref(),
-        types::SRV => node.srv.as_deref(),
-        _ => None,
-    }
 }
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
@@ -609,21 +652,23 @@ pub struct AnswerBuilder {
 
 #[derive(Default)]
 struct BuilderState {
-    services: HashMap<ServiceKey, ServiceState>,
+    services: HashMap<ServiceKey, ServiceState, NameHasher>,
     /// How many services keep each dynamic empty non-terminal alive.
-    ent_refs: HashMap<Box<[u8]>, usize>,
+    ent_refs: HashMap<Box<[u8]>, usize, NameHasher>,
 }
 
-/// What the builder keeps of a service between its changes.
-struct ServiceState {
-    /// The service's own names (see [`naming::service_names`]), which all
-    /// share one node.
-    names: Vec<Box<[u8]>>,
-    /// Every instance's records, in id order like the snapshot, with the
-    /// index of the instance value they encode: an unchanged instance is
-    /// not encoded again.
-    instances: EncodedInstances,
-}
+/// What the builder keeps of a service between its changes: every
+/// instance's records, in id order like the snapshot, with the index of the
+/// instance value they encode, so that an unchanged instance is not encoded
+/// again. Only for services of [`KEEP_ENCODED_FROM`] instances or more
+/// (`None` for the others).
+type ServiceState = Option<Box<EncodedInstances>>;
+
+/// Services with fewer instances are encoded whole on each change: a few
+/// encodings cost a microsecond or two, and keeping them would cost a few
+/// hundred bytes per service, which is most of the memory of a registry of
+/// many small services.
+const KEEP_ENCODED_FROM: usize = 8;
 
 impl AnswerBuilder {
     pub fn new(answers: Answers, registry: &Registry, ttl: u32) -> Self {
@@ -712,10 +757,17 @@ impl AnswerBuilder {
         let names = self.answers.inner.names.pin();
         // `None`: the builder has not seen this service before.
         let old = st.services.remove(key);
+        let service_names = || {
+            naming::service_names(key, &self.local_dc)
+                .into_iter()
+                .map(|t| self.wire(&naming::render(&t)))
+        };
         let Some(snap) = snap else {
-            let Some(old) = old else { return };
-            for name in &old.names {
-                self.publish(&names, name, None);
+            if old.is_none() {
+                return;
+            }
+            for name in service_names() {
+                self.publish(&names, &name, None);
             }
             for ent in self.ents_of(key) {
                 if let Some(n) = st.ent_refs.get_mut(&ent) {
@@ -728,8 +780,8 @@ impl AnswerBuilder {
             }
             return;
         };
-        let (service_names, old_instances) = match old {
-            Some(o) => (o.names, o.instances),
+        let old_instances = match old {
+            Some(kept) => kept.map(|k| *k).unwrap_or_default(),
             None => {
                 for ent in self.ents_of(key) {
                     let n = st.ent_refs.entry(ent.clone()).or_default();
@@ -738,11 +790,7 @@ impl AnswerBuilder {
                         self.publish(&names, &ent, Some(Arc::new(Node::default())));
                     }
                 }
-                let names = naming::service_names(key, &self.local_dc)
-                    .iter()
-                    .map(|t| self.wire(&naming::render(t)))
-                    .collect();
-                (names, EncodedInstances::default())
+                EncodedInstances::default()
             }
         };
 
@@ -763,11 +811,10 @@ impl AnswerBuilder {
                 .map(|&p| instances.wire(p as usize))
                 .collect();
             // Empty sets are left out (NODATA either way): no allocation.
-            Node {
-                a: Section::addresses(&all, types::A).map(Arc::new),
-                aaaa: Section::addresses(&all, types::AAAA).map(Arc::new),
-                srv: Section::srv(&all).map(Arc::new),
-                ..Node::default()
+            Sets {
+                a: Section::addresses(&all, types::A),
+                aaaa: Section::addresses(&all, types::AAAA),
+                srv: Section::srv(&all),
             }
         };
         // Version names are looked up through the service's node on the
@@ -778,48 +825,39 @@ impl AnswerBuilder {
         // of all instances), so it selects the same set exactly when it
         // selects as many; selectors come sorted, parents first.
         let all = snap.select_positions(None, true);
-        let all_sets = sets_for(&all);
-        let selectors: Box<[VersionSelector]> = snap.selectors().copied().collect();
-        let mut sizes: Vec<usize> = Vec::with_capacity(selectors.len());
-        let mut nodes: Vec<Node> = Vec::with_capacity(selectors.len());
-        for sel in &selectors {
+        let mut versions: Vec<(VersionSelector, u16)> = Vec::new();
+        let mut version_sets: Vec<Sets> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        for sel in snap.selectors() {
             let members = snap.select_positions(Some(sel), true);
-            let parent = sel
-                .parent()
-                .and_then(|p| selectors[..nodes.len()].binary_search(&p).ok());
-            let (parent_len, parent_node) = match parent {
-                Some(at) => (sizes[at], &nodes[at]),
-                None => (all.len(), &all_sets),
-            };
-            let node = if members.len() == parent_len {
-                parent_node.sets()
+            let parent = sel.parent().and_then(|p| {
+                let at = versions.binary_search_by(|(s, _)| s.cmp(&p)).ok()?;
+                Some((sizes[at], versions[at].1))
+            });
+            let (parent_len, parent_sets) = parent.unwrap_or((all.len(), SAME_SETS));
+            let at = if members.len() == parent_len {
+                parent_sets
             } else {
-                sets_for(&members)
+                version_sets.push(sets_for(&members));
+                u16::try_from(version_sets.len() - 1).unwrap_or(SAME_SETS)
             };
             sizes.push(members.len());
-            nodes.push(node);
+            versions.push((*sel, at));
         }
-        let versions = Versions {
-            nodes: nodes.into_boxed_slice(),
-            selectors,
-        };
         // One node for every name of the service: the query path finds
         // version and instance names only below the names that have them.
         let node = Arc::new(Node {
-            versions: Some(Arc::new(versions)),
-            instances: Some(Arc::new(self.instance_table(&instances))),
-            ..all_sets
+            sets: sets_for(&all),
+            versions: versions.into(),
+            version_sets: version_sets.into(),
+            instances: self.instance_table(&instances),
+            statics: Box::default(),
         });
-        for name in &service_names {
-            self.publish(&names, name, Some(node.clone()));
+        for name in service_names() {
+            self.publish(&names, &name, Some(node.clone()));
         }
-        st.services.insert(
-            key.clone(),
-            ServiceState {
-                names: service_names,
-                instances,
-            },
-        );
+        let kept = (instances.len() >= KEEP_ENCODED_FROM).then(|| Box::new(instances));
+        st.services.insert(key.clone(), kept);
     }
 
     /// The instance names' answers: every instance's address record under
@@ -850,12 +888,8 @@ impl AnswerBuilder {
         match (node, statics) {
             (Some(n), Some(s)) => {
                 let merged = Node {
-                    a: n.a.clone(),
-                    aaaa: n.aaaa.clone(),
-                    srv: n.srv.clone(),
-                    versions: n.versions.clone(),
-                    instances: n.instances.clone(),
-                    statics: s.clone(),
+                    statics: s.as_slice().into(),
+                    ..Node::clone(&n)
                 };
                 names.insert(name.into(), Arc::new(merged));
             }
@@ -866,7 +900,7 @@ impl AnswerBuilder {
                 names.insert(
                     name.into(),
                     Arc::new(Node {
-                        statics: s.clone(),
+                        statics: s.as_slice().into(),
                         ..Node::default()
                     }),
                 );
@@ -883,6 +917,16 @@ impl AnswerBuilder {
 impl Observer for AnswerBuilder {
     fn applied(&self, batch: &Batch<'_>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.services.len() > 64 {
+            // A restore: size the maps once for the names to come (four per
+            // service) rather than growing them step by step.
+            self.answers
+                .inner
+                .names
+                .pin()
+                .reserve(4 * batch.services.len());
+            st.services.reserve(batch.services.len());
+        }
         for (key, snap) in batch.services {
             self.rebuild(&mut st, key, snap.as_ref());
         }
@@ -1012,7 +1056,7 @@ mod tests {
         assert_eq!(s.records(), &want[..]);
         assert_eq!((s.len(), s.end(0), s.end(1)), (2, 5, 8));
         assert_eq!(s.run(&(1..2)), &want[5..]);
-        assert!(!s.extra && s.additional().is_empty());
+        assert!(!s.extra() && s.additional().is_empty());
         assert!(Section::addresses(&ws[1..2], types::A).is_none());
         assert!(Section::addresses(&ws[..1], types::AAAA).is_none());
         // The additional record is the SRV target, then the address tail.
@@ -1023,11 +1067,11 @@ mod tests {
         assert_eq!(&rec[3..], w.addr_tail(types::A).unwrap());
         // SRV sets whose targets are all host names carry no additional data.
         let hosts = encoded(&[(20, None), (21, None)]);
-        assert!(!Section::srv(&wires(&hosts)).unwrap().extra);
+        assert!(!Section::srv(&wires(&hosts)).unwrap().extra());
         // Marks count the additional records of each prefix of the set.
         let mixed = encoded(&[(20, Some(30)), (21, None), (22, Some(10))]);
         let set = Section::srv(&wires(&mixed)).unwrap();
-        assert!(set.extra);
+        assert!(set.extra());
         assert_eq!(
             (set.mark(0), set.mark(1), set.mark(2)),
             ((30, 1), (30, 1), (40, 2))

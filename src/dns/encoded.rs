@@ -179,6 +179,10 @@ impl EncodedInstances {
             out.push(id, index_of(value), |bytes| encode(value, bytes));
         }
         flush(&mut out, &mut run);
+        // Small services would keep the spare room for good: give it back.
+        if out.bytes.capacity() - out.bytes.len() > out.bytes.len() / 16 + 16 {
+            out.bytes.shrink_to_fit();
+        }
         out
     }
 

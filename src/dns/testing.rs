@@ -26,15 +26,7 @@ pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Regis
         },
         now,
     );
-    let zone = Zone::parse(
-        &default_zone_text("maxine"),
-        Path::new("(sample)"),
-        "maxine",
-        None,
-    )
-    .expect("default zone parses");
-    let answers = Answers::new(zone, max_records);
-    registry.subscribe(Arc::new(AnswerBuilder::new(answers.clone(), &registry, 5)));
+    let answers = answers_for(&registry, max_records);
     let mut n: u32 = 0;
     for s in 0..services {
         let key = ServiceKey::new(
@@ -65,6 +57,21 @@ pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Regis
         }
     }
     (registry, answers)
+}
+
+/// Answers for the default zone of `maxine`, kept current with `registry`
+/// from now on, as `App` wires them.
+pub fn answers_for(registry: &Registry, max_records: usize) -> Answers {
+    let zone = Zone::parse(
+        &default_zone_text("maxine"),
+        Path::new("(sample)"),
+        "maxine",
+        None,
+    )
+    .expect("default zone parses");
+    let answers = Answers::new(zone, max_records);
+    registry.subscribe(Arc::new(AnswerBuilder::new(answers.clone(), registry, 5)));
+    answers
 }
 
 /// A well-formed query for `name` (dotted, absolute) and `qtype`.

@@ -107,13 +107,15 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
 
+type FastHash = foldhash::fast::RandomState;
+
 /// Decodes records into registry values, sharing one copy of each
 /// datacenter and service name (a million instances of a thousand services
 /// keep a thousand names).
 #[derive(Default)]
 pub struct Decoder {
     /// datacenter -> service -> key.
-    keys: HashMap<Box<str>, HashMap<Box<str>, ServiceKey>>,
+    keys: HashMap<Box<str>, HashMap<Box<str>, ServiceKey, FastHash>, FastHash>,
 }
 
 impl Decoder {
