@@ -183,6 +183,35 @@ impl Section {
         true
     }
 
+    /// Like [`Section::write`] for the records at `members` (positions in
+    /// this set): the `take` of them from `start` on, wrapping around, each
+    /// copied on its own, then as many of their additional records as fit.
+    fn write_members(
+        &self,
+        members: &[u32],
+        start: usize,
+        take: usize,
+        w: &mut ReplyWriter<'_>,
+    ) -> bool {
+        let n = members.len();
+        let at = |k: usize| members[(start + k) % n] as usize;
+        for k in 0..take {
+            let i = at(k);
+            if !w.push_records(1, self.run(&(i..i + 1)), 1) {
+                return false;
+            }
+        }
+        if self.extra() {
+            for k in 0..take {
+                let i = at(k);
+                if !self.push_additional(i..i + 1, w) {
+                    break;
+                }
+            }
+        }
+        true
+    }
+
     /// The bytes of records `r` (a run without wrap-around).
     fn run(&self, r: &Range<usize>) -> &[u8] {
         let from = if r.start == 0 {
@@ -259,11 +288,11 @@ pub struct Node {
     sets: Sets,
     /// At a service name: the version names `<selector>.<name>`, looked up
     /// through the service's node rather than stored one by one. A handful
-    /// of selectors, scanned, each with the index of its sets in
+    /// of selectors, scanned, each with the index of its members in
     /// `version_sets`, or [`SAME_SETS`]: a selector that selects every
-    /// instance (the common case) shares the node's own sets.
+    /// instance (the common case) answers with the node's own sets.
     versions: Box<[(VersionSelector, u16)]>,
-    version_sets: Box<[Sets]>,
+    version_sets: Box<[Subset]>,
     /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
     /// instance names, also looked up through the service's node.
     instances: InstanceTable,
@@ -274,14 +303,48 @@ pub struct Node {
 const SAME_SETS: u16 = u16::MAX;
 
 impl Node {
-    /// The sets of the version name `sel` below this node, if any.
-    fn version(&self, sel: &VersionSelector) -> Option<&Sets> {
+    /// What the version name `sel` below this node answers, if it exists.
+    fn version(&self, sel: &VersionSelector) -> Option<Found<'_>> {
         let (_, at) = self.versions.iter().find(|(s, _)| s == sel)?;
         if *at == SAME_SETS {
-            Some(&self.sets)
-        } else {
-            self.version_sets.get(*at as usize)
+            return Some(Found::Version(&self.sets, None));
         }
+        let subset = self.version_sets.get(*at as usize)?;
+        Some(Found::Version(&self.sets, Some(subset)))
+    }
+}
+
+/// The members of a version name that selects some of its service's
+/// instances: for A, AAAA and SRV, the positions of its records in the
+/// service's own set of that type, in order. A version name costs four
+/// bytes per member instead of copies of the records; its answers are
+/// copied record by record from the service's sets.
+///
+/// `[n_a: u32][n_aaaa: u32][n_srv: u32][positions...]`
+#[derive(Clone, Debug, Default)]
+struct Subset {
+    buf: Box<[u32]>,
+}
+
+impl Subset {
+    fn new(a: &[u32], aaaa: &[u32], srv: &[u32]) -> Self {
+        let counts = [a.len(), aaaa.len(), srv.len()].map(offset);
+        Self {
+            buf: [&counts[..], a, aaaa, srv].concat().into(),
+        }
+    }
+
+    /// The positions of the records of `qtype`; empty for none (and for
+    /// other types).
+    fn of_type(&self, qtype: u16) -> &[u32] {
+        let [na, naaaa, nsrv] = [0, 1, 2].map(|i| self.buf[i] as usize);
+        let (from, len) = match qtype {
+            types::A => (3, na),
+            types::AAAA => (3 + na, naaaa),
+            types::SRV => (3 + na + naaaa, nsrv),
+            _ => return &[],
+        };
+        &self.buf[from..from + len]
     }
 }
 
@@ -504,7 +567,10 @@ impl Answers {
         let mut w = ReplyWriter::start(out, req, flags, limit);
         let written = match found {
             Found::Node(node) => self.write_answer(&node.sets, &node.statics, req.qtype, &mut w),
-            Found::Version(sets) => self.write_answer(sets, &[], req.qtype, &mut w),
+            Found::Version(sets, None) => self.write_answer(sets, &[], req.qtype, &mut w),
+            Found::Version(sets, Some(subset)) => {
+                self.write_subset(sets, subset, req.qtype, &mut w)
+            }
             Found::Instance(rtype, rec) => {
                 let wanted = req.qtype == rtype || (req.qtype == types::ANY && rtype != 0);
                 // One record of a few dozen bytes after a question that fit
@@ -560,26 +626,55 @@ impl Answers {
         Some(write_static(set, w))
     }
 
+    /// The answer of a version name that selects some of its service's
+    /// instances: like [`Answers::write_answer`] on sets of their own (a
+    /// version name has no static data).
+    fn write_subset(
+        &self,
+        sets: &Sets,
+        subset: &Subset,
+        qtype: u16,
+        w: &mut ReplyWriter<'_>,
+    ) -> Option<bool> {
+        let qtype = if qtype == types::ANY {
+            [types::A, types::AAAA, types::SRV]
+                .into_iter()
+                .find(|t| !subset.of_type(*t).is_empty())?
+        } else {
+            qtype
+        };
+        let members = subset.of_type(qtype);
+        let set = sets.of_type(qtype).filter(|_| !members.is_empty())?;
+        let n = members.len();
+        let take = n.min(self.inner.max_records);
+        Some(set.write_members(members, next_rotation() % n, take, w))
+    }
+
     /// Up to `max_records` records, starting at a rotating offset so that
     /// successive answers spread load over all of them. The window is at most
     /// two runs of the set (it may wrap around), each copied at once.
     fn write_set(&self, set: &Section, w: &mut ReplyWriter<'_>) -> bool {
         let n = set.len();
         let take = n.min(self.inner.max_records);
-        let start = ROTATION.with(|c| {
-            let v = c.get();
-            c.set(v.wrapping_add(1));
-            v
-        }) % n;
-        set.write(start, take, w)
+        set.write(next_rotation() % n, take, w)
     }
+}
+
+/// The next value of this thread's rotation counter.
+fn next_rotation() -> usize {
+    ROTATION.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v
+    })
 }
 
 /// What a query name leads to.
 enum Found<'g> {
     Node(&'g Node),
-    /// A version name: its sets.
-    Version(&'g Sets),
+    /// A version name: its service's sets, and which of their records are
+    /// its own (`None`: all of them).
+    Version(&'g Sets, Option<&'g Subset>),
     /// An instance name: its address record's type (0: none) and record.
     Instance(u16, &'g [u8]),
 }
@@ -618,7 +713,7 @@ fn below_service<'g>(
             .ok()
             .and_then(VersionSelector::parse)
     {
-        return base.version(&sel).map(Found::Version);
+        return base.version(&sel);
     }
     if labels != 3 {
         return None;
@@ -825,8 +920,43 @@ impl AnswerBuilder {
         // of all instances), so it selects the same set exactly when it
         // selects as many; selectors come sorted, parents first.
         let all = snap.select_positions(None, true);
+        // Where each instance of `all` is in the service's A, AAAA and SRV
+        // sets (u32::MAX: not in the set of that type).
+        let (mut ranks, mut counts) = (Vec::with_capacity(all.len()), [0u32; 2]);
+        for &p in &all {
+            let w = instances.wire(p as usize);
+            let mut rank = |t: usize| {
+                counts[t] += 1;
+                counts[t] - 1
+            };
+            ranks.push(match () {
+                _ if w.addr_tail(types::A).is_some() => (rank(0), u32::MAX),
+                _ if w.addr_tail(types::AAAA).is_some() => (u32::MAX, rank(1)),
+                _ => (u32::MAX, u32::MAX),
+            });
+        }
+        let subset_of = |members: &[u32]| {
+            // Members and `all` are both in position order.
+            let mut a = Vec::new();
+            let mut aaaa = Vec::new();
+            let mut srv = Vec::with_capacity(members.len());
+            let mut k = 0;
+            for &p in members {
+                k += all[k..].partition_point(|&q| q < p);
+                debug_assert_eq!(all[k], p, "a version's members are among all members");
+                let (ra, raaaa) = ranks[k];
+                if ra != u32::MAX {
+                    a.push(ra);
+                }
+                if raaaa != u32::MAX {
+                    aaaa.push(raaaa);
+                }
+                srv.push(offset(k));
+            }
+            Subset::new(&a, &aaaa, &srv)
+        };
         let mut versions: Vec<(VersionSelector, u16)> = Vec::new();
-        let mut version_sets: Vec<Sets> = Vec::new();
+        let mut version_sets: Vec<Subset> = Vec::new();
         let mut sizes: Vec<usize> = Vec::new();
         for sel in snap.selectors() {
             let members = snap.select_positions(Some(sel), true);
@@ -838,7 +968,7 @@ impl AnswerBuilder {
             let at = if members.len() == parent_len {
                 parent_sets
             } else {
-                version_sets.push(sets_for(&members));
+                version_sets.push(subset_of(&members));
                 u16::try_from(version_sets.len() - 1).unwrap_or(SAME_SETS)
             };
             sizes.push(members.len());
@@ -1043,6 +1173,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn version_members_copy_like_a_set_of_their_own() {
+        let q = super::super::testing::query("v2.svc.maxine.", types::SRV, false);
+        let req = wire::parse(&q).unwrap();
+        let flags = Flags {
+            aa: true,
+            rd: false,
+            cd: false,
+            rcode: 0,
+        };
+        let e = encoded(&[
+            (20, Some(30)),
+            (25, None),
+            (18, Some(16)),
+            (40, Some(28)),
+            (22, None),
+            (30, Some(16)),
+        ]);
+        let all = wires(&e);
+        let set = Section::srv(&all).unwrap();
+        for members in [
+            vec![0u32, 2, 3],
+            vec![1, 4],
+            vec![5],
+            vec![0, 1, 2, 3, 4, 5],
+        ] {
+            let own: Vec<InstanceWire<'_>> = members.iter().map(|&m| all[m as usize]).collect();
+            let n = members.len();
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            for take in 1..=n {
+                for start in 0..n {
+                    for limit in q.len()..400 {
+                        let mut w = ReplyWriter::start(&mut got, &req, flags, limit);
+                        let ok = set.write_members(&members, start, take, &mut w);
+                        w.finish(None, 0);
+                        let mut w = ReplyWriter::start(&mut want, &req, flags, limit);
+                        let ok_want = one_by_one(&own, start, take, &mut w);
+                        w.finish(None, 0);
+                        let at = format!("{members:?} take {take} start {start} limit {limit}");
+                        assert_eq!(ok, ok_want, "{at}");
+                        if ok {
+                            assert_eq!(got, want, "{at}");
+                        }
+                    }
+                }
+            }
+        }
+        let sub = Subset::new(&[1], &[], &[0, 3]);
+        assert_eq!(
+            (
+                sub.of_type(types::A),
+                sub.of_type(types::AAAA),
+                sub.of_type(types::SRV)
+            ),
+            (&[1u32][..], &[][..], &[0u32, 3][..])
+        );
+        assert!(sub.of_type(types::CNAME).is_empty());
     }
 
     #[test]
