@@ -7,8 +7,11 @@
 //! then, and the same after a `kill -9` (start-up with redb's crash repair).
 //!
 //! ```text
-//! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR]
+//! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR] [--redis]
 //! ```
+//! `--redis` fills a fresh `redis-server` (appendonly, appendfsync always,
+//! on a free port) through the Redis store instead, and starts Maxine with
+//! `--store redis://...` on it.
 //! `--cpu N` pins the server to one core with taskset; `MAXINE_BIN=PATH`
 //! starts that build of the server instead of this tree's. `--fill DIR` only
 //! writes the registrations into DIR (for experiments by hand) and stops.
@@ -21,7 +24,7 @@ use maxine::core::{Health, Restored};
 
 #[path = "support/registrations.rs"]
 mod registrations;
-use maxine::store::{FileStore, Op, Store, WriteBatch, codec};
+use maxine::store::{FileStore, Op, RedisStore, Store, WriteBatch, codec};
 use registrations::ip;
 
 fn main() {
@@ -38,6 +41,8 @@ fn main() {
     // with --meta, one tag and one metadata entry each as well.
     let meta = args.iter().any(|a| a == "--meta");
     args.retain(|a| a != "--meta");
+    let redis = args.iter().any(|a| a == "--redis");
+    args.retain(|a| a != "--redis");
     let fill_only = args.iter().position(|a| a == "--fill").map(|i| {
         let d = args[i + 1].clone();
         args.drain(i..=i + 1);
@@ -49,27 +54,53 @@ fn main() {
         .unwrap_or(1_000_000);
     let services: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     if let Some(d) = fill_only {
-        fill(std::path::Path::new(&d), n, services, meta);
+        fill(
+            &mut FileStore::open(std::path::Path::new(&d)).unwrap(),
+            n,
+            services,
+            meta,
+        );
         println!("filled {d} with {n} instances in {services} services");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    fill(dir.path(), n, services, meta);
-    let size = std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
-        .unwrap()
-        .len();
+    let redis_server = redis.then(|| Redis::start(dir.path()));
+    let store = redis_server.as_ref().map(Redis::url);
+    let (mut file_store, mut redis_store);
+    let target: &mut dyn Store = match &store {
+        Some(url) => {
+            redis_store = RedisStore::open(url).unwrap();
+            &mut redis_store
+        }
+        None => {
+            file_store = FileStore::open(dir.path()).unwrap();
+            &mut file_store
+        }
+    };
+    fill(target, n, services, meta);
+    let size = match &store {
+        Some(_) => dir_size(&dir.path().join("redis")),
+        None => std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
+            .unwrap()
+            .len(),
+    };
     println!(
-        "filled {n} instances in {services} services in {:.1} s ({} MiB on disk)",
+        "filled {n} instances in {services} services in {:.1} s ({} MiB on disk{})",
         t.elapsed().as_secs_f64(),
-        size >> 20
+        size >> 20,
+        if redis {
+            ", Redis's append-only file"
+        } else {
+            ""
+        }
     );
     let probe = (
         format!("i{}.s{}.dc1.maxine.", n - 1, (n - 1) % services),
         ip(n - 1),
     );
     for (run, crash) in [("clean start", false), ("start after kill -9", true)] {
-        let (mut child, dns) = spawn(dir.path(), cpu.as_deref());
+        let (mut child, dns) = spawn(dir.path(), cpu.as_deref(), store.as_deref());
         let t0 = Instant::now();
         let took = first_answer(dns, &probe);
         let rss = rss_mib(child.id());
@@ -88,7 +119,7 @@ fn main() {
                 .args(["-TERM", &child.id().to_string()])
                 .status();
             let _ = child.wait();
-            let (mut c, dns) = spawn(dir.path(), cpu.as_deref());
+            let (mut c, dns) = spawn(dir.path(), cpu.as_deref(), store.as_deref());
             first_answer(dns, &probe).expect("up again");
             let _ = c.kill();
             let _ = c.wait();
@@ -100,7 +131,7 @@ fn main() {
 
 /// N registrations as Maxine stores them: built by the registry's bulk
 /// restore (cheap), encoded by the store's codec, committed in one batch.
-fn fill(dir: &std::path::Path, n: usize, services: usize, meta: bool) {
+fn fill(store: &mut dyn Store, n: usize, services: usize, meta: bool) {
     let now = std::time::Instant::now();
     let registry = registrations::registry(now);
     let names = registrations::service_keys(services);
@@ -120,7 +151,6 @@ fn fill(dir: &std::path::Path, n: usize, services: usize, meta: bool) {
             ops.push(Op::Put(inst.index, codec::encode(inst)));
         }
     }
-    let mut store = FileStore::open(dir).unwrap();
     store
         .commit(&WriteBatch {
             ops,
@@ -140,7 +170,11 @@ fn free_port() -> u16 {
     }
 }
 
-fn spawn(dir: &std::path::Path, cpu: Option<&str>) -> (Child, std::net::SocketAddr) {
+fn spawn(
+    dir: &std::path::Path,
+    cpu: Option<&str>,
+    store: Option<&str>,
+) -> (Child, std::net::SocketAddr) {
     let dns: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http = format!("127.0.0.1:{}", free_port());
     // MAXINE_BIN measures another build (the server rejects unknown
@@ -155,6 +189,9 @@ fn spawn(dir: &std::path::Path, cpu: Option<&str>) -> (Child, std::net::SocketAd
         None => Command::new(&bin),
     };
     cmd.env_remove("MAXINE_BIN");
+    if let Some(url) = store {
+        cmd.args(["--store", url]);
+    }
     let child = cmd
         .arg("serve")
         .arg("--data-dir")
@@ -208,4 +245,74 @@ fn rss_mib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb >> 10)
+}
+
+/// A `redis-server` for `--redis`: append-only with `appendfsync always`
+/// (what Maxine's no-loss promise needs), its files under the bench's temp
+/// directory. Killed when dropped.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start(dir: &std::path::Path) -> Self {
+        let data = dir.join("redis");
+        std::fs::create_dir_all(&data).unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let r = Self { port, child };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    walk(dir)
+        .iter()
+        .map(|p| p.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
