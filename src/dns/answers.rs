@@ -935,15 +935,18 @@ impl AnswerBuilder {
                 _ => (u32::MAX, u32::MAX),
             });
         }
+        // Where each instance is in `all` (u32::MAX: not passing).
+        let mut in_all = vec![u32::MAX; instances.len()];
+        for (k, &p) in all.iter().enumerate() {
+            in_all[p as usize] = offset(k);
+        }
         let subset_of = |members: &[u32]| {
-            // Members and `all` are both in position order.
             let mut a = Vec::new();
             let mut aaaa = Vec::new();
             let mut srv = Vec::with_capacity(members.len());
-            let mut k = 0;
             for &p in members {
-                k += all[k..].partition_point(|&q| q < p);
-                debug_assert_eq!(all[k], p, "a version's members are among all members");
+                let k = in_all[p as usize] as usize;
+                debug_assert!(k < all.len(), "a version's members are among all members");
                 let (ra, raaaa) = ranks[k];
                 if ra != u32::MAX {
                     a.push(ra);
