@@ -67,18 +67,11 @@ fn main() {
     let t = Instant::now();
     let redis_server = redis.then(|| Redis::start(dir.path()));
     let store = redis_server.as_ref().map(Redis::url);
-    let (mut file_store, mut redis_store);
-    let target: &mut dyn Store = match &store {
-        Some(url) => {
-            redis_store = RedisStore::open(url).unwrap();
-            &mut redis_store
-        }
-        None => {
-            file_store = FileStore::open(dir.path()).unwrap();
-            &mut file_store
-        }
-    };
-    fill(target, n, services, meta);
+    // The store is closed again before Maxine opens it (redb locks its file).
+    match &store {
+        Some(url) => fill(&mut RedisStore::open(url).unwrap(), n, services, meta),
+        None => fill(&mut FileStore::open(dir.path()).unwrap(), n, services, meta),
+    }
     let size = match &store {
         Some(_) => dir_size(&dir.path().join("redis")),
         None => std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
@@ -189,9 +182,6 @@ fn spawn(
         None => Command::new(&bin),
     };
     cmd.env_remove("MAXINE_BIN");
-    if let Some(url) = store {
-        cmd.args(["--store", url]);
-    }
     let child = cmd
         .arg("serve")
         .arg("--data-dir")
@@ -199,6 +189,7 @@ fn spawn(
         .args(["--dns-addr", &dns.to_string(), "--http-addr", &http])
         .args(["--zone-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
         .args(["--log-level", "warn"])
+        .args(store.map(|url| ["--store", url]).into_iter().flatten())
         .stdin(Stdio::null())
         .spawn()
         .expect("maxine starts");
