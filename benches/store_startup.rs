@@ -24,6 +24,11 @@ use maxine::core::{Health, Restored};
 
 #[path = "support/registrations.rs"]
 mod registrations;
+// The tests' Redis harness: append-only with `appendfsync always`, on a
+// free port, its files in a temporary directory.
+#[path = "../tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis_server;
 use maxine::store::{FileStore, Op, RedisStore, Store, WriteBatch, codec};
 use registrations::ip;
 
@@ -65,15 +70,15 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let redis_server = redis.then(|| Redis::start(dir.path()));
-    let store = redis_server.as_ref().map(Redis::url);
+    let redis_server = redis.then(redis_server::RedisServer::start);
+    let store = redis_server.as_ref().map(redis_server::RedisServer::url);
     // The store is closed again before Maxine opens it (redb locks its file).
     match &store {
         Some(url) => fill(&mut RedisStore::open(url).unwrap(), n, services, meta),
         None => fill(&mut FileStore::open(dir.path()).unwrap(), n, services, meta),
     }
     let size = match &store {
-        Some(_) => dir_size(&dir.path().join("redis")),
+        Some(_) => dir_size(redis_server.as_ref().expect("started").dir()),
         None => std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
             .unwrap()
             .len(),
@@ -236,56 +241,6 @@ fn rss_mib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb >> 10)
-}
-
-/// A `redis-server` for `--redis`: append-only with `appendfsync always`
-/// (what Maxine's no-loss promise needs), its files under the bench's temp
-/// directory. Killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &std::path::Path) -> Self {
-        let data = dir.join("redis");
-        std::fs::create_dir_all(&data).unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let r = Self { port, child };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

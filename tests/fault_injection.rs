@@ -39,30 +39,9 @@ const STEPS: &[Step] = &[
     Put("k", "10.0.0.11"),
 ];
 
-async fn instances(p: &ServerProcess) -> BTreeMap<String, String> {
-    let r = reqwest::get(format!("{}/v1/services/pay", p.base()))
-        .await
-        .unwrap();
-    if r.status() == 404 {
-        return BTreeMap::new();
-    }
-    let body: serde_json::Value = r.json().await.unwrap();
-    body["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().to_string(),
-                i["address"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The API and DNS both hold exactly the model.
 async fn assert_holds(p: &ServerProcess, model: &BTreeMap<String, String>, when: &str) {
-    assert_eq!(&instances(p).await, model, "{when}\n{}", p.log_text());
+    assert_eq!(&p.instances("pay").await, model, "{when}\n{}", p.log_text());
     for id in "abcdefghijk".chars() {
         let got = p.resolve_a(&format!("{id}.pay.dc1.maxine.")).await;
         let want: Vec<String> = model.get(&id.to_string()).cloned().into_iter().collect();

@@ -83,25 +83,6 @@ fn registration(n: usize) -> serde_json::Value {
     })
 }
 
-async fn instances(p: &ServerProcess) -> BTreeMap<String, String> {
-    let r = reqwest::get(format!("{}/v1/services/big", p.base()))
-        .await
-        .unwrap();
-    if r.status() == 404 {
-        return BTreeMap::new();
-    }
-    let body: serde_json::Value = r.json().await.unwrap();
-    body["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            let id = i["id"].as_str().unwrap().to_string();
-            (id, i["address"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
 /// The API holds exactly the model, and DNS answers the acknowledged
 /// instances and none of the failed ones.
 async fn assert_holds(
@@ -110,7 +91,7 @@ async fn assert_holds(
     failed: &[String],
     when: &str,
 ) {
-    assert_eq!(&instances(p).await, model, "{when}\n{}", p.log_text());
+    assert_eq!(&p.instances("big").await, model, "{when}\n{}", p.log_text());
     for (id, ip) in model.iter().step_by(37).chain(model.iter().last()) {
         let got = p.resolve_a(&format!("{id}.big.dc1.maxine.")).await;
         assert_eq!(got, vec![ip.clone()], "{when}: DNS for {id}");

@@ -1136,8 +1136,25 @@ mod tests {
         true
     }
 
-    #[test]
-    fn windows_copy_like_record_by_record_at_every_size() {
+    /// Six SRV targets of varied sizes, some without an address record.
+    const SHAPES: [(usize, Option<usize>); 6] = [
+        (20, Some(30)),
+        (25, None),
+        (18, Some(16)),
+        (40, Some(28)),
+        (22, None),
+        (30, Some(16)),
+    ];
+
+    /// For every window of `n` records (`take` from `start`, wrapping) and
+    /// every size limit of an SRV reply: `write` fits exactly when `want`
+    /// does, and then writes the same bytes. `what` names the case.
+    fn assert_windows_agree(
+        n: usize,
+        what: &str,
+        write: impl Fn(usize, usize, &mut ReplyWriter) -> bool,
+        want: impl Fn(usize, usize, &mut ReplyWriter) -> bool,
+    ) {
         let q = super::super::testing::query("_svc._tcp.maxine.", types::SRV, false);
         let req = wire::parse(&q).unwrap();
         let flags = Flags {
@@ -1146,32 +1163,20 @@ mod tests {
             cd: false,
             rcode: 0,
         };
-        let shapes = [
-            (20, Some(30)),
-            (25, None),
-            (18, Some(16)),
-            (40, Some(28)),
-            (22, None),
-            (30, Some(16)),
-        ];
-        for n in 1..=shapes.len() {
-            let e = encoded(&shapes[..n]);
-            let all = wires(&e);
-            let set = Section::srv(&all).unwrap();
-            let (mut got, mut want) = (Vec::new(), Vec::new());
-            for take in 1..=n {
-                for start in 0..n {
-                    for limit in q.len()..400 {
-                        let mut w = ReplyWriter::start(&mut got, &req, flags, limit);
-                        let ok = set.write(start, take, &mut w);
-                        w.finish(None, 0);
-                        let mut w = ReplyWriter::start(&mut want, &req, flags, limit);
-                        let ok_want = one_by_one(&all, start, take, &mut w);
-                        w.finish(None, 0);
-                        assert_eq!(ok, ok_want, "n {n} take {take} start {start} limit {limit}");
-                        if ok {
-                            assert_eq!(got, want, "n {n} take {take} start {start} limit {limit}");
-                        }
+        let (mut got, mut wanted) = (Vec::new(), Vec::new());
+        for take in 1..=n {
+            for start in 0..n {
+                for limit in q.len()..400 {
+                    let mut w = ReplyWriter::start(&mut got, &req, flags, limit);
+                    let ok = write(start, take, &mut w);
+                    w.finish(None, 0);
+                    let mut w = ReplyWriter::start(&mut wanted, &req, flags, limit);
+                    let ok_want = want(start, take, &mut w);
+                    w.finish(None, 0);
+                    let at = format!("{what} take {take} start {start} limit {limit}");
+                    assert_eq!(ok, ok_want, "{at}");
+                    if ok {
+                        assert_eq!(got, wanted, "{at}");
                     }
                 }
             }
@@ -1179,23 +1184,23 @@ mod tests {
     }
 
     #[test]
+    fn windows_copy_like_record_by_record_at_every_size() {
+        for n in 1..=SHAPES.len() {
+            let e = encoded(&SHAPES[..n]);
+            let all = wires(&e);
+            let set = Section::srv(&all).unwrap();
+            assert_windows_agree(
+                n,
+                &format!("n {n}"),
+                |start, take, w| set.write(start, take, w),
+                |start, take, w| one_by_one(&all, start, take, w),
+            );
+        }
+    }
+
+    #[test]
     fn version_members_copy_like_a_set_of_their_own() {
-        let q = super::super::testing::query("v2.svc.maxine.", types::SRV, false);
-        let req = wire::parse(&q).unwrap();
-        let flags = Flags {
-            aa: true,
-            rd: false,
-            cd: false,
-            rcode: 0,
-        };
-        let e = encoded(&[
-            (20, Some(30)),
-            (25, None),
-            (18, Some(16)),
-            (40, Some(28)),
-            (22, None),
-            (30, Some(16)),
-        ]);
+        let e = encoded(&SHAPES);
         let all = wires(&e);
         let set = Section::srv(&all).unwrap();
         for members in [
@@ -1205,25 +1210,12 @@ mod tests {
             vec![0, 1, 2, 3, 4, 5],
         ] {
             let own: Vec<InstanceWire<'_>> = members.iter().map(|&m| all[m as usize]).collect();
-            let n = members.len();
-            let (mut got, mut want) = (Vec::new(), Vec::new());
-            for take in 1..=n {
-                for start in 0..n {
-                    for limit in q.len()..400 {
-                        let mut w = ReplyWriter::start(&mut got, &req, flags, limit);
-                        let ok = set.write_members(&members, start, take, &mut w);
-                        w.finish(None, 0);
-                        let mut w = ReplyWriter::start(&mut want, &req, flags, limit);
-                        let ok_want = one_by_one(&own, start, take, &mut w);
-                        w.finish(None, 0);
-                        let at = format!("{members:?} take {take} start {start} limit {limit}");
-                        assert_eq!(ok, ok_want, "{at}");
-                        if ok {
-                            assert_eq!(got, want, "{at}");
-                        }
-                    }
-                }
-            }
+            assert_windows_agree(
+                members.len(),
+                &format!("{members:?}"),
+                |start, take, w| set.write_members(&members, start, take, w),
+                |start, take, w| one_by_one(&own, start, take, w),
+            );
         }
         let sub = Subset::new(&[1], &[], &[0, 3]);
         assert_eq!(

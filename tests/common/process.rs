@@ -167,6 +167,27 @@ impl ServerProcess {
         assert!(status.success(), "exit {status}:\n{}", self.log_text());
     }
 
+    /// The instances of `service` through the API: id -> address (none
+    /// when the service does not exist).
+    pub async fn instances(&self, service: &str) -> std::collections::BTreeMap<String, String> {
+        let r = reqwest::get(format!("{}/v1/services/{service}", self.base()))
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            return Default::default();
+        }
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let id = i["id"].as_str().unwrap().to_string();
+                (id, i["address"].as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
     /// The A records of `name`, asked over UDP.
     pub async fn resolve_a(&self, name: &str) -> Vec<String> {
         use hickory_proto::op::Message;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -44,11 +44,7 @@ impl RedisServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server is installed (apt-get install redis-server)");
-            let mut server = Self {
-                port,
-                child,
-                _dir: dir,
-            };
+            let mut server = Self { port, child, dir };
             if server.wait_up() {
                 return server;
             }
@@ -77,6 +73,11 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Where Redis keeps its files (the append-only file among them).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
