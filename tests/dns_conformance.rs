@@ -692,10 +692,21 @@ async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
 }
 
 /// A change re-encodes only the instances it touches: the service's sets
-/// and every instance name must still be exactly right afterwards.
-#[tokio::test]
-async fn changing_one_instance_leaves_the_others_answered_as_before() {
+/// and every instance name must still be exactly right afterwards. Small
+/// services are encoded whole on each change and larger ones merged with
+/// what was encoded before, so the same changes run with `pad` more
+/// instances (version 3, untouched) to cover both.
+async fn change_one_instance_of_a_service(pad: usize) {
     let s = TestServer::start().await;
+    let pads: Vec<String> = (0..pad).map(|i| format!("p{i}")).collect();
+    for id in &pads {
+        s.register(
+            "shop",
+            id,
+            json!({"address": pad_ip(id), "port": 80, "version": "3.0.0"}),
+        )
+        .await;
+    }
     for (id, addr) in [("a", "10.5.0.1"), ("b", "10.5.0.2"), ("c", "fd00::5")] {
         s.register(
             "shop",
@@ -724,52 +735,87 @@ async fn changing_one_instance_leaves_the_others_answered_as_before() {
         json!({"address": "10.5.0.4", "port": 80, "version": "1.0.0"}),
     )
     .await;
-    let answers = |m: Message| lines(&m.answers);
-    assert_eq!(
-        answers(s.ask("shop.maxine.", RecordType::A).await),
-        sorted(&[
+    // What the untouched instances add to the service's sets.
+    let with_pads = |own: &[&str], pad_line: &dyn Fn(&str) -> String| {
+        let mut v: Vec<String> = own.iter().map(|l| l.to_string()).collect();
+        v.extend(pads.iter().map(|id| pad_line(id)));
+        v.sort();
+        v
+    };
+    let a = s.ask("shop.maxine.", RecordType::A).await;
+    let want = with_pads(
+        &[
             "shop.maxine. 5 IN A 10.5.0.22",
-            "shop.maxine. 5 IN A 10.5.0.4"
-        ])
+            "shop.maxine. 5 IN A 10.5.0.4",
+        ],
+        &|id| format!("shop.maxine. 5 IN A {}", pad_ip(id)),
     );
-    assert_eq!(
-        answers(s.ask("shop.maxine.", RecordType::AAAA).await),
-        sorted(&["shop.maxine. 5 IN AAAA fd00::5"])
-    );
-    assert_eq!(
-        answers(s.ask("v1.shop.maxine.", RecordType::A).await),
-        sorted(&["v1.shop.maxine. 5 IN A 10.5.0.4"])
-    );
-    assert_eq!(
-        answers(s.ask("v2.shop.maxine.", RecordType::A).await),
-        sorted(&["v2.shop.maxine. 5 IN A 10.5.0.22"])
-    );
-    let srv = s.ask("_shop._tcp.maxine.", RecordType::SRV).await;
-    assert_eq!(
-        answers(srv.clone()),
-        sorted(&[
+    assert_eq!(lines(&a.answers), want, "with {pad} more");
+    let cases: [(&str, RecordType, &[&str]); 6] = [
+        (
+            "shop.maxine.",
+            RecordType::AAAA,
+            &["shop.maxine. 5 IN AAAA fd00::5"],
+        ),
+        (
+            "v1.shop.maxine.",
+            RecordType::A,
+            &["v1.shop.maxine. 5 IN A 10.5.0.4"],
+        ),
+        (
+            "v2.shop.maxine.",
+            RecordType::A,
+            &["v2.shop.maxine. 5 IN A 10.5.0.22"],
+        ),
+        (
+            "b.shop.dc1.maxine.",
+            RecordType::A,
+            &["b.shop.dc1.maxine. 5 IN A 10.5.0.22"],
+        ),
+        (
+            "c.shop.dc1.maxine.",
+            RecordType::AAAA,
+            &["c.shop.dc1.maxine. 5 IN AAAA fd00::5"],
+        ),
+        (
+            "d.shop.dc1.maxine.",
+            RecordType::A,
+            &["d.shop.dc1.maxine. 5 IN A 10.5.0.4"],
+        ),
+    ];
+    for (name, qtype, want) in cases {
+        let m = s.ask(name, qtype).await;
+        assert_eq!(
+            lines(&m.answers),
+            sorted(want),
+            "{name} {qtype} with {pad} more"
+        );
+    }
+    // Over TCP: with the padding, the additional records outgrow 512 bytes.
+    let q = query("_shop._tcp.maxine.", RecordType::SRV, None);
+    let srv = Message::from_vec(&s.tcp_raw(&[q]).await[0]).unwrap();
+    let want = with_pads(
+        &[
             "_shop._tcp.maxine. 5 IN SRV 1 1 81 b.shop.dc1.maxine.",
             "_shop._tcp.maxine. 5 IN SRV 1 1 80 c.shop.dc1.maxine.",
             "_shop._tcp.maxine. 5 IN SRV 1 1 80 d.shop.dc1.maxine.",
-        ])
+        ],
+        &|id| format!("_shop._tcp.maxine. 5 IN SRV 1 1 80 {id}.shop.dc1.maxine."),
     );
-    assert_eq!(srv.additionals.len(), 3);
-    assert_eq!(
-        answers(s.ask("b.shop.dc1.maxine.", RecordType::A).await),
-        sorted(&["b.shop.dc1.maxine. 5 IN A 10.5.0.22"])
+    assert_eq!(lines(&srv.answers), want, "with {pad} more");
+    let want = with_pads(
+        &[
+            "b.shop.dc1.maxine. 5 IN A 10.5.0.22",
+            "c.shop.dc1.maxine. 5 IN AAAA fd00::5",
+            "d.shop.dc1.maxine. 5 IN A 10.5.0.4",
+        ],
+        &|id| format!("{id}.shop.dc1.maxine. 5 IN A {}", pad_ip(id)),
     );
-    assert_eq!(
-        answers(s.ask("c.shop.dc1.maxine.", RecordType::AAAA).await),
-        sorted(&["c.shop.dc1.maxine. 5 IN AAAA fd00::5"])
-    );
-    assert_eq!(
-        answers(s.ask("d.shop.dc1.maxine.", RecordType::A).await),
-        sorted(&["d.shop.dc1.maxine. 5 IN A 10.5.0.4"])
-    );
+    assert_eq!(lines(&srv.additionals), want, "with {pad} more");
     let gone = s.ask("a.shop.dc1.maxine.", RecordType::A).await;
     assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
     // The last instance going takes every name with it.
-    for id in ["b", "c", "d"] {
+    for id in pads.iter().map(String::as_str).chain(["b", "c", "d"]) {
         let r = s
             .http
             .delete(format!("{}/v1/services/shop/instances/{id}", s.http_base()))
@@ -787,6 +833,22 @@ async fn changing_one_instance_leaves_the_others_answered_as_before() {
         let m = s.ask(name, RecordType::A).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
     }
+}
+
+/// The address of padding instance `p<i>`.
+fn pad_ip(id: &str) -> String {
+    format!("10.6.0.{}", &id[1..])
+}
+
+#[tokio::test]
+async fn changing_one_instance_of_a_small_service_leaves_the_others_answered_as_before() {
+    change_one_instance_of_a_service(0).await;
+}
+
+#[tokio::test]
+async fn changing_one_instance_of_a_large_service_leaves_the_others_answered_as_before() {
+    // Ten instances and more: the builder keeps their encoding between changes.
+    change_one_instance_of_a_service(8).await;
 }
 
 #[tokio::test]
