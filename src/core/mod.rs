@@ -17,6 +17,6 @@ pub use model::{
 pub use names::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use naming::NameTarget;
 pub use registry::{
-    Answer, Batch, Event, EventKind, Observer, Query, Registry, RegistryConfig, RegistryError,
-    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    Answer, Batch, Event, EventKind, FastHash, Observer, Query, Registry, RegistryConfig,
+    RegistryError, RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
 };

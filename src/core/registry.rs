@@ -22,10 +22,11 @@ use serde::Serialize;
 use super::model::{Health, Instance, InstanceSpec, ModelError, Version};
 use super::names::{Datacenter, InstanceId, ServiceName, VersionSelector};
 
-/// The hasher of the registry's maps: foldhash, seeded per process (names
-/// come from clients, so no fixed seed). SipHash, the standard one, was a
-/// tenth of a restore of many small services.
-type FastHash = foldhash::fast::RandomState;
+/// The hasher of Maxine's maps keyed by names: foldhash, seeded per process
+/// (names come from clients, so no fixed seed: they cannot aim at one
+/// bucket). SipHash, the standard one, was a tenth of a restore of many
+/// small services.
+pub type FastHash = foldhash::fast::RandomState;
 
 /// A service in a datacenter: the unit that answers are built for.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, Serialize)]

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::core::naming;
 use crate::core::{
-    Batch, Datacenter, Instance, Observer, Registry, ServiceKey, ServiceSnapshot, VersionSelector,
+    Batch, Datacenter, FastHash, Instance, Observer, Registry, ServiceKey, ServiceSnapshot,
+    VersionSelector,
 };
 
 use super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
@@ -260,8 +261,6 @@ impl Section {
     }
 }
 
-type NameHasher = foldhash::fast::RandomState;
-
 /// The dynamic record sets of a name.
 #[derive(Clone, Debug, Default)]
 struct Sets {
@@ -291,7 +290,7 @@ pub struct Node {
     /// of selectors, scanned, each with the index of its members in
     /// `version_sets`, or [`SAME_SETS`]: a selector that selects every
     /// instance (the common case) answers with the node's own sets.
-    versions: Box<[(VersionSelector, u16)]>,
+    versions: Selectors,
     version_sets: Box<[Subset]>,
     /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
     /// instance names, also looked up through the service's node.
@@ -299,8 +298,12 @@ pub struct Node {
     statics: Box<[StaticRrset]>,
 }
 
+/// A service's version selectors, each with the index of its [`Subset`] or
+/// [`SAME_SETS`].
+type Selectors = Box<[(VersionSelector, u32)]>;
+
 /// A version name whose sets are its service name's.
-const SAME_SETS: u16 = u16::MAX;
+const SAME_SETS: u32 = u32::MAX;
 
 impl Node {
     /// What the version name `sel` below this node answers, if it exists.
@@ -452,9 +455,9 @@ pub struct Answers {
 
 struct AnswersInner {
     zone: Zone,
-    /// Keyed by lowercase wire name. foldhash is seeded per process, so
-    /// query names chosen by a client cannot aim at one bucket.
-    names: papaya::HashMap<Box<[u8]>, Arc<Node>, NameHasher>,
+    /// Keyed by lowercase wire name, hashed with the per-process seed of
+    /// [`FastHash`].
+    names: papaya::HashMap<Box<[u8]>, Arc<Node>, FastHash>,
     max_records: usize,
 }
 
@@ -465,7 +468,7 @@ thread_local! {
 
 impl Answers {
     pub fn new(zone: Zone, max_records: usize) -> Self {
-        let names = papaya::HashMap::with_hasher(NameHasher::default());
+        let names = papaya::HashMap::with_hasher(FastHash::default());
         {
             let pinned = names.pin();
             for (name, statics) in &zone.statics {
@@ -691,7 +694,7 @@ enum Found<'g> {
 /// version name, 3 for an instance name, so most unknown names (one label
 /// under the apex) cost no second lookup.
 fn below_service<'g>(
-    names: &'g papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, NameHasher, papaya::LocalGuard<'_>>,
+    names: &'g papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, FastHash, papaya::LocalGuard<'_>>,
     qname: &[u8],
     labels: usize,
 ) -> Option<Found<'g>> {
@@ -747,9 +750,9 @@ pub struct AnswerBuilder {
 
 #[derive(Default)]
 struct BuilderState {
-    services: HashMap<ServiceKey, ServiceState, NameHasher>,
+    services: HashMap<ServiceKey, ServiceState, FastHash>,
     /// How many services keep each dynamic empty non-terminal alive.
-    ent_refs: HashMap<Box<[u8]>, usize, NameHasher>,
+    ent_refs: HashMap<Box<[u8]>, usize, FastHash>,
 }
 
 /// What the builder keeps of a service between its changes: every
@@ -900,89 +903,22 @@ impl AnswerBuilder {
         // `instances` is in the snapshot's order, one entry per instance:
         // a member's position in the snapshot is its position here.
         debug_assert_eq!(instances.len(), snap.instances.len());
-        let sets_for = |members: &[u32]| {
-            let all: Vec<InstanceWire<'_>> = members
-                .iter()
-                .map(|&p| instances.wire(p as usize))
-                .collect();
-            // Empty sets are left out (NODATA either way): no allocation.
-            Sets {
-                a: Section::addresses(&all, types::A),
-                aaaa: Section::addresses(&all, types::AAAA),
-                srv: Section::srv(&all),
-            }
-        };
-        // Version names are looked up through the service's node on the
-        // query path, so a change publishes a handful of names, not one per
-        // selector. Selectors often select the same instances (v2, v2-0 and
-        // v2-0-0 when only 2.0.0 runs): such sets are built once and shared.
-        // A selector selects a subset of what its parent selects (and `v2`
-        // of all instances), so it selects the same set exactly when it
-        // selects as many; selectors come sorted, parents first.
         let all = snap.select_positions(None, true);
-        // Where each instance of `all` is in the service's A, AAAA and SRV
-        // sets (u32::MAX: not in the set of that type).
-        let (mut ranks, mut counts) = (Vec::with_capacity(all.len()), [0u32; 2]);
-        for &p in &all {
-            let w = instances.wire(p as usize);
-            let mut rank = |t: usize| {
-                counts[t] += 1;
-                counts[t] - 1
-            };
-            ranks.push(match () {
-                _ if w.addr_tail(types::A).is_some() => (rank(0), u32::MAX),
-                _ if w.addr_tail(types::AAAA).is_some() => (u32::MAX, rank(1)),
-                _ => (u32::MAX, u32::MAX),
-            });
-        }
-        // Where each instance is in `all` (u32::MAX: not passing).
-        let mut in_all = vec![u32::MAX; instances.len()];
-        for (k, &p) in all.iter().enumerate() {
-            in_all[p as usize] = offset(k);
-        }
-        let subset_of = |members: &[u32]| {
-            let mut a = Vec::new();
-            let mut aaaa = Vec::new();
-            let mut srv = Vec::with_capacity(members.len());
-            for &p in members {
-                let k = in_all[p as usize] as usize;
-                debug_assert!(k < all.len(), "a version's members are among all members");
-                let (ra, raaaa) = ranks[k];
-                if ra != u32::MAX {
-                    a.push(ra);
-                }
-                if raaaa != u32::MAX {
-                    aaaa.push(raaaa);
-                }
-                srv.push(offset(k));
-            }
-            Subset::new(&a, &aaaa, &srv)
+        let all_wires: Vec<InstanceWire<'_>> =
+            all.iter().map(|&p| instances.wire(p as usize)).collect();
+        // Empty sets are left out (NODATA either way): no allocation.
+        let sets = Sets {
+            a: Section::addresses(&all_wires, types::A),
+            aaaa: Section::addresses(&all_wires, types::AAAA),
+            srv: Section::srv(&all_wires),
         };
-        let mut versions: Vec<(VersionSelector, u16)> = Vec::new();
-        let mut version_sets: Vec<Subset> = Vec::new();
-        let mut sizes: Vec<usize> = Vec::new();
-        for sel in snap.selectors() {
-            let members = snap.select_positions(Some(sel), true);
-            let parent = sel.parent().and_then(|p| {
-                let at = versions.binary_search_by(|(s, _)| s.cmp(&p)).ok()?;
-                Some((sizes[at], versions[at].1))
-            });
-            let (parent_len, parent_sets) = parent.unwrap_or((all.len(), SAME_SETS));
-            let at = if members.len() == parent_len {
-                parent_sets
-            } else {
-                version_sets.push(subset_of(&members));
-                u16::try_from(version_sets.len() - 1).unwrap_or(SAME_SETS)
-            };
-            sizes.push(members.len());
-            versions.push((*sel, at));
-        }
+        let (versions, version_sets) = version_names(snap, &all, &all_wires);
         // One node for every name of the service: the query path finds
         // version and instance names only below the names that have them.
         let node = Arc::new(Node {
-            sets: sets_for(&all),
-            versions: versions.into(),
-            version_sets: version_sets.into(),
+            sets,
+            versions,
+            version_sets,
             instances: self.instance_table(&instances),
             statics: Box::default(),
         });
@@ -1000,20 +936,16 @@ impl AnswerBuilder {
     /// the byte order of the labels that [`InstanceTable::find`] searches.
     fn instance_table(&self, instances: &EncodedInstances) -> InstanceTable {
         debug_assert!(instances.is_sorted());
-        InstanceTable::new((0..instances.len()).map(|i| {
-            let w = instances.wire(i);
-            let addr = [types::A, types::AAAA]
-                .into_iter()
-                .find_map(|t| w.addr_tail(t).map(|r| (t, r)));
-            (instances.id(i), addr)
-        }))
+        InstanceTable::new(
+            (0..instances.len()).map(|i| (instances.id(i), instances.wire(i).addr())),
+        )
     }
 
     /// Inserts (or removes) a dynamic node, keeping the static data of that
     /// name, if any.
     fn publish(
         &self,
-        names: &papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, NameHasher, papaya::LocalGuard<'_>>,
+        names: &papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, FastHash, papaya::LocalGuard<'_>>,
         name: &[u8],
         node: Option<Arc<Node>>,
     ) {
@@ -1064,6 +996,84 @@ impl Observer for AnswerBuilder {
             self.rebuild(&mut st, key, snap.as_ref());
         }
     }
+}
+
+/// The version names of a service (see [`Node`]): every selector that
+/// matches a passing instance, with [`SAME_SETS`] or the index of its
+/// members in the returned subsets. `all`: the positions of the passing
+/// instances (the service's own sets), `all_wires` their records.
+///
+/// Version names are looked up through the service's node on the query
+/// path, so a change publishes a handful of names, not one per selector.
+/// A selector selects a subset of what its parent selects (and `v2` of
+/// all instances), so it selects the same instances exactly when it
+/// selects as many; selectors come sorted, parents first. Most select all
+/// instances (v2, v2-0 and v2-0-0 when only 2.0.0 runs) and cost nothing
+/// more.
+fn version_names(
+    snap: &ServiceSnapshot,
+    all: &[u32],
+    all_wires: &[InstanceWire<'_>],
+) -> (Selectors, Box<[Subset]>) {
+    // Where each passing instance is in the A and AAAA sets (u32::MAX: not
+    // in the set of that type); in the SRV set it is where it is in `all`.
+    let mut counts = [0u32; 2];
+    let ranks: Vec<(u32, u32)> = all_wires
+        .iter()
+        .map(|w| {
+            let mut rank = |t: usize| {
+                counts[t] += 1;
+                counts[t] - 1
+            };
+            match w.addr() {
+                Some((types::A, _)) => (rank(0), u32::MAX),
+                Some((types::AAAA, _)) => (u32::MAX, rank(1)),
+                _ => (u32::MAX, u32::MAX),
+            }
+        })
+        .collect();
+    // Where each instance is in `all` (u32::MAX: not passing).
+    let mut in_all = vec![u32::MAX; snap.instances.len()];
+    for (k, &p) in all.iter().enumerate() {
+        in_all[p as usize] = offset(k);
+    }
+    let subset_of = |members: &[u32]| {
+        let (mut a, mut aaaa) = (Vec::new(), Vec::new());
+        let mut srv = Vec::with_capacity(members.len());
+        for &p in members {
+            let k = in_all[p as usize] as usize;
+            debug_assert!(k < all.len(), "a version's members are among all members");
+            let (ra, raaaa) = ranks[k];
+            if ra != u32::MAX {
+                a.push(ra);
+            }
+            if raaaa != u32::MAX {
+                aaaa.push(raaaa);
+            }
+            srv.push(offset(k));
+        }
+        Subset::new(&a, &aaaa, &srv)
+    };
+    let mut versions: Vec<(VersionSelector, u32)> = Vec::new();
+    let mut subsets: Vec<Subset> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    for sel in snap.selectors() {
+        let members = snap.select_positions(Some(sel), true);
+        let parent = sel.parent().and_then(|p| {
+            let at = versions.binary_search_by(|(s, _)| s.cmp(&p)).ok()?;
+            Some((sizes[at], versions[at].1))
+        });
+        let (parent_len, parent_sets) = parent.unwrap_or((all.len(), SAME_SETS));
+        let at = if members.len() == parent_len {
+            parent_sets
+        } else {
+            subsets.push(subset_of(&members));
+            offset(subsets.len() - 1)
+        };
+        sizes.push(members.len());
+        versions.push((*sel, at));
+    }
+    (versions.into(), subsets.into())
 }
 
 /// Appends a record's type, class IN, TTL and a zero RDLENGTH; returns

@@ -40,7 +40,14 @@ impl<'a> InstanceWire<'a> {
 
     /// The tail (type to RDATA) of the address record, if of type `rtype`.
     pub(super) fn addr_tail(&self, rtype: u16) -> Option<&'a [u8]> {
-        (self.addr_type == rtype && rtype != 0).then(|| &self.buf[self.srv_len as usize..])
+        self.addr()
+            .filter(|(t, _)| *t == rtype)
+            .map(|(_, tail)| tail)
+    }
+
+    /// The address record's type and tail (type to RDATA), if any.
+    pub(super) fn addr(&self) -> Option<(u16, &'a [u8])> {
+        (self.addr_type != 0).then(|| (self.addr_type, &self.buf[self.srv_len as usize..]))
     }
 
     /// The target's address record, complete, for the additional section;
@@ -179,7 +186,9 @@ impl EncodedInstances {
             out.push(id, index_of(value), |bytes| encode(value, bytes));
         }
         flush(&mut out, &mut run);
-        // Small services would keep the spare room for good: give it back.
+        // A restore (everything new) grows the buffer by doubling, and the
+        // builder keeps it until the service's next change: give back what
+        // is far beyond the headroom a change needs.
         if out.bytes.capacity() - out.bytes.len() > out.bytes.len() / 16 + 16 {
             out.bytes.shrink_to_fit();
         }
@@ -249,54 +258,11 @@ mod tests {
         assert!(e.is_sorted());
     }
 
-    #[test]
-    fn merging_keeps_unchanged_instances_and_encodes_only_the_rest() {
-        let old_ids = ids(&["a", "b", "c", "d", "e", "f"]);
-        let first: Vec<(InstanceId, Value)> = old_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                (
-                    id.clone(),
-                    Value {
-                        index: i as u64,
-                        tag: i as u8 + 1,
-                    },
-                )
-            })
-            .collect();
-        let mut calls = 0;
-        let e = EncodedInstances::default().merge(
-            first.iter().map(|(id, v)| (id, v)),
-            |v| v.index,
-            |v, out| {
-                calls += 1;
-                encode(v, out)
-            },
-        );
-        check(&e, &first);
-        assert_eq!(calls, 6);
-
-        // "a" and "d" removed, "c" changed, "bb" and "g" added, the rest
-        // kept: the kept ids are clones of the encoded ones, as in a
-        // snapshot; "e" is a new allocation of an equal id.
-        let kept = |i: usize, id: InstanceId| {
-            (
-                id,
-                Value {
-                    index: i as u64,
-                    tag: i as u8 + 1,
-                },
-            )
-        };
-        let next = vec![
-            kept(1, old_ids[1].clone()),
-            (InstanceId::new("bb").unwrap(), Value { index: 10, tag: 40 }),
-            (old_ids[2].clone(), Value { index: 11, tag: 41 }),
-            kept(4, InstanceId::new("e").unwrap()),
-            kept(5, old_ids[5].clone()),
-            (InstanceId::new("g").unwrap(), Value { index: 12, tag: 42 }),
-        ];
+    /// `e` merged with `next`, and how many values were encoded.
+    fn merge_counting(
+        e: EncodedInstances,
+        next: &[(InstanceId, Value)],
+    ) -> (EncodedInstances, usize) {
         let mut calls = 0;
         let e = e.merge(
             next.iter().map(|(id, v)| (id, v)),
@@ -306,6 +272,44 @@ mod tests {
                 encode(v, out)
             },
         );
+        (e, calls)
+    }
+
+    #[test]
+    fn merging_keeps_unchanged_instances_and_encodes_only_the_rest() {
+        let old_ids = ids(&["a", "b", "c", "d", "e", "f"]);
+        // The first values: instance i at index i.
+        let first_value = |i: usize, id: InstanceId| {
+            (
+                id,
+                Value {
+                    index: i as u64,
+                    tag: i as u8 + 1,
+                },
+            )
+        };
+        let first: Vec<(InstanceId, Value)> = old_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| first_value(i, id.clone()))
+            .collect();
+        let (e, calls) = merge_counting(EncodedInstances::default(), &first);
+        check(&e, &first);
+        assert_eq!(calls, 6);
+
+        // "a" and "d" removed, "c" changed, "bb" and "g" added, the rest
+        // kept: the kept ids are clones of the encoded ones, as in a
+        // snapshot; "e" is a new allocation of an equal id.
+        let kept = first_value;
+        let next = vec![
+            kept(1, old_ids[1].clone()),
+            (InstanceId::new("bb").unwrap(), Value { index: 10, tag: 40 }),
+            (old_ids[2].clone(), Value { index: 11, tag: 41 }),
+            kept(4, InstanceId::new("e").unwrap()),
+            kept(5, old_ids[5].clone()),
+            (InstanceId::new("g").unwrap(), Value { index: 12, tag: 42 }),
+        ];
+        let (e, calls) = merge_counting(e, &next);
         check(&e, &next);
         assert_eq!(calls, 3, "only bb, c and g are encoded");
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    Address, CompatFields, Datacenter, Health, Instance, InstanceId, InstanceSpec, Restored,
-    ServiceKey, ServiceName,
+    Address, CompatFields, Datacenter, FastHash, Health, Instance, InstanceId, InstanceSpec,
+    Restored, ServiceKey, ServiceName,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -106,8 +106,6 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
     });
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
-
-type FastHash = foldhash::fast::RandomState;
 
 /// Decodes records into registry values, sharing one copy of each
 /// datacenter and service name (a million instances of a thousand services
