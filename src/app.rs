@@ -40,16 +40,35 @@ impl Listeners {
 }
 
 fn bind_dns(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    let mut last_err = None;
-    for _ in 0..20 {
+    if addr.port() != 0 {
         let udp =
             dns::bind_udp(addr).with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
-        let actual = udp.local_addr()?;
-        match dns::bind_tcp(actual) {
-            Ok(tcp) => return Ok((udp, tcp)),
-            // Port 0: the TCP side of the picked port may be taken; try another.
-            Err(e) if addr.port() == 0 => last_err = Some(e),
-            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS (TCP) to {actual}")),
+        let tcp =
+            dns::bind_tcp(addr).with_context(|| format!("cannot bind DNS (TCP) to {addr}"))?;
+        return Ok((udp, tcp));
+    }
+    // Port 0. The UDP sockets use SO_REUSEPORT, and a reuse-port bind to
+    // port 0 may be given a port that another reuse-port group of the same
+    // user still holds: the two servers would then split each other's
+    // queries. A plain socket is only given a port nothing holds, so it
+    // picks the number; TCP takes it too, then the reuse-port socket
+    // replaces the plain one.
+    let mut last_err = None;
+    for _ in 0..20 {
+        let probe = std::net::UdpSocket::bind(addr)
+            .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let picked = probe.local_addr()?;
+        let tcp = match dns::bind_tcp(picked) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        drop(probe);
+        match dns::bind_udp(picked) {
+            Ok(udp) => return Ok((udp, tcp)),
+            Err(e) => last_err = Some(e),
         }
     }
     Err(last_err.expect("loop ran")).context("cannot find a free port for DNS over UDP and TCP")
@@ -230,6 +249,28 @@ async fn expiry_loop(registry: Registry, shutdown: CancellationToken) {
         let changed = registry.expire(Instant::now().into_std());
         if changed > 0 {
             tracing::debug!(changed, "expiry applied");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Port 0 never lands in a port another reuse-port UDP group holds
+    /// (for example a server of an earlier test whose workers still run).
+    #[test]
+    fn an_ephemeral_dns_port_is_never_shared_with_another_server() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let others: Vec<_> = (0..2000).map(|_| dns::bind_udp(any).unwrap()).collect();
+        let taken: std::collections::HashSet<u16> = others
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        for _ in 0..300 {
+            let (udp, _tcp) = bind_dns(any).unwrap();
+            let port = udp.local_addr().unwrap().port();
+            assert!(!taken.contains(&port), "port {port} is shared");
         }
     }
 }
