@@ -1004,3 +1004,32 @@ async fn tcp_connections_in_total_are_capped() {
         "a third connection is closed"
     );
 }
+
+/// A server dropped with its runtime (as every test's server is: the
+/// shutdown task never runs again) stops its UDP worker threads and frees
+/// the port.
+#[test]
+fn udp_workers_stop_when_the_runtime_of_their_server_ends() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let s = TestServer::start().await;
+        assert!(
+            s.udp_raw(&query("maxine.", RecordType::SOA, None))
+                .await
+                .is_some()
+        );
+        s.dns_addr
+    });
+    drop(rt);
+    let start = std::time::Instant::now();
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "the UDP port is still held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -170,8 +170,12 @@ impl DnsServer {
         }
         let udp_shutdown = shutdown.clone();
         tasks.spawn(async move {
+            // Set on shutdown, and also if this task is dropped unrun (its
+            // runtime ended first): the workers are threads, not tasks, and
+            // would otherwise keep the port and answer from a dead registry.
+            let stop = StopOnDrop(stop);
             udp_shutdown.cancelled().await;
-            stop.store(true, Ordering::Relaxed);
+            drop(stop);
             let _ = tokio::task::spawn_blocking(move || {
                 for t in threads {
                     let _ = t.join();
@@ -189,6 +193,15 @@ impl DnsServer {
             shutdown,
         ));
         Ok(())
+    }
+}
+
+/// Tells the UDP workers to stop when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
