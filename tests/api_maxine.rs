@@ -315,9 +315,9 @@ async fn re_register_is_a_heartbeat_that_makes_no_change() {
 async fn re_register_brings_an_expired_node_back() {
     let s = TestServer::start().await;
     let body =
-        json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "timeOut": 1});
+        json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "timeOut": 5});
     register(&s, body.clone()).await;
-    s.registry.expire(Instant::now() + Duration::from_secs(3));
+    s.registry.expire(Instant::now() + Duration::from_secs(10));
     assert_eq!(discover(&s, "?serviceName=web").await.status, 503);
     assert_eq!(register(&s, body).await.status, 200);
     let r = discover(&s, "?serviceName=web").await;

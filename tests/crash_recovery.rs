@@ -151,7 +151,14 @@ async fn every_acknowledged_change_survives_kill_9_in_every_round() {
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|c| tokio::spawn(client(p.base(), round, c, ledger.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..700))).await;
+        // Some load acknowledged in every round, however slow the disk; then
+        // the kill lands at a random point.
+        let before = ledger.lock().unwrap().acked.len();
+        assert_eventually!(
+            ledger.lock().unwrap().acked.len() >= before + 30,
+            "round {round}: registrations are acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..600))).await;
         p.kill9().await;
         for t in tasks {
             t.await.expect("client");

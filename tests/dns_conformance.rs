@@ -12,7 +12,12 @@ use serde_json::json;
 /// Three instances of `payments` (two IPv4 of version 2, one IPv6 of
 /// version 3) and one of `billing`.
 async fn fixture() -> TestServer {
-    let s = TestServer::start().await;
+    fixture_with(|_| {}).await
+}
+
+/// The fixture's services on a server configured by `tweak`.
+async fn fixture_with(tweak: impl FnOnce(&mut maxine::config::ConfigFile)) -> TestServer {
+    let s = TestServer::start_with(tweak).await;
     s.register(
         "payments",
         "web-1",
@@ -507,7 +512,10 @@ async fn any_is_answered_with_one_rrset() {
 
 #[tokio::test]
 async fn answers_rotate_between_queries() {
-    let s = fixture().await;
+    // Each UDP worker keeps its own rotation; with one, every query
+    // advances the same one (with one per core, 8 queries could each land
+    // on a different worker on a large machine).
+    let s = fixture_with(|c| c.dns.udp_workers = 1).await;
     let mut firsts = std::collections::BTreeSet::new();
     for _ in 0..8 {
         let m = s.ask("payments.maxine.", RecordType::A).await;
