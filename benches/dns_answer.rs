@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use maxine::core::{
-    Address, InstanceId, InstanceSpec, Query, Registry, ServiceKey, ServiceName, VersionSelector,
+    Address, InstanceId, InstanceSpec, Query, QueryContext, Registry, ServiceKey, ServiceName,
+    Transport, VersionSelector,
 };
 use maxine::dns::Answers;
 use maxine::dns::testing::{query, sample};
@@ -62,7 +63,8 @@ fn registry(c: &mut Criterion) {
             version: VersionSelector::parse("v2"),
             healthy_only: true,
         };
-        b.iter(|| black_box(registry.answer(black_box(&q))))
+        let ctx = QueryContext::new(None, Transport::Udp);
+        b.iter(|| black_box(registry.select(black_box(&q), &ctx)))
     });
     type DataSet = fn() -> &'static (Registry, Answers);
     let sets: [(&str, DataSet); 3] = [

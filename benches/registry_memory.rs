@@ -120,9 +120,10 @@ fn main() {
                 spec: spec(i, meta, compat),
                 health: Health::Passing,
                 index: i as u64 + 1,
-            });
+            })
+            .expect("a valid index");
         }
-        r.finish(n as u64);
+        r.finish(n as u64).expect("a valid index");
     }
     let took = started.elapsed();
     // Let mimalloc return what the build freed.

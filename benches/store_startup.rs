@@ -142,7 +142,9 @@ fn fill(store: &mut dyn Store, n: usize, services: usize, meta: bool) {
             index: i as u64 + 1,
         })
         .collect();
-    registry.restore(items, n as u64, now);
+    registry
+        .restore(items, n as u64, now)
+        .expect("valid indexes");
     let mut ops = Vec::with_capacity(n);
     for snap in registry.services() {
         for inst in snap.instances.values() {

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, StoreConfig};
 use crate::core::Registry;
 use crate::events::EventStream;
-use crate::store::{FileStore, Journal, RedisStore, Store};
+use crate::store::{FileStore, Journal, LocalLog, RedisStore, Store};
 use crate::{dns, http};
 
 /// Sockets bound before the app is built, so tests can bind port 0 and
@@ -191,12 +191,14 @@ impl App {
 
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
+        let durable = journal.as_ref().map(Journal::durable).unwrap_or_default();
         let router = http::router(http::HttpState {
             registry: registry.clone(),
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
             ready: ready.clone(),
-            durable: journal.as_ref().map(Journal::durable).unwrap_or_default(),
+            log: Arc::new(LocalLog::new(registry.clone(), durable.clone())),
+            durable,
         });
         let http_shutdown = shutdown.clone();
         let http_task = tasks

@@ -139,8 +139,13 @@ fn registry() -> Registry {
 #[tokio::test]
 async fn ready_answers_503_until_marked_ready_and_serve_stops_on_shutdown() {
     let ready = Arc::new(AtomicBool::new(false));
+    let registry = registry();
     let state = HttpState {
-        registry: registry(),
+        log: Arc::new(maxine::store::LocalLog::new(
+            registry.clone(),
+            Default::default(),
+        )),
+        registry,
         domain: "maxine".into(),
         max_body_bytes: 4096,
         ready: ready.clone(),

@@ -68,14 +68,19 @@ struct TlsServer {
 }
 
 async fn start_tls(pki: &Pki) -> TlsServer {
+    let registry = Registry::new(
+        RegistryConfig {
+            local_dc: Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(60),
+        },
+        Instant::now(),
+    );
     let state = HttpState {
-        registry: Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            Instant::now(),
-        ),
+        log: Arc::new(maxine::store::LocalLog::new(
+            registry.clone(),
+            Default::default(),
+        )),
+        registry,
         domain: "maxine".into(),
         max_body_bytes: 64 * 1024,
         ready: Arc::new(AtomicBool::new(true)),

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use maxine::core::naming::{parse, render};
-use maxine::core::names::{ServiceName, normalize_label};
+use maxine::core::labels::{ServiceName, normalize_label};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

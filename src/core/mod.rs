@@ -1,22 +1,33 @@
 //! The registry and its names: what Maxine knows and how it is asked.
 //!
-//! Owns: the model (datacenter -> service -> instances), validated names, the
-//! DNS naming grammar, change indexes and events, heartbeat expiry.
+//! Owns: the model (datacenter -> service -> instances), validated names
+//! ([`labels`]), the DNS naming grammar ([`naming`]), the one change type
+//! and its context ([`change`]), the state machine that applies changes in
+//! log order ([`registry`]), and the answer plans that every front end
+//! encodes ([`plan`]).
 //! Must not import: any other Maxine module, or anything that does I/O
 //! (hickory, axum, tokio, sockets, files). Time enters as a `now` parameter.
 
+pub mod change;
+pub mod labels;
 pub mod model;
-pub mod names;
 pub mod naming;
+pub mod plan;
 pub mod registry;
 
+pub use change::{
+    Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin, Outcome,
+};
+pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, Instance, InstanceSpec, Metadata, ModelError, Tags, Text,
     Version,
 };
-pub use names::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use naming::NameTarget;
+pub use plan::{
+    AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, Selection, Tier, Transport,
+};
 pub use registry::{
-    Answer, Batch, Event, EventKind, FastHash, Observer, Query, Registry, RegistryConfig,
-    RegistryError, RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
+    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
 };

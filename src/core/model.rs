@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::names::{Datacenter, InstanceId, ServiceName};
+use super::labels::{Datacenter, InstanceId, ServiceName};
 
 /// Bounds on what one registration may carry. They keep a single instance from
 /// bloating answers, memory or (later) the store.

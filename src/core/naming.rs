@@ -16,7 +16,7 @@
 //! selectors and service names never equal a datacenter, so each name has
 //! exactly one reading.
 
-use super::names::{Datacenter, InstanceId, ServiceName, VersionSelector};
+use super::labels::{Datacenter, InstanceId, ServiceName, VersionSelector};
 use super::registry::ServiceKey;
 
 /// What a name under the zone refers to.

@@ -140,6 +140,10 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Conflict(_) => ApiError::Conflict(e.to_string()),
             RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            // The log cannot order the change: nothing was applied.
+            RegistryError::IndexOrder { .. } | RegistryError::IndexOutOfRange(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }
@@ -234,5 +238,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(v) = Path::<T>::from_request_parts(parts, state).await?;
         Ok(ApiPath(v))
+    }
+}
+
+/// The client's address, when the server knows it (`ConnectInfo`, set for
+/// every connection by `http::serve`): who asks, for plans and actors.
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let info = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Peer(info.map(|c| c.0.ip())))
     }
 }

@@ -17,11 +17,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::error::{ApiError, ApiJson, ApiQuery, MaxineError};
-use super::{HttpState, dns_names, durable, indexed, now};
-use crate::core::names::normalize_label;
+use super::error::{ApiError, ApiJson, ApiQuery, MaxineError, Peer};
+use super::{HttpState, applied_value, dns_names, indexed, propose};
+use crate::core::labels::normalize_label;
 use crate::core::{
-    Address, CompatFields, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
+    Address, Change, CompatFields, Instance, InstanceId, InstanceSpec, Query, QueryContext,
+    ServiceKey, ServiceName, Transport,
 };
 
 /// Maxine's default heartbeat timeout, in seconds.
@@ -294,11 +295,11 @@ fn timeout_of(inst: &Instance) -> u64 {
 /// `POST /api/maxine/serviceops/register`: register, or (re-posted) heartbeat.
 pub async fn register(
     State(st): State<HttpState>,
+    Peer(peer): Peer,
     body: Result<ApiJson<RegisterBody>, ApiError>,
 ) -> Result<Response, MaxineError> {
     let ApiJson(body) = body?;
     let reg = body.validate(&st)?;
-    let before = st.registry.index();
     let current = st
         .registry
         .service(&reg.key)
@@ -307,20 +308,24 @@ pub async fn register(
     // TTL without a change (and so without rebuilding DNS answers).
     let refreshed = match current {
         Some(inst) if same_registration(&inst, &reg.spec) => {
-            st.registry.heartbeat(&reg.key, &reg.id, now()).ok()
+            super::heartbeat(&st, &reg.key, &reg.id, peer).await.ok()
         }
         _ => None,
     };
     let inst = match refreshed {
-        Some(inst) => inst,
-        None => st
-            .registry
-            .register(reg.key.clone(), reg.id.clone(), reg.spec, now())
-            .map_err(ApiError::from)?,
+        Some((inst, _)) => inst,
+        None => {
+            let change = Change::Register {
+                key: reg.key.clone(),
+                id: reg.id.clone(),
+                spec: reg.spec,
+            };
+            let applied = propose(&st, change, peer).await?;
+            applied_value(&applied).ok_or_else(|| {
+                ApiError::Internal("a registration applied without a value".into())
+            })?
+        }
     };
-    if inst.index > before {
-        durable(&st, inst.index).await?;
-    }
     let compat = inst.compat.as_ref().ok_or_else(|| {
         ApiError::Internal("a Maxine registration was stored without its names".into())
     })?;
@@ -350,6 +355,7 @@ pub struct DiscoverQuery {
 /// `GET /api/maxine/serviceops/discover`: 302 to the next instance (round robin).
 pub async fn discover(
     State(st): State<HttpState>,
+    Peer(peer): Peer,
     query: Result<ApiQuery<DiscoverQuery>, ApiError>,
 ) -> Result<Response, MaxineError> {
     let ApiQuery(q) = query?;
@@ -361,12 +367,15 @@ pub async fn discover(
     let service = normalize_label(&service_name)
         .and_then(|l| ServiceName::new(&l).ok())
         .ok_or_else(unavailable)?;
-    let picked = st.registry.pick(&Query {
-        dc: None,
-        service,
-        version: None,
-        healthy_only: true,
-    });
+    let picked = st.registry.pick(
+        &Query {
+            dc: None,
+            service,
+            version: None,
+            healthy_only: true,
+        },
+        &QueryContext::new(peer, Transport::Http),
+    );
     let inst = picked.ok_or_else(unavailable)?;
     let end_point = q.end_point.unwrap_or_default();
     let mut location = address_of(&inst);

@@ -31,8 +31,11 @@ pub use error::{ApiError, MaxineError};
 pub use tls::{TlsError, load_tls, serve};
 
 use crate::core::naming::{NameTarget, render};
-use crate::core::{Datacenter, InstanceId, Registry, ServiceName};
-use crate::store::Durable;
+use crate::core::{
+    Applied, Change, Context, Datacenter, Heartbeat, Instance, InstanceId, Outcome, Registry,
+    ServiceKey, ServiceName,
+};
+use crate::store::{Durable, Log, LogError};
 
 /// What the handlers share. Cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -44,7 +47,11 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Set once every listener is up; `/v1/ready` reports it.
     pub ready: Arc<AtomicBool>,
-    /// Where writes wait until they are durable (`Durable::default()`: at once).
+    /// Where every write is proposed: it resolves once the change is
+    /// applied and durable.
+    pub log: Arc<dyn Log>,
+    /// Where reads that must include everything acknowledged (snapshots)
+    /// wait (`Durable::default()`: at once).
     pub durable: Durable,
 }
 
@@ -179,12 +186,68 @@ fn indexed(index: u64, body: impl IntoResponse) -> Response {
     ([(INDEX_HEADER, HeaderValue::from(index))], body).into_response()
 }
 
-/// Waits until the change with `index` is durable. A change the store
-/// could not take has been rolled back: the request fails with 503.
+/// Waits until the change with `index` is durable (for reads that must
+/// hold everything acknowledged, such as snapshots).
 async fn durable(st: &HttpState, index: u64) -> Result<(), ApiError> {
-    st.durable.wait(index).await.map_err(|why| {
-        ApiError::Unavailable(format!("{why}; the change was undone, try again later"))
-    })
+    st.durable
+        .wait(index)
+        .await
+        .map_err(|why| ApiError::Unavailable(format!("{why}; try again later")))
+}
+
+/// Proposes one change through the log on behalf of `client` and waits
+/// until it is applied and durable. A change the store could not take has
+/// been undone: the request fails with 503.
+async fn propose(
+    st: &HttpState,
+    change: Change,
+    client: Option<std::net::IpAddr>,
+) -> Result<Applied, ApiError> {
+    st.log
+        .propose(vec![change], Context::anonymous(client))
+        .await
+        .map_err(|e| match e {
+            LogError::Refused(e) => ApiError::from(e),
+            LogError::Unavailable(why) => {
+                ApiError::Unavailable(format!("{why}; the change was undone, try again later"))
+            }
+        })
+}
+
+/// The instance value a one-change proposal produced.
+fn applied_value(applied: &Applied) -> Option<Arc<Instance>> {
+    match applied.outcomes.first() {
+        Some((_, Outcome::Applied(v))) => v.clone(),
+        _ => None,
+    }
+}
+
+/// A heartbeat: moves a passing instance's deadline, or revives a critical
+/// one through the log. Returns the instance and the index to report.
+async fn heartbeat(
+    st: &HttpState,
+    key: &ServiceKey,
+    id: &InstanceId,
+    client: Option<std::net::IpAddr>,
+) -> Result<(Arc<Instance>, u64), ApiError> {
+    // A revival races other heartbeats of the instance: the loser's change
+    // is skipped, and its next look finds the instance passing.
+    for _ in 0..3 {
+        match st.registry.heartbeat(key, id, now())? {
+            Heartbeat::Alive(inst) => return Ok((inst, st.registry.index())),
+            Heartbeat::Revive(change) => {
+                let applied = propose(st, *change, client).await?;
+                if let Some(inst) = applied_value(&applied) {
+                    return Ok((inst, applied.last_index));
+                }
+            }
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "instance {:?} of {:?} changed while its heartbeat was recorded; try again",
+        id.as_str(),
+        key.service.as_str()
+    )))
 }
 
 /// The registry's notion of "now" (tokio's clock, so tests can pause time).

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{HttpState, dns_names, durable, indexed, now};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Peer};
+use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
-    Address, Datacenter, Instance, InstanceId, InstanceSpec, Query, ServiceKey, ServiceName,
-    VersionSelector,
+    Address, Change, Datacenter, Instance, InstanceId, InstanceSpec, Query, QueryContext,
+    ServiceKey, ServiceName, Transport, VersionSelector,
 };
 
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
@@ -147,13 +147,15 @@ fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError>
 pub async fn register(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
+    Peer(peer): Peer,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     let spec = body.into_spec()?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let inst = st.registry.register(key, id, spec, now())?;
-    durable(&st, inst.index).await?;
+    let applied = propose(&st, Change::Register { key, id, spec }, peer).await?;
+    let inst = applied_value(&applied)
+        .ok_or_else(|| ApiError::Internal("a registration applied without a value".into()))?;
     Ok(indexed(inst.index, Json(view(&st, &inst))))
 }
 
@@ -161,27 +163,25 @@ pub async fn register(
 pub async fn heartbeat(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
+    Peer(peer): Peer,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let before = st.registry.index();
-    let inst = st.registry.heartbeat(&key, &id, now())?;
-    if inst.index > before {
-        // It was critical and is passing again: a change, written like any.
-        durable(&st, inst.index).await?;
-    }
-    Ok(indexed(st.registry.index(), Json(view(&st, &inst))))
+    let (inst, index) = super::heartbeat(&st, &key, &id, peer).await?;
+    Ok(indexed(index, Json(view(&st, &inst))))
 }
 
 /// `DELETE /v1/services/{service}/instances/{id}`.
 pub async fn deregister(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
+    Peer(peer): Peer,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let index = st.registry.deregister(&key, &id)?;
-    durable(&st, index).await?;
+    let index = propose(&st, Change::Deregister { key, id }, peer)
+        .await?
+        .last_index;
     Ok(indexed(index, Json(json!({ "index": index }))))
 }
 
@@ -227,6 +227,7 @@ pub struct ServiceFilter {
 pub async fn get_service(
     State(st): State<HttpState>,
     ApiPath(service): ApiPath<String>,
+    Peer(peer): Peer,
     ApiQuery(filter): ApiQuery<ServiceFilter>,
 ) -> Result<Response, ApiError> {
     let service = ServiceName::new(&service)?;
@@ -250,12 +251,15 @@ pub async fn get_service(
             dc.as_str()
         )));
     }
-    let answer = st.registry.answer(&Query {
-        dc: Some(dc.clone()),
-        service: service.clone(),
-        version,
-        healthy_only: filter.healthy.unwrap_or(false),
-    });
+    let answer = st.registry.select(
+        &Query {
+            dc: Some(dc.clone()),
+            service: service.clone(),
+            version,
+            healthy_only: filter.healthy.unwrap_or(false),
+        },
+        &QueryContext::new(peer, Transport::Http),
+    );
     let names = dns_names(&st, &dc, &service);
     let instances: Vec<_> = answer.instances.iter().map(|i| view(&st, i)).collect();
     let body = json!({

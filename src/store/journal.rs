@@ -256,16 +256,29 @@ impl Journal {
                 let _ = tx.send(chunk);
                 last.map(|last| (last, corrupt))
             });
+            let mut refused = 0usize;
             for chunk in rx {
                 for r in chunk {
-                    restorer.add(r);
+                    let index = r.index;
+                    if let Err(e) = restorer.add(r) {
+                        if refused < 10 {
+                            tracing::error!(index, error = %e, "skipping a stored record with an impossible index");
+                        }
+                        refused += 1;
+                    }
                 }
             }
             reader
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Io("reading the store panicked".into())))
+                .map(|(last, corrupt)| (last, corrupt + refused))
         })?;
-        let restored = restorer.finish(last_index);
+        let restored = restorer
+            .finish(last_index)
+            .map_err(|e| StoreError::Corrupt {
+                what: store.describe(),
+                detail: format!("{e}: the store's change index cannot be continued"),
+            })?;
         let report = LoadReport {
             store: store.describe(),
             instances: restored.loaded,

@@ -28,12 +28,14 @@
 pub mod codec;
 mod file;
 mod journal;
+mod log;
 mod memory;
 mod redis;
 pub mod snapshot;
 
 pub use file::FileStore;
 pub use journal::{Durable, Journal, LoadReport};
+pub use log::{LocalLog, Log, LogError, Proposal};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

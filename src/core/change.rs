@@ -1,0 +1,201 @@
+//! The one change type and what travels with it.
+//!
+//! Every write to the registry is a [`Change`], proposed to a log (see
+//! `store::Log`), given its index there, and applied by
+//! [`Registry::apply`](super::Registry::apply) in index order on every node
+//! that follows the log, the proposer included. What happened is published
+//! as [`Event`]s, which carry the change's index, its actor and its origin.
+//!
+//! Room for what comes next: service settings, policy objects (tokens,
+//! policies, intentions, blacklists), key/value entries and datacenters
+//! replicated from peers become new variants of [`Change`] and new
+//! [`EventKind`]s; every variant is applied by the same `apply`, journaled by
+//! the same log and delivered by the same feed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::labels::{Datacenter, InstanceId};
+use super::model::{Health, Instance, InstanceSpec};
+use super::registry::{ServiceKey, ServiceSnapshot};
+
+/// One change to the registry, before it has an index.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Registers or replaces an instance: passing, with a full TTL from the
+    /// time it is applied.
+    Register {
+        key: ServiceKey,
+        id: InstanceId,
+        spec: InstanceSpec,
+    },
+    /// Removes an instance on request.
+    Deregister { key: ServiceKey, id: InstanceId },
+    /// Moves an instance's health. Conditional: applied only while the
+    /// instance's current value is still the one of index `of` (so that a
+    /// decision taken on an older value, such as an expiry racing a
+    /// re-registration, is dropped rather than applied to a newer one).
+    SetHealth {
+        key: ServiceKey,
+        id: InstanceId,
+        health: Health,
+        of: u64,
+    },
+    /// Removes an instance critical for longer than the reap time.
+    /// Conditional on the value of index `of`, like [`Change::SetHealth`].
+    Reap {
+        key: ServiceKey,
+        id: InstanceId,
+        of: u64,
+    },
+}
+
+impl Change {
+    /// The service and instance the change is about.
+    pub fn target(&self) -> (&ServiceKey, &InstanceId) {
+        match self {
+            Change::Register { key, id, .. }
+            | Change::Deregister { key, id }
+            | Change::SetHealth { key, id, .. }
+            | Change::Reap { key, id, .. } => (key, id),
+        }
+    }
+}
+
+/// A change with its place in the log.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub index: u64,
+    pub change: Change,
+}
+
+/// Who made a change: recorded on every event, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// Maxine itself: expiry, reaping, undoing a write the store refused.
+    System,
+    /// A request that carried no credential. (Tokens, JWT subjects and
+    /// users are variants to come with access control.)
+    Anonymous { client: Option<IpAddr> },
+}
+
+/// Where a change comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Proposed on this datacenter's log.
+    Local,
+    /// Replicated from another datacenter's log, at that log's `index`.
+    /// Such changes are applied but never expired or journaled as local
+    /// TTLs (docs/adr/0005-several-nodes-and-datacenters.md).
+    Replicated { dc: Datacenter, index: u64 },
+}
+
+/// What a proposer waits for before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Applied locally; the store follows in the background (expiry).
+    Applied,
+    /// Applied locally and on stable storage (every API write).
+    Durable,
+}
+
+/// What travels with a batch of changes.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub actor: Actor,
+    pub origin: Origin,
+    pub durability: Durability,
+}
+
+impl Context {
+    /// A write through the API by a client without credentials.
+    pub fn anonymous(client: Option<IpAddr>) -> Self {
+        Self {
+            actor: Actor::Anonymous { client },
+            origin: Origin::Local,
+            durability: Durability::Durable,
+        }
+    }
+
+    /// A change Maxine makes itself (expiry, undo).
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::System,
+            origin: Origin::Local,
+            durability: Durability::Applied,
+        }
+    }
+}
+
+/// What happened to an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Registered,
+    Deregistered,
+    /// Its TTL passed without a heartbeat.
+    Critical,
+    /// A heartbeat brought a critical instance back.
+    Passing,
+    /// Critical for longer than the reap time, so removed.
+    Reaped,
+    /// A change that could not be made durable was undone: the instance is
+    /// back to its value before that change (`instance`), or gone again.
+    Reverted,
+}
+
+impl EventKind {
+    /// The name used on the wire (event streams, the audit log).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Deregistered => "deregistered",
+            EventKind::Critical => "critical",
+            EventKind::Passing => "passing",
+            EventKind::Reaped => "reaped",
+            EventKind::Reverted => "reverted",
+        }
+    }
+}
+
+/// One applied change, with its place in the index order.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub index: u64,
+    pub key: ServiceKey,
+    pub id: InstanceId,
+    pub kind: EventKind,
+    /// The instance after the change (`None` once removed).
+    pub instance: Option<Arc<Instance>>,
+    /// The instance before the change (`None`: it was not registered). The
+    /// journal deletes its record and the local log rolls back to it.
+    pub previous: Option<Arc<Instance>>,
+    pub actor: Actor,
+    pub origin: Origin,
+}
+
+/// The changes of one apply, and the services they touched as they now are
+/// (`None`: the service has no instances left).
+pub struct Batch<'a> {
+    pub events: &'a [Event],
+    pub services: &'a [(ServiceKey, Option<Arc<ServiceSnapshot>>)],
+}
+
+/// Something that must see every change, in order, before it is
+/// acknowledged: the DNS answer cache (read-your-writes) and the change feed
+/// that every other consumer reads. Called with the registry's write lock
+/// held: keep it quick and never block on I/O.
+pub trait Observer: Send + Sync {
+    fn applied(&self, batch: &Batch<'_>);
+}
+
+/// What one change of an apply came to.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Applied: the instance's new value (`None`: removed).
+    Applied(Option<Arc<Instance>>),
+    /// A conditional change whose condition no longer held: nothing to do.
+    Skipped,
+    /// Refused: the change contradicts the registry (unknown instance, a
+    /// name conflict). Nothing changed.
+    Refused(super::registry::RegistryError),
+}

@@ -1,0 +1,201 @@
+//! Heartbeats and TTL expiry.
+//!
+//! A heartbeat of a passing instance moves its atomic deadline: no lock, no
+//! change, nothing on the log. Turning critical (the TTL passed), passing
+//! again (a heartbeat revived it) and reaped (critical for longer than the
+//! reap time) are changes like any other ([`Change::SetHealth`],
+//! [`Change::Reap`]), conditional on the value they were decided on.
+//!
+//! One ordered timer map holds exactly the current value of every instance
+//! at the time it next needs a look; the single expiry driver calls
+//! [`Registry::expire`], which turns what is due into changes and applies
+//! them in the same lock hold, so no heartbeat can slip in between.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::super::change::{Change, Context};
+use super::super::labels::InstanceId;
+use super::super::model::{Health, Instance};
+use super::{Registry, RegistryError, ServiceKey, WriteState, not_found};
+
+/// What a heartbeat did.
+#[derive(Debug)]
+pub enum Heartbeat {
+    /// The instance is passing; its deadline moved (not a change).
+    Alive(Arc<Instance>),
+    /// The instance is critical: reviving it is a change, to propose.
+    Revive(Box<Change>),
+}
+
+impl Registry {
+    /// Records a heartbeat: the instance gets a full TTL from `now`. A
+    /// passing instance only has its deadline moved (no lock, no change
+    /// index); a critical one needs the change this returns.
+    pub fn heartbeat(
+        &self,
+        key: &ServiceKey,
+        id: &InstanceId,
+        now: Instant,
+    ) -> Result<Heartbeat, RegistryError> {
+        let inst = self
+            .service(key)
+            .and_then(|s| s.instances.get(id).cloned())
+            .ok_or_else(|| not_found(key, id))?;
+        if inst.is_passing() {
+            let deadline = self.ms(now) + inst.ttl.as_millis() as u64;
+            inst.deadline_ms.fetch_max(deadline, Ordering::AcqRel);
+            return Ok(Heartbeat::Alive(inst));
+        }
+        Ok(Heartbeat::Revive(Box::new(Change::SetHealth {
+            key: key.clone(),
+            id: id.clone(),
+            health: Health::Passing,
+            of: inst.index,
+        })))
+    }
+
+    /// Turns instances whose TTL passed critical and removes those critical
+    /// for longer than the reap time, as changes of the local sequence (see
+    /// [`Registry::apply_next`]). Returns how many changes it made.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut w = self.lock();
+        let due = self.due_locked(&mut w, now);
+        if due.is_empty() {
+            return 0;
+        }
+        match self.apply_locked(&mut w, due, super::Indexes::Next, &Context::system(), now) {
+            Ok(applied) => applied
+                .outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, super::Outcome::Applied(_)))
+                .count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// The changes expiry would make at `now`, without making them: what an
+    /// elected expiry leader proposes to a shared log. Passing instances
+    /// whose heartbeats moved their deadline are re-armed on the way.
+    pub fn due(&self, now: Instant) -> Vec<Change> {
+        let mut w = self.lock();
+        self.due_locked(&mut w, now)
+    }
+
+    fn due_locked(&self, w: &mut WriteState, now: Instant) -> Vec<Change> {
+        let now_ms = self.ms(now);
+        // Grouped by service, so that each touched service is rebuilt once.
+        let mut by_service: BTreeMap<ServiceKey, Vec<Arc<Instance>>> = BTreeMap::new();
+        while let Some(entry) = w.timers.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let inst = entry.remove();
+            by_service
+                .entry(ServiceKey::new(
+                    inst.datacenter.clone(),
+                    inst.service.clone(),
+                ))
+                .or_default()
+                .push(inst);
+        }
+        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+        let mut changes = Vec::new();
+        for (key, due) in by_service {
+            let Some(snap) = self.service(&key) else {
+                continue;
+            };
+            for inst in due {
+                let current = snap
+                    .instances
+                    .get(&inst.id)
+                    .is_some_and(|c| Arc::ptr_eq(c, &inst));
+                if !current {
+                    continue; // the timers only hold current values
+                }
+                let deadline = inst.deadline_ms();
+                match inst.health {
+                    Health::Passing if deadline > now_ms => schedule(w, &inst, deadline),
+                    Health::Passing => changes.push(Change::SetHealth {
+                        key: key.clone(),
+                        id: inst.id.clone(),
+                        health: Health::Critical,
+                        of: inst.index,
+                    }),
+                    Health::Critical if deadline + reap_ms > now_ms => {
+                        schedule(w, &inst, deadline + reap_ms)
+                    }
+                    Health::Critical => changes.push(Change::Reap {
+                        key: key.clone(),
+                        id: inst.id.clone(),
+                        of: inst.index,
+                    }),
+                }
+            }
+        }
+        changes
+    }
+
+    /// When [`Registry::expire`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let w = self.lock();
+        w.timers
+            .first_key_value()
+            .map(|((ms, _), _)| self.inner.epoch + Duration::from_millis(*ms))
+    }
+}
+
+/// When an instance value next needs a look: at its deadline while passing,
+/// that plus the reap time once critical.
+pub(super) fn due_ms(inst: &Instance, reap_ms: u64) -> u64 {
+    match inst.health {
+        Health::Passing => inst.deadline_ms(),
+        Health::Critical => inst.deadline_ms() + reap_ms,
+    }
+}
+
+/// Puts `inst` in the timer map at `at_ms`. Its index makes the key unique;
+/// should two values share one (restored from a store with a duplicate), the
+/// later one is looked at a millisecond later.
+pub(super) fn schedule(w: &mut WriteState, inst: &Arc<Instance>, mut at_ms: u64) {
+    while let Some(other) = w.timers.get(&(at_ms, inst.index)) {
+        if Arc::ptr_eq(other, inst) {
+            return;
+        }
+        at_ms += 1;
+    }
+    inst.timer_ms.store(at_ms, Ordering::Relaxed);
+    w.timers.insert((at_ms, inst.index), inst.clone());
+}
+
+/// Takes `inst` out of the timer map, if it is there.
+pub(super) fn unschedule(w: &mut WriteState, inst: &Arc<Instance>) {
+    let at = (inst.timer_ms.load(Ordering::Relaxed), inst.index);
+    if w.timers.get(&at).is_some_and(|t| Arc::ptr_eq(t, inst)) {
+        w.timers.remove(&at);
+    }
+}
+
+/// [`schedule`] for many values at once (a restore): a tree built in bulk
+/// has full nodes, where one built by random inserts has about 30% unused.
+pub(super) fn schedule_all(w: &mut WriteState, mut timers: Vec<(u64, Arc<Instance>)>) {
+    timers.sort_unstable_by_key(|(at, i)| (*at, i.index));
+    let mut bulk: Vec<((u64, u64), Arc<Instance>)> = Vec::with_capacity(timers.len());
+    let mut clashing = Vec::new();
+    for (at, inst) in timers {
+        let key = (at, inst.index);
+        if bulk.last().is_some_and(|(k, _)| *k == key) || w.timers.contains_key(&key) {
+            clashing.push((at, inst));
+        } else {
+            inst.timer_ms.store(at, Ordering::Relaxed);
+            bulk.push((key, inst));
+        }
+    }
+    let mut built = BTreeMap::from_iter(bulk);
+    w.timers.append(&mut built);
+    for (at, inst) in clashing {
+        schedule(w, &inst, at);
+    }
+}

@@ -1,0 +1,694 @@
+//! The registry: datacenter -> service -> instances, in lock-free maps, and
+//! the state machine that changes them.
+//!
+//! Reads (DNS answer building, API listings, discovery) never wait for a
+//! writer: each service is an immutable [`ServiceSnapshot`] in a `papaya` map,
+//! replaced whole on every change. Every change goes through one method,
+//! [`Registry::apply`] (entries whose index a log assigned) or its local twin
+//! [`Registry::apply_next`] (the single-node log: the next indexes of this
+//! registry's own sequence). Both take one mutex, apply the changes in index
+//! order and hand them to the observers (the DNS answer cache, the journal
+//! and the change feed) before they return.
+//!
+//! Heartbeats of a passing instance only move an atomic deadline, off the
+//! log. Expiry uses one ordered timer map for all instances, checked by a
+//! single driver ([`Registry::expire`]), so a million instances cost a
+//! million map entries, not a million timers.
+//!
+//! Seams: [`snapshot`] (one service at one index), [`expiry`] (timers,
+//! heartbeats, what is due), [`restore`] (loading from storage, undoing what
+//! storage refused); queries and answer plans are in [`crate::core::plan`].
+
+mod expiry;
+mod restore;
+mod snapshot;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::change::{Batch, Change, Context, Entry, Event, EventKind, Observer, Outcome};
+use super::labels::{Datacenter, InstanceId, ServiceName};
+use super::model::{Health, Instance, ModelError, Version};
+
+pub use expiry::Heartbeat;
+pub use restore::{RestoreReport, Restored, Restorer, Revert};
+pub use snapshot::{Instances, InstancesIter, ServiceKey, ServiceSnapshot};
+
+/// The hasher of Maxine's maps keyed by names: foldhash, seeded per process
+/// (names come from clients, so no fixed seed: they cannot aim at one
+/// bucket). SipHash, the standard one, was a tenth of a restore of many
+/// small services.
+pub type FastHash = foldhash::fast::RandomState;
+
+/// The highest change index Maxine accepts: 2^53 - 1, the largest integer
+/// every JSON client reads exactly. At a million changes a second it lasts
+/// 285 years; an index above it in a store or a snapshot is damage (or a
+/// hostile file), refused with a clear error rather than wrapped around.
+pub const MAX_INDEX: u64 = (1 << 53) - 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(#[from] ModelError),
+    #[error(
+        "service name {0:?} is also the name of a datacenter, so DNS names using it would be ambiguous"
+    )]
+    NameIsDatacenter(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("instance {id:?} of service {service:?} is not registered")]
+    NotFound { service: String, id: String },
+    /// A log handed over an entry at or below the last applied index.
+    #[error("change index {index} does not follow the last applied index {last}")]
+    IndexOrder { index: u64, last: u64 },
+    /// An index beyond [`MAX_INDEX`]: damaged data, or the sequence is used up.
+    #[error("change index {0} is beyond the largest index Maxine accepts ({MAX_INDEX})")]
+    IndexOutOfRange(u64),
+}
+
+/// Registry settings that the core needs.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    pub local_dc: Datacenter,
+    /// How long a critical instance stays before it is removed.
+    pub reap_after: Duration,
+}
+
+/// What an apply did: the index range it took and each change's outcome,
+/// in the order given.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Index of the last entry applied (the registry's index afterwards);
+    /// unchanged when nothing was applied.
+    pub last_index: u64,
+    /// Per change: its index (0 when it was refused and took none) and outcome.
+    pub outcomes: Vec<(u64, Outcome)>,
+}
+
+impl Applied {
+    /// The first refusal, if any change was refused.
+    pub fn refusal(&self) -> Option<&RegistryError> {
+        self.outcomes.iter().find_map(|(_, o)| match o {
+            Outcome::Refused(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+/// Handle to the registry. Cloning copies one `Arc`.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RegistryConfig,
+    epoch: Instant,
+    services: papaya::HashMap<ServiceKey, Arc<ServiceSnapshot>, FastHash>,
+    /// Index of the latest applied change, readable without the lock.
+    index: AtomicU64,
+    write: Mutex<WriteState>,
+}
+
+struct WriteState {
+    /// Timer map: (deadline in ms since the epoch, index) -> the instance
+    /// value to look at then. Exactly the current values are in it (each
+    /// knows its place: [`Instance::timer_ms`]), and the index keeps keys
+    /// unique: one pointer per instance, however deadlines spread.
+    timers: std::collections::BTreeMap<(u64, u64), Arc<Instance>>,
+    observers: Vec<Arc<dyn Observer>>,
+    datacenters: BTreeSet<Datacenter>,
+    /// Labels no service may take (they name static zone data).
+    reserved: BTreeSet<String>,
+}
+
+/// Where the indexes of an apply come from.
+enum Indexes<'a> {
+    /// The registry's own sequence: the single-node log.
+    Next,
+    /// Assigned by a log (etcd, replication), one per change, increasing.
+    Given(&'a [u64]),
+}
+
+impl Registry {
+    /// An empty registry; `now` is its epoch (time only ever enters as a parameter).
+    pub fn new(config: RegistryConfig, now: Instant) -> Self {
+        let mut datacenters = BTreeSet::new();
+        datacenters.insert(config.local_dc.clone());
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                epoch: now,
+                services: papaya::HashMap::with_hasher(FastHash::default()),
+                index: AtomicU64::new(0),
+                write: Mutex::new(WriteState {
+                    timers: Default::default(),
+                    observers: Vec::new(),
+                    datacenters,
+                    reserved: BTreeSet::new(),
+                }),
+            }),
+        }
+    }
+
+    pub fn local_dc(&self) -> &Datacenter {
+        &self.inner.config.local_dc
+    }
+
+    /// Index of the latest applied change.
+    pub fn index(&self) -> u64 {
+        self.inner.index.load(Ordering::Acquire)
+    }
+
+    /// Adds an observer; it first sees every existing service as one batch.
+    pub fn subscribe(&self, observer: Arc<dyn Observer>) {
+        let mut w = self.lock();
+        let services: Vec<_> = self
+            .inner
+            .services
+            .pin()
+            .iter()
+            .map(|(k, s)| (k.clone(), Some(s.clone())))
+            .collect();
+        observer.applied(&Batch {
+            events: &[],
+            services: &services,
+        });
+        w.observers.push(observer);
+    }
+
+    /// Names a datacenter as known (federation peers), so no service may take
+    /// its name. Refused when a local service already has that name.
+    pub fn add_datacenter(&self, dc: Datacenter) -> Result<(), RegistryError> {
+        let mut w = self.lock();
+        self.check_new_datacenter(&w, &dc)?;
+        w.datacenters.insert(dc);
+        Ok(())
+    }
+
+    /// Keeps service names away from labels that static zone data uses, so a
+    /// service never shadows (or is shadowed by) an operator's record.
+    pub fn reserve_service_names(&self, labels: impl IntoIterator<Item = String>) {
+        self.lock().reserved.extend(labels);
+    }
+
+    /// A datacenter name must not be a local service's name: `x.<zone>` and
+    /// `svc.x.<zone>` would otherwise be read two ways.
+    fn check_new_datacenter(&self, w: &WriteState, dc: &Datacenter) -> Result<(), RegistryError> {
+        if w.datacenters.contains(dc) {
+            return Ok(());
+        }
+        if let Ok(svc) = ServiceName::new(dc.as_str())
+            && self
+                .service(&ServiceKey::new(self.local_dc().clone(), svc))
+                .is_some()
+        {
+            return Err(RegistryError::Conflict(format!(
+                "datacenter name {:?} is also the name of a service in the local datacenter",
+                dc.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn is_datacenter(&self, name: &str) -> bool {
+        self.lock().datacenters.iter().any(|d| d.as_str() == name)
+    }
+
+    pub fn datacenters(&self) -> Vec<Datacenter> {
+        self.lock().datacenters.iter().cloned().collect()
+    }
+
+    /// The current snapshot of one service.
+    pub fn service(&self, key: &ServiceKey) -> Option<Arc<ServiceSnapshot>> {
+        self.inner.services.pin().get(key).cloned()
+    }
+
+    /// Every service, sorted by datacenter and name.
+    pub fn services(&self) -> Vec<Arc<ServiceSnapshot>> {
+        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// Every service as of one index: taken under the write lock, so no
+    /// change is half in (for backups and for the change feed's snapshots).
+    pub fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>) {
+        let _w = self.lock();
+        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        (self.index(), all)
+    }
+
+    /// Whether `change` would be applied against the current state: what a
+    /// proposer checks before it sends a change to a log that applies it
+    /// later (the answer may change by then; `apply` decides).
+    pub fn check(&self, change: &Change, now: Instant) -> Result<(), RegistryError> {
+        let w = self.lock();
+        let mut group = Group::new(self.service(change.target().0));
+        match self.decide(&w, &mut group, change.clone(), u64::MAX, now) {
+            Decision::Refuse(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies entries whose indexes a log assigned (each above the last
+    /// applied), in order. A change that contradicts the registry is
+    /// refused (its index is passed over: every node that follows the log
+    /// decides alike). Observers have seen the changes when this returns.
+    pub fn apply(
+        &self,
+        entries: Vec<Entry>,
+        ctx: &Context,
+        now: Instant,
+    ) -> Result<Applied, RegistryError> {
+        let mut last = self.index();
+        for e in &entries {
+            if e.index > MAX_INDEX {
+                return Err(RegistryError::IndexOutOfRange(e.index));
+            }
+            if e.index <= last {
+                return Err(RegistryError::IndexOrder {
+                    index: e.index,
+                    last,
+                });
+            }
+            last = e.index;
+        }
+        let (indexes, changes): (Vec<u64>, Vec<Change>) =
+            entries.into_iter().map(|e| (e.index, e.change)).unzip();
+        let mut w = self.lock();
+        self.apply_locked(&mut w, changes, Indexes::Given(&indexes), ctx, now)
+    }
+
+    /// Applies `changes` as the next entries of this registry's own
+    /// sequence: the single-node log, whose order is the order of this
+    /// lock. A refused change takes no index.
+    pub fn apply_next(
+        &self,
+        changes: Vec<Change>,
+        ctx: &Context,
+        now: Instant,
+    ) -> Result<Applied, RegistryError> {
+        let mut w = self.lock();
+        self.apply_locked(&mut w, changes, Indexes::Next, ctx, now)
+    }
+
+    /// Registers or replaces one instance: [`Registry::apply_next`] of one
+    /// [`Change::Register`] by [`Actor::System`](super::change::Actor), for
+    /// tests, benchmarks and tools that own the registry. The server's
+    /// writes go through its log.
+    pub fn register(
+        &self,
+        key: ServiceKey,
+        id: InstanceId,
+        spec: super::model::InstanceSpec,
+        now: Instant,
+    ) -> Result<Arc<Instance>, RegistryError> {
+        let change = Change::Register { key, id, spec };
+        match self.apply_one(change, now)?.1 {
+            Outcome::Applied(Some(inst)) => Ok(inst),
+            other => unreachable!("a registration either applies or is refused: {other:?}"),
+        }
+    }
+
+    /// Removes one instance, like [`Registry::register`]; returns the
+    /// removal's index.
+    pub fn deregister(&self, key: &ServiceKey, id: &InstanceId) -> Result<u64, RegistryError> {
+        let change = Change::Deregister {
+            key: key.clone(),
+            id: id.clone(),
+        };
+        // The removal's own index: by the time this returns, a store
+        // failure may already have undone it with a later change.
+        Ok(self.apply_one(change, self.inner.epoch)?.0)
+    }
+
+    fn apply_one(&self, change: Change, now: Instant) -> Result<(u64, Outcome), RegistryError> {
+        let applied = self.apply_next(vec![change], &Context::system(), now)?;
+        match applied.outcomes.into_iter().next() {
+            Some((_, Outcome::Refused(e))) => Err(e),
+            Some(done) => Ok(done),
+            None => unreachable!("one change, one outcome"),
+        }
+    }
+
+    fn apply_locked(
+        &self,
+        w: &mut WriteState,
+        changes: Vec<Change>,
+        indexes: Indexes<'_>,
+        ctx: &Context,
+        now: Instant,
+    ) -> Result<Applied, RegistryError> {
+        let mut applied = Applied {
+            last_index: self.index(),
+            outcomes: Vec::with_capacity(changes.len()),
+        };
+        // Consecutive changes of one service are one rebuild of it.
+        let mut group: Option<(ServiceKey, Group)> = None;
+        for (n, change) in changes.into_iter().enumerate() {
+            let key = change.target().0.clone();
+            if group.as_ref().is_some_and(|(k, _)| *k != key)
+                && let Some((k, g)) = group.take()
+            {
+                self.commit_group(w, k, g);
+            }
+            let (_, g) = group.get_or_insert_with(|| (key.clone(), Group::new(self.service(&key))));
+            let index = match indexes {
+                Indexes::Given(given) => given[n],
+                Indexes::Next => applied.last_index.saturating_add(1),
+            };
+            if index > MAX_INDEX {
+                // The sequence is used up: nothing more can be applied.
+                if let Some((k, g)) = group.take() {
+                    self.commit_group(w, k, g);
+                }
+                return Err(RegistryError::IndexOutOfRange(index));
+            }
+            match self.decide(w, g, change, index, now) {
+                Decision::Refuse(e) => {
+                    if let Indexes::Given(_) = indexes {
+                        applied.last_index = index;
+                        self.inner.index.store(index, Ordering::Release);
+                    }
+                    let at = if matches!(indexes, Indexes::Given(_)) {
+                        index
+                    } else {
+                        0
+                    };
+                    applied.outcomes.push((at, Outcome::Refused(e)));
+                }
+                Decision::Skip => {
+                    if let Indexes::Given(_) = indexes {
+                        applied.last_index = index;
+                        self.inner.index.store(index, Ordering::Release);
+                    }
+                    applied.outcomes.push((index, Outcome::Skipped));
+                }
+                Decision::Make { id, value, kind } => {
+                    g.changes.push((id.clone(), value.clone()));
+                    g.events.push(Event {
+                        index,
+                        key: key.clone(),
+                        id,
+                        kind,
+                        instance: value.clone(),
+                        previous: g.current_of_last.take(),
+                        actor: ctx.actor.clone(),
+                        origin: ctx.origin.clone(),
+                    });
+                    g.index = index;
+                    applied.last_index = index;
+                    self.inner.index.store(index, Ordering::Release);
+                    applied.outcomes.push((index, Outcome::Applied(value)));
+                }
+            }
+        }
+        if let Some((k, g)) = group.take() {
+            self.commit_group(w, k, g);
+        }
+        Ok(applied)
+    }
+
+    /// What `change` does to the service as `group` holds it: the one place
+    /// where the rules of every kind of change are.
+    fn decide(
+        &self,
+        w: &WriteState,
+        group: &mut Group,
+        change: Change,
+        index: u64,
+        now: Instant,
+    ) -> Decision {
+        match change {
+            Change::Register { key, id, mut spec } => {
+                if let Err(e) = spec.validate() {
+                    return Decision::Refuse(e.into());
+                }
+                if w.datacenters
+                    .iter()
+                    .any(|d| d.as_str() == key.service.as_str())
+                {
+                    return Decision::Refuse(RegistryError::NameIsDatacenter(
+                        key.service.to_string(),
+                    ));
+                }
+                if w.reserved.contains(key.service.as_str()) {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "service name {:?} is taken by static records in the zone file",
+                        key.service.as_str()
+                    )));
+                }
+                if let Err(e) = self.check_new_datacenter(w, &key.dc) {
+                    return Decision::Refuse(e);
+                }
+                if let (Some(c), Some(snap)) = (&spec.compat, &group.snapshot)
+                    && let Err(e) = check_compat_names(c, &id, snap, &group.changes)
+                {
+                    return Decision::Refuse(e);
+                }
+                if index == u64::MAX {
+                    return Decision::Skip; // a check only
+                }
+                let deadline = self.ms(now) + spec.ttl.as_millis() as u64;
+                let version = match group.version(&spec.version) {
+                    Some(v) => v,
+                    None => Version::from(std::mem::take(&mut spec.version)),
+                };
+                let instance = Arc::new(Instance::from_spec(
+                    &key,
+                    id.clone(),
+                    spec,
+                    version,
+                    Health::Passing,
+                    index,
+                    deadline,
+                ));
+                group.current_of_last = group.current(&id);
+                group.new_dc = Some(key.dc);
+                Decision::Make {
+                    id,
+                    value: Some(instance),
+                    kind: EventKind::Registered,
+                }
+            }
+            Change::Deregister { key, id } => {
+                let Some(cur) = group.current(&id) else {
+                    return Decision::Refuse(not_found(&key, &id));
+                };
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: None,
+                    kind: EventKind::Deregistered,
+                }
+            }
+            Change::SetHealth { id, health, of, .. } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                if cur.health == health || index == u64::MAX {
+                    return Decision::Skip;
+                }
+                let next = Arc::new(cur.with_health(health, index));
+                let kind = match health {
+                    Health::Passing => {
+                        // Revived: a full TTL from now.
+                        let deadline = self.ms(now) + next.ttl.as_millis() as u64;
+                        next.deadline_ms.store(deadline, Ordering::Release);
+                        EventKind::Passing
+                    }
+                    Health::Critical => EventKind::Critical,
+                };
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind,
+                }
+            }
+            Change::Reap { id, of, .. } => {
+                let Some(cur) = group
+                    .current(&id)
+                    .filter(|c| c.index == of && !c.is_passing())
+                else {
+                    return Decision::Skip;
+                };
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: None,
+                    kind: EventKind::Reaped,
+                }
+            }
+        }
+    }
+
+    fn commit_group(&self, w: &mut WriteState, key: ServiceKey, g: Group) {
+        if g.events.is_empty() {
+            return;
+        }
+        if let Some(dc) = g.new_dc {
+            w.datacenters.insert(dc);
+        }
+        self.commit(w, key, g.snapshot, g.changes, g.index, g.events);
+    }
+
+    // ---- internals ----
+
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        // A panic under the lock leaves the maps consistent (every write
+        // replaces whole snapshots), so a poisoned lock is still usable.
+        self.inner.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.inner.epoch).as_millis() as u64
+    }
+
+    /// Builds the service's next snapshot, publishes it, then tells observers.
+    fn commit(
+        &self,
+        w: &mut WriteState,
+        key: ServiceKey,
+        current: Option<Arc<ServiceSnapshot>>,
+        changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+        index: u64,
+        events: Vec<Event>,
+    ) {
+        let (instances, rr) = match &current {
+            Some(s) => (&s.instances, s.rr.clone()),
+            None => (&Instances::default(), Default::default()),
+        };
+        let (instances, gone, added) = instances.with_changes(changes);
+        // Replaced and removed values leave the timer map; new ones enter it.
+        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+        for old in &gone {
+            expiry::unschedule(w, old);
+        }
+        for new in &added {
+            expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
+        }
+        let services = self.inner.services.pin();
+        let published = if instances.is_empty() {
+            services.remove(&key);
+            None
+        } else {
+            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            services.insert(key.clone(), snap.clone());
+            Some(snap)
+        };
+        drop(services);
+        let batch = Batch {
+            events: &events,
+            services: &[(key, published)],
+        };
+        for o in &w.observers {
+            o.applied(&batch);
+        }
+    }
+}
+
+/// The pending changes of one service within an apply.
+struct Group {
+    snapshot: Option<Arc<ServiceSnapshot>>,
+    changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+    events: Vec<Event>,
+    index: u64,
+    /// The value the change being decided replaces (for its event).
+    current_of_last: Option<Arc<Instance>>,
+    /// A datacenter a registration names, recorded once the group commits.
+    new_dc: Option<Datacenter>,
+}
+
+impl Group {
+    fn new(snapshot: Option<Arc<ServiceSnapshot>>) -> Self {
+        Self {
+            snapshot,
+            changes: Vec::new(),
+            events: Vec::new(),
+            index: 0,
+            current_of_last: None,
+            new_dc: None,
+        }
+    }
+
+    /// The instance's value with this group's earlier changes applied.
+    fn current(&self, id: &InstanceId) -> Option<Arc<Instance>> {
+        if let Some((_, v)) = self.changes.iter().rev().find(|(i, _)| i == id) {
+            return v.clone();
+        }
+        self.snapshot.as_ref()?.instances.get(id).cloned()
+    }
+
+    /// The service's shared copy of `version`, if an instance runs it.
+    fn version(&self, version: &str) -> Option<Version> {
+        let pending = self
+            .changes
+            .iter()
+            .filter_map(|(_, v)| v.as_ref())
+            .find(|i| i.version == version);
+        match pending {
+            Some(i) => Some(i.version.clone()),
+            None => self.snapshot.as_ref()?.version(version).cloned(),
+        }
+    }
+}
+
+enum Decision {
+    Make {
+        id: InstanceId,
+        value: Option<Arc<Instance>>,
+        kind: EventKind,
+    },
+    /// A conditional change whose condition no longer holds (or a check).
+    Skip,
+    Refuse(RegistryError),
+}
+
+fn not_found(key: &ServiceKey, id: &InstanceId) -> RegistryError {
+    RegistryError::NotFound {
+        service: key.service.to_string(),
+        id: id.to_string(),
+    }
+}
+
+/// Two Maxine names that normalize to the same DNS label must not merge
+/// silently into one service or one instance.
+fn check_compat_names(
+    c: &super::model::CompatFields,
+    id: &InstanceId,
+    snap: &ServiceSnapshot,
+    pending: &[(InstanceId, Option<Arc<Instance>>)],
+) -> Result<(), RegistryError> {
+    let current = snap
+        .instances
+        .values()
+        .chain(pending.iter().filter_map(|(_, v)| v.as_ref()));
+    for inst in current {
+        let Some(other) = &inst.compat else { continue };
+        if other.service_name != c.service_name {
+            return Err(RegistryError::Conflict(format!(
+                "serviceName {:?} maps to the DNS name {:?}, which {:?} already uses",
+                c.service_name,
+                snap.key.service.as_str(),
+                other.service_name
+            )));
+        }
+        if &inst.id == id && other.node_name != c.node_name {
+            return Err(RegistryError::Conflict(format!(
+                "nodeName {:?} maps to the instance id {:?}, which {:?} already uses",
+                c.node_name,
+                id.as_str(),
+                other.node_name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

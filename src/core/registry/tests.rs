@@ -1,0 +1,399 @@
+//! Unit tests of the registry's state machine.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::core::VersionSelector;
+use crate::core::model::{Address, InstanceSpec};
+
+fn reg(now: Instant) -> Registry {
+    Registry::new(
+        RegistryConfig {
+            local_dc: Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(60),
+        },
+        now,
+    )
+}
+
+fn key(s: &str) -> ServiceKey {
+    ServiceKey::new(
+        Datacenter::new("dc1").unwrap(),
+        ServiceName::new(s).unwrap(),
+    )
+}
+
+fn spec(ip: &str, version: &str, ttl: u64) -> InstanceSpec {
+    let mut s = InstanceSpec::new(Address::parse(ip).unwrap(), 8080);
+    s.version = version.into();
+    s.ttl = Duration::from_secs(ttl);
+    s
+}
+
+fn id(s: &str) -> InstanceId {
+    InstanceId::new(s).unwrap()
+}
+
+/// A heartbeat for `name` of "pay": moves the deadline, or revives it
+/// through the local sequence as the API does.
+fn beat(r: &Registry, name: &str, now: Instant) {
+    match r.heartbeat(&key("pay"), &id(name), now).unwrap() {
+        Heartbeat::Alive(_) => {}
+        Heartbeat::Revive(change) => {
+            let applied = r
+                .apply_next(vec![*change], &Context::system(), now)
+                .unwrap();
+            assert!(matches!(applied.outcomes[0].1, Outcome::Applied(Some(_))));
+        }
+    }
+}
+
+struct Recorder(Mutex<Vec<(u64, EventKind)>>);
+impl Observer for Recorder {
+    fn applied(&self, b: &Batch<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(b.events.iter().map(|e| (e.index, e.kind)));
+    }
+}
+
+#[test]
+fn selectors_matching_several_versions_answer_in_id_order() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    for (n, v) in [
+        ("a", "2.2.0"),
+        ("b", "2.1.0"),
+        ("c", "v2.1.0-rc1"),
+        ("d", ""),
+    ] {
+        r.register(key("pay"), id(n), spec("10.0.0.1", v, 30), t0)
+            .unwrap();
+    }
+    r.register(key("pay"), id("e"), spec("10.0.0.1", "2.2.0", 30), t0)
+        .unwrap();
+    let snap = r.service(&key("pay")).unwrap();
+    let ids = |v: &str| -> Vec<String> {
+        let sel = VersionSelector::parse(v).unwrap();
+        let picked = snap.select(Some(&sel), false);
+        picked.iter().map(|i| i.id.to_string()).collect()
+    };
+    assert_eq!(ids("v2"), ["a", "b", "c", "e"]);
+    assert_eq!(ids("v2-1"), ["b", "c"]);
+    assert_eq!(
+        ids("v2-1-0"),
+        ["b", "c"],
+        "a suffix is the same version number"
+    );
+    assert_eq!(ids("v2-2-0"), ["a", "e"]);
+    assert!(ids("v3").is_empty());
+    let mut sels: Vec<String> = snap.selectors().map(|s| s.to_string()).collect();
+    sels.sort();
+    assert_eq!(sels, ["v2", "v2-1", "v2-1-0", "v2-2", "v2-2-0"]);
+    assert_eq!(snap.select(None, false).len(), 5);
+    // Instances of one service that run one version share its string.
+    let (a, e) = (&snap.instances[&id("a")], &snap.instances[&id("e")]);
+    assert_eq!(a.version.as_ptr(), e.version.as_ptr());
+}
+
+#[test]
+fn instances_apply_a_batch_of_changes_in_one_pass_the_later_of_two_winning() {
+    let k = key("pay");
+    let inst = |n: &str, index: u64| {
+        let v = Version::from("1.0.0");
+        let spec = spec("10.0.0.1", "1.0.0", 30);
+        Arc::new(Instance::from_spec(
+            &k,
+            id(n),
+            spec,
+            v,
+            Health::Passing,
+            index,
+            0,
+        ))
+    };
+    let (base, gone, added) = Instances::default().with_changes(vec![
+        (id("c"), Some(inst("c", 1))),
+        (id("a"), Some(inst("a", 2))),
+        (id("e"), Some(inst("e", 3))),
+    ]);
+    assert!(gone.is_empty() && added.len() == 3);
+    let (next, gone, added) = base.with_changes(vec![
+        (id("e"), None),
+        (id("b"), Some(inst("b", 4))),
+        (id("a"), Some(inst("a", 5))),
+        (id("b"), Some(inst("b", 6))),
+        (id("x"), None),
+    ]);
+    let seen: Vec<_> = next
+        .iter()
+        .map(|(id, i)| (id.to_string(), i.index))
+        .collect();
+    assert_eq!(seen, [("a".into(), 5), ("b".into(), 6), ("c".into(), 1)]);
+    let indexes = |v: &[Arc<Instance>]| v.iter().map(|i| i.index).collect::<Vec<_>>();
+    assert_eq!(indexes(&gone), [2, 3], "a replaced, e removed");
+    assert_eq!(indexes(&added), [5, 6], "b's first value never took effect");
+    assert!(next.contains_key(&id("c")) && !next.contains_key(&id("e")));
+    assert_eq!(next[&id("b")].index, 6);
+}
+
+#[test]
+fn the_timer_map_holds_exactly_the_current_values() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let timers = || r.lock().timers.len();
+    for round in 0..50 {
+        let at = t0 + Duration::from_millis(round);
+        r.register(key("pay"), id("a"), spec("10.0.0.1", "", 10), at)
+            .unwrap();
+        r.register(key("pay"), id("b"), spec("10.0.0.2", "", 10), at)
+            .unwrap();
+    }
+    assert_eq!(timers(), 2, "replaced values left the map");
+    r.deregister(&key("pay"), &id("b")).unwrap();
+    assert_eq!(timers(), 1);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    assert_eq!(r.expire(at(11)), 1, "a turns critical");
+    assert_eq!(timers(), 1, "its critical value waits for the reap time");
+    beat(&r, "a", at(12));
+    assert_eq!(timers(), 1, "the revived value replaced it");
+    beat(&r, "a", at(20));
+    assert_eq!(r.expire(at(22)), 0, "the heartbeat moved the deadline");
+    assert_eq!(timers(), 1);
+    assert_eq!(r.next_deadline(), Some(at(30)));
+    assert_eq!(r.expire(at(30)), 1);
+    assert_eq!(r.expire(at(30 + 60)), 1, "reaped");
+    assert_eq!(timers(), 0);
+    assert!(r.service(&key("pay")).is_none());
+}
+
+#[test]
+fn restored_values_with_one_index_still_each_expire() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let report = r
+        .restore(
+            vec![
+                restored("pay", "a", 7, Health::Passing),
+                restored("web", "b", 7, Health::Passing),
+            ],
+            7,
+            t0,
+        )
+        .unwrap();
+    assert_eq!(report.loaded, 2);
+    assert_eq!(r.lock().timers.len(), 2);
+    assert_eq!(r.expire(t0 + Duration::from_secs(11)), 2);
+}
+
+#[test]
+fn ttl_expiry_turns_critical_then_reaps_and_heartbeats_postpone_it() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
+    r.subscribe(rec.clone());
+    r.register(key("pay"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap();
+    r.register(key("pay"), id("b"), spec("10.0.0.2", "", 10), t0)
+        .unwrap();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    beat(&r, "a", at(8));
+    assert_eq!(r.expire(at(11)), 1, "only b expired");
+    let snap = r.service(&key("pay")).unwrap();
+    assert!(snap.instances[&id("a")].is_passing());
+    assert_eq!(snap.instances[&id("b")].health, Health::Critical);
+    // a heartbeat revives b; a expires at 18.
+    beat(&r, "b", at(12));
+    assert_eq!(r.expire(at(19)), 1);
+    assert_eq!(
+        r.expire(at(19 + 61)),
+        2,
+        "b expired, a reaped after reap_after"
+    );
+    assert!(
+        !r.service(&key("pay"))
+            .unwrap()
+            .instances
+            .contains_key(&id("a"))
+    );
+    let kinds: Vec<_> = rec.0.lock().unwrap().iter().map(|e| e.1).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Registered, Registered, Critical, Passing, Critical, Critical, Reaped
+        ]
+    );
+    let idx: Vec<_> = rec.0.lock().unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(
+        idx,
+        (1..=7).collect::<Vec<_>>(),
+        "indexes are gap-free and ordered"
+    );
+}
+
+#[test]
+fn service_named_like_a_datacenter_is_rejected() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let err = r
+        .register(key("dc1"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::NameIsDatacenter(_)));
+    assert!(r.services().is_empty());
+}
+
+#[test]
+fn datacenter_named_like_a_local_service_is_rejected() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    r.register(key("eu"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap();
+    let remote = ServiceKey::new(
+        Datacenter::new("eu").unwrap(),
+        ServiceName::new("x").unwrap(),
+    );
+    assert!(matches!(
+        r.register(remote, id("a"), spec("10.0.0.2", "", 10), t0),
+        Err(RegistryError::Conflict(_))
+    ));
+    assert!(r.add_datacenter(Datacenter::new("eu").unwrap()).is_err());
+    assert!(!r.is_datacenter("eu"));
+    r.reserve_service_names(["ns".to_string()]);
+    assert!(matches!(
+        r.register(key("ns"), id("a"), spec("10.0.0.1", "", 10), t0),
+        Err(RegistryError::Conflict(_))
+    ));
+}
+
+#[test]
+fn deregister_unknown_is_not_found_and_last_removal_drops_the_service() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    assert!(matches!(
+        r.deregister(&key("pay"), &id("a")),
+        Err(RegistryError::NotFound { .. })
+    ));
+    r.register(key("pay"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap();
+    r.deregister(&key("pay"), &id("a")).unwrap();
+    assert!(r.service(&key("pay")).is_none());
+}
+
+struct Batches(Mutex<Vec<(usize, usize)>>);
+impl Observer for Batches {
+    fn applied(&self, b: &Batch<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((b.events.len(), b.services.len()));
+    }
+}
+
+fn restored(service: &str, name: &str, index: u64, health: Health) -> Restored {
+    Restored {
+        key: key(service),
+        id: id(name),
+        spec: spec("10.0.0.1", "", 10),
+        health,
+        index,
+    }
+}
+
+#[test]
+fn restore_builds_each_service_once_keeps_indexes_and_continues_after_the_last() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let seen = Arc::new(Batches(Mutex::new(Vec::new())));
+    r.subscribe(seen.clone());
+    let report = r
+        .restore(
+            vec![
+                restored("pay", "a", 7, Health::Passing),
+                restored("pay", "b", 9, Health::Critical),
+                restored("web", "c", 3, Health::Passing),
+                restored("pay", "a", 5, Health::Passing), // older value of a
+                restored("web", "c", 3, Health::Passing), // listed twice
+            ],
+            20,
+            t0,
+        )
+        .unwrap();
+    assert_eq!(report.loaded, 3);
+    assert_eq!(report.superseded, [5]);
+    assert_eq!(
+        seen.0.lock().unwrap().last(),
+        Some(&(0, 2)),
+        "one batch, no events"
+    );
+    let pay = r.service(&key("pay")).unwrap();
+    assert_eq!(pay.instances[&id("a")].index, 7);
+    assert_eq!(pay.instances[&id("b")].health, Health::Critical);
+    assert_eq!(r.index(), 20);
+    let next = r
+        .register(key("web"), id("d"), spec("10.0.0.2", "", 10), t0)
+        .unwrap();
+    assert_eq!(next.index, 21);
+    // One full TTL from start-up, then critical; the critical one is
+    // reaped after its TTL plus the reap time.
+    assert_eq!(
+        r.expire(t0 + Duration::from_secs(11)),
+        3,
+        "a, c, d turn critical"
+    );
+    assert_eq!(r.expire(t0 + Duration::from_secs(69)), 0);
+    assert_eq!(
+        r.expire(t0 + Duration::from_secs(71)),
+        4,
+        "b, a, c, d reaped"
+    );
+}
+
+#[test]
+fn revert_undoes_a_change_only_while_it_is_the_latest() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
+    r.subscribe(rec.clone());
+    let v1 = r
+        .register(key("pay"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap();
+    r.register(key("pay"), id("a"), spec("10.0.0.2", "", 10), t0)
+        .unwrap();
+    let undo = || {
+        vec![Revert {
+            key: key("pay"),
+            id: id("a"),
+            to: Some(v1.clone()),
+        }]
+    };
+    assert_eq!(r.revert(undo(), &|_, _| false), 0, "a later change is kept");
+    assert_eq!(r.revert(undo(), &|_, _| true), 1);
+    let now = r.service(&key("pay")).unwrap().instances[&id("a")].clone();
+    assert_eq!(now.address, v1.address);
+    assert_eq!(
+        (now.index, r.index()),
+        (3, 3),
+        "an undo is a change of its own"
+    );
+    assert_eq!(
+        rec.0.lock().unwrap().last(),
+        Some(&(3, EventKind::Reverted))
+    );
+    // Undoing a registration removes the instance.
+    r.register(key("pay"), id("b"), spec("10.0.0.3", "", 10), t0)
+        .unwrap();
+    let gone = vec![Revert {
+        key: key("pay"),
+        id: id("b"),
+        to: None,
+    }];
+    assert_eq!(r.revert(gone, &|_, _| true), 1);
+    assert!(
+        !r.service(&key("pay"))
+            .unwrap()
+            .instances
+            .contains_key(&id("b"))
+    );
+}

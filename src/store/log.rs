@@ -1,0 +1,109 @@
+//! The log in front of the registry: writers propose changes, the log gives
+//! them their order and durability, and the registry applies them in that
+//! order on every node that follows the log, the proposer included.
+//!
+//! ```text
+//!   HTTP handler --propose(changes, ctx)--> Log --> index order, durable
+//!        ^                                   |
+//!        |                                   v
+//!        +---- applied & durable <---- Registry::apply* (every node)
+//! ```
+//!
+//! [`LocalLog`] is the single-node log: the registry's own sequence (its
+//! write lock gives each change the next index and applies it at once, so
+//! DNS has it before anyone is answered), followed by the [`Journal`]'s
+//! group commit. A proposal resolves once the journal has it on stable
+//! storage; a change the store refused has been undone by then and the
+//! proposal fails. A log on a shared store (etcd) implements the same
+//! trait the other way round: durable first, applied when its watch
+//! delivers the change (docs/adr/0005-several-nodes-and-datacenters.md).
+//!
+//! [`Journal`]: super::Journal
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::core::{
+    Applied, Change, Context, Durability, Outcome, Registry, RegistryError, ServiceSnapshot,
+};
+
+use super::Durable;
+
+/// What a proposal resolves to.
+pub type Proposal = Pin<Box<dyn Future<Output = Result<Applied, LogError>> + Send>>;
+
+/// Why a proposal did not take effect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The registry refused a change (unknown instance, name conflict,
+    /// invalid value): nothing was logged.
+    #[error("{0}")]
+    Refused(RegistryError),
+    /// The change could not be made durable and was undone, or the log is
+    /// not accepting changes. The reason is for operators; clients retry.
+    #[error("{0}")]
+    Unavailable(Arc<str>),
+}
+
+/// The order of changes. Cloning a handle to one is cheap (`Arc<dyn Log>`).
+pub trait Log: Send + Sync {
+    /// Proposes `changes` as one batch. Resolves when every change is
+    /// applied locally and, with [`Durability::Durable`], on stable
+    /// storage. A refused change refuses the proposal; changes before it in
+    /// the batch stay applied (proposers send one change, or independent ones).
+    fn propose(&self, changes: Vec<Change>, ctx: Context) -> Proposal;
+
+    /// Every service as of one index, consistent (no change half in).
+    fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>);
+
+    /// The index of the latest applied change.
+    fn last_index(&self) -> u64;
+}
+
+/// The single-node log: the registry's sequence and the journal's
+/// durability (or none, with `Durable::default()`, for the memory store).
+pub struct LocalLog {
+    registry: Registry,
+    durable: Durable,
+}
+
+impl LocalLog {
+    pub fn new(registry: Registry, durable: Durable) -> Self {
+        Self { registry, durable }
+    }
+}
+
+impl Log for LocalLog {
+    fn propose(&self, changes: Vec<Change>, ctx: Context) -> Proposal {
+        // Applied here, synchronously: the caller's next read sees it.
+        let now = tokio::time::Instant::now().into_std();
+        let applied = self.registry.apply_next(changes, &ctx, now);
+        let durable = self.durable.clone();
+        Box::pin(async move {
+            let applied = applied.map_err(LogError::Refused)?;
+            if let Some(e) = applied.refusal() {
+                return Err(LogError::Refused(e.clone()));
+            }
+            let made = applied
+                .outcomes
+                .iter()
+                .any(|(_, o)| matches!(o, Outcome::Applied(_)));
+            if made && ctx.durability == Durability::Durable {
+                durable
+                    .wait(applied.last_index)
+                    .await
+                    .map_err(LogError::Unavailable)?;
+            }
+            Ok(applied)
+        })
+    }
+
+    fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>) {
+        self.registry.snapshot()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.registry.index()
+    }
+}
