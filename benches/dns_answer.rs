@@ -13,14 +13,14 @@ use maxine::core::{
     Address, InstanceId, InstanceSpec, Query, QueryContext, Registry, ServiceKey, ServiceName,
     Transport, VersionSelector,
 };
-use maxine::dns::Answers;
+use maxine::dns::ReadyAnswers;
 use maxine::dns::testing::{query, sample};
 use maxine::dns::wire::types;
 
 /// Three instances per service, as in the load data set: 1k or 1M instances.
-fn data(million: bool) -> &'static (Registry, Answers) {
-    static SMALL: OnceLock<(Registry, Answers)> = OnceLock::new();
-    static LARGE: OnceLock<(Registry, Answers)> = OnceLock::new();
+fn data(million: bool) -> &'static (Registry, ReadyAnswers) {
+    static SMALL: OnceLock<(Registry, ReadyAnswers)> = OnceLock::new();
+    static LARGE: OnceLock<(Registry, ReadyAnswers)> = OnceLock::new();
     if million {
         LARGE.get_or_init(|| sample(333_334, 3, 32))
     } else {
@@ -29,8 +29,8 @@ fn data(million: bool) -> &'static (Registry, Answers) {
 }
 
 /// Ten services of 200 instances: a change rebuilds a large service.
-fn large_services() -> &'static (Registry, Answers) {
-    static DATA: OnceLock<(Registry, Answers)> = OnceLock::new();
+fn large_services() -> &'static (Registry, ReadyAnswers) {
+    static DATA: OnceLock<(Registry, ReadyAnswers)> = OnceLock::new();
     DATA.get_or_init(|| sample(10, 200, 32))
 }
 
@@ -47,7 +47,8 @@ fn hot_path(c: &mut Criterion) {
             g.bench_function(format!("{what}/{label}"), |b| {
                 let answers = &data(million).1;
                 let mut out = Vec::with_capacity(4096);
-                b.iter(|| black_box(answers.respond(black_box(&q), &mut out, false)))
+                let ctx = QueryContext::new(Some([127, 0, 0, 1].into()), Transport::Udp);
+                b.iter(|| black_box(answers.respond(black_box(&q), &mut out, ctx)))
             });
         }
     }
@@ -66,7 +67,7 @@ fn registry(c: &mut Criterion) {
         let ctx = QueryContext::new(None, Transport::Udp);
         b.iter(|| black_box(registry.select(black_box(&q), &ctx)))
     });
-    type DataSet = fn() -> &'static (Registry, Answers);
+    type DataSet = fn() -> &'static (Registry, ReadyAnswers);
     let sets: [(&str, DataSet); 3] = [
         ("1k", || data(false)),
         ("1M", || data(true)),

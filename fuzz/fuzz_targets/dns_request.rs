@@ -6,18 +6,21 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use maxine::dns::Answers;
+use maxine::core::{QueryContext, Transport};
+use maxine::dns::ReadyAnswers;
 
-fn answers() -> &'static Answers {
-    static A: OnceLock<Answers> = OnceLock::new();
+fn answers() -> &'static ReadyAnswers {
+    static A: OnceLock<ReadyAnswers> = OnceLock::new();
     // Services with 1 to 60 instances: small answers, truncated ones, SRV.
     A.get_or_init(|| maxine::dns::testing::sample(20, 60, 32).1)
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
-    for tcp in [false, true] {
-        if answers().respond_unguarded(data, &mut out, tcp) {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let tcp = transport == Transport::Tcp;
+        let ctx = QueryContext::new(Some([127, 0, 0, 1].into()), transport);
+        if answers().respond_unguarded(data, &mut out, ctx) {
             assert!(out.len() >= 12 && out[2] & 0x80 != 0, "reply with QR set");
             let limit = if tcp { 65_535 } else { 1232 };
             assert!(out.len() <= limit, "reply over the size limit");

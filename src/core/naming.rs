@@ -82,6 +82,44 @@ pub fn parse(labels: &[&str], is_dc: impl Fn(&str) -> bool) -> Option<NameTarget
     }
 }
 
+/// What the first label of a name right below a service's name means,
+/// where that name is not itself a service name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BelowService<'a> {
+    /// `<selector>.<service>[.<dc>]`: a version name.
+    Version(VersionSelector),
+    /// `<id>.<service>.<dc>`: an instance name (the id label, as asked).
+    Instance(&'a [u8]),
+}
+
+/// Reads a name below a service name on the query path, where it arrives as
+/// wire labels: `first` is its first label (lowercase), `base_first` the
+/// first label of the rest of the name, and `labels` how many labels the
+/// name has under the zone. The same grammar as [`parse`]: version names
+/// have 2 or 3 labels, instance names 3; SRV-form names (`_svc._tcp...`)
+/// have nothing below them. Instance ids never look like selectors, so the
+/// first label says which. Costs no allocation.
+pub fn below_service<'a>(
+    first: &'a [u8],
+    base_first: &[u8],
+    labels: usize,
+) -> Option<BelowService<'a>> {
+    if !(2..=3).contains(&labels) || base_first.first() == Some(&b'_') {
+        return None;
+    }
+    // Cheap test first: a selector label starts with 'v' and a digit.
+    if first.len() >= 2
+        && first[0] == b'v'
+        && first[1].is_ascii_digit()
+        && let Some(sel) = std::str::from_utf8(first)
+            .ok()
+            .and_then(VersionSelector::parse)
+    {
+        return Some(BelowService::Version(sel));
+    }
+    (labels == 3).then_some(BelowService::Instance(first))
+}
+
 /// The labels of a target, left to right, without the zone.
 pub fn render(t: &NameTarget) -> Vec<String> {
     match t {
@@ -158,6 +196,34 @@ mod tests {
             let t = p(name).unwrap_or_else(|| panic!("{name} did not parse"));
             assert_eq!(render(&t).join("."), name);
         }
+    }
+
+    #[test]
+    fn names_below_a_service_read_as_the_grammar_says() {
+        use BelowService::*;
+        let v2 = VersionSelector::parse("v2").unwrap();
+        assert_eq!(below_service(b"v2", b"payments", 2), Some(Version(v2)));
+        assert_eq!(below_service(b"v2", b"payments", 3), Some(Version(v2)));
+        assert_eq!(
+            below_service(b"web-1", b"payments", 3),
+            Some(Instance(b"web-1"))
+        );
+        assert_eq!(
+            below_service(b"v2x", b"payments", 3),
+            Some(Instance(b"v2x"))
+        );
+        assert_eq!(
+            below_service(b"web-1", b"payments", 2),
+            None,
+            "instances need a dc"
+        );
+        assert_eq!(
+            below_service(b"v2", b"_payments", 3),
+            None,
+            "nothing below SRV names"
+        );
+        assert_eq!(below_service(b"v2", b"payments", 1), None);
+        assert_eq!(below_service(b"a", b"b", 4), None);
     }
 
     #[test]

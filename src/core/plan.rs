@@ -5,7 +5,7 @@
 //! of an answer as positions in the service's snapshot, in tiers with their
 //! SRV priorities, and the rule that balances load within a tier. The DNS
 //! answer cache encodes each plan when the registry changes and keeps it
-//! ready; the HTTP discovery routes read the same plans. Answers that depend
+//! ready; the HTTP discovery routes read the same plans. ReadyAnswers that depend
 //! on who asks are chosen by the asker's [`AskerClass`], after the lookup:
 //! askers fall into a few classes, and each class has its ready answer.
 

@@ -12,13 +12,17 @@ use crate::core::InstanceId;
 
 /// Where the target name starts in an SRV record: pointer, type, class,
 /// TTL, RDLENGTH, then priority, weight and port.
-pub(super) const SRV_TARGET_AT: usize = 2 + 10 + 6;
+pub(super) const SRV_TARGET_AT: usize = SRV_PRIORITY_AT + 6;
+
+/// Where the priority is in an SRV record: pointer, type, class, TTL,
+/// RDLENGTH.
+pub(crate) const SRV_PRIORITY_AT: usize = 2 + 10;
 
 /// The owner of every pre-encoded record: a pointer to the question name.
 pub(super) const AT_QNAME: [u8; 2] = [0xC0, 0x0C];
 
 /// One instance's records: the SRV record, owner a pointer to the question
-/// (`C0 0C`): priority 1, the instance's weight and port, and its target
+/// (`C0 0C`): the local tier's priority, the instance's weight and port, and its target
 /// name uncompressed (RFC 2782 forbids compressing it); then, for an
 /// instance with an address, the tail (type to RDATA) of its A or AAAA
 /// record. The target of such an instance is the instance name, so

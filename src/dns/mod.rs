@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DnsConfig};
-use crate::core::Registry;
+use crate::core::{QueryContext, Registry, Transport};
 
-pub use answers::{AnswerBuilder, Answers};
+pub use answers::{AnswerBuilder, ReadyAnswers};
 pub use zone::Zone;
 
 impl Zone {
@@ -101,7 +101,7 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// The DNS server: its sockets and the answers they serve.
 pub struct DnsServer {
-    answers: Answers,
+    answers: ReadyAnswers,
     limits: Limits,
     stats: Arc<udp::UdpStats>,
     udp: std::net::UdpSocket,
@@ -117,7 +117,7 @@ impl DnsServer {
     ) -> std::io::Result<Self> {
         tracing::info!(source = %zone.source, "DNS zone {} loaded", zone.domain);
         Ok(Self {
-            answers: Answers::new(zone, limits.max_records),
+            answers: ReadyAnswers::new(zone, limits.max_records),
             limits,
             stats: Arc::default(),
             udp,
@@ -125,7 +125,7 @@ impl DnsServer {
         })
     }
 
-    pub fn answers(&self) -> &Answers {
+    pub fn answers(&self) -> &ReadyAnswers {
         &self.answers
     }
 
@@ -246,7 +246,7 @@ fn client_key(ip: IpAddr) -> IpAddr {
 
 async fn tcp_acceptor(
     listener: tokio::net::TcpListener,
-    answers: Answers,
+    answers: ReadyAnswers,
     limits: Limits,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -293,7 +293,8 @@ async fn tcp_acceptor(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            if let Err(e) = tcp_connection(stream, answers, idle, shutdown).await {
+            let ctx = QueryContext::new(Some(peer.ip()), Transport::Tcp);
+            if let Err(e) = tcp_connection(stream, answers, ctx, idle, shutdown).await {
                 tracing::trace!(error = %e, %peer, "tcp connection ended");
             }
         });
@@ -306,7 +307,8 @@ async fn tcp_acceptor(
 /// stops reading its replies cannot hold a connection (and its permit).
 async fn tcp_connection(
     stream: TcpStream,
-    answers: Answers,
+    answers: ReadyAnswers,
+    ctx: QueryContext,
     idle: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -342,7 +344,7 @@ async fn tcp_connection(
                     r.map_err(|_| timed_out("partial message"))??;
                 }
             }
-            if answers.respond(&msg, &mut out, true) {
+            if answers.respond(&msg, &mut out, ctx) {
                 framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&out);
             }

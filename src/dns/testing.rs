@@ -11,12 +11,12 @@ use crate::core::{
     ServiceName,
 };
 
-use super::answers::{AnswerBuilder, Answers};
+use super::answers::{AnswerBuilder, ReadyAnswers};
 use super::zone::{Zone, default_zone_text};
 
 /// A registry with `services` services of `per_service` instances each
 /// (every third one IPv6, versions 1.x to 3.x), and the answers built from it.
-pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Registry, Answers) {
+pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Registry, ReadyAnswers) {
     let now = Instant::now();
     let dc = Datacenter::new("dc1").expect("valid");
     let registry = Registry::new(
@@ -59,9 +59,9 @@ pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Regis
     (registry, answers)
 }
 
-/// Answers for the default zone of `maxine`, kept current with `registry`
+/// ReadyAnswers for the default zone of `maxine`, kept current with `registry`
 /// from now on, as `App` wires them.
-pub fn answers_for(registry: &Registry, max_records: usize) -> Answers {
+pub fn answers_for(registry: &Registry, max_records: usize) -> ReadyAnswers {
     let zone = Zone::parse(
         &default_zone_text("maxine"),
         Path::new("(sample)"),
@@ -69,7 +69,7 @@ pub fn answers_for(registry: &Registry, max_records: usize) -> Answers {
         None,
     )
     .expect("default zone parses");
-    let answers = Answers::new(zone, max_records);
+    let answers = ReadyAnswers::new(zone, max_records);
     registry.subscribe(Arc::new(AnswerBuilder::new(answers.clone(), registry, 5)));
     answers
 }

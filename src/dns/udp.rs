@@ -20,9 +20,10 @@ use nix::sys::socket::{
     sockopt,
 };
 
-use super::answers::Answers;
+use super::answers::ReadyAnswers;
 use super::rrl::{Limiter, RrlConfig, Verdict};
 use super::wire;
+use crate::core::{QueryContext, Transport};
 
 /// Datagrams moved per system call.
 const BATCH: usize = 32;
@@ -58,7 +59,7 @@ pub fn prepare(sock: &UdpSocket) -> std::io::Result<()> {
 /// Runs one worker until `stop` is set.
 pub fn run_worker(
     sock: UdpSocket,
-    answers: Answers,
+    answers: ReadyAnswers,
     cfg: UdpConfig,
     stop: Arc<AtomicBool>,
     stats: Arc<UdpStats>,
@@ -129,11 +130,13 @@ pub fn run_worker(
                 continue;
             }
             let out = &mut outbufs[i];
-            if !answers.respond(&inbufs[i][..len.min(MAX_QUERY)], out, false) {
+            let peer = peer_ip(&addr);
+            let ctx = QueryContext::new(peer, Transport::Udp);
+            if !answers.respond(&inbufs[i][..len.min(MAX_QUERY)], out, ctx) {
                 continue;
             }
             if limiter.enabled() {
-                match peer_ip(&addr).map(|ip| limiter.check(ip, now)) {
+                match peer.map(|ip| limiter.check(ip, now)) {
                     Some(Verdict::Drop) => {
                         stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                         continue;

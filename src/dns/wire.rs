@@ -5,6 +5,10 @@
 //! the caller's reused output buffer. Decisions follow RFC 1035, 2308, 6891,
 //! 7766 and 8482; the reasons are beside each rule.
 
+use std::net::IpAddr;
+
+use crate::core::ClientSubnet;
+
 /// Record types and classes the query path needs by number.
 pub mod types {
     pub const A: u16 = 1;
@@ -70,6 +74,8 @@ pub struct Request<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// The EDNS Client Subnet option (RFC 7871), when the query had one.
+    pub client_subnet: Option<ClientSubnet>,
 }
 
 impl Request<'_> {
@@ -192,6 +198,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
     let nscount = u16_at(packet, 8).unwrap_or(0) as usize;
     let arcount = u16_at(packet, 10).unwrap_or(0) as usize;
     let mut edns = None;
+    let mut client_subnet = None;
     for i in 0..ancount + nscount + arcount {
         let rec = skip_record(packet, pos).ok_or(Reject::HeaderOnly {
             rcode: rcode::FORMERR,
@@ -206,6 +213,10 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
                 version: (rec.ttl >> 16) as u8,
                 dnssec_ok: rec.ttl & 0x8000 != 0,
             });
+            let rdata = &packet[rec.end - rec.rdlen..rec.end];
+            client_subnet = client_subnet_of(rdata).map_err(|()| Reject::HeaderOnly {
+                rcode: rcode::FORMERR,
+            })?;
         }
         pos = rec.end;
     }
@@ -223,11 +234,60 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
         qtype,
         qclass,
         edns,
+        client_subnet,
     })
+}
+
+/// EDNS option code of Client Subnet (RFC 7871 6).
+const OPT_CLIENT_SUBNET: u16 = 8;
+
+/// The Client Subnet option among the options of an OPT record's RDATA.
+/// `Err`: the option is malformed, which RFC 7871 7.1.1 answers with
+/// FORMERR (a family other than IPv4/IPv6, a prefix longer than the
+/// family's, an address whose length does not match the prefix, or bits
+/// set beyond the prefix). Other options are skipped (never echoed).
+fn client_subnet_of(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, ()> {
+    let mut found = None;
+    while !rdata.is_empty() {
+        let code = u16_at(rdata, 0).ok_or(())?;
+        let len = u16_at(rdata, 2).ok_or(())? as usize;
+        let data = rdata.get(4..4 + len).ok_or(())?;
+        rdata = &rdata[4 + len..];
+        if code != OPT_CLIENT_SUBNET {
+            continue;
+        }
+        let family = u16_at(data, 0).ok_or(())?;
+        let source = *data.get(2).ok_or(())?;
+        let addr = data.get(4..).ok_or(())?;
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return Err(()),
+        };
+        if source > max || addr.len() != (source as usize).div_ceil(8) {
+            return Err(());
+        }
+        if source % 8 != 0 && addr.last().is_some_and(|b| b & (0xFF >> (source % 8)) != 0) {
+            return Err(());
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..addr.len()].copy_from_slice(addr);
+        let ip = if family == 1 {
+            IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        } else {
+            IpAddr::from(bytes)
+        };
+        found = Some(ClientSubnet {
+            addr: ip,
+            source_prefix: source,
+        });
+    }
+    Ok(found)
 }
 
 struct SkippedRecord {
     rtype: u16,
+    rdlen: usize,
     class: u16,
     ttl: u32,
     owner_is_root: bool,
@@ -249,6 +309,7 @@ fn skip_record(b: &[u8], pos: usize) -> Option<SkippedRecord> {
     }
     Some(SkippedRecord {
         rtype,
+        rdlen,
         class,
         ttl,
         owner_is_root,
@@ -265,6 +326,15 @@ pub fn size_limit(edns: Option<Edns>, tcp: bool) -> usize {
         None => PLAIN_UDP_SIZE,
         Some(e) => (e.udp_size.max(PLAIN_UDP_SIZE as u16)).min(OUR_UDP_SIZE) as usize,
     }
+}
+
+/// The sections of a reply after the question (RFC 1035 4.1), in the
+/// order they must be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    Answer = 1,
+    Authority = 2,
+    Additional = 3,
 }
 
 /// Writes replies into a reused buffer. Sections must be written in order:
@@ -302,48 +372,48 @@ impl<'o> ReplyWriter<'o> {
     /// Appends a record whose owner is the question name (a pointer to it)
     /// followed by `tail` (type, class, TTL, length, data). False when it does
     /// not fit; nothing is written then.
-    pub fn push_at_qname(&mut self, section: usize, tail: &[u8]) -> bool {
+    pub fn push_at_qname(&mut self, section: Section, tail: &[u8]) -> bool {
         if self.out.len() + 2 + tail.len() > self.limit {
             return false;
         }
         self.out.extend_from_slice(&[0xC0, 0x0C]);
         self.out.extend_from_slice(tail);
-        self.counts[section] += 1;
+        self.counts[section as usize] += 1;
         true
     }
 
     /// Appends a record with a pointer to `owner_offset` (an offset in the
     /// message) as owner.
-    pub fn push_at_offset(&mut self, section: usize, owner_offset: usize, tail: &[u8]) -> bool {
+    pub fn push_at_offset(&mut self, section: Section, owner_offset: usize, tail: &[u8]) -> bool {
         if self.out.len() + 2 + tail.len() > self.limit {
             return false;
         }
         self.out
             .extend_from_slice(&(0xC000u16 | owner_offset as u16).to_be_bytes());
         self.out.extend_from_slice(tail);
-        self.counts[section] += 1;
+        self.counts[section as usize] += 1;
         true
     }
 
     /// Appends a complete record (owner name included).
-    pub fn push_full(&mut self, section: usize, record: &[u8]) -> bool {
+    pub fn push_full(&mut self, section: Section, record: &[u8]) -> bool {
         if self.out.len() + record.len() > self.limit {
             return false;
         }
         self.out.extend_from_slice(record);
-        self.counts[section] += 1;
+        self.counts[section as usize] += 1;
         true
     }
 
     /// Appends `count` complete records, encoded back to back in `bytes`, to
     /// `section` in one copy. False when they do not all fit; nothing is
     /// written then.
-    pub fn push_records(&mut self, section: usize, bytes: &[u8], count: u16) -> bool {
+    pub fn push_records(&mut self, section: Section, bytes: &[u8], count: u16) -> bool {
         if self.out.len() + bytes.len() > self.limit {
             return false;
         }
         self.out.extend_from_slice(bytes);
-        self.counts[section] += count;
+        self.counts[section as usize] += count;
         true
     }
 
@@ -607,6 +677,73 @@ mod tests {
         let mut op = query("a.maxine", 1, None);
         op[2] = 0x29; // opcode 5 (UPDATE), RD
         assert_eq!(parse(&op).unwrap_err(), Reject::NotImp { opcode: 5 });
+    }
+
+    /// A query with an OPT record carrying `options` (code, data).
+    fn with_options(options: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut q = query("a.maxine", types::A, None);
+        q[11] = 1;
+        let rdata: Vec<u8> = options
+            .iter()
+            .flat_map(|(code, data)| {
+                let mut o = code.to_be_bytes().to_vec();
+                o.extend((data.len() as u16).to_be_bytes());
+                o.extend(*data);
+                o
+            })
+            .collect();
+        q.extend([0, 0, 41, 4, 0xD0, 0, 0, 0, 0]);
+        q.extend((rdata.len() as u16).to_be_bytes());
+        q.extend(rdata);
+        q
+    }
+
+    #[test]
+    fn client_subnets_are_read_and_malformed_ones_are_formerr() {
+        let ecs = |family: u16, source: u8, addr: &[u8]| {
+            let mut d = family.to_be_bytes().to_vec();
+            d.extend([source, 0]);
+            d.extend(addr);
+            d
+        };
+        let v4 = ecs(1, 24, &[192, 0, 2]);
+        let q = with_options(&[(10, &[1; 8]), (8, &v4)]);
+        let r = parse(&q).unwrap();
+        assert_eq!(
+            r.client_subnet,
+            Some(ClientSubnet {
+                addr: "192.0.2.0".parse().unwrap(),
+                source_prefix: 24
+            })
+        );
+        let v6 = ecs(2, 56, &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0x12]);
+        let q = with_options(&[(8, &v6)]);
+        let r = parse(&q).unwrap();
+        assert_eq!(
+            r.client_subnet.unwrap().addr,
+            "2001:db8:0:1200::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            parse(&with_options(&[(10, &[1; 8])]))
+                .unwrap()
+                .client_subnet,
+            None
+        );
+        for bad in [
+            ecs(3, 8, &[1]),              // unknown family
+            ecs(1, 33, &[1, 2, 3, 4, 5]), // prefix longer than IPv4
+            ecs(1, 24, &[192, 0]),        // address shorter than the prefix
+            ecs(1, 20, &[192, 0, 0x2F]),  // bits beyond the prefix
+            vec![0, 1],                   // truncated
+        ] {
+            assert_eq!(
+                parse(&with_options(&[(8, &bad)])).unwrap_err(),
+                Reject::HeaderOnly {
+                    rcode: rcode::FORMERR
+                },
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,391 @@
+//! Keeping the ready answers in step with the registry: on every change of
+//! a service, its plans (core::plan) are encoded into record sets and its
+//! names published, under the registry's write lock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::core::naming;
+use crate::core::plan::LOCAL_PRIORITY;
+use crate::core::{
+    AskerClass, Batch, Datacenter, FastHash, Instance, Observer, Plan, Registry, ServiceKey,
+    ServiceSnapshot, VersionSelector,
+};
+
+use super::super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
+use super::super::wire::{self, types};
+use super::instances::InstanceTable;
+use super::lookup::ReadyAnswers;
+use super::members::Subset;
+use super::node::{Node, SAME_SETS, Selectors, Sets, Variant};
+use super::rrset::RecordSet;
+
+/// Keeps [`ReadyAnswers`] in step with the registry. Runs under the registry's
+/// write lock, so its own state needs no more than an uncontended mutex.
+pub struct AnswerBuilder {
+    answers: ReadyAnswers,
+    local_dc: Datacenter,
+    ttl: u32,
+    state: Mutex<BuilderState>,
+}
+
+#[derive(Default)]
+struct BuilderState {
+    services: HashMap<ServiceKey, ServiceState, FastHash>,
+    /// How many services keep each dynamic empty non-terminal alive.
+    ent_refs: HashMap<Box<[u8]>, usize, FastHash>,
+}
+
+/// What the builder keeps of a service between its changes: every
+/// instance's records, in id order like the snapshot, with the index of the
+/// instance value they encode, so that an unchanged instance is not encoded
+/// again. Only for services of [`KEEP_ENCODED_FROM`] instances or more
+/// (`None` for the others).
+type ServiceState = Option<Box<EncodedInstances>>;
+
+/// Services with fewer instances are encoded whole on each change: a few
+/// encodings cost a microsecond or two, and keeping them would cost a few
+/// hundred bytes per service, which is most of the memory of a registry of
+/// many small services.
+const KEEP_ENCODED_FROM: usize = 8;
+
+impl AnswerBuilder {
+    pub fn new(answers: ReadyAnswers, registry: &Registry, ttl: u32) -> Self {
+        Self {
+            answers,
+            local_dc: registry.local_dc().clone(),
+            ttl,
+            state: Mutex::new(BuilderState::default()),
+        }
+    }
+
+    fn wire(&self, labels: &[String]) -> Box<[u8]> {
+        let origin = &self.answers.inner.zone.origin;
+        let mut out = Vec::with_capacity(64);
+        for l in labels {
+            out.push(l.len() as u8);
+            out.extend_from_slice(l.as_bytes());
+        }
+        out.extend_from_slice(origin);
+        out.into_boxed_slice()
+    }
+
+    /// Empty non-terminals a service's names need: `<dc>`, `_tcp.<dc>`, and
+    /// `_tcp` for the local datacenter.
+    fn ents_of(&self, key: &ServiceKey) -> Vec<Box<[u8]>> {
+        let dc = key.dc.to_string();
+        let mut v = vec![
+            self.wire(std::slice::from_ref(&dc)),
+            self.wire(&["_tcp".into(), dc]),
+        ];
+        if key.dc == self.local_dc {
+            v.push(self.wire(&["_tcp".into()]));
+        }
+        v
+    }
+
+    /// Appends the records of [`InstanceWire`] for `inst` to `out`.
+    fn encode_instance(&self, inst: &Instance, out: &mut Vec<u8>) -> Encoding {
+        let start = out.len();
+        out.extend_from_slice(&AT_QNAME);
+        let rdata_at = push_tail_header(out, types::SRV, self.ttl);
+        out.extend_from_slice(&LOCAL_PRIORITY.to_be_bytes());
+        out.extend_from_slice(&inst.weight.to_be_bytes());
+        out.extend_from_slice(&inst.port.to_be_bytes());
+        match &inst.address {
+            crate::core::Address::Host(h) => {
+                out.extend(wire::wire_name(h).unwrap_or_else(|| vec![0]));
+            }
+            crate::core::Address::Ip(_) => out.extend_from_slice(&self.wire(&[
+                inst.id.to_string(),
+                inst.service.to_string(),
+                inst.datacenter.to_string(),
+            ])),
+        }
+        set_rdlength(out, rdata_at);
+        let srv_len = u16::try_from(out.len() - start).expect("an SRV record below 64 KiB");
+        let addr_type = match inst.address.ip() {
+            Some(IpAddr::V4(v4)) => {
+                let at = push_tail_header(out, types::A, self.ttl);
+                out.extend_from_slice(&v4.octets());
+                set_rdlength(out, at);
+                types::A
+            }
+            Some(IpAddr::V6(v6)) => {
+                let at = push_tail_header(out, types::AAAA, self.ttl);
+                out.extend_from_slice(&v6.octets());
+                set_rdlength(out, at);
+                types::AAAA
+            }
+            None => 0,
+        };
+        Encoding { srv_len, addr_type }
+    }
+
+    /// Rebuilds the names of one service that changed (or removes them).
+    ///
+    /// Costs the changed instances' encoding and publication, plus copying
+    /// the service's record sets together: unchanged instances are neither
+    /// encoded nor published again.
+    fn rebuild(
+        &self,
+        st: &mut BuilderState,
+        key: &ServiceKey,
+        snap: Option<&Arc<ServiceSnapshot>>,
+    ) {
+        let names = self.answers.inner.names.pin();
+        // `None`: the builder has not seen this service before.
+        let old = st.services.remove(key);
+        let service_names = || {
+            naming::service_names(key, &self.local_dc)
+                .into_iter()
+                .map(|t| self.wire(&naming::render(&t)))
+        };
+        let Some(snap) = snap else {
+            if old.is_none() {
+                return;
+            }
+            for name in service_names() {
+                self.publish(&names, &name, None);
+            }
+            for ent in self.ents_of(key) {
+                if let Some(n) = st.ent_refs.get_mut(&ent) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.ent_refs.remove(&ent);
+                        self.publish(&names, &ent, None);
+                    }
+                }
+            }
+            return;
+        };
+        let old_instances = match old {
+            Some(kept) => kept.map(|k| *k).unwrap_or_default(),
+            None => {
+                for ent in self.ents_of(key) {
+                    let n = st.ent_refs.entry(ent.clone()).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        self.publish(&names, &ent, Some(Arc::new(Node::default())));
+                    }
+                }
+                EncodedInstances::default()
+            }
+        };
+
+        // Merge the encoded instances (id order) with the snapshot's (id
+        // order): keep the unchanged, encode the changed and new, drop the
+        // removed.
+        let instances = old_instances.merge(
+            snap.instances.iter(),
+            |inst| inst.index,
+            |inst, out| self.encode_instance(inst, out),
+        );
+        // `instances` is in the snapshot's order, one entry per instance:
+        // a member's position in the snapshot is its position here.
+        debug_assert_eq!(instances.len(), snap.instances.len());
+        // What the core says the service's names answer, for everyone.
+        let plan = snap.plan(None, true, AskerClass::ANYONE);
+        let (all, priority) = one_tier(&plan);
+        let all_wires: Vec<InstanceWire<'_>> =
+            all.iter().map(|&p| instances.wire(p as usize)).collect();
+        // Empty sets are left out (NODATA either way): no allocation.
+        let sets = Sets {
+            a: RecordSet::addresses(&all_wires, types::A),
+            aaaa: RecordSet::addresses(&all_wires, types::AAAA),
+            srv: RecordSet::srv(&all_wires, priority),
+        };
+        let (versions, version_sets) = version_names(snap, all, &all_wires);
+        // One node for every name of the service: the query path finds
+        // version and instance names only below the names that have them.
+        let node = Arc::new(Node {
+            anyone: Variant {
+                sets,
+                versions,
+                version_sets,
+            },
+            instances: self.instance_table(&instances),
+            statics: Box::default(),
+        });
+        for name in service_names() {
+            self.publish(&names, &name, Some(node.clone()));
+        }
+        let kept = (instances.len() >= KEEP_ENCODED_FROM).then(|| Box::new(instances));
+        st.services.insert(key.clone(), kept);
+    }
+
+    /// The instance names' answers: every instance's address record under
+    /// its id, whatever its health (the name of an instance stays resolvable
+    /// while it is registered).
+    /// Ids are stored in lowercase and instances kept in id order, which is
+    /// the byte order of the labels that [`InstanceTable::find`] searches.
+    fn instance_table(&self, instances: &EncodedInstances) -> InstanceTable {
+        debug_assert!(instances.is_sorted());
+        InstanceTable::new(
+            (0..instances.len()).map(|i| (instances.id(i), instances.wire(i).addr())),
+        )
+    }
+
+    /// Inserts (or removes) a dynamic node, keeping the static data of that
+    /// name, if any.
+    fn publish(
+        &self,
+        names: &papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, FastHash, papaya::LocalGuard<'_>>,
+        name: &[u8],
+        node: Option<Arc<Node>>,
+    ) {
+        let statics = self.answers.inner.zone.statics.get(name);
+        match (node, statics) {
+            (Some(n), Some(s)) => {
+                let merged = Node {
+                    statics: s.as_slice().into(),
+                    ..Node::clone(&n)
+                };
+                names.insert(name.into(), Arc::new(merged));
+            }
+            (Some(n), None) => {
+                names.insert(name.into(), n);
+            }
+            (None, Some(s)) => {
+                names.insert(
+                    name.into(),
+                    Arc::new(Node {
+                        statics: s.as_slice().into(),
+                        ..Node::default()
+                    }),
+                );
+            }
+            (None, None) => {
+                // Dynamic names never coincide with the dynamic empty
+                // non-terminals (a service is never named like a datacenter).
+                names.remove(name);
+            }
+        }
+    }
+}
+
+impl Observer for AnswerBuilder {
+    fn applied(&self, batch: &Batch<'_>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.services.len() > 64 {
+            // A restore: size the maps once for the names to come (four per
+            // service) rather than growing them step by step.
+            self.answers
+                .inner
+                .names
+                .pin()
+                .reserve(4 * batch.services.len());
+            st.services.reserve(batch.services.len());
+        }
+        for (key, snap) in batch.services {
+            self.rebuild(&mut st, key, snap.as_ref());
+        }
+    }
+}
+
+/// The members and SRV priority of a plan's one tier (empty when nothing
+/// is selected). Plans have one tier until failover tiers (several SRV
+/// priorities in one set) are encoded.
+fn one_tier(plan: &Plan) -> (&[u32], u16) {
+    debug_assert!(plan.tiers.len() <= 1, "one tier per plan today");
+    match plan.tiers.first() {
+        Some(t) => (&t.members, t.priority),
+        None => (&[], LOCAL_PRIORITY),
+    }
+}
+
+/// The version names of a service (see [`Node`]): every selector that
+/// matches a passing instance, with [`SAME_SETS`] or the index of its
+/// members in the returned subsets. `all`: the positions of the passing
+/// instances (the service's own sets), `all_wires` their records.
+///
+/// Version names are looked up through the service's node on the query
+/// path, so a change publishes a handful of names, not one per selector.
+/// A selector selects a subset of what its parent selects (and `v2` of
+/// all instances), so it selects the same instances exactly when it
+/// selects as many; selectors come sorted, parents first. Most select all
+/// instances (v2, v2-0 and v2-0-0 when only 2.0.0 runs) and cost nothing
+/// more.
+fn version_names(
+    snap: &ServiceSnapshot,
+    all: &[u32],
+    all_wires: &[InstanceWire<'_>],
+) -> (Selectors, Box<[Subset]>) {
+    // Where each passing instance is in the A and AAAA sets (u32::MAX: not
+    // in the set of that type); in the SRV set it is where it is in `all`.
+    let mut counts = [0u32; 2];
+    let ranks: Vec<(u32, u32)> = all_wires
+        .iter()
+        .map(|w| {
+            let mut rank = |t: usize| {
+                counts[t] += 1;
+                counts[t] - 1
+            };
+            match w.addr() {
+                Some((types::A, _)) => (rank(0), u32::MAX),
+                Some((types::AAAA, _)) => (u32::MAX, rank(1)),
+                _ => (u32::MAX, u32::MAX),
+            }
+        })
+        .collect();
+    // Where each instance is in `all` (u32::MAX: not passing).
+    let mut in_all = vec![u32::MAX; snap.instances.len()];
+    for (k, &p) in all.iter().enumerate() {
+        in_all[p as usize] = offset(k);
+    }
+    let subset_of = |members: &[u32]| {
+        let (mut a, mut aaaa) = (Vec::new(), Vec::new());
+        let mut srv = Vec::with_capacity(members.len());
+        for &p in members {
+            let k = in_all[p as usize] as usize;
+            debug_assert!(k < all.len(), "a version's members are among all members");
+            let (ra, raaaa) = ranks[k];
+            if ra != u32::MAX {
+                a.push(ra);
+            }
+            if raaaa != u32::MAX {
+                aaaa.push(raaaa);
+            }
+            srv.push(offset(k));
+        }
+        Subset::new(&a, &aaaa, &srv)
+    };
+    let mut versions: Vec<(VersionSelector, u32)> = Vec::new();
+    let mut subsets: Vec<Subset> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    for sel in snap.selectors() {
+        let plan = snap.plan(Some(sel), true, AskerClass::ANYONE);
+        let members = one_tier(&plan).0;
+        let parent = sel.parent().and_then(|p| {
+            let at = versions.binary_search_by(|(s, _)| s.cmp(&p)).ok()?;
+            Some((sizes[at], versions[at].1))
+        });
+        let (parent_len, parent_sets) = parent.unwrap_or((all.len(), SAME_SETS));
+        let at = if members.len() == parent_len {
+            parent_sets
+        } else {
+            subsets.push(subset_of(members));
+            offset(subsets.len() - 1)
+        };
+        sizes.push(members.len());
+        versions.push((*sel, at));
+    }
+    (versions.into(), subsets.into())
+}
+
+/// Appends a record's type, class IN, TTL and a zero RDLENGTH; returns
+/// where the RDLENGTH is, for [`set_rdlength`] once the RDATA follows.
+fn push_tail_header(out: &mut Vec<u8>, rtype: u16, ttl: u32) -> usize {
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&types::CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.len() - 2
+}
+
+/// Sets the RDLENGTH at `at` to the length of what follows it.
+fn set_rdlength(out: &mut [u8], at: usize) {
+    let len = u16::try_from(out.len() - at - 2).expect("RDATA below 64 KiB");
+    out[at..at + 2].copy_from_slice(&len.to_be_bytes());
+}

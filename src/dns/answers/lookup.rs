@@ -1,0 +1,305 @@
+//! The query path: parse, one lookup, choose the asker's variant, copy the
+//! pre-encoded records into the reply. Nothing here allocates.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crate::core::naming::{self, BelowService};
+use crate::core::{AskerClass, FastHash, QueryContext, Transport};
+
+use super::super::wire::{self, Flags, ReplyWriter, Request, Section, rcode, types};
+use super::super::zone::{StaticRrset, Zone};
+use super::members::Subset;
+use super::node::{Node, Sets};
+use super::rrset::RecordSet;
+
+/// The map the query path reads. Cloning copies one `Arc`.
+#[derive(Clone)]
+pub struct ReadyAnswers {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) zone: Zone,
+    /// Keyed by lowercase wire name, hashed with the per-process seed of
+    /// [`FastHash`].
+    pub(super) names: NameMap,
+    max_records: usize,
+}
+
+/// The answer map: lowercase wire name -> what is stored there.
+pub(super) type NameMap = papaya::HashMap<Box<[u8]>, Arc<Node>, FastHash>;
+
+thread_local! {
+    /// Rotation counter, one per worker thread: no shared cache line.
+    static ROTATION: Cell<usize> = const { Cell::new(0) };
+}
+
+impl ReadyAnswers {
+    pub fn new(zone: Zone, max_records: usize) -> Self {
+        let names = papaya::HashMap::with_hasher(FastHash::default());
+        {
+            let pinned = names.pin();
+            for (name, statics) in &zone.statics {
+                pinned.insert(
+                    name.clone().into_boxed_slice(),
+                    Arc::new(Node {
+                        statics: statics.as_slice().into(),
+                        ..Node::default()
+                    }),
+                );
+            }
+        }
+        Self {
+            inner: Arc::new(Inner {
+                zone,
+                names,
+                max_records,
+            }),
+        }
+    }
+
+    pub fn zone(&self) -> &Zone {
+        &self.inner.zone
+    }
+
+    /// Writes the reply to `packet`, asked by `ctx`'s asker, into `out`.
+    /// False: send nothing.
+    ///
+    /// A bug must not take a listener down with it: a panic while answering
+    /// is logged and the packet dropped (the fuzz target hunts for them).
+    pub fn respond(&self, packet: &[u8], out: &mut Vec<u8>, ctx: QueryContext) -> bool {
+        let run = std::panic::AssertUnwindSafe(|| self.respond_inner(packet, out, ctx));
+        std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            tracing::error!(packet = ?packet, "panic while answering a DNS packet; dropped");
+            false
+        })
+    }
+
+    /// [`ReadyAnswers::respond`] without the panic guard, for the fuzz target.
+    #[doc(hidden)]
+    pub fn respond_unguarded(&self, packet: &[u8], out: &mut Vec<u8>, ctx: QueryContext) -> bool {
+        self.respond_inner(packet, out, ctx)
+    }
+
+    fn respond_inner(&self, packet: &[u8], out: &mut Vec<u8>, mut ctx: QueryContext) -> bool {
+        let req = match wire::parse(packet) {
+            Ok(r) => r,
+            Err(reject) => return wire::write_reject(out, packet, &reject),
+        };
+        ctx.client_subnet = req.client_subnet;
+        self.answer(&req, out, &ctx);
+        true
+    }
+
+    fn answer(&self, req: &Request<'_>, out: &mut Vec<u8>, ctx: &QueryContext) {
+        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
+        let mut flags = Flags {
+            aa: false,
+            rd: req.rd,
+            cd: req.cd,
+            rcode: rcode::NOERROR,
+        };
+        if let Some(e) = req.edns
+            && e.version > 0
+        {
+            // RFC 6891 6.1.3: BADVERS, with our OPT, nothing else.
+            let w = ReplyWriter::start(out, req, flags, limit);
+            w.finish(req.edns, rcode::BADVERS_UPPER);
+            return;
+        }
+        let refuse = |out: &mut Vec<u8>, rcode: u8| {
+            let w = ReplyWriter::start(out, req, Flags { rcode, ..flags }, limit);
+            w.finish(req.edns, 0);
+        };
+        match req.qtype {
+            types::OPT | types::TSIG | types::TKEY => return refuse(out, rcode::FORMERR),
+            types::AXFR | types::IXFR => return refuse(out, rcode::REFUSED),
+            types::MAILA | types::MAILB => return refuse(out, rcode::NOTIMP),
+            _ => {}
+        }
+        let zone = &self.inner.zone;
+        let Some(apex_at) = req.suffix_offset(&zone.origin) else {
+            return refuse(out, rcode::REFUSED); // not our zone
+        };
+        if req.qclass != types::CLASS_IN {
+            return refuse(out, rcode::REFUSED);
+        }
+        flags.aa = true;
+        let class = AskerClass::of(ctx);
+        let names = self.inner.names.pin();
+        let qname = req.qname();
+        let found = match names.get(qname) {
+            Some(n) => Some(Found::Node(n)),
+            None => below_service(&names, qname, req.labels_before(apex_at), class),
+        };
+        let Some(found) = found else {
+            flags.rcode = rcode::NXDOMAIN;
+            let mut w = ReplyWriter::start(out, req, flags, limit);
+            self.push_soa(&mut w, apex_at);
+            return w.finish(req.edns, 0);
+        };
+        let mut w = ReplyWriter::start(out, req, flags, limit);
+        let written = match found {
+            Found::Node(node) => {
+                let sets = &node.variant(class).sets;
+                self.write_answer(sets, &node.statics, req.qtype, &mut w)
+            }
+            Found::Version(sets, None) => self.write_answer(sets, &[], req.qtype, &mut w),
+            Found::Version(sets, Some(subset)) => {
+                self.write_subset(sets, subset, req.qtype, &mut w)
+            }
+            Found::Instance(rtype, rec) => {
+                let wanted = req.qtype == rtype || (req.qtype == types::ANY && rtype != 0);
+                // One record of a few dozen bytes after a question that fit
+                // in 512 bytes: it fits in any limit.
+                wanted.then(|| w.push_records(Section::Answer, rec, 1))
+            }
+        };
+        match written {
+            Some(true) => {}
+            Some(false) => w.truncate(),
+            None => self.push_soa(&mut w, apex_at), // NODATA
+        }
+        w.finish(req.edns, 0);
+    }
+
+    /// The SOA in the authority section of a negative answer (RFC 2308).
+    /// The apex is a suffix of the question name: its owner points there.
+    fn push_soa(&self, w: &mut ReplyWriter<'_>, apex_at: usize) {
+        if !w.push_at_offset(
+            Section::Authority,
+            12 + apex_at,
+            &self.inner.zone.soa_negative_tail,
+        ) {
+            w.truncate();
+        }
+    }
+
+    /// Writes the answer for `qtype` at a name with these sets and static
+    /// data. `None`: no data of that type (NODATA); `Some(false)`: the
+    /// answer does not fit (truncate).
+    fn write_answer(
+        &self,
+        sets: &Sets,
+        statics: &[StaticRrset],
+        qtype: u16,
+        w: &mut ReplyWriter<'_>,
+    ) -> Option<bool> {
+        // A CNAME at the name answers every other type (RFC 1034 3.6.2).
+        if qtype != types::CNAME
+            && let Some(cname) = statics.iter().find(|s| s.rtype == types::CNAME)
+        {
+            return Some(write_static(cname, w));
+        }
+        let qtype = if qtype == types::ANY {
+            // RFC 8482: one RRset is a complete answer to ANY.
+            [types::A, types::AAAA, types::SRV]
+                .into_iter()
+                .find(|t| sets.of_type(*t).is_some())
+                .or_else(|| statics.iter().map(|s| s.rtype).next())?
+        } else {
+            qtype
+        };
+        if let Some(set) = sets.of_type(qtype) {
+            return Some(self.write_set(set, w));
+        }
+        let set = statics.iter().find(|s| s.rtype == qtype)?;
+        Some(write_static(set, w))
+    }
+
+    /// The answer of a version name that selects some of its service's
+    /// instances: like [`ReadyAnswers::write_answer`] on sets of their own (a
+    /// version name has no static data).
+    fn write_subset(
+        &self,
+        sets: &Sets,
+        subset: &Subset,
+        qtype: u16,
+        w: &mut ReplyWriter<'_>,
+    ) -> Option<bool> {
+        let qtype = if qtype == types::ANY {
+            [types::A, types::AAAA, types::SRV]
+                .into_iter()
+                .find(|t| !subset.of_type(*t).is_empty())?
+        } else {
+            qtype
+        };
+        let members = subset.of_type(qtype);
+        let set = sets.of_type(qtype).filter(|_| !members.is_empty())?;
+        let n = members.len();
+        let take = n.min(self.inner.max_records);
+        Some(set.write_members(members, next_rotation() % n, take, w))
+    }
+
+    /// Up to `max_records` records, starting at a rotating offset so that
+    /// successive answers spread load over all of them. The window is at most
+    /// two runs of the set (it may wrap around), each copied at once.
+    fn write_set(&self, set: &RecordSet, w: &mut ReplyWriter<'_>) -> bool {
+        let n = set.len();
+        let take = n.min(self.inner.max_records);
+        set.write(next_rotation() % n, take, w)
+    }
+}
+
+/// The next value of this thread's rotation counter.
+fn next_rotation() -> usize {
+    ROTATION.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v
+    })
+}
+
+/// What a query name leads to.
+pub(super) enum Found<'g> {
+    Node(&'g Node),
+    /// A version name: its service's sets, and which of their records are
+    /// its own (`None`: all of them).
+    Version(&'g Sets, Option<&'g Subset>),
+    /// An instance name: its address record's type (0: none) and record.
+    Instance(u16, &'g [u8]),
+}
+
+/// A name that is not in the map may still be one held by the service name
+/// below it (see [`Node`]): a version name or an instance name, as the
+/// naming grammar reads them ([`naming::below_service`]). All names of a
+/// service share its node, so one more lookup finds them.
+///
+/// `labels` is the number of labels above the zone's apex, so most unknown
+/// names (one label under the apex) cost no second lookup.
+fn below_service<'g>(
+    names: &'g papaya::HashMapRef<'_, Box<[u8]>, Arc<Node>, FastHash, papaya::LocalGuard<'_>>,
+    qname: &[u8],
+    labels: usize,
+    class: AskerClass,
+) -> Option<Found<'g>> {
+    let len = *qname.first()? as usize;
+    let label = qname.get(1..1 + len)?;
+    let base_name = qname.get(1 + len..)?;
+    let base_len = *base_name.first()? as usize;
+    let base_first = base_name.get(1..1 + base_len)?;
+    let below = naming::below_service(label, base_first, labels)?;
+    let base = names.get(base_name)?;
+    match below {
+        BelowService::Version(sel) => base.variant(class).version(&sel),
+        BelowService::Instance(id) => {
+            let (rtype, rec) = base.instances.find(id)?;
+            Some(Found::Instance(rtype, rec))
+        }
+    }
+}
+
+fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
+    for t in &set.tails {
+        if !w.push_at_qname(Section::Answer, t) {
+            return false;
+        }
+    }
+    for g in &set.glue {
+        if !w.push_full(Section::Additional, g) {
+            break;
+        }
+    }
+    true
+}

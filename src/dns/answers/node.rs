@@ -1,0 +1,86 @@
+//! What is stored at one name: the record sets every asker class sees, a
+//! service's version names and instance names (found through the service's
+//! node), and static zone data.
+
+use crate::core::{AskerClass, VersionSelector};
+
+use super::super::wire::types;
+use super::super::zone::StaticRrset;
+use super::instances::InstanceTable;
+use super::lookup::Found;
+use super::members::Subset;
+use super::rrset::RecordSet;
+
+/// The dynamic record sets of a name.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Sets {
+    pub(super) a: Option<RecordSet>,
+    pub(super) aaaa: Option<RecordSet>,
+    pub(super) srv: Option<RecordSet>,
+}
+
+impl Sets {
+    /// Sets are never empty (an empty one is left out: NODATA either way).
+    pub(super) fn of_type(&self, qtype: u16) -> Option<&RecordSet> {
+        match qtype {
+            types::A => self.a.as_ref(),
+            types::AAAA => self.aaaa.as_ref(),
+            types::SRV => self.srv.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that can be answered at one name.
+#[derive(Clone, Debug, Default)]
+pub struct Node {
+    /// What askers of [`AskerClass::ANYONE`] see: today, every asker. Other
+    /// classes (access rules, intentions, nearest-first) will each have a
+    /// variant of their own, built from their plans.
+    pub(super) anyone: Variant,
+    /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
+    /// instance names, also looked up through the service's node.
+    pub(super) instances: InstanceTable,
+    pub(super) statics: Box<[StaticRrset]>,
+}
+
+/// The dynamic answers of a name as one asker class sees them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Variant {
+    pub(super) sets: Sets,
+    /// At a service name: the version names `<selector>.<name>`, looked up
+    /// through the service's node rather than stored one by one. A handful
+    /// of selectors, scanned, each with the index of its members in
+    /// `version_sets`, or [`SAME_SETS`]: a selector that selects every
+    /// instance (the common case) answers with the node's own sets.
+    pub(super) versions: Selectors,
+    pub(super) version_sets: Box<[Subset]>,
+}
+
+/// A service's version selectors, each with the index of its [`Subset`] or
+/// [`SAME_SETS`].
+pub(super) type Selectors = Box<[(VersionSelector, u32)]>;
+
+/// A version name whose sets are its service name's.
+pub(super) const SAME_SETS: u32 = u32::MAX;
+
+impl Node {
+    /// The answers `class` sees at this name: chosen after the lookup, so
+    /// the query path stays one lookup whatever the number of classes.
+    #[inline]
+    pub(super) fn variant(&self, _class: AskerClass) -> &Variant {
+        &self.anyone
+    }
+}
+
+impl Variant {
+    /// What the version name `sel` below this node answers, if it exists.
+    pub(super) fn version(&self, sel: &VersionSelector) -> Option<Found<'_>> {
+        let (_, at) = self.versions.iter().find(|(s, _)| s == sel)?;
+        if *at == SAME_SETS {
+            return Some(Found::Version(&self.sets, None));
+        }
+        let subset = self.version_sets.get(*at as usize)?;
+        Some(Found::Version(&self.sets, Some(subset)))
+    }
+}
