@@ -209,10 +209,10 @@ fn srv_records_carry_their_tier_priority() {
     let local = RecordSet::srv(&all, LOCAL_PRIORITY).unwrap();
     let far = RecordSet::srv(&all, 3).unwrap();
     assert_eq!(local.len(), far.len());
-    for i in 0..local.len() {
+    for (i, wire) in all.iter().enumerate() {
         let (l, f) = (local.run(&(i..i + 1)), far.run(&(i..i + 1)));
         let at = crate::dns::encoded::SRV_PRIORITY_AT;
-        assert_eq!(l, all[i].srv(), "the local tier is copied as encoded");
+        assert_eq!(l, wire.srv(), "the local tier is copied as encoded");
         assert_eq!(&f[at..at + 2], &3u16.to_be_bytes());
         assert_eq!(
             (&l[..at], &l[at + 2..]),
