@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::{TestServer, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
@@ -497,17 +499,147 @@ async fn question_case_is_echoed_byte_exact() {
     assert_eq!(m.answers.len(), 2);
 }
 
+/// RFC 8482 and docs/dns.md: ANY is answered with one RRset, and that RRset
+/// whole: A is preferred, then AAAA, then SRV; a name with only static data
+/// gives its first static RRset (by type code). Names without data answer as for any other
+/// type (NODATA or NXDOMAIN, with the SOA).
 #[tokio::test]
-async fn any_is_answered_with_one_rrset() {
+async fn any_is_answered_with_exactly_one_whole_rrset() {
+    use RecordType::*;
     let s = fixture().await;
-    let m = s.ask("payments.maxine.", RecordType::ANY).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert!(!m.answers.is_empty());
-    let first = m.answers[0].record_type();
-    assert!(
-        m.answers.iter().all(|r| r.record_type() == first),
-        "one RRset"
+    let cases = [
+        // A and AAAA exist: the whole A RRset, no AAAA.
+        Case {
+            name: "payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "payments.maxine. 5 IN A 10.0.1.1",
+                "payments.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "_payments._tcp.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "_payments._tcp.maxine. 5 IN A 10.0.1.1",
+                "_payments._tcp.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "billing.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["billing.maxine. 5 IN A 10.0.2.1"],
+            authority: &[],
+            additional: &[],
+        },
+        // A version whose instances have only IPv6: its AAAA RRset, not
+        // the service's A RRset.
+        Case {
+            name: "v3.payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["v3.payments.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "v2-2.payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["v2-2.payments.maxine. 5 IN A 10.0.1.2"],
+            authority: &[],
+            additional: &[],
+        },
+        // An instance name: its address record.
+        Case {
+            name: "web-3.payments.dc1.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["web-3.payments.dc1.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        // The apex has only static data: one of its RRsets (the zone's
+        // first by type code, NS, with its glue), not the NS and the SOA.
+        Case {
+            name: "maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["maxine. 3600 IN NS ns.maxine."],
+            authority: &[],
+            additional: &["ns.maxine. 3600 IN A 127.0.0.1"],
+        },
+        // No data, no name: as for any type.
+        Case {
+            name: "dc1.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "nope.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+    ];
+    for c in cases {
+        let q = query(c.name, c.qtype, None);
+        let raw = s.udp_raw(&q).await.expect("a reply");
+        let m = Message::from_vec(&raw).expect("a well-formed reply");
+        let what = format!("{} ANY", c.name);
+        assert_eq!(m.metadata.id, 0x4d58, "{what}: id echoed");
+        assert_eq!(m.metadata.response_code, c.rcode, "{what}");
+        assert!(m.metadata.authoritative, "{what}: AA");
+        assert!(!m.metadata.truncation, "{what}: TC");
+        assert!(m.metadata.recursion_desired, "{what}: RD echoed");
+        assert!(!m.metadata.recursion_available, "{what}: RA");
+        // Header counts as sent: one question, then the sections.
+        let count = |at: usize| u16::from_be_bytes([raw[at], raw[at + 1]]) as usize;
+        assert_eq!(
+            (count(4), count(6), count(8), count(10)),
+            (1, c.answers.len(), c.authority.len(), c.additional.len()),
+            "{what}: QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT"
+        );
+        assert_eq!(&raw[12..q.len()], &q[12..], "{what}: question echoed");
+        let types: BTreeSet<_> = m.answers.iter().map(|r| r.record_type()).collect();
+        assert!(types.len() <= 1, "{what}: one RRset, got {types:?}");
+        assert_eq!(lines(&m.answers), sorted(c.answers), "{what}: answers");
+        assert_eq!(
+            lines(&m.authorities),
+            sorted(c.authority),
+            "{what}: authority"
+        );
+        assert_eq!(
+            lines(&m.additionals),
+            sorted(c.additional),
+            "{what}: additional"
+        );
+        assert!(m.edns.is_none(), "{what}: no OPT without one in the query");
+    }
+    // The same over TCP, where no size limit could excuse a partial RRset.
+    let q = query("payments.maxine.", ANY, None);
+    let m = Message::from_vec(&s.tcp_raw(&[q]).await[0]).unwrap();
+    assert_eq!(
+        lines(&m.answers),
+        sorted(&[
+            "payments.maxine. 5 IN A 10.0.1.1",
+            "payments.maxine. 5 IN A 10.0.1.2",
+        ]),
+        "ANY over TCP"
     );
+    assert!(m.metadata.authoritative && m.authorities.is_empty() && m.additionals.is_empty());
 }
 
 #[tokio::test]
