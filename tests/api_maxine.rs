@@ -206,22 +206,42 @@ async fn register_accepts_ipv6_hosts_and_brackets_them_in_the_address() {
 
 #[tokio::test]
 async fn re_register_is_a_heartbeat_that_makes_no_change() {
-    let s = TestServer::start().await;
+    let mut s = TestServer::start().await;
     let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "port": 8080, "timeOut": 2});
-    register(&s, body.clone()).await;
+    assert_eq!(register(&s, body.clone()).await.status, 200);
+    let registered = s.events.recv().await.expect("the registration's event");
     let index = s.registry.index();
-    let before = s.registry.service(&key("web")).unwrap().instances
-        [&InstanceId::new("n1").unwrap()]
-        .deadline_ms();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let r = register(&s, body).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(s.registry.index(), index, "a heartbeat is not a change");
-    let after = s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()]
-        .deadline_ms();
+    assert_eq!(registered.index, index);
+    let node = |s: &TestServer| {
+        s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()].clone()
+    };
+    // The deadline is updated in place: keep the number, not the instance.
+    let before = node(&s);
+    let deadline = before.deadline_ms();
+    let fields = (before.index, before.port, before.ttl, before.compat.clone());
+    // Re-register until the registry's millisecond clock has moved, so that
+    // a refreshed deadline can be told from the old one.
+    assert_eventually!(
+        {
+            let r = register(&s, body.clone()).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(s.registry.index(), index, "a heartbeat is not a change");
+            node(&s).deadline_ms() > deadline
+        },
+        "the TTL was refreshed (deadline {deadline})"
+    );
+    let after = node(&s);
+    assert_eq!(
+        (after.index, after.port, after.ttl, after.compat.clone()),
+        fields,
+        "nothing but the deadline moved"
+    );
     assert!(
-        after > before,
-        "the TTL was refreshed ({before} -> {after})"
+        matches!(
+            s.events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a heartbeat publishes no event"
     );
 }
 

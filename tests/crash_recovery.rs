@@ -158,6 +158,8 @@ async fn every_acknowledged_change_survives_kill_9_in_every_round() {
             ledger.lock().unwrap().acked.len() >= before + 30,
             "round {round}: registrations are acknowledged"
         );
+        // Not a wait for a condition: this sleep is the random kill point
+        // the test is about (the seed above replays it).
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..600))).await;
         p.kill9().await;
         for t in tasks {
