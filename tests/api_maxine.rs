@@ -64,7 +64,8 @@ async fn register_accepts_the_fields_of_newer_sdks() {
     let m = s
         .ask("v2.orders.maxine.", hickory_proto::rr::RecordType::A)
         .await;
-    assert_eq!(m.answers.len(), 1);
+    let answers: Vec<_> = m.answers.iter().map(|r| r.to_string()).collect();
+    assert_eq!(answers, ["v2.orders.maxine. 5 IN A 10.0.0.8"]);
 }
 
 #[tokio::test]
@@ -89,10 +90,13 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
         .as_str()
         .expect("registeredAt")
         .to_string();
-    assert!(
-        humantime::parse_rfc3339(&registered_at).is_ok(),
-        "{registered_at}"
-    );
+    // The time of the registration: parseable, and now (not the epoch, not a
+    // fixed value).
+    let at = humantime::parse_rfc3339(&registered_at).expect("registeredAt is RFC 3339");
+    let off = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_secs(60), "{registered_at} is not now");
     assert_eq!(
         r.body,
         json!({
@@ -157,6 +161,7 @@ async fn register_defaults_to_timeout_5_weight_1_and_the_port_of_the_scheme() {
         json!({"hostName": "10.0.0.8", "nodeName": "n2", "serviceName": "web", "ssl": true}),
     )
     .await;
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["address"], "https://10.0.0.8");
     let inst =
         s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n2").unwrap()].clone();
@@ -474,7 +479,7 @@ async fn discover_redirects_round_robin_across_two_nodes() {
     for _ in 0..4 {
         let r = discover(&s, "?serviceName=Payment_Service&endPoint=info").await;
         assert_eq!(r.status, 302, "{r:?}");
-        assert!(r.index.is_some());
+        assert_eq!(r.index, Some(s.registry.index()));
         seen.push(r.location.expect("Location"));
     }
     let mut first_two = seen[..2].to_vec();

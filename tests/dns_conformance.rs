@@ -798,7 +798,10 @@ async fn tcp_connections_per_client_are_capped() {
             let q = [query("maxine.", RecordType::SOA, None)];
             tokio::time::timeout(std::time::Duration::from_secs(2), s.tcp_raw(&q))
                 .await
-                .is_ok()
+                .is_ok_and(|r| {
+                    let m = Message::from_vec(&r[0]).expect("a well-formed reply");
+                    m.metadata.response_code == ResponseCode::NoError && m.answers.len() == 1
+                })
         },
         "accepted again"
     );
@@ -817,7 +820,11 @@ async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
         .await;
         // No waiting: the very next query must see it.
         let m = s.ask(&format!("{svc}.maxine."), RecordType::A).await;
-        assert_eq!(m.answers.len(), 1, "{svc} visible at once");
+        assert_eq!(
+            lines(&m.answers),
+            [format!("{svc}.maxine. 5 IN A 10.9.0.{i}")],
+            "{svc} visible at once"
+        );
     }
     // Deregistration too.
     let r = s
