@@ -6,9 +6,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{TestServer, query};
+use common::{TestServer, lines, query};
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 
 /// Three instances of `payments` (two IPv4 of version 2, one IPv6 of
@@ -45,12 +45,6 @@ async fn fixture_with(tweak: impl FnOnce(&mut maxine::config::ConfigFile)) -> Te
     )
     .await;
     s
-}
-
-fn lines(records: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
 }
 
 fn sorted(expected: &[&str]) -> Vec<String> {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, query};
+use common::{TestServer, lines, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::json;
@@ -144,10 +144,4 @@ async fn heartbeats_keep_an_instance_and_revive_a_critical_one() {
     // One heartbeat brings it back at once.
     assert_eq!(beat().await, 200);
     assert_eq!(answer().await, passing);
-}
-
-fn lines(records: &[hickory_proto::rr::Record]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
 }

@@ -259,6 +259,13 @@ pub fn query(name: &str, rtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> 
     bytes
 }
 
+/// Records as zone-file lines, sorted: how DNS tests compare answers.
+pub fn lines(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
 /// Runs the `maxine` program (a client subcommand) without the store
 /// settings of the environment; returns success and stdout+stderr.
 pub async fn run_maxine<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
