@@ -212,7 +212,7 @@ async fn register_accepts_ipv6_hosts_and_brackets_them_in_the_address() {
 #[tokio::test]
 async fn re_register_is_a_heartbeat_that_makes_no_change() {
     let mut s = TestServer::start().await;
-    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "port": 8080, "timeOut": 2});
+    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "port": 8080, "timeOut": 60});
     assert_eq!(register(&s, body.clone()).await.status, 200);
     let registered = s.events.recv().await.expect("the registration's event");
     let index = s.registry.index();

@@ -91,12 +91,14 @@ async fn expiry_with_paused_time_turns_critical_then_reaps() {
 /// (`Registry::expire` with a chosen moment), not waited for on the clock.
 #[tokio::test]
 async fn heartbeats_keep_an_instance_and_revive_a_critical_one() {
-    let ttl = Duration::from_secs(2);
+    // Long enough that the server's own expiry (on the wall clock) never
+    // comes first, however slow the machine.
+    let ttl = Duration::from_secs(60);
     let s = TestServer::start().await;
     s.register(
         "pinger",
         "p",
-        json!({"address": "10.2.0.1", "port": 80, "ttl": 2}),
+        json!({"address": "10.2.0.1", "port": 80, "ttl": ttl.as_secs()}),
     )
     .await;
     // The current deadline is no later than `renewed + ttl`.
