@@ -7,9 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::api::{
-    Body, Refused, Reply, assert_all_refused, assert_message, get, get_req, post, post_json, send,
-};
+use common::api::{Refused, Reply, assert_all_refused, assert_message, get, post, send};
 use maxine::core::{Datacenter, InstanceId, ServiceKey, ServiceName};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -309,17 +307,10 @@ async fn refused_registrations_answer_a_maxine_error_and_change_nothing() {
     .await;
     assert_eq!(ok.status, 200, "{ok:?}");
     let limit = s.config.http.max_body_bytes;
-    let bad = |case, body, fragment: &str| post_json(case, REGISTER, body).message(400, fragment);
+    let bad =
+        |case, body, fragment: &str| Refused::post(case, REGISTER, body).message(400, fragment);
     let raw = |case, content_type, text: &str| {
-        Refused::new(
-            case,
-            Method::POST,
-            REGISTER,
-            Body::Raw {
-                content_type,
-                text: text.into(),
-            },
-        )
+        Refused::raw(case, Method::POST, REGISTER, content_type, text)
     };
     let rows = vec![
         bad(
@@ -400,7 +391,7 @@ async fn refused_registrations_answer_a_maxine_error_and_change_nothing() {
             "datacenter",
         ),
         // "KEEP!" maps to the DNS name of the registered "keep".
-        post_json(
+        Refused::post(
             "name colliding after normalization",
             REGISTER,
             with(json!({"serviceName": "KEEP!"})),
@@ -418,7 +409,7 @@ async fn refused_registrations_answer_a_maxine_error_and_change_nothing() {
             r#"{"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web"}"#,
         )
         .message(415, "application/json"),
-        post_json(
+        Refused::post(
             "body over the limit",
             REGISTER,
             with(json!({"path": "x".repeat(limit)})),
@@ -439,26 +430,26 @@ async fn refused_discovery_and_routes_answer_a_maxine_error_and_change_nothing()
     assert_eq!(ok.status, 200, "{ok:?}");
     let discover = "/api/maxine/serviceops/discover";
     let rows = vec![
-        get_req("discover without serviceName", discover)
+        Refused::get("discover without serviceName", discover)
             .exact_message(400, "Please provide the serviceName."),
-        get_req(
+        Refused::get(
             "discover with an empty serviceName",
             format!("{discover}?serviceName="),
         )
         .exact_message(400, "Please provide the serviceName."),
-        get_req(
+        Refused::get(
             "discover an unknown service",
             format!("{discover}?serviceName=nothing"),
         )
         .exact_message(503, "Service Unavailable"),
-        get_req(
+        Refused::get(
             "discover a name that maps to no label",
             format!("{discover}?serviceName=%21%21"),
         )
         .exact_message(503, "Service Unavailable"),
-        get_req("unknown route under /api", "/api/maxine/serviceops/nothing")
+        Refused::get("unknown route under /api", "/api/maxine/serviceops/nothing")
             .message(404, "no route for GET /api/maxine/serviceops/nothing"),
-        get_req("GET of the register route", REGISTER).message(
+        Refused::get("GET of the register route", REGISTER).message(
             405,
             "method GET is not allowed on /api/maxine/serviceops/register",
         ),

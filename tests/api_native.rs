@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::api::{
-    Body, Refused, Reply, assert_all_refused, assert_error, delete, get, get_req, put, put_json,
-    send, url,
+    Body, Refused, Reply, assert_all_refused, assert_error, delete, get, put, send, url,
 };
 use maxine::core::{Datacenter, Registry, RegistryConfig};
 use maxine::http::{HttpState, ROUTES, router, serve};
@@ -415,8 +414,9 @@ async fn refused_registrations_answer_a_json_error_and_change_nothing() {
     let p1 = "/v1/services/payments/instances/p1";
     let limit = s.config.http.max_body_bytes;
     let tags: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
-    let bad =
-        |case, body, fragment: &str| put_json(case, p1, body).error(400, "bad_request", fragment);
+    let bad = |case, body, fragment: &str| {
+        Refused::put(case, p1, body).error(400, "bad_request", fragment)
+    };
     let rows = vec![
         // The body: fields, types and ranges.
         bad(
@@ -472,7 +472,7 @@ async fn refused_registrations_answer_a_json_error_and_change_nothing() {
         bad("negative ttl", with(json!({"ttl": -5})), "negative"),
         bad("33 tags", with(json!({"tags": tags})), "tags"),
         // The names in the path.
-        put_json(
+        Refused::put(
             "service name not a DNS label",
             "/v1/services/pay_ments/instances/p1",
             with(json!({})),
@@ -482,7 +482,7 @@ async fn refused_registrations_answer_a_json_error_and_change_nothing() {
             "bad_request",
             "service name \"pay_ments\" is not a DNS label",
         ),
-        put_json(
+        Refused::put(
             "instance id like a version selector",
             "/v1/services/payments/instances/v2",
             with(json!({})),
@@ -492,53 +492,47 @@ async fn refused_registrations_answer_a_json_error_and_change_nothing() {
             "bad_request",
             "instance id \"v2\" looks like a version selector",
         ),
-        put_json(
+        Refused::put(
             "service name of 64 characters",
             format!("/v1/services/{}/instances/p1", "a".repeat(64)),
             with(json!({})),
         )
         .error(400, "bad_request", "longer than 63"),
-        put_json(
+        Refused::put(
             "service named like a datacenter",
             "/v1/services/dc1/instances/p1",
             with(json!({})),
         )
         .error(400, "bad_request", "datacenter"),
         // How the body is sent.
-        Refused::new(
+        Refused::raw(
             "malformed JSON",
             Method::PUT,
             "/v1/services/api/instances/a1",
-            Body::Raw {
-                content_type: Some("application/json"),
-                text: "{\"address\": \"10.0.0.1\", \"port\": ".into(),
-            },
+            Some("application/json"),
+            "{\"address\": \"10.0.0.1\", \"port\": ",
         )
         .error(400, "bad_request", "malformed JSON"),
-        put_json(
+        Refused::put(
             "body over the limit",
             "/v1/services/api/instances/a1",
             with(json!({"metadata": {"blob": "x".repeat(limit + 1)}})),
         )
         .error(413, "payload_too_large", format!("limit of {limit} bytes")),
-        Refused::new(
+        Refused::raw(
             "content type text/plain",
             Method::PUT,
             "/v1/services/api/instances/a1",
-            Body::Raw {
-                content_type: Some("text/plain"),
-                text: r#"{"address": "10.0.0.1", "port": 80}"#.into(),
-            },
+            Some("text/plain"),
+            r#"{"address": "10.0.0.1", "port": 80}"#,
         )
         .error(415, "unsupported_media_type", "application/json"),
-        Refused::new(
+        Refused::raw(
             "no content type",
             Method::PUT,
             "/v1/services/api/instances/a1",
-            Body::Raw {
-                content_type: None,
-                text: r#"{"address": "10.0.0.1", "port": 80}"#.into(),
-            },
+            None,
+            r#"{"address": "10.0.0.1", "port": 80}"#,
         )
         .error(415, "unsupported_media_type", "application/json"),
     ];
@@ -555,29 +549,33 @@ async fn refused_reads_heartbeats_deregistrations_and_routes_answer_a_json_error
     )
     .await;
     let rows = vec![
-        get_req("unknown service", "/v1/services/nothing").error(404, "not_found", "nothing"),
-        get_req("unknown datacenter", "/v1/services/nothing?dc=dc2").error(404, "not_found", "dc2"),
-        get_req(
+        Refused::get("unknown service", "/v1/services/nothing").error(404, "not_found", "nothing"),
+        Refused::get("unknown datacenter", "/v1/services/nothing?dc=dc2").error(
+            404,
+            "not_found",
+            "dc2",
+        ),
+        Refused::get(
             "version that is no selector",
             "/v1/services/api?version=2.0",
         )
         .error(400, "bad_request", "selector"),
-        get_req(
+        Refused::get(
             "datacenter that is no label",
             "/v1/services/api?dc=Not_A_Dc",
         )
         .error(400, "bad_request", "not_a_dc"),
-        get_req(
+        Refused::get(
             "healthy neither true nor false",
             "/v1/services/api?healthy=maybe",
         )
         .error(400, "bad_request", "query"),
-        get_req("unknown filter", "/v1/services/api?colour=red").error(
+        Refused::get("unknown filter", "/v1/services/api?colour=red").error(
             400,
             "bad_request",
             "colour",
         ),
-        get_req("service name that is no label", "/v1/services/bad_name").error(
+        Refused::get("service name that is no label", "/v1/services/bad_name").error(
             400,
             "bad_request",
             "bad_name",
@@ -596,7 +594,7 @@ async fn refused_reads_heartbeats_deregistrations_and_routes_answer_a_json_error
             Body::None,
         )
         .error(404, "not_found", "ghost"),
-        get_req("unknown route", "/v2/nothing").error(
+        Refused::get("unknown route", "/v2/nothing").error(
             404,
             "no_route",
             "no route for GET /v2/nothing",

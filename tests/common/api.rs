@@ -157,6 +157,8 @@ pub struct Refused {
 }
 
 impl Refused {
+    /// A row without its expectation yet: [`Refused::error`],
+    /// [`Refused::message`] or [`Refused::exact_message`] completes it.
     pub fn new(case: &'static str, method: Method, path: impl Into<String>, body: Body) -> Self {
         Self {
             case,
@@ -166,6 +168,33 @@ impl Refused {
             status: 0,
             says: Says::Message(String::new()),
         }
+    }
+
+    pub fn get(case: &'static str, path: impl Into<String>) -> Self {
+        Self::new(case, Method::GET, path, Body::None)
+    }
+
+    pub fn put(case: &'static str, path: impl Into<String>, body: Value) -> Self {
+        Self::new(case, Method::PUT, path, Body::Json(body))
+    }
+
+    pub fn post(case: &'static str, path: impl Into<String>, body: Value) -> Self {
+        Self::new(case, Method::POST, path, Body::Json(body))
+    }
+
+    /// A request with a body sent as is, with `content_type` (or none).
+    pub fn raw(
+        case: &'static str,
+        method: Method,
+        path: impl Into<String>,
+        content_type: Option<&'static str>,
+        text: &str,
+    ) -> Self {
+        let body = Body::Raw {
+            content_type,
+            text: text.into(),
+        };
+        Self::new(case, method, path, body)
     }
 
     /// Expects a native error.
@@ -193,19 +222,6 @@ impl Refused {
     }
 }
 
-/// Shorthands for the rows of a table.
-pub fn get_req(case: &'static str, path: impl Into<String>) -> Refused {
-    Refused::new(case, Method::GET, path, Body::None)
-}
-
-pub fn put_json(case: &'static str, path: impl Into<String>, body: Value) -> Refused {
-    Refused::new(case, Method::PUT, path, Body::Json(body))
-}
-
-pub fn post_json(case: &'static str, path: impl Into<String>, body: Value) -> Refused {
-    Refused::new(case, Method::POST, path, Body::Json(body))
-}
-
 /// Whether `method path` is a route that reads or writes the registry (its
 /// answers, refusals too, carry `X-Maxine-Index`), by the route table.
 fn is_registry_route(method: &Method, path: &str) -> bool {
@@ -229,6 +245,10 @@ fn is_registry_route(method: &Method, path: &str) -> bool {
 pub async fn assert_all_refused(s: &TestServer, rows: Vec<Refused>) {
     for row in rows {
         let what = format!("{} ({} {})", row.case, row.method, row.path);
+        assert_ne!(
+            row.status, 0,
+            "{what}: the row says nothing about the answer"
+        );
         // Shown with the failure of an assertion below.
         println!("refused request: {what}");
         let before = registry_state(s).await;
