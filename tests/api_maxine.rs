@@ -7,55 +7,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::api::{Refused, Reply, assert_all_refused, assert_message, get, post, send};
 use maxine::core::{Datacenter, InstanceId, ServiceKey, ServiceName};
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::Method;
 use serde_json::{Value, json};
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    index: Option<u64>,
-    location: Option<String>,
-    body: Value,
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let header = |name| {
-        resp.headers()
-            .get(name)
-            .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_string())
-    };
-    let index = header("x-maxine-index").map(|v| v.parse().expect("numeric index"));
-    let location = header(LOCATION.as_str());
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply {
-        status,
-        index,
-        location,
-        body,
-    }
-}
 
 const REGISTER: &str = "/api/maxine/serviceops/register";
 
 async fn register(s: &TestServer, body: Value) -> Reply {
-    send(
-        s.http
-            .post(format!("{}{REGISTER}", s.http_base()))
-            .json(&body),
-    )
-    .await
+    post(s, REGISTER, body).await
 }
 
 async fn discover(s: &TestServer, query: &str) -> Reply {
-    send(s.http.get(format!(
-        "{}/api/maxine/serviceops/discover{query}",
-        s.http_base()
-    )))
-    .await
+    get(s, &format!("/api/maxine/serviceops/discover{query}")).await
 }
 
 fn key(service: &str) -> ServiceKey {
@@ -63,58 +27,6 @@ fn key(service: &str) -> ServiceKey {
         Datacenter::new("dc1").unwrap(),
         ServiceName::new(service).unwrap(),
     )
-}
-
-/// Everything the registry holds, to check that a rejected request changed nothing.
-fn snapshot(s: &TestServer) -> (u64, Vec<String>) {
-    let mut all = Vec::new();
-    for snap in s.registry.services() {
-        for (id, inst) in &snap.instances {
-            all.push(format!(
-                "{}/{id}@{}:{} {:?}",
-                snap.key.service, inst.address, inst.port, inst.compat
-            ));
-        }
-    }
-    (s.registry.index(), all)
-}
-
-fn assert_message(r: &Reply, status: u16, needle: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    let obj = r
-        .body
-        .as_object()
-        .unwrap_or_else(|| panic!("not a JSON object: {r:?}"));
-    assert_eq!(
-        obj.keys().collect::<Vec<_>>(),
-        ["message"],
-        "Maxine errors are {{\"message\"}} only: {r:?}"
-    );
-    let text = r.body["message"].as_str().unwrap();
-    assert!(
-        text.contains(needle),
-        "{text:?} does not mention {needle:?}"
-    );
-}
-
-/// Registers a valid node, then sends `body`, which must be refused with
-/// `status` and leave the registry as it was.
-async fn assert_rejected(body: Value, status: u16, needle: &str) {
-    let s = TestServer::start().await;
-    let ok = register(
-        &s,
-        json!({"hostName": "10.0.0.9", "nodeName": "keep", "serviceName": "keep"}),
-    )
-    .await;
-    assert_eq!(ok.status, 200, "{ok:?}");
-    let before = snapshot(&s);
-    let r = register(&s, body).await;
-    assert_message(&r, status, needle);
-    assert_eq!(
-        snapshot(&s),
-        before,
-        "a rejected registration changed the registry"
-    );
 }
 
 // ---- register ----
@@ -150,7 +62,8 @@ async fn register_accepts_the_fields_of_newer_sdks() {
     let m = s
         .ask("v2.orders.maxine.", hickory_proto::rr::RecordType::A)
         .await;
-    assert_eq!(m.answers.len(), 1);
+    let answers: Vec<_> = m.answers.iter().map(|r| r.to_string()).collect();
+    assert_eq!(answers, ["v2.orders.maxine. 5 IN A 10.0.0.8"]);
 }
 
 #[tokio::test]
@@ -175,10 +88,13 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
         .as_str()
         .expect("registeredAt")
         .to_string();
-    assert!(
-        humantime::parse_rfc3339(&registered_at).is_ok(),
-        "{registered_at}"
-    );
+    // The time of the registration: parseable, and now (not the epoch, not a
+    // fixed value).
+    let at = humantime::parse_rfc3339(&registered_at).expect("registeredAt is RFC 3339");
+    let off = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_secs(60), "{registered_at} is not now");
     assert_eq!(
         r.body,
         json!({
@@ -243,6 +159,7 @@ async fn register_defaults_to_timeout_5_weight_1_and_the_port_of_the_scheme() {
         json!({"hostName": "10.0.0.8", "nodeName": "n2", "serviceName": "web", "ssl": true}),
     )
     .await;
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["address"], "https://10.0.0.8");
     let inst =
         s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n2").unwrap()].clone();
@@ -292,22 +209,42 @@ async fn register_accepts_ipv6_hosts_and_brackets_them_in_the_address() {
 
 #[tokio::test]
 async fn re_register_is_a_heartbeat_that_makes_no_change() {
-    let s = TestServer::start().await;
-    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "port": 8080, "timeOut": 2});
-    register(&s, body.clone()).await;
+    let mut s = TestServer::start().await;
+    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "web", "port": 8080, "timeOut": 60});
+    assert_eq!(register(&s, body.clone()).await.status, 200);
+    let registered = s.events.recv().await.expect("the registration's event");
     let index = s.registry.index();
-    let before = s.registry.service(&key("web")).unwrap().instances
-        [&InstanceId::new("n1").unwrap()]
-        .deadline_ms();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let r = register(&s, body).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(s.registry.index(), index, "a heartbeat is not a change");
-    let after = s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()]
-        .deadline_ms();
+    assert_eq!(registered.index, index);
+    let node = |s: &TestServer| {
+        s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()].clone()
+    };
+    // The deadline is updated in place: keep the number, not the instance.
+    let before = node(&s);
+    let deadline = before.deadline_ms();
+    let fields = (before.index, before.port, before.ttl, before.compat.clone());
+    // Re-register until the registry's millisecond clock has moved, so that
+    // a refreshed deadline can be told from the old one.
+    assert_eventually!(
+        {
+            let r = register(&s, body.clone()).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(s.registry.index(), index, "a heartbeat is not a change");
+            node(&s).deadline_ms() > deadline
+        },
+        "the TTL was refreshed (deadline {deadline})"
+    );
+    let after = node(&s);
+    assert_eq!(
+        (after.index, after.port, after.ttl, after.compat.clone()),
+        fields,
+        "nothing but the deadline moved"
+    );
     assert!(
-        after > before,
-        "the TTL was refreshed ({before} -> {after})"
+        matches!(
+            s.events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a heartbeat publishes no event"
     );
 }
 
@@ -348,186 +285,176 @@ async fn re_register_with_other_data_replaces_the_node() {
     );
 }
 
-// ---- register: bad input ----
+// ---- refused requests: status, Maxine error, registry unchanged ----
 
-#[tokio::test]
-async fn register_without_host_name_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"nodeName": "n1", "serviceName": "web"}),
-        400,
-        "hostName is missing",
-    )
-    .await;
+/// A registration of node `n1` of `web` on 10.0.0.1 with `extra` fields merged in.
+fn with(extra: Value) -> Value {
+    let mut body = json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
 }
 
 #[tokio::test]
-async fn register_with_empty_service_name_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": ""}),
-        400,
-        "serviceName is missing",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_name_without_letters_or_digits_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "!!!"}),
-        400,
-        "\"!!!\"",
-    )
-    .await;
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "__", "serviceName": "web"}),
-        400,
-        "nodeName",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_weight_above_10_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "weight": 11}),
-        400,
-        "weight must be between 1 and 10",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_weight_zero_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "weight": 0}),
-        400,
-        "weight",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_timeout_out_of_range_is_400_and_changes_nothing() {
-    for t in [json!(0), json!(-3), json!(86400)] {
-        assert_rejected(
-            json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "timeOut": t}),
-            400,
-            "timeOut must be between",
-        )
-        .await;
-    }
-}
-
-#[tokio::test]
-async fn register_with_port_out_of_range_is_400_and_changes_nothing() {
-    for p in [json!(0), json!(65536), json!("70000")] {
-        assert_rejected(
-            json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "port": p}),
-            400,
-            "port must be between 1 and 65535",
-        )
-        .await;
-    }
-}
-
-#[tokio::test]
-async fn register_with_a_non_numeric_port_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "port": "http"}),
-        400,
-        "not a whole number",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_bad_host_name_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "not a host", "nodeName": "n1", "serviceName": "web"}),
-        400,
-        "hostName \"not a host\"",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_path_containing_spaces_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "path": "/a b"}),
-        400,
-        "path",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_an_unknown_field_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "colour": "red"}),
-        400,
-        "unknown field `colour`",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_service_name_of_a_datacenter_is_400_and_changes_nothing() {
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "DC1"}),
-        400,
-        "datacenter",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_name_colliding_after_normalization_is_409_and_changes_nothing() {
-    // "keep" is registered by assert_rejected; "KEEP!" maps to the same DNS name.
-    assert_rejected(
-        json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "KEEP!"}),
-        409,
-        "keep",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_malformed_json_is_400_and_changes_nothing() {
+async fn refused_registrations_answer_a_maxine_error_and_change_nothing() {
     let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let r = send(
-        s.http
-            .post(format!("{}{REGISTER}", s.http_base()))
-            .header(CONTENT_TYPE, "application/json")
-            .body("{\"hostName\": "),
+    // Long-lived, so that no expiry changes the registry during the table.
+    let ok = register(
+        &s,
+        json!({"hostName": "10.0.0.9", "nodeName": "keep", "serviceName": "keep", "timeOut": 3600}),
     )
     .await;
-    assert_message(&r, 400, "malformed JSON");
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
-async fn register_without_json_content_type_is_415_and_changes_nothing() {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let r = send(
-        s.http
-            .post(format!("{}{REGISTER}", s.http_base()))
-            .body(r#"{"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web"}"#),
-    )
-    .await;
-    assert_message(&r, 415, "application/json");
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
-async fn register_with_a_body_over_the_limit_is_413_and_changes_nothing() {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
+    assert_eq!(ok.status, 200, "{ok:?}");
     let limit = s.config.http.max_body_bytes;
-    let r = register(&s, json!({"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web", "path": "x".repeat(limit)})).await;
-    assert_message(&r, 413, "limit");
-    assert_eq!(snapshot(&s), before);
+    let bad =
+        |case, body, fragment: &str| Refused::post(case, REGISTER, body).message(400, fragment);
+    let raw = |case, content_type, text: &str| {
+        Refused::raw(case, Method::POST, REGISTER, content_type, text)
+    };
+    let rows = vec![
+        bad(
+            "without hostName",
+            json!({"nodeName": "n1", "serviceName": "web"}),
+            "hostName is missing",
+        ),
+        bad(
+            "empty serviceName",
+            with(json!({"serviceName": ""})),
+            "serviceName is missing",
+        ),
+        bad(
+            "serviceName without letters or digits",
+            with(json!({"serviceName": "!!!"})),
+            "\"!!!\"",
+        ),
+        bad(
+            "nodeName without letters or digits",
+            with(json!({"nodeName": "__"})),
+            "nodeName",
+        ),
+        bad(
+            "weight 11",
+            with(json!({"weight": 11})),
+            "weight must be between 1 and 10",
+        ),
+        bad("weight 0", with(json!({"weight": 0})), "weight"),
+        bad(
+            "timeOut 0",
+            with(json!({"timeOut": 0})),
+            "timeOut must be between",
+        ),
+        bad(
+            "timeOut -3",
+            with(json!({"timeOut": -3})),
+            "timeOut must be between",
+        ),
+        bad(
+            "timeOut 86400",
+            with(json!({"timeOut": 86400})),
+            "timeOut must be between",
+        ),
+        bad(
+            "port 0",
+            with(json!({"port": 0})),
+            "port must be between 1 and 65535",
+        ),
+        bad(
+            "port 65536",
+            with(json!({"port": 65536})),
+            "port must be between 1 and 65535",
+        ),
+        bad(
+            "port \"70000\"",
+            with(json!({"port": "70000"})),
+            "port must be between 1 and 65535",
+        ),
+        bad(
+            "non-numeric port",
+            with(json!({"port": "http"})),
+            "not a whole number",
+        ),
+        bad(
+            "bad hostName",
+            with(json!({"hostName": "not a host"})),
+            "hostName \"not a host\"",
+        ),
+        bad("path with spaces", with(json!({"path": "/a b"})), "path"),
+        bad(
+            "unknown field",
+            with(json!({"colour": "red"})),
+            "unknown field `colour`",
+        ),
+        bad(
+            "serviceName of a datacenter",
+            with(json!({"serviceName": "DC1"})),
+            "datacenter",
+        ),
+        // "KEEP!" maps to the DNS name of the registered "keep".
+        Refused::post(
+            "name colliding after normalization",
+            REGISTER,
+            with(json!({"serviceName": "KEEP!"})),
+        )
+        .message(409, "keep"),
+        raw(
+            "malformed JSON",
+            Some("application/json"),
+            "{\"hostName\": ",
+        )
+        .message(400, "malformed JSON"),
+        raw(
+            "no JSON content type",
+            None,
+            r#"{"hostName": "10.0.0.1", "nodeName": "n1", "serviceName": "web"}"#,
+        )
+        .message(415, "application/json"),
+        Refused::post(
+            "body over the limit",
+            REGISTER,
+            with(json!({"path": "x".repeat(limit)})),
+        )
+        .message(413, "limit"),
+    ];
+    assert_all_refused(&s, rows).await;
+}
+
+#[tokio::test]
+async fn refused_discovery_and_routes_answer_a_maxine_error_and_change_nothing() {
+    let s = TestServer::start().await;
+    let ok = register(
+        &s,
+        json!({"hostName": "10.0.0.9", "nodeName": "keep", "serviceName": "keep", "timeOut": 3600}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let discover = "/api/maxine/serviceops/discover";
+    let rows = vec![
+        Refused::get("discover without serviceName", discover)
+            .exact_message(400, "Please provide the serviceName."),
+        Refused::get(
+            "discover with an empty serviceName",
+            format!("{discover}?serviceName="),
+        )
+        .exact_message(400, "Please provide the serviceName."),
+        Refused::get(
+            "discover an unknown service",
+            format!("{discover}?serviceName=nothing"),
+        )
+        .exact_message(503, "Service Unavailable"),
+        Refused::get(
+            "discover a name that maps to no label",
+            format!("{discover}?serviceName=%21%21"),
+        )
+        .exact_message(503, "Service Unavailable"),
+        Refused::get("unknown route under /api", "/api/maxine/serviceops/nothing")
+            .message(404, "no route for GET /api/maxine/serviceops/nothing"),
+        Refused::get("GET of the register route", REGISTER).message(
+            405,
+            "method GET is not allowed on /api/maxine/serviceops/register",
+        ),
+    ];
+    assert_all_refused(&s, rows).await;
 }
 
 // ---- discover ----
@@ -543,7 +470,7 @@ async fn discover_redirects_round_robin_across_two_nodes() {
     for _ in 0..4 {
         let r = discover(&s, "?serviceName=Payment_Service&endPoint=info").await;
         assert_eq!(r.status, 302, "{r:?}");
-        assert!(r.index.is_some());
+        assert_eq!(r.index, Some(s.registry.index()));
         seen.push(r.location.expect("Location"));
     }
     let mut first_two = seen[..2].to_vec();
@@ -579,30 +506,6 @@ async fn discover_finds_natively_registered_instances_too() {
         (r.status, r.location.as_deref()),
         (302, Some("http://10.0.0.5:9000"))
     );
-}
-
-#[tokio::test]
-async fn discover_without_service_name_is_400() {
-    let s = TestServer::start().await;
-    assert_message(
-        &discover(&s, "").await,
-        400,
-        "Please provide the serviceName.",
-    );
-    assert_message(
-        &discover(&s, "?serviceName=").await,
-        400,
-        "Please provide the serviceName.",
-    );
-}
-
-#[tokio::test]
-async fn discover_of_an_unknown_service_is_503_service_unavailable() {
-    let s = TestServer::start().await;
-    let r = discover(&s, "?serviceName=nothing").await;
-    assert_eq!(r.body, json!({"message": "Service Unavailable"}));
-    assert_eq!(r.status, 503);
-    assert_eq!(discover(&s, "?serviceName=%21%21").await.status, 503);
 }
 
 #[tokio::test]
@@ -679,17 +582,4 @@ async fn actuator_health_is_up() {
     let r = send(s.http.get(format!("{}/api/actuator/health", s.http_base()))).await;
     assert_eq!((r.status, r.body), (200, json!({"status": "UP"})));
     assert!(r.index.is_none());
-}
-
-#[tokio::test]
-async fn routing_errors_under_api_are_in_maxine_format() {
-    let s = TestServer::start().await;
-    let r = send(
-        s.http
-            .get(format!("{}/api/maxine/serviceops/nothing", s.http_base())),
-    )
-    .await;
-    assert_message(&r, 404, "no route for GET /api/maxine/serviceops/nothing");
-    let r = send(s.http.get(format!("{}{REGISTER}", s.http_base()))).await;
-    assert_message(&r, 405, "method GET is not allowed");
 }

@@ -10,93 +10,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::api::{
+    Body, Refused, Reply, assert_all_refused, assert_error, delete, get, put, send, url,
+};
 use maxine::core::{Datacenter, Registry, RegistryConfig};
 use maxine::http::{HttpState, ROUTES, router, serve};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-/// One answer, decoded.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    index: Option<u64>,
-    body: Value,
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let index = resp
-        .headers()
-        .get("x-maxine-index")
-        .map(|v| v.to_str().unwrap().parse().expect("numeric index"));
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply {
-        status,
-        index,
-        body,
-    }
-}
-
-fn url(s: &TestServer, path: &str) -> String {
-    format!("{}{path}", s.http_base())
-}
-
-async fn put(s: &TestServer, path: &str, body: Value) -> Reply {
-    send(s.http.put(url(s, path)).json(&body)).await
-}
-
-async fn get(s: &TestServer, path: &str) -> Reply {
-    send(s.http.get(url(s, path))).await
-}
-
-/// Everything the registry holds, to check that a rejected request changed nothing.
-fn snapshot(s: &TestServer) -> (u64, Vec<String>) {
-    let mut all = Vec::new();
-    for snap in s.registry.services() {
-        for (id, inst) in &snap.instances {
-            all.push(format!(
-                "{}/{}/{id}@{}:{}",
-                snap.key.dc, snap.key.service, inst.address, inst.port
-            ));
-        }
-    }
-    (s.registry.index(), all)
-}
-
-/// Asserts a JSON error of the native shape with `status` whose text contains `needle`.
-fn assert_error(r: &Reply, status: u16, needle: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    let text = r.body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error text: {r:?}"));
-    assert!(
-        text.to_lowercase().contains(&needle.to_lowercase()),
-        "{text:?} does not mention {needle:?}"
-    );
-    assert!(r.body["kind"].is_string(), "{r:?}");
-}
-
-/// Sends a registration that must be refused, and checks that nothing changed.
-async fn assert_register_rejected(body: Value, status: u16, needle: &str) {
-    let s = TestServer::start().await;
-    put(
-        &s,
-        "/v1/services/payments/instances/keep",
-        json!({"address": "10.0.0.1", "port": 80}),
-    )
-    .await;
-    let before = snapshot(&s);
-    let r = put(&s, "/v1/services/payments/instances/p1", body).await;
-    assert_error(&r, status, needle);
-    assert_eq!(
-        snapshot(&s),
-        before,
-        "a rejected registration changed the registry"
-    );
-}
 
 fn payments_body() -> Value {
     json!({
@@ -325,22 +246,6 @@ async fn heartbeat_answers_the_instance_and_revives_a_critical_one() {
 }
 
 #[tokio::test]
-async fn heartbeat_of_unknown_instance_is_404() {
-    let s = TestServer::start().await;
-    let r = send(
-        s.http
-            .put(url(&s, "/v1/services/api/instances/ghost/heartbeat")),
-    )
-    .await;
-    assert_error(&r, 404, "not registered");
-    assert_eq!(r.body["kind"], "not_found");
-    assert!(
-        r.index.is_some(),
-        "error answers of registry routes carry the index too"
-    );
-}
-
-#[tokio::test]
 async fn deregister_answers_the_index_of_the_removal() {
     let s = TestServer::start().await;
     put(
@@ -355,7 +260,7 @@ async fn deregister_answers_the_index_of_the_removal() {
         json!({"address": "10.0.0.2", "port": 80}),
     )
     .await;
-    let r = send(s.http.delete(url(&s, "/v1/services/api/instances/a1"))).await;
+    let r = delete(&s, "/v1/services/api/instances/a1").await;
     assert_eq!(r.status, 200, "{r:?}");
     let index = s.registry.index();
     assert_eq!(r.body, json!({"index": index}));
@@ -371,21 +276,6 @@ async fn deregister_answers_the_index_of_the_removal() {
 }
 
 #[tokio::test]
-async fn deregister_of_unknown_instance_is_404_and_changes_nothing() {
-    let s = TestServer::start().await;
-    put(
-        &s,
-        "/v1/services/api/instances/a1",
-        json!({"address": "10.0.0.1", "port": 80}),
-    )
-    .await;
-    let before = snapshot(&s);
-    let r = send(s.http.delete(url(&s, "/v1/services/api/instances/ghost"))).await;
-    assert_error(&r, 404, "ghost");
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
 async fn deregistering_the_last_instance_removes_the_service() {
     let s = TestServer::start().await;
     put(
@@ -394,8 +284,11 @@ async fn deregistering_the_last_instance_removes_the_service() {
         json!({"address": "10.0.0.1", "port": 80}),
     )
     .await;
-    send(s.http.delete(url(&s, "/v1/services/api/instances/a1"))).await;
-    assert_eq!(get(&s, "/v1/services/api").await.status, 404);
+    assert_eq!(
+        delete(&s, "/v1/services/api/instances/a1").await.status,
+        200
+    );
+    assert_error(&get(&s, "/v1/services/api").await, 404, "not_found", "api");
     assert_eq!(get(&s, "/v1/services").await.body["services"], json!([]));
 }
 
@@ -496,283 +389,245 @@ async fn get_service_lists_instances_with_filters_for_version_and_health() {
         ["a2"]
     );
     assert_eq!(
-        ids(&get(&s, "/v1/services/api?dc=dc1&healthy=false").await).len(),
-        3
+        ids(&get(&s, "/v1/services/api?dc=dc1&healthy=false").await),
+        ["a1", "a2", "a3"]
     );
     let none = get(&s, "/v1/services/api?version=v9").await;
     assert_eq!((none.status, ids(&none).len()), (200, 0));
 }
 
+// ---- refused requests: status, JSON error, registry unchanged ----
+
+/// A registration with `address`/`port` and `extra` fields merged in.
+fn with(extra: Value) -> Value {
+    let mut body = json!({"address": "10.0.0.1", "port": 80});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
 #[tokio::test]
-async fn get_unknown_service_is_404() {
+async fn refused_registrations_answer_a_json_error_and_change_nothing() {
     let s = TestServer::start().await;
-    let r = get(&s, "/v1/services/nothing").await;
-    assert_error(&r, 404, "nothing");
-    assert!(r.index.is_some());
-    let r = get(&s, "/v1/services/nothing?dc=dc2").await;
-    assert_error(&r, 404, "dc2");
-}
-
-#[tokio::test]
-async fn get_service_with_bad_filters_is_400() {
-    let s = TestServer::start().await;
-    put(
-        &s,
-        "/v1/services/api/instances/a1",
-        json!({"address": "10.0.0.1", "port": 80}),
+    s.register(
+        "payments",
+        "keep",
+        json!({"address": "10.0.0.1", "port": 80, "ttl": "1h"}),
     )
     .await;
-    assert_error(
-        &get(&s, "/v1/services/api?version=2.0").await,
-        400,
-        "selector",
-    );
-    assert_error(
-        &get(&s, "/v1/services/api?dc=Not_A_Dc").await,
-        400,
-        "not_a_dc",
-    );
-    assert_error(
-        &get(&s, "/v1/services/api?healthy=maybe").await,
-        400,
-        "query",
-    );
-    assert_error(&get(&s, "/v1/services/api?colour=red").await, 400, "colour");
-    assert_error(&get(&s, "/v1/services/bad_name").await, 400, "bad_name");
-}
-
-// ---- bad input: status, JSON error, registry unchanged ----
-
-#[tokio::test]
-async fn register_with_malformed_json_is_rejected_and_changes_nothing() {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let r = send(
-        s.http
-            .put(url(&s, "/v1/services/api/instances/a1"))
-            .header(CONTENT_TYPE, "application/json")
-            .body("{\"address\": \"10.0.0.1\", \"port\": "),
-    )
-    .await;
-    assert_error(&r, 400, "malformed JSON");
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
-async fn register_with_unknown_field_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "colour": "red"}),
-        400,
-        "unknown field `colour`",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_without_port_is_rejected_and_changes_nothing() {
-    assert_register_rejected(json!({"address": "10.0.0.1"}), 400, "missing field `port`").await;
-}
-
-#[tokio::test]
-async fn register_with_a_wrongly_typed_field_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "tags": "blue"}),
-        400,
-        "tags",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_port_zero_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 0}),
-        400,
-        "port must be between 1 and 65535",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_port_above_65535_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 65536}),
-        400,
-        "port must be between 1 and 65535",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_host_name_as_address_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "api.example.com", "port": 80}),
-        400,
-        "not an IP address",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_garbage_address_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.300", "port": 80}),
-        400,
-        "10.0.0.300",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_weight_out_of_range_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "weight": 0}),
-        400,
-        "weight",
-    )
-    .await;
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "weight": 65536}),
-        400,
-        "weight",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_ttl_out_of_range_is_rejected_and_changes_nothing() {
-    for ttl in [json!(0), json!("500ms"), json!("25h"), json!(86401)] {
-        assert_register_rejected(
-            json!({"address": "10.0.0.1", "port": 80, "ttl": ttl}),
-            400,
-            "ttl must be between",
-        )
-        .await;
-    }
-}
-
-#[tokio::test]
-async fn register_with_unreadable_ttl_is_rejected_and_changes_nothing() {
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "ttl": "soon"}),
-        400,
-        "soon",
-    )
-    .await;
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "ttl": -5}),
-        400,
-        "negative",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_too_many_tags_is_rejected_and_changes_nothing() {
-    let tags: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
-    assert_register_rejected(
-        json!({"address": "10.0.0.1", "port": 80, "tags": tags}),
-        400,
-        "tags",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn register_with_a_service_name_that_is_not_a_dns_label_is_rejected_and_changes_nothing() {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let r = put(
-        &s,
-        "/v1/services/pay_ments/instances/p1",
-        json!({"address": "10.0.0.1", "port": 80}),
-    )
-    .await;
-    assert_error(&r, 400, "service name \"pay_ments\" is not a DNS label");
-    let r = put(
-        &s,
-        "/v1/services/payments/instances/v2",
-        json!({"address": "10.0.0.1", "port": 80}),
-    )
-    .await;
-    assert_error(&r, 400, "instance id \"v2\" looks like a version selector");
-    let long = "a".repeat(64);
-    let r = put(
-        &s,
-        &format!("/v1/services/{long}/instances/p1"),
-        json!({"address": "10.0.0.1", "port": 80}),
-    )
-    .await;
-    assert_error(&r, 400, "longer than 63");
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
-async fn register_with_a_service_named_like_a_datacenter_is_rejected_and_changes_nothing() {
-    assert_register_rejected_at("/v1/services/dc1/instances/p1", 400, "datacenter").await;
-}
-
-async fn assert_register_rejected_at(path: &str, status: u16, needle: &str) {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let r = put(&s, path, json!({"address": "10.0.0.1", "port": 80})).await;
-    assert_error(&r, status, needle);
-    assert_eq!(snapshot(&s), before);
-}
-
-#[tokio::test]
-async fn register_with_a_body_over_the_limit_is_413_and_changes_nothing() {
-    let s = TestServer::start().await;
-    let before = snapshot(&s);
+    let p1 = "/v1/services/payments/instances/p1";
     let limit = s.config.http.max_body_bytes;
-    let big =
-        json!({"address": "10.0.0.1", "port": 80, "metadata": {"blob": "x".repeat(limit + 1)}});
-    let r = put(&s, "/v1/services/api/instances/a1", big).await;
-    assert_error(&r, 413, &format!("limit of {limit} bytes"));
-    assert_eq!(r.body["kind"], "payload_too_large");
-    assert_eq!(snapshot(&s), before);
+    let tags: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let bad = |case, body, fragment: &str| {
+        Refused::put(case, p1, body).error(400, "bad_request", fragment)
+    };
+    let rows = vec![
+        // The body: fields, types and ranges.
+        bad(
+            "unknown field",
+            with(json!({"colour": "red"})),
+            "unknown field `colour`",
+        ),
+        bad(
+            "without port",
+            json!({"address": "10.0.0.1"}),
+            "missing field `port`",
+        ),
+        bad("wrongly typed field", with(json!({"tags": "blue"})), "tags"),
+        bad(
+            "port zero",
+            with(json!({"port": 0})),
+            "port must be between 1 and 65535",
+        ),
+        bad(
+            "port above 65535",
+            with(json!({"port": 65536})),
+            "port must be between 1 and 65535",
+        ),
+        bad(
+            "host name as address",
+            with(json!({"address": "api.example.com"})),
+            "not an IP address",
+        ),
+        bad(
+            "garbage address",
+            with(json!({"address": "10.0.0.300"})),
+            "10.0.0.300",
+        ),
+        bad("weight 0", with(json!({"weight": 0})), "weight"),
+        bad("weight 65536", with(json!({"weight": 65536})), "weight"),
+        bad("ttl 0", with(json!({"ttl": 0})), "ttl must be between"),
+        bad(
+            "ttl 500ms",
+            with(json!({"ttl": "500ms"})),
+            "ttl must be between",
+        ),
+        bad(
+            "ttl 25h",
+            with(json!({"ttl": "25h"})),
+            "ttl must be between",
+        ),
+        bad(
+            "ttl 86401",
+            with(json!({"ttl": 86401})),
+            "ttl must be between",
+        ),
+        bad("unreadable ttl", with(json!({"ttl": "soon"})), "soon"),
+        bad("negative ttl", with(json!({"ttl": -5})), "negative"),
+        bad("33 tags", with(json!({"tags": tags})), "tags"),
+        // The names in the path.
+        Refused::put(
+            "service name not a DNS label",
+            "/v1/services/pay_ments/instances/p1",
+            with(json!({})),
+        )
+        .error(
+            400,
+            "bad_request",
+            "service name \"pay_ments\" is not a DNS label",
+        ),
+        Refused::put(
+            "instance id like a version selector",
+            "/v1/services/payments/instances/v2",
+            with(json!({})),
+        )
+        .error(
+            400,
+            "bad_request",
+            "instance id \"v2\" looks like a version selector",
+        ),
+        Refused::put(
+            "service name of 64 characters",
+            format!("/v1/services/{}/instances/p1", "a".repeat(64)),
+            with(json!({})),
+        )
+        .error(400, "bad_request", "longer than 63"),
+        Refused::put(
+            "service named like a datacenter",
+            "/v1/services/dc1/instances/p1",
+            with(json!({})),
+        )
+        .error(400, "bad_request", "datacenter"),
+        // How the body is sent.
+        Refused::raw(
+            "malformed JSON",
+            Method::PUT,
+            "/v1/services/api/instances/a1",
+            Some("application/json"),
+            "{\"address\": \"10.0.0.1\", \"port\": ",
+        )
+        .error(400, "bad_request", "malformed JSON"),
+        Refused::put(
+            "body over the limit",
+            "/v1/services/api/instances/a1",
+            with(json!({"metadata": {"blob": "x".repeat(limit + 1)}})),
+        )
+        .error(413, "payload_too_large", format!("limit of {limit} bytes")),
+        Refused::raw(
+            "content type text/plain",
+            Method::PUT,
+            "/v1/services/api/instances/a1",
+            Some("text/plain"),
+            r#"{"address": "10.0.0.1", "port": 80}"#,
+        )
+        .error(415, "unsupported_media_type", "application/json"),
+        Refused::raw(
+            "no content type",
+            Method::PUT,
+            "/v1/services/api/instances/a1",
+            None,
+            r#"{"address": "10.0.0.1", "port": 80}"#,
+        )
+        .error(415, "unsupported_media_type", "application/json"),
+    ];
+    assert_all_refused(&s, rows).await;
 }
 
 #[tokio::test]
-async fn register_with_wrong_content_type_is_415_and_changes_nothing() {
+async fn refused_reads_heartbeats_deregistrations_and_routes_answer_a_json_error() {
     let s = TestServer::start().await;
-    let before = snapshot(&s);
-    let body = r#"{"address": "10.0.0.1", "port": 80}"#;
-    let r = send(
-        s.http
-            .put(url(&s, "/v1/services/api/instances/a1"))
-            .header(CONTENT_TYPE, "text/plain")
-            .body(body),
+    s.register(
+        "api",
+        "a1",
+        json!({"address": "10.0.0.1", "port": 80, "ttl": "1h"}),
     )
     .await;
-    assert_error(&r, 415, "application/json");
-    let r = send(
-        s.http
-            .put(url(&s, "/v1/services/api/instances/a1"))
-            .body(body),
-    )
-    .await;
-    assert_error(&r, 415, "application/json");
-    assert_eq!(snapshot(&s), before);
-}
-
-// ---- routing ----
-
-#[tokio::test]
-async fn unknown_route_is_a_json_404() {
-    let s = TestServer::start().await;
-    let r = get(&s, "/v2/nothing").await;
-    assert_error(&r, 404, "no route for GET /v2/nothing");
-    assert_eq!(r.body["kind"], "no_route");
-}
-
-#[tokio::test]
-async fn wrong_method_is_a_json_405() {
-    let s = TestServer::start().await;
-    let r = send(s.http.post(url(&s, "/v1/health"))).await;
-    assert_error(&r, 405, "method POST is not allowed on /v1/health");
-    let r = send(s.http.delete(url(&s, "/v1/services/api"))).await;
-    assert_eq!(r.status, 405);
+    let rows = vec![
+        Refused::get("unknown service", "/v1/services/nothing").error(404, "not_found", "nothing"),
+        Refused::get("unknown datacenter", "/v1/services/nothing?dc=dc2").error(
+            404,
+            "not_found",
+            "dc2",
+        ),
+        Refused::get(
+            "version that is no selector",
+            "/v1/services/api?version=2.0",
+        )
+        .error(400, "bad_request", "selector"),
+        Refused::get(
+            "datacenter that is no label",
+            "/v1/services/api?dc=Not_A_Dc",
+        )
+        .error(400, "bad_request", "not_a_dc"),
+        Refused::get(
+            "healthy neither true nor false",
+            "/v1/services/api?healthy=maybe",
+        )
+        .error(400, "bad_request", "query"),
+        Refused::get("unknown filter", "/v1/services/api?colour=red").error(
+            400,
+            "bad_request",
+            "colour",
+        ),
+        Refused::get("service name that is no label", "/v1/services/bad_name").error(
+            400,
+            "bad_request",
+            "bad_name",
+        ),
+        Refused::new(
+            "heartbeat of an unknown instance",
+            Method::PUT,
+            "/v1/services/api/instances/ghost/heartbeat",
+            Body::None,
+        )
+        .error(404, "not_found", "not registered"),
+        Refused::new(
+            "deregister an unknown instance",
+            Method::DELETE,
+            "/v1/services/api/instances/ghost",
+            Body::None,
+        )
+        .error(404, "not_found", "ghost"),
+        Refused::get("unknown route", "/v2/nothing").error(
+            404,
+            "no_route",
+            "no route for GET /v2/nothing",
+        ),
+        Refused::new(
+            "POST to a GET route",
+            Method::POST,
+            "/v1/health",
+            Body::None,
+        )
+        .error(
+            405,
+            "method_not_allowed",
+            "method POST is not allowed on /v1/health",
+        ),
+        Refused::new(
+            "DELETE of a service",
+            Method::DELETE,
+            "/v1/services/api",
+            Body::None,
+        )
+        .error(
+            405,
+            "method_not_allowed",
+            "method DELETE is not allowed on /v1/services/api",
+        ),
+    ];
+    assert_all_refused(&s, rows).await;
 }
 
 // ---- the OpenAPI document ----

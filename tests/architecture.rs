@@ -27,18 +27,93 @@ fn violations(module: &str, forbidden: &[&str]) -> Vec<String> {
     files.retain(|f| !f.ends_with("tests.rs"));
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        // Unit tests may build their own clocks and fixtures.
-        let code_part = text.split("#[cfg(test)]").next().unwrap_or("");
-        for (n, line) in code_part.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            for bad in forbidden {
-                if code.contains(bad) {
-                    found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
-                }
-            }
+        for (n, line) in violations_in(&text, forbidden) {
+            found.push(format!("{}:{n}: {line}", f.display()));
         }
     }
     found
+}
+
+/// The lines (number, text) of `text` that mention a forbidden path, as
+/// written or inside a grouped import (`use crate::{dns, http::X};`, also
+/// over several lines). Comments and unit tests do not count.
+fn violations_in(text: &str, forbidden: &[&str]) -> Vec<(usize, String)> {
+    // Unit tests may build their own clocks and fixtures.
+    let code_part = text.split("#[cfg(test)]").next().unwrap_or("");
+    let code: Vec<&str> = code_part
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect();
+    let mut found = Vec::new();
+    for (n, line) in code.iter().enumerate() {
+        if forbidden.iter().any(|bad| line.contains(bad)) {
+            found.push((n + 1, code_part.lines().nth(n).unwrap().trim().to_string()));
+        }
+    }
+    // Grouped imports: each `crate::{...}` spelled out as `crate::<first segment>`.
+    let joined = code.join("\n");
+    let mut rest = joined.as_str();
+    while let Some(at) = rest.find("crate::{") {
+        let group_start = at + "crate::{".len();
+        let mut depth = 1;
+        let mut end = group_start;
+        for (i, c) in rest[group_start..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = group_start + i;
+                break;
+            }
+        }
+        let group = &rest[group_start..end];
+        let line = joined[..joined.len() - rest.len() + at]
+            .matches('\n')
+            .count();
+        let mut depth = 0;
+        let mut entry = String::new();
+        for c in group.chars().chain([',']) {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    let first = entry.trim().split("::").next().unwrap_or("").trim();
+                    let spelled = format!("crate::{first}");
+                    if !first.is_empty() && forbidden.iter().any(|bad| spelled == *bad) {
+                        found.push((line + 1, format!("{} (in crate::{{...}})", spelled)));
+                    }
+                    entry.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                entry.push(c);
+            }
+        }
+        rest = &rest[end..];
+    }
+    found
+}
+
+#[test]
+fn the_checker_finds_direct_and_grouped_imports_but_not_comments() {
+    let forbidden = ["crate::dns", "crate::http", "tokio"];
+    let text = "use crate::core::Name;\n\
+                use crate::dns::Answers;\n\
+                // use crate::http::ApiError;\n\
+                use crate::{core, http};\n\
+                use crate::{\n    names::X,\n    dns::{a, b},\n};\n\
+                fn f() { tokio::spawn(g()); }\n\
+                #[cfg(test)]\n\
+                mod tests { use crate::dns::testing; }\n";
+    let lines: Vec<usize> = violations_in(text, &forbidden)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(lines, [2, 9, 4, 5], "{:?}", violations_in(text, &forbidden));
 }
 
 #[test]

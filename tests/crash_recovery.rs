@@ -84,29 +84,9 @@ async fn client(base: String, round: usize, c: usize, ledger: Arc<Mutex<Ledger>>
 
 /// Every instance the load's services have, through the API: id -> address.
 async fn listed(p: &ServerProcess) -> BTreeMap<String, String> {
-    let services: Vec<_> = (0..SERVICES).map(|s| format!("svc{s}")).collect();
-    instances(p, &services).await
-}
-
-async fn instances(p: &ServerProcess, services: &[String]) -> BTreeMap<String, String> {
-    let http = reqwest::Client::new();
     let mut all = BTreeMap::new();
-    for s in services {
-        let r = http
-            .get(format!("{}/v1/services/{s}", p.base()))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 404 {
-            continue;
-        }
-        let body: serde_json::Value = r.json().await.unwrap();
-        for i in body["instances"].as_array().unwrap() {
-            all.insert(
-                i["id"].as_str().unwrap().to_string(),
-                i["address"].as_str().unwrap().to_string(),
-            );
-        }
+    for s in 0..SERVICES {
+        all.extend(p.instances(&format!("svc{s}")).await);
     }
     all
 }
@@ -158,6 +138,8 @@ async fn every_acknowledged_change_survives_kill_9_in_every_round() {
             ledger.lock().unwrap().acked.len() >= before + 30,
             "round {round}: registrations are acknowledged"
         );
+        // Not a wait for a condition: this sleep is the random kill point
+        // the test is about (the seed above replays it).
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..600))).await;
         p.kill9().await;
         for t in tasks {
@@ -219,7 +201,7 @@ async fn a_torn_last_commit_is_dropped_and_start_up_goes_on() {
     std::fs::write(&path, bytes).unwrap();
 
     let p = ServerProcess::start(dir.path(), "after.log", &[]).await;
-    let now = instances(&p, &["pay".to_string()]).await;
+    let now = p.instances("pay").await;
     let ids: Vec<_> = now.keys().cloned().collect();
     assert_eq!(ids, ["a"], "the torn commit (b) is dropped, a is kept");
     assert!(

@@ -57,6 +57,13 @@ async fn dig_resolves_addresses_srv_and_errors() {
 
     let out = s.dig(&["v2.payments.dc1.maxine", "SRV", "+tcp"]).await;
     assert!(out.contains("ANSWER: 2,"), "{out}");
+    for srv in [
+        "v2.payments.dc1.maxine.\t5\tIN\tSRV\t1 1 8080 web-1.payments.dc1.maxine.",
+        "v2.payments.dc1.maxine.\t5\tIN\tSRV\t1 1 8081 web-2.payments.dc1.maxine.",
+    ] {
+        assert!(out.contains(srv), "{srv} missing:\n{out}");
+    }
+    assert!(!out.contains("web-3"), "version 3 is not v2:\n{out}");
 
     let out = s.dig(&["nothing.maxine", "A"]).await;
     assert!(out.contains("status: NXDOMAIN"), "{out}");
@@ -69,7 +76,12 @@ async fn dig_resolves_addresses_srv_and_errors() {
     assert!(out.contains("status: REFUSED"), "{out}");
 
     // dig sends EDNS by default; +noedns leaves it out, and so do we.
+    // (An answer must come: no reply at all has no OPT either.)
     let out = s.dig(&["payments.maxine", "+noedns"]).await;
+    assert!(
+        out.contains("status: NOERROR") && out.contains("10.0.1.1"),
+        "{out}"
+    );
     assert!(!out.contains("OPT PSEUDOSECTION"), "{out}");
     let out = s
         .dig(&["payments.maxine", "+edns=1", "+noednsnegotiation"])
@@ -98,8 +110,28 @@ async fn hickory_resolver_finds_addresses_and_srv_over_udp_and_tcp() {
             .lookup("_payments._tcp.maxine.", RecordType::SRV)
             .await
             .expect("srv");
-        assert_eq!(srv.answers().len(), 3);
-        assert_eq!(srv.additionals().len(), 3, "targets' addresses come along");
+        let mut answers: Vec<_> = srv.answers().iter().map(|r| r.data.to_string()).collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            [
+                "1 1 8080 web-1.payments.dc1.maxine.",
+                "1 1 8081 web-2.payments.dc1.maxine.",
+                "1 1 9090 web-3.payments.dc1.maxine.",
+            ],
+            "tcp={tcp}"
+        );
+        let mut glue: Vec<_> = srv.additionals().iter().map(|r| r.to_string()).collect();
+        glue.sort();
+        assert_eq!(
+            glue,
+            [
+                "web-1.payments.dc1.maxine. 5 IN A 10.0.1.1",
+                "web-2.payments.dc1.maxine. 5 IN A 10.0.1.2",
+                "web-3.payments.dc1.maxine. 5 IN AAAA fd00::3",
+            ],
+            "targets' addresses come along (tcp={tcp})"
+        );
 
         let err = r.lookup("gone.maxine.", RecordType::A).await.unwrap_err();
         assert!(err.is_nx_domain(), "{err}");

@@ -4,9 +4,11 @@
 
 mod common;
 
-use common::{TestServer, query};
+use std::collections::BTreeSet;
+
+use common::{TestServer, lines, query};
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 
 /// Three instances of `payments` (two IPv4 of version 2, one IPv6 of
@@ -43,12 +45,6 @@ async fn fixture_with(tweak: impl FnOnce(&mut maxine::config::ConfigFile)) -> Te
     )
     .await;
     s
-}
-
-fn lines(records: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
 }
 
 fn sorted(expected: &[&str]) -> Vec<String> {
@@ -497,17 +493,147 @@ async fn question_case_is_echoed_byte_exact() {
     assert_eq!(m.answers.len(), 2);
 }
 
+/// RFC 8482 and docs/dns.md: ANY is answered with one RRset, and that RRset
+/// whole: A is preferred, then AAAA, then SRV; a name with only static data
+/// gives its first static RRset (by type code). Names without data answer as for any other
+/// type (NODATA or NXDOMAIN, with the SOA).
 #[tokio::test]
-async fn any_is_answered_with_one_rrset() {
+async fn any_is_answered_with_exactly_one_whole_rrset() {
+    use RecordType::*;
     let s = fixture().await;
-    let m = s.ask("payments.maxine.", RecordType::ANY).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert!(!m.answers.is_empty());
-    let first = m.answers[0].record_type();
-    assert!(
-        m.answers.iter().all(|r| r.record_type() == first),
-        "one RRset"
+    let cases = [
+        // A and AAAA exist: the whole A RRset, no AAAA.
+        Case {
+            name: "payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "payments.maxine. 5 IN A 10.0.1.1",
+                "payments.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "_payments._tcp.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[
+                "_payments._tcp.maxine. 5 IN A 10.0.1.1",
+                "_payments._tcp.maxine. 5 IN A 10.0.1.2",
+            ],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "billing.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["billing.maxine. 5 IN A 10.0.2.1"],
+            authority: &[],
+            additional: &[],
+        },
+        // A version whose instances have only IPv6: its AAAA RRset, not
+        // the service's A RRset.
+        Case {
+            name: "v3.payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["v3.payments.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        Case {
+            name: "v2-2.payments.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["v2-2.payments.maxine. 5 IN A 10.0.1.2"],
+            authority: &[],
+            additional: &[],
+        },
+        // An instance name: its address record.
+        Case {
+            name: "web-3.payments.dc1.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["web-3.payments.dc1.maxine. 5 IN AAAA fd00::3"],
+            authority: &[],
+            additional: &[],
+        },
+        // The apex has only static data: one of its RRsets (the zone's
+        // first by type code, NS, with its glue), not the NS and the SOA.
+        Case {
+            name: "maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &["maxine. 3600 IN NS ns.maxine."],
+            authority: &[],
+            additional: &["ns.maxine. 3600 IN A 127.0.0.1"],
+        },
+        // No data, no name: as for any type.
+        Case {
+            name: "dc1.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NoError,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+        Case {
+            name: "nope.maxine.",
+            qtype: ANY,
+            rcode: ResponseCode::NXDomain,
+            answers: &[],
+            authority: &[SOA_NEG],
+            additional: &[],
+        },
+    ];
+    for c in cases {
+        let q = query(c.name, c.qtype, None);
+        let raw = s.udp_raw(&q).await.expect("a reply");
+        let m = Message::from_vec(&raw).expect("a well-formed reply");
+        let what = format!("{} ANY", c.name);
+        assert_eq!(m.metadata.id, 0x4d58, "{what}: id echoed");
+        assert_eq!(m.metadata.response_code, c.rcode, "{what}");
+        assert!(m.metadata.authoritative, "{what}: AA");
+        assert!(!m.metadata.truncation, "{what}: TC");
+        assert!(m.metadata.recursion_desired, "{what}: RD echoed");
+        assert!(!m.metadata.recursion_available, "{what}: RA");
+        // Header counts as sent: one question, then the sections.
+        let count = |at: usize| u16::from_be_bytes([raw[at], raw[at + 1]]) as usize;
+        assert_eq!(
+            (count(4), count(6), count(8), count(10)),
+            (1, c.answers.len(), c.authority.len(), c.additional.len()),
+            "{what}: QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT"
+        );
+        assert_eq!(&raw[12..q.len()], &q[12..], "{what}: question echoed");
+        let types: BTreeSet<_> = m.answers.iter().map(|r| r.record_type()).collect();
+        assert!(types.len() <= 1, "{what}: one RRset, got {types:?}");
+        assert_eq!(lines(&m.answers), sorted(c.answers), "{what}: answers");
+        assert_eq!(
+            lines(&m.authorities),
+            sorted(c.authority),
+            "{what}: authority"
+        );
+        assert_eq!(
+            lines(&m.additionals),
+            sorted(c.additional),
+            "{what}: additional"
+        );
+        assert!(m.edns.is_none(), "{what}: no OPT without one in the query");
+    }
+    // The same over TCP, where no size limit could excuse a partial RRset.
+    let q = query("payments.maxine.", ANY, None);
+    let m = Message::from_vec(&s.tcp_raw(&[q]).await[0]).unwrap();
+    assert_eq!(
+        lines(&m.answers),
+        sorted(&[
+            "payments.maxine. 5 IN A 10.0.1.1",
+            "payments.maxine. 5 IN A 10.0.1.2",
+        ]),
+        "ANY over TCP"
     );
+    assert!(m.metadata.authoritative && m.authorities.is_empty() && m.additionals.is_empty());
 }
 
 #[tokio::test]
@@ -588,6 +714,20 @@ async fn srv_additional_records_are_dropped_before_the_answer_is_truncated() {
     assert_eq!(m.answers.len(), 20);
     assert!(!m.additionals.is_empty() && m.additionals.len() < 20);
     assert!(r.len() <= 1232);
+    // What is kept is glue for the answer's own targets, whole records only
+    // (the reply parsed, and its counts matched).
+    let targets: BTreeSet<String> = m
+        .answers
+        .iter()
+        .map(|a| match &a.data {
+            hickory_proto::rr::RData::SRV(srv) => srv.target.to_string(),
+            other => panic!("not an SRV answer: {other:?}"),
+        })
+        .collect();
+    for g in &m.additionals {
+        assert_eq!(g.record_type(), RecordType::AAAA, "{g}");
+        assert!(targets.contains(&g.name.to_string()), "{g} is no target");
+    }
 }
 
 #[tokio::test]
@@ -611,9 +751,15 @@ async fn tcp_answers_pipelined_queries_in_order() {
         ms.iter().map(|m| m.metadata.id).collect::<Vec<_>>(),
         [1, 2, 3]
     );
-    assert_eq!(ms[0].answers.len(), 2);
+    assert_eq!(
+        lines(&ms[0].answers),
+        [
+            "payments.maxine. 5 IN A 10.0.1.1",
+            "payments.maxine. 5 IN A 10.0.1.2"
+        ]
+    );
     assert_eq!(ms[1].metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(ms[2].answers.len(), 1);
+    assert_eq!(lines(&ms[2].answers), ["billing.maxine. 5 IN A 10.0.2.1"]);
 }
 
 #[tokio::test]
@@ -666,7 +812,10 @@ async fn tcp_connections_per_client_are_capped() {
             let q = [query("maxine.", RecordType::SOA, None)];
             tokio::time::timeout(std::time::Duration::from_secs(2), s.tcp_raw(&q))
                 .await
-                .is_ok()
+                .is_ok_and(|r| {
+                    let m = Message::from_vec(&r[0]).expect("a well-formed reply");
+                    m.metadata.response_code == ResponseCode::NoError && m.answers.len() == 1
+                })
         },
         "accepted again"
     );
@@ -685,7 +834,11 @@ async fn registration_is_in_dns_as_soon_as_the_api_acknowledges_it() {
         .await;
         // No waiting: the very next query must see it.
         let m = s.ask(&format!("{svc}.maxine."), RecordType::A).await;
-        assert_eq!(m.answers.len(), 1, "{svc} visible at once");
+        assert_eq!(
+            lines(&m.answers),
+            [format!("{svc}.maxine. 5 IN A 10.9.0.{i}")],
+            "{svc} visible at once"
+        );
     }
     // Deregistration too.
     let r = s

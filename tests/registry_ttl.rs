@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{TestServer, query};
+use common::{TestServer, lines, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::json;
@@ -87,15 +87,22 @@ async fn expiry_with_paused_time_turns_critical_then_reaps() {
     assert_eq!(code, ResponseCode::NXDomain, "reaped after reap_after");
 }
 
+/// Heartbeats move the deadline; expiry is driven explicitly
+/// (`Registry::expire` with a chosen moment), not waited for on the clock.
 #[tokio::test]
 async fn heartbeats_keep_an_instance_and_revive_a_critical_one() {
+    // Long enough that the server's own expiry (on the wall clock) never
+    // comes first, however slow the machine.
+    let ttl = Duration::from_secs(60);
     let s = TestServer::start().await;
     s.register(
         "pinger",
         "p",
-        json!({"address": "10.2.0.1", "port": 80, "ttl": 2}),
+        json!({"address": "10.2.0.1", "port": 80, "ttl": ttl.as_secs()}),
     )
     .await;
+    // The current deadline is no later than `renewed + ttl`.
+    let mut renewed = Instant::now();
     let beat = || async {
         s.http
             .put(format!(
@@ -107,30 +114,36 @@ async fn heartbeats_keep_an_instance_and_revive_a_critical_one() {
             .unwrap()
             .status()
     };
-    // Heartbeats every 300 ms keep it in the answers for well over its TTL
-    // (a stall of under 2 s between two of them does not matter).
-    for _ in 0..12 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(beat().await, 200);
-        assert_eq!(
-            s.ask("pinger.maxine.", RecordType::A).await.answers.len(),
-            1
-        );
+    let answer = || async { lines(&s.ask("pinger.maxine.", RecordType::A).await.answers) };
+    let passing = ["pinger.maxine. 5 IN A 10.2.0.1"];
+    assert_eq!(answer().await, passing);
+    // Three heartbeats, each some milliseconds after the previous deadline
+    // was set: a moment just past that deadline then leaves the instance
+    // passing, which it would not be had the heartbeat not moved it. The
+    // short pause is what is tested (a later heartbeat, a later deadline),
+    // not a wait for the server.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(beat().await, 200, "heartbeat {round}");
+        s.registry.expire(renewed + ttl + Duration::from_millis(10));
+        assert_eq!(answer().await, passing, "heartbeat {round} kept it");
+        renewed = Instant::now();
     }
-    // Without them it turns critical: the name stays (NODATA), no address.
-    assert_eventually!(
-        {
-            let m = s.ask("pinger.maxine.", RecordType::A).await;
-            m.metadata.response_code == ResponseCode::NoError && m.answers.is_empty()
-        },
-        "expired within a few seconds"
-    );
+    // Past the last deadline it turns critical: the name stays (NODATA),
+    // no address, no SRV; the instance's own name still resolves.
+    s.registry.expire(renewed + ttl + Duration::from_millis(10));
+    let m = s.ask("pinger.maxine.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty(), "{:?}", m.answers);
     let m = s.ask("_pinger._tcp.maxine.", RecordType::SRV).await;
     assert!(m.answers.is_empty() && m.metadata.response_code == ResponseCode::NoError);
+    let m = s.ask("p.pinger.dc1.maxine.", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "not reaped"
+    );
     // One heartbeat brings it back at once.
     assert_eq!(beat().await, 200);
-    assert_eq!(
-        s.ask("pinger.maxine.", RecordType::A).await.answers.len(),
-        1
-    );
+    assert_eq!(answer().await, passing);
 }

@@ -202,13 +202,8 @@ mod server {
     use super::*;
 
     async fn get(s: &TestServer, path: &str) -> (u16, serde_json::Value) {
-        let r = s
-            .http
-            .get(format!("{}{path}", s.http_base()))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or_default())
+        let r = crate::common::api::get(s, path).await;
+        (r.status, r.body)
     }
 
     fn ids(body: &serde_json::Value) -> Vec<(String, u64)> {

@@ -2,6 +2,7 @@
 //! loopback ports with a temporary data directory, and clients for it.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod process;
 pub mod redis;
 
@@ -256,6 +257,13 @@ pub fn query(name: &str, rtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> 
         bytes.extend([0, version, 0, 0, 0, 0]);
     }
     bytes
+}
+
+/// Records as zone-file lines, sorted: how DNS tests compare answers.
+pub fn lines(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
 }
 
 /// Runs the `maxine` program (a client subcommand) without the store
