@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreConfig};
 use crate::core::Registry;
-use crate::events::EventStream;
+use crate::events::{ChangeFeed, Subscription};
 use crate::store::{FileStore, Journal, LocalLog, RedisStore, Store};
 use crate::{dns, http};
 
@@ -82,7 +82,7 @@ pub struct App {
     http_listener: std::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     ready: Arc<AtomicBool>,
-    events: EventStream,
+    feed: ChangeFeed,
     journal: Option<Journal>,
 }
 
@@ -114,8 +114,8 @@ impl App {
             listeners.dns_tcp,
         )?;
         registry.subscribe(Arc::new(dns.observer(&registry)));
-        let events = EventStream::new();
-        registry.subscribe(Arc::new(events.clone()));
+        let feed = ChangeFeed::new(registry.clone());
+        registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
         let journal = match open_store(&config)? {
             Some(store) => {
@@ -141,7 +141,7 @@ impl App {
             http_listener: listeners.http,
             http_tls,
             ready: Arc::new(AtomicBool::new(false)),
-            events,
+            feed,
             journal,
         })
     }
@@ -152,8 +152,8 @@ impl App {
     }
 
     /// Every registry change from now on, in index order.
-    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::core::Event> {
-        self.events.subscribe()
+    pub fn events(&self) -> Subscription {
+        self.feed.subscribe_from(self.registry.index())
     }
 
     pub fn registry(&self) -> &Registry {
@@ -180,7 +180,7 @@ impl App {
             http_listener,
             http_tls,
             ready,
-            events: _,
+            feed,
             journal,
         } = self;
 
@@ -198,6 +198,7 @@ impl App {
             max_body_bytes: config.http.max_body_bytes,
             ready: ready.clone(),
             log: Arc::new(LocalLog::new(registry.clone(), durable.clone())),
+            feed,
             durable,
         });
         let http_shutdown = shutdown.clone();

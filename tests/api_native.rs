@@ -61,17 +61,7 @@ fn registry() -> Registry {
 async fn ready_answers_503_until_marked_ready_and_serve_stops_on_shutdown() {
     let ready = Arc::new(AtomicBool::new(false));
     let registry = registry();
-    let state = HttpState {
-        log: Arc::new(maxine::store::LocalLog::new(
-            registry.clone(),
-            Default::default(),
-        )),
-        registry,
-        domain: "maxine".into(),
-        max_body_bytes: 4096,
-        ready: ready.clone(),
-        durable: Default::default(),
-    };
+    let state = HttpState::standalone(registry, "maxine", 4096, ready.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -75,17 +75,12 @@ async fn start_tls(pki: &Pki) -> TlsServer {
         },
         Instant::now(),
     );
-    let state = HttpState {
-        log: Arc::new(maxine::store::LocalLog::new(
-            registry.clone(),
-            Default::default(),
-        )),
+    let state = HttpState::standalone(
         registry,
-        domain: "maxine".into(),
-        max_body_bytes: 64 * 1024,
-        ready: Arc::new(AtomicBool::new(true)),
-        durable: Default::default(),
-    };
+        "maxine",
+        64 * 1024,
+        Arc::new(AtomicBool::new(true)),
+    );
     let tls = load_tls(&pki.cert(), &pki.key()).expect("valid TLS material");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

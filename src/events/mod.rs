@@ -1,47 +1,420 @@
-//! The change stream: every registry change, in index order, on a broadcast
-//! channel. Persistence, replication, blocking queries and the WebSocket,
-//! SSE and MQTT streams subscribe here rather than to the registry itself.
+//! The change feed: every applied change, in index order, for every
+//! consumer that is not the DNS answer cache or the journal (event streams,
+//! blocking queries, federation peers, the health checker, metrics).
 //!
-//! Must not import: dns, http.
+//! ```text
+//!   Registry (write lock) --Observer::applied--> ring of the latest N events + index watch
+//!                                                   |
+//!        subscribe_from(i): snapshot when i is 0 or older than the ring,
+//!        then the events after it; a consumer far behind gets them
+//!        coalesced (the latest event of each instance); memory is the
+//!        ring's, whatever consumers do
+//! ```
+//!
+//! Only the hand-off (a push onto the ring and an update of the index
+//! watch) runs inside the registry's write lock; consumers read at their
+//! own pace from their own task and never hold the lock.
+//!
+//! Must not import: dns, http, store, config.
 
-use tokio::sync::broadcast;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use crate::core::{Batch, Event, Observer};
+use tokio::sync::watch;
 
-/// How many events a slow subscriber may fall behind before it is told it
-/// lagged (and should resynchronise from a snapshot).
-pub const CAPACITY: usize = 16_384;
+use crate::core::{Batch, Event, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot};
 
-/// Publishes registry changes. Cloning copies one `Arc`.
+/// How many of the latest events the feed keeps: a consumer behind by more
+/// resynchronises from a snapshot.
+pub const CAPACITY: usize = 65_536;
+
+/// A consumer behind by more than this gets its backlog coalesced.
+pub const COALESCE_AFTER: usize = 4_096;
+
+/// Most events in one delivery.
+pub const MAX_BATCH: usize = 1_024;
+
+/// The feed. Cloning copies one `Arc`.
 #[derive(Clone)]
-pub struct EventStream {
-    tx: broadcast::Sender<Event>,
+pub struct ChangeFeed {
+    inner: Arc<Inner>,
 }
 
-impl Default for EventStream {
-    fn default() -> Self {
-        Self::new()
+struct Inner {
+    registry: Registry,
+    ring: Mutex<Ring>,
+    /// The index of the latest applied change: what blocking reads wait on.
+    index: watch::Sender<u64>,
+    capacity: usize,
+}
+
+struct Ring {
+    events: VecDeque<Event>,
+    /// Every event with an index above this is in `events` (events older
+    /// than the ring's first were dropped, or came before the feed began).
+    complete_after: u64,
+}
+
+/// Why a consumer gets the whole registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotReason {
+    /// It asked from index 0.
+    Start,
+    /// It asked from an index older than what the feed keeps: it must
+    /// replace what it holds (a resync).
+    Resync,
+}
+
+/// What a consumer receives next.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Every service as of `index`; the events after it follow.
+    Snapshot {
+        index: u64,
+        services: Vec<Arc<ServiceSnapshot>>,
+        reason: SnapshotReason,
+    },
+    /// Events in index order. `coalesced`: the consumer was far behind, so
+    /// only the latest event of each instance is here (indexes skip those
+    /// left out); applying them in order still reaches the same state.
+    Changes { events: Vec<Event>, coalesced: bool },
+}
+
+impl ChangeFeed {
+    /// A feed of `registry`'s changes; subscribe it to the registry with
+    /// `registry.subscribe(Arc::new(feed.clone()))`.
+    pub fn new(registry: Registry) -> Self {
+        Self::with_capacity(registry, CAPACITY)
     }
-}
 
-impl EventStream {
-    pub fn new() -> Self {
+    pub fn with_capacity(registry: Registry, capacity: usize) -> Self {
+        let index = registry.index();
         Self {
-            tx: broadcast::channel(CAPACITY).0,
+            inner: Arc::new(Inner {
+                registry,
+                ring: Mutex::new(Ring {
+                    events: VecDeque::with_capacity(capacity.min(4096)),
+                    complete_after: index,
+                }),
+                index: watch::channel(index).0,
+                capacity: capacity.max(1),
+            }),
         }
     }
 
-    /// A receiver of every change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    fn ring(&self) -> MutexGuard<'_, Ring> {
+        self.inner.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of the latest change the feed has seen.
+    pub fn index(&self) -> u64 {
+        *self.inner.index.borrow()
+    }
+
+    /// A consumer of every change after `index`. When the feed no longer
+    /// holds all of them (or never did: 0 on a restored registry), the
+    /// consumer gets a snapshot first.
+    pub fn subscribe_from(&self, index: u64) -> Subscription {
+        Subscription {
+            feed: self.clone(),
+            next: index.saturating_add(1),
+            from_start: index == 0,
+            rx: self.inner.index.subscribe(),
+        }
+    }
+
+    /// Waits until the feed's index passes `index`, or `wait` runs out;
+    /// returns the index then. For blocking reads (`?index=N&wait=`).
+    pub async fn wait_past(&self, index: u64, wait: Duration) -> u64 {
+        let mut rx = self.inner.index.subscribe();
+        let past = tokio::time::timeout(wait, async {
+            rx.wait_for(|i| *i > index).await.map(|i| *i)
+        })
+        .await;
+        match past {
+            Ok(Ok(i)) => i,
+            _ => *rx.borrow(),
+        }
+    }
+
+    /// Waits until `key`'s latest change is above `index` (or the service
+    /// is gone after having been there), or `wait` runs out.
+    pub async fn wait_for_service(&self, key: &ServiceKey, index: u64, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = self.index();
+        loop {
+            let current = self.inner.registry.service(key).map_or(0, |s| s.index);
+            if current > index || (current == 0 && index > 0 && seen > index) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            seen = self.wait_past(seen, left).await;
+        }
     }
 }
 
-impl Observer for EventStream {
+impl Observer for ChangeFeed {
     fn applied(&self, batch: &Batch<'_>) {
-        for e in batch.events {
-            // No subscriber is not an error: nobody is listening yet.
-            let _ = self.tx.send(e.clone());
+        if batch.events.is_empty() {
+            // A restore: nothing changed, but the index may have moved.
+            let index = self.inner.registry.index();
+            let mut ring = self.ring();
+            if ring.events.is_empty() {
+                ring.complete_after = ring.complete_after.max(index);
+            }
+            drop(ring);
+            self.inner.index.send_if_modified(|i| {
+                let moved = index > *i;
+                *i = (*i).max(index);
+                moved
+            });
+            return;
         }
+        let last = batch.events.last().map_or(0, |e| e.index);
+        {
+            let mut ring = self.ring();
+            for e in batch.events {
+                if ring.events.len() == self.inner.capacity
+                    && let Some(old) = ring.events.pop_front()
+                {
+                    ring.complete_after = old.index;
+                }
+                ring.events.push_back(e.clone());
+            }
+        }
+        self.inner.index.send_replace(last);
+    }
+}
+
+/// One consumer's place in the feed: only an index, so a slow consumer
+/// costs nothing while it does not read.
+pub struct Subscription {
+    feed: ChangeFeed,
+    /// The index of the next change wanted.
+    next: u64,
+    from_start: bool,
+    rx: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The index of the last change delivered.
+    pub fn position(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// What to deliver now, if anything.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        let ring = self.feed.ring();
+        if self.next <= ring.complete_after {
+            // Events it needs were dropped, or predate the feed (a restored
+            // registry): the whole state instead.
+            drop(ring);
+            let reason = if self.from_start {
+                SnapshotReason::Start
+            } else {
+                SnapshotReason::Resync
+            };
+            self.from_start = false;
+            return Some(self.snapshot(reason));
+        }
+        self.from_start = false;
+        let first = ring.events.front()?.index;
+        // Events are in index order: find the first one wanted.
+        let skip = ring.events.partition_point(|e| e.index < self.next);
+        let backlog = ring.events.len() - skip;
+        if backlog == 0 {
+            return None;
+        }
+        debug_assert!(first <= self.next || skip == 0);
+        let wanted = ring.events.range(skip..);
+        let delivery = if backlog > COALESCE_AFTER {
+            // Far behind: the latest event of each instance, in index order.
+            let mut latest: HashMap<(&ServiceKey, &InstanceId), usize> = HashMap::new();
+            let all: Vec<&Event> = wanted.collect();
+            for (n, e) in all.iter().enumerate() {
+                latest.insert((&e.key, &e.id), n);
+            }
+            let mut keep: Vec<usize> = latest.into_values().collect();
+            keep.sort_unstable();
+            let events: Vec<Event> = keep.into_iter().map(|n| all[n].clone()).collect();
+            self.next = all.last().map_or(self.next, |e| e.index + 1);
+            Delivery::Changes {
+                events,
+                coalesced: true,
+            }
+        } else {
+            let events: Vec<Event> = wanted.take(MAX_BATCH).cloned().collect();
+            self.next = events.last().map_or(self.next, |e| e.index + 1);
+            Delivery::Changes {
+                events,
+                coalesced: false,
+            }
+        };
+        Some(delivery)
+    }
+
+    /// The next delivery: waits for a change when there is none.
+    pub async fn next(&mut self) -> Delivery {
+        loop {
+            self.rx.borrow_and_update();
+            if let Some(d) = self.try_next() {
+                return d;
+            }
+            // The sender lives as long as the feed, which this holds.
+            let _ = self.rx.changed().await;
+        }
+    }
+
+    fn snapshot(&mut self, reason: SnapshotReason) -> Delivery {
+        let (index, services) = self.feed.inner.registry.snapshot();
+        self.next = index + 1;
+        Delivery::Snapshot {
+            index,
+            services,
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::core::{Address, Datacenter, EventKind, InstanceSpec, RegistryConfig, ServiceName};
+
+    fn registry() -> Registry {
+        Registry::new(
+            RegistryConfig {
+                local_dc: Datacenter::new("dc1").unwrap(),
+                reap_after: Duration::from_secs(60),
+            },
+            Instant::now(),
+        )
+    }
+
+    fn register(r: &Registry, service: &str, id: &str) -> u64 {
+        let key = ServiceKey::new(r.local_dc().clone(), ServiceName::new(service).unwrap());
+        let spec = InstanceSpec::new(Address::parse("10.0.0.1").unwrap(), 80);
+        r.register(key, InstanceId::new(id).unwrap(), spec, Instant::now())
+            .unwrap()
+            .index
+    }
+
+    fn feed(r: &Registry, capacity: usize) -> ChangeFeed {
+        let f = ChangeFeed::with_capacity(r.clone(), capacity);
+        r.subscribe(Arc::new(f.clone()));
+        f
+    }
+
+    fn indexes(d: &Delivery) -> Vec<u64> {
+        match d {
+            Delivery::Changes { events, .. } => events.iter().map(|e| e.index).collect(),
+            Delivery::Snapshot { .. } => panic!("a snapshot: {d:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consumer_from_zero_gets_a_snapshot_then_every_change_in_order() {
+        let r = registry();
+        register(&r, "pay", "a");
+        let f = feed(&r, 100);
+        let mut sub = f.subscribe_from(0);
+        match sub.try_next().unwrap() {
+            Delivery::Snapshot {
+                index,
+                services,
+                reason,
+            } => {
+                assert_eq!(
+                    (index, services.len(), reason),
+                    (1, 1, SnapshotReason::Start)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(sub.try_next().is_none(), "nothing new yet");
+        register(&r, "pay", "b");
+        register(&r, "web", "c");
+        let d = sub.try_next().unwrap();
+        assert_eq!(indexes(&d), [2, 3]);
+        assert!(sub.try_next().is_none());
+        assert_eq!(sub.position(), 3);
+    }
+
+    #[test]
+    fn a_consumer_resumes_from_its_index_and_resyncs_when_it_fell_out_of_the_ring() {
+        let r = registry();
+        let f = feed(&r, 4);
+        for n in 0..3 {
+            register(&r, "pay", &format!("i{n}"));
+        }
+        // Resume after index 1: exactly 2 and 3, nothing twice.
+        let mut sub = f.subscribe_from(1);
+        assert_eq!(indexes(&sub.try_next().unwrap()), [2, 3]);
+        for n in 3..10 {
+            register(&r, "pay", &format!("i{n}"));
+        }
+        // The ring holds 7..=10; index 4 is gone: a resync, then what follows.
+        match sub.try_next().unwrap() {
+            Delivery::Snapshot { index, reason, .. } => {
+                assert_eq!((index, reason), (10, SnapshotReason::Resync))
+            }
+            other => panic!("{other:?}"),
+        }
+        register(&r, "pay", "last");
+        assert_eq!(indexes(&sub.try_next().unwrap()), [11]);
+        // A consumer that is up to date never resyncs, however old the ring.
+        let mut current = f.subscribe_from(11);
+        assert!(current.try_next().is_none());
+    }
+
+    #[test]
+    fn a_consumer_far_behind_gets_the_latest_event_of_each_instance() {
+        let r = registry();
+        let f = feed(&r, CAPACITY);
+        let mut sub = f.subscribe_from(0);
+        assert!(
+            sub.try_next().is_none(),
+            "the feed has seen everything: no snapshot"
+        );
+        for round in 0..(COALESCE_AFTER / 2 + 10) {
+            register(&r, "pay", "a");
+            register(&r, "pay", &format!("b{}", round % 3));
+        }
+        let last = r.index();
+        match sub.try_next().unwrap() {
+            Delivery::Changes { events, coalesced } => {
+                assert!(coalesced);
+                let got: Vec<_> = events.iter().map(|e| (e.id.to_string(), e.kind)).collect();
+                assert_eq!(got.len(), 4, "a, b0, b1, b2: {got:?}");
+                assert_eq!(events.last().unwrap().index, last);
+                assert!(events.windows(2).all(|w| w[0].index < w[1].index));
+                assert!(got.iter().all(|(_, k)| *k == EventKind::Registered));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sub.position(), last);
+    }
+
+    #[tokio::test]
+    async fn blocking_reads_wake_on_the_next_change_or_at_the_wait() {
+        let r = registry();
+        let f = feed(&r, 100);
+        let at = f.index();
+        let waited = tokio::spawn({
+            let f = f.clone();
+            async move { f.wait_past(at, Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        let index = register(&r, "pay", "a");
+        assert_eq!(waited.await.unwrap(), index);
+        let t = tokio::time::Instant::now();
+        assert_eq!(f.wait_past(index, Duration::from_millis(50)).await, index);
+        assert!(t.elapsed() >= Duration::from_millis(50));
     }
 }

@@ -50,9 +50,38 @@ pub struct HttpState {
     /// Where every write is proposed: it resolves once the change is
     /// applied and durable.
     pub log: Arc<dyn Log>,
+    /// Every applied change: what blocking reads (`?index=N&wait=`) wait on.
+    pub feed: crate::events::ChangeFeed,
     /// Where reads that must include everything acknowledged (snapshots)
     /// wait (`Durable::default()`: at once).
     pub durable: Durable,
+}
+
+impl HttpState {
+    /// The state of an API over `registry` alone: writes applied by its
+    /// own sequence with nothing stored (tests, tools). `App` wires the
+    /// real log, journal and feed.
+    pub fn standalone(
+        registry: Registry,
+        domain: &str,
+        max_body_bytes: usize,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        let feed = crate::events::ChangeFeed::new(registry.clone());
+        registry.subscribe(Arc::new(feed.clone()));
+        Self {
+            log: Arc::new(crate::store::LocalLog::new(
+                registry.clone(),
+                Durable::default(),
+            )),
+            registry,
+            domain: domain.to_string(),
+            max_body_bytes,
+            ready,
+            feed,
+            durable: Durable::default(),
+        }
+    }
 }
 
 /// The change index of the registry after the request, on every response of

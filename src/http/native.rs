@@ -82,6 +82,15 @@ impl RegisterBody {
     }
 }
 
+/// A number of seconds ("30") or a duration ("30s", "1m 30s").
+fn seconds_or_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    let t = text.trim();
+    match t.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(t),
+    }
+}
+
 /// A TTL given as a number of seconds or as a duration string ("30s", "1m").
 #[derive(Debug, Clone, Copy)]
 pub struct Ttl(pub Duration);
@@ -108,11 +117,7 @@ impl<'de> Deserialize<'de> for Ttl {
                     .map_err(|_| E::custom(format!("ttl {v} is not a valid number of seconds")))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ttl, E> {
-                let t = v.trim();
-                if let Ok(secs) = t.parse::<u64>() {
-                    return Ok(Ttl(Duration::from_secs(secs)));
-                }
-                humantime::parse_duration(t).map(Ttl).map_err(|e| {
+                seconds_or_duration(v).map(Ttl).map_err(|e| {
                     E::custom(format!("ttl {v:?} is not a duration such as \"30s\": {e}"))
                 })
             }
@@ -191,8 +196,43 @@ struct Counts {
     passing: usize,
 }
 
+/// A blocking read's parameters, as Consul's: `?index=N` answers once the
+/// index passes N (or at `wait`, default 5 min, at most 10 min).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Blocking {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+impl Blocking {
+    /// The index to pass and how long to wait for it, when blocking.
+    fn parse(index: Option<u64>, wait: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> {
+        let wait = match wait {
+            None | Some("") => DEFAULT_WAIT,
+            Some(w) => seconds_or_duration(w)
+                .map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "wait {w:?} is not a duration such as \"30s\": {e}"
+                    ))
+                })?
+                .min(MAX_WAIT),
+        };
+        Ok(index.map(|i| (i, wait)))
+    }
+}
+
 /// `GET /v1/services`: every service with its instance counts per datacenter.
-pub async fn list_services(State(st): State<HttpState>) -> Response {
+pub async fn list_services(
+    State(st): State<HttpState>,
+    ApiQuery(q): ApiQuery<Blocking>,
+) -> Result<Response, ApiError> {
+    if let Some((index, wait)) = Blocking::parse(q.index, q.wait.as_deref())? {
+        st.feed.wait_past(index, wait).await;
+    }
     let index = st.registry.index();
     let mut by_name: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
     for snap in st.registry.services() {
@@ -208,7 +248,10 @@ pub async fn list_services(State(st): State<HttpState>) -> Response {
         .into_iter()
         .map(|(name, datacenters)| json!({ "name": name, "datacenters": datacenters }))
         .collect();
-    indexed(index, Json(json!({ "index": index, "services": services })))
+    Ok(indexed(
+        index,
+        Json(json!({ "index": index, "services": services })),
+    ))
 }
 
 /// Filters of `GET /v1/services/{service}`.
@@ -221,6 +264,10 @@ pub struct ServiceFilter {
     dc: Option<String>,
     /// Only passing instances. Default false.
     healthy: Option<bool>,
+    /// Blocking read: answer once the service's index passes this.
+    index: Option<u64>,
+    /// Longest wait of a blocking read.
+    wait: Option<String>,
 }
 
 /// `GET /v1/services/{service}`: the instances of one service.
@@ -244,6 +291,9 @@ pub async fn get_service(
         Some(d) => Datacenter::new(d)?,
     };
     let key = ServiceKey::new(dc.clone(), service.clone());
+    if let Some((index, wait)) = Blocking::parse(filter.index, filter.wait.as_deref())? {
+        st.feed.wait_for_service(&key, index, wait).await;
+    }
     if st.registry.service(&key).is_none() {
         return Err(ApiError::NotFound(format!(
             "service {:?} has no instances in datacenter {:?}",

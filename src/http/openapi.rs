@@ -77,7 +77,11 @@ pub fn document(domain: &str) -> Value {
                 "get": {
                     "summary": "Every service with its instance counts per datacenter.",
                     "operationId": "listServices",
-                    "responses": { "200": json_ok("Services", "ServiceList") }
+                    "parameters": blocking_params(),
+                    "responses": {
+                        "200": json_ok("Services", "ServiceList"),
+                        "400": error_response("Invalid index or wait")
+                    }
                 }
             },
             "/v1/services/{service}": {
@@ -94,7 +98,9 @@ pub fn document(domain: &str) -> Value {
                           "schema": { "type": "string", "example": "dc1" } },
                         { "name": "healthy", "in": "query", "required": false,
                           "description": "Only passing instances. Default false.",
-                          "schema": { "type": "boolean" } }
+                          "schema": { "type": "boolean" } },
+                        blocking_params()[0].clone(),
+                        blocking_params()[1].clone()
                     ],
                     "responses": {
                         "200": json_ok("The service and its instances", "ServiceInstances"),
@@ -365,4 +371,16 @@ pub fn document(domain: &str) -> Value {
             }
         }
     })
+}
+
+/// The parameters of a blocking read (`?index=N&wait=30s`).
+fn blocking_params() -> Vec<Value> {
+    vec![
+        json!({ "name": "index", "in": "query", "required": false,
+                "description": "Blocking read: answer once the index (X-Maxine-Index) passes this value, or when wait runs out.",
+                "schema": { "type": "integer", "minimum": 0 } }),
+        json!({ "name": "wait", "in": "query", "required": false,
+                "description": "Longest wait of a blocking read, e.g. 30s; default 5m, at most 10m.",
+                "schema": { "type": "string", "example": "30s" } }),
+    ]
 }

@@ -26,7 +26,7 @@ pub struct TestServer {
     /// Counters of the DNS UDP workers.
     pub dns_stats: std::sync::Arc<maxine::dns::udp::UdpStats>,
     /// Every registry change since start, in index order.
-    pub events: tokio::sync::broadcast::Receiver<maxine::core::Event>,
+    pub events: maxine::events::Subscription,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The data directory; kept across [`TestServer::restart`].
@@ -282,6 +282,15 @@ pub async fn run_maxine<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String)
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The next events of the feed (within 2 s); a snapshot (a resync) fails.
+pub async fn next_events(sub: &mut maxine::events::Subscription) -> Vec<maxine::core::Event> {
+    match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        Ok(maxine::events::Delivery::Changes { events, .. }) => events,
+        Ok(other) => panic!("the feed resynchronised: {other:?}"),
+        Err(_) => panic!("no event within 2 s"),
+    }
 }
 
 /// Waits for a condition, polling, instead of sleeping a fixed time.
