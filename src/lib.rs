@@ -17,9 +17,11 @@
 //! ```
 //!
 //! Dependency direction: `main -> app -> {dns, http, events, store} -> core`
-//! (`http` waits on `store::Durable`); `config` is read by `app` only. `core`
-//! does no I/O and imports nothing of ours; the front ends never call each
-//! other; only `app` names concrete pieces.
+//! (`http` waits on `store::Durable`). `config` imports only `core` and is
+//! read by `app` only, which hands each module its own settings (such as
+//! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
+//! ends never call each other; only `app` names concrete pieces.
+//! `tests/architecture.rs` keeps this true.
 
 pub mod app;
 pub mod config;
