@@ -22,6 +22,10 @@
 //! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
 //! ends never call each other; only `app` names concrete pieces.
 //! `tests/architecture.rs` keeps this true.
+//!
+//! The `maxine` binary (`src/main.rs`, and `src/cli/` for its command line
+//! and client subcommands) is not part of this library: it parses, loads
+//! the config, binds, builds the `app` and runs it.
 
 pub mod app;
 pub mod config;
