@@ -1,6 +1,6 @@
 //! The command line of the `maxine` program: its clap types, the setting
-//! flags of `serve`, and the client subcommands, which are small clients of
-//! a running server, for people.
+//! flags of `serve` (built from the settings table), and the client
+//! subcommands, which are small clients of a running server, for people.
 //! `main.rs` parses, dispatches and runs `serve`; everything else is here.
 //!
 //! Part of the binary, not of the library: it reaches the server only

@@ -1,137 +1,215 @@
 //! The flags of `maxine serve` (and the store flags of `snapshot restore`),
-//! and the loading of the configuration from the file, the process
-//! environment and those flags.
+//! one clap `Arg` per row of the settings table, and the loading of the
+//! configuration from the file, the process environment and those flags.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Arg, ArgAction, ArgMatches};
 
-use maxine::config::{Config, Sources};
+use maxine::config::{Config, Kind, SETTINGS, Setting, Sources};
 
-/// Settings for `serve`. Each flag overrides its MAXINE_* environment
-/// variable, which overrides the config file, which overrides the default.
-#[derive(Args, Default)]
-pub struct ServeArgs {
-    /// TOML config file; unknown keys are an error [env: none]
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// DNS listen address, UDP and TCP [env: MAXINE_DNS_ADDR] [default: 127.0.0.1:8600]
-    #[arg(long)]
-    dns_addr: Option<String>,
-    /// HTTP API listen address [env: MAXINE_HTTP_ADDR] [default: 127.0.0.1:8080]
-    #[arg(long)]
-    http_addr: Option<String>,
-    /// Data directory [env: MAXINE_DATA_DIR] [default: ./maxine-data]
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// Where the registry is kept: file (registry.redb in the data directory),
-    /// redis://[:password@]host:port/db, or memory (nothing kept)
-    /// [env: MAXINE_STORE] [default: file]
-    #[arg(long)]
-    store: Option<String>,
-    /// This datacenter's name [env: MAXINE_DATACENTER or DATACENTER_ID] [default: dc1]
-    #[arg(long)]
-    datacenter: Option<String>,
-    /// DNS zone served [env: MAXINE_DOMAIN] [default: maxine]
-    #[arg(long)]
-    domain: Option<String>,
-    /// Directory of zone files (`<domain>.zone`) [env: MAXINE_ZONE_DIR] [default: zones]
-    #[arg(long)]
-    zone_dir: Option<String>,
-    /// PEM certificate chain: serve the API over HTTPS [env: MAXINE_TLS_CERT]
-    #[arg(long)]
-    tls_cert: Option<String>,
-    /// PEM private key for --tls-cert [env: MAXINE_TLS_KEY]
-    #[arg(long)]
-    tls_key: Option<String>,
-    /// Accept plain HTTP on a non-loopback address [env: MAXINE_INSECURE_HTTP]
-    #[arg(long)]
-    insecure_http: bool,
-    /// Log format: text or json [env: MAXINE_LOG_FORMAT] [default: text]
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Log filter, e.g. info or maxine=debug [env: MAXINE_LOG_LEVEL] [default: info]
-    #[arg(long)]
-    log_level: Option<String>,
+/// Which rows a command offers as flags.
+pub trait Scope {
+    fn has(s: &Setting) -> bool;
+    /// Text after the flags in `--help`.
+    fn after_help() -> Option<String> {
+        None
+    }
 }
 
-impl ServeArgs {
-    fn flags(&self) -> Vec<(&'static str, String)> {
-        let mut f = Vec::new();
-        let mut put = |key, v: &Option<String>| {
-            if let Some(v) = v {
-                f.push((key, v.clone()));
-            }
-        };
-        put("dns.addr", &self.dns_addr);
-        put("http.addr", &self.http_addr);
-        put("data_dir", &self.data_dir);
-        put("store", &self.store);
-        put("datacenter", &self.datacenter);
-        put("domain", &self.domain);
-        put("dns.zone_dir", &self.zone_dir);
-        put("http.tls_cert", &self.tls_cert);
-        put("http.tls_key", &self.tls_key);
-        put("log.format", &self.log_format);
-        put("log.level", &self.log_level);
-        if self.insecure_http {
-            f.push(("http.insecure_http", "true".into()));
-        }
-        f
+/// `maxine serve`: every row that has a flag.
+pub enum Serve {}
+
+impl Scope for Serve {
+    fn has(_: &Setting) -> bool {
+        true
     }
 
+    fn after_help() -> Option<String> {
+        let mut text = String::from(
+            "Each flag overrides its variable, which overrides the --config file, which \
+             overrides the default.\n\nSettings without a flag (a variable, or the key in the \
+             --config file):\n",
+        );
+        for s in SETTINGS.iter().filter(|s| !s.has_flag) {
+            text.push_str(&format!("  {} ({}): {}", s.env, s.key, s.summary()));
+            if let Some(d) = s.default {
+                text.push_str(&format!(" [default: {d}]"));
+            }
+            text.push('\n');
+        }
+        Some(text)
+    }
+}
+
+/// `maxine snapshot restore`: where the store is.
+pub enum Store {}
+
+impl Scope for Store {
+    fn has(s: &Setting) -> bool {
+        matches!(s.key, "data_dir" | "store")
+    }
+}
+
+/// `--config` and the setting flags of one command, as given.
+pub struct SettingArgs<S> {
+    pub config: Option<PathBuf>,
+    /// (TOML key, value) of each flag given.
+    pub flags: Vec<(&'static str, String)>,
+    scope: PhantomData<S>,
+}
+
+pub type ServeArgs = SettingArgs<Serve>;
+pub type StoreArgs = SettingArgs<Store>;
+
+fn rows<S: Scope>() -> impl Iterator<Item = &'static Setting> {
+    SETTINGS.iter().filter(|s| s.has_flag && S::has(s))
+}
+
+/// A row's help line, with its variables and default.
+fn help(s: &Setting) -> String {
+    let mut h = format!("{} [env: {}", s.summary(), s.env);
+    if let Some(alias) = s.alias {
+        h.push_str(&format!(" or {alias}"));
+    }
+    h.push(']');
+    if let Some(d) = s.default {
+        h.push_str(&format!(" [default: {d}]"));
+    }
+    h
+}
+
+impl<S: Scope> SettingArgs<S> {
     /// The configuration from the `--config` file, the process environment
     /// and these flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        load_config(self.config.as_ref(), self.flags())
+        let file = match &self.config {
+            Some(p) => Some((
+                p.clone(),
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| Sources::reads_env(k))
+            .collect();
+        Ok(Config::load(Sources {
+            file,
+            env,
+            flags: self.flags.clone(),
+        })?)
     }
 }
 
-/// The store settings of `snapshot restore`.
-#[derive(Args)]
-pub struct StoreArgs {
-    /// TOML config file, as for `serve` [env: none]
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Data directory [env: MAXINE_DATA_DIR] [default: ./maxine-data]
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// Store: file or redis://host:port/db [env: MAXINE_STORE] [default: file]
-    #[arg(long)]
-    store: Option<String>,
+impl<S: Scope> clap::Args for SettingArgs<S> {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        cmd = cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML config file; unknown keys are an error"),
+        );
+        for s in rows::<S>() {
+            let flag = s.flag().expect("rows with a flag");
+            let arg = Arg::new(s.key).long(flag).help(help(s));
+            cmd = cmd.arg(match s.kind {
+                Kind::Bool => arg.action(ArgAction::SetTrue),
+                Kind::Integer => arg.value_name("N"),
+                Kind::Duration => arg.value_name("DURATION"),
+                Kind::Text => arg.value_name(
+                    s.key
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or(s.key)
+                        .to_ascii_uppercase(),
+                ),
+            });
+        }
+        match S::after_help() {
+            Some(text) => cmd.after_help(text),
+            None => cmd,
+        }
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
-impl StoreArgs {
-    /// The configuration, as `serve` would load it with these flags.
-    pub fn load(&self) -> anyhow::Result<Config> {
+impl<S: Scope> clap::FromArgMatches for SettingArgs<S> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
         let mut flags = Vec::new();
-        if let Some(d) = &self.data_dir {
-            flags.push(("data_dir", d.clone()));
+        for s in rows::<S>() {
+            if s.kind == Kind::Bool {
+                if m.get_flag(s.key) {
+                    flags.push((s.key, "true".to_string()));
+                }
+            } else if let Some(v) = m.get_one::<String>(s.key) {
+                flags.push((s.key, v.clone()));
+            }
         }
-        if let Some(s) = &self.store {
-            flags.push(("store", s.clone()));
-        }
-        load_config(self.config.as_ref(), flags)
+        Ok(Self {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            flags,
+            scope: PhantomData,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
     }
 }
 
-/// The configuration from a file, the MAXINE_* environment and flags.
-fn load_config(
-    path: Option<&PathBuf>,
-    flags: Vec<(&'static str, String)>,
-) -> anyhow::Result<Config> {
-    let file = match path {
-        Some(p) => Some((
-            p.clone(),
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read config file {}", p.display()))?,
-        )),
-        None => None,
-    };
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("MAXINE_") || k == "DATACENTER_ID")
-        .collect();
-    Ok(Config::load(Sources { file, env, flags })?)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn parse<S: Scope>(args: &[&str]) -> SettingArgs<S> {
+        let cmd = SettingArgs::<S>::augment_args(clap::Command::new("t").no_binary_name(true));
+        SettingArgs::from_arg_matches(&cmd.try_get_matches_from(args).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_flag_is_passed_on_under_its_toml_key() {
+        let a = parse::<Serve>(&[
+            "--config",
+            "m.toml",
+            "--dns-addr",
+            "127.0.0.1:53",
+            "--datacenter",
+            "eu1",
+            "--insecure-http",
+            "--dns-ttl",
+            "30s",
+        ]);
+        assert_eq!(a.config, Some(PathBuf::from("m.toml")));
+        assert_eq!(
+            a.flags,
+            [
+                ("datacenter", "eu1".to_string()),
+                ("dns.addr", "127.0.0.1:53".into()),
+                ("dns.ttl", "30s".into()),
+                ("http.insecure_http", "true".into()),
+            ]
+        );
+        assert!(parse::<Serve>(&[]).flags.is_empty());
+    }
+
+    #[test]
+    fn restore_offers_only_the_store_flags() {
+        let a = parse::<Store>(&["--data-dir", "/d", "--store", "memory"]);
+        assert_eq!(
+            a.flags,
+            [("data_dir", "/d".to_string()), ("store", "memory".into())]
+        );
+        let cmd = StoreArgs::augment_args(clap::Command::new("t").no_binary_name(true));
+        assert!(cmd.try_get_matches_from(["--dns-addr", "x"]).is_err());
+    }
 }
