@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, DnsConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
 use crate::store::{FileStore, Journal, LocalLog, RedisStore, Store};
@@ -74,6 +74,28 @@ fn bind_dns(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, std::net::
     Err(last_err.expect("loop ran")).context("cannot find a free port for DNS over UDP and TCP")
 }
 
+/// The DNS front end's settings, from the configuration.
+fn dns_limits(c: &DnsConfig) -> dns::Limits {
+    dns::Limits {
+        ttl: c.ttl,
+        max_records: c.max_records,
+        tcp_idle_timeout: c.tcp_idle_timeout,
+        tcp_max_connections: c.tcp_max_connections,
+        tcp_max_connections_per_ip: c.tcp_max_connections_per_ip,
+        udp_workers: c.udp_workers,
+        udp: dns::udp::UdpConfig {
+            max_queue_delay: c.max_queue_delay,
+            rrl: dns::rrl::RrlConfig {
+                responses_per_second: c.rrl.responses_per_second,
+                slip: c.rrl.slip,
+                ipv4_prefix: c.rrl.ipv4_prefix,
+                ipv6_prefix: c.rrl.ipv6_prefix,
+                exempt_loopback: c.rrl.exempt_loopback,
+            },
+        },
+    }
+}
+
 /// A built, not yet running, Maxine.
 pub struct App {
     config: Config,
@@ -105,11 +127,16 @@ impl App {
         })?;
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
-        let zone = dns::Zone::from_config(&config).context("cannot load the DNS zone")?;
+        let zone = dns::Zone::load(
+            &config.dns.zone_dir,
+            &config.domain,
+            config.dns.negative_ttl,
+        )
+        .context("cannot load the DNS zone")?;
         registry.reserve_service_names(zone.reserved_labels());
         let dns = dns::DnsServer::new(
             zone,
-            dns::Limits::from(&config.dns),
+            dns_limits(&config.dns),
             listeners.dns_udp,
             listeners.dns_tcp,
         )?;

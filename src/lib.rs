@@ -17,9 +17,15 @@
 //! ```
 //!
 //! Dependency direction: `main -> app -> {dns, http, events, store} -> core`
-//! (`http` waits on `store::Durable`); `config` is read by `app` only. `core`
-//! does no I/O and imports nothing of ours; the front ends never call each
-//! other; only `app` names concrete pieces.
+//! (`http` waits on `store::Durable`). `config` imports only `core` and is
+//! read by `app` only, which hands each module its own settings (such as
+//! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
+//! ends never call each other; only `app` names concrete pieces.
+//! `tests/architecture.rs` keeps this true.
+//!
+//! The `maxine` binary (`src/main.rs`, and `src/cli/` for its command line
+//! and client subcommands) is not part of this library: it parses, loads
+//! the config, binds, builds the `app` and runs it.
 
 pub mod app;
 pub mod config;

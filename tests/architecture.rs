@@ -1,5 +1,6 @@
 //! Keeps the dependency direction of GUIDE.md true: the core does no I/O and
-//! imports nothing of ours; front ends never call each other.
+//! imports nothing of ours; front ends never call each other; only `app`
+//! reads the configuration, and `config` imports no front end or driver.
 
 use std::path::Path;
 
@@ -155,4 +156,128 @@ fn the_store_does_not_reach_into_front_ends_or_config() {
         &["crate::dns", "crate::http", "crate::config", "axum"],
     );
     assert!(v.is_empty(), "store imports a front end:\n{}", v.join("\n"));
+}
+
+/// The modules of ours that `text` names (`crate::config::X`,
+/// `crate::{config, core}`, `super::config` from a module's `mod.rs`, ...),
+/// each with the line it is named on. `depth` is how many `super::` lead
+/// from the file to the crate root: 1 for `src/dns/mod.rs`, 2 for
+/// `src/dns/udp.rs`.
+fn modules_named(text: &str, depth: usize) -> Vec<(usize, String)> {
+    // Comments out; everything after the unit tests out.
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.replace(&"super::".repeat(depth), "crate::");
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = code[at + "crate::".len()..].trim_start();
+        if let Some(group) = rest.strip_prefix('{') {
+            // The first segment of every top-level item of the group.
+            let (mut level, mut item_start) = (0, true);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => level += 1,
+                    '}' if level == 0 => break,
+                    '}' => level -= 1,
+                    ',' if level == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        item_start = false;
+                        found.push((line_of(at), ident(&group[i..])));
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.push((line_of(at), ident(rest)));
+        }
+    }
+    found
+}
+
+/// Every place under src/`module` that names one of `forbidden` (modules of ours).
+fn imports(module: &str, forbidden: &[&str]) -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = src.join(module);
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(!files.is_empty(), "no sources under {}", root.display());
+    let mut found = Vec::new();
+    for f in files {
+        let below = f.strip_prefix(&src).unwrap().components().count();
+        let depth = if f.ends_with("mod.rs") {
+            below - 1
+        } else {
+            below
+        };
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (line, named) in modules_named(&text, depth) {
+            if forbidden.contains(&named.as_str()) {
+                found.push(format!("{}:{line}: names crate::{named}", f.display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn only_app_reads_the_configuration() {
+    for module in ["core", "dns", "http", "store", "events"] {
+        let v = imports(module, &["config", "app"]);
+        assert!(
+            v.is_empty(),
+            "{module} must get its settings from app, not read config:\n{}",
+            v.join("\n")
+        );
+    }
+}
+
+#[test]
+fn config_imports_no_front_end_or_driver() {
+    let v = imports("config", &["dns", "http", "store", "events", "app"]);
+    assert!(
+        v.is_empty(),
+        "config may import only core:\n{}",
+        v.join("\n")
+    );
+}
+
+/// The scan sees the old imports of config from dns, and the other
+/// spellings of a path to a module.
+#[test]
+fn the_scan_finds_every_way_of_naming_a_module() {
+    let names = |text: &str, depth| -> Vec<String> {
+        modules_named(text, depth)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    };
+    assert_eq!(names("pub use crate::config::RrlConfig;", 2), ["config"]);
+    assert_eq!(
+        names("use crate::config::{Config, DnsConfig};", 1),
+        ["config"]
+    );
+    assert_eq!(
+        names("use crate::{\n    config::X,\n    core::{a, b},\n};", 1),
+        ["config", "core"]
+    );
+    assert_eq!(names("fn f(c: &crate::config::Config) {}", 1), ["config"]);
+    assert_eq!(names("use super::config::Config;", 1), ["config"]);
+    assert_eq!(names("use super::super::config::X;", 2), ["config"]);
+    // A sibling inside the module is not a module of the crate.
+    assert_eq!(names("use super::rrl::Limiter;", 2), Vec::<String>::new());
+    assert!(names("// use crate::config::X;", 1).is_empty());
+    assert!(names("#[cfg(test)]\nuse crate::config::X;", 1).is_empty());
 }

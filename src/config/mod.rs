@@ -3,7 +3,13 @@
 //! carry their invariants. Sources are passed in (`Sources`), so tests never
 //! touch the process environment.
 //!
-//! Must not import: dns, http, store or any other front end or driver.
+//! Every setting is declared once, in `wire.rs`: its key, type, default,
+//! variable, flag and documentation. The wire types and [`SETTINGS`] are
+//! generated from that declaration; `Config::validate` checks the values.
+//!
+//! Must not import: dns, http, store, events, app or any other front end or
+//! driver (only `app` reads the configuration, and hands each module its own
+//! settings).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +19,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::{Datacenter, RegistryConfig};
+
+#[macro_use]
+mod settings;
+mod wire;
+
+pub use settings::{Kind, SETTINGS, Setting};
+pub use wire::{ConfigFile, DnsFile, HttpFile, LogFile, RegistryFile, RrlFile};
 
 /// Why the configuration was refused. Each message says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -63,203 +76,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration such as \"30s\": {e}"))
 }
 
-/// The whole configuration as written in TOML.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConfigFile {
-    /// Name of this datacenter (a DNS label). Default `dc1`.
-    pub datacenter: String,
-    /// DNS zone Maxine is authoritative for. Default `maxine`.
-    pub domain: String,
-    /// Directory for Maxine's data. Default `./maxine-data`.
-    pub data_dir: PathBuf,
-    /// Where the registry is kept: `file` (`registry.redb` in `data_dir`), a
-    /// `redis://[:password@]host:port/db` URL, or `memory` (nothing is kept:
-    /// a restart starts empty). Default `file`.
-    pub store: String,
-    /// Authoritative DNS server.
-    pub dns: DnsFile,
-    /// HTTP API.
-    pub http: HttpFile,
-    /// Registry behaviour.
-    pub registry: RegistryFile,
-    /// Logging.
-    pub log: LogFile,
-}
-
-impl Default for ConfigFile {
-    fn default() -> Self {
-        Self {
-            datacenter: "dc1".into(),
-            domain: "maxine".into(),
-            data_dir: "./maxine-data".into(),
-            store: "file".into(),
-            dns: DnsFile::default(),
-            http: HttpFile::default(),
-            registry: RegistryFile::default(),
-            log: LogFile::default(),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsFile {
-    /// UDP and TCP listen address. Default `127.0.0.1:8600`.
-    pub addr: String,
-    /// TTL of positive answers. Default 5 s.
-    pub ttl: DurationValue,
-    /// TTL of negative answers (written into the SOA minimum); default: the zone file's.
-    pub negative_ttl: Option<DurationValue>,
-    /// Directory of master-format zone files; `<domain>.zone` is loaded from it. Default `zones`.
-    pub zone_dir: PathBuf,
-    /// Most address or SRV records in one answer; answers rotate through all instances. Default 32.
-    pub max_records: usize,
-    /// Idle TCP connections are closed after this long. Default 10 s.
-    pub tcp_idle_timeout: DurationValue,
-    /// Most open TCP connections. Default 1024.
-    pub tcp_max_connections: usize,
-    /// Most open TCP connections from one client address. Default 64.
-    pub tcp_max_connections_per_ip: usize,
-    /// UDP worker threads (each with its own socket on the port); 0: one per core. Default 0.
-    pub udp_workers: usize,
-    /// A UDP query that waited longer than this in the socket buffer is dropped
-    /// unanswered: under overload Maxine sheds load instead of answering late. Default 1 s.
-    pub max_queue_delay: DurationValue,
-    /// Response rate limiting.
-    pub rrl: RrlFile,
-}
-
-/// Response rate limiting per client prefix (see docs/dns.md).
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct RrlFile {
-    /// Responses per second per client prefix and UDP worker; 0 turns limiting off. Default 1000.
-    pub responses_per_second: u32,
-    /// Every n-th limited response is sent truncated (TC=1) instead of dropped; 0: drop all. Default 2.
-    pub slip: u32,
-    /// IPv4 prefix length that counts as one client. Default 24.
-    pub ipv4_prefix: u8,
-    /// IPv6 prefix length that counts as one client. Default 56.
-    pub ipv6_prefix: u8,
-    /// Never limit loopback clients. Default true.
-    pub exempt_loopback: bool,
-}
-
-impl Default for RrlFile {
-    fn default() -> Self {
-        Self {
-            responses_per_second: 1000,
-            slip: 2,
-            ipv4_prefix: 24,
-            ipv6_prefix: 56,
-            exempt_loopback: true,
-        }
-    }
-}
-
-impl Default for DnsFile {
-    fn default() -> Self {
-        Self {
-            addr: "127.0.0.1:8600".into(),
-            ttl: DurationValue(Duration::from_secs(5)),
-            negative_ttl: None,
-            zone_dir: "zones".into(),
-            max_records: 32,
-            tcp_idle_timeout: DurationValue(Duration::from_secs(10)),
-            tcp_max_connections: 1024,
-            tcp_max_connections_per_ip: 64,
-            udp_workers: 0,
-            max_queue_delay: DurationValue(Duration::from_secs(1)),
-            rrl: RrlFile::default(),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpFile {
-    /// API listen address. Default `127.0.0.1:8080`.
-    pub addr: String,
-    /// PEM certificate chain; with `tls_key`, the API is served over HTTPS.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Accept plain HTTP on a non-loopback address. Default false.
-    pub insecure_http: bool,
-    /// Largest request body accepted (413 beyond). Default 64 KiB.
-    pub max_body_bytes: usize,
-}
-
-impl Default for HttpFile {
-    fn default() -> Self {
-        Self {
-            addr: "127.0.0.1:8080".into(),
-            tls_cert: None,
-            tls_key: None,
-            insecure_http: false,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistryFile {
-    /// How long an instance stays critical (out of DNS) before it is removed. Default 10 min.
-    pub reap_after: DurationValue,
-}
-
-impl Default for RegistryFile {
-    fn default() -> Self {
-        Self {
-            reap_after: DurationValue(Duration::from_secs(600)),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogFile {
-    /// `text` (default) or `json`.
-    pub format: String,
-    /// A tracing filter such as `info` or `maxine=debug`. Default `info`.
-    pub level: String,
-}
-
-impl Default for LogFile {
-    fn default() -> Self {
-        Self {
-            format: "text".into(),
-            level: "info".into(),
-        }
-    }
-}
-
-/// Environment variables and the config key each one sets.
-pub const ENV_KEYS: &[(&str, &str)] = &[
-    ("DATACENTER_ID", "datacenter"),
-    ("MAXINE_DATACENTER", "datacenter"),
-    ("MAXINE_DOMAIN", "domain"),
-    ("MAXINE_DATA_DIR", "data_dir"),
-    ("MAXINE_STORE", "store"),
-    ("MAXINE_DNS_ADDR", "dns.addr"),
-    ("MAXINE_DNS_TTL", "dns.ttl"),
-    ("MAXINE_DNS_NEGATIVE_TTL", "dns.negative_ttl"),
-    ("MAXINE_ZONE_DIR", "dns.zone_dir"),
-    ("MAXINE_DNS_MAX_RECORDS", "dns.max_records"),
-    ("MAXINE_DNS_UDP_WORKERS", "dns.udp_workers"),
-    ("MAXINE_DNS_RRL", "dns.rrl.responses_per_second"),
-    ("MAXINE_HTTP_ADDR", "http.addr"),
-    ("MAXINE_TLS_CERT", "http.tls_cert"),
-    ("MAXINE_TLS_KEY", "http.tls_key"),
-    ("MAXINE_INSECURE_HTTP", "http.insecure_http"),
-    ("MAXINE_MAX_BODY_BYTES", "http.max_body_bytes"),
-    ("MAXINE_REAP_AFTER", "registry.reap_after"),
-    ("MAXINE_LOG_FORMAT", "log.format"),
-    ("MAXINE_LOG_LEVEL", "log.level"),
-];
-
 /// Variables with the MAXINE_ prefix that belong to the client subcommands, not to `serve`.
 pub const CLIENT_ENV: &[&str] = &["MAXINE_API", "MAXINE_CA_CERT", "MAXINE_DNS"];
 
@@ -268,10 +84,19 @@ pub const CLIENT_ENV: &[&str] = &["MAXINE_API", "MAXINE_CA_CERT", "MAXINE_DNS"];
 pub struct Sources {
     /// Contents of the TOML file, if one was given, with its path.
     pub file: Option<(PathBuf, String)>,
-    /// The process environment (only DATACENTER_ID and MAXINE_* are read).
+    /// The process environment; only the variables [`Sources::reads_env`]
+    /// accepts matter, and an unknown `MAXINE_*` one is an error.
     pub env: BTreeMap<String, String>,
-    /// Flags as (config key, value).
+    /// Flags as (TOML key of a [`SETTINGS`] row, value as typed).
     pub flags: Vec<(&'static str, String)>,
+}
+
+impl Sources {
+    /// Whether the variable `name` is one `Config::load` looks at: every
+    /// `MAXINE_*` (so a misspelt one is refused) and the aliases of the table.
+    pub fn reads_env(name: &str) -> bool {
+        name.starts_with("MAXINE_") || SETTINGS.iter().any(|s| s.alias == Some(name))
+    }
 }
 
 /// The validated configuration.
@@ -354,21 +179,27 @@ impl Config {
                 .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?,
             None => toml::Table::new(),
         };
-        // DATACENTER_ID first so that MAXINE_DATACENTER wins over it.
-        for (name, key) in ENV_KEYS {
-            if let Some(v) = sources.env.get(*name) {
-                set_key(&mut table, key, v);
-            }
-        }
         if let Some(unknown) = sources.env.keys().find(|k| {
             k.starts_with("MAXINE_")
-                && !ENV_KEYS.iter().any(|(n, _)| n == k)
+                && !SETTINGS.iter().any(|s| s.env == k.as_str())
                 && !CLIENT_ENV.contains(&k.as_str())
         }) {
             return Err(ConfigError::UnknownEnv(unknown.clone()));
         }
+        for s in SETTINGS {
+            // The alias first, so that the MAXINE_* variable wins over it.
+            for name in s.alias.iter().chain([&s.env]) {
+                if let Some(v) = sources.env.get(*name) {
+                    set_key(&mut table, s.key, s.value(v)?);
+                }
+            }
+        }
         for (key, v) in &sources.flags {
-            set_key(&mut table, key, v);
+            let s = Setting::find(key).ok_or(ConfigError::Invalid {
+                key,
+                message: "no such setting".into(),
+            })?;
+            set_key(&mut table, s.key, s.value(v)?);
         }
         let file: ConfigFile = table
             .try_into()
@@ -559,17 +390,8 @@ impl Config {
     }
 }
 
-/// Sets a dotted key in a TOML table. The text is read as a TOML number or
-/// boolean when it is one, otherwise kept as a string.
-fn set_key(table: &mut toml::Table, dotted: &str, raw: &str) {
-    let value = match raw.parse::<i64>() {
-        Ok(n) if !dotted.ends_with("addr") => toml::Value::Integer(n),
-        _ => match raw {
-            "true" => toml::Value::Boolean(true),
-            "false" => toml::Value::Boolean(false),
-            _ => toml::Value::String(raw.to_string()),
-        },
-    };
+/// Sets a dotted key in a TOML table.
+fn set_key(table: &mut toml::Table, dotted: &str, value: toml::Value) {
     let mut parts: Vec<&str> = dotted.split('.').collect();
     let last = parts.pop().expect("non-empty key");
     let mut t = table;
@@ -646,6 +468,68 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.datacenter.as_str(), "explicit");
+    }
+
+    #[test]
+    fn every_variable_of_the_table_sets_its_key() {
+        for s in SETTINGS {
+            let Some(default) = s.default else { continue };
+            let c = Config::load(Sources {
+                env: env(&[(s.env, default)]),
+                ..Default::default()
+            });
+            assert!(c.is_ok(), "{}={default}: {}", s.env, c.unwrap_err());
+        }
+        let c = Config::load(Sources {
+            env: env(&[
+                ("MAXINE_DNS_RRL_SLIP", "5"),
+                ("MAXINE_DNS_MAX_QUEUE_DELAY", "250ms"),
+                ("MAXINE_DNS_RRL_EXEMPT_LOOPBACK", "false"),
+            ]),
+            flags: vec![("dns.udp_workers", "3".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.dns.rrl.slip, 5);
+        assert_eq!(c.dns.max_queue_delay, Duration::from_millis(250));
+        assert!(!c.dns.rrl.exempt_loopback);
+        assert_eq!(c.dns.udp_workers, 3);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_names_its_key() {
+        let err = Config::load(Sources {
+            env: env(&[("MAXINE_DNS_MAX_RECORDS", "many")]),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("dns.max_records") && err.contains("many"),
+            "{err}"
+        );
+        // Text settings stay text, even when they look like a number.
+        let c = Config::load(Sources {
+            flags: vec![("domain", "42".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.domain, "42");
+    }
+
+    #[test]
+    fn client_variables_are_not_an_error_for_serve() {
+        assert!(
+            Config::load(Sources {
+                env: env(&[
+                    ("MAXINE_API", "http://x"),
+                    ("MAXINE_CA_CERT", "ca.pem"),
+                    ("MAXINE_DNS", "127.0.0.1:53"),
+                ]),
+                ..Default::default()
+            })
+            .is_ok()
+        );
     }
 
     #[test]

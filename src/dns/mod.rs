@@ -3,7 +3,8 @@
 //! names that the registry's changes keep current; it holds no registry
 //! logic of its own.
 //!
-//! Must not import: http (front ends never call each other).
+//! Must not import: http (front ends never call each other), config (`app`
+//! hands it [`Limits`] and a loaded [`Zone`]).
 
 pub mod answers;
 mod encoded;
@@ -25,22 +26,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DnsConfig};
 use crate::core::{QueryContext, Registry, Transport};
 
 pub use answers::{AnswerBuilder, ReadyAnswers};
 pub use zone::Zone;
-
-impl Zone {
-    /// Loads the zone named by the configuration.
-    pub fn from_config(config: &Config) -> Result<Self, zone::ZoneError> {
-        Zone::load(
-            &config.dns.zone_dir,
-            &config.domain,
-            config.dns.negative_ttl,
-        )
-    }
-}
 
 /// Limits and settings of the DNS listeners.
 #[derive(Clone, Debug)]
@@ -53,23 +42,6 @@ pub struct Limits {
     /// UDP worker threads, each with its own socket on the port.
     pub udp_workers: usize,
     pub udp: udp::UdpConfig,
-}
-
-impl From<&DnsConfig> for Limits {
-    fn from(c: &DnsConfig) -> Self {
-        Self {
-            ttl: c.ttl,
-            max_records: c.max_records,
-            tcp_idle_timeout: c.tcp_idle_timeout,
-            tcp_max_connections: c.tcp_max_connections,
-            tcp_max_connections_per_ip: c.tcp_max_connections_per_ip,
-            udp_workers: c.udp_workers,
-            udp: udp::UdpConfig {
-                max_queue_delay: c.max_queue_delay,
-                rrl: c.rrl.clone(),
-            },
-        }
-    }
 }
 
 /// Binds a UDP socket with a large receive buffer (bursts of queries).

@@ -12,7 +12,17 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-pub use crate::config::RrlConfig;
+/// Settings of the limiter; `responses_per_second == 0` turns it off.
+#[derive(Clone, Debug)]
+pub struct RrlConfig {
+    pub responses_per_second: u32,
+    /// Every n-th limited response is sent with TC=1 instead of dropped (0: drop all).
+    pub slip: u32,
+    /// Prefix lengths that count as one client (at most 32 and 128).
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub exempt_loopback: bool,
+}
 
 /// What to do with one response.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,0 +1,40 @@
+//! The command line of the `maxine` program: its clap types, the setting
+//! flags of `serve` (built from the settings table), and the client
+//! subcommands, which are small clients of a running server, for people.
+//! `main.rs` parses, dispatches and runs `serve`; everything else is here.
+//!
+//! Part of the binary, not of the library: it reaches the server only
+//! through its API, its DNS and (for `snapshot restore`) its store.
+
+pub mod api;
+pub mod lookup;
+pub mod settings;
+pub mod snapshot;
+
+use clap::{Parser, Subcommand};
+
+pub use settings::ServeArgs;
+
+#[derive(Parser)]
+#[command(name = "maxine", version, about = "DNS-first service discovery")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (DNS and HTTP API).
+    Serve(ServeArgs),
+    /// Register (or replace) an instance through the API.
+    Register(api::RegisterArgs),
+    /// Remove an instance through the API.
+    Deregister(api::InstanceArgs),
+    /// List services through the API.
+    Services(api::ClientArgs),
+    /// Resolve a name through DNS, as any client would (hickory-resolver).
+    Lookup(lookup::LookupArgs),
+    /// Back up and restore the registry with snapshot files (checksummed).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+}

@@ -1,0 +1,101 @@
+//! `snapshot save` (from a running server, through the API) and
+//! `snapshot restore` (into the store of a stopped server).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use super::api::{ClientArgs, client_with_timeout, print_response};
+use super::settings::StoreArgs;
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Save the registry of a running server to FILE (GET /v1/snapshot).
+    Save(SnapshotSaveArgs),
+    /// Replace what the store holds with FILE. Run it while Maxine is
+    /// stopped, with the store settings `serve` uses; then start Maxine.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Args)]
+pub struct SnapshotSaveArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct SnapshotRestoreArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    settings: StoreArgs,
+}
+
+pub async fn save(a: SnapshotSaveArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v1/snapshot", a.client.api.trim_end_matches('/'));
+    // A million instances make a file of a few hundred MB.
+    let http = client_with_timeout(&a.client, std::time::Duration::from_secs(600))?;
+    let resp = http.get(url).send().await?;
+    if !resp.status().is_success() {
+        return print_response(resp).await;
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .context("the snapshot download broke off")?;
+    let snap = maxine::store::snapshot::decode(&bytes)?;
+    // Write beside the target, fsync, rename over it, fsync the directory:
+    // FILE is either the old file or the whole new one, even after a crash.
+    let dir = match a.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        a.file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &a.file)?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write {}: {e}", a.file.display());
+    }
+    println!(
+        "saved {} instances at index {} to {}",
+        snap.records.len(),
+        snap.last_index,
+        a.file.display()
+    );
+    Ok(())
+}
+
+pub fn restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
+    let config = a.settings.load()?;
+    let bytes =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    // Verify before opening the store, so a bad file touches nothing.
+    maxine::store::snapshot::decode(&bytes)
+        .with_context(|| format!("{} cannot be restored", a.file.display()))?;
+    let Some(mut store) = maxine::app::open_store(&config)? else {
+        bail!("the store is \"memory\": there is nothing to restore into");
+    };
+    let done = maxine::store::snapshot::restore_into(&mut *store, &bytes)?;
+    println!(
+        "restored {} instances into {}; the change index goes on from {}. Start `maxine serve` to serve them.",
+        done.instances,
+        store.describe(),
+        done.last_index
+    );
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The one declaration of every setting of `maxine serve`: its TOML key
+//! (section and field), type, default, `MAXINE_*` variable, whether it has a
+//! flag (named after the variable), and its line of documentation. The wire
+//! types, their defaults, the environment mapping, `--help` and the check of
+//! docs/config.md all come from here.
+
+use std::path::PathBuf;
+
+use super::DurationValue;
+
+settings! {
+    /// The whole configuration as written in TOML.
+    ConfigFile "" {
+        /// This datacenter's name (a DNS label).
+        datacenter: String = "dc1", "MAXINE_DATACENTER" or "DATACENTER_ID", flag;
+        /// DNS zone Maxine is authoritative for.
+        domain: String = "maxine", "MAXINE_DOMAIN", flag;
+        /// Directory for Maxine's data.
+        data_dir: PathBuf = "./maxine-data", "MAXINE_DATA_DIR", flag;
+        /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db, or memory (nothing kept: a restart starts empty).
+        store: String = "file", "MAXINE_STORE", flag;
+    } sections {
+        /// Authoritative DNS server.
+        dns: DnsFile,
+        /// HTTP API.
+        http: HttpFile,
+        /// Registry behaviour.
+        registry: RegistryFile,
+        /// Logging.
+        log: LogFile,
+    }
+
+    /// The `[dns]` section.
+    DnsFile "dns." {
+        /// DNS listen address, UDP and TCP.
+        addr: String = "127.0.0.1:8600", "MAXINE_DNS_ADDR", flag;
+        /// TTL of service and instance records (at most 1 day).
+        ttl: DurationValue = "5s", "MAXINE_DNS_TTL", flag;
+        /// TTL of negative answers (the SOA minimum, at most 1 day); unset: the zone file's.
+        negative_ttl: Option<DurationValue>, "MAXINE_DNS_NEGATIVE_TTL";
+        /// Directory of zone files; <domain>.zone is read from it.
+        zone_dir: PathBuf = "zones", "MAXINE_ZONE_DIR", flag;
+        /// Most address or SRV records in one answer (1 to 1000); answers rotate through all instances.
+        max_records: usize = "32", "MAXINE_DNS_MAX_RECORDS";
+        /// Idle TCP connections are closed after this long (100ms to 1h).
+        tcp_idle_timeout: DurationValue = "10s", "MAXINE_DNS_TCP_IDLE_TIMEOUT";
+        /// Most open TCP connections in all.
+        tcp_max_connections: usize = "1024", "MAXINE_DNS_TCP_MAX_CONNECTIONS";
+        /// Most open TCP connections from one client address.
+        tcp_max_connections_per_ip: usize = "64", "MAXINE_DNS_TCP_MAX_CONNECTIONS_PER_IP";
+        /// UDP worker threads, each with its own socket on the port (at most 256); 0: one per core.
+        udp_workers: usize = "0", "MAXINE_DNS_UDP_WORKERS", flag;
+        /// A UDP query that waited longer than this in the socket buffer is dropped unanswered (10ms to 30s).
+        max_queue_delay: DurationValue = "1s", "MAXINE_DNS_MAX_QUEUE_DELAY";
+    } sections {
+        /// Response rate limiting.
+        rrl: RrlFile,
+    }
+
+    /// Response rate limiting per client prefix (see docs/dns.md).
+    RrlFile "dns.rrl." {
+        /// Responses per second per client prefix and UDP worker; 0 turns limiting off.
+        responses_per_second: u32 = "1000", "MAXINE_DNS_RRL", flag;
+        /// Every n-th limited response is sent truncated (TC=1) instead of dropped; 0: drop all.
+        slip: u32 = "2", "MAXINE_DNS_RRL_SLIP";
+        /// IPv4 prefix length that counts as one client (at most 32).
+        ipv4_prefix: u8 = "24", "MAXINE_DNS_RRL_IPV4_PREFIX";
+        /// IPv6 prefix length that counts as one client (at most 128).
+        ipv6_prefix: u8 = "56", "MAXINE_DNS_RRL_IPV6_PREFIX";
+        /// Never limit clients on loopback addresses.
+        exempt_loopback: bool = "true", "MAXINE_DNS_RRL_EXEMPT_LOOPBACK";
+    }
+
+    /// The `[http]` section.
+    HttpFile "http." {
+        /// HTTP API listen address.
+        addr: String = "127.0.0.1:8080", "MAXINE_HTTP_ADDR", flag;
+        /// PEM certificate chain; with tls_key, the API is served over HTTPS.
+        tls_cert: Option<PathBuf>, "MAXINE_TLS_CERT", flag;
+        /// PEM private key of tls_cert.
+        tls_key: Option<PathBuf>, "MAXINE_TLS_KEY", flag;
+        /// Accept plain HTTP on a non-loopback address.
+        insecure_http: bool = "false", "MAXINE_INSECURE_HTTP", flag;
+        /// Largest request body accepted, in bytes (at least 1024); larger ones get 413.
+        max_body_bytes: usize = "65536", "MAXINE_MAX_BODY_BYTES";
+    }
+
+    /// The `[registry]` section.
+    RegistryFile "registry." {
+        /// How long an instance stays critical (out of DNS) before it is removed (at least 1s).
+        reap_after: DurationValue = "10m", "MAXINE_REAP_AFTER", flag;
+    }
+
+    /// The `[log]` section.
+    LogFile "log." {
+        /// Log format: text or json.
+        format: String = "text", "MAXINE_LOG_FORMAT", flag;
+        /// Log filter, e.g. info or maxine=debug.
+        level: String = "info", "MAXINE_LOG_LEVEL", flag;
+    }
+}
