@@ -68,10 +68,12 @@ pub(super) struct Encoding {
     pub addr_type: u16,
 }
 
-struct Entry {
+struct Entry<V> {
     id: InstanceId,
-    /// Index of the instance value encoded: an unchanged instance keeps it.
-    index: u64,
+    /// The instance value encoded. An unchanged instance is the same value
+    /// (see [`SameValue`]): change detection does not depend on what the
+    /// change index means (local, replicated or a shared log's revision).
+    value: V,
     /// Where this instance's bytes end; they start where the previous
     /// instance's end: the id label, then the records ([`InstanceWire`]).
     end: u32,
@@ -80,14 +82,43 @@ struct Entry {
     addr_type: u16,
 }
 
-/// A service's instances, encoded, in id order.
-#[derive(Default)]
-pub(super) struct EncodedInstances {
-    entries: Vec<Entry>,
+/// Whether two values of an instance are one value: for registry
+/// instances, one allocation (values are immutable but for their
+/// heartbeat deadline, which DNS does not encode).
+pub(super) trait SameValue: Clone {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl SameValue for std::sync::Arc<crate::core::Instance> {
+    fn same(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(self, other)
+    }
+}
+
+/// Test values: a number stands for a value.
+#[cfg(test)]
+impl SameValue for u64 {
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+/// A service's instances, encoded, in id order, with the values encoded.
+pub(super) struct EncodedInstances<V> {
+    entries: Vec<Entry<V>>,
     bytes: Vec<u8>,
 }
 
-impl EncodedInstances {
+impl<V> Default for EncodedInstances<V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl<V: SameValue> EncodedInstances<V> {
     pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -120,14 +151,14 @@ impl EncodedInstances {
     pub(super) fn push(
         &mut self,
         id: &InstanceId,
-        index: u64,
+        value: V,
         encode: impl FnOnce(&mut Vec<u8>) -> Encoding,
     ) {
         self.bytes.extend_from_slice(id.as_str().as_bytes());
         let e = encode(&mut self.bytes);
         self.entries.push(Entry {
             id: id.clone(),
-            index,
+            value,
             end: offset(self.bytes.len()),
             // A DNS label: at most 63 bytes.
             id_len: id.as_str().len() as u8,
@@ -136,16 +167,18 @@ impl EncodedInstances {
         });
     }
 
-    /// These instances updated to `next` (id order, with each value's
-    /// index): unchanged instances are moved over, their bytes copied in
-    /// runs; `encode` appends the records of the changed and new ones.
-    /// Consumes `self`, so that moving an id touches no reference count.
-    pub(super) fn merge<'n, T: 'n>(
+    /// These instances updated to `next` (id order): unchanged instances
+    /// (the same value) are moved over, their bytes copied in runs;
+    /// `encode` appends the records of the changed and new ones. Consumes
+    /// `self`, so that moving an unchanged entry touches no reference count.
+    pub(super) fn merge<'n>(
         self,
-        next: impl ExactSizeIterator<Item = (&'n InstanceId, &'n T)>,
-        index_of: impl Fn(&T) -> u64,
-        mut encode: impl FnMut(&T, &mut Vec<u8>) -> Encoding,
-    ) -> Self {
+        next: impl ExactSizeIterator<Item = (&'n InstanceId, &'n V)>,
+        mut encode: impl FnMut(&V, &mut Vec<u8>) -> Encoding,
+    ) -> Self
+    where
+        V: 'n,
+    {
         let mut out = EncodedInstances {
             entries: Vec::with_capacity(next.len()),
             bytes: Vec::with_capacity(self.bytes.len() + 128),
@@ -156,7 +189,7 @@ impl EncodedInstances {
         // waiting to be copied.
         let mut old_at = 0usize;
         let mut run: Range<usize> = 0..0;
-        let flush = |out: &mut EncodedInstances, run: &mut Range<usize>| {
+        let flush = |out: &mut EncodedInstances<V>, run: &mut Range<usize>| {
             out.bytes.extend_from_slice(&old_bytes[run.clone()]);
             *run = run.end..run.end;
         };
@@ -170,7 +203,7 @@ impl EncodedInstances {
                 }
             }
             let same = old.as_slice().first().is_some_and(|e| e.id == *id);
-            let kept = same && old.as_slice()[0].index == index_of(value);
+            let kept = same && old.as_slice()[0].value.same(value);
             if same {
                 let mut e = old.next().expect("checked");
                 let (from, to) = (old_at, e.end as usize);
@@ -187,7 +220,7 @@ impl EncodedInstances {
                 }
             }
             flush(&mut out, &mut run);
-            out.push(id, index_of(value), |bytes| encode(value, bytes));
+            out.push(id, value.clone(), |bytes| encode(value, bytes));
         }
         flush(&mut out, &mut run);
         // A restore (everything new) grows the buffer by doubling, and the
@@ -216,11 +249,18 @@ pub(super) fn offset(len: usize) -> u32 {
 mod tests {
     use super::*;
 
-    /// A value as the merge sees it: its index and the byte its records
+    /// A value as the merge sees it: its identity and the byte its records
     /// are made of.
+    #[derive(Clone)]
     struct Value {
         index: u64,
         tag: u8,
+    }
+
+    impl SameValue for Value {
+        fn same(&self, other: &Self) -> bool {
+            self.index == other.index
+        }
     }
 
     fn encode(v: &Value, out: &mut Vec<u8>) -> Encoding {
@@ -245,7 +285,7 @@ mod tests {
     }
 
     /// Every entry as encoding from scratch would give it.
-    fn check(e: &EncodedInstances, next: &[(InstanceId, Value)]) {
+    fn check(e: &EncodedInstances<Value>, next: &[(InstanceId, Value)]) {
         assert_eq!(e.len(), next.len());
         for (i, (id, v)) in next.iter().enumerate() {
             let mut want = Vec::new();
@@ -257,20 +297,19 @@ mod tests {
                 w.addr_tail(1),
                 (enc.addr_type == 1).then(|| &want[enc.srv_len as usize..])
             );
-            assert_eq!(e.entries[i].index, v.index);
+            assert_eq!(e.entries[i].value.index, v.index);
         }
         assert!(e.is_sorted());
     }
 
     /// `e` merged with `next`, and how many values were encoded.
     fn merge_counting(
-        e: EncodedInstances,
+        e: EncodedInstances<Value>,
         next: &[(InstanceId, Value)],
-    ) -> (EncodedInstances, usize) {
+    ) -> (EncodedInstances<Value>, usize) {
         let mut calls = 0;
         let e = e.merge(
             next.iter().map(|(id, v)| (id, v)),
-            |v| v.index,
             |v, out| {
                 calls += 1;
                 encode(v, out)
@@ -318,7 +357,7 @@ mod tests {
         assert_eq!(calls, 3, "only bb, c and g are encoded");
 
         // Everything removed, then a fresh start.
-        let e = e.merge(std::iter::empty(), |v: &Value| v.index, encode);
+        let e = e.merge(std::iter::empty(), encode);
         assert_eq!((e.len(), e.bytes.len()), (0, 0));
     }
 }

@@ -42,7 +42,7 @@ struct BuilderState {
 /// instance value they encode, so that an unchanged instance is not encoded
 /// again. Only for services of [`KEEP_ENCODED_FROM`] instances or more
 /// (`None` for the others).
-type ServiceState = Option<Box<EncodedInstances>>;
+type ServiceState = Option<Box<EncodedInstances<Arc<Instance>>>>;
 
 /// Services with fewer instances are encoded whole on each change: a few
 /// encodings cost a microsecond or two, and keeping them would cost a few
@@ -177,11 +177,9 @@ impl AnswerBuilder {
         // Merge the encoded instances (id order) with the snapshot's (id
         // order): keep the unchanged, encode the changed and new, drop the
         // removed.
-        let instances = old_instances.merge(
-            snap.instances.iter(),
-            |inst| inst.index,
-            |inst, out| self.encode_instance(inst, out),
-        );
+        let instances = old_instances.merge(snap.instances.iter(), |inst, out| {
+            self.encode_instance(inst, out)
+        });
         // `instances` is in the snapshot's order, one entry per instance:
         // a member's position in the snapshot is its position here.
         debug_assert_eq!(instances.len(), snap.instances.len());
@@ -220,7 +218,7 @@ impl AnswerBuilder {
     /// while it is registered).
     /// Ids are stored in lowercase and instances kept in id order, which is
     /// the byte order of the labels that [`InstanceTable::find`] searches.
-    fn instance_table(&self, instances: &EncodedInstances) -> InstanceTable {
+    fn instance_table(&self, instances: &EncodedInstances<Arc<Instance>>) -> InstanceTable {
         debug_assert!(instances.is_sorted());
         InstanceTable::new(
             (0..instances.len()).map(|i| (instances.id(i), instances.wire(i).addr())),

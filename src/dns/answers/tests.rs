@@ -11,7 +11,7 @@ use crate::dns::wire::{self, Flags, ReplyWriter, Section, types};
 /// Instances whose SRV records are `shape.0` bytes long and whose
 /// additional records (the target, then the address record's tail)
 /// `shape.1`.
-fn encoded(shapes: &[(usize, Option<usize>)]) -> EncodedInstances {
+fn encoded(shapes: &[(usize, Option<usize>)]) -> EncodedInstances<u64> {
     let rec = |len: usize, tag: u8| -> Vec<u8> { (0..len).map(|i| tag ^ i as u8).collect() };
     let mut e = EncodedInstances::default();
     for (i, &(srv_len, additional)) in shapes.iter().enumerate() {
@@ -30,7 +30,7 @@ fn encoded(shapes: &[(usize, Option<usize>)]) -> EncodedInstances {
     e
 }
 
-fn wires(e: &EncodedInstances) -> Vec<InstanceWire<'_>> {
+fn wires(e: &EncodedInstances<u64>) -> Vec<InstanceWire<'_>> {
     (0..e.len()).map(|i| e.wire(i)).collect()
 }
 
