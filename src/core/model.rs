@@ -87,8 +87,7 @@ pub enum Health {
 
 /// The fields a Maxine SDK sent, kept so the compatible API can answer with
 /// them unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompatFields {
     pub service_name: Text,
     pub node_name: Text,
@@ -484,7 +483,7 @@ pub enum ModelError {
 /// service reads of each of its instances (id, version, index, health)
 /// shares the first cache line with the reference count: a change of a
 /// large service touches each instance once, not in three places.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 #[repr(C)]
 pub struct Instance {
     pub id: InstanceId,
@@ -493,7 +492,6 @@ pub struct Instance {
     pub index: u64,
     /// Milliseconds since the registry's epoch after which the instance turns
     /// critical unless a heartbeat moves it.
-    #[serde(skip)]
     pub(crate) deadline_ms: AtomicU64,
     pub port: u16,
     pub weight: u16,
@@ -503,19 +501,12 @@ pub struct Instance {
     pub address: Address,
     pub tags: Tags,
     pub metadata: Metadata,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub compat: Option<Box<CompatFields>>,
-    #[serde(serialize_with = "ser_secs")]
     pub ttl: Duration,
     /// Where the registry's timer map holds this value (ms since the epoch),
     /// so the entry can be removed when the value is replaced. Only read and
     /// written under the registry's write lock.
-    #[serde(skip)]
     pub(crate) timer_ms: AtomicU64,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Instance {

@@ -308,13 +308,10 @@ mod tests {
         next: &[(InstanceId, Value)],
     ) -> (EncodedInstances<Value>, usize) {
         let mut calls = 0;
-        let e = e.merge(
-            next.iter().map(|(id, v)| (id, v)),
-            |v, out| {
-                calls += 1;
-                encode(v, out)
-            },
-        );
+        let e = e.merge(next.iter().map(|(id, v)| (id, v)), |v, out| {
+            calls += 1;
+            encode(v, out)
+        });
         (e, calls)
     }
 

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Peer};
 use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
-    Address, Change, Datacenter, Instance, InstanceId, InstanceSpec, Query, QueryContext,
-    ServiceKey, ServiceName, Transport, VersionSelector,
+    Address, Change, Datacenter, Health, Instance, InstanceId, InstanceSpec, Metadata, Query,
+    QueryContext, ServiceKey, ServiceName, Tags, Transport, VersionSelector,
 };
 
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
@@ -126,12 +126,39 @@ impl<'de> Deserialize<'de> for Ttl {
     }
 }
 
-/// An instance as the API shows it: every stored field, plus its DNS names.
+/// An instance as the API shows it: every stored field, plus its DNS
+/// names. The API's own type: the registry's layout is not the wire
+/// format, and this field order is the same in every answer.
 #[derive(Serialize)]
 pub struct InstanceView<'a> {
-    #[serde(flatten)]
-    instance: &'a Instance,
+    id: &'a str,
+    version: &'a str,
+    /// Index of the change that produced this value.
+    index: u64,
+    port: u16,
+    weight: u16,
+    health: Health,
+    service: &'a str,
+    datacenter: &'a str,
+    address: String,
+    tags: &'a Tags,
+    metadata: &'a Metadata,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compat: Option<CompatView<'a>>,
+    /// Seconds.
+    ttl: f64,
     dns: serde_json::Value,
+}
+
+/// The fields a Maxine SDK sent, as they were sent.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompatView<'a> {
+    service_name: &'a str,
+    node_name: &'a str,
+    host_name: &'a str,
+    ssl: bool,
+    path: &'a str,
 }
 
 pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
@@ -141,7 +168,28 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
         "srv": names.srv,
         "instance": names.instance(&instance.id),
     });
-    InstanceView { instance, dns }
+    InstanceView {
+        id: instance.id.as_str(),
+        version: instance.version.as_str(),
+        index: instance.index,
+        port: instance.port,
+        weight: instance.weight,
+        health: instance.health,
+        service: instance.service.as_str(),
+        datacenter: instance.datacenter.as_str(),
+        address: instance.address.to_string(),
+        tags: &instance.tags,
+        metadata: &instance.metadata,
+        compat: instance.compat.as_deref().map(|c| CompatView {
+            service_name: &c.service_name,
+            node_name: &c.node_name,
+            host_name: &c.host_name,
+            ssl: c.ssl,
+            path: &c.path,
+        }),
+        ttl: instance.ttl.as_secs_f64(),
+        dns,
+    }
 }
 
 fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
