@@ -2,7 +2,7 @@
 //! can be told to fail commits the way a disk does, to test roll-back.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{Op, Store, StoreError, WriteBatch};
 
@@ -10,6 +10,19 @@ use super::{Op, Store, StoreError, WriteBatch};
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Closed: commits wait (see [`MemoryStore::hold_commits`]).
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// Holds every commit of a [`MemoryStore`] until dropped.
+pub struct CommitGate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Drop for CommitGate {
+    fn drop(&mut self) {
+        let (held, wake) = &*self.0;
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        wake.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -33,6 +46,12 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits wait until the returned gate is dropped: a slow disk.
+    pub fn hold_commits(&self) -> CommitGate {
+        *self.gate.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        CommitGate(self.gate.clone())
     }
 
     /// The next `n` commits fail; with `land`, their writes happen anyway.
@@ -91,6 +110,13 @@ impl Store for MemoryStore {
 
     fn commit(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         batch.check()?;
+        {
+            let (held, wake) = &*self.gate;
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            while *h {
+                h = wake.wait(h).unwrap_or_else(|p| p.into_inner());
+            }
+        }
         let mut i = self.lock();
         if i.needs_reopen {
             return Err(StoreError::Io(

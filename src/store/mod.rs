@@ -39,6 +39,17 @@ pub use log::{LocalLog, Log, LogError, Proposal};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// The key under which a store keeps an instance's current value: the
+/// index of the change that produced it. Every value gets a fresh index
+/// from the log it was applied from, so keys are never reused, and new
+/// registrations append at the right edge of the file store's B-tree
+/// (ADR 0003). This is the store's choice, made here only: a store keyed by
+/// path (etcd) ignores it, and the registry's own use of the index (order,
+/// blocking reads) does not depend on it.
+pub fn record_key(inst: &crate::core::Instance) -> u64 {
+    inst.index
+}
+
 /// Largest record a store accepts. An instance within the core's limits
 /// (64 metadata entries of 640 bytes, 32 tags, the compatible API's names)
 /// stays far below it; the bound keeps one record from stalling a batch.

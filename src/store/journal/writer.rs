@@ -1,0 +1,293 @@
+//! The writer thread: takes everything queued, commits it as one batch,
+//! settles it, and on a failed commit rolls back what it must.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::super::codec;
+use super::super::{Op, Store, StoreError, WriteBatch, record_key};
+use super::{
+    BACKOFF_MAX, BACKOFF_MIN, Entry, FAILURES_KEPT, GROUP_WAIT_MAX, GROUP_WAIT_MIN, Shared, Who,
+};
+use crate::core::{InstanceId, Registry, Revert, ServiceKey};
+
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) store: Box<dyn Store>,
+    pub(super) registry: Registry,
+    /// Highest index handed to the store.
+    pub(super) last_index: u64,
+    /// The last commit failed: reopen before the next.
+    pub(super) broken: bool,
+    pub(super) backoff: Duration,
+    /// Closing with a failing store: the one last try was made.
+    pub(super) last_try: bool,
+    /// Size and duration of the last successful commit.
+    pub(super) last_batch: usize,
+    pub(super) last_commit: Duration,
+}
+
+impl Writer {
+    pub(super) fn run(&mut self) {
+        while let Some((entries, cleanup)) = self.next_batch() {
+            if self.broken {
+                if let Err(e) = self.store.reopen() {
+                    tracing::error!(store = %self.store.describe(), error = %e, "cannot reopen the store");
+                    self.fail(entries, cleanup, &e);
+                    continue;
+                }
+                tracing::info!(store = %self.store.describe(), "store reopened");
+                self.broken = false;
+            }
+            let max = entries.iter().map(|e| e.index).max().unwrap_or(0);
+            self.last_index = self.last_index.max(max);
+            let batch = build(&entries, &cleanup, self.last_index);
+            let t = Instant::now();
+            match self.store.commit(&batch) {
+                Ok(()) => {
+                    self.last_commit = t.elapsed();
+                    self.last_batch = entries.len();
+                    tracing::trace!(
+                        changes = entries.len(),
+                        us = self.last_commit.as_micros() as u64,
+                        "batch committed"
+                    );
+                    self.backoff = BACKOFF_MIN;
+                    self.settle(&entries, max);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        store = %self.store.describe(), error = %e, changes = entries.len(),
+                        "writing to the store failed; the changes are rolled back"
+                    );
+                    self.broken = true;
+                    self.fail(entries, cleanup, &e);
+                }
+            }
+        }
+        if self.broken {
+            let _ = self.store.reopen();
+        }
+    }
+
+    /// Waits for work and takes all of it. `None`: closing and nothing left.
+    /// While the store is failing, background work waits for the backoff;
+    /// an API change (someone is waiting) is tried at once.
+    ///
+    /// Under load, the clients answered by the last commit send their next
+    /// change a moment later; taking the queue at once would leave them for
+    /// the commit after next, and batches would alternate between two
+    /// halves of the clients. So while fewer changes are queued than the last
+    /// batch held, the writer waits a little (about the last commit's time,
+    /// 0.5 to 1 ms) for them. An idle server commits a lone change at once.
+    fn next_batch(&mut self) -> Option<(Vec<Entry>, Vec<u64>)> {
+        let mut q = self.shared.lock();
+        let retry_at = self.broken.then(|| Instant::now() + self.backoff);
+        let mut fill_until: Option<Instant> = None;
+        loop {
+            let has_work = !q.entries.is_empty() || !q.cleanup.is_empty();
+            if q.closing {
+                if !has_work {
+                    return None;
+                }
+                if self.broken {
+                    // A failing store gets one last try when closing.
+                    if self.last_try {
+                        tracing::error!(
+                            changes = q.entries.len(),
+                            "closing with changes the store could not take"
+                        );
+                        return None;
+                    }
+                    self.last_try = true;
+                }
+                break;
+            }
+            match retry_at {
+                Some(t) if has_work && !q.entries.iter().any(|e| e.revertible) => {
+                    let now = Instant::now();
+                    if now >= t {
+                        break;
+                    }
+                    q.want = 1;
+                    q = self
+                        .shared
+                        .wake
+                        .wait_timeout(q, t - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ if has_work && !self.broken && q.entries.len() < self.last_batch => {
+                    let now = Instant::now();
+                    let until = *fill_until.get_or_insert_with(|| {
+                        now + self.last_commit.clamp(GROUP_WAIT_MIN, GROUP_WAIT_MAX)
+                    });
+                    if now >= until {
+                        break;
+                    }
+                    q.want = self.last_batch;
+                    q = self
+                        .shared
+                        .wake
+                        .wait_timeout(q, until - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ if has_work => break,
+                _ => {
+                    q.want = 1;
+                    q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+        q.want = usize::MAX;
+        if self.broken {
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+        Some((
+            std::mem::take(&mut q.entries),
+            std::mem::take(&mut q.cleanup),
+        ))
+    }
+
+    /// The batch is durable: publish it, and forget instances with nothing newer queued.
+    fn settle(&self, entries: &[Entry], max: u64) {
+        {
+            let mut q = self.shared.lock();
+            for e in entries {
+                if q.latest.get(&e.who) == Some(&e.index) {
+                    q.latest.remove(&e.who);
+                }
+            }
+        }
+        self.shared
+            .progress
+            .send_modify(|p| p.settled = p.settled.max(max));
+    }
+
+    /// Rolls back what failed (with everything queued behind it), queues
+    /// again what must still reach the disk, and fails the waiting requests.
+    fn fail(&mut self, mut failed: Vec<Entry>, mut cleanup: Vec<u64>, error: &StoreError) {
+        {
+            let mut q = self.shared.lock();
+            failed.append(&mut q.entries);
+            cleanup.append(&mut q.cleanup);
+        }
+        let max = failed.iter().map(|e| e.index).max().unwrap_or(0);
+        // Per instance, its failed changes in order.
+        let mut order: Vec<Who> = Vec::new();
+        let mut by_who: HashMap<Who, Vec<Entry>> = HashMap::new();
+        for e in failed {
+            // Whether the failed batch reached the disk is unknown: what it
+            // put and what it deleted are both stale now (the instance ends
+            // up with a new value, a newer change, or a re-queued one, whose
+            // put is kept below), so all of it is deleted.
+            cleanup.extend(e.put.as_deref().map(record_key));
+            cleanup.extend(e.delete);
+            by_who
+                .entry(e.who.clone())
+                .or_insert_with(|| {
+                    order.push(e.who.clone());
+                    Vec::new()
+                })
+                .push(e);
+        }
+        let mut reverts = Vec::new();
+        let mut expected: HashMap<Who, u64> = HashMap::new();
+        let mut requeue = Vec::new();
+        for who in order {
+            let changes = &by_who[&who];
+            let last = changes.last().expect("at least one change");
+            if !last.revertible {
+                // Memory is right (expiry, or an earlier roll-back): write it again.
+                requeue.push(last.clone());
+                continue;
+            }
+            // Back to before the trailing run of API changes.
+            let first = changes
+                .iter()
+                .rev()
+                .take_while(|e| e.revertible)
+                .last()
+                .expect("the last change is revertible");
+            expected.insert(who.clone(), last.index);
+            reverts.push(Revert {
+                key: who.0.clone(),
+                id: who.1.clone(),
+                to: first.previous.clone(),
+            });
+        }
+        {
+            let mut q = self.shared.lock();
+            // Only if nothing newer of the instance came in meanwhile.
+            requeue.retain(|e| q.latest.get(&e.who) == Some(&e.index));
+            let kept: HashSet<u64> = requeue
+                .iter()
+                .filter_map(|e| e.put.as_deref().map(record_key))
+                .collect();
+            cleanup.retain(|i| !kept.contains(i));
+            let mut entries = requeue;
+            entries.append(&mut q.entries);
+            q.entries = entries;
+            q.cleanup.append(&mut cleanup);
+        }
+        let shared = self.shared.clone();
+        let still_current = |key: &ServiceKey, id: &InstanceId| {
+            let who = (key.clone(), id.clone());
+            let q = shared.lock();
+            q.latest.contains_key(&who) && q.latest.get(&who) == expected.get(&who)
+        };
+        let undone = self.registry.revert(reverts, &still_current);
+        {
+            // Instances whose failed change is still their latest and was
+            // not undone (nothing to undo) have nothing in flight any more.
+            let mut q = self.shared.lock();
+            for (who, index) in &expected {
+                if q.latest.get(who) == Some(index) {
+                    q.latest.remove(who);
+                }
+            }
+        }
+        let why: Arc<str> = Arc::from(format!("the change could not be saved: {error}"));
+        tracing::warn!(
+            undone,
+            up_to = max,
+            "changes rolled back after a store failure"
+        );
+        self.shared.progress.send_modify(|p| {
+            let lo = p.settled + 1;
+            if max >= lo {
+                p.failed.push_back((lo, max, why));
+                if p.failed.len() > FAILURES_KEPT
+                    && let Some((_, hi, _)) = p.failed.pop_front()
+                {
+                    p.forgotten_to = hi;
+                }
+            }
+            p.settled = p.settled.max(max);
+        });
+        // Wake the writer for the re-queued work (after its backoff).
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The store operations for a batch: stale records first, then each
+/// change's delete and put, in index order.
+pub(super) fn build(entries: &[Entry], cleanup: &[u64], last_index: u64) -> WriteBatch {
+    let mut ops = Vec::with_capacity(cleanup.len() + entries.len() * 2);
+    ops.extend(cleanup.iter().map(|i| Op::Delete(*i)));
+    for e in entries {
+        if let Some(i) = e.delete {
+            ops.push(Op::Delete(i));
+        }
+        if let Some(inst) = &e.put {
+            ops.push(Op::Put(record_key(inst), codec::encode(inst)));
+        }
+    }
+    WriteBatch {
+        ops,
+        clear: false,
+        last_index,
+    }
+}
