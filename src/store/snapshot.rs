@@ -21,7 +21,7 @@ use ring::digest::{SHA256, digest};
 
 use super::codec::{self, Decoder};
 use super::{Op, Store, StoreError, WriteBatch};
-use crate::core::ServiceSnapshot;
+use crate::core::{MAX_INDEX, ServiceSnapshot};
 
 const MAGIC: &[u8; 16] = b"MAXINE-SNAPSHOT\n";
 const FORMAT: u32 = 1;
@@ -111,8 +111,20 @@ pub struct Restored {
 /// of the snapshot's and the store's.
 pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, StoreError> {
     let snap = decode(bytes)?;
+    if snap.last_index > MAX_INDEX {
+        return Err(StoreError::Snapshot(format!(
+            "its change index {} is beyond the largest Maxine accepts ({MAX_INDEX}): \
+             the file is damaged or not from Maxine; nothing was restored",
+            snap.last_index
+        )));
+    }
     let mut decoder = Decoder::default();
     for (index, record) in &snap.records {
+        if *index == 0 || *index > MAX_INDEX {
+            return Err(StoreError::Snapshot(format!(
+                "record index {index} is not between 1 and {MAX_INDEX}; nothing was restored"
+            )));
+        }
         decoder
             .decode(*index, record)
             .map_err(|e| StoreError::Snapshot(format!("record {index}: {e}")))?;
@@ -138,6 +150,17 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_with_an_index_maxine_cannot_continue_restores_nothing() {
+        let mut store = crate::store::MemoryStore::new();
+        for last in [MAX_INDEX + 1, u64::MAX] {
+            let err = restore_into(&mut store, &encode(last, &[])).unwrap_err();
+            assert!(err.to_string().contains("beyond the largest"), "{err}");
+        }
+        assert_eq!(store.commits(), 0, "the store was not touched");
+        assert!(restore_into(&mut store, &encode(MAX_INDEX, &[])).is_ok());
+    }
 
     #[test]
     fn every_damaged_byte_is_caught_by_the_checksum() {

@@ -368,26 +368,22 @@ impl Registry {
                 }
                 return Err(RegistryError::IndexOutOfRange(index));
             }
-            match self.decide(w, g, change, index, now) {
-                Decision::Refuse(e) => {
-                    if let Indexes::Given(_) = indexes {
+            let not_made = |applied: &mut Applied, outcome: Outcome| {
+                // A log's entry passes its index whatever it came to; the
+                // local sequence gives none to a change not made.
+                let at = match indexes {
+                    Indexes::Given(_) => {
                         applied.last_index = index;
                         self.inner.index.store(index, Ordering::Release);
-                    }
-                    let at = if matches!(indexes, Indexes::Given(_)) {
                         index
-                    } else {
-                        0
-                    };
-                    applied.outcomes.push((at, Outcome::Refused(e)));
-                }
-                Decision::Skip => {
-                    if let Indexes::Given(_) = indexes {
-                        applied.last_index = index;
-                        self.inner.index.store(index, Ordering::Release);
                     }
-                    applied.outcomes.push((index, Outcome::Skipped));
-                }
+                    Indexes::Next => 0,
+                };
+                applied.outcomes.push((at, outcome));
+            };
+            match self.decide(w, g, change, index, now) {
+                Decision::Refuse(e) => not_made(&mut applied, Outcome::Refused(e)),
+                Decision::Skip => not_made(&mut applied, Outcome::Skipped),
                 Decision::Make { id, value, kind } => {
                     g.changes.push((id.clone(), value.clone()));
                     g.events.push(Event {

@@ -397,3 +397,81 @@ fn revert_undoes_a_change_only_while_it_is_the_latest() {
             .contains_key(&id("b"))
     );
 }
+
+#[test]
+fn entries_from_a_log_apply_in_their_order_and_refusals_pass_their_index() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let ctx = Context::system();
+    let entry = |index, change| Entry { index, change };
+    let register = |name: &str| Change::Register {
+        key: key("pay"),
+        id: id(name),
+        spec: spec("10.0.0.1", "", 30),
+    };
+    let applied = r
+        .apply(
+            vec![
+                entry(5, register("a")),
+                entry(
+                    7,
+                    Change::Deregister {
+                        key: key("pay"),
+                        id: id("nobody"),
+                    },
+                ),
+            ],
+            &ctx,
+            t0,
+        )
+        .unwrap();
+    assert!(matches!(
+        applied.outcomes[0],
+        (5, Outcome::Applied(Some(_)))
+    ));
+    assert!(matches!(
+        applied.outcomes[1],
+        (7, Outcome::Refused(RegistryError::NotFound { .. }))
+    ));
+    assert_eq!(r.index(), 7, "a refused entry still passes its index");
+    assert_eq!(r.service(&key("pay")).unwrap().instances[&id("a")].index, 5);
+    // Not above the last applied index, or beyond the largest: refused whole.
+    for (index, want) in [(7, "does not follow"), (MAX_INDEX + 1, "beyond")] {
+        let err = r
+            .apply(vec![entry(index, register("b"))], &ctx, t0)
+            .unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    assert!(
+        !r.service(&key("pay"))
+            .unwrap()
+            .instances
+            .contains_key(&id("b"))
+    );
+}
+
+#[test]
+fn a_health_change_decided_on_an_older_value_is_skipped() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let first = r
+        .register(key("pay"), id("a"), spec("10.0.0.1", "", 10), t0)
+        .unwrap();
+    // Re-registered after expiry decided on the first value.
+    r.register(key("pay"), id("a"), spec("10.0.0.2", "", 10), t0)
+        .unwrap();
+    let stale = Change::SetHealth {
+        key: key("pay"),
+        id: id("a"),
+        health: Health::Critical,
+        of: first.index,
+    };
+    let applied = r.apply_next(vec![stale], &Context::system(), t0).unwrap();
+    assert!(matches!(applied.outcomes[0], (_, Outcome::Skipped)));
+    assert!(r.service(&key("pay")).unwrap().instances[&id("a")].is_passing());
+    assert_eq!(
+        r.index(),
+        2,
+        "a skipped change takes no index of the local sequence"
+    );
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::super::codec::Decoder;
 use super::super::{Store, StoreError};
 use super::LOAD_CHUNK;
-use crate::core::{Registry, Restored};
+use crate::core::{MAX_INDEX, Registry, Restored};
 
 /// What start-up found in the store.
 #[derive(Debug, Clone)]
@@ -74,6 +74,19 @@ pub(super) fn load(
             .unwrap_or_else(|_| Err(StoreError::Io("reading the store panicked".into())))
             .map(|(last, corrupt)| (last, corrupt + refused))
     })?;
+    // An index beyond what Maxine accepts is damage (records with one were
+    // skipped above): go on after the highest valid record instead, so
+    // that no key of a live value is ever given out again.
+    let last_index = if last_index > MAX_INDEX {
+        tracing::error!(
+            store = %store.describe(), index = last_index, max = MAX_INDEX,
+            "the store's change index is beyond the largest Maxine accepts: it is damaged; \
+             going on after the highest valid record"
+        );
+        0
+    } else {
+        last_index
+    };
     let restored = restorer
         .finish(last_index)
         .map_err(|e| StoreError::Corrupt {

@@ -244,3 +244,37 @@ async fn older_values_left_by_a_failure_lose_to_the_newer_at_start_up() {
     }
     assert_eq!(store.records().keys().copied().collect::<Vec<_>>(), [newer]);
 }
+
+#[tokio::test]
+async fn a_damaged_index_near_the_end_of_u64_never_hands_out_a_live_key_again() {
+    let store = MemoryStore::new();
+    let (r, j) = start(&store);
+    let kept = register(&r, &j, "a", 80).await.unwrap();
+    drop(j);
+    // Damage: the store's index jumps to the end of u64, and a record
+    // claims an index beyond what Maxine accepts.
+    let mut raw = store.clone();
+    let value = codec::encode(&r.service(&key()).unwrap().instances[&id("a")]);
+    raw.commit(&WriteBatch {
+        ops: vec![Op::Put(u64::MAX - 1, value)],
+        clear: false,
+        last_index: u64::MAX - 1,
+    })
+    .unwrap();
+    let (r2, j2) = start(&store);
+    assert_eq!(
+        r2.index(),
+        kept,
+        "indexes go on after the highest valid record"
+    );
+    assert_eq!(r2.service(&key()).unwrap().instances[&id("a")].index, kept);
+    let next = register(&r2, &j2, "b", 90).await.unwrap();
+    assert_eq!(next, kept + 1);
+    quiet(&r2, &j2).await;
+    let ids: Vec<_> = stored(&store)
+        .into_iter()
+        .filter(|(_, _, i)| *i <= crate::core::MAX_INDEX)
+        .map(|(id, port, i)| (id, port, i))
+        .collect();
+    assert_eq!(ids, [("a".into(), 80, kept), ("b".into(), 90, kept + 1)]);
+}
