@@ -274,7 +274,6 @@ async fn a_damaged_index_near_the_end_of_u64_never_hands_out_a_live_key_again() 
     let ids: Vec<_> = stored(&store)
         .into_iter()
         .filter(|(_, _, i)| *i <= crate::core::MAX_INDEX)
-        .map(|(id, port, i)| (id, port, i))
         .collect();
     assert_eq!(ids, [("a".into(), 80, kept), ("b".into(), 90, kept + 1)]);
 }
