@@ -85,6 +85,8 @@ pub struct ConfigFile {
     pub registry: RegistryFile,
     /// Logging.
     pub log: LogFile,
+    /// Automatic snapshots of the file store, to recover a damaged file from.
+    pub snapshot: SnapshotFile,
 }
 
 impl Default for ConfigFile {
@@ -98,6 +100,7 @@ impl Default for ConfigFile {
             http: HttpFile::default(),
             registry: RegistryFile::default(),
             log: LogFile::default(),
+            snapshot: SnapshotFile::default(),
         }
     }
 }
@@ -236,6 +239,26 @@ impl Default for LogFile {
     }
 }
 
+/// Automatic snapshots into `<data_dir>/snapshots/` (file store only).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotFile {
+    /// How often a snapshot is written (when the registry changed); 0 turns
+    /// periodic snapshots off. One is also written at a clean shutdown. Default 10 min.
+    pub interval: DurationValue,
+    /// How many snapshots are kept, newest first (1 to 100). Default 3.
+    pub keep: usize,
+}
+
+impl Default for SnapshotFile {
+    fn default() -> Self {
+        Self {
+            interval: DurationValue(Duration::from_secs(600)),
+            keep: 3,
+        }
+    }
+}
+
 /// Environment variables and the config key each one sets.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("DATACENTER_ID", "datacenter"),
@@ -258,6 +281,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAXINE_REAP_AFTER", "registry.reap_after"),
     ("MAXINE_LOG_FORMAT", "log.format"),
     ("MAXINE_LOG_LEVEL", "log.level"),
+    ("MAXINE_SNAPSHOT_INTERVAL", "snapshot.interval"),
+    ("MAXINE_SNAPSHOT_KEEP", "snapshot.keep"),
 ];
 
 /// Variables with the MAXINE_ prefix that belong to the client subcommands, not to `serve`.
@@ -286,6 +311,16 @@ pub struct Config {
     pub http: HttpConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+/// Automatic snapshots of the file store.
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    /// `None`: only at a clean shutdown.
+    pub interval: Option<Duration>,
+    /// At least 1.
+    pub keep: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -536,7 +571,29 @@ impl Config {
                 ));
             }
         };
+        let snapshot = SnapshotConfig {
+            interval: match f.snapshot.interval.0 {
+                Duration::ZERO => None,
+                d if d >= Duration::from_secs(1) => Some(d),
+                _ => {
+                    return Err(invalid(
+                        "snapshot.interval",
+                        "must be 0 (off) or at least 1s".into(),
+                    ));
+                }
+            },
+            keep: match f.snapshot.keep {
+                n @ 1..=100 => n,
+                n => {
+                    return Err(invalid(
+                        "snapshot.keep",
+                        format!("{n} is not between 1 and 100"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
+            snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),
                 reap_after: reap,
