@@ -719,6 +719,32 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_every_ten_minutes_keeping_three_unless_set_otherwise() {
+        let d = Config::defaults().snapshot;
+        assert_eq!((d.interval, d.keep), (Some(Duration::from_secs(600)), 3));
+        let load = |vars: &[(&str, &str)]| {
+            Config::load(Sources {
+                env: env(vars),
+                ..Default::default()
+            })
+        };
+        let c = load(&[
+            ("MAXINE_SNAPSHOT_INTERVAL", "0"),
+            ("MAXINE_SNAPSHOT_KEEP", "5"),
+        ])
+        .unwrap();
+        assert_eq!((c.snapshot.interval, c.snapshot.keep), (None, 5));
+        let err = load(&[("MAXINE_SNAPSHOT_KEEP", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot.keep"), "{err}");
+        let err = load(&[("MAXINE_SNAPSHOT_INTERVAL", "10ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot.interval"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named_in_the_error() {
         let err = Config::load(Sources {
             file: Some(("f.toml".into(), "[dns]\nport = 53\n".into())),
