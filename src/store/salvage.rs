@@ -159,6 +159,7 @@ pub fn read_tree(
         let read = out.records.len() > before;
         if (finished || read)
             && let Some(from) = gap_from.take()
+            && from < pos
         {
             // The seek at `pos` worked: no key lies in [pos, first read).
             out.gaps.push((from, pos - 1));
@@ -210,36 +211,43 @@ pub fn merge(
     let mut out = Records::new();
     let mut filled = std::collections::BTreeSet::new();
     let tree_ok = tree.is_some();
-    let tree = tree.unwrap_or_else(|| TreeRead {
+    let mut tree = tree.unwrap_or_else(|| TreeRead {
         gaps: vec![(0, u64::MAX)],
         ..TreeRead::default()
     });
+    // The highest index the tree knows of: a snapshot record above it is a
+    // change the file lost (an older commit slot took over).
+    let tree_top = tree_ok.then(|| {
+        let top_key = tree.records.last().map_or(0, |r| r.0);
+        tree.last_index.unwrap_or(0).max(top_key)
+    });
     let mut damaged = TreeRead::default();
-    for (index, value) in &tree.records {
-        if tree.in_gap(*index) {
+    for (index, value) in std::mem::take(&mut tree.records) {
+        if tree.in_gap(index) {
             continue;
         }
-        if decoder.decode(*index, value).is_ok() {
-            out.insert(*index, value.clone());
+        if decoder.decode(index, &value).is_ok() {
+            out.insert(index, value);
             recovery.from_file += 1;
         } else {
             recovery.damaged_records += 1;
-            damaged.gaps.push((*index, *index));
+            damaged.gaps.push((index, index));
         }
     }
     let fill = |i: u64| tree.in_gap(i) || damaged.in_gap(i);
     let snap_index = snapshot.as_ref().map_or(0, |s| s.last_index);
-    if let Some(s) = &snapshot {
+    if let Some(s) = snapshot {
         let mut used = 0;
-        for (index, value) in &s.records {
-            if fill(*index) && !out.contains_key(index) {
-                out.insert(*index, value.clone());
-                filled.insert(*index);
+        for (index, value) in s.records {
+            let lost = fill(index) || tree_top.is_some_and(|top| index > top);
+            if lost && !out.contains_key(&index) {
+                out.insert(index, value);
+                filled.insert(index);
                 used += 1;
             }
         }
         recovery.snapshot = Some(SnapshotUse {
-            file: s.file.clone(),
+            file: s.file,
             index: s.last_index,
             records: used,
         });
@@ -253,7 +261,7 @@ pub fn merge(
         }
     }
     recovery.tree_readable = tree_ok;
-    recovery.unreadable = tree.gaps.clone();
+    recovery.unreadable = std::mem::take(&mut tree.gaps);
     recovery.records = out.len();
     let last_index = [
         tree.last_index.unwrap_or(0),
