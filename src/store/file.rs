@@ -277,11 +277,35 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             sync_dir(parent)?;
         }
     }
-    let tx = db.begin_write().map_err(redb_err)?;
-    tx.open_table(RECORDS).map_err(redb_err)?;
-    tx.open_table(META).map_err(redb_err)?;
-    tx.commit().map_err(redb_err)?;
-    Ok(db)
+    // Reaching the tables reads the file's table tree: damage there is
+    // damage of the file (an error other than I/O, or a panic), not a
+    // reason to stop.
+    let tables = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
+        let tx = db.begin_write()?;
+        tx.open_table(RECORDS)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(())
+    }));
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: path.display().to_string(),
+        detail,
+    };
+    match tables {
+        Ok(Ok(())) => Ok(db),
+        Ok(Err(redb::Error::Io(e))) if e.kind() != std::io::ErrorKind::InvalidData => {
+            Err(io_err(&format!("cannot open {}", path.display()), e))
+        }
+        Ok(Err(e)) => Err(corrupt(e.to_string())),
+        Err(p) => {
+            // The database is dropped here; redb may panic on that too.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+            Err(corrupt(format!(
+                "redb panicked opening its tables: {}",
+                panic_text(&*p)
+            )))
+        }
+    }
 }
 
 /// fsync of a directory, so that a file created or renamed in it survives a crash.
