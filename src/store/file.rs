@@ -56,10 +56,13 @@ impl FileStore {
         let path = dir.join(Self::FILE_NAME);
         // An empty file would be taken by redb for a new database.
         let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
-        let (db, damage) = match open_db(&path) {
-            _ if empty => (None, Some("the file is empty".to_string())),
-            Err(StoreError::Corrupt { detail, .. }) => (None, Some(detail)),
-            other => (Some(other?), None),
+        let (db, damage) = if empty {
+            (None, Some("the file is empty".to_string()))
+        } else {
+            match open_db(&path) {
+                Err(StoreError::Corrupt { detail, .. }) => (None, Some(detail)),
+                other => (Some(other?), None),
+            }
         };
         Ok(Self {
             path,
