@@ -15,6 +15,11 @@
 //! `--cpu N` pins the server to one core with taskset; `MAXINE_BIN=PATH`
 //! starts that build of the server instead of this tree's. `--fill DIR` only
 //! writes the registrations into DIR (for experiments by hand) and stops.
+//! `--damage` measures the recovery of a damaged file instead: one zeroed
+//! 4 KiB page in the middle of the file (the B-tree read around it, the raw
+//! pages scanned, a fresh file written), then, on the file that recovery
+//! wrote, a zeroed first page (header and commit slots: nothing but the raw
+//! scan is left).
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -46,6 +51,8 @@ fn main() {
     // with --meta, one tag and one metadata entry each as well.
     let meta = args.iter().any(|a| a == "--meta");
     args.retain(|a| a != "--meta");
+    let damage = args.iter().any(|a| a == "--damage");
+    args.retain(|a| a != "--damage");
     let redis = args.iter().any(|a| a == "--redis");
     args.retain(|a| a != "--redis");
     let fill_only = args.iter().position(|a| a == "--fill").map(|i| {
@@ -97,6 +104,29 @@ fn main() {
         format!("i{}.s{}.dc1.maxine.", n - 1, (n - 1) % services),
         ip(n - 1),
     );
+    if damage {
+        let file = dir.path().join(FileStore::FILE_NAME);
+        for (run, page) in [
+            ("a zeroed page in the middle", None),
+            ("a zeroed first page (header)", Some(0)),
+        ] {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let page = page.unwrap_or(bytes.len() / 4096 / 2);
+            bytes[page * 4096..(page + 1) * 4096].fill(0);
+            std::fs::write(&file, bytes).unwrap();
+            let (mut child, dns) = spawn(dir.path(), cpu.as_deref(), None);
+            let took = first_answer(dns, &probe).expect("an answer after the recovery");
+            println!(
+                "recovery of {run}: first DNS answer after {:.2} s",
+                took.as_secs_f64()
+            );
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        return;
+    }
     for (run, crash) in [("clean start", false), ("start after kill -9", true)] {
         let (mut child, dns) = spawn(dir.path(), cpu.as_deref(), store.as_deref());
         let t0 = Instant::now();

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, DnsConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
-use crate::store::{FileStore, Journal, LocalLog, RedisStore, Store};
+use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
 use crate::{dns, http};
 
 /// Sockets bound before the app is built, so tests can bind port 0 and
@@ -106,12 +106,24 @@ pub struct App {
     ready: Arc<AtomicBool>,
     feed: ChangeFeed,
     journal: Option<Journal>,
+    /// A damaged store file recovered at start-up, until acknowledged.
+    recovery: RecoveryNotice,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
 pub fn open_store(config: &Config) -> anyhow::Result<Option<Box<dyn Store>>> {
+    open_store_with(config, RecoveryNotice::default())
+}
+
+/// [`open_store`], reporting a recovery of a damaged file to `notice`.
+pub fn open_store_with(
+    config: &Config,
+    notice: RecoveryNotice,
+) -> anyhow::Result<Option<Box<dyn Store>>> {
     Ok(match &config.store {
-        StoreConfig::File => Some(Box::new(FileStore::open(&config.data_dir)?)),
+        StoreConfig::File => Some(Box::new(
+            FileStore::open(&config.data_dir)?.with_notice(notice),
+        )),
         StoreConfig::Redis(url) => Some(Box::new(RedisStore::open(url)?)),
         StoreConfig::Memory => None,
     })
@@ -144,7 +156,8 @@ impl App {
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
-        let journal = match open_store(&config)? {
+        let recovery = RecoveryNotice::default();
+        let journal = match open_store_with(&config, recovery.clone())? {
             Some(store) => {
                 let (journal, loaded) = Journal::start(store, &registry, now)
                     .context("cannot load the registry from the store")?;
@@ -153,6 +166,7 @@ impl App {
                     superseded = loaded.superseded, index = loaded.last_index,
                     ms = loaded.elapsed.as_millis() as u64, "registry loaded"
                 );
+                crate::store::note_undecodable(&recovery, &loaded);
                 Some(journal)
             }
             None => None,
@@ -170,6 +184,7 @@ impl App {
             ready: Arc::new(AtomicBool::new(false)),
             feed,
             journal,
+            recovery,
         })
     }
 
@@ -209,6 +224,7 @@ impl App {
             ready,
             feed,
             journal,
+            recovery,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -226,8 +242,17 @@ impl App {
             ready: ready.clone(),
             log: Arc::new(LocalLog::new(registry.clone(), durable.clone())),
             feed,
-            durable,
+            durable: durable.clone(),
         });
+        let router = http::with_recovery(router, recovery);
+        let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
+            registry: registry.clone(),
+            dir: config.data_dir.join(crate::store::snapshot::DIR_NAME),
+            keep: config.snapshot.keep,
+        });
+        if let (Some(s), Some(every)) = (&snapshots, config.snapshot.interval) {
+            tasks.spawn(s.clone().run(every, durable, shutdown.clone()));
+        }
         let http_shutdown = shutdown.clone();
         let http_task = tasks
             .spawn(async move { http::serve(listener, router, http_tls, http_shutdown).await });
@@ -246,7 +271,14 @@ impl App {
         tasks.wait().await;
         // Requests have drained: write what is queued and close the store.
         if let Some(j) = journal {
-            let _ = tokio::task::spawn_blocking(move || j.close()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                j.close();
+                // What was just closed, for a damaged file to be recovered from.
+                if let Some(Err(e)) = snapshots.map(|s| s.write_now()) {
+                    tracing::error!(error = %e, "writing the shutdown snapshot failed");
+                }
+            })
+            .await;
         }
         match http_task.await {
             Ok(Err(e)) => Err(e).context("HTTP API failed"),

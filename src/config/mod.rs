@@ -111,6 +111,16 @@ pub struct Config {
     pub http: HttpConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+/// Automatic snapshots of the file store.
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    /// `None`: only at a clean shutdown.
+    pub interval: Option<Duration>,
+    /// At least 1.
+    pub keep: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -367,7 +377,29 @@ impl Config {
                 ));
             }
         };
+        let snapshot = SnapshotConfig {
+            interval: match f.snapshot.interval.0 {
+                Duration::ZERO => None,
+                d if d >= Duration::from_secs(1) => Some(d),
+                _ => {
+                    return Err(invalid(
+                        "snapshot.interval",
+                        "must be 0 (off) or at least 1s".into(),
+                    ));
+                }
+            },
+            keep: match f.snapshot.keep {
+                n @ 1..=100 => n,
+                n => {
+                    return Err(invalid(
+                        "snapshot.keep",
+                        format!("{n} is not between 1 and 100"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
+            snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),
                 reap_after: reap,
@@ -543,6 +575,32 @@ mod tests {
         assert!(load(&"a".repeat(61)).is_ok());
         let err = load(&"a".repeat(62)).unwrap_err().to_string();
         assert!(err.contains("61"), "{err}");
+    }
+
+    #[test]
+    fn snapshots_every_ten_minutes_keeping_three_unless_set_otherwise() {
+        let d = Config::defaults().snapshot;
+        assert_eq!((d.interval, d.keep), (Some(Duration::from_secs(600)), 3));
+        let load = |vars: &[(&str, &str)]| {
+            Config::load(Sources {
+                env: env(vars),
+                ..Default::default()
+            })
+        };
+        let c = load(&[
+            ("MAXINE_SNAPSHOT_INTERVAL", "0"),
+            ("MAXINE_SNAPSHOT_KEEP", "5"),
+        ])
+        .unwrap();
+        assert_eq!((c.snapshot.interval, c.snapshot.keep), (None, 5));
+        let err = load(&[("MAXINE_SNAPSHOT_KEEP", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot.keep"), "{err}");
+        let err = load(&[("MAXINE_SNAPSHOT_INTERVAL", "10ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot.interval"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ settings! {
         registry: RegistryFile,
         /// Logging.
         log: LogFile,
+        /// Automatic snapshots of the file store, to recover a damaged file from.
+        snapshot: SnapshotFile,
     }
 
     /// The `[dns]` section.
@@ -97,5 +99,13 @@ settings! {
         format: String = "text", "MAXINE_LOG_FORMAT", flag;
         /// Log filter, e.g. info or maxine=debug.
         level: String = "info", "MAXINE_LOG_LEVEL", flag;
+    }
+
+    /// Automatic snapshots into `<data_dir>/snapshots/` (file store only).
+    SnapshotFile "snapshot." {
+        /// How often a snapshot is written when the registry changed (one is also written at a clean shutdown); 0: only at shutdown.
+        interval: DurationValue = "10m", "MAXINE_SNAPSHOT_INTERVAL";
+        /// How many snapshots are kept, newest first (1 to 100).
+        keep: usize = "3", "MAXINE_SNAPSHOT_KEEP";
     }
 }

@@ -16,6 +16,7 @@ mod error;
 mod maxine;
 mod native;
 mod openapi;
+mod recovery;
 mod tls;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::{ApiError, MaxineError};
+pub use recovery::with_recovery;
 pub use tls::{TlsError, load_tls, serve};
 
 use crate::core::naming::{NameTarget, render};
@@ -127,6 +129,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/maxine/serviceops/servers", true),
     route("GET", "/api/actuator/health", false),
     route("GET", "/v1/snapshot", true),
+    route("POST", "/v1/recovery/ack", false),
 ];
 
 /// The handler of a row of [`ROUTES`].
@@ -147,6 +150,7 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
         ("GET", "/api/actuator/health") => on(filter, maxine::actuator_health),
         ("GET", "/v1/snapshot") => on(filter, native::snapshot),
+        ("POST", "/v1/recovery/ack") => on(filter, recovery::ack),
         (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
     }
 }

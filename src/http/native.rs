@@ -276,6 +276,7 @@ impl Blocking {
 /// `GET /v1/services`: every service with its instance counts per datacenter.
 pub async fn list_services(
     State(st): State<HttpState>,
+    notice: super::recovery::Notice,
     ApiQuery(q): ApiQuery<Blocking>,
 ) -> Result<Response, ApiError> {
     if let Some((index, wait)) = Blocking::parse(q.index, q.wait.as_deref())? {
@@ -296,10 +297,11 @@ pub async fn list_services(
         .into_iter()
         .map(|(name, datacenters)| json!({ "name": name, "datacenters": datacenters }))
         .collect();
-    Ok(indexed(
-        index,
-        Json(json!({ "index": index, "services": services })),
-    ))
+    let mut body = json!({ "index": index, "services": services });
+    if let Some(r) = super::recovery::degraded(&notice) {
+        body["recovery"] = r;
+    }
+    Ok(indexed(index, Json(body)))
 }
 
 /// Filters of `GET /v1/services/{service}`.
@@ -376,9 +378,13 @@ pub async fn health() -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/ready`: every listener is up and the server is not shutting down.
-pub async fn ready(State(st): State<HttpState>) -> Response {
+pub async fn ready(State(st): State<HttpState>, notice: super::recovery::Notice) -> Response {
     if st.ready.load(Ordering::Acquire) {
-        Json(json!({ "status": "ready" })).into_response()
+        let mut body = json!({ "status": "ready" });
+        if let Some(d) = super::recovery::degraded(&notice) {
+            body["degraded"] = d;
+        }
+        Json(body).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -58,12 +58,20 @@ pub fn document(domain: &str) -> Value {
             },
             "/v1/ready": {
                 "get": {
-                    "summary": "Readiness: every listener is up and the server is not shutting down.",
+                    "summary": "Readiness: every listener is up and the server is not shutting down. After a damaged store file was recovered, also `degraded` (still 200) until POST /v1/recovery/ack.",
                     "operationId": "ready",
                     "responses": {
                         "200": { "description": "Ready", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } },
                         "503": { "description": "Starting or shutting down", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } }
                     }
+                }
+            },
+            "/v1/recovery/ack": {
+                "post": {
+                    "summary": "Acknowledge the recovery of a damaged store file: /v1/ready and /v1/services stop reporting it.",
+                    "operationId": "ackRecovery",
+                    "responses": { "200": { "description": "What was acknowledged (null: nothing was pending)", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "acknowledged": { "type": ["object", "null"] } } } } } } }
                 }
             },
             "/v1/openapi.json": {
@@ -75,7 +83,7 @@ pub fn document(domain: &str) -> Value {
             },
             "/v1/services": {
                 "get": {
-                    "summary": "Every service with its instance counts per datacenter.",
+                    "summary": "Every service with its instance counts per datacenter; `recovery` while a store recovery is unacknowledged.",
                     "operationId": "listServices",
                     "parameters": blocking_params(),
                     "responses": {
@@ -246,7 +254,7 @@ pub fn document(domain: &str) -> Value {
                 },
                 "Status": {
                     "type": "object",
-                    "properties": { "status": { "type": "string" } }
+                    "properties": { "status": { "type": "string" }, "degraded": { "type": "object" } }
                 },
                 "IndexOnly": {
                     "type": "object",

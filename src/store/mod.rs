@@ -15,7 +15,8 @@
 //! data directory, the default; [`RedisStore`]; [`MemoryStore`] for tests),
 //! the record encoding
 //! ([`codec`]), the journal that batches changes (group commit) and the
-//! snapshot file format ([`snapshot`]).
+//! snapshot file format ([`snapshot`]), and the salvage of a damaged file
+//! (`salvage`, reported as a [`Recovery`]).
 //!
 //! Records are keyed by the index of the change that produced them: an
 //! instance's current value lives at its `index`, and a change deletes the
@@ -25,18 +26,23 @@
 //!
 //! Must not import: dns, http, config (app hands over what is needed).
 
+mod autosnap;
 pub mod codec;
 mod file;
 mod journal;
 mod log;
 mod memory;
+mod recovery;
 mod redis;
+mod salvage;
 pub mod snapshot;
 
+pub use autosnap::AutoSnapshot;
 pub use file::FileStore;
 pub use journal::{Durable, Journal, LoadReport};
 pub use log::{LocalLog, Log, LogError, Proposal};
 pub use memory::MemoryStore;
+pub use recovery::{Recovery, RecoveryNotice, SnapshotUse};
 pub use redis::RedisStore;
 
 /// The key under which a store keeps an instance's current value: the
@@ -136,4 +142,30 @@ pub enum StoreError {
     Redis(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
+}
+
+/// Records of a store that opened fine but did not decode (skipped at
+/// load, kept in the file) are a degraded start too: reported like a
+/// recovery unless one was already reported.
+pub fn note_undecodable(notice: &RecoveryNotice, loaded: &LoadReport) {
+    if loaded.corrupt == 0 || notice.get().is_some() {
+        return;
+    }
+    let mut r = Recovery {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        damage: format!(
+            "{} stored records did not decode and were skipped (they stay in {})",
+            loaded.corrupt, loaded.store
+        ),
+        tree_readable: true,
+        from_file: loaded.instances,
+        damaged_records: loaded.corrupt,
+        records: loaded.instances,
+        last_index: loaded.last_index,
+        ..Recovery::default()
+    };
+    r.explain();
+    notice.set(r);
 }

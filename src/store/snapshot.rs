@@ -1,5 +1,7 @@
 //! Snapshot files: the whole registry at one index, for backups
-//! (`GET /v1/snapshot`, `maxine snapshot save|restore`).
+//! (`GET /v1/snapshot`, `maxine snapshot save|restore`), and written
+//! periodically into `<data_dir>/snapshots/` (a few generations, see
+//! [`write_rotated`]) to recover a damaged store file from.
 //!
 //! Layout, integers big-endian:
 //!
@@ -15,6 +17,8 @@
 //! The checksum is verified, and every record decoded, before anything is
 //! written to a store, so a damaged file changes nothing.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ring::digest::{SHA256, digest};
@@ -147,6 +151,94 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
     })
 }
 
+/// Where automatic snapshots live, inside the data directory.
+pub const DIR_NAME: &str = "snapshots";
+
+/// The automatic snapshot file of `index`: zero-padded, so names sort by index.
+fn file_name(index: u64) -> String {
+    format!("registry-{index:020}.snapshot")
+}
+
+/// The automatic snapshots in `dir`, newest (highest index) first.
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut all: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("registry-") && n.ends_with(".snapshot"))
+        })
+        .collect();
+    all.sort();
+    all.reverse();
+    all
+}
+
+/// Writes `bytes` (an encoded snapshot at `index`) into `dir` atomically:
+/// a temporary file, fsync, rename, fsync of the directory. Then removes
+/// all but the newest `keep`. Returns the new file's path.
+pub fn write_rotated(
+    dir: &Path,
+    index: u64,
+    bytes: &[u8],
+    keep: usize,
+) -> Result<PathBuf, StoreError> {
+    let io = |what: &str, e: std::io::Error| StoreError::Snapshot(format!("{what}: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
+    let path = dir.join(file_name(index));
+    let tmp = dir.join(format!(".{}.tmp", file_name(index)));
+    {
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| io(&format!("cannot create {}", tmp.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io(&format!("cannot write {}", tmp.display()), e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io(&format!("cannot rename {}", tmp.display()), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(&format!("cannot sync {}", dir.display()), e))?;
+    for old in list(dir).into_iter().skip(keep.max(1)) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(file = %old.display(), error = %e, "cannot remove an old snapshot");
+        }
+    }
+    Ok(path)
+}
+
+/// The newest snapshot in `dir` whose checksum and every record verify;
+/// damaged ones are logged and passed over.
+pub fn latest_good(dir: &Path) -> Option<super::salvage::GoodSnapshot> {
+    for path in list(dir) {
+        let checked = std::fs::read(&path)
+            .map_err(|e| StoreError::Snapshot(e.to_string()))
+            .and_then(|bytes| {
+                let snap = decode(&bytes)?;
+                let mut decoder = Decoder::default();
+                for (index, record) in &snap.records {
+                    decoder
+                        .decode(*index, record)
+                        .map_err(|e| StoreError::Snapshot(format!("record {index}: {e}")))?;
+                }
+                Ok(super::salvage::GoodSnapshot {
+                    file: path.display().to_string(),
+                    last_index: snap.last_index,
+                    records: snap.records.iter().map(|(i, r)| (*i, r.to_vec())).collect(),
+                })
+            });
+        match checked {
+            Ok(good) => return Some(good),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "passing over a damaged snapshot");
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +264,30 @@ mod tests {
             assert!(decode(&bad).is_err(), "flipped byte {i} went unnoticed");
         }
         assert!(decode(&good[..good.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_generations_and_skips_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in [5, 40, 300, 7] {
+            write_rotated(dir.path(), index, &encode(index, &[]), 3).unwrap();
+        }
+        let names: Vec<_> = list(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [file_name(300), file_name(40), file_name(7)],
+            "newest first, the oldest removed, no temporary file left"
+        );
+        assert_eq!(latest_good(dir.path()).unwrap().last_index, 300);
+        // A damaged newest generation: the one before it is taken.
+        let newest = dir.path().join(file_name(300));
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&newest, bytes).unwrap();
+        assert_eq!(latest_good(dir.path()).unwrap().last_index, 40);
+        assert!(latest_good(&dir.path().join("none")).is_none());
     }
 }

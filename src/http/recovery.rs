@@ -1,0 +1,38 @@
+//! The degraded state after a damaged store was recovered at start-up:
+//! shown on `/v1/ready` (`"degraded"`) and `/v1/services` (`"recovery"`)
+//! until an operator acknowledges it with `POST /v1/recovery/ack`.
+//!
+//! The notice travels as a request extension ([`with_recovery`]), so routers
+//! built without a store simply have none.
+
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+
+use crate::store::RecoveryNotice;
+
+/// What the handlers extract: the notice, when the app installed one.
+pub type Notice = Option<Extension<RecoveryNotice>>;
+
+/// Makes `notice` available to the handlers of `router`.
+pub fn with_recovery(router: axum::Router, notice: RecoveryNotice) -> axum::Router {
+    router.layer(Extension(notice))
+}
+
+/// The unacknowledged recovery as JSON, if there is one.
+pub fn degraded(notice: &Notice) -> Option<Value> {
+    let r = notice.as_ref()?.get()?;
+    Some(json!({
+        "reason": "the store file was damaged at start-up and recovered; see the log, then POST /v1/recovery/ack",
+        "recovery": &*r,
+    }))
+}
+
+/// `POST /v1/recovery/ack`: the operator has seen the recovery; `/v1/ready`
+/// and `/v1/services` stop reporting it. Answers what was acknowledged.
+pub async fn ack(notice: Notice) -> Json<Value> {
+    let cleared = notice.as_ref().and_then(|Extension(n)| n.acknowledge());
+    if let Some(r) = &cleared {
+        tracing::info!(moved_to = %r.moved_to, "the store recovery was acknowledged");
+    }
+    Json(json!({ "acknowledged": cleared.as_deref() }))
+}
