@@ -1,23 +1,29 @@
 //! Maxine: DNS-first service discovery.
 //!
 //! ```text
-//!            HTTP API (axum)                 DNS (UDP/TCP, pre-encoded answers)
-//!   register / heartbeat / query              qname -> ready wire answer
-//!                 |                                   ^
-//!                 v                                   | rebuilt on every change
-//!   +--------------------------------------------------------------+
-//!   | core::Registry  papaya maps: (dc, service) -> snapshot       |
-//!   |   one write lock, gap-free change index, Observer callbacks  |
-//!   +--------------------------------------------------------------+
-//!                 ^                                   |
-//!                 | expire(now) from one driver task  | every change, queued in index order
-//!                                                     v
+//!      HTTP API (axum)                        DNS (UDP/TCP, pre-encoded answers)
+//!   writes: propose(change, ctx)              qname -> node -> asker's variant -> copy
+//!   reads: plans, ?index=N&wait=                          ^
+//!        |                 ^                             | encoded from core::plan,
+//!        v                 | applied & durable           | rebuilt on every change
+//!   store::Log (LocalLog: the registry's sequence + the journal's group commit)
+//!        |  index order                                  |
+//!        v                                               |
+//!   +---------------------------------------------------------------------+
+//!   | core::Registry::apply: the one write path (Change -> Event)         |
+//!   |   papaya maps (dc, service) -> immutable snapshot; one write lock   |
+//!   |   observers inside the lock: DNS answer cache, journal, change feed |
+//!   +---------------------------------------------------------------------+
+//!        ^ expiry (due changes)          | events, in index order
+//!        | from one driver task          v
+//!                         events::ChangeFeed: bounded ring + index watch;
+//!                         subscribe_from(i), blocking reads, event streams
 //!   store::Journal: one writer thread, one fsync per batch (group commit);
-//!   the API answers a write once it is durable, 503 (rolled back) if not
+//!   a commit that fails is undone and its proposals answered 503
 //! ```
 //!
 //! Dependency direction: `main -> app -> {dns, http, events, store} -> core`
-//! (`http` waits on `store::Durable`). `config` imports only `core` and is
+//! (`http` proposes through `store::Log` and reads `events::ChangeFeed`). `config` imports only `core` and is
 //! read by `app` only, which hands each module its own settings (such as
 //! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
 //! ends never call each other; only `app` names concrete pieces.

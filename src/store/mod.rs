@@ -1,7 +1,9 @@
-//! Persistence: every registry change is made durable before the API
-//! acknowledges it, and the registry is loaded back at start-up.
+//! The log and persistence: writers propose changes to a [`Log`], which
+//! orders them and makes them durable before they are acknowledged; the
+//! registry is loaded back at start-up.
 //!
 //! ```text
+//!   HTTP --propose--> LocalLog --Registry::apply_next--> (DNS cache, feed)
 //!   Registry (write lock) --Observer::applied--> Journal queue (cheap push, index order)
 //!                                                    |
 //!                                   writer thread: take all queued, encode,
@@ -11,14 +13,15 @@
 //!   on failure: Registry::revert, waiters get 503, store reopened
 //! ```
 //!
-//! Owns: the [`Store`] trait and its backends ([`FileStore`]: redb in the
+//! Owns: the [`Log`] trait and the single-node [`LocalLog`], the [`Store`]
+//! trait and its backends ([`FileStore`]: redb in the
 //! data directory, the default; [`RedisStore`]; [`MemoryStore`] for tests),
 //! the record encoding
 //! ([`codec`]), the journal that batches changes (group commit) and the
 //! snapshot file format ([`snapshot`]), and the salvage of a damaged file
 //! (`salvage`, reported as a [`Recovery`]).
 //!
-//! Records are keyed by the index of the change that produced them: an
+//! Records are keyed by [`record_key`], the index of the change that produced them: an
 //! instance's current value lives at its `index`, and a change deletes the
 //! key of the value it replaced. New registrations are therefore appends
 //! (cheap in a B-tree), and at start-up the highest index of an instance wins
