@@ -15,8 +15,8 @@
 //! single driver ([`Registry::expire`]), so a million instances cost a
 //! million map entries, not a million timers.
 //!
-//! Seams: [`snapshot`] (one service at one index), [`expiry`] (timers,
-//! heartbeats, what is due), [`restore`] (loading from storage, undoing what
+//! Seams: `snapshot` (one service at one index), `expiry` (timers,
+//! heartbeats, what is due), `restore` (loading from storage, undoing what
 //! storage refused); queries and answer plans are in [`crate::core::plan`].
 
 mod expiry;

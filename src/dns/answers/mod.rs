@@ -1,6 +1,6 @@
 //! Ready answers: every name in the zone, with its record sets pre-encoded,
 //! in a lock-free map keyed by the lowercase wire name. The registry calls
-//! [`AnswerBuilder::applied`] with each change (under its write lock, before
+//! `AnswerBuilder::applied` with each change (under its write lock, before
 //! the change is acknowledged), and the affected names are rebuilt then.
 //! A query is parse -> one map lookup -> the asker's variant -> copy
 //! pre-encoded records.
@@ -12,9 +12,9 @@
 //! lookup, so the query path stays a lookup and a copy
 //! (docs/adr/0001-pre-encoded-dns-answers.md).
 //!
-//! Seams: [`rrset`] (one pre-encoded record set), [`members`] (version
-//! names as positions), [`instances`] (instance names), [`node`] (what a
-//! name holds), [`lookup`] (the query path), [`build`] (keeping it current).
+//! Seams: `rrset` (one pre-encoded record set), `members` (version
+//! names as positions), `instances` (instance names), `node` (what a
+//! name holds), `lookup` (the query path), `build` (keeping it current).
 
 mod build;
 mod instances;
