@@ -240,7 +240,11 @@ impl App {
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
             ready: ready.clone(),
-            log: Arc::new(LocalLog::new(registry.clone(), durable.clone())),
+            log: Arc::new(LocalLog::new(
+                registry.clone(),
+                durable.clone(),
+                feed.clone(),
+            )),
             feed,
             durable: durable.clone(),
         });

@@ -75,6 +75,7 @@ impl HttpState {
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
                 Durable::default(),
+                feed.clone(),
             )),
             registry,
             domain: domain.to_string(),

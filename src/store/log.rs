@@ -29,6 +29,7 @@ use crate::core::{
 };
 
 use super::Durable;
+use crate::events::{ChangeFeed, Subscription};
 
 /// What a proposal resolves to.
 pub type Proposal = Pin<Box<dyn Future<Output = Result<Applied, LogError>> + Send>>;
@@ -54,6 +55,11 @@ pub trait Log: Send + Sync {
     /// the batch stay applied (proposers send one change, or independent ones).
     fn propose(&self, changes: Vec<Change>, ctx: Context) -> Proposal;
 
+    /// Every applied change after `index`, in order: a snapshot first when
+    /// the changes are no longer kept (a resync). The etcd log gives the
+    /// same contract from its watch (ADR 0005).
+    fn subscribe_from(&self, index: u64) -> Subscription;
+
     /// Every service as of one index, consistent (no change half in).
     fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>);
 
@@ -66,11 +72,18 @@ pub trait Log: Send + Sync {
 pub struct LocalLog {
     registry: Registry,
     durable: Durable,
+    feed: ChangeFeed,
 }
 
 impl LocalLog {
-    pub fn new(registry: Registry, durable: Durable) -> Self {
-        Self { registry, durable }
+    /// The log of `registry`, whose changes `feed` follows (it must be
+    /// subscribed to the registry) and `durable` reports on.
+    pub fn new(registry: Registry, durable: Durable, feed: ChangeFeed) -> Self {
+        Self {
+            registry,
+            durable,
+            feed,
+        }
     }
 }
 
@@ -97,6 +110,10 @@ impl Log for LocalLog {
             }
             Ok(applied)
         })
+    }
+
+    fn subscribe_from(&self, index: u64) -> Subscription {
+        self.feed.subscribe_from(index)
     }
 
     fn snapshot(&self) -> (u64, Vec<Arc<ServiceSnapshot>>) {
