@@ -22,6 +22,10 @@
 #            benchmark, so it runs in each build's source tree; needs TREE_A and TREE_B (skipped
 #            without them).
 #
+# A full run takes about 10 minutes on a quiet machine once the benchmarks are built (DNS about
+# 4, registrations 2, start-up 2, memory 2; more while it waits for other load to pass), QUICK=1
+# about 2.
+#
 # Environment:
 #   ROUNDS=2           rounds of A-then-B per measurement; the median of each side is reported
 #   QUICK=1            smoke test: 3 s runs, 100k instances instead of 1M, one round
@@ -153,6 +157,7 @@ B=$(mktemp -d "${TMPDIR:-/tmp}/maxine-ab.XXXXXX")
 mkdir -p "$B/out"
 : >"$B/results.tsv"
 : >"$B/notes.txt"
+if part memory && [ "$MEMORY" = 0 ]; then note "memory: skipped (TREE_A and TREE_B not given)"; fi
 started=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------
