@@ -164,7 +164,7 @@ started=$(date +%s)
 # dns: both servers up side by side on CPU 0 with the same data; per test A, B, A, B, ...
 if part dns; then
   build_dnsload "$TARGET"
-  gen_dns_data "$B"
+  gen_dns_data "$B" >&2
   declare -A DNS_PORT_OF HTTP_PORT_OF PID_OF
   DNS_PORT_OF[A]=$AB_PORT HTTP_PORT_OF[A]=$((AB_PORT + 1))
   DNS_PORT_OF[B]=$((AB_PORT + 2)) HTTP_PORT_OF[B]=$((AB_PORT + 3))
@@ -172,7 +172,7 @@ if part dns; then
     log "starting $s (:${DNS_PORT_OF[$s]}, API :${HTTP_PORT_OF[$s]}) on CPU 0: $(bin_of "$s")"
     start_maxine_on "$(bin_of "$s")" "${DNS_PORT_OF[$s]}" "${HTTP_PORT_OF[$s]}" "$B/data-$s" "$B/maxine-$s.log" "$B/zones"
     PID_OF[$s]=$MAXINE_PID PIDS+=("$MAXINE_PID") MAXINE_PID=""
-    python3 "$BENCH/load_maxine.py" "http://127.0.0.1:${HTTP_PORT_OF[$s]}" "$B/registrations.jsonl" ||
+    python3 "$BENCH/load_maxine.py" "http://127.0.0.1:${HTTP_PORT_OF[$s]}" "$B/registrations.jsonl" >&2 ||
       die "loading registrations into $s failed"
   done
   if command -v dig >/dev/null; then
