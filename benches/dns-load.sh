@@ -18,6 +18,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$REPO/benches/lib.sh"
 SHARED=${SHARED:-$(dirname "$REPO")/shared}
 BENCH=$SHARED/bench
 QUICK=${QUICK:-0}
@@ -32,9 +34,6 @@ API=http://127.0.0.1:$HTTP_PORT
 if [ "$QUICK" = 1 ]; then MAX_SECS=3 FIXED_SECS=3; else MAX_SECS=10 FIXED_SECS=5; fi
 FIXED_RATE=50000
 
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'dns-load.sh: error: %s\n' "$*" >&2; exit 1; }
-
 # ---------------------------------------------------------------------------------------------
 # cleanup: everything started here is tracked and stopped on exit, failure or interrupt
 B=""
@@ -42,10 +41,7 @@ MAXINE_PID=""
 REF_STARTED=0
 stop_maxine() {
   [ -n "$MAXINE_PID" ] || return 0
-  kill "$MAXINE_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$MAXINE_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$MAXINE_PID" 2>/dev/null || true
-  wait "$MAXINE_PID" 2>/dev/null || true
+  stop_pid "$MAXINE_PID"
   MAXINE_PID=""
 }
 cleanup() {
@@ -65,10 +61,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
 # 1. prerequisites
-[ -d "$BENCH" ] || die "shared bench dir $BENCH not found (set SHARED=dir containing bench/)"
-for f in gen_data.py load_maxine.py measure.py reference.sh; do
-  [ -x "$BENCH/$f" ] || die "$BENCH/$f missing or not executable"
-done
+need_bench_scripts gen_data.py load_maxine.py measure.py reference.sh
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU 0, load generator on CPU 1)"
 for c in cargo python3 curl taskset; do command -v "$c" >/dev/null || die "$c not found"; done
 if ! command -v nsd >/dev/null || ! command -v knotd >/dev/null || ! command -v dig >/dev/null; then
@@ -80,11 +73,7 @@ if ! command -v nsd >/dev/null || ! command -v knotd >/dev/null || ! command -v 
   # the packages' own services would hold port 53 and compete for CPU; we run our own instances
   $SUDO systemctl disable --now nsd knot >/dev/null 2>&1 || true
 fi
-if command -v ss >/dev/null; then
-  for p in $DNS_PORT $HTTP_PORT $NSD_PORT $KNOT_PORT; do
-    if ss -Hln "( sport = :$p )" | grep -q .; then die "port $p is already in use (a leftover server?)"; fi
-  done
-fi
+need_ports_free $DNS_PORT $HTTP_PORT $NSD_PORT $KNOT_PORT
 
 # ---------------------------------------------------------------------------------------------
 # 2. build
@@ -96,20 +85,14 @@ else
   (cd "$REPO" && cargo build --release --bin maxine) || die "cargo build --release failed"
   MAXINE_BIN=$TARGET/release/maxine
 fi
-log "building dnsload"
-CARGO_TARGET_DIR=$TARGET/dnsload cargo build --release --locked \
-  --manifest-path "$REPO/benches/dnsload/Cargo.toml" || die "building benches/dnsload failed"
-DNSLOAD=$TARGET/dnsload/release/dnsload
+build_dnsload "$TARGET"
 STORE_HELP=$("$MAXINE_BIN" serve --help | grep -E -- '--store' || true)
 
 # ---------------------------------------------------------------------------------------------
 # 3. data
 B=$(mktemp -d "${TMPDIR:-/tmp}/maxine-dns-load.XXXXXX")
-mkdir -p "$B/out" "$B/zones"
-log "generating data in $B"
-python3 "$BENCH/gen_data.py" "$B"
-grep -E '^(\$ORIGIN|\$TTL|@ |ns1 )' "$B/maxine.zone" > "$B/zones/maxine.zone"
-awk 'BEGIN { for (i = 0; i < 200000; i++) print "nope-" i ".maxine A" }' > "$B/nx.txt"
+mkdir -p "$B/out"
+gen_dns_data "$B"
 
 # ---------------------------------------------------------------------------------------------
 # 4. reference servers
@@ -127,22 +110,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # 5. maxine
 # start_maxine DATA_DIR LOGFILE: pinned to CPU 0, other MAXINE_* variables of the caller removed
-start_maxine() {
-  local unset_args=() v
-  for v in $(env | sed -n 's/^\(MAXINE_[A-Za-z0-9_]*\)=.*/\1/p; s/^\(DATACENTER_ID\)=.*/\1/p'); do unset_args+=(-u "$v"); done
-  # shellcheck disable=SC2086
-  env "${unset_args[@]}" MAXINE_DNS_TTL=30 taskset -c 0 "$MAXINE_BIN" serve \
-    --dns-addr "127.0.0.1:$DNS_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
-    --data-dir "$1" --zone-dir "$B/zones" --log-level warn ${MAXINE_SERVE_ARGS:-} >"$2" 2>&1 &
-  MAXINE_PID=$!
-  for _ in $(seq 150); do
-    kill -0 "$MAXINE_PID" 2>/dev/null || { cat "$2" >&2; MAXINE_PID=""; die "maxine exited at start"; }
-    curl -sf "$API/v1/ready" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  cat "$2" >&2
-  die "maxine not ready after 30 s"
-}
+start_maxine() { start_maxine_on "$MAXINE_BIN" "$DNS_PORT" "$HTTP_PORT" "$1" "$2" "$B/zones"; }
 log "starting maxine (:$DNS_PORT, API :$HTTP_PORT) on CPU 0"
 start_maxine "$B/maxine-data" "$B/maxine.log"
 python3 "$BENCH/load_maxine.py" "$API" "$B/registrations.jsonl" || die "loading registrations into maxine failed"
@@ -156,59 +124,16 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 6. load runs
-# run_load SERVER TEST PID DNSLOAD-ARGS...: measure.py around dnsload on CPU 1; a run with
-# foreign CPU above FOREIGN_MAX is repeated (RETRIES times at most), the quietest one is kept.
-# wait_quiet: wait (QUIET_WAIT s at most) until the machine's busy CPU over 1 s, with our servers
-# idle, is at most FOREIGN_MAX % (100 = one core).
-busy_pct() {
-  local a b
-  a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
-  awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" 'BEGIN {
-    n = split(a, x); split(b, y); t = 0
-    for (i = 2; i <= 9; i++) if (i != 5 && i != 6) t += y[i] - x[i]
-    printf "%.0f", 100 * t / hz }'
-}
-wait_quiet() {
-  local waited=0 f
-  while :; do
-    f=$(busy_pct)
-    [ "$f" -le "$FOREIGN_MAX" ] && return 0
-    if [ "$waited" -ge "$QUIET_WAIT" ]; then echo "  (machine still ${f}% busy after ${waited} s: running anyway)" >&2; return 0; fi
-    sleep 4; waited=$((waited + 5))
-  done
-}
-run_load() {
-  local server=$1 test=$2 pid=$3; shift 3
-  local best="" bestf="" f try out
-  for try in $(seq 0 "$RETRIES"); do
-    wait_quiet
-    out=$B/out/$server.$test.try$try
-    python3 "$BENCH/measure.py" "$server/$test" "$pid" -- taskset -c 1 "$DNSLOAD" "$@" >"$out" 2>&1 ||
-      { cat "$out" >&2; die "$server/$test: load run failed"; }
-    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$server (pid $pid) died during $test"; }
-    grep -q '^MEASURE ' "$out" || { cat "$out" >&2; die "$server/$test: no MEASURE line"; }
-    grep -q 'Queries per second: *[1-9]' "$out" || { cat "$out" >&2; die "$server/$test: no answers"; }
-    f=$(sed -n 's/^MEASURE .*foreign_cpu_pct=\([-0-9.]*\).*/\1/p' "$out")
-    printf '%-8s %-10s try %d: %s | %s\n' "$server" "$test" "$try" \
-      "$(grep -E '^Queries (per|lost)' "$out" | tr -s ' ' | paste -sd' ')" "$(grep -o 'server_us.*' "$out")" >&2
-    if [ -z "$best" ] || awk -v a="$f" -v b="$bestf" 'BEGIN { exit !(a < b) }'; then best=$out bestf=$f; fi
-    awk -v a="$f" -v m="$FOREIGN_MAX" 'BEGIN { exit !(a <= m) }' && break
-  done
-  cp "$best" "$B/out/$server.$test"
-}
+# run_load (benches/lib.sh): measure.py around dnsload on CPU 1, a run with foreign CPU above
+# FOREIGN_MAX repeated (RETRIES times at most), the quietest one kept.
 # Test-major order: the three servers take each test back to back, under similar machine load.
 for test in udp udp50k edns nx tcp; do
   log "$test: nsd, knot, maxine"
   for s in "nsd $NSD_PORT $NSD_PID" "knot $KNOT_PORT $KNOT_PID" "maxine $DNS_PORT $MAXINE_PID"; do
     read -r name port pid <<<"$s"
-    a=127.0.0.1:$port
-    case $test in
-      udp)    run_load "$name" udp    "$pid" udp "$a" "$B/queries.txt" "$MAX_SECS" ;;
-      udp50k) run_load "$name" udp50k "$pid" udp "$a" "$B/queries.txt" "$FIXED_SECS" --rate "$FIXED_RATE" ;;
-      edns)   run_load "$name" edns   "$pid" udp "$a" "$B/queries.txt" "$MAX_SECS" --edns 1232 ;;
-      nx)     run_load "$name" nx     "$pid" udp "$a" "$B/nx.txt" "$MAX_SECS" ;;
-      tcp)    run_load "$name" tcp    "$pid" tcp "$a" "$B/queries.txt" "$MAX_SECS" --conns 50 --pipeline 16 ;;
-    esac
+    secs=$MAX_SECS; [ "$test" = udp50k ] && secs=$FIXED_SECS
+    dns_test_args "$test" "127.0.0.1:$port" "$secs"
+    run_load "$name" "$test" "$pid" "${DNS_ARGS[@]}"
   done
 done
 MAXINE_LOG_LINES=$(grep -c . "$B/maxine.log" || true)

@@ -7,7 +7,7 @@
 //! then, and the same after a `kill -9` (start-up with redb's crash repair).
 //!
 //! ```text
-//! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR] [--redis]
+//! cargo bench --bench store_startup -- [INSTANCES=1000000] [SERVICES=10000] [--meta] [--cpu N] [--fill DIR | --data DIR] [--redis]
 //! ```
 //! `--redis` fills a fresh `redis-server` (appendonly, appendfsync always,
 //! on a free port) through the Redis store instead, and starts Maxine with
@@ -20,6 +20,10 @@
 //! pages scanned, a fresh file written), then, on the file that recovery
 //! wrote, a zeroed first page (header and commit slots: nothing but the raw
 //! scan is left).
+//! `--data DIR` starts the server on DIR as `--fill` left it (same INSTANCES
+//! and SERVICES) instead of filling a fresh directory, so that two builds
+//! can be timed on the same data (`benches/ab.sh`). The runs leave DIR as a
+//! `kill -9` left it: give each run its own copy.
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -60,6 +64,15 @@ fn main() {
         args.drain(i..=i + 1);
         d
     });
+    let data = args.iter().position(|a| a == "--data").map(|i| {
+        let d = args[i + 1].clone();
+        args.drain(i..=i + 1);
+        d
+    });
+    assert!(
+        !(redis && data.is_some()),
+        "--data is a file store's directory; --redis fills its own server"
+    );
     let n: usize = args
         .first()
         .and_then(|a| a.parse().ok())
@@ -75,37 +88,49 @@ fn main() {
         println!("filled {d} with {n} instances in {services} services");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data.as_deref().map_or(tmp.path(), std::path::Path::new);
     let t = Instant::now();
     let redis_server = redis.then(redis_server::RedisServer::start);
     let store = redis_server.as_ref().map(redis_server::RedisServer::url);
-    // The store is closed again before Maxine opens it (redb locks its file).
-    match &store {
-        Some(url) => fill(&mut RedisStore::open(url).unwrap(), n, services, meta),
-        None => fill(&mut FileStore::open(dir.path()).unwrap(), n, services, meta),
-    }
-    let size = match &store {
-        Some(_) => dir_size(redis_server.as_ref().expect("started").dir()),
-        None => std::fs::metadata(dir.path().join(FileStore::FILE_NAME))
-            .unwrap()
-            .len(),
-    };
-    println!(
-        "filled {n} instances in {services} services in {:.1} s ({} MiB on disk{})",
-        t.elapsed().as_secs_f64(),
-        size >> 20,
-        if redis {
-            ", Redis's append-only file"
-        } else {
-            ""
+    if data.is_some() {
+        let size = std::fs::metadata(dir.join(FileStore::FILE_NAME))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(FileStore::FILE_NAME).display()))
+            .len();
+        println!(
+            "using {} ({n} instances in {services} services, {} MiB on disk)",
+            dir.display(),
+            size >> 20
+        );
+    } else {
+        // The store is closed again before Maxine opens it (redb locks its file).
+        match &store {
+            Some(url) => fill(&mut RedisStore::open(url).unwrap(), n, services, meta),
+            None => fill(&mut FileStore::open(dir).unwrap(), n, services, meta),
         }
-    );
+        let size = match &store {
+            Some(_) => dir_size(redis_server.as_ref().expect("started").dir()),
+            None => std::fs::metadata(dir.join(FileStore::FILE_NAME))
+                .unwrap()
+                .len(),
+        };
+        println!(
+            "filled {n} instances in {services} services in {:.1} s ({} MiB on disk{})",
+            t.elapsed().as_secs_f64(),
+            size >> 20,
+            if redis {
+                ", Redis's append-only file"
+            } else {
+                ""
+            }
+        );
+    }
     let probe = (
         format!("i{}.s{}.dc1.maxine.", n - 1, (n - 1) % services),
         ip(n - 1),
     );
     if damage {
-        let file = dir.path().join(FileStore::FILE_NAME);
+        let file = dir.join(FileStore::FILE_NAME);
         for (run, page) in [
             ("a zeroed page in the middle", None),
             ("a zeroed first page (header)", Some(0)),
@@ -114,7 +139,7 @@ fn main() {
             let page = page.unwrap_or(bytes.len() / 4096 / 2);
             bytes[page * 4096..(page + 1) * 4096].fill(0);
             std::fs::write(&file, bytes).unwrap();
-            let (mut child, dns) = spawn(dir.path(), cpu.as_deref(), None);
+            let (mut child, dns) = spawn(dir, cpu.as_deref(), None);
             let took = first_answer(dns, &probe).expect("an answer after the recovery");
             println!(
                 "recovery of {run}: first DNS answer after {:.2} s",
@@ -128,7 +153,7 @@ fn main() {
         return;
     }
     for (run, crash) in [("clean start", false), ("start after kill -9", true)] {
-        let (mut child, dns) = spawn(dir.path(), cpu.as_deref(), store.as_deref());
+        let (mut child, dns) = spawn(dir, cpu.as_deref(), store.as_deref());
         let t0 = Instant::now();
         let took = first_answer(dns, &probe);
         let rss = rss_mib(child.id());
@@ -147,7 +172,7 @@ fn main() {
                 .args(["-TERM", &child.id().to_string()])
                 .status();
             let _ = child.wait();
-            let (mut c, dns) = spawn(dir.path(), cpu.as_deref(), store.as_deref());
+            let (mut c, dns) = spawn(dir, cpu.as_deref(), store.as_deref());
             first_answer(dns, &probe).expect("up again");
             let _ = c.kill();
             let _ = c.wait();

@@ -1,0 +1,140 @@
+# Shell pieces shared by the DNS load scripts (benches/dns-load.sh, benches/ab.sh): the data set,
+# starting a pinned Maxine, and the measured dnsload runs. Sourced, not run; bash only.
+#
+# The functions read these globals of the script that sources them:
+#   B            the run's temp dir (data, zones, out/ with every run's output)
+#   BENCH        the shared bench scripts ($SHARED/bench)
+#   DNSLOAD      the load generator binary (set by build_dnsload)
+#   FOREIGN_MAX  RETRIES  QUIET_WAIT   see run_load and wait_quiet
+# shellcheck shell=bash disable=SC2034
+# (SC2034: DNS_ARGS and MAXINE_PID are set here for the caller.)
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+
+# need_bench_scripts FILE...: the shared scripts this run calls are there and executable
+need_bench_scripts() {
+  local f
+  [ -d "$BENCH" ] || die "shared bench dir $BENCH not found (set SHARED=dir containing bench/)"
+  for f in "$@"; do
+    [ -x "$BENCH/$f" ] || die "$BENCH/$f missing or not executable"
+  done
+}
+
+# need_ports_free PORT...: no listener on any of them (a leftover server?)
+need_ports_free() {
+  local p
+  command -v ss >/dev/null || return 0
+  for p in "$@"; do
+    if ss -Hln "( sport = :$p )" | grep -q .; then die "port $p is already in use (a leftover server?)"; fi
+  done
+}
+
+# build_dnsload TARGET_DIR: builds benches/dnsload (release) under TARGET_DIR/dnsload, sets DNSLOAD
+build_dnsload() {
+  local repo
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  log "building dnsload"
+  CARGO_TARGET_DIR=$1/dnsload cargo build --release --locked \
+    --manifest-path "$repo/benches/dnsload/Cargo.toml" || die "building benches/dnsload failed"
+  DNSLOAD=$1/dnsload/release/dnsload
+}
+
+# gen_dns_data DIR: the data set of docs/performance.md (1000 services x 3 instances) in DIR:
+# registrations.jsonl, queries.txt, maxine.zone; zones/maxine.zone (the zone's SOA and NS, which
+# Maxine serves beside the registered records) and nx.txt (unknown names only).
+gen_dns_data() {
+  mkdir -p "$1/zones"
+  log "generating data in $1"
+  python3 "$BENCH/gen_data.py" "$1"
+  # shellcheck disable=SC2016
+  grep -E '^(\$ORIGIN|\$TTL|@ |ns1 )' "$1/maxine.zone" > "$1/zones/maxine.zone"
+  awk 'BEGIN { for (i = 0; i < 200000; i++) print "nope-" i ".maxine A" }' > "$1/nx.txt"
+}
+
+# start_maxine_on BIN DNS_PORT HTTP_PORT DATA_DIR LOGFILE ZONE_DIR: `maxine serve` pinned to
+# CPU 0, other MAXINE_* variables of the caller removed; sets MAXINE_PID and returns once the
+# server is ready (30 s at most).
+start_maxine_on() {
+  local bin=$1 dns_port=$2 http_port=$3 data=$4 logf=$5 zones=$6
+  local unset_args=() v
+  for v in $(env | sed -n 's/^\(MAXINE_[A-Za-z0-9_]*\)=.*/\1/p; s/^\(DATACENTER_ID\)=.*/\1/p'); do unset_args+=(-u "$v"); done
+  # shellcheck disable=SC2086
+  env "${unset_args[@]}" MAXINE_DNS_TTL=30 taskset -c 0 "$bin" serve \
+    --dns-addr "127.0.0.1:$dns_port" --http-addr "127.0.0.1:$http_port" \
+    --data-dir "$data" --zone-dir "$zones" --log-level warn ${MAXINE_SERVE_ARGS:-} >"$logf" 2>&1 &
+  MAXINE_PID=$!
+  for _ in $(seq 150); do
+    kill -0 "$MAXINE_PID" 2>/dev/null || { cat "$logf" >&2; MAXINE_PID=""; die "maxine exited at start"; }
+    curl -sf "http://127.0.0.1:$http_port/v1/ready" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  cat "$logf" >&2
+  die "maxine not ready after 30 s"
+}
+
+# stop_pid PID: SIGTERM, up to 5 s for a clean exit, then SIGKILL
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# dns_test_args TEST ADDR SECONDS: sets DNS_ARGS to dnsload's arguments for one test of
+# docs/performance.md: udp (the A/SRV mix), udp50k (the same at a fixed 50k qps), edns (EDNS
+# 1232), nx (NXDOMAIN only), tcp (50 pipelined connections). Needs gen_dns_data's files in $B.
+: "${FIXED_RATE:=50000}"
+dns_test_args() {
+  case $1 in
+    udp)    DNS_ARGS=(udp "$2" "$B/queries.txt" "$3") ;;
+    udp50k) DNS_ARGS=(udp "$2" "$B/queries.txt" "$3" --rate "$FIXED_RATE") ;;
+    edns)   DNS_ARGS=(udp "$2" "$B/queries.txt" "$3" --edns 1232) ;;
+    nx)     DNS_ARGS=(udp "$2" "$B/nx.txt" "$3") ;;
+    tcp)    DNS_ARGS=(tcp "$2" "$B/queries.txt" "$3" --conns 50 --pipeline 16) ;;
+    *)      die "unknown DNS test $1" ;;
+  esac
+}
+
+# busy_pct: the machine's busy CPU over 1 s, in % of one core
+busy_pct() {
+  local a b
+  a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    n = split(a, x); split(b, y); t = 0
+    for (i = 2; i <= 9; i++) if (i != 5 && i != 6) t += y[i] - x[i]
+    printf "%.0f", 100 * t / hz }'
+}
+# wait_quiet: wait (QUIET_WAIT s at most) until the machine's busy CPU over 1 s, with our servers
+# idle, is at most FOREIGN_MAX % (100 = one core).
+wait_quiet() {
+  local waited=0 f
+  while :; do
+    f=$(busy_pct)
+    [ "$f" -le "$FOREIGN_MAX" ] && return 0
+    if [ "$waited" -ge "$QUIET_WAIT" ]; then echo "  (machine still ${f}% busy after ${waited} s: running anyway)" >&2; return 0; fi
+    sleep 4; waited=$((waited + 5))
+  done
+}
+# run_load SERVER TEST PID DNSLOAD-ARGS...: measure.py around dnsload on CPU 1; a run with
+# foreign CPU above FOREIGN_MAX is repeated (RETRIES times at most), the quietest one is kept
+# as $B/out/SERVER.TEST.
+run_load() {
+  local server=$1 test=$2 pid=$3; shift 3
+  local best="" bestf="" f try out
+  for try in $(seq 0 "$RETRIES"); do
+    wait_quiet
+    out=$B/out/$server.$test.try$try
+    python3 "$BENCH/measure.py" "$server/$test" "$pid" -- taskset -c 1 "$DNSLOAD" "$@" >"$out" 2>&1 ||
+      { cat "$out" >&2; die "$server/$test: load run failed"; }
+    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$server (pid $pid) died during $test"; }
+    grep -q '^MEASURE ' "$out" || { cat "$out" >&2; die "$server/$test: no MEASURE line"; }
+    grep -q 'Queries per second: *[1-9]' "$out" || { cat "$out" >&2; die "$server/$test: no answers"; }
+    f=$(sed -n 's/^MEASURE .*foreign_cpu_pct=\([-0-9.]*\).*/\1/p' "$out")
+    printf '%-8s %-10s try %d: %s | %s\n' "$server" "$test" "$try" \
+      "$(grep -E '^Queries (per|lost)' "$out" | tr -s ' ' | paste -sd' ')" "$(grep -o 'server_us.*' "$out")" >&2
+    if [ -z "$best" ] || awk -v a="$f" -v b="$bestf" 'BEGIN { exit !(a < b) }'; then best=$out bestf=$f; fi
+    awk -v a="$f" -v m="$FOREIGN_MAX" 'BEGIN { exit !(a <= m) }' && break
+  done
+  cp "$best" "$B/out/$server.$test"
+}
