@@ -269,7 +269,8 @@ impl Blocking {
                 })?
                 .min(MAX_WAIT),
         };
-        Ok(index.map(|i| (i, wait)))
+        // As in Consul, index 0 (or none) does not block.
+        Ok(index.filter(|i| *i > 0).map(|i| (i, wait)))
     }
 }
 

@@ -95,20 +95,22 @@ impl Log for LocalLog {
         let durable = self.durable.clone();
         Box::pin(async move {
             let applied = applied.map_err(LogError::Refused)?;
-            if let Some(e) = applied.refusal() {
-                return Err(LogError::Refused(e.clone()));
-            }
             let made = applied
                 .outcomes
                 .iter()
                 .any(|(_, o)| matches!(o, Outcome::Applied(_)));
+            // What was applied is waited for even when a later change of
+            // the batch was refused: the proposer learns both.
             if made && ctx.durability == Durability::Durable {
                 durable
                     .wait(applied.last_index)
                     .await
                     .map_err(LogError::Unavailable)?;
             }
-            Ok(applied)
+            match applied.refusal() {
+                Some(e) => Err(LogError::Refused(e.clone())),
+                None => Ok(applied),
+            }
         })
     }
 

@@ -248,7 +248,7 @@ impl Registry {
     pub fn check(&self, change: &Change, now: Instant) -> Result<(), RegistryError> {
         let w = self.lock();
         let mut group = Group::new(self.service(change.target().0));
-        match self.decide(&w, &mut group, change.clone(), u64::MAX, now) {
+        match self.decide(&w, &mut group, change.clone(), None, now) {
             Decision::Refuse(e) => Err(e),
             _ => Ok(()),
         }
@@ -381,7 +381,7 @@ impl Registry {
                 };
                 applied.outcomes.push((at, outcome));
             };
-            match self.decide(w, g, change, index, now) {
+            match self.decide(w, g, change, Some(index), now) {
                 Decision::Refuse(e) => not_made(&mut applied, Outcome::Refused(e)),
                 Decision::Skip => not_made(&mut applied, Outcome::Skipped),
                 Decision::Make { id, value, kind } => {
@@ -410,13 +410,14 @@ impl Registry {
     }
 
     /// What `change` does to the service as `group` holds it: the one place
-    /// where the rules of every kind of change are.
+    /// where the rules of every kind of change are. `index`: the change's,
+    /// or `None` for a check that makes nothing.
     fn decide(
         &self,
         w: &WriteState,
         group: &mut Group,
         change: Change,
-        index: u64,
+        index: Option<u64>,
         now: Instant,
     ) -> Decision {
         match change {
@@ -446,9 +447,9 @@ impl Registry {
                 {
                     return Decision::Refuse(e);
                 }
-                if index == u64::MAX {
+                let Some(index) = index else {
                     return Decision::Skip; // a check only
-                }
+                };
                 let deadline = self.ms(now) + spec.ttl.as_millis() as u64;
                 let version = match group.version(&spec.version) {
                     Some(v) => v,
@@ -486,9 +487,9 @@ impl Registry {
                 let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
                     return Decision::Skip;
                 };
-                if cur.health == health || index == u64::MAX {
+                let Some(index) = index.filter(|_| cur.health != health) else {
                     return Decision::Skip;
-                }
+                };
                 let next = Arc::new(cur.with_health(health, index));
                 let kind = match health {
                     Health::Passing => {

@@ -475,3 +475,36 @@ fn a_health_change_decided_on_an_older_value_is_skipped() {
         "a skipped change takes no index of the local sequence"
     );
 }
+
+#[test]
+fn a_check_says_what_apply_would_refuse_and_changes_nothing() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let gone = Change::Deregister {
+        key: key("pay"),
+        id: id("a"),
+    };
+    assert!(matches!(
+        r.check(&gone, t0),
+        Err(RegistryError::NotFound { .. })
+    ));
+    let register = Change::Register {
+        key: key("pay"),
+        id: id("a"),
+        spec: spec("10.0.0.1", "", 10),
+    };
+    assert!(r.check(&register, t0).is_ok());
+    assert_eq!(r.index(), 0, "a check applies nothing");
+    assert!(r.service(&key("pay")).is_none());
+    let mut bad = spec("10.0.0.1", "", 10);
+    bad.port = 0;
+    let invalid = Change::Register {
+        key: key("pay"),
+        id: id("a"),
+        spec: bad,
+    };
+    assert!(matches!(
+        r.check(&invalid, t0),
+        Err(RegistryError::Invalid(_))
+    ));
+}
