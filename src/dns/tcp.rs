@@ -567,4 +567,49 @@ mod tests {
         held.pop();
         assert_eq!(s.idle_timeout(), Duration::from_secs(10));
     }
+
+    /// With tokio's paused clock: how long (in server time) an idle
+    /// connection lives with `open` connections held, of a cap of 8.
+    async fn idle_lifetime_with(open: usize) -> Duration {
+        let (_registry, answers) = crate::dns::testing::sample(1, 1, 8);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let stats = Arc::new(TcpStats::default());
+        tasks.spawn(acceptor(
+            listener,
+            answers,
+            limits(8, 8, 8),
+            stats.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        let mut held = Vec::new();
+        for _ in 0..open {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        while stats.open.load(Ordering::Relaxed) < open {
+            tokio::task::yield_now().await;
+        }
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        let n = held[0].read(&mut buf).await.unwrap_or(0);
+        assert_eq!(n, 0, "closed by the server");
+        shutdown.cancel();
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_live_the_idle_timeout_or_the_busy_one_near_the_cap() {
+        let quiet = idle_lifetime_with(2).await;
+        assert!(
+            quiet >= Duration::from_secs(10) && quiet < Duration::from_secs(11),
+            "{quiet:?}"
+        );
+        let busy = idle_lifetime_with(7).await;
+        assert!(
+            busy >= Duration::from_secs(2) && busy < Duration::from_secs(3),
+            "{busy:?}"
+        );
+    }
 }
