@@ -79,9 +79,15 @@ fn dns_limits(c: &DnsConfig) -> dns::Limits {
     dns::Limits {
         ttl: c.ttl,
         max_records: c.max_records,
-        tcp_idle_timeout: c.tcp_idle_timeout,
-        tcp_max_connections: c.tcp_max_connections,
-        tcp_max_connections_per_ip: c.tcp_max_connections_per_ip,
+        tcp: dns::tcp::TcpLimits {
+            idle_timeout: c.tcp_idle_timeout,
+            busy_idle_timeout: c.tcp_busy_idle_timeout,
+            max_connections: c.tcp_max_connections,
+            max_connections_per_prefix: c.tcp_max_connections_per_prefix,
+            max_connections_per_ip: c.tcp_max_connections_per_ip,
+            ipv4_prefix: c.rrl.ipv4_prefix,
+            ipv6_prefix: c.rrl.ipv6_prefix,
+        },
         udp_workers: c.udp_workers,
         udp: dns::udp::UdpConfig {
             max_queue_delay: c.max_queue_delay,
@@ -191,6 +197,11 @@ impl App {
     /// Counters of the DNS UDP workers.
     pub fn dns_stats(&self) -> Arc<dns::udp::UdpStats> {
         self.dns.stats()
+    }
+
+    /// Counters of the DNS TCP front end.
+    pub fn dns_tcp_stats(&self) -> Arc<dns::tcp::TcpStats> {
+        self.dns.tcp_stats()
     }
 
     /// Every registry change from now on, in index order.

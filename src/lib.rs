@@ -40,3 +40,4 @@ pub mod dns;
 pub mod events;
 pub mod http;
 pub mod store;
+pub mod telemetry;

@@ -133,6 +133,9 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_max_connections_per_ip: usize,
+    pub tcp_max_connections_per_prefix: usize,
+    /// At most `tcp_idle_timeout`.
+    pub tcp_busy_idle_timeout: Duration,
     /// UDP worker threads, at least 1.
     pub udp_workers: usize,
     pub max_queue_delay: Duration,
@@ -291,6 +294,18 @@ impl Config {
             },
             tcp_max_connections: f.dns.tcp_max_connections.max(1),
             tcp_max_connections_per_ip: f.dns.tcp_max_connections_per_ip.max(1),
+            tcp_max_connections_per_prefix: f.dns.tcp_max_connections_per_prefix.max(1),
+            tcp_busy_idle_timeout: match f.dns.tcp_busy_idle_timeout.0 {
+                d if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => {
+                    d.min(f.dns.tcp_idle_timeout.0)
+                }
+                _ => {
+                    return Err(invalid(
+                        "dns.tcp_busy_idle_timeout",
+                        "must be between 100ms and 1h".into(),
+                    ));
+                }
+            },
             udp_workers: match f.dns.udp_workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n @ 1..=256 => n,

@@ -48,12 +48,16 @@ settings! {
         tcp_idle_timeout: DurationValue = "10s", "MAXINE_DNS_TCP_IDLE_TIMEOUT";
         /// Most open TCP connections in all.
         tcp_max_connections: usize = "1024", "MAXINE_DNS_TCP_MAX_CONNECTIONS";
-        /// Most open TCP connections from one client address.
+        /// Most open TCP connections from one client address (IPv4 address, IPv6 /64).
         tcp_max_connections_per_ip: usize = "64", "MAXINE_DNS_TCP_MAX_CONNECTIONS_PER_IP";
         /// UDP worker threads, each with its own socket on the port (at most 256); 0: one per core.
         udp_workers: usize = "0", "MAXINE_DNS_UDP_WORKERS", flag;
         /// A UDP query that waited longer than this in the socket buffer is dropped unanswered (10ms to 30s).
         max_queue_delay: DurationValue = "1s", "MAXINE_DNS_MAX_QUEUE_DELAY";
+        /// Most open TCP connections from one client prefix (the prefixes of dns.rrl); at the total cap a smaller prefix takes one from the largest.
+        tcp_max_connections_per_prefix: usize = "64", "MAXINE_DNS_TCP_MAX_CONNECTIONS_PER_PREFIX";
+        /// Idle timeout of TCP connections while more than 3/4 of tcp_max_connections are open (100ms to 1h; at most tcp_idle_timeout).
+        tcp_busy_idle_timeout: DurationValue = "2s", "MAXINE_DNS_TCP_BUSY_IDLE_TIMEOUT";
     } sections {
         /// Response rate limiting.
         rrl: RrlFile,

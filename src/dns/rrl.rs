@@ -12,6 +12,37 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+/// The client prefix `ip` belongs to, as one number: the IPv4 address cut
+/// to `ipv4_bits` (tagged so it never equals an IPv6 prefix), or the IPv6
+/// address cut to `ipv6_bits`; an IPv4-mapped IPv6 address counts as its
+/// IPv4 address. Rate limiting and the TCP connection caps both count
+/// clients by it.
+pub fn client_prefix(ip: IpAddr, ipv4_bits: u8, ipv6_bits: u8) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = ipv4_bits.min(32);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u128::from(u32::from(v4) & mask) | (4u128 << 120)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return client_prefix(IpAddr::V4(v4), ipv4_bits, ipv6_bits);
+            }
+            let bits = ipv6_bits.min(128);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(v6) & mask
+        }
+    }
+}
+
 /// Settings of the limiter; `responses_per_second == 0` turns it off.
 #[derive(Clone, Debug)]
 pub struct RrlConfig {
@@ -63,41 +94,13 @@ impl Limiter {
         self.cfg.responses_per_second > 0
     }
 
-    fn prefix(&self, ip: IpAddr) -> Option<u128> {
-        match ip {
-            IpAddr::V4(v4) => {
-                let bits = self.cfg.ipv4_prefix.min(32);
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                Some(u128::from(u32::from(v4) & mask) | (4u128 << 120))
-            }
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return self.prefix(IpAddr::V4(v4));
-                }
-                let bits = self.cfg.ipv6_prefix.min(128);
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                Some(u128::from(v6) & mask)
-            }
-        }
-    }
-
     /// Decides for one response to `ip` at `now`.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         let rate = self.cfg.responses_per_second;
         if rate == 0 || (self.cfg.exempt_loopback && ip.is_loopback()) {
             return Verdict::Send;
         }
-        let Some(key) = self.prefix(ip) else {
-            return Verdict::Send;
-        };
+        let key = client_prefix(ip, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix);
         if self.buckets.len() >= MAX_ENTRIES {
             self.sweep(now);
         }
@@ -172,6 +175,22 @@ mod tests {
         assert_eq!(l.check("192.0.3.1".parse().unwrap(), t0), Verdict::Send);
         // Budget refills with time.
         assert_eq!(l.check(a, t0 + Duration::from_millis(200)), Verdict::Send);
+    }
+
+    #[test]
+    fn prefixes_cut_addresses_and_keep_families_apart() {
+        let p = |ip: &str| client_prefix(ip.parse().unwrap(), 24, 56);
+        assert_eq!(p("192.0.2.1"), p("192.0.2.255"));
+        assert_ne!(p("192.0.2.1"), p("192.0.3.1"));
+        assert_eq!(p("::ffff:192.0.2.7"), p("192.0.2.1"));
+        assert_eq!(p("2001:db8:0:ff::1"), p("2001:db8:0:1::2"));
+        assert_ne!(p("2001:db8:0:100::1"), p("2001:db8::1"));
+        // 0.0.0.0/24 and the IPv6 prefix :: are different clients.
+        assert_ne!(p("0.0.0.1"), p("::1"));
+        assert_ne!(
+            client_prefix("192.0.2.1".parse().unwrap(), 32, 56),
+            p("192.0.2.2")
+        );
     }
 
     #[test]

@@ -24,12 +24,15 @@ use super::answers::ReadyAnswers;
 use super::rrl::{Limiter, RrlConfig, Verdict};
 use super::wire;
 use crate::core::{QueryContext, Transport};
+use crate::telemetry::LogEvery;
 
 /// Datagrams moved per system call.
 const BATCH: usize = 32;
 /// Largest query read; longer datagrams are truncated by the kernel and
 /// then fail to parse (FORMERR or dropped).
 const MAX_QUERY: usize = 4096;
+/// At most one line per this long about failing receives (and sends).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often a blocked worker looks at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -76,6 +79,8 @@ pub fn run_worker(
     let mut received: Vec<(usize, usize, Option<SockaddrStorage>, i128)> =
         Vec::with_capacity(BATCH);
     let mut to_send: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
+    let mut recv_errors = LogEvery::new(ERROR_LOG_EVERY);
+    let mut send_errors = LogEvery::new(ERROR_LOG_EVERY);
 
     while !stop.load(Ordering::Relaxed) {
         received.clear();
@@ -95,7 +100,9 @@ pub fn run_worker(
                 Ok(r) => r,
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    tracing::trace!(error = %e, "udp receive failed");
+                    if let Some(more) = recv_errors.hit(Instant::now()) {
+                        tracing::warn!(error = %e, coalesced = more.0, "DNS UDP receive failed{more}");
+                    }
                     continue;
                 }
             };
@@ -178,7 +185,9 @@ pub fn run_worker(
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     // One bad destination must not cost the rest of the batch.
-                    tracing::trace!(error = %e, "udp send failed");
+                    if let Some(more) = send_errors.hit(Instant::now()) {
+                        tracing::warn!(error = %e, coalesced = more.0, "DNS UDP send failed{more}");
+                    }
                     sent += 1;
                 }
             }

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub config: Config,
     /// Counters of the DNS UDP workers.
     pub dns_stats: std::sync::Arc<maxine::dns::udp::UdpStats>,
+    /// Counters of the DNS TCP front end (open, evicted, refused).
+    pub dns_tcp_stats: std::sync::Arc<maxine::dns::tcp::TcpStats>,
     /// Every registry change since start, in index order.
     pub events: maxine::events::Subscription,
     shutdown: CancellationToken,
@@ -60,6 +62,7 @@ impl TestServer {
         let registry = app.registry().clone();
         let events = app.events();
         let dns_stats = app.dns_stats();
+        let dns_tcp_stats = app.dns_tcp_stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         let server = Self {
@@ -73,6 +76,7 @@ impl TestServer {
             config,
             events,
             dns_stats,
+            dns_tcp_stats,
             shutdown,
             task: Some(task),
             dir: Some(dir),

@@ -37,6 +37,7 @@ use tokio::sync::watch;
 
 use super::{Store, StoreError, record_key};
 use crate::core::{Batch, EventKind, Instance, InstanceId, Observer, Registry, ServiceKey};
+use crate::telemetry::LogEvery;
 
 pub use durable::Durable;
 use durable::Progress;
@@ -54,6 +55,9 @@ const GROUP_WAIT_MAX: Duration = Duration::from_millis(1);
 /// Retry pace for background changes (expiry) while the store is failing.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// At most one line per this long about a failing store, saying how many
+/// more failures it stands for (a Redis outage fails every request).
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 type Who = (ServiceKey, InstanceId);
 
@@ -180,6 +184,8 @@ impl Journal {
             last_try: false,
             last_batch: 0,
             last_commit: Duration::ZERO,
+            outage_log: LogEvery::new(OUTAGE_LOG_EVERY),
+            rollback_log: LogEvery::new(OUTAGE_LOG_EVERY),
         };
         let handle = std::thread::Builder::new()
             .name("maxine-store".into())

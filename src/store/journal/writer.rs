@@ -11,6 +11,7 @@ use super::{
     BACKOFF_MAX, BACKOFF_MIN, Entry, FAILURES_KEPT, GROUP_WAIT_MAX, GROUP_WAIT_MIN, Shared, Who,
 };
 use crate::core::{InstanceId, Registry, Revert, ServiceKey};
+use crate::telemetry::LogEvery;
 
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
@@ -26,6 +27,10 @@ pub(super) struct Writer {
     /// Size and duration of the last successful commit.
     pub(super) last_batch: usize,
     pub(super) last_commit: Duration,
+    /// Failed reopens and commits: one line per interval during an outage.
+    pub(super) outage_log: LogEvery,
+    /// Roll-backs after a failure, likewise.
+    pub(super) rollback_log: LogEvery,
 }
 
 impl Writer {
@@ -33,11 +38,21 @@ impl Writer {
         while let Some((entries, cleanup)) = self.next_batch() {
             if self.broken {
                 if let Err(e) = self.store.reopen() {
-                    tracing::error!(store = %self.store.describe(), error = %e, "cannot reopen the store");
+                    if let Some(more) = self.outage_log.hit(Instant::now()) {
+                        tracing::error!(
+                            store = %self.store.describe(), error = %e, coalesced = more.0,
+                            "cannot reopen the store{more}"
+                        );
+                    }
                     self.fail(entries, cleanup, &e);
                     continue;
                 }
-                tracing::info!(store = %self.store.describe(), "store reopened");
+                let more = self.outage_log.reset();
+                self.rollback_log.reset();
+                tracing::info!(
+                    store = %self.store.describe(), failures_not_logged = more.0,
+                    "store reopened"
+                );
                 self.broken = false;
             }
             let max = entries.iter().map(|e| e.index).max().unwrap_or(0);
@@ -57,10 +72,13 @@ impl Writer {
                     self.settle(&entries, max);
                 }
                 Err(e) => {
-                    tracing::error!(
-                        store = %self.store.describe(), error = %e, changes = entries.len(),
-                        "writing to the store failed; the changes are rolled back"
-                    );
+                    if let Some(more) = self.outage_log.hit(Instant::now()) {
+                        tracing::error!(
+                            store = %self.store.describe(), error = %e, changes = entries.len(),
+                            coalesced = more.0,
+                            "writing to the store failed; the changes are rolled back{more}"
+                        );
+                    }
                     self.broken = true;
                     self.fail(entries, cleanup, &e);
                 }
@@ -250,11 +268,14 @@ impl Writer {
             }
         }
         let why: Arc<str> = Arc::from(format!("the change could not be saved: {error}"));
-        tracing::warn!(
-            undone,
-            up_to = max,
-            "changes rolled back after a store failure"
-        );
+        if let Some(more) = self.rollback_log.hit(Instant::now()) {
+            tracing::warn!(
+                undone,
+                up_to = max,
+                coalesced = more.0,
+                "changes rolled back after a store failure{more}"
+            );
+        }
         self.shared.progress.send_modify(|p| {
             let lo = p.settled + 1;
             if max >= lo {
