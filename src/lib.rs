@@ -34,3 +34,4 @@ pub mod dns;
 pub mod events;
 pub mod http;
 pub mod store;
+pub mod telemetry;
