@@ -156,6 +156,20 @@ pub struct HttpConfig {
     /// Certificate and key paths when the API is served over HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub h2_ping_interval: Duration,
+    /// At least 1.
+    pub max_connections: usize,
+    /// At least 1.
+    pub max_connections_per_ip: usize,
+    pub max_header_bytes: usize,
+    /// At most `max_header_bytes`.
+    pub max_uri_bytes: usize,
+    pub max_headers: usize,
+    /// At least 1.
+    pub max_snapshot_streams: usize,
 }
 
 /// Where the registry is kept.
@@ -349,6 +363,80 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        let between = |key: &'static str, d: DurationValue, min: Duration, max: Duration| {
+            if d.0 >= min && d.0 <= max {
+                Ok(d.0)
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ))
+            }
+        };
+        let ms100 = Duration::from_millis(100);
+        let hour = Duration::from_secs(3600);
+        let count = |key: &'static str, n: usize, min: usize, max: usize| {
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(invalid(key, format!("{n} is not between {min} and {max}")))
+            }
+        };
+        let max_header_bytes = count(
+            "http.max_header_bytes",
+            f.http.max_header_bytes,
+            4096,
+            1 << 20,
+        )?;
+        let http = HttpConfig {
+            addr: http_addr,
+            tls,
+            max_body_bytes: f.http.max_body_bytes,
+            header_read_timeout: between(
+                "http.header_read_timeout",
+                f.http.header_read_timeout,
+                ms100,
+                Duration::from_secs(600),
+            )?,
+            body_timeout: between("http.body_timeout", f.http.body_timeout, ms100, hour)?,
+            idle_timeout: between("http.idle_timeout", f.http.idle_timeout, ms100, hour)?,
+            h2_ping_interval: between(
+                "http.h2_ping_interval",
+                f.http.h2_ping_interval,
+                ms100,
+                hour,
+            )?,
+            max_connections: count(
+                "http.max_connections",
+                f.http.max_connections,
+                1,
+                usize::MAX,
+            )?,
+            max_connections_per_ip: count(
+                "http.max_connections_per_ip",
+                f.http.max_connections_per_ip,
+                1,
+                usize::MAX,
+            )?,
+            max_header_bytes,
+            max_uri_bytes: count(
+                "http.max_uri_bytes",
+                f.http.max_uri_bytes,
+                256,
+                max_header_bytes,
+            )?,
+            max_headers: count("http.max_headers", f.http.max_headers, 8, 1000)?,
+            max_snapshot_streams: count(
+                "http.max_snapshot_streams",
+                f.http.max_snapshot_streams,
+                1,
+                usize::MAX,
+            )?,
+        };
         let reap = f.registry.reap_after.0;
         if reap < Duration::from_secs(1) {
             return Err(invalid("registry.reap_after", "must be at least 1s".into()));
@@ -409,11 +497,7 @@ impl Config {
             data_dir: f.data_dir,
             store,
             dns,
-            http: HttpConfig {
-                addr: http_addr,
-                tls,
-                max_body_bytes: f.http.max_body_bytes,
-            },
+            http,
             log: LogConfig {
                 format,
                 level: f.log.level,
