@@ -366,3 +366,74 @@ async fn snapshot_streams_beyond_the_bound_get_503_and_the_stream_verifies() {
     assert_eq!(snap.records.len(), 8 * 600);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_over_tls_is_closed_within_its_deadline() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    // The API alone (TestServer waits for readiness over plain HTTP).
+    let mut file = maxine::config::ConfigFile::default();
+    short_deadlines(&mut file);
+    let limits = maxine::app::http_limits(&maxine::config::Config::validate(file).unwrap().http);
+    let registry = maxine::core::Registry::new(
+        maxine::core::RegistryConfig {
+            local_dc: maxine::core::Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(60),
+        },
+        std::time::Instant::now(),
+    );
+    let state = maxine::http::HttpState::standalone(
+        registry,
+        "maxine",
+        64 * 1024,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(maxine::http::serve(
+        listener,
+        maxine::http::router(state),
+        Some(maxine::http::load_tls(&cert, &key).unwrap()),
+        limits,
+        shutdown.clone(),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = connect_from(ATTACKER, addr).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    // Idle before its first request (1 s), then the close handshake (1 s).
+    timeout(Duration::from_secs(5), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the idle HTTP/2 connection over TLS is closed");
+    let took = start.elapsed();
+    assert!(took <= Duration::from_secs(4), "closed after {took:?}");
+    assert!(!server.is_finished(), "still serving");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
