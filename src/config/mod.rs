@@ -724,6 +724,36 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_have_working_defaults_and_are_checked() {
+        let c = Config::defaults().http;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (1024, 64));
+        assert!(c.max_uri_bytes <= c.max_header_bytes);
+        let load = |key: &'static str, v: &str| {
+            Config::load(Sources {
+                flags: vec![(key, v.to_string())],
+                ..Default::default()
+            })
+        };
+        for (key, bad) in [
+            ("http.max_uri_bytes", "20000"),
+            ("http.max_header_bytes", "100"),
+            ("http.max_headers", "0"),
+            ("http.max_connections", "0"),
+            ("http.max_snapshot_streams", "0"),
+            ("http.idle_timeout", "1ms"),
+            ("http.body_timeout", "2h"),
+        ] {
+            let err = load(key, bad).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}={bad}: {err}");
+        }
+        assert_eq!(
+            load("http.idle_timeout", "2s").unwrap().http.idle_timeout,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
     fn plain_http_off_loopback_needs_tls_or_an_explicit_flag() {
         let load = |flags: Vec<(&'static str, String)>| {
             Config::load(Sources {
