@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DnsConfig, StoreConfig};
+use crate::config::{Config, DnsConfig, HttpConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
 use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
@@ -250,6 +250,7 @@ impl App {
             registry: registry.clone(),
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
+            snapshot_streams: http::SnapshotStreams::new(config.http.max_snapshot_streams),
             ready: ready.clone(),
             log: Arc::new(LocalLog::new(
                 registry.clone(),
@@ -269,8 +270,10 @@ impl App {
             tasks.spawn(s.clone().run(every, durable, shutdown.clone()));
         }
         let http_shutdown = shutdown.clone();
-        let http_task = tasks
-            .spawn(async move { http::serve(listener, router, http_tls, http_shutdown).await });
+        let limits = http_limits(&config.http);
+        let http_task = tasks.spawn(async move {
+            http::serve(listener, router, http_tls, limits, http_shutdown).await
+        });
 
         ready.store(true, Ordering::Release);
         tracing::info!(
@@ -299,6 +302,21 @@ impl App {
             Ok(Err(e)) => Err(e).context("HTTP API failed"),
             _ => Ok(()),
         }
+    }
+}
+
+/// The HTTP server's deadlines and bounds, from the validated `[http]` section.
+pub fn http_limits(c: &HttpConfig) -> http::Limits {
+    http::Limits {
+        header_read_timeout: c.header_read_timeout,
+        body_timeout: c.body_timeout,
+        idle_timeout: c.idle_timeout,
+        h2_ping_interval: c.h2_ping_interval,
+        max_connections: c.max_connections,
+        max_connections_per_ip: c.max_connections_per_ip,
+        max_header_bytes: c.max_header_bytes,
+        max_uri_bytes: c.max_uri_bytes,
+        max_headers: c.max_headers,
     }
 }
 

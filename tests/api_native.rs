@@ -65,7 +65,13 @@ async fn ready_answers_503_until_marked_ready_and_serve_stops_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, router(state), None, shutdown.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        router(state),
+        None,
+        maxine::app::http_limits(&maxine::config::Config::defaults().http),
+        shutdown.clone(),
+    ));
     let client = reqwest::Client::new();
     let r = send(client.get(format!("http://{addr}/v1/ready"))).await;
     assert_eq!((r.status, r.body), (503, json!({"status": "not ready"})));

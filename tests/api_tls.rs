@@ -85,7 +85,13 @@ async fn start_tls(pki: &Pki) -> TlsServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, router(state), Some(tls), shutdown.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        router(state),
+        Some(tls),
+        maxine::app::http_limits(&maxine::config::Config::defaults().http),
+        shutdown.clone(),
+    ));
     TlsServer {
         addr,
         shutdown,

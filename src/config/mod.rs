@@ -159,6 +159,20 @@ pub struct HttpConfig {
     /// Certificate and key paths when the API is served over HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub h2_ping_interval: Duration,
+    /// At least 1.
+    pub max_connections: usize,
+    /// At least 1.
+    pub max_connections_per_ip: usize,
+    pub max_header_bytes: usize,
+    /// At most `max_header_bytes`.
+    pub max_uri_bytes: usize,
+    pub max_headers: usize,
+    /// At least 1.
+    pub max_snapshot_streams: usize,
 }
 
 /// Where the registry is kept.
@@ -364,6 +378,80 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        let between = |key: &'static str, d: DurationValue, min: Duration, max: Duration| {
+            if d.0 >= min && d.0 <= max {
+                Ok(d.0)
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ))
+            }
+        };
+        let ms100 = Duration::from_millis(100);
+        let hour = Duration::from_secs(3600);
+        let count = |key: &'static str, n: usize, min: usize, max: usize| {
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(invalid(key, format!("{n} is not between {min} and {max}")))
+            }
+        };
+        let max_header_bytes = count(
+            "http.max_header_bytes",
+            f.http.max_header_bytes,
+            4096,
+            1 << 20,
+        )?;
+        let http = HttpConfig {
+            addr: http_addr,
+            tls,
+            max_body_bytes: f.http.max_body_bytes,
+            header_read_timeout: between(
+                "http.header_read_timeout",
+                f.http.header_read_timeout,
+                ms100,
+                Duration::from_secs(600),
+            )?,
+            body_timeout: between("http.body_timeout", f.http.body_timeout, ms100, hour)?,
+            idle_timeout: between("http.idle_timeout", f.http.idle_timeout, ms100, hour)?,
+            h2_ping_interval: between(
+                "http.h2_ping_interval",
+                f.http.h2_ping_interval,
+                ms100,
+                hour,
+            )?,
+            max_connections: count(
+                "http.max_connections",
+                f.http.max_connections,
+                1,
+                usize::MAX,
+            )?,
+            max_connections_per_ip: count(
+                "http.max_connections_per_ip",
+                f.http.max_connections_per_ip,
+                1,
+                usize::MAX,
+            )?,
+            max_header_bytes,
+            max_uri_bytes: count(
+                "http.max_uri_bytes",
+                f.http.max_uri_bytes,
+                256,
+                max_header_bytes,
+            )?,
+            max_headers: count("http.max_headers", f.http.max_headers, 8, 1000)?,
+            max_snapshot_streams: count(
+                "http.max_snapshot_streams",
+                f.http.max_snapshot_streams,
+                1,
+                usize::MAX,
+            )?,
+        };
         let reap = f.registry.reap_after.0;
         if reap < Duration::from_secs(1) {
             return Err(invalid("registry.reap_after", "must be at least 1s".into()));
@@ -424,11 +512,7 @@ impl Config {
             data_dir: f.data_dir,
             store,
             dns,
-            http: HttpConfig {
-                addr: http_addr,
-                tls,
-                max_body_bytes: f.http.max_body_bytes,
-            },
+            http,
             log: LogConfig {
                 format,
                 level: f.log.level,
@@ -652,6 +736,36 @@ mod tests {
         );
         let err = load("postgres://u:secret@db/x").unwrap_err().to_string();
         assert!(err.contains("store") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_have_working_defaults_and_are_checked() {
+        let c = Config::defaults().http;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (1024, 64));
+        assert!(c.max_uri_bytes <= c.max_header_bytes);
+        let load = |key: &'static str, v: &str| {
+            Config::load(Sources {
+                flags: vec![(key, v.to_string())],
+                ..Default::default()
+            })
+        };
+        for (key, bad) in [
+            ("http.max_uri_bytes", "20000"),
+            ("http.max_header_bytes", "100"),
+            ("http.max_headers", "0"),
+            ("http.max_connections", "0"),
+            ("http.max_snapshot_streams", "0"),
+            ("http.idle_timeout", "1ms"),
+            ("http.body_timeout", "2h"),
+        ] {
+            let err = load(key, bad).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}={bad}: {err}");
+        }
+        assert_eq!(
+            load("http.idle_timeout", "2s").unwrap().http.idle_timeout,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -89,6 +89,26 @@ settings! {
         insecure_http: bool = "false", "MAXINE_INSECURE_HTTP", flag;
         /// Largest request body accepted, in bytes (at least 1024); larger ones get 413.
         max_body_bytes: usize = "65536", "MAXINE_MAX_BODY_BYTES";
+        /// A client must send a request's headers within this long (100ms to 10m), or the connection is closed.
+        header_read_timeout: DurationValue = "10s", "MAXINE_HTTP_HEADER_READ_TIMEOUT";
+        /// A client must send a whole request body within this long (100ms to 1h); slower ones get 408.
+        body_timeout: DurationValue = "30s", "MAXINE_HTTP_BODY_TIMEOUT";
+        /// A connection with no request in flight is closed after this long, HTTP/1 and HTTP/2 (100ms to 1h).
+        idle_timeout: DurationValue = "60s", "MAXINE_HTTP_IDLE_TIMEOUT";
+        /// HTTP/2 connections are pinged this often (100ms to 1h); a ping unanswered for as long closes it.
+        h2_ping_interval: DurationValue = "20s", "MAXINE_HTTP_H2_PING_INTERVAL";
+        /// Most open API connections in all (at least 1); more are closed at once.
+        max_connections: usize = "1024", "MAXINE_HTTP_MAX_CONNECTIONS";
+        /// Most open API connections from one client address (at least 1); more are closed at once.
+        max_connections_per_ip: usize = "64", "MAXINE_HTTP_MAX_CONNECTIONS_PER_IP";
+        /// Largest request head (request line and headers), in bytes (4096 to 1048576); larger ones get 431.
+        max_header_bytes: usize = "16384", "MAXINE_HTTP_MAX_HEADER_BYTES";
+        /// Longest request target (path and query), in bytes (256 to max_header_bytes); longer ones get 414.
+        max_uri_bytes: usize = "8192", "MAXINE_HTTP_MAX_URI_BYTES";
+        /// Most headers in one request (8 to 1000); more get 431.
+        max_headers: usize = "100", "MAXINE_HTTP_MAX_HEADERS";
+        /// Most GET /v1/snapshot answers streamed at once (at least 1); more get 503 with Retry-After.
+        max_snapshot_streams: usize = "2", "MAXINE_HTTP_MAX_SNAPSHOT_STREAMS";
     }
 
     /// The `[registry]` section.

@@ -38,6 +38,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request target is longer than the server's limit.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request head has too many or too large headers.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The request body did not arrive within the body deadline.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// Nothing can serve the request right now (no instance, not ready).
@@ -57,6 +66,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +84,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UriTooLong(_) => "uri_too_long",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -150,6 +165,9 @@ impl From<RegistryError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if let Some(t) = cause::<super::BodyTimeout>(&r) {
+            return ApiError::RequestTimeout(t.to_string());
+        }
         match r {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "the request body must be JSON, sent with Content-Type: application/json".into(),
@@ -187,6 +205,20 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+/// The first error of type `T` in the chain of causes of `e`.
+fn cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = c.source();
+    }
+    None
+}
+
 /// The innermost cause of a rejection, which is the part worth showing
 /// (e.g. "unknown field `foo`, expected one of ... at line 1 column 9").
 fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
@@ -206,7 +238,10 @@ impl<T: DeserializeOwned> FromRequest<HttpState> for ApiJson<T> {
     async fn from_request(req: Request, state: &HttpState) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(r)
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && cause::<super::BodyTimeout>(&r).is_none() =>
+            {
                 Err(ApiError::PayloadTooLarge(format!(
                     "the request body is larger than the limit of {} bytes",
                     state.max_body_bytes

@@ -17,6 +17,7 @@ mod maxine;
 mod native;
 mod openapi;
 mod recovery;
+mod server;
 mod tls;
 
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::{ApiError, MaxineError};
 pub use recovery::with_recovery;
-pub use tls::{TlsError, load_tls, serve};
+pub use server::{BodyTimeout, Limits, refused_connections, serve};
+pub use tls::{TlsError, load_tls};
 
 use crate::core::naming::{NameTarget, render};
 use crate::core::{
@@ -47,6 +49,8 @@ pub struct HttpState {
     pub domain: String,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Bounds the `GET /v1/snapshot` answers streamed at once.
+    pub snapshot_streams: SnapshotStreams,
     /// Set once every listener is up; `/v1/ready` reports it.
     pub ready: Arc<AtomicBool>,
     /// Where every write is proposed: it resolves once the change is
@@ -80,10 +84,28 @@ impl HttpState {
             registry,
             domain: domain.to_string(),
             max_body_bytes,
+            snapshot_streams: SnapshotStreams::new(2),
             ready,
             feed,
             durable: Durable::default(),
         }
+    }
+}
+
+/// Places for snapshot streams: each `GET /v1/snapshot` holds one until its
+/// body is sent or dropped; with none free the request gets 503. Cloning
+/// copies an `Arc`.
+#[derive(Clone, Debug)]
+pub struct SnapshotStreams(Arc<tokio::sync::Semaphore>);
+
+impl SnapshotStreams {
+    /// At most `n` (at least 1) streams at once.
+    pub fn new(n: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+    }
+
+    fn try_take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
     }
 }
 

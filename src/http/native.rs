@@ -401,14 +401,25 @@ pub async fn openapi(State(st): State<HttpState>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/snapshot`: every instance at one index, as a snapshot file for
-/// backups (`maxine snapshot save`), sent once all of it is durable.
+/// backups (`maxine snapshot save`), sent once all of it is durable. The
+/// file is encoded service by service as the body is sent; at most
+/// `snapshot_streams` are sent at once (503 with `Retry-After` beyond).
 pub async fn snapshot(State(st): State<HttpState>) -> Result<Response, ApiError> {
+    let Some(place) = st.snapshot_streams.try_take() else {
+        let mut res = ApiError::Unavailable(
+            "as many snapshots as allowed are being sent; try again shortly".into(),
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Ok(res);
+    };
     let (index, services) = st.registry.snapshot();
     durable(&st, index).await?;
-    let bytes =
-        tokio::task::spawn_blocking(move || crate::store::snapshot::encode(index, &services))
-            .await
-            .map_err(|e| ApiError::Internal(format!("encoding the snapshot failed: {e}")))?;
+    let body = SnapshotBody {
+        encoder: crate::store::snapshot::Encoder::new(index, services),
+        _place: place,
+    };
     let disposition = format!("attachment; filename=\"maxine-{index}.snapshot\"");
     Ok(indexed(
         index,
@@ -417,7 +428,27 @@ pub async fn snapshot(State(st): State<HttpState>) -> Result<Response, ApiError>
                 (header::CONTENT_TYPE, "application/octet-stream".to_string()),
                 (header::CONTENT_DISPOSITION, disposition),
             ],
-            bytes,
+            axum::body::Body::new(body),
         ),
     ))
+}
+
+/// A snapshot file as a body, one service per frame; holds its place
+/// among the snapshot streams until it is sent or dropped.
+struct SnapshotBody {
+    encoder: crate::store::snapshot::Encoder,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for SnapshotBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let chunk = self.get_mut().encoder.next();
+        std::task::Poll::Ready(chunk.map(|c| Ok(hyper::body::Frame::data(c.into()))))
+    }
 }

@@ -1,126 +1,12 @@
-//! Serving the router: plain HTTP through `axum::serve`, HTTPS through a
-//! tokio-rustls accept loop with hyper-util's HTTP/1.1 + HTTP/2 builder.
-//! Both stop accepting when the shutdown token fires and then let open
-//! connections finish their requests.
+//! TLS material: loading the certificate chain and key into a rustls
+//! server config. Serving (plain and TLS alike) is in `server.rs`.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::serve::ListenerExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// A client that has not finished its TLS handshake by then is dropped, so
-/// idle or slow clients cannot hold connections open forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Likewise for the headers of each HTTP/1.1 request (slow-loris clients).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    tls: Option<Arc<ServerConfig>>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    match tls {
-        None => {
-            // Replies are small and clients wait for each one: no Nagle delay.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        Some(config) => serve_tls(listener, router, config, shutdown).await,
-    }
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    router: axum::Router,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin or die.
-                    tracing::warn!(error = %e, "cannot accept an HTTPS connection");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        // Who asks: the same `ConnectInfo` the plain server sets.
-        let router = router
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(router),
-            );
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    // Finish the requests in flight, accept no new ones.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    connections.close();
-    connections.wait().await;
-    Ok(())
-}
 
 /// Why TLS could not be set up. Every message names the file at fault.
 #[derive(Debug, thiserror::Error)]

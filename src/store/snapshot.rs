@@ -42,19 +42,63 @@ pub struct Snapshot<'a> {
 pub fn encode(last_index: u64, services: &[Arc<ServiceSnapshot>]) -> Vec<u8> {
     let count: usize = services.iter().map(|s| s.instances.len()).sum();
     let mut out = Vec::with_capacity(HEADER + count * 160 + SUM);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT.to_be_bytes());
-    out.extend_from_slice(&last_index.to_be_bytes());
-    out.extend_from_slice(&(count as u64).to_be_bytes());
-    for inst in services.iter().flat_map(|s| s.instances.values()) {
-        let record = codec::encode(inst);
-        out.extend_from_slice(&inst.index.to_be_bytes());
-        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-        out.extend_from_slice(&record);
+    for chunk in Encoder::new(last_index, services.to_vec()) {
+        out.extend_from_slice(&chunk);
     }
-    let sum = digest(&SHA256, &out);
-    out.extend_from_slice(sum.as_ref());
     out
+}
+
+/// The bytes of [`encode`], one piece at a time: the header, then one chunk
+/// per service, then the checksum. What is held at once is one service's
+/// records, so a snapshot can be streamed without building the whole file.
+pub struct Encoder {
+    services: std::vec::IntoIter<Arc<ServiceSnapshot>>,
+    sum: Option<ring::digest::Context>,
+    header: Option<Vec<u8>>,
+}
+
+impl Encoder {
+    pub fn new(last_index: u64, services: Vec<Arc<ServiceSnapshot>>) -> Self {
+        let count: usize = services.iter().map(|s| s.instances.len()).sum();
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT.to_be_bytes());
+        header.extend_from_slice(&last_index.to_be_bytes());
+        header.extend_from_slice(&(count as u64).to_be_bytes());
+        Self {
+            services: services.into_iter(),
+            sum: Some(ring::digest::Context::new(&SHA256)),
+            header: Some(header),
+        }
+    }
+}
+
+impl Iterator for Encoder {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let sum = self.sum.as_mut()?;
+        if let Some(header) = self.header.take() {
+            sum.update(&header);
+            return Some(header);
+        }
+        for service in self.services.by_ref() {
+            if service.instances.is_empty() {
+                continue;
+            }
+            let mut out = Vec::with_capacity(service.instances.len() * 160);
+            for inst in service.instances.values() {
+                let record = codec::encode(inst);
+                out.extend_from_slice(&inst.index.to_be_bytes());
+                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                out.extend_from_slice(&record);
+            }
+            sum.update(&out);
+            return Some(out);
+        }
+        let sum = self.sum.take()?.finish();
+        Some(sum.as_ref().to_vec())
+    }
 }
 
 /// Checks the magic, format and checksum, and splits the records out.
