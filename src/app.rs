@@ -130,9 +130,38 @@ pub fn open_store_with(
         StoreConfig::File => Some(Box::new(
             FileStore::open(&config.data_dir)?.with_notice(notice),
         )),
-        StoreConfig::Redis(url) => Some(Box::new(RedisStore::open(url)?)),
+        StoreConfig::Redis(url) => {
+            if config.store_password_on_command_line {
+                tracing::warn!(
+                    "--store holds a password, which `ps` shows to every user of this machine: \
+                     pass the URL in MAXINE_STORE, or the password in store_password_file"
+                );
+            }
+            let password = match &config.store_password_file {
+                Some(path) => Some(read_password(path)?),
+                None => None,
+            };
+            Some(Box::new(RedisStore::open_with_password(
+                url,
+                password.as_deref(),
+            )?))
+        }
         StoreConfig::Memory => None,
     })
+}
+
+/// The password in `path`, without a trailing newline. Never logged: an
+/// error names the file only.
+fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
+    let mut text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read store_password_file {}", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 impl App {

@@ -583,3 +583,37 @@ async fn actuator_health_is_up() {
     assert_eq!((r.status, r.body), (200, json!({"status": "UP"})));
     assert!(r.index.is_none());
 }
+
+/// Names longer than a DNS label are cut to the limits of service names (62,
+/// room for the `_` of the SRV name) and instance ids (63), and every DNS
+/// name of the instance answers.
+#[tokio::test]
+async fn long_names_are_cut_to_answerable_dns_names() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    let s = TestServer::start().await;
+    for (n, service, node) in [
+        (0, "s".repeat(62), "n".repeat(63)),
+        (1, "t".repeat(63), "m".repeat(64)),
+    ] {
+        let r = register(
+            &s,
+            json!({ "hostName": "10.0.0.9", "port": 8080, "serviceName": service, "nodeName": node }),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let svc = &service[..62];
+        let id = &node[..63];
+        assert_eq!(r.body["dnsName"], format!("{svc}.maxine"), "case {n}");
+        for (name, rtype) in [
+            (format!("{svc}.maxine."), RecordType::A),
+            (format!("_{svc}._tcp.maxine."), RecordType::SRV),
+            (format!("{id}.{svc}.dc1.maxine."), RecordType::A),
+        ] {
+            let m = s.ask(&name, rtype).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert_eq!(m.answers.len(), 1, "{name} {rtype}: {:?}", m.answers);
+        }
+    }
+    s.stop().await;
+}

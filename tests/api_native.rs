@@ -494,11 +494,11 @@ async fn refused_registrations_answer_a_json_error_and_change_nothing() {
             "instance id \"v2\" looks like a version selector",
         ),
         Refused::put(
-            "service name of 64 characters",
-            format!("/v1/services/{}/instances/p1", "a".repeat(64)),
+            "service name of 63 characters",
+            format!("/v1/services/{}/instances/p1", "a".repeat(63)),
             with(json!({})),
         )
-        .error(400, "bad_request", "longer than 63"),
+        .error(400, "bad_request", "longer than 62"),
         Refused::put(
             "service named like a datacenter",
             "/v1/services/dc1/instances/p1",
@@ -714,4 +714,51 @@ async fn registry_routes_carry_the_index_header_and_others_do_not() {
             r.path
         );
     }
+}
+
+// ---- names at the length limits ----
+
+/// Every DNS name of an instance registered with the longest names answers:
+/// the address name, the SRV name (`_` plus the service name is one label of
+/// 63 octets) and the instance name.
+#[tokio::test]
+async fn names_at_the_length_limits_are_answerable_by_dns() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    let s = TestServer::start().await;
+    let svc = "s".repeat(62);
+    let id = "i".repeat(63);
+    let r = put(
+        &s,
+        &format!("/v1/services/{svc}/instances/{id}"),
+        json!({ "address": "10.0.0.9", "port": 8080 }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for (name, rtype) in [
+        (format!("{svc}.maxine."), RecordType::A),
+        (format!("_{svc}._tcp.maxine."), RecordType::SRV),
+        (format!("_{svc}._tcp.dc1.maxine."), RecordType::SRV),
+        (format!("{id}.{svc}.dc1.maxine."), RecordType::A),
+    ] {
+        let m = s.ask(&name, rtype).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(m.answers.len(), 1, "{name} {rtype}: {:?}", m.answers);
+    }
+    // One character more is refused, naming the limit.
+    let r = put(
+        &s,
+        &format!("/v1/services/{}/instances/p1", "s".repeat(63)),
+        json!({ "address": "10.0.0.9", "port": 8080 }),
+    )
+    .await;
+    assert_error(&r, 400, "bad_request", "longer than 62 characters");
+    let r = put(
+        &s,
+        &format!("/v1/services/{svc}/instances/{}", "i".repeat(64)),
+        json!({ "address": "10.0.0.9", "port": 8080 }),
+    )
+    .await;
+    assert_error(&r, 400, "bad_request", "longer than 63 characters");
+    s.stop().await;
 }

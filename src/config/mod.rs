@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::{Datacenter, RegistryConfig};
+use crate::core::{Datacenter, RegistryConfig, labels};
 
 #[macro_use]
 mod settings;
@@ -77,6 +77,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Variables with the MAXINE_ prefix that belong to the client subcommands, not to `serve`.
+/// The longest `domain` (the zone, without its trailing dot). Its bound
+/// comes from the longest instance name, `<id>.<service>.<dc>.<domain>.`,
+/// which must fit in DNS's 255 octets: see [`labels::max_zone_len`], 62
+/// since service names are at most 62 characters. 61 was the limit when
+/// service names could have 63, and stays so that a configuration valid on
+/// one version is valid on the other; the assertion keeps it within bounds.
+pub const MAX_DOMAIN_LEN: usize = 61;
+const _: () = assert!(MAX_DOMAIN_LEN <= labels::max_zone_len());
+
 pub const CLIENT_ENV: &[&str] = &["MAXINE_API", "MAXINE_CA_CERT", "MAXINE_DNS"];
 
 /// Where settings come from, lowest precedence first.
@@ -99,6 +108,17 @@ impl Sources {
     }
 }
 
+/// Whether a `redis://` URL carries a password (`redis://[user]:pw@host`).
+fn url_has_password(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return false;
+    };
+    match rest.rfind('@') {
+        Some(at) => rest[..at].contains(':'),
+        None => false,
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -107,6 +127,12 @@ pub struct Config {
     pub domain: String,
     pub data_dir: PathBuf,
     pub store: StoreConfig,
+    /// The file holding the Redis password, read when the store is opened
+    /// (redis stores only). Its contents are never logged.
+    pub store_password_file: Option<PathBuf>,
+    /// The `--store` flag holds a URL with a password, which `ps` shows to
+    /// every user of the machine: the server warns at start.
+    pub store_password_on_command_line: bool,
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub registry: RegistryConfig,
@@ -231,7 +257,13 @@ impl Config {
         let file: ConfigFile = table
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
-        Self::validate(file)
+        let password_flag = sources
+            .flags
+            .iter()
+            .any(|(key, v)| *key == "store" && url_has_password(v));
+        let mut config = Self::validate(file)?;
+        config.store_password_on_command_line = password_flag;
+        Ok(config)
     }
 
     /// Built-in defaults, as `maxine serve` with no settings uses them.
@@ -244,10 +276,10 @@ impl Config {
         let datacenter =
             Datacenter::new(&f.datacenter).map_err(|e| invalid("datacenter", e.to_string()))?;
         let domain = f.domain.trim_end_matches('.').to_ascii_lowercase();
-        // At most 61 characters: the longest instance name,
-        // <63>.<63>.<63>.<domain>., must fit in DNS's 255 bytes.
+        // At most MAX_DOMAIN_LEN characters, so that the longest instance
+        // name, <id>.<service>.<dc>.<domain>., fits in DNS's 255 octets.
         if domain.is_empty()
-            || domain.len() > 61
+            || domain.len() > MAX_DOMAIN_LEN
             || !domain.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
@@ -259,7 +291,7 @@ impl Config {
             return Err(invalid(
                 "domain",
                 format!(
-                    "{:?} is not a domain name of at most 61 characters, such as \"maxine\" or \"svc.example\"",
+                    "{:?} is not a domain name of at most {MAX_DOMAIN_LEN} characters, such as \"maxine\" or \"svc.example\"",
                     f.domain
                 ),
             ));
@@ -470,6 +502,13 @@ impl Config {
                 ));
             }
         };
+        let store_password_file = f.store_password_file;
+        if store_password_file.is_some() && !matches!(store, StoreConfig::Redis(_)) {
+            return Err(invalid(
+                "store_password_file",
+                "is only used with a redis:// store".into(),
+            ));
+        }
         let format = match f.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -511,6 +550,8 @@ impl Config {
             domain,
             data_dir: f.data_dir,
             store,
+            store_password_file,
+            store_password_on_command_line: false,
             dns,
             http,
             log: LogConfig {
@@ -661,6 +702,39 @@ mod tests {
             })
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_password_in_the_store_flag_is_noticed_and_a_password_file_needs_redis() {
+        let load = |flags: Vec<(&'static str, String)>, vars: &[(&str, &str)]| {
+            Config::load(Sources {
+                flags,
+                env: env(vars),
+                ..Default::default()
+            })
+        };
+        let c = load(vec![("store", "redis://:pw@db:6379/2".into())], &[]).unwrap();
+        assert!(c.store_password_on_command_line);
+        let c = load(vec![], &[("MAXINE_STORE", "redis://:pw@db:6379/2")]).unwrap();
+        assert!(!c.store_password_on_command_line, "the variable is the way");
+        let c = load(vec![("store", "redis://db:6379/2".into())], &[]).unwrap();
+        assert!(!c.store_password_on_command_line);
+        let c = load(
+            vec![("store", "redis://db/2".into())],
+            &[("MAXINE_STORE_PASSWORD_FILE", "/run/secrets/redis")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store_password_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/redis"))
+        );
+        let err = load(
+            vec![("store_password_file", "/run/secrets/redis".into())],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("store_password_file"), "{err}");
     }
 
     #[test]

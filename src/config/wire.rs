@@ -19,6 +19,8 @@ settings! {
         data_dir: PathBuf = "./maxine-data", "MAXINE_DATA_DIR", flag;
         /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db, or memory (nothing kept: a restart starts empty).
         store: String = "file", "MAXINE_STORE", flag;
+        /// File holding the Redis password (read at start, trailing newline dropped, never logged), so that no password appears on the command line; redis store only.
+        store_password_file: Option<PathBuf>, "MAXINE_STORE_PASSWORD_FILE", flag;
     } sections {
         /// Authoritative DNS server.
         dns: DnsFile,

@@ -7,13 +7,47 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+// Length limits. Every name Maxine advertises must be a legal DNS name
+// (RFC 1035 2.3.4): each label at most 63 octets, the whole name at most 255
+// octets on the wire (every label plus its length octet, plus the root's 0).
+
+/// The longest DNS label (RFC 1035 2.3.4).
+pub const MAX_LABEL_LEN: usize = 63;
+/// The longest service name: one less than a label, because the SRV form of
+/// the name, `_<service>._tcp` (RFC 2782), puts a `_` in front of it.
+pub const MAX_SERVICE_NAME_LEN: usize = MAX_LABEL_LEN - 1;
+/// The longest datacenter name: one label (`<service>.<dc>.<zone>`).
+pub const MAX_DATACENTER_LEN: usize = MAX_LABEL_LEN;
+/// The longest instance id: one label (`<id>.<service>.<dc>.<zone>`).
+pub const MAX_INSTANCE_ID_LEN: usize = MAX_LABEL_LEN;
+/// The longest DNS name on the wire, length octets and root included (RFC 1035 2.3.4).
+pub const MAX_NAME_OCTETS: usize = 255;
+/// Wire octets of the longest instance name without its zone,
+/// `<id>.<service>.<dc>`: each label plus its length octet. The longest name
+/// Maxine serves; the zone (`domain`) must leave room for it, see
+/// [`max_zone_len`].
+pub const MAX_INSTANCE_PREFIX_OCTETS: usize =
+    (1 + MAX_INSTANCE_ID_LEN) + (1 + MAX_SERVICE_NAME_LEN) + (1 + MAX_DATACENTER_LEN);
+
+/// The longest zone (as text, `a.b` without the trailing dot) under which
+/// every instance name fits in [`MAX_NAME_OCTETS`]: a zone of n characters
+/// takes n + 1 octets on the wire, plus 1 for the root.
+pub const fn max_zone_len() -> usize {
+    MAX_NAME_OCTETS - MAX_INSTANCE_PREFIX_OCTETS - 2
+}
+
 /// Why a name was rejected. The text is shown to API users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("{what} must not be empty")]
     Empty { what: &'static str },
-    #[error("{what} {name:?} is longer than 63 characters, the limit of a DNS label")]
-    TooLong { what: &'static str, name: String },
+    #[error("{what} {name:?} is longer than {max} characters, the limit of {why}")]
+    TooLong {
+        what: &'static str,
+        name: String,
+        max: usize,
+        why: &'static str,
+    },
     #[error(
         "{what} {name:?} is not a DNS label: use lowercase letters, digits and '-', \
          starting and ending with a letter or digit"
@@ -27,14 +61,22 @@ pub enum NameError {
 }
 
 /// Checks the letter-digit-hyphen rule of RFC 1123 for one label, in lowercase.
-fn check_label(what: &'static str, raw: &str) -> Result<(), NameError> {
+/// `max` is the longest the name may be, `why` where that bound comes from.
+fn check_label(
+    what: &'static str,
+    max: usize,
+    why: &'static str,
+    raw: &str,
+) -> Result<(), NameError> {
     if raw.is_empty() {
         return Err(NameError::Empty { what });
     }
-    if raw.len() > 63 {
+    if raw.len() > max {
         return Err(NameError::TooLong {
             what,
             name: raw.to_string(),
+            max,
+            why,
         });
     }
     let bytes = raw.as_bytes();
@@ -55,7 +97,7 @@ fn check_label(what: &'static str, raw: &str) -> Result<(), NameError> {
 }
 
 macro_rules! label_newtype {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $repr:ty) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $why:literal, $repr:ty) => {
         $(#[$doc])*
         // Equality is the string's, tested by pointer first (clones of one
         // name are the common case), so hashing the string stays consistent.
@@ -63,6 +105,11 @@ macro_rules! label_newtype {
         #[derive(Clone, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name($repr);
+
+        impl $name {
+            /// The longest name, in characters (ASCII: also octets).
+            pub const MAX_LEN: usize = $max;
+        }
 
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
@@ -76,7 +123,7 @@ macro_rules! label_newtype {
             /// Validates `raw` (case-insensitively: it is stored in lowercase).
             pub fn new(raw: &str) -> Result<Self, NameError> {
                 let lower = raw.to_ascii_lowercase();
-                check_label($what, &lower)?;
+                check_label($what, $max, $why, &lower)?;
                 Ok(Self(<$repr>::from(lower.into_boxed_str())))
             }
 
@@ -127,6 +174,8 @@ label_newtype!(
     /// Cloning copies a pointer.
     ServiceName,
     "service name",
+    MAX_SERVICE_NAME_LEN,
+    "a DNS label less the '_' of its SRV name _<service>._tcp",
     Arc<Box<str>>
 );
 label_newtype!(
@@ -134,6 +183,8 @@ label_newtype!(
     /// a pointer.
     Datacenter,
     "datacenter",
+    MAX_DATACENTER_LEN,
+    "a DNS label",
     Arc<Box<str>>
 );
 label_newtype!(
@@ -141,14 +192,20 @@ label_newtype!(
     /// `<id>.<service>.<dc>.<zone>` names the instance. Cloning copies a pointer.
     InstanceId,
     "instance id",
+    MAX_INSTANCE_ID_LEN,
+    "a DNS label",
     Arc<str>
 );
 
 /// Turns a free-form name (as the Maxine SDKs send them, e.g. `Payment_Service`)
-/// into a DNS label: lowercase, every run of other characters becomes one '-',
-/// leading and trailing '-' dropped, cut to 63 bytes, and an `s-` prefix when
-/// the result would look like a version selector. `None` when nothing is left.
-pub fn normalize_label(raw: &str) -> Option<String> {
+/// into a DNS label of at most `max` characters (`ServiceName::MAX_LEN` or
+/// `InstanceId::MAX_LEN`): lowercase, every run of other characters becomes
+/// one '-', leading and trailing '-' dropped, cut to `max`, and then an `s-`
+/// prefix when the result would look like a version selector (cut again to
+/// `max` if the prefix made it longer). The selector test comes after the
+/// cut, so a cut can never leave a selector-shaped name. `None` when nothing
+/// is left.
+pub fn normalize_label(raw: &str, max: usize) -> Option<String> {
     let mut out = String::with_capacity(raw.len());
     let mut pending_dash = false;
     for c in raw.chars() {
@@ -163,17 +220,23 @@ pub fn normalize_label(raw: &str) -> Option<String> {
             pending_dash = true;
         }
     }
+    // Every character is ASCII here, so cutting at a byte is cutting at a char.
+    let cut = |s: &mut String| {
+        if s.len() > max {
+            s.truncate(max);
+            while s.ends_with('-') {
+                s.pop();
+            }
+        }
+    };
+    cut(&mut out);
     if out.is_empty() {
         return None;
     }
     if VersionSelector::parse(&out).is_some() {
         out.insert_str(0, "s-");
-    }
-    if out.len() > 63 {
-        out.truncate(63);
-        while out.ends_with('-') {
-            out.pop();
-        }
+        // Still not a selector after this cut: it starts with "s-".
+        cut(&mut out);
     }
     Some(out)
 }
@@ -285,6 +348,18 @@ mod tests {
     }
 
     #[test]
+    fn service_names_leave_room_for_the_srv_underscore() {
+        assert!(ServiceName::new(&"a".repeat(62)).is_ok());
+        let err = ServiceName::new(&"a".repeat(63)).unwrap_err().to_string();
+        assert!(err.contains("longer than 62 characters"), "{err}");
+        assert!(err.contains("_<service>._tcp"), "{err}");
+        assert!(InstanceId::new(&"a".repeat(63)).is_ok());
+        assert!(InstanceId::new(&"a".repeat(64)).is_err());
+        assert!(Datacenter::new(&"a".repeat(63)).is_ok());
+        assert!(Datacenter::new(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
     fn names_shaped_like_version_selectors_are_rejected() {
         for bad in ["v2", "V2-1", "v10-0-3"] {
             assert!(matches!(
@@ -317,15 +392,47 @@ mod tests {
 
     #[test]
     fn free_names_normalize_to_labels() {
+        let svc = |raw: &str| normalize_label(raw, ServiceName::MAX_LEN);
         assert_eq!(
-            normalize_label("Payment_Service v1").as_deref(),
+            svc("Payment_Service v1").as_deref(),
             Some("payment-service-v1")
         );
-        assert_eq!(normalize_label("__x__").as_deref(), Some("x"));
-        assert_eq!(normalize_label("V2").as_deref(), Some("s-v2"));
-        assert_eq!(normalize_label("!!!"), None);
-        let long = normalize_label(&"ab-".repeat(40)).unwrap();
-        assert!(long.len() <= 63 && !long.ends_with('-'));
+        assert_eq!(svc("__x__").as_deref(), Some("x"));
+        assert_eq!(svc("V2").as_deref(), Some("s-v2"));
+        assert_eq!(svc("!!!"), None);
+        let long = svc(&"ab-".repeat(40)).unwrap();
+        assert!(long.len() <= ServiceName::MAX_LEN && !long.ends_with('-'));
         assert!(ServiceName::new(&long).is_ok());
+        let long = svc(&"a".repeat(100)).unwrap();
+        assert_eq!(long.len(), ServiceName::MAX_LEN);
+        assert!(ServiceName::new(&long).is_ok());
+        let id = normalize_label(&"b".repeat(100), InstanceId::MAX_LEN).unwrap();
+        assert_eq!(id.len(), InstanceId::MAX_LEN);
+        assert!(InstanceId::new(&id).is_ok());
+    }
+
+    #[test]
+    fn the_selector_rule_applies_after_the_cut() {
+        // "v1-2-extra" cut to 4 is "v1-2", shaped like a selector: prefixed,
+        // then cut again so that it still fits.
+        assert_eq!(normalize_label("v1-2-extra", 4).as_deref(), Some("s-v1"));
+        assert_eq!(
+            normalize_label("V1_2_3 long tail", 6).as_deref(),
+            Some("s-v1-2")
+        );
+        // A cut that leaves a trailing '-' drops it: "v1-" becomes "v1", a selector.
+        assert_eq!(normalize_label("v1--x", 3).as_deref(), Some("s-v"));
+        for max in 1..=40 {
+            for raw in ["v1-2-3-tail", "V22_33", "v9", "vv1", "x-v1"] {
+                if let Some(l) = normalize_label(raw, max) {
+                    assert!(l.len() <= max, "{raw} at {max}: {l}");
+                    assert!(VersionSelector::parse(&l).is_none(), "{raw} at {max}: {l}");
+                    assert!(
+                        !l.ends_with('-') && !l.starts_with('-'),
+                        "{raw} at {max}: {l}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -241,4 +241,54 @@ mod tests {
             assert_eq!(p(name), None, "{name}");
         }
     }
+
+    #[test]
+    fn names_at_the_length_limits_render_to_legal_dns_names() {
+        use crate::core::labels::{MAX_LABEL_LEN, MAX_NAME_OCTETS, max_zone_len};
+        let service = ServiceName::new(&"s".repeat(ServiceName::MAX_LEN)).unwrap();
+        let dc = Datacenter::new(&"d".repeat(Datacenter::MAX_LEN)).unwrap();
+        let id = InstanceId::new(&"i".repeat(InstanceId::MAX_LEN)).unwrap();
+        // The longest selector: three parts of u32::MAX.
+        let sel = VersionSelector::parse("v4294967295-4294967295-4294967295").unwrap();
+        let zone_labels = ["z".repeat(MAX_LABEL_LEN - 2)];
+        let zone_len = zone_labels.join(".").len();
+        assert!(zone_len <= max_zone_len());
+        let key = ServiceKey::new(dc.clone(), service.clone());
+        let mut targets = service_names(&key, &dc);
+        targets.push(NameTarget::Instance {
+            dc: dc.clone(),
+            service: service.clone(),
+            id,
+        });
+        for d in [None, Some(dc.clone())] {
+            targets.push(NameTarget::Service {
+                dc: d,
+                service: service.clone(),
+                version: Some(sel),
+                srv_form: false,
+            });
+        }
+        for t in &targets {
+            let labels = render(t);
+            for l in &labels {
+                assert!(
+                    l.len() <= MAX_LABEL_LEN,
+                    "{t:?}: label {l} has {} octets",
+                    l.len()
+                );
+            }
+            let octets: usize = labels
+                .iter()
+                .chain(&zone_labels)
+                .map(|l| 1 + l.len())
+                .sum::<usize>()
+                + 1;
+            assert!(octets <= MAX_NAME_OCTETS, "{t:?}: {octets} octets");
+            let strs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            assert_eq!(parse(&strs, |l| l == dc.as_str()).as_ref(), Some(t));
+        }
+        // The longest zone leaves room for the longest instance name exactly.
+        let longest = 64 + 63 + 64 + (max_zone_len() + 1) + 1;
+        assert_eq!(longest, MAX_NAME_OCTETS);
+    }
 }

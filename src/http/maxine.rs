@@ -129,8 +129,9 @@ fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiEr
 }
 
 /// Maps a free Maxine name to a DNS label, or says why it cannot be one.
-fn label_of(field: &str, raw: &str) -> Result<String, ApiError> {
-    normalize_label(raw).ok_or_else(|| {
+/// `max` is the longest label the name may become (its newtype's `MAX_LEN`).
+fn label_of(field: &str, raw: &str, max: usize) -> Result<String, ApiError> {
+    normalize_label(raw, max).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "{field} {raw:?} has no letters or digits, so it cannot be a DNS name"
         ))
@@ -209,8 +210,12 @@ impl RegisterBody {
         };
         let path = normalize_path(self.path.as_deref())?;
 
-        let service = ServiceName::new(&label_of("serviceName", service_name)?)?;
-        let id = InstanceId::new(&label_of("nodeName", node_name)?)?;
+        let service = ServiceName::new(&label_of(
+            "serviceName",
+            service_name,
+            ServiceName::MAX_LEN,
+        )?)?;
+        let id = InstanceId::new(&label_of("nodeName", node_name, InstanceId::MAX_LEN)?)?;
 
         let mut spec = InstanceSpec::new(address, port);
         spec.weight = weight;
@@ -364,7 +369,7 @@ pub async fn discover(
     };
     let unavailable = || MaxineError(ApiError::Unavailable(MSG_SERVICE_UNAVAILABLE.into()));
     // A name that cannot be a DNS label cannot have been registered.
-    let service = normalize_label(&service_name)
+    let service = normalize_label(&service_name, ServiceName::MAX_LEN)
         .and_then(|l| ServiceName::new(&l).ok())
         .ok_or_else(unavailable)?;
     let picked = st.registry.pick(

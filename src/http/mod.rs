@@ -245,10 +245,23 @@ fn indexed(index: u64, body: impl IntoResponse) -> Response {
 /// Waits until the change with `index` is durable (for reads that must
 /// hold everything acknowledged, such as snapshots).
 async fn durable(st: &HttpState, index: u64) -> Result<(), ApiError> {
+    if index == 0 {
+        // No change was ever made: there is nothing to wait for (and the
+        // store has no outcome to report for index 0).
+        return Ok(());
+    }
     st.durable
         .wait(index)
         .await
-        .map_err(|why| ApiError::Unavailable(format!("{why}; try again later")))
+        .map_err(|why| store_unavailable(&why, "try again later"))
+}
+
+/// A 503 for a store failure. `why` may name the store's address or path
+/// (a Redis host, a file): it goes to the log only, and the client gets a
+/// generic reason plus `then`, what to do.
+fn store_unavailable(why: &str, then: &str) -> ApiError {
+    tracing::warn!(%why, "the store is unavailable; answering 503");
+    ApiError::Unavailable(format!("the store is unavailable; {then}"))
 }
 
 /// Proposes one change through the log on behalf of `client` and waits
@@ -264,9 +277,10 @@ async fn propose(
         .await
         .map_err(|e| match e {
             LogError::Refused(e) => ApiError::from(e),
-            LogError::Unavailable(why) => {
-                ApiError::Unavailable(format!("{why}; the change was undone, try again later"))
-            }
+            LogError::Unavailable(why) => store_unavailable(
+                &why,
+                "the change could not be saved and was undone, try again later",
+            ),
         })
 }
 

@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::core::{Datacenter, InstanceId, ServiceName};
+
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
@@ -26,17 +28,41 @@ fn json_ok(description: &str, schema: &str) -> Value {
     })
 }
 
+/// A DNS label of at most `max` characters (upper case is folded by the
+/// server), never shaped like a version selector: the rule of
+/// `core::labels`, as a JSON Schema.
+fn label_schema(max: usize, example: &str) -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max,
+        "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$",
+        "not": { "pattern": SELECTOR_PATTERN },
+        "example": example
+    })
+}
+
+/// A version selector: `v2`, `v2-1`, `v2-1-3`.
+const SELECTOR_PATTERN: &str = "^[vV][0-9]+(-[0-9]+){0,2}$";
+
 /// The document, with DNS name examples in `domain`.
 pub fn document(domain: &str) -> Value {
     let service_param = json!({
         "name": "service", "in": "path", "required": true,
-        "description": "Service name: one DNS label (lowercase letters, digits, '-'), not shaped like a version selector.",
-        "schema": { "type": "string", "example": "payments" }
+        "description": format!(
+            "Service name: one DNS label (lowercase letters, digits, '-') of at most {} characters \
+             (one less than a label: the SRV name is _<service>._tcp), not shaped like a version selector.",
+            ServiceName::MAX_LEN
+        ),
+        "schema": label_schema(ServiceName::MAX_LEN, "payments")
     });
     let id_param = json!({
         "name": "id", "in": "path", "required": true,
-        "description": "Instance id, unique within the service: one DNS label.",
-        "schema": { "type": "string", "example": "payments-1" }
+        "description": format!(
+            "Instance id, unique within the service: one DNS label of at most {} characters.",
+            InstanceId::MAX_LEN
+        ),
+        "schema": label_schema(InstanceId::MAX_LEN, "payments-1")
     });
     json!({
         "openapi": "3.1.0",
@@ -100,10 +126,10 @@ pub fn document(domain: &str) -> Value {
                         service_param,
                         { "name": "version", "in": "query", "required": false,
                           "description": "Version selector: v2 matches 2.x.y, v2-1 matches 2.1.x, v2-1-3 matches 2.1.3.",
-                          "schema": { "type": "string", "example": "v2" } },
+                          "schema": { "type": "string", "pattern": SELECTOR_PATTERN, "maxLength": 63, "example": "v2" } },
                         { "name": "dc", "in": "query", "required": false,
                           "description": "Datacenter; default the local one.",
-                          "schema": { "type": "string", "example": "dc1" } },
+                          "schema": label_schema(Datacenter::MAX_LEN, "dc1") },
                         { "name": "healthy", "in": "query", "required": false,
                           "description": "Only passing instances. Default false.",
                           "schema": { "type": "boolean" } },
@@ -267,13 +293,13 @@ pub fn document(domain: &str) -> Value {
                     "properties": {
                         "address": { "type": "string", "description": "IP address (v4 or v6).", "example": "10.0.0.7" },
                         "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
-                        "version": { "type": "string", "example": "2.1.0" },
-                        "tags": { "type": "array", "items": { "type": "string" }, "maxItems": 32 },
-                        "metadata": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 64 },
-                        "weight": { "type": "integer", "minimum": 1, "maximum": 65535, "default": 1 },
+                        "version": { "type": ["string", "null"], "example": "2.1.0" },
+                        "tags": { "type": ["array", "null"], "items": { "type": "string" }, "maxItems": 32 },
+                        "metadata": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": 64 },
+                        "weight": { "type": ["integer", "null"], "minimum": 1, "maximum": 65535, "default": 1 },
                         "ttl": {
-                            "description": "Heartbeat TTL, 1 s to 24 h: seconds, or a duration string. Default 30 s.",
-                            "oneOf": [ { "type": "number", "minimum": 1 }, { "type": "string", "example": "30s" } ]
+                            "description": "Heartbeat TTL, 1 s to 24 h: seconds, or a duration string. Default 30 s. null: the default.",
+                            "oneOf": [ { "type": "number", "minimum": 1, "maximum": 86400 }, { "type": "string", "example": "30s" }, { "type": "null" } ]
                         }
                     }
                 },
@@ -334,14 +360,17 @@ pub fn document(domain: &str) -> Value {
                     "additionalProperties": false,
                     "required": ["hostName", "nodeName", "serviceName"],
                     "properties": {
-                        "hostName": { "type": "string", "description": "IP or host name, optionally with http:// or https://.", "example": "10.0.0.7" },
-                        "nodeName": { "type": "string", "description": "Free name, mapped to the instance id.", "example": "node-x-1" },
-                        "serviceName": { "type": "string", "description": "Free name, mapped to the DNS service name.", "example": "Payment_Service" },
-                        "port": { "type": ["integer", "string"], "description": "1 to 65535; default 80 (443 with ssl)." },
-                        "ssl": { "type": "boolean", "default": false },
-                        "timeOut": { "type": ["integer", "string"], "description": "Seconds; the instance expires timeOut + 0.5 s after the last post.", "default": 5 },
-                        "weight": { "type": ["integer", "string"], "minimum": 1, "maximum": 10, "default": 1 },
-                        "path": { "type": "string", "example": "/api" }
+                        "hostName": { "type": "string", "minLength": 1, "maxLength": 255, "description": "IP or host name, optionally with http:// or https://.", "example": "10.0.0.7" },
+                        "nodeName": { "type": "string", "minLength": 1, "maxLength": 255, "description": format!("Free name, mapped to the instance id (cut to {} characters).", InstanceId::MAX_LEN), "example": "node-x-1" },
+                        "serviceName": { "type": "string", "minLength": 1, "maxLength": 255, "description": format!("Free name, mapped to the DNS service name (cut to {} characters).", ServiceName::MAX_LEN), "example": "Payment_Service" },
+                        "port": { "type": ["integer", "string", "null"], "description": "1 to 65535, a number or a string of digits; default 80 (443 with ssl)." },
+                        "ssl": { "type": ["boolean", "null"], "default": false },
+                        "timeOut": { "type": ["integer", "string", "null"], "description": "Seconds; the instance expires timeOut + 0.5 s after the last post.", "default": 5 },
+                        "weight": { "type": ["integer", "string", "null"], "minimum": 1, "maximum": 10, "default": 1 },
+                        "path": { "type": ["string", "null"], "example": "/api" },
+                        "version": { "type": ["string", "null"], "example": "2.1.0" },
+                        "namespace": { "type": ["string", "null"], "description": "Kept as the metadata entry namespace." },
+                        "metadata": { "type": ["object", "null"], "description": "Stored as instance metadata." }
                     }
                 },
                 "MaxineRegistered": {

@@ -32,8 +32,22 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url` and warns when Redis is not set up to fsync every write.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Redis(format!("{:?} is not a Redis URL: {e}", redact(url))))?;
+        Self::open_with_password(url, None)
+    }
+
+    /// [`RedisStore::open`], with `password` (from `store_password_file`)
+    /// in place of any in the URL.
+    pub fn open_with_password(url: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        use redis::IntoConnectionInfo;
+        let bad_url = |e: redis::RedisError| {
+            StoreError::Redis(format!("{:?} is not a Redis URL: {e}", redact(url)))
+        };
+        let mut info = url.into_connection_info().map_err(bad_url)?;
+        if let Some(pw) = password {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(bad_url)?;
         let mut s = Self { client, conn: None };
         s.connect()?;
         s.check_durability();
