@@ -137,7 +137,9 @@ async fn a_full_tmpfs_fails_requests_cleanly_and_loses_nothing_acknowledged() {
     let mut refused = 0;
     while refused < 3 {
         assert!(n < 5_000, "the store never ran out of room");
-        let r = put(n).await.unwrap();
+        let r = put(n)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().await.unwrap();
         let id = format!("i{n:05}");

@@ -260,7 +260,9 @@ async fn durable(st: &HttpState, index: u64) -> Result<(), ApiError> {
 /// (a Redis host, a file): it goes to the log only, and the client gets a
 /// generic reason plus `then`, what to do.
 fn store_unavailable(why: &str, then: &str) -> ApiError {
-    tracing::warn!(%why, "the store is unavailable; answering 503");
+    // The journal logs the failure itself (once per interval, with a
+    // count): a line per refused request would flood the log in an outage.
+    tracing::debug!(%why, "the store is unavailable; answering 503");
     ApiError::Unavailable(format!("the store is unavailable; {then}"))
 }
 
