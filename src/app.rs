@@ -275,7 +275,7 @@ impl App {
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
         let durable = journal.as_ref().map(Journal::durable).unwrap_or_default();
-        let router = http::router(http::HttpState {
+        let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
@@ -288,7 +288,7 @@ impl App {
             )),
             feed,
             durable: durable.clone(),
-        });
+        }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
             registry: registry.clone(),

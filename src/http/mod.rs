@@ -41,9 +41,28 @@ use crate::core::{
 };
 use crate::store::{Durable, Log, LogError};
 
-/// What the handlers share. Cloning copies a few `Arc`s.
+/// What the handlers share: a handle whose clone copies one `Arc`. axum
+/// clones the state for every request (the handler and each layer that
+/// takes `State`), so its size is on the path of every request; the fields
+/// are read through `Deref`.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(Arc<HttpShared>);
+
+impl std::ops::Deref for HttpState {
+    type Target = HttpShared;
+    fn deref(&self) -> &HttpShared {
+        &self.0
+    }
+}
+
+impl From<HttpShared> for HttpState {
+    fn from(shared: HttpShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// The fields of [`HttpState`].
+pub struct HttpShared {
     pub registry: Registry,
     /// The DNS zone, e.g. `maxine`, to show DNS names in answers.
     pub domain: String,
@@ -75,7 +94,7 @@ impl HttpState {
     ) -> Self {
         let feed = crate::events::ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
-        Self {
+        Self::from(HttpShared {
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
                 Durable::default(),
@@ -88,7 +107,7 @@ impl HttpState {
             ready,
             feed,
             durable: Durable::default(),
-        }
+        })
     }
 }
 

@@ -42,7 +42,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -290,7 +290,13 @@ impl Conn {
                 let busy = activity.busy();
                 let refused = check_head(&req, &limits);
                 let call = refused.is_none().then(|| {
-                    let mut req = req.map(|b| Body::new(DeadlineBody::new(b, limits.body_timeout)));
+                    let mut req = req.map(|b| {
+                        if hyper::body::Body::is_end_stream(&b) {
+                            Body::new(b) // no body: nothing to time
+                        } else {
+                            Body::new(DeadlineBody::new(b, limits.body_timeout))
+                        }
+                    });
                     // Who asks, for handlers and policy (`Peer`).
                     req.extensions_mut().insert(ConnectInfo(peer));
                     hyper::service::Service::call(&inner, req)
@@ -301,10 +307,13 @@ impl Conn {
                         (None, Some(call)) => call.await?,
                         (None, None) => unreachable!("either refused or called"),
                     };
-                    // In flight until its body is sent (or dropped).
-                    Ok::<_, std::convert::Infallible>(
-                        res.map(|inner| Body::new(HoldBody { inner, _busy: busy })),
-                    )
+                    // A streamed body keeps the request in flight until it is
+                    // sent (or dropped); a complete one is written at once.
+                    if hyper::body::Body::size_hint(res.body()).exact().is_some() {
+                        drop(busy);
+                        return Ok::<_, std::convert::Infallible>(res);
+                    }
+                    Ok(res.map(|inner| Body::new(HoldBody { inner, _busy: busy })))
                 }
             })
         };
@@ -337,45 +346,75 @@ impl Conn {
     }
 }
 
-/// Requests in flight on one connection, to find when it is idle.
-#[derive(Clone, Default)]
-struct Activity(Arc<watch::Sender<u64>>);
+/// Requests in flight on one connection, to find when it is idle. Per
+/// request it costs two atomic updates and a clock read: the watcher
+/// sleeps until the last request's end plus the idle time and looks again,
+/// instead of being woken by every request.
+#[derive(Clone)]
+struct Activity(Arc<ActivityState>);
+
+struct ActivityState {
+    /// The connection's start: times are milliseconds since it.
+    epoch: tokio::time::Instant,
+    in_flight: AtomicU64,
+    /// Requests started (0: none yet).
+    started: AtomicU64,
+    /// When the last request ended, in ms since `epoch`.
+    last_end_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self(Arc::new(ActivityState {
+            epoch: tokio::time::Instant::now(),
+            in_flight: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }))
+    }
+}
 
 /// One request in flight; dropping it ends it.
-struct Busy(Arc<watch::Sender<u64>>);
+struct Busy(Arc<ActivityState>);
 
 impl Activity {
     fn busy(&self) -> Busy {
-        // The high bits count requests started, the low 32 those in flight,
-        // so that every start and end is a change the watcher sees.
-        self.0.send_modify(|v| *v += (1 << 32) + 1);
+        self.0.started.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.0.clone())
     }
 
     /// Resolves once no request has been in flight for `first` (before any
     /// request) or `then` (after one).
     async fn idle(&self, first: Duration, then: Duration) {
-        let mut rx = self.0.subscribe();
+        let s = &self.0;
         loop {
-            let v = *rx.borrow_and_update();
-            if v & 0xffff_ffff > 0 {
-                if rx.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
+            let in_flight = s.in_flight.load(Ordering::Acquire);
+            let started = s.started.load(Ordering::Relaxed);
+            let since = Duration::from_millis(s.last_end_ms.load(Ordering::Acquire));
+            let wait = if started == 0 { first } else { then };
+            let until = s.epoch + since + wait;
+            if in_flight > 0 {
+                // Busy: look again once it could have become idle.
+                tokio::time::sleep(wait).await;
                 continue;
             }
-            let wait = if v == 0 { first } else { then };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => return,
-                r = rx.changed() => if r.is_err() { return std::future::pending().await },
+            if tokio::time::Instant::now() >= until
+                && s.started.load(Ordering::Relaxed) == started
+                && s.in_flight.load(Ordering::Acquire) == 0
+            {
+                return;
             }
+            tokio::time::sleep_until(until).await;
         }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|v| *v -= 1);
+        let ms = self.0.epoch.elapsed().as_millis() as u64;
+        self.0.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -459,7 +498,11 @@ pub struct BodyTimeout(pub Duration);
 struct DeadlineBody {
     inner: Incoming,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// From when the body was asked for.
+    started: tokio::time::Instant,
+    /// Made only when the body is not all there at the first read: a
+    /// body that arrives with its head costs no timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl DeadlineBody {
@@ -467,7 +510,8 @@ impl DeadlineBody {
         Self {
             inner,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            started: tokio::time::Instant::now(),
+            deadline: None,
         }
     }
 }
@@ -484,7 +528,11 @@ impl hyper::body::Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        let (started, limit) = (this.started, this.limit);
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
         }
         Poll::Pending
