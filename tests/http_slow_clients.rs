@@ -219,7 +219,28 @@ async fn every_4xx_of_the_http_layer_has_a_json_body() {
     let long = "a".repeat(9000);
     let big = "b".repeat(20_000);
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let huge = "c".repeat(70_000);
     let table: Vec<(&str, String, u16, serde_json::Value)> = vec![
+        // hyper answers these itself, before any handler: a request line
+        // it cannot parse, and a head beyond its own buffer.
+        (
+            "unparsable request line",
+            "GARBAGE\r\n\r\n".to_string(),
+            400,
+            json!({"kind": "bad_request"}),
+        ),
+        (
+            "request line without a version",
+            "GET /v1/services\r\nHost: x\r\n\r\n".to_string(),
+            400,
+            json!({"kind": "bad_request"}),
+        ),
+        (
+            "head beyond hyper's buffer",
+            format!("GET /v1/services HTTP/1.1\r\nHost: x\r\nX-Huge: {huge}\r\n\r\n"),
+            431,
+            json!({"kind": "headers_too_large"}),
+        ),
         (
             "huge URI",
             format!("GET /v1/services?x={long} HTTP/1.1\r\nHost: x\r\n\r\n"),

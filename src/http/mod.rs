@@ -13,6 +13,7 @@
 //! hands over what the API needs in [`HttpState`]).
 
 mod error;
+mod hyper_errors;
 mod maxine;
 mod native;
 mod openapi;

@@ -317,6 +317,8 @@ impl Conn {
                 }
             })
         };
+        // hyper's own empty error answers become JSON ones.
+        let io = super::hyper_errors::JsonErrors::new(io);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         // Before the first request the head deadline applies (it also
