@@ -106,6 +106,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for JsonErrors<IO> {
         Poll::Ready(Ok(consumed))
     }
 
+    /// Vectored writes go straight through (hyper writes a head and a
+    /// body in one call), unless the first buffer is an empty error head.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty());
+        let ours = self.pending.is_some() || first.is_some_and(|b| replacement(b).is_some());
+        match first {
+            Some(b) if ours => self.poll_write(cx, b),
+            _ => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
