@@ -138,8 +138,11 @@ impl ChangeFeed {
         }
     }
 
-    /// Waits until `key`'s latest change is above `index` (or the service
-    /// is gone after having been there), or `wait` runs out.
+    /// Waits until `key`'s latest change is above `index`, or `wait` runs
+    /// out. A service with no instances has no index of its own (its
+    /// removal is not kept): while it is absent, any change past `index`
+    /// answers, so that a reader waiting on a service that was removed
+    /// learns it at the next change rather than at the end of its wait.
     pub async fn wait_for_service(&self, key: &ServiceKey, index: u64, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
         let mut seen = self.index();
