@@ -39,5 +39,6 @@ pub mod core;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod policy;
 pub mod store;
 pub mod telemetry;

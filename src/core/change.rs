@@ -15,6 +15,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::acl::{AclChange, AclKey, AclObject, Owner};
 use super::labels::{Datacenter, InstanceId};
 use super::model::{Health, Instance, InstanceSpec};
 use super::registry::{ServiceKey, ServiceSnapshot};
@@ -48,16 +49,20 @@ pub enum Change {
         id: InstanceId,
         of: u64,
     },
+    /// A change to a policy, token, sign-in user or the bootstrap mark.
+    Acl(AclChange),
 }
 
 impl Change {
-    /// The service and instance the change is about.
-    pub fn target(&self) -> (&ServiceKey, &InstanceId) {
+    /// The service and instance the change is about (`None`: an
+    /// access-control change).
+    pub fn target(&self) -> Option<(&ServiceKey, &InstanceId)> {
         match self {
             Change::Register { key, id, .. }
             | Change::Deregister { key, id }
             | Change::SetHealth { key, id, .. }
-            | Change::Reap { key, id, .. } => (key, id),
+            | Change::Reap { key, id, .. } => Some((key, id)),
+            Change::Acl(_) => None,
         }
     }
 }
@@ -74,9 +79,60 @@ pub struct Entry {
 pub enum Actor {
     /// Maxine itself: expiry, reaping, undoing a write the store refused.
     System,
-    /// A request that carried no credential. (Tokens, JWT subjects and
-    /// users are variants to come with access control.)
+    /// A request that carried no credential (the anonymous token).
     Anonymous { client: Option<IpAddr> },
+    /// A request with an ACL token, by its accessor id.
+    Token {
+        accessor: Owner,
+        client: Option<IpAddr>,
+    },
+    /// A request with a JWT from the configured identity provider.
+    Jwt {
+        subject: Arc<str>,
+        client: Option<IpAddr>,
+    },
+    /// A user signed in through the Maxine-compatible sign-in.
+    User {
+        name: Arc<str>,
+        client: Option<IpAddr>,
+    },
+}
+
+impl Actor {
+    /// How the audit log names the actor: `token:<accessor>`,
+    /// `jwt:<subject>`, `user:<name>`, `anonymous` or `system`.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::System => "system".into(),
+            Actor::Anonymous { .. } => "anonymous".into(),
+            Actor::Token { accessor, .. } => format!("token:{}", accessor.as_str()),
+            Actor::Jwt { subject, .. } => format!("jwt:{subject}"),
+            Actor::User { name, .. } => format!("user:{name}"),
+        }
+    }
+
+    /// The client address of the request, if the actor is one.
+    pub fn client(&self) -> Option<IpAddr> {
+        match self {
+            Actor::System => None,
+            Actor::Anonymous { client }
+            | Actor::Token { client, .. }
+            | Actor::Jwt { client, .. }
+            | Actor::User { client, .. } => *client,
+        }
+    }
+
+    /// Who holds the instances this actor registers: the token's accessor,
+    /// `jwt:<subject>` or `user:<name>`; `None` for requests without a
+    /// credential (they count against the anonymous token's quota).
+    pub fn owner(&self) -> Option<Owner> {
+        match self {
+            Actor::Token { accessor, .. } => Some(accessor.clone()),
+            Actor::Jwt { subject, .. } => Some(Owner::new(&format!("jwt:{subject}"))),
+            Actor::User { name, .. } => Some(Owner::new(&format!("user:{name}"))),
+            Actor::System | Actor::Anonymous { .. } => None,
+        }
+    }
 }
 
 /// Where a change comes from.
@@ -110,8 +166,13 @@ pub struct Context {
 impl Context {
     /// A write through the API by a client without credentials.
     pub fn anonymous(client: Option<IpAddr>) -> Self {
+        Self::by(Actor::Anonymous { client })
+    }
+
+    /// A durable local write by `actor` (every API write).
+    pub fn by(actor: Actor) -> Self {
         Self {
-            actor: Actor::Anonymous { client },
+            actor,
             origin: Origin::Local,
             durability: Durability::Durable,
         }
@@ -173,11 +234,26 @@ pub struct Event {
     pub origin: Origin,
 }
 
+/// One applied access-control change.
+#[derive(Clone, Debug)]
+pub struct AclEvent {
+    pub index: u64,
+    pub key: AclKey,
+    /// The object after the change (`None`: removed).
+    pub value: Option<AclObject>,
+    /// The object before (`None`: it did not exist).
+    pub previous: Option<AclObject>,
+    pub actor: Actor,
+    pub origin: Origin,
+}
+
 /// The changes of one apply, and the services they touched as they now are
 /// (`None`: the service has no instances left).
 pub struct Batch<'a> {
     pub events: &'a [Event],
     pub services: &'a [(ServiceKey, Option<Arc<ServiceSnapshot>>)],
+    /// Access-control changes (they touch no service).
+    pub acl: &'a [AclEvent],
 }
 
 /// Something that must see every change, in order, before it is
@@ -198,4 +274,14 @@ pub enum Outcome {
     /// Refused: the change contradicts the registry (unknown instance, a
     /// name conflict). Nothing changed.
     Refused(super::registry::RegistryError),
+    /// An access-control change applied: the object's new value (`None`:
+    /// removed).
+    Acl(Option<AclObject>),
+}
+
+impl Outcome {
+    /// Whether the change was made (and took an index).
+    pub fn is_made(&self) -> bool {
+        matches!(self, Outcome::Applied(_) | Outcome::Acl(_))
+    }
 }

@@ -1,6 +1,8 @@
 //! The registry and its names: what Maxine knows and how it is asked.
 //!
-//! Owns: the model (datacenter -> service -> instances), validated names
+//! Owns: the model (datacenter -> service -> instances), the
+//! access-control objects ([`acl`]: policies, tokens; what they allow is
+//! decided in `crate::policy`), validated names
 //! ([`labels`]), the DNS naming grammar ([`naming`]), the one change type
 //! and its context ([`change`]), the state machine that applies changes in
 //! log order ([`registry`]), and the answer plans that every front end
@@ -8,6 +10,7 @@
 //! Must not import: any other Maxine module, or anything that does I/O
 //! (hickory, axum, tokio, sockets, files). Time enters as a `now` parameter.
 
+pub mod acl;
 pub mod change;
 pub mod labels;
 pub mod model;
@@ -15,8 +18,13 @@ pub mod naming;
 pub mod plan;
 pub mod registry;
 
+pub use acl::{
+    ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
+    Token, User,
+};
 pub use change::{
-    Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin, Outcome,
+    AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
+    Outcome,
 };
 pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
@@ -28,6 +36,6 @@ pub use plan::{
     AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, Selection, Tier, Transport,
 };
 pub use registry::{
-    Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
+    AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
     RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
 };

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::acl::Owner;
 use super::labels::{Datacenter, InstanceId, ServiceName};
 
 /// Bounds on what one registration may carry. They keep a single instance from
@@ -384,6 +385,9 @@ pub struct InstanceSpec {
     pub weight: u16,
     pub ttl: Duration,
     pub compat: Option<CompatFields>,
+    /// Who registered it (set by the registry from the change's actor;
+    /// restored from storage): see [`Owner`].
+    pub owner: Option<Owner>,
 }
 
 impl InstanceSpec {
@@ -398,6 +402,7 @@ impl InstanceSpec {
             weight: 1,
             ttl: limits::DEFAULT_TTL,
             compat: None,
+            owner: None,
         }
     }
 
@@ -502,6 +507,8 @@ pub struct Instance {
     pub tags: Tags,
     pub metadata: Metadata,
     pub compat: Option<Box<CompatFields>>,
+    /// Who registered it, for quotas (`None`: no token of its own).
+    pub owner: Option<Owner>,
     pub ttl: Duration,
     /// Where the registry's timer map holds this value (ms since the epoch),
     /// so the entry can be removed when the value is replaced. Only read and
@@ -536,6 +543,7 @@ impl Instance {
             health,
             index,
             compat: spec.compat.map(Box::new),
+            owner: spec.owner,
             deadline_ms: AtomicU64::new(deadline_ms),
             timer_ms: AtomicU64::new(0),
         }
@@ -565,6 +573,7 @@ impl Instance {
             health,
             index,
             compat: self.compat.clone(),
+            owner: self.owner.clone(),
             deadline_ms: AtomicU64::new(self.deadline_ms()),
             timer_ms: AtomicU64::new(0),
         }

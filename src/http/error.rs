@@ -33,6 +33,20 @@ pub enum ApiError {
     /// The path exists, but not with this method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// No valid credential: missing, malformed, unknown, expired or revoked
+    /// (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid credential that lacks the permission; the text names it
+    /// (`token lacks service:write on "payments"`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request's `Host` is not one of the API's own names (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedHost(String),
+    /// Over a token's quota; the text names the limit.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The write contradicts what is registered (e.g. two names that map to one DNS label).
     #[error("{0}")]
     Conflict(String),
@@ -65,6 +79,10 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -83,6 +101,10 @@ impl ApiError {
             ApiError::NoRoute { .. } => "no_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::MisdirectedHost(_) => "misdirected_host",
+            ApiError::TooManyRequests(_) => "quota_exceeded",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UriTooLong(_) => "uri_too_long",
             ApiError::HeadersTooLarge(_) => "headers_too_large",
@@ -120,8 +142,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = json!({ "error": self.public_message(), "kind": self.kind() });
-        (status, Json(body)).into_response()
+        with_challenge(status, (status, Json(body)).into_response())
     }
+}
+
+/// A 401 says how to authenticate (RFC 6750 3).
+fn with_challenge(status: StatusCode, mut res: Response) -> Response {
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"maxine\""),
+        );
+    }
+    res
 }
 
 /// An [`ApiError`] rendered the way the Node.js Maxine answers: `{"message": ...}`.
@@ -137,7 +170,8 @@ impl From<ApiError> for MaxineError {
 impl IntoResponse for MaxineError {
     fn into_response(self) -> Response {
         let status = self.0.status();
-        (status, Json(json!({ "message": self.0.public_message() }))).into_response()
+        let res = (status, Json(json!({ "message": self.0.public_message() }))).into_response();
+        with_challenge(status, res)
     }
 }
 
@@ -154,6 +188,13 @@ impl From<RegistryError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             RegistryError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            RegistryError::Quota { .. } => ApiError::TooManyRequests(e.to_string()),
+            RegistryError::Acl(ref a) => match a {
+                crate::core::AclError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+                crate::core::AclError::NotFound(_) => ApiError::NotFound(e.to_string()),
+                crate::core::AclError::AlreadyBootstrapped(_) => ApiError::Forbidden(e.to_string()),
+                crate::core::AclError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            },
             RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             // The log cannot order the change: nothing was applied.
             RegistryError::IndexOrder { .. } | RegistryError::IndexOutOfRange(_) => {

@@ -414,10 +414,10 @@ pub async fn snapshot(State(st): State<HttpState>) -> Result<Response, ApiError>
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return Ok(res);
     };
-    let (index, services) = st.registry.snapshot();
+    let (index, services, acl) = st.registry.backup();
     durable(&st, index).await?;
     let body = SnapshotBody {
-        encoder: crate::store::snapshot::Encoder::new(index, services),
+        encoder: crate::store::snapshot::Encoder::new(index, services, acl),
         _place: place,
     };
     let disposition = format!("attachment; filename=\"maxine-{index}.snapshot\"");

@@ -37,7 +37,7 @@ impl AutoSnapshot {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let (index, services) = self.registry.snapshot();
+            let (index, services, acl) = self.registry.backup();
             if written == Some(index) {
                 continue;
             }
@@ -46,7 +46,7 @@ impl AutoSnapshot {
                 continue;
             }
             let me = self.clone();
-            let done = tokio::task::spawn_blocking(move || me.write(index, &services)).await;
+            let done = tokio::task::spawn_blocking(move || me.write(index, &services, &acl)).await;
             match done {
                 Ok(Ok(_)) => written = Some(index),
                 Ok(Err(e)) => tracing::error!(error = %e, "writing a snapshot failed"),
@@ -58,17 +58,18 @@ impl AutoSnapshot {
     /// Writes a snapshot of what the registry holds now (at a clean
     /// shutdown, after the store was closed). Blocks.
     pub fn write_now(&self) -> Result<PathBuf, StoreError> {
-        let (index, services) = self.registry.snapshot();
-        self.write(index, &services)
+        let (index, services, acl) = self.registry.backup();
+        self.write(index, &services, &acl)
     }
 
     fn write(
         &self,
         index: u64,
         services: &[Arc<crate::core::ServiceSnapshot>],
+        acl: &[crate::core::AclObject],
     ) -> Result<PathBuf, StoreError> {
         let started = std::time::Instant::now();
-        let bytes = snapshot::encode(index, services);
+        let bytes = snapshot::encode(index, services, acl);
         let path = snapshot::write_rotated(&self.dir, index, &bytes, self.keep)?;
         tracing::info!(
             file = %path.display(), index, bytes = bytes.len(),

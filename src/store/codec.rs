@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::core::{
-    Address, CompatFields, Datacenter, FastHash, Health, Instance, InstanceId, InstanceSpec,
-    Restored, ServiceKey, ServiceName,
+    AclObject, Address, Bootstrap, CompatFields, Datacenter, FastHash, Health, Instance,
+    InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceKey, ServiceName, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -24,6 +26,74 @@ enum Record<'a> {
     /// Variant 0: an instance as registered, with its health.
     #[serde(borrow)]
     Instance(InstanceRecord<'a>),
+    /// Variant 1: an instance registered with a token of its own (`owner`,
+    /// counted against that token's quota).
+    OwnedInstance {
+        #[serde(borrow)]
+        owner: Cow<'a, str>,
+        #[serde(borrow)]
+        instance: InstanceRecord<'a>,
+    },
+    /// Variant 2: a policy; its rules as JSON (the policy grammar grows
+    /// resources; JSON keeps old records readable).
+    #[serde(borrow)]
+    Policy(PolicyRecord<'a>),
+    /// Variant 3: a token (the SHA-256 of its secret, never the secret).
+    #[serde(borrow)]
+    Token(TokenRecord<'a>),
+    /// Variant 4: a sign-in user whose password was set through the API.
+    #[serde(borrow)]
+    User(UserRecord<'a>),
+    /// Variant 5: the bootstrap mark.
+    Bootstrap {
+        #[serde(borrow)]
+        accessor: Cow<'a, str>,
+        at: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct PolicyRecord<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    description: Cow<'a, str>,
+    #[serde(borrow)]
+    rules_json: Cow<'a, str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenRecord<'a> {
+    #[serde(borrow)]
+    accessor: Cow<'a, str>,
+    secret_hash: [u8; 32],
+    #[serde(borrow)]
+    description: Cow<'a, str>,
+    #[serde(borrow)]
+    policies: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    service: Option<Cow<'a, str>>,
+    expires_at: Option<u64>,
+    max_instances: Option<u32>,
+    created_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserRecord<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    password_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    epoch: u64,
+}
+
+/// What a stored record holds.
+#[allow(clippy::large_enum_variant)] // instances are nearly all records; objects are few
+pub enum Decoded {
+    Instance(Restored),
+    Acl(AclObject),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,7 +146,7 @@ pub enum DecodeError {
 /// Encodes the instance (its change index is the key, not part of the value).
 pub fn encode(inst: &Instance) -> Vec<u8> {
     let address = inst.address.to_string();
-    let record = Record::Instance(InstanceRecord {
+    let record = InstanceRecord {
         dc: Cow::Borrowed(inst.datacenter.as_str()),
         service: Cow::Borrowed(inst.service.as_str()),
         id: Cow::Borrowed(inst.id.as_str()),
@@ -103,7 +173,52 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
             ssl: c.ssl,
             path: Cow::Borrowed(&c.path),
         }),
-    });
+    };
+    let record = match &inst.owner {
+        None => Record::Instance(record),
+        Some(o) => Record::OwnedInstance {
+            owner: Cow::Borrowed(o.as_str()),
+            instance: record,
+        },
+    };
+    postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
+}
+
+/// Encodes an access-control object (its index is the key).
+pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
+    let record = match obj {
+        AclObject::Policy(p) => Record::Policy(PolicyRecord {
+            name: Cow::Borrowed(&p.name),
+            description: Cow::Borrowed(&p.description),
+            rules_json: Cow::Owned(
+                serde_json::to_string(&p.rules).expect("rules always serialize"),
+            ),
+        }),
+        AclObject::Token(t) => Record::Token(TokenRecord {
+            accessor: Cow::Borrowed(&t.accessor),
+            secret_hash: t.secret_hash,
+            description: Cow::Borrowed(&t.description),
+            policies: t
+                .policies
+                .iter()
+                .map(|p| Cow::Borrowed(p.as_str()))
+                .collect(),
+            service: t.service.as_ref().map(|s| Cow::Borrowed(s.as_str())),
+            expires_at: t.expires_at,
+            max_instances: t.max_instances,
+            created_at: t.created_at,
+        }),
+        AclObject::User(u) => Record::User(UserRecord {
+            name: Cow::Borrowed(&u.name),
+            password_hash: Cow::Borrowed(&u.password_hash),
+            role: Cow::Borrowed(&u.role),
+            epoch: u.epoch,
+        }),
+        AclObject::Bootstrap(b) => Record::Bootstrap {
+            accessor: Cow::Borrowed(&b.accessor),
+            at: b.at,
+        },
+    };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
 
@@ -114,12 +229,83 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
 pub struct Decoder {
     /// datacenter -> service -> key.
     keys: HashMap<Box<str>, HashMap<Box<str>, ServiceKey, FastHash>, FastHash>,
+    /// One copy of each owner.
+    owners: HashMap<Box<str>, Owner, FastHash>,
 }
 
 impl Decoder {
-    pub fn decode(&mut self, index: u64, bytes: &[u8]) -> Result<Restored, DecodeError> {
-        let Record::Instance(r) =
+    /// Decodes any record.
+    pub fn decode_any(&mut self, index: u64, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let record: Record<'_> =
             postcard::from_bytes(bytes).map_err(|e| DecodeError::Format(e.to_string()))?;
+        let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
+        let obj = match record {
+            Record::Instance(r) => return self.instance(index, r, None).map(Decoded::Instance),
+            Record::OwnedInstance { owner, instance: r } => {
+                let owner = match self.owners.get(&*owner) {
+                    Some(o) => o.clone(),
+                    None => {
+                        let o = Owner::new(&owner);
+                        self.owners.insert(Box::from(&*owner), o.clone());
+                        o
+                    }
+                };
+                return self.instance(index, r, Some(owner)).map(Decoded::Instance);
+            }
+            Record::Policy(p) => AclObject::Policy(Arc::new(Policy {
+                name: p.name.into_owned(),
+                description: p.description.into_owned(),
+                rules: serde_json::from_str(&p.rules_json).map_err(|e| invalid(&e))?,
+                index,
+            })),
+            Record::Token(t) => AclObject::Token(Arc::new(Token {
+                accessor: t.accessor.into_owned(),
+                secret_hash: t.secret_hash,
+                description: t.description.into_owned(),
+                policies: t.policies.into_iter().map(Cow::into_owned).collect(),
+                service: match t.service {
+                    Some(s) => Some(ServiceName::new(&s).map_err(|e| invalid(&e))?),
+                    None => None,
+                },
+                expires_at: t.expires_at,
+                max_instances: t.max_instances,
+                created_at: t.created_at,
+                index,
+            })),
+            Record::User(u) => AclObject::User(Arc::new(User {
+                name: u.name.into_owned(),
+                password_hash: u.password_hash.into_owned(),
+                role: u.role.into_owned(),
+                epoch: u.epoch,
+                index,
+            })),
+            Record::Bootstrap { accessor, at } => AclObject::Bootstrap(Arc::new(Bootstrap {
+                accessor: accessor.into_owned(),
+                at,
+                index,
+            })),
+        };
+        obj.validate().map_err(|e| invalid(&e))?;
+        Ok(Decoded::Acl(obj))
+    }
+
+    /// Decodes an instance record (an access-control record is an error).
+    pub fn decode(&mut self, index: u64, bytes: &[u8]) -> Result<Restored, DecodeError> {
+        match self.decode_any(index, bytes)? {
+            Decoded::Instance(r) => Ok(r),
+            Decoded::Acl(o) => Err(DecodeError::Invalid(format!(
+                "{} is not an instance",
+                o.key()
+            ))),
+        }
+    }
+
+    fn instance(
+        &mut self,
+        index: u64,
+        r: InstanceRecord<'_>,
+        owner: Option<Owner>,
+    ) -> Result<Restored, DecodeError> {
         let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
         let key = match self.keys.get(&*r.dc).and_then(|m| m.get(&*r.service)) {
             Some(k) => k.clone(),
@@ -154,6 +340,7 @@ impl Decoder {
             ssl: c.ssl,
             path: (&*c.path).into(),
         });
+        spec.owner = owner;
         spec.validate().map_err(|e| invalid(&e))?;
         Ok(Restored {
             key,

@@ -10,7 +10,8 @@
 //!   format       4 bytes  1
 //!   last_index   8 bytes  the registry's change index when it was taken
 //!   count        8 bytes  number of records
-//!   count times: index 8 bytes, length 4 bytes, record (store::codec)
+//!   count times: index 8 bytes, length 4 bytes, record (store::codec):
+//!                access-control objects (tokens, policies) first, then instances
 //!   sha256      32 bytes  of everything above
 //! ```
 //!
@@ -25,7 +26,7 @@ use ring::digest::{SHA256, digest};
 
 use super::codec::{self, Decoder};
 use super::{Op, Store, StoreError, WriteBatch};
-use crate::core::{MAX_INDEX, ServiceSnapshot};
+use crate::core::{AclObject, MAX_INDEX, ServiceSnapshot};
 
 const MAGIC: &[u8; 16] = b"MAXINE-SNAPSHOT\n";
 const FORMAT: u32 = 1;
@@ -38,11 +39,12 @@ pub struct Snapshot<'a> {
     pub records: Vec<(u64, &'a [u8])>,
 }
 
-/// Encodes every instance of `services`, taken at `last_index`.
-pub fn encode(last_index: u64, services: &[Arc<ServiceSnapshot>]) -> Vec<u8> {
+/// Encodes every access-control object and every instance of `services`,
+/// taken at `last_index`.
+pub fn encode(last_index: u64, services: &[Arc<ServiceSnapshot>], acl: &[AclObject]) -> Vec<u8> {
     let count: usize = services.iter().map(|s| s.instances.len()).sum();
     let mut out = Vec::with_capacity(HEADER + count * 160 + SUM);
-    for chunk in Encoder::new(last_index, services.to_vec()) {
+    for chunk in Encoder::new(last_index, services.to_vec(), acl.to_vec()) {
         out.extend_from_slice(&chunk);
     }
     out
@@ -52,20 +54,22 @@ pub fn encode(last_index: u64, services: &[Arc<ServiceSnapshot>]) -> Vec<u8> {
 /// per service, then the checksum. What is held at once is one service's
 /// records, so a snapshot can be streamed without building the whole file.
 pub struct Encoder {
+    acl: Vec<AclObject>,
     services: std::vec::IntoIter<Arc<ServiceSnapshot>>,
     sum: Option<ring::digest::Context>,
     header: Option<Vec<u8>>,
 }
 
 impl Encoder {
-    pub fn new(last_index: u64, services: Vec<Arc<ServiceSnapshot>>) -> Self {
-        let count: usize = services.iter().map(|s| s.instances.len()).sum();
+    pub fn new(last_index: u64, services: Vec<Arc<ServiceSnapshot>>, acl: Vec<AclObject>) -> Self {
+        let count: usize = services.iter().map(|s| s.instances.len()).sum::<usize>() + acl.len();
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT.to_be_bytes());
         header.extend_from_slice(&last_index.to_be_bytes());
         header.extend_from_slice(&(count as u64).to_be_bytes());
         Self {
+            acl,
             services: services.into_iter(),
             sum: Some(ring::digest::Context::new(&SHA256)),
             header: Some(header),
@@ -78,7 +82,13 @@ impl Iterator for Encoder {
 
     fn next(&mut self) -> Option<Vec<u8>> {
         let sum = self.sum.as_mut()?;
-        if let Some(header) = self.header.take() {
+        if let Some(mut header) = self.header.take() {
+            for obj in std::mem::take(&mut self.acl) {
+                let record = codec::encode_acl(&obj);
+                header.extend_from_slice(&obj.index().to_be_bytes());
+                header.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                header.extend_from_slice(&record);
+            }
             sum.update(&header);
             return Some(header);
         }
@@ -174,7 +184,7 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
             )));
         }
         decoder
-            .decode(*index, record)
+            .decode_any(*index, record)
             .map_err(|e| StoreError::Snapshot(format!("record {index}: {e}")))?;
     }
     let current = store.load(&mut |_, _| {})?;
@@ -264,7 +274,7 @@ pub fn latest_good(dir: &Path) -> Option<super::salvage::GoodSnapshot> {
                 let mut decoder = Decoder::default();
                 for (index, record) in &snap.records {
                     decoder
-                        .decode(*index, record)
+                        .decode_any(*index, record)
                         .map_err(|e| StoreError::Snapshot(format!("record {index}: {e}")))?;
                 }
                 Ok(super::salvage::GoodSnapshot {
@@ -291,16 +301,16 @@ mod tests {
     fn a_snapshot_with_an_index_maxine_cannot_continue_restores_nothing() {
         let mut store = crate::store::MemoryStore::new();
         for last in [MAX_INDEX + 1, u64::MAX] {
-            let err = restore_into(&mut store, &encode(last, &[])).unwrap_err();
+            let err = restore_into(&mut store, &encode(last, &[], &[])).unwrap_err();
             assert!(err.to_string().contains("beyond the largest"), "{err}");
         }
         assert_eq!(store.commits(), 0, "the store was not touched");
-        assert!(restore_into(&mut store, &encode(MAX_INDEX, &[])).is_ok());
+        assert!(restore_into(&mut store, &encode(MAX_INDEX, &[], &[])).is_ok());
     }
 
     #[test]
     fn every_damaged_byte_is_caught_by_the_checksum() {
-        let good = encode(42, &[]);
+        let good = encode(42, &[], &[]);
         assert_eq!(decode(&good).unwrap().last_index, 42);
         for i in 0..good.len() {
             let mut bad = good.clone();
@@ -314,7 +324,7 @@ mod tests {
     fn rotation_keeps_the_newest_generations_and_skips_damaged_ones() {
         let dir = tempfile::tempdir().unwrap();
         for index in [5, 40, 300, 7] {
-            write_rotated(dir.path(), index, &encode(index, &[]), 3).unwrap();
+            write_rotated(dir.path(), index, &encode(index, &[], &[]), 3).unwrap();
         }
         let names: Vec<_> = list(dir.path())
             .iter()

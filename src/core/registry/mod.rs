@@ -19,6 +19,7 @@
 //! heartbeats, what is due), `restore` (loading from storage, undoing what
 //! storage refused); queries and answer plans are in [`crate::core::plan`].
 
+mod acl;
 mod expiry;
 mod restore;
 mod snapshot;
@@ -32,6 +33,7 @@ use super::change::{Batch, Change, Context, Entry, Event, EventKind, Observer, O
 use super::labels::{Datacenter, InstanceId, ServiceName};
 use super::model::{Health, Instance, ModelError, Version};
 
+pub use acl::AclRevert;
 pub use expiry::Heartbeat;
 pub use restore::{RestoreReport, Restored, Restorer, Revert};
 pub use snapshot::{Instances, InstancesIter, ServiceKey, ServiceSnapshot};
@@ -58,6 +60,13 @@ pub enum RegistryError {
     NameIsDatacenter(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Acl(#[from] super::acl::AclError),
+    /// The actor holds as many instances as its token allows.
+    #[error(
+        "token {holder:?} may hold at most {limit} instances (its max_instances); deregister one first"
+    )]
+    Quota { limit: u32, holder: String },
     #[error("instance {id:?} of service {service:?} is not registered")]
     NotFound { service: String, id: String },
     /// A log handed over an entry at or below the last applied index.
@@ -110,6 +119,7 @@ struct Inner {
     /// Index of the latest applied change, readable without the lock.
     index: AtomicU64,
     write: Mutex<WriteState>,
+    acl: acl::AclMaps,
 }
 
 struct WriteState {
@@ -122,6 +132,8 @@ struct WriteState {
     datacenters: BTreeSet<Datacenter>,
     /// Labels no service may take (they name static zone data).
     reserved: BTreeSet<String>,
+    /// Instances per owner, for quotas.
+    holdings: acl::Holdings,
 }
 
 /// Where the indexes of an apply come from.
@@ -148,7 +160,9 @@ impl Registry {
                     observers: Vec::new(),
                     datacenters,
                     reserved: BTreeSet::new(),
+                    holdings: Default::default(),
                 }),
+                acl: acl::AclMaps::new(),
             }),
         }
     }
@@ -175,6 +189,7 @@ impl Registry {
         observer.applied(&Batch {
             events: &[],
             services: &services,
+            acl: &[],
         });
         w.observers.push(observer);
     }
@@ -242,13 +257,28 @@ impl Registry {
         (self.index(), all)
     }
 
+    /// Everything a backup holds, as of one index: every service and every
+    /// access-control object, taken under the write lock.
+    pub fn backup(&self) -> (u64, Vec<Arc<ServiceSnapshot>>, Vec<super::acl::AclObject>) {
+        let _w = self.lock();
+        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        (self.index(), all, self.acl_objects())
+    }
+
     /// Whether `change` would be applied against the current state: what a
     /// proposer checks before it sends a change to a log that applies it
     /// later (the answer may change by then; `apply` decides).
-    pub fn check(&self, change: &Change, now: Instant) -> Result<(), RegistryError> {
+    pub fn check(&self, change: &Change, ctx: &Context, now: Instant) -> Result<(), RegistryError> {
         let w = self.lock();
-        let mut group = Group::new(self.service(change.target().0));
-        match self.decide(&w, &mut group, change.clone(), None, now) {
+        let Some((key, _)) = change.target() else {
+            return match change {
+                Change::Acl(c) => self.decide_acl(c, self.index() + 1).map(|_| ()),
+                _ => Ok(()),
+            };
+        };
+        let mut group = Group::new(self.service(key));
+        match self.decide(&w, &mut group, change.clone(), None, ctx, now) {
             Decision::Refuse(e) => Err(e),
             _ => Ok(()),
         }
@@ -350,24 +380,29 @@ impl Registry {
         // Consecutive changes of one service are one rebuild of it.
         let mut group: Option<(ServiceKey, Group)> = None;
         for (n, change) in changes.into_iter().enumerate() {
-            let key = change.target().0.clone();
-            if group.as_ref().is_some_and(|(k, _)| *k != key)
-                && let Some((k, g)) = group.take()
-            {
-                self.commit_group(w, k, g);
-            }
-            let (_, g) = group.get_or_insert_with(|| (key.clone(), Group::new(self.service(&key))));
             let index = match indexes {
                 Indexes::Given(given) => given[n],
                 Indexes::Next => applied.last_index.saturating_add(1),
             };
+            let key = change.target().map(|(k, _)| k.clone());
+            let other_service = group.as_ref().is_some_and(|(k, _)| Some(k) != key.as_ref());
+            if (other_service || index > MAX_INDEX)
+                && let Some((k, g)) = group.take()
+            {
+                self.commit_group(w, k, g);
+            }
             if index > MAX_INDEX {
                 // The sequence is used up: nothing more can be applied.
-                if let Some((k, g)) = group.take() {
-                    self.commit_group(w, k, g);
-                }
                 return Err(RegistryError::IndexOutOfRange(index));
             }
+            let Some(key) = key else {
+                let Change::Acl(acl) = change else {
+                    unreachable!("only access-control changes have no service")
+                };
+                self.apply_acl(w, &acl, index, ctx, &indexes, &mut applied);
+                continue;
+            };
+            let (_, g) = group.get_or_insert_with(|| (key.clone(), Group::new(self.service(&key))));
             let not_made = |applied: &mut Applied, outcome: Outcome| {
                 // A log's entry passes its index whatever it came to; the
                 // local sequence gives none to a change not made.
@@ -381,7 +416,7 @@ impl Registry {
                 };
                 applied.outcomes.push((at, outcome));
             };
-            match self.decide(w, g, change, Some(index), now) {
+            match self.decide(w, g, change, Some(index), ctx, now) {
                 Decision::Refuse(e) => not_made(&mut applied, Outcome::Refused(e)),
                 Decision::Skip => not_made(&mut applied, Outcome::Skipped),
                 Decision::Make { id, value, kind } => {
@@ -409,15 +444,60 @@ impl Registry {
         Ok(applied)
     }
 
+    /// Applies one access-control change at `index` (it touches no service).
+    fn apply_acl(
+        &self,
+        w: &mut WriteState,
+        change: &super::acl::AclChange,
+        index: u64,
+        ctx: &Context,
+        indexes: &Indexes<'_>,
+        applied: &mut Applied,
+    ) {
+        match self.decide_acl(change, index) {
+            Ok(made) => {
+                let events: Vec<_> = made
+                    .into_iter()
+                    .map(|(key, value)| super::change::AclEvent {
+                        index,
+                        previous: self.acl_object(&key),
+                        key,
+                        value,
+                        actor: ctx.actor.clone(),
+                        origin: ctx.origin.clone(),
+                    })
+                    .collect();
+                let first = events.first().and_then(|e| e.value.clone());
+                applied.last_index = index;
+                self.inner.index.store(index, Ordering::Release);
+                self.commit_acl(w, events);
+                applied.outcomes.push((index, Outcome::Acl(first)));
+            }
+            Err(e) => {
+                let at = match indexes {
+                    Indexes::Given(_) => {
+                        applied.last_index = index;
+                        self.inner.index.store(index, Ordering::Release);
+                        index
+                    }
+                    Indexes::Next => 0,
+                };
+                applied.outcomes.push((at, Outcome::Refused(e)));
+            }
+        }
+    }
+
     /// What `change` does to the service as `group` holds it: the one place
-    /// where the rules of every kind of change are. `index`: the change's,
-    /// or `None` for a check that makes nothing.
+    /// where the rules of every kind of instance change are (access-control
+    /// changes: [`Registry::decide_acl`]). `index`: the change's, or `None`
+    /// for a check that makes nothing.
     fn decide(
         &self,
         w: &WriteState,
         group: &mut Group,
         change: Change,
         index: Option<u64>,
+        ctx: &Context,
         now: Instant,
     ) -> Decision {
         match change {
@@ -447,6 +527,12 @@ impl Registry {
                 {
                     return Decision::Refuse(e);
                 }
+                let current = group.current(&id);
+                let current_owner = current.as_ref().map(|c| c.owner.as_ref());
+                if let Err(e) = acl::check_quota(self, w, ctx, current_owner) {
+                    return Decision::Refuse(e);
+                }
+                spec.owner = ctx.actor.owner();
                 let Some(index) = index else {
                     return Decision::Skip; // a check only
                 };
@@ -464,7 +550,7 @@ impl Registry {
                     index,
                     deadline,
                 ));
-                group.current_of_last = group.current(&id);
+                group.current_of_last = current;
                 group.new_dc = Some(key.dc);
                 Decision::Make {
                     id,
@@ -507,6 +593,7 @@ impl Registry {
                     kind,
                 }
             }
+            Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Reap { id, of, .. } => {
                 let Some(cur) = group
                     .current(&id)
@@ -569,6 +656,7 @@ impl Registry {
         for new in &added {
             expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
         }
+        hold(&mut w.holdings, &gone, &added);
         let services = self.inner.services.pin();
         let published = if instances.is_empty() {
             services.remove(&key);
@@ -582,10 +670,27 @@ impl Registry {
         let batch = Batch {
             events: &events,
             services: &[(key, published)],
+            acl: &[],
         };
         for o in &w.observers {
             o.applied(&batch);
         }
+    }
+}
+
+/// Counts replaced and removed instances out of their owners' holdings,
+/// and new ones in.
+fn hold(holdings: &mut acl::Holdings, gone: &[Arc<Instance>], added: &[Arc<Instance>]) {
+    for old in gone {
+        if let Some(n) = holdings.get_mut(&old.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                holdings.remove(&old.owner);
+            }
+        }
+    }
+    for new in added {
+        *holdings.entry(new.owner.clone()).or_default() += 1;
     }
 }
 

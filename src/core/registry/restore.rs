@@ -112,6 +112,9 @@ impl Restorer<'_> {
                 fresh.push(inst);
             }
             report.loaded += fresh.len();
+            for inst in &fresh {
+                *w.holdings.entry(inst.owner.clone()).or_default() += 1;
+            }
             w.datacenters.insert(key.dc.clone());
             timers.extend(fresh.iter().map(|i| (due_ms(i, reap_ms), i.clone())));
             let (instances, rr) = match services.get(&key) {
@@ -138,6 +141,7 @@ impl Restorer<'_> {
         let batch = Batch {
             events: &[],
             services: &published,
+            acl: &[],
         };
         for o in &w.observers {
             o.applied(&batch);

@@ -485,7 +485,7 @@ fn a_check_says_what_apply_would_refuse_and_changes_nothing() {
         id: id("a"),
     };
     assert!(matches!(
-        r.check(&gone, t0),
+        r.check(&gone, &Context::system(), t0),
         Err(RegistryError::NotFound { .. })
     ));
     let register = Change::Register {
@@ -493,7 +493,7 @@ fn a_check_says_what_apply_would_refuse_and_changes_nothing() {
         id: id("a"),
         spec: spec("10.0.0.1", "", 10),
     };
-    assert!(r.check(&register, t0).is_ok());
+    assert!(r.check(&register, &Context::system(), t0).is_ok());
     assert_eq!(r.index(), 0, "a check applies nothing");
     assert!(r.service(&key("pay")).is_none());
     let mut bad = spec("10.0.0.1", "", 10);
@@ -504,7 +504,159 @@ fn a_check_says_what_apply_would_refuse_and_changes_nothing() {
         spec: bad,
     };
     assert!(matches!(
-        r.check(&invalid, t0),
+        r.check(&invalid, &Context::system(), t0),
         Err(RegistryError::Invalid(_))
+    ));
+}
+
+// ---- access-control objects ----
+
+fn token(accessor: &str, secret: u8, policies: &[&str], max: Option<u32>) -> crate::core::Token {
+    crate::core::Token {
+        accessor: accessor.into(),
+        secret_hash: [secret; 32],
+        description: String::new(),
+        policies: policies.iter().map(|p| p.to_string()).collect(),
+        service: None,
+        expires_at: None,
+        max_instances: max,
+        created_at: 0,
+        index: 0,
+    }
+}
+
+fn acl(r: &Registry, change: crate::core::AclChange, ctx: &Context) -> Result<u64, RegistryError> {
+    let applied = r.apply_next(vec![Change::Acl(change)], ctx, Instant::now())?;
+    match applied.refusal() {
+        Some(e) => Err(e.clone()),
+        None => Ok(applied.last_index),
+    }
+}
+
+fn put_token(r: &Registry, t: crate::core::Token) -> Result<u64, RegistryError> {
+    use crate::core::{AclChange, AclObject};
+    acl(
+        r,
+        AclChange::Put(AclObject::Token(Arc::new(t))),
+        &Context::system(),
+    )
+}
+
+#[test]
+fn tokens_and_policies_take_indexes_in_the_same_sequence_as_instances() {
+    use crate::core::{AclChange, AclObject, Policy, Rules};
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let i1 = r
+        .register(key("pay"), id("a"), spec("10.0.0.1", "", 30), t0)
+        .unwrap()
+        .index;
+    let policy = Policy {
+        name: "pay-writer".into(),
+        description: String::new(),
+        rules: Rules::default(),
+        index: 0,
+    };
+    let p = acl(
+        &r,
+        AclChange::Put(AclObject::Policy(Arc::new(policy))),
+        &Context::system(),
+    )
+    .unwrap();
+    assert_eq!(p, i1 + 1);
+    assert_eq!(r.policy("pay-writer").unwrap().index, p);
+    let t = put_token(&r, token("t1", 7, &["pay-writer"], None)).unwrap();
+    assert_eq!(t, p + 1);
+    assert_eq!(r.token_by_secret_hash(&[7; 32]).unwrap().accessor, "t1");
+    assert_eq!(r.acl_index(), t);
+    // A token naming a policy that does not exist is refused, and takes no index.
+    assert!(matches!(
+        put_token(&r, token("t2", 8, &["nope"], None)),
+        Err(RegistryError::Acl(crate::core::AclError::NotFound(_)))
+    ));
+    assert_eq!(r.index(), t);
+    // Deleting the token removes it from the secret index at once.
+    acl(
+        &r,
+        AclChange::Delete(crate::core::AclKey::Token("t1".into())),
+        &Context::system(),
+    )
+    .unwrap();
+    assert!(r.token_by_secret_hash(&[7; 32]).is_none());
+    // Built-in policies can be neither changed nor deleted.
+    assert!(
+        acl(
+            &r,
+            AclChange::Delete(crate::core::AclKey::Policy("viewer".into())),
+            &Context::system()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn bootstrap_works_once() {
+    use crate::core::AclChange;
+    let r = reg(Instant::now());
+    let boot = |a: &str, s| AclChange::Bootstrap {
+        token: Arc::new(token(a, s, &["global-management"], None)),
+        at: 1,
+    };
+    let i = acl(&r, boot("first", 1), &Context::system()).unwrap();
+    assert_eq!(r.bootstrapped().unwrap().accessor, "first");
+    assert_eq!(r.token("first").unwrap().index, i);
+    assert!(matches!(
+        acl(&r, boot("second", 2), &Context::system()),
+        Err(RegistryError::Acl(
+            crate::core::AclError::AlreadyBootstrapped(_)
+        ))
+    ));
+    assert!(r.token("second").is_none());
+}
+
+#[test]
+fn a_token_holds_at_most_its_quota_of_instances_and_replacing_one_is_free() {
+    use crate::core::{Actor, Owner};
+    let t0 = Instant::now();
+    let r = reg(t0);
+    put_token(&r, token("small", 3, &[], Some(2))).unwrap();
+    let ctx = Context::by(Actor::Token {
+        accessor: Owner::new("small"),
+        client: None,
+    });
+    let register = |name: &str| {
+        let change = Change::Register {
+            key: key("pay"),
+            id: id(name),
+            spec: spec("10.0.0.1", "", 30),
+        };
+        let applied = r.apply_next(vec![change], &ctx, t0).unwrap();
+        applied.refusal().cloned()
+    };
+    assert_eq!(register("a"), None);
+    assert_eq!(register("b"), None);
+    assert_eq!(register("a"), None, "a replacement holds no more");
+    assert!(matches!(
+        register("c"),
+        Some(RegistryError::Quota { limit: 2, .. })
+    ));
+    assert_eq!(r.holdings(Some("small")), 2);
+    r.deregister(&key("pay"), &id("a")).unwrap();
+    assert_eq!(register("c"), None);
+    // Anonymous requests count against the anonymous token's quota.
+    let mut anon = crate::core::Token::anonymous();
+    anon.max_instances = Some(0);
+    put_token(&r, anon).unwrap();
+    let change = Change::Register {
+        key: key("pay"),
+        id: id("z"),
+        spec: spec("10.0.0.1", "", 30),
+    };
+    let applied = r
+        .apply_next(vec![change], &Context::anonymous(None), t0)
+        .unwrap();
+    assert!(matches!(
+        applied.refusal(),
+        Some(RegistryError::Quota { limit: 0, .. })
     ));
 }

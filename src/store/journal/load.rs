@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::codec::Decoder;
+use super::super::codec::{Decoded, Decoder};
 use super::super::{Store, StoreError};
 use super::LOAD_CHUNK;
 use crate::core::{MAX_INDEX, Registry, Restored};
@@ -32,15 +32,18 @@ pub(super) fn load(
     let mut restorer = registry.restorer(now);
     // Reading and decoding (this thread's helper) overlaps with building
     // the instances (this thread): start-up is I/O- and CPU-bound alike.
+    let mut acl = Vec::new();
     let (last_index, corrupt) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Restored>>(8);
+        let acl = &mut acl;
         let store = &mut *store;
         let reader = scope.spawn(move || {
                 let mut decoder = Decoder::default();
                 let mut corrupt = 0usize;
                 let mut chunk = Vec::with_capacity(LOAD_CHUNK);
-                let last = store.load(&mut |index, bytes| match decoder.decode(index, bytes) {
-                    Ok(r) => {
+                let last = store.load(&mut |index, bytes| match decoder.decode_any(index, bytes) {
+                    Ok(Decoded::Acl(o)) => acl.push(o),
+                    Ok(Decoded::Instance(r)) => {
                         chunk.push(r);
                         if chunk.len() == LOAD_CHUNK {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
@@ -87,6 +90,8 @@ pub(super) fn load(
     } else {
         last_index
     };
+    // Tokens and policies first: nothing is served before both are in.
+    let acl_superseded = registry.restore_acl(acl);
     let restored = restorer
         .finish(last_index)
         .map_err(|e| StoreError::Corrupt {
@@ -108,5 +113,7 @@ pub(super) fn load(
             "some stored records could not be read and were skipped"
         );
     }
-    Ok((report, restored.superseded))
+    let mut superseded = restored.superseded;
+    superseded.extend(acl_superseded);
+    Ok((report, superseded))
 }

@@ -35,8 +35,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Store, StoreError, record_key};
-use crate::core::{Batch, EventKind, Instance, InstanceId, Observer, Registry, ServiceKey};
+use super::{Store, StoreError, codec, record_key};
+use crate::core::{
+    AclKey, AclObject, Actor, Batch, EventKind, Instance, InstanceId, Observer, Registry,
+    ServiceKey,
+};
 use crate::telemetry::LogEvery;
 
 pub use durable::Durable;
@@ -59,7 +62,36 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// more failures it stands for (a Redis outage fails every request).
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
 
-type Who = (ServiceKey, InstanceId);
+/// What a change is about: an instance, or an access-control object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Who {
+    Instance(ServiceKey, InstanceId),
+    Acl(AclKey),
+}
+
+/// A stored value.
+#[derive(Clone, Debug)]
+enum Value {
+    Instance(Arc<Instance>),
+    Acl(AclObject),
+}
+
+impl Value {
+    /// The store key of the value (its change index).
+    fn key(&self) -> u64 {
+        match self {
+            Value::Instance(i) => record_key(i),
+            Value::Acl(o) => o.index(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Value::Instance(i) => codec::encode(i),
+            Value::Acl(o) => codec::encode_acl(o),
+        }
+    }
+}
 
 /// One queued change.
 #[derive(Clone)]
@@ -67,13 +99,18 @@ struct Entry {
     index: u64,
     who: Who,
     /// The value to store, under its [`record_key`].
-    put: Option<Arc<Instance>>,
+    put: Option<Value>,
     /// The record key of the stored value this change replaces, to delete.
     delete: Option<u64>,
     /// The value to roll back to when the change fails (API changes only).
-    previous: Option<Arc<Instance>>,
+    previous: Option<Value>,
     /// An API change: rolled back on failure. Others are written again.
     revertible: bool,
+    /// What the audit log records of it.
+    #[allow(dead_code)] // read by the audit log, which lands next
+    action: &'static str,
+    #[allow(dead_code)]
+    actor: Actor,
 }
 
 #[derive(Default)]
@@ -115,12 +152,12 @@ struct Follower(Arc<Shared>);
 
 impl Observer for Follower {
     fn applied(&self, batch: &Batch<'_>) {
-        if batch.events.is_empty() {
+        if batch.events.is_empty() && batch.acl.is_empty() {
             return;
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            let who = (e.key.clone(), e.id.clone());
+            let who = Who::Instance(e.key.clone(), e.id.clone());
             let put = e.instance.clone();
             let put_key = put.as_deref().map(record_key);
             let revertible = matches!(
@@ -131,14 +168,49 @@ impl Observer for Follower {
             q.entries.push(Entry {
                 index: e.index,
                 who,
-                put,
+                put: put.map(Value::Instance),
                 delete: e
                     .previous
                     .as_ref()
                     .map(|p| record_key(p))
                     .filter(|k| Some(*k) != put_key),
-                previous: if revertible { e.previous.clone() } else { None },
+                previous: if revertible {
+                    e.previous.clone().map(Value::Instance)
+                } else {
+                    None
+                },
                 revertible,
+                action: e.kind.as_str(),
+                actor: e.actor.clone(),
+            });
+        }
+        for e in batch.acl {
+            let who = Who::Acl(e.key.clone());
+            let put_key = e.value.as_ref().map(AclObject::index);
+            // An undo (by the system) is written again on failure, like expiry.
+            let revertible = e.actor != Actor::System;
+            q.latest.insert(who.clone(), e.index);
+            q.entries.push(Entry {
+                index: e.index,
+                who,
+                put: e.value.clone().map(Value::Acl),
+                delete: e
+                    .previous
+                    .as_ref()
+                    .map(AclObject::index)
+                    .filter(|k| Some(*k) != put_key),
+                previous: if revertible {
+                    e.previous.clone().map(Value::Acl)
+                } else {
+                    None
+                },
+                revertible,
+                action: if e.value.is_some() {
+                    "acl.put"
+                } else {
+                    "acl.delete"
+                },
+                actor: e.actor.clone(),
             });
         }
         let wake = q.entries.len() >= q.want;

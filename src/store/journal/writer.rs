@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::super::codec;
-use super::super::{Op, Store, StoreError, WriteBatch, record_key};
+use super::super::{Op, Store, StoreError, WriteBatch};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, Entry, FAILURES_KEPT, GROUP_WAIT_MAX, GROUP_WAIT_MIN, Shared, Who,
+    BACKOFF_MAX, BACKOFF_MIN, Entry, FAILURES_KEPT, GROUP_WAIT_MAX, GROUP_WAIT_MIN, Shared, Value,
+    Who,
 };
-use crate::core::{InstanceId, Registry, Revert, ServiceKey};
+use crate::core::{AclKey, AclRevert, InstanceId, Registry, Revert, ServiceKey};
 use crate::telemetry::LogEvery;
 
 pub(super) struct Writer {
@@ -201,7 +201,7 @@ impl Writer {
             // put and what it deleted are both stale now (the instance ends
             // up with a new value, a newer change, or a re-queued one, whose
             // put is kept below), so all of it is deleted.
-            cleanup.extend(e.put.as_deref().map(record_key));
+            cleanup.extend(e.put.as_ref().map(Value::key));
             cleanup.extend(e.delete);
             by_who
                 .entry(e.who.clone())
@@ -212,6 +212,7 @@ impl Writer {
                 .push(e);
         }
         let mut reverts = Vec::new();
+        let mut acl_reverts = Vec::new();
         let mut expected: HashMap<Who, u64> = HashMap::new();
         let mut requeue = Vec::new();
         for who in order {
@@ -230,11 +231,23 @@ impl Writer {
                 .last()
                 .expect("the last change is revertible");
             expected.insert(who.clone(), last.index);
-            reverts.push(Revert {
-                key: who.0.clone(),
-                id: who.1.clone(),
-                to: first.previous.clone(),
-            });
+            match (&who, first.previous.clone()) {
+                (Who::Instance(key, id), to) => reverts.push(Revert {
+                    key: key.clone(),
+                    id: id.clone(),
+                    to: to.map(|v| match v {
+                        Value::Instance(i) => i,
+                        Value::Acl(_) => unreachable!("an instance's value is an instance"),
+                    }),
+                }),
+                (Who::Acl(key), to) => acl_reverts.push(AclRevert {
+                    key: key.clone(),
+                    to: to.map(|v| match v {
+                        Value::Acl(o) => o,
+                        Value::Instance(_) => unreachable!("an object's value is an object"),
+                    }),
+                }),
+            }
         }
         {
             let mut q = self.shared.lock();
@@ -242,7 +255,7 @@ impl Writer {
             requeue.retain(|e| q.latest.get(&e.who) == Some(&e.index));
             let kept: HashSet<u64> = requeue
                 .iter()
-                .filter_map(|e| e.put.as_deref().map(record_key))
+                .filter_map(|e| e.put.as_ref().map(Value::key))
                 .collect();
             cleanup.retain(|i| !kept.contains(i));
             let mut entries = requeue;
@@ -251,12 +264,15 @@ impl Writer {
             q.cleanup.append(&mut cleanup);
         }
         let shared = self.shared.clone();
-        let still_current = |key: &ServiceKey, id: &InstanceId| {
-            let who = (key.clone(), id.clone());
+        let current = |who: Who| {
             let q = shared.lock();
             q.latest.contains_key(&who) && q.latest.get(&who) == expected.get(&who)
         };
-        let undone = self.registry.revert(reverts, &still_current);
+        let still_current =
+            |key: &ServiceKey, id: &InstanceId| current(Who::Instance(key.clone(), id.clone()));
+        let mut undone = self.registry.revert(reverts, &still_current);
+        let still_current_acl = |key: &AclKey| current(Who::Acl(key.clone()));
+        undone += self.registry.revert_acl(acl_reverts, &still_current_acl);
         {
             // Instances whose failed change is still their latest and was
             // not undone (nothing to undo) have nothing in flight any more.
@@ -302,8 +318,8 @@ pub(super) fn build(entries: &[Entry], cleanup: &[u64], last_index: u64) -> Writ
         if let Some(i) = e.delete {
             ops.push(Op::Delete(i));
         }
-        if let Some(inst) = &e.put {
-            ops.push(Op::Put(record_key(inst), codec::encode(inst)));
+        if let Some(v) = &e.put {
+            ops.push(Op::Put(v.key(), v.encode()));
         }
     }
     WriteBatch {

@@ -1,0 +1,402 @@
+//! Access-control objects: policies, tokens, sign-in users and the
+//! bootstrap mark, as the registry keeps them.
+//!
+//! They are changes on the same log as registrations ([`AclChange`]), so
+//! they get indexes, are journaled by the same group commit and replicate
+//! with everything else. This module holds the values and their
+//! validation only; what a token may do is decided by `crate::policy`,
+//! and secrets are hashed before they get here (the registry never sees
+//! a secret).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::labels::ServiceName;
+
+/// Longest policy name, accessor, description and user name accepted.
+pub const MAX_POLICY_NAME_LEN: usize = 128;
+pub const MAX_DESCRIPTION_LEN: usize = 512;
+pub const MAX_USER_NAME_LEN: usize = 128;
+/// Most rules of one kind in a policy, and policies on one token.
+pub const MAX_RULES: usize = 256;
+pub const MAX_TOKEN_POLICIES: usize = 32;
+
+/// The accessor id of the token that requests without a credential use.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The policies every Maxine has: they cannot be changed or deleted, and
+/// the sign-in roles map onto them (viewer, operator; admin is
+/// `global-management`).
+pub const GLOBAL_MANAGEMENT: &str = "global-management";
+pub const BUILTIN_POLICIES: &[&str] = &[GLOBAL_MANAGEMENT, "operator", "viewer"];
+
+pub fn is_builtin_policy(name: &str) -> bool {
+    BUILTIN_POLICIES.contains(&name)
+}
+
+/// The built-in policies' values.
+pub fn builtin_policies() -> Vec<Policy> {
+    let all = |access| BTreeMap::from([(String::new(), access)]);
+    vec![
+        Policy {
+            name: GLOBAL_MANAGEMENT.into(),
+            description: "everything: services, ACLs, operator actions and the audit log".into(),
+            rules: Rules {
+                service_prefix: all(Access::Write),
+                acl: Some(Access::Write),
+                operator: Some(Access::Write),
+                audit: Some(Access::Write),
+                ..Rules::default()
+            },
+            index: 0,
+        },
+        Policy {
+            name: "operator".into(),
+            description: "write every service, and operator actions".into(),
+            rules: Rules {
+                service_prefix: all(Access::Write),
+                operator: Some(Access::Write),
+                ..Rules::default()
+            },
+            index: 0,
+        },
+        Policy {
+            name: "viewer".into(),
+            description: "read every service".into(),
+            rules: Rules {
+                service_prefix: all(Access::Read),
+                ..Rules::default()
+            },
+            index: 0,
+        },
+    ]
+}
+
+/// What a rule grants. Ordered: `Deny < Read < Write`, and write implies read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Deny,
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Deny => "deny",
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// The rules of a policy. Services are matched by exact name (`service`)
+/// or by prefix (`service_prefix`, `""` matches every service); the other
+/// resources are single switches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service: BTreeMap<String, Access>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_prefix: BTreeMap<String, Access>,
+    /// Tokens and policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Access>,
+    /// Snapshots, configuration, federation, datacenter settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Access>,
+    /// Reading the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Access>,
+}
+
+/// A named set of rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub name: String,
+    pub description: String,
+    pub rules: Rules,
+    /// Index of the change that produced this value (set by the registry).
+    pub index: u64,
+}
+
+/// A credential. The secret itself is never kept: only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// Public id, for listings and the audit log.
+    pub accessor: String,
+    pub secret_hash: [u8; 32],
+    pub description: String,
+    pub policies: Vec<String>,
+    /// A workload's identity: write on this service, read on all.
+    pub service: Option<ServiceName>,
+    /// Unix milliseconds after which the token no longer works.
+    pub expires_at: Option<u64>,
+    /// How many instances requests with this token may hold.
+    pub max_instances: Option<u32>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub index: u64,
+}
+
+impl Token {
+    /// The token requests without a credential use, before an operator
+    /// changes it: no policies, so the default policy decides.
+    pub fn anonymous() -> Self {
+        Self {
+            accessor: ANONYMOUS.into(),
+            // No secret hashes to all zeros: nothing presented matches it.
+            secret_hash: [0; 32],
+            description: "requests without a credential".into(),
+            policies: Vec::new(),
+            service: None,
+            expires_at: None,
+            max_instances: None,
+            created_at: 0,
+            index: 0,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.accessor == ANONYMOUS
+    }
+
+    /// Whether the token has expired at `now_ms` (unix milliseconds).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at.is_some_and(|t| now_ms >= t)
+    }
+}
+
+/// A sign-in user whose password was set through the API (users from the
+/// configuration are not stored; a stored user overrides one of the same
+/// name). `epoch` grows with each password change: sign-in tokens carry the
+/// epoch they were issued at, and older ones stop working.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// The mark that `POST /v1/acl/bootstrap` was used: it works once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub accessor: String,
+    pub at: u64,
+    pub index: u64,
+}
+
+/// The key of an access-control object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AclKey {
+    Policy(String),
+    Token(String),
+    User(String),
+    Bootstrap,
+}
+
+impl fmt::Display for AclKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AclKey::Policy(n) => write!(f, "policy:{n}"),
+            AclKey::Token(a) => write!(f, "token:{a}"),
+            AclKey::User(n) => write!(f, "user:{n}"),
+            AclKey::Bootstrap => f.write_str("acl:bootstrap"),
+        }
+    }
+}
+
+/// One stored access-control object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AclObject {
+    Policy(Arc<Policy>),
+    Token(Arc<Token>),
+    User(Arc<User>),
+    Bootstrap(Arc<Bootstrap>),
+}
+
+impl AclObject {
+    pub fn key(&self) -> AclKey {
+        match self {
+            AclObject::Policy(p) => AclKey::Policy(p.name.clone()),
+            AclObject::Token(t) => AclKey::Token(t.accessor.clone()),
+            AclObject::User(u) => AclKey::User(u.name.clone()),
+            AclObject::Bootstrap(_) => AclKey::Bootstrap,
+        }
+    }
+
+    /// Index of the change that produced this value: its record key.
+    pub fn index(&self) -> u64 {
+        match self {
+            AclObject::Policy(p) => p.index,
+            AclObject::Token(t) => t.index,
+            AclObject::User(u) => u.index,
+            AclObject::Bootstrap(b) => b.index,
+        }
+    }
+
+    /// The same value at `index`.
+    pub(crate) fn at(&self, index: u64) -> AclObject {
+        match self {
+            AclObject::Policy(p) => AclObject::Policy(Arc::new(Policy {
+                index,
+                ..(**p).clone()
+            })),
+            AclObject::Token(t) => AclObject::Token(Arc::new(Token {
+                index,
+                ..(**t).clone()
+            })),
+            AclObject::User(u) => AclObject::User(Arc::new(User {
+                index,
+                ..(**u).clone()
+            })),
+            AclObject::Bootstrap(b) => AclObject::Bootstrap(Arc::new(Bootstrap {
+                index,
+                ..(**b).clone()
+            })),
+        }
+    }
+
+    /// Checks every bound; the error says which.
+    pub fn validate(&self) -> Result<(), AclError> {
+        match self {
+            AclObject::Policy(p) => {
+                check_name("policy name", &p.name, MAX_POLICY_NAME_LEN)?;
+                check_len("description", &p.description, MAX_DESCRIPTION_LEN)?;
+                let r = &p.rules;
+                if r.service.len() > MAX_RULES || r.service_prefix.len() > MAX_RULES {
+                    return Err(AclError::Invalid(format!(
+                        "a policy has at most {MAX_RULES} service and {MAX_RULES} service_prefix rules"
+                    )));
+                }
+                for name in r.service.keys() {
+                    ServiceName::new(name)
+                        .map_err(|e| AclError::Invalid(format!("service rule: {e}")))?;
+                }
+                for prefix in r.service_prefix.keys() {
+                    if prefix.len() > super::labels::MAX_SERVICE_NAME_LEN
+                        || !prefix
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    {
+                        return Err(AclError::Invalid(format!(
+                            "service_prefix {prefix:?} is not the start of a service name \
+                             (lowercase letters, digits and '-')"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            AclObject::Token(t) => {
+                check_name("accessor", &t.accessor, MAX_POLICY_NAME_LEN)?;
+                check_len("description", &t.description, MAX_DESCRIPTION_LEN)?;
+                if t.policies.len() > MAX_TOKEN_POLICIES {
+                    return Err(AclError::Invalid(format!(
+                        "a token has at most {MAX_TOKEN_POLICIES} policies"
+                    )));
+                }
+                for p in &t.policies {
+                    check_name("policy name", p, MAX_POLICY_NAME_LEN)?;
+                }
+                Ok(())
+            }
+            AclObject::User(u) => {
+                check_name("user name", &u.name, MAX_USER_NAME_LEN)?;
+                if !matches!(u.role.as_str(), "viewer" | "operator" | "admin") {
+                    return Err(AclError::Invalid(format!(
+                        "role {:?} is not one of viewer, operator, admin",
+                        u.role
+                    )));
+                }
+                Ok(())
+            }
+            AclObject::Bootstrap(_) => Ok(()),
+        }
+    }
+}
+
+/// A change to the access-control objects.
+#[derive(Clone, Debug)]
+pub enum AclChange {
+    /// Creates or replaces an object. Refused for a token that names a
+    /// policy that does not exist (built-in policies exist).
+    Put(AclObject),
+    /// Removes an object; refused when it does not exist. The anonymous
+    /// token cannot be removed (only changed).
+    Delete(AclKey),
+    /// The one-time creation of the first management token: refused once
+    /// the bootstrap mark exists. Applied as two objects, the token and the
+    /// mark, under one index.
+    Bootstrap { token: Arc<Token>, at: u64 },
+}
+
+/// Why an access-control change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("ACL bootstrap was already done (token {0}); use that token, or create tokens with it")]
+    AlreadyBootstrapped(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn check_len(what: &str, v: &str, max: usize) -> Result<(), AclError> {
+    if v.len() > max {
+        return Err(AclError::Invalid(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Names of policies, users and accessors: 1 to `max` of letters, digits,
+/// `-`, `_` and `.` (they appear in URLs, logs and audit records).
+fn check_name(what: &str, v: &str, max: usize) -> Result<(), AclError> {
+    if v.is_empty() {
+        return Err(AclError::Invalid(format!("{what} must not be empty")));
+    }
+    check_len(what, v, max)?;
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(AclError::Invalid(format!(
+            "{what} {v:?} may only contain letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Who registered an instance: the accessor of the token, counted against
+/// that token's `max_instances`. A thin pointer, so that an instance stays
+/// within its allocation size class.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner(Arc<String>);
+
+impl Owner {
+    pub fn new(accessor: &str) -> Self {
+        Self(Arc::new(accessor.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Owner {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}

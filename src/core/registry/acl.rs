@@ -1,0 +1,369 @@
+//! The registry's access-control table: policies, tokens, sign-in users and
+//! the bootstrap mark, changed by [`Change::Acl`](super::Change) under the
+//! same write lock and index sequence as instances.
+//!
+//! Reads are lock-free (`papaya` maps): a request's token is found by the
+//! SHA-256 of its secret without touching the write lock, so checking
+//! credentials costs the heartbeat path no lock at all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::super::acl::{
+    ANONYMOUS, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Token, User,
+    builtin_policies, is_builtin_policy,
+};
+use super::super::change::{AclEvent, Actor, Batch, Context, Origin};
+use super::{MAX_INDEX, Registry, RegistryError, WriteState};
+
+/// The lock-free side of the table.
+pub(super) struct AclMaps {
+    pub(super) objects: papaya::HashMap<AclKey, AclObject, super::FastHash>,
+    pub(super) by_secret: papaya::HashMap<[u8; 32], Arc<Token>, super::FastHash>,
+    /// Index of the latest access-control change: caches of decisions
+    /// (per token) are valid while it stays the same.
+    pub(super) index: std::sync::atomic::AtomicU64,
+    builtins: Vec<Arc<Policy>>,
+}
+
+impl AclMaps {
+    pub(super) fn new() -> Self {
+        Self {
+            objects: papaya::HashMap::with_hasher(Default::default()),
+            by_secret: papaya::HashMap::with_hasher(Default::default()),
+            index: Default::default(),
+            builtins: builtin_policies().into_iter().map(Arc::new).collect(),
+        }
+    }
+}
+
+/// Instances held per owner (`None`: registered without a token of one's
+/// own), for quotas. Kept under the write lock.
+pub(super) type Holdings = HashMap<Option<Owner>, u32>;
+
+/// An access-control change to undo, for [`Registry::revert_acl`].
+#[derive(Debug)]
+pub struct AclRevert {
+    pub key: AclKey,
+    /// The value to go back to (`None`: it did not exist).
+    pub to: Option<AclObject>,
+}
+
+impl Registry {
+    /// A stored object.
+    pub fn acl_object(&self, key: &AclKey) -> Option<AclObject> {
+        self.inner.acl.objects.pin().get(key).cloned()
+    }
+
+    /// Every stored object, by key; built-in policies are not stored.
+    pub fn acl_objects(&self) -> Vec<AclObject> {
+        let mut all: Vec<_> = self.inner.acl.objects.pin().values().cloned().collect();
+        all.sort_by_key(|o| o.key());
+        all
+    }
+
+    /// The token whose secret hashes to `hash`.
+    pub fn token_by_secret_hash(&self, hash: &[u8; 32]) -> Option<Arc<Token>> {
+        self.inner.acl.by_secret.pin().get(hash).cloned()
+    }
+
+    pub fn token(&self, accessor: &str) -> Option<Arc<Token>> {
+        match self.acl_object(&AclKey::Token(accessor.to_string()))? {
+            AclObject::Token(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The token of requests without a credential: as the operator last
+    /// set it, or without policies.
+    pub fn anonymous_token(&self) -> Arc<Token> {
+        self.token(ANONYMOUS)
+            .unwrap_or_else(|| Arc::new(Token::anonymous()))
+    }
+
+    /// A policy by name: stored, or built in.
+    pub fn policy(&self, name: &str) -> Option<Arc<Policy>> {
+        if let Some(b) = self.inner.acl.builtins.iter().find(|p| p.name == name) {
+            return Some(b.clone());
+        }
+        match self.acl_object(&AclKey::Policy(name.to_string()))? {
+            AclObject::Policy(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Built-in policies, then stored ones, by name.
+    pub fn policies(&self) -> Vec<Arc<Policy>> {
+        let mut all = self.inner.acl.builtins.clone();
+        all.extend(self.acl_objects().into_iter().filter_map(|o| match o {
+            AclObject::Policy(p) => Some(p),
+            _ => None,
+        }));
+        all
+    }
+
+    pub fn user(&self, name: &str) -> Option<Arc<User>> {
+        match self.acl_object(&AclKey::User(name.to_string()))? {
+            AclObject::User(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn bootstrapped(&self) -> Option<Arc<Bootstrap>> {
+        match self.acl_object(&AclKey::Bootstrap)? {
+            AclObject::Bootstrap(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Index of the latest access-control change (0: none yet).
+    pub fn acl_index(&self) -> u64 {
+        self.inner.acl.index.load(Ordering::Acquire)
+    }
+
+    /// How many instances `owner` holds (`None`: those registered without
+    /// a token of their own).
+    pub fn holdings(&self, owner: Option<&str>) -> u32 {
+        let w = self.lock();
+        holding(&w, owner)
+    }
+
+    /// What an access-control change makes: the objects to put (`Some`) or
+    /// remove (`None`), by key. Refused when it contradicts the table.
+    pub(super) fn decide_acl(
+        &self,
+        change: &AclChange,
+        index: u64,
+    ) -> Result<Vec<(AclKey, Option<AclObject>)>, RegistryError> {
+        let acl = |e: AclError| RegistryError::Acl(e);
+        match change {
+            AclChange::Put(obj) => {
+                obj.validate().map_err(acl)?;
+                match obj {
+                    AclObject::Policy(p) if is_builtin_policy(&p.name) => {
+                        return Err(acl(AclError::Conflict(format!(
+                            "policy {:?} is built in and cannot be changed",
+                            p.name
+                        ))));
+                    }
+                    AclObject::Token(t) => self.check_token(t).map_err(acl)?,
+                    AclObject::Bootstrap(_) => {
+                        return Err(acl(AclError::Invalid(
+                            "the bootstrap mark is set by bootstrapping".into(),
+                        )));
+                    }
+                    _ => {}
+                }
+                Ok(vec![(obj.key(), Some(obj.at(index)))])
+            }
+            AclChange::Delete(key) => {
+                match key {
+                    AclKey::Token(a) if a == ANONYMOUS => {
+                        return Err(acl(AclError::Conflict(
+                            "the anonymous token cannot be deleted; change its policies instead"
+                                .into(),
+                        )));
+                    }
+                    AclKey::Policy(p) if is_builtin_policy(p) => {
+                        return Err(acl(AclError::Conflict(format!(
+                            "policy {p:?} is built in and cannot be deleted"
+                        ))));
+                    }
+                    AclKey::Bootstrap => {
+                        return Err(acl(AclError::Invalid(
+                            "the bootstrap mark cannot be removed".into(),
+                        )));
+                    }
+                    _ => {}
+                }
+                if self.acl_object(key).is_none() {
+                    return Err(acl(AclError::NotFound(key.to_string())));
+                }
+                Ok(vec![(key.clone(), None)])
+            }
+            AclChange::Bootstrap { token, at } => {
+                if let Some(b) = self.bootstrapped() {
+                    return Err(acl(AclError::AlreadyBootstrapped(b.accessor.clone())));
+                }
+                let obj = AclObject::Token(token.clone());
+                obj.validate().map_err(acl)?;
+                self.check_token(token).map_err(acl)?;
+                let mark = AclObject::Bootstrap(Arc::new(Bootstrap {
+                    accessor: token.accessor.clone(),
+                    at: *at,
+                    index,
+                }));
+                Ok(vec![
+                    (obj.key(), Some(obj.at(index))),
+                    (AclKey::Bootstrap, Some(mark)),
+                ])
+            }
+        }
+    }
+
+    fn check_token(&self, t: &Token) -> Result<(), AclError> {
+        for p in &t.policies {
+            if self.policy(p).is_none() {
+                return Err(AclError::NotFound(format!("policy:{p}")));
+            }
+        }
+        if !t.is_anonymous()
+            && self
+                .token_by_secret_hash(&t.secret_hash)
+                .is_some_and(|o| o.accessor != t.accessor)
+        {
+            return Err(AclError::Conflict("that secret is already in use".into()));
+        }
+        Ok(())
+    }
+
+    /// Publishes decided access-control changes and tells observers.
+    pub(super) fn commit_acl(&self, w: &mut WriteState, events: Vec<AclEvent>) {
+        let Some(last) = events.last().map(|e| e.index) else {
+            return;
+        };
+        self.publish_acl(events.iter().map(|e| (e.key.clone(), e.value.clone())));
+        self.inner.acl.index.store(last, Ordering::Release);
+        let batch = Batch {
+            events: &[],
+            services: &[],
+            acl: &events,
+        };
+        for o in &w.observers {
+            o.applied(&batch);
+        }
+    }
+
+    /// Writes objects into the lock-free maps (under the write lock).
+    fn publish_acl(&self, changes: impl Iterator<Item = (AclKey, Option<AclObject>)>) {
+        let objects = self.inner.acl.objects.pin();
+        let by_secret = self.inner.acl.by_secret.pin();
+        for (key, value) in changes {
+            if let Some(AclObject::Token(old)) = objects.get(&key)
+                && by_secret
+                    .get(&old.secret_hash)
+                    .is_some_and(|t| t.accessor == old.accessor)
+            {
+                by_secret.remove(&old.secret_hash);
+            }
+            match value {
+                Some(v) => {
+                    if let AclObject::Token(t) = &v
+                        && !t.is_anonymous()
+                    {
+                        by_secret.insert(t.secret_hash, t.clone());
+                    }
+                    objects.insert(key, v);
+                }
+                None => {
+                    objects.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Loads access-control objects read back from storage (start-up,
+    /// before anything is served). Of two values of one key, the higher
+    /// index wins; returns the indexes of the values that lost.
+    pub fn restore_acl(&self, objects: Vec<AclObject>) -> Vec<u64> {
+        let _w = self.lock();
+        let mut best: HashMap<AclKey, AclObject> = HashMap::new();
+        let mut superseded = Vec::new();
+        let mut max = 0;
+        for o in objects {
+            if o.index() == 0 || o.index() > MAX_INDEX {
+                continue;
+            }
+            max = max.max(o.index());
+            match best.get(&o.key()) {
+                Some(b) if b.index() >= o.index() => {
+                    if b.index() != o.index() {
+                        superseded.push(o.index());
+                    }
+                }
+                Some(b) => {
+                    superseded.push(b.index());
+                    best.insert(o.key(), o);
+                }
+                None => {
+                    best.insert(o.key(), o);
+                }
+            }
+        }
+        self.publish_acl(best.into_iter().map(|(k, v)| (k, Some(v))));
+        self.inner.index.fetch_max(max, Ordering::AcqRel);
+        self.inner.acl.index.fetch_max(max, Ordering::AcqRel);
+        superseded
+    }
+
+    /// Undoes access-control changes that could not be made durable, like
+    /// [`Registry::revert`] does for instances: each undo is a change of its
+    /// own, made only while `still_current(key)` says the failed change is
+    /// still the key's latest. Returns how many were undone.
+    pub fn revert_acl(
+        &self,
+        reverts: Vec<AclRevert>,
+        still_current: &dyn Fn(&AclKey) -> bool,
+    ) -> usize {
+        let mut w = self.lock();
+        let mut events = Vec::new();
+        for r in reverts {
+            if !still_current(&r.key) {
+                continue;
+            }
+            let now_value = self.acl_object(&r.key);
+            if r.to.is_none() && now_value.is_none() {
+                continue;
+            }
+            let Some(index) = self.index().checked_add(1).filter(|i| *i <= MAX_INDEX) else {
+                break;
+            };
+            self.inner.index.store(index, Ordering::Release);
+            events.push(AclEvent {
+                index,
+                key: r.key,
+                value: r.to.map(|v| v.at(index)),
+                previous: now_value,
+                actor: Actor::System,
+                origin: Origin::Local,
+            });
+        }
+        let undone = events.len();
+        self.commit_acl(&mut w, events);
+        undone
+    }
+}
+
+/// Whether `ctx`'s actor may hold one more instance, given the instance it
+/// would replace (`current_owner`: `Some(owner)` when one exists).
+pub(super) fn check_quota(
+    reg: &Registry,
+    w: &WriteState,
+    ctx: &Context,
+    current_owner: Option<Option<&Owner>>,
+) -> Result<(), RegistryError> {
+    let (limit, holder) = match &ctx.actor {
+        Actor::Token { accessor, .. } => match reg.token(accessor.as_str()) {
+            Some(t) => (t.max_instances, accessor.as_str().to_string()),
+            None => return Ok(()),
+        },
+        Actor::Anonymous { .. } => (reg.anonymous_token().max_instances, ANONYMOUS.to_string()),
+        _ => return Ok(()),
+    };
+    let Some(limit) = limit else { return Ok(()) };
+    let owner = ctx.actor.owner();
+    if current_owner.is_some_and(|c| c == owner.as_ref()) {
+        return Ok(()); // a replacement: it holds no more than before
+    }
+    let held = holding(w, owner.as_ref().map(|o| o.as_str()));
+    if held >= limit {
+        return Err(RegistryError::Quota { limit, holder });
+    }
+    Ok(())
+}
+
+fn holding(w: &WriteState, owner: Option<&str>) -> u32 {
+    let key = owner.map(Owner::new);
+    w.holdings.get(&key).copied().unwrap_or(0)
+}
