@@ -281,3 +281,22 @@ fn the_scan_finds_every_way_of_naming_a_module() {
     assert!(names("// use crate::config::X;", 1).is_empty());
     assert!(names("#[cfg(test)]\nuse crate::config::X;", 1).is_empty());
 }
+
+#[test]
+fn auth_takes_plain_settings_and_imports_no_front_end_store_or_config() {
+    let v = imports("auth", &["http", "dns", "store", "config", "app"]);
+    assert!(
+        v.is_empty(),
+        "auth must be handed its settings, not reach for them:\n{}",
+        v.join("\n")
+    );
+    let v = violations(
+        "auth",
+        &["axum", "hickory", "SystemTime::now", "Instant::now"],
+    );
+    assert!(
+        v.is_empty(),
+        "auth takes `now` as a parameter:\n{}",
+        v.join("\n")
+    );
+}
