@@ -27,6 +27,8 @@
 //! read by `app` only, which hands each module its own settings (such as
 //! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
 //! ends never call each other; only `app` names concrete pieces.
+//! `audit` (the hash-chained audit log) imports nothing of ours: callers
+//! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
 //!
 //! The `maxine` binary (`src/main.rs`, and `src/cli/` for its command line
@@ -34,6 +36,7 @@
 //! the config, binds, builds the `app` and runs it.
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod core;
 pub mod dns;
