@@ -281,3 +281,25 @@ fn the_scan_finds_every_way_of_naming_a_module() {
     assert!(names("// use crate::config::X;", 1).is_empty());
     assert!(names("#[cfg(test)]\nuse crate::config::X;", 1).is_empty());
 }
+
+#[test]
+fn audit_knows_files_not_requests_or_the_registry() {
+    let v = imports(
+        "audit",
+        &["core", "http", "dns", "store", "events", "config", "app"],
+    );
+    assert!(
+        v.is_empty(),
+        "audit imports a module of ours:\n{}",
+        v.join("\n")
+    );
+    let v = violations(
+        "audit",
+        &["axum", "hickory", "SystemTime::now", "Instant::now"],
+    );
+    assert!(
+        v.is_empty(),
+        "audit must take time and records as given:\n{}",
+        v.join("\n")
+    );
+}
