@@ -105,11 +105,7 @@ pub struct VerifyReport {
 pub enum VerifyError {
     /// The directory or a file could not be read; nothing is said of the chain.
     #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    Io { path: PathBuf, source: io::Error },
     /// The chain breaks at this record.
     #[error(transparent)]
     Broken(#[from] Broken),

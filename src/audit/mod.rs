@@ -84,7 +84,6 @@ pub enum AuditError {
     #[error("cannot use the audit directory {}: {source}", path.display())]
     Dir {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     /// Another open audit log (in this process or another) writes there.
@@ -93,14 +92,12 @@ pub enum AuditError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     /// Nothing of the batch was kept.
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     /// The end of the log is damaged beyond an interrupted write; it is
