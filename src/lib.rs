@@ -29,6 +29,8 @@
 //! ends never call each other; only `app` names concrete pieces.
 //! `auth` (external JWTs, Maxine's own sign-in tokens and password hashes)
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
+//! `audit` (the hash-chained audit log) imports nothing of ours: callers
+//! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
 //!
 //! The `maxine` binary (`src/main.rs`, and `src/cli/` for its command line
@@ -37,6 +39,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod audit;
 pub mod config;
 pub mod core;
 pub mod dns;

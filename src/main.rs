@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, ServeArgs, api, lookup, snapshot};
+use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot};
 use maxine::app::{App, Listeners};
 use maxine::config::{Config, LogFormat};
 
@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(snapshot::save(args))
         }
         Command::Snapshot(snapshot::SnapshotCommand::Restore(args)) => snapshot::restore(args),
+        Command::Acl(cmd) => rt.block_on(acl::run(cmd)),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 

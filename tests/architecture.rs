@@ -300,3 +300,25 @@ fn auth_takes_plain_settings_and_imports_no_front_end_store_or_config() {
         v.join("\n")
     );
 }
+
+#[test]
+fn audit_knows_files_not_requests_or_the_registry() {
+    let v = imports(
+        "audit",
+        &["core", "http", "dns", "store", "events", "config", "app"],
+    );
+    assert!(
+        v.is_empty(),
+        "audit imports a module of ours:\n{}",
+        v.join("\n")
+    );
+    let v = violations(
+        "audit",
+        &["axum", "hickory", "SystemTime::now", "Instant::now"],
+    );
+    assert!(
+        v.is_empty(),
+        "audit must take time and records as given:\n{}",
+        v.join("\n")
+    );
+}

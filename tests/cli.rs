@@ -188,3 +188,238 @@ async fn serve_starts_with_defaults_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+fn audit_record(i: u64) -> maxine::audit::Record {
+    maxine::audit::Record {
+        time_ms: 1_714_564_800_000 + i,
+        index: Some(i),
+        actor: format!("token:acc-{i}"),
+        client: Some("10.0.0.9".into()),
+        action: "register".into(),
+        resource: format!("service:payments/instance:web-{i}"),
+        outcome: "ok".into(),
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_vouches_for_a_whole_log_and_names_the_first_broken_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    {
+        // Small files: the chain crosses them.
+        let log = maxine::audit::AuditLog::open(&dir, 700).unwrap();
+        log.append((1..=5).map(audit_record).collect()).unwrap();
+    }
+    let files = maxine::audit::verify(&dir).unwrap().files;
+    assert!(files >= 2, "{files}");
+    let (ok, out, err) = run(maxine().args(["audit", "verify"]).arg(&dir)).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "audit log verified: 5 records in {files} files, last seq 5"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("head sha256 "), "{out}");
+
+    // Record 2 is changed: record 3 no longer names its hash.
+    let first = dir.join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        text.contains("token:acc-2"),
+        "records 1 and 2 share the first file"
+    );
+    std::fs::write(&first, text.replace("token:acc-2", "token:acc-9")).unwrap();
+    let out = maxine()
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("record 3") && err.contains("prev"), "{err}");
+
+    let (ok, _, err) = run(maxine()
+        .args(["audit", "verify"])
+        .arg(tmp.path().join("nope")))
+    .await;
+    assert!(!ok && err.contains("nope"), "{err}");
+}
+
+/// What the fake API below was asked.
+#[derive(Clone, Debug)]
+struct Asked {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+type AskedLog = std::sync::Arc<std::sync::Mutex<Vec<Asked>>>;
+
+/// An API that records each request and answers `token/self` with a 403,
+/// everything else with a created token.
+async fn fake_api() -> (String, AskedLog, tokio::task::JoinHandle<()>) {
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    async fn answer(
+        axum::extract::State(asked): axum::extract::State<AskedLog>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: String,
+    ) -> (StatusCode, axum::Json<serde_json::Value>) {
+        asked.lock().unwrap().push(Asked {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            authorization: headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body,
+        });
+        if uri.path() == "/v1/acl/token/self" {
+            let body = serde_json::json!({"error": "this token may not read ACLs"});
+            return (StatusCode::FORBIDDEN, axum::Json(body));
+        }
+        let body = serde_json::json!({"accessor": "acc-1", "secret": "created-secret"});
+        (StatusCode::OK, axum::Json(body))
+    }
+    let asked = AskedLog::default();
+    let app = axum::Router::new()
+        .fallback(answer)
+        .with_state(asked.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, asked, task)
+}
+
+/// The client, without whatever token the environment running the tests has.
+fn client_cmd() -> tokio::process::Command {
+    let mut cmd = maxine();
+    cmd.env_remove("MAXINE_TOKEN")
+        .env_remove("MAXINE_TOKEN_FILE");
+    cmd
+}
+
+#[tokio::test]
+async fn acl_subcommands_send_the_token_as_bearer_and_never_print_it() {
+    let (api, asked, server) = fake_api().await;
+    let last = || asked.lock().unwrap().last().cloned().unwrap();
+
+    let (ok, out, err) = run(client_cmd()
+        .args([
+            "acl",
+            "token",
+            "create",
+            "--description",
+            "ci",
+            "--policy",
+            "ops",
+            "--policy",
+            "read",
+            "--service",
+            "payments",
+            "--expires-in",
+            "24h",
+            "--max-instances",
+            "3",
+            "--api",
+            &api,
+        ])
+        .env("MAXINE_TOKEN", "s3cret-from-env"))
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("created-secret"),
+        "the answer is printed: {out}"
+    );
+    assert!(!out.contains("s3cret-from-env") && !err.contains("s3cret-from-env"));
+    let a = last();
+    assert_eq!(
+        (a.method.as_str(), a.path.as_str()),
+        ("POST", "/v1/acl/tokens")
+    );
+    assert_eq!(a.authorization.as_deref(), Some("Bearer s3cret-from-env"));
+    let body: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "description": "ci",
+            "policies": ["ops", "read"],
+            "service": "payments",
+            "expires_in": "24h",
+            "max_instances": 3
+        })
+    );
+
+    // A refusal: the server's message, a failing exit, still no secret.
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cret-from-file\n").unwrap();
+    let (ok, out, err) = run(client_cmd()
+        .args(["acl", "token", "self", "--api", &api, "--token-file"])
+        .arg(&token_file))
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("403") && err.contains("this token may not read ACLs"),
+        "{err}"
+    );
+    assert!(!out.contains("s3cret-from-file") && !err.contains("s3cret-from-file"));
+    let a = last();
+    assert_eq!(
+        (a.method.as_str(), a.path.as_str()),
+        ("GET", "/v1/acl/token/self")
+    );
+    assert_eq!(a.authorization.as_deref(), Some("Bearer s3cret-from-file"));
+
+    let (ok, _, err) = run(client_cmd().args([
+        "acl",
+        "policy",
+        "put",
+        "ops",
+        "--rules",
+        r#"{"service": {"payments": "write"}}"#,
+        "--description",
+        "operators",
+        "--token",
+        "t1",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let a = last();
+    assert_eq!(
+        (a.method.as_str(), a.path.as_str()),
+        ("PUT", "/v1/acl/policies/ops")
+    );
+    let body: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"description": "operators", "rules": {"service": {"payments": "write"}}})
+    );
+
+    // The older subcommands carry the token too.
+    let (ok, _, err) = run(client_cmd().args(["services", "--token", "t2", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let a = last();
+    assert_eq!(
+        (a.path.as_str(), a.authorization.as_deref()),
+        ("/v1/services", Some("Bearer t2"))
+    );
+
+    // Without a token, no Authorization header at all.
+    let (ok, _, err) =
+        run(client_cmd().args(["acl", "token", "delete", "acc-1", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let a = last();
+    assert_eq!(
+        (a.method.as_str(), a.path.as_str()),
+        ("DELETE", "/v1/acl/tokens/acc-1")
+    );
+    assert_eq!(a.authorization, None);
+    server.abort();
+}

@@ -1,10 +1,11 @@
 //! `register`, `deregister` and `services`: calls of the HTTP API whose
-//! JSON answer is printed as it came.
+//! JSON answer is printed as it came; and [`ClientArgs`], the flags every
+//! client subcommand shares (where the API is, what to trust, which token).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
 #[derive(Args)]
@@ -15,6 +16,43 @@ pub struct ClientArgs {
     /// PEM CA certificate to trust for an HTTPS API [env: MAXINE_CA_CERT]
     #[arg(long, env = "MAXINE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// ACL token secret, sent as `Authorization: Bearer`. Visible to other
+    /// users in the process list: prefer --token-file or the variable
+    #[arg(long, env = "MAXINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the ACL token secret (surrounding whitespace ignored)
+    #[arg(long, env = "MAXINE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The token secret to send, if any: from --token, or read from
+    /// --token-file. Errors name the file, never the secret.
+    pub fn secret(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            return Ok(Some(secret.to_owned()));
+        }
+        // An empty MAXINE_TOKEN is the same as none.
+        Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
+
+    /// The API URL of `segments` (each percent-encoded as needed) under
+    /// --api, which may itself have a path.
+    pub fn url(&self, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&self.api)
+            .with_context(|| format!("--api {:?} is not a URL", self.api))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("--api {:?} cannot have a path", self.api))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
 }
 
 #[derive(Args)]
@@ -22,7 +60,7 @@ pub struct InstanceArgs {
     service: String,
     id: String,
     #[command(flatten)]
-    client: ClientArgs,
+    pub client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -48,7 +86,7 @@ pub struct RegisterArgs {
     #[arg(long)]
     ttl: Option<String>,
     #[command(flatten)]
-    client: ClientArgs,
+    pub client: ClientArgs,
 }
 
 /// An HTTP client for short API calls.
@@ -61,6 +99,15 @@ pub fn client_with_timeout(
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder().timeout(timeout);
+    if let Some(secret) = args.secret()? {
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+        let mut value = HeaderValue::from_str(&format!("Bearer {secret}"))
+            .map_err(|_| anyhow!("the token holds characters an HTTP header cannot carry"))?;
+        // Kept out of debug output; reqwest also drops it on a redirect
+        // to another host.
+        value.set_sensitive(true);
+        b = b.default_headers(HeaderMap::from_iter([(AUTHORIZATION, value)]));
+    }
     if let Some(ca) = &args.ca_cert {
         let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);

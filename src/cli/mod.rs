@@ -4,9 +4,12 @@
 //! `main.rs` parses, dispatches and runs `serve`; everything else is here.
 //!
 //! Part of the binary, not of the library: it reaches the server only
-//! through its API, its DNS and (for `snapshot restore`) its store.
+//! through its API, its DNS and (for `snapshot restore`) its store; `audit
+//! verify` reads an audit directory with the library's `audit` module.
 
+pub mod acl;
 pub mod api;
+pub mod audit;
 pub mod lookup;
 pub mod settings;
 pub mod snapshot;
@@ -37,4 +40,13 @@ pub enum Command {
     /// Back up and restore the registry with snapshot files (checksummed).
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Manage ACL policies and tokens through the API.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
+    /// Check an audit log (offline).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,7 @@ pub enum SnapshotCommand {
 pub struct SnapshotSaveArgs {
     file: PathBuf,
     #[command(flatten)]
-    client: ClientArgs,
+    pub client: ClientArgs,
 }
 
 #[derive(Args)]

@@ -1,0 +1,226 @@
+//! `acl`: the ACL endpoints of the API (bootstrap, policies, tokens), as
+//! small calls whose JSON answer is printed as it came.
+
+use anyhow::Context;
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::api::{ClientArgs, client, print_response};
+
+#[derive(Subcommand)]
+pub enum AclCommand {
+    /// Create the first management token (POST /v1/acl/bootstrap). The
+    /// answer holds its secret, shown this once: keep it.
+    Bootstrap(ClientArgs),
+    /// Policies: named sets of rules that tokens refer to.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Tokens: secrets that carry policies.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace a policy (PUT /v1/acl/policies/NAME).
+    Put(PolicyPutArgs),
+    /// List the policies (GET /v1/acl/policies).
+    List(ClientArgs),
+    /// Show one policy (GET /v1/acl/policies/NAME).
+    Get(PolicyNameArgs),
+    /// Delete a policy (DELETE /v1/acl/policies/NAME).
+    Delete(PolicyNameArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token (POST /v1/acl/tokens). The answer holds its secret,
+    /// shown this once: keep it.
+    Create(TokenCreateArgs),
+    /// List the tokens, without their secrets (GET /v1/acl/tokens).
+    List(ClientArgs),
+    /// Show one token (GET /v1/acl/tokens/ACCESSOR).
+    Get(AccessorArgs),
+    /// Delete a token: its secret stops working (DELETE /v1/acl/tokens/ACCESSOR).
+    Delete(AccessorArgs),
+    /// Show the token this command sends (GET /v1/acl/token/self).
+    #[command(name = "self")]
+    Current(ClientArgs),
+}
+
+#[derive(Args)]
+pub struct PolicyPutArgs {
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub name: String,
+    /// The rules: JSON, or a file holding it ("-" for standard input)
+    #[arg(long, value_name = "FILE_OR_JSON")]
+    pub rules: String,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct PolicyNameArgs {
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct AccessorArgs {
+    /// The token's public id (not its secret)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub accessor: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct TokenCreateArgs {
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A policy the token carries; repeatable
+    #[arg(long = "policy", value_name = "POLICY")]
+    pub policies: Vec<String>,
+    /// Make it a token of this one service (it may register only that service)
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Lifetime, e.g. 24h or 30m; without it the token does not expire
+    #[arg(long, value_parser = duration_text)]
+    pub expires_in: Option<String>,
+    /// Most instances registered with this token at once
+    #[arg(long)]
+    pub max_instances: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A duration as written (`24h`), checked here so that a typo fails before
+/// anything is sent.
+fn duration_text(text: &str) -> Result<String, String> {
+    humantime::parse_duration(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{e} (write it like 24h, 30m or 1h30m)"))
+}
+
+/// The body of `policy put`: `{"description": D, "rules": R}`, without
+/// `description` when none is given.
+pub fn policy_body(a: &PolicyPutArgs) -> anyhow::Result<Value> {
+    let mut body = json!({ "rules": rules(&a.rules)? });
+    if let Some(d) = &a.description {
+        body["description"] = d.as_str().into();
+    }
+    Ok(body)
+}
+
+/// `--rules`: inline JSON if it looks like JSON, else a file ("-": stdin).
+fn rules(arg: &str) -> anyhow::Result<Value> {
+    let inline = arg.trim_start();
+    let (text, from) = if inline.starts_with('{') || inline.starts_with('[') {
+        (arg.to_owned(), "--rules".to_owned())
+    } else if arg == "-" {
+        let text = std::io::read_to_string(std::io::stdin())
+            .context("cannot read the rules from standard input")?;
+        (text, "standard input".to_owned())
+    } else {
+        let text = std::fs::read_to_string(arg)
+            .with_context(|| format!("--rules {arg:?} is neither JSON nor a readable file"))?;
+        (text, arg.to_owned())
+    };
+    serde_json::from_str(&text).with_context(|| format!("the rules in {from} are not JSON"))
+}
+
+/// The body of `token create`, with only the fields given.
+pub fn token_body(a: &TokenCreateArgs) -> Value {
+    let mut body = serde_json::Map::new();
+    if let Some(d) = &a.description {
+        body.insert("description".into(), d.as_str().into());
+    }
+    if !a.policies.is_empty() {
+        body.insert("policies".into(), a.policies.clone().into());
+    }
+    if let Some(s) = &a.service {
+        body.insert("service".into(), s.as_str().into());
+    }
+    if let Some(e) = &a.expires_in {
+        body.insert("expires_in".into(), e.as_str().into());
+    }
+    if let Some(n) = a.max_instances {
+        body.insert("max_instances".into(), n.into());
+    }
+    body.into()
+}
+
+async fn call(
+    c: &ClientArgs,
+    method: Method,
+    path: &[&str],
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    let mut req = client(c)?.request(method, c.url(path)?);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    print_response(req.send().await?).await
+}
+
+fn secret_shown_once() {
+    eprintln!("The secret above is not shown again: keep it now.");
+}
+
+pub async fn run(cmd: AclCommand) -> anyhow::Result<()> {
+    match cmd {
+        AclCommand::Bootstrap(c) => {
+            call(&c, Method::POST, &["v1", "acl", "bootstrap"], None).await?;
+            secret_shown_once();
+            Ok(())
+        }
+        AclCommand::Policy(PolicyCommand::Put(a)) => {
+            let body = policy_body(&a)?;
+            let path = ["v1", "acl", "policies", &a.name];
+            call(&a.client, Method::PUT, &path, Some(body)).await
+        }
+        AclCommand::Policy(PolicyCommand::List(c)) => {
+            call(&c, Method::GET, &["v1", "acl", "policies"], None).await
+        }
+        AclCommand::Policy(PolicyCommand::Get(a)) => {
+            let path = ["v1", "acl", "policies", &a.name];
+            call(&a.client, Method::GET, &path, None).await
+        }
+        AclCommand::Policy(PolicyCommand::Delete(a)) => {
+            let path = ["v1", "acl", "policies", &a.name];
+            call(&a.client, Method::DELETE, &path, None).await
+        }
+        AclCommand::Token(TokenCommand::Create(a)) => {
+            let body = token_body(&a);
+            call(
+                &a.client,
+                Method::POST,
+                &["v1", "acl", "tokens"],
+                Some(body),
+            )
+            .await?;
+            secret_shown_once();
+            Ok(())
+        }
+        AclCommand::Token(TokenCommand::List(c)) => {
+            call(&c, Method::GET, &["v1", "acl", "tokens"], None).await
+        }
+        AclCommand::Token(TokenCommand::Get(a)) => {
+            let path = ["v1", "acl", "tokens", &a.accessor];
+            call(&a.client, Method::GET, &path, None).await
+        }
+        AclCommand::Token(TokenCommand::Delete(a)) => {
+            let path = ["v1", "acl", "tokens", &a.accessor];
+            call(&a.client, Method::DELETE, &path, None).await
+        }
+        AclCommand::Token(TokenCommand::Current(c)) => {
+            call(&c, Method::GET, &["v1", "acl", "token", "self"], None).await
+        }
+    }
+}

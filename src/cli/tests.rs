@@ -1,0 +1,271 @@
+use clap::Parser;
+use serde_json::json;
+
+use super::acl::{AclCommand, PolicyCommand, TokenCommand};
+use super::*;
+
+fn try_parse(args: &[&str]) -> Result<Command, clap::Error> {
+    Cli::try_parse_from(std::iter::once("maxine").chain(args.iter().copied())).map(|c| c.command)
+}
+
+fn parse(args: &[&str]) -> Command {
+    try_parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The API flags of a subcommand; None for those that do not call the API.
+/// No catch-all arm: a new subcommand must say which it is.
+fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
+    match cmd {
+        Command::Serve(_) | Command::Lookup(_) | Command::Audit(_) => None,
+        Command::Snapshot(snapshot::SnapshotCommand::Restore(_)) => None,
+        Command::Snapshot(snapshot::SnapshotCommand::Save(a)) => Some(&a.client),
+        Command::Register(a) => Some(&a.client),
+        Command::Deregister(a) => Some(&a.client),
+        Command::Services(c) => Some(c),
+        Command::Acl(AclCommand::Bootstrap(c)) => Some(c),
+        Command::Acl(AclCommand::Policy(p)) => Some(match p {
+            PolicyCommand::Put(a) => &a.client,
+            PolicyCommand::List(c) => c,
+            PolicyCommand::Get(a) | PolicyCommand::Delete(a) => &a.client,
+        }),
+        Command::Acl(AclCommand::Token(t)) => Some(match t {
+            TokenCommand::Create(a) => &a.client,
+            TokenCommand::List(c) | TokenCommand::Current(c) => c,
+            TokenCommand::Get(a) | TokenCommand::Delete(a) => &a.client,
+        }),
+    }
+}
+
+const API_SUBCOMMANDS: &[&[&str]] = &[
+    &["register", "s", "i", "--address", "10.0.0.1", "--port", "1"],
+    &["deregister", "s", "i"],
+    &["services"],
+    &["snapshot", "save", "backup.snap"],
+    &["acl", "bootstrap"],
+    &["acl", "policy", "put", "ops", "--rules", "{}"],
+    &["acl", "policy", "list"],
+    &["acl", "policy", "get", "ops"],
+    &["acl", "policy", "delete", "ops"],
+    &["acl", "token", "create"],
+    &["acl", "token", "list"],
+    &["acl", "token", "get", "acc-1"],
+    &["acl", "token", "delete", "acc-1"],
+    &["acl", "token", "self"],
+];
+
+#[test]
+fn every_subcommand_that_calls_the_api_takes_a_token() {
+    for args in API_SUBCOMMANDS {
+        let with_token = [*args, &["--token", "s3cret"]].concat();
+        let cmd = parse(&with_token);
+        let client = client_of(&cmd).unwrap_or_else(|| panic!("{args:?} has no API flags"));
+        assert_eq!(
+            client.secret().unwrap().as_deref(),
+            Some("s3cret"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_token_file_is_read_and_trimmed_and_errors_never_show_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "  s3cret-from-file\n").unwrap();
+    let path = file.to_str().unwrap();
+    let cmd = parse(&["services", "--token-file", path]);
+    let secret = client_of(&cmd).unwrap().secret().unwrap();
+    assert_eq!(secret.as_deref(), Some("s3cret-from-file"));
+
+    std::fs::write(&file, " \n").unwrap();
+    let cmd = parse(&["services", "--token-file", path]);
+    let err = client_of(&cmd).unwrap().secret().unwrap_err().to_string();
+    assert!(err.contains("is empty") && err.contains(path), "{err}");
+
+    let err = try_parse(&["services", "--token", "s3cret-flag", "--token-file", path])
+        .err()
+        .expect("one source of the token at a time")
+        .to_string();
+    assert!(
+        err.contains("--token-file") && !err.contains("s3cret-flag"),
+        "{err}"
+    );
+
+    // No token at all: nothing is sent.
+    let cmd = parse(&["services"]);
+    if std::env::var_os("MAXINE_TOKEN").is_none() && std::env::var_os("MAXINE_TOKEN_FILE").is_none()
+    {
+        assert_eq!(client_of(&cmd).unwrap().secret().unwrap(), None);
+    }
+}
+
+#[test]
+fn urls_are_built_under_the_api_base_with_names_encoded() {
+    let cmd = parse(&["services", "--api", "http://127.0.0.1:8080"]);
+    let c = client_of(&cmd).unwrap();
+    assert_eq!(
+        c.url(&["v1", "acl", "policies", "a b/c"]).unwrap().as_str(),
+        "http://127.0.0.1:8080/v1/acl/policies/a%20b%2Fc"
+    );
+    let cmd = parse(&["services", "--api", "https://lb.example:443/maxine/"]);
+    assert_eq!(
+        client_of(&cmd)
+            .unwrap()
+            .url(&["v1", "acl", "token", "self"])
+            .unwrap()
+            .as_str(),
+        "https://lb.example/maxine/v1/acl/token/self"
+    );
+    let cmd = parse(&["services", "--api", "not a url"]);
+    assert!(client_of(&cmd).unwrap().url(&["v1"]).is_err());
+}
+
+#[test]
+fn policy_put_sends_the_rules_as_json_inline_or_from_a_file() {
+    let Command::Acl(AclCommand::Policy(PolicyCommand::Put(a))) = parse(&[
+        "acl",
+        "policy",
+        "put",
+        "ops",
+        "--rules",
+        r#"{"service": {"payments": "write"}}"#,
+        "--description",
+        "operators",
+    ]) else {
+        panic!("not policy put");
+    };
+    assert_eq!(a.name, "ops");
+    assert_eq!(
+        acl::policy_body(&a).unwrap(),
+        json!({"description": "operators", "rules": {"service": {"payments": "write"}}})
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.json");
+    std::fs::write(&file, "[{\"service\": \"*\", \"policy\": \"read\"}]\n").unwrap();
+    let Command::Acl(AclCommand::Policy(PolicyCommand::Put(a))) = parse(&[
+        "acl",
+        "policy",
+        "put",
+        "readers",
+        "--rules",
+        file.to_str().unwrap(),
+    ]) else {
+        panic!("not policy put");
+    };
+    assert_eq!(
+        acl::policy_body(&a).unwrap(),
+        json!({"rules": [{"service": "*", "policy": "read"}]}),
+        "no description given, none sent"
+    );
+
+    std::fs::write(&file, "service = 'read'").unwrap();
+    let err = format!("{:#}", acl::policy_body(&a).unwrap_err());
+    assert!(
+        err.contains("not JSON") && err.contains("rules.json"),
+        "{err}"
+    );
+    let Command::Acl(AclCommand::Policy(PolicyCommand::Put(a))) = parse(&[
+        "acl",
+        "policy",
+        "put",
+        "x",
+        "--rules",
+        "/nonexistent/rules.json",
+    ]) else {
+        panic!("not policy put");
+    };
+    assert!(acl::policy_body(&a).is_err());
+
+    assert!(
+        try_parse(&["acl", "policy", "put", "ops"]).is_err(),
+        "--rules is required"
+    );
+    assert!(
+        try_parse(&["acl", "policy", "get", ""]).is_err(),
+        "a name is not empty"
+    );
+}
+
+#[test]
+fn token_create_sends_only_the_fields_given() {
+    let Command::Acl(AclCommand::Token(TokenCommand::Create(a))) = parse(&[
+        "acl",
+        "token",
+        "create",
+        "--description",
+        "ci",
+        "--policy",
+        "ops",
+        "--policy",
+        "read",
+        "--service",
+        "payments",
+        "--expires-in",
+        "24h",
+        "--max-instances",
+        "3",
+    ]) else {
+        panic!("not token create");
+    };
+    assert_eq!(
+        acl::token_body(&a),
+        json!({
+            "description": "ci",
+            "policies": ["ops", "read"],
+            "service": "payments",
+            "expires_in": "24h",
+            "max_instances": 3
+        })
+    );
+    let Command::Acl(AclCommand::Token(TokenCommand::Create(a))) =
+        parse(&["acl", "token", "create"])
+    else {
+        panic!("not token create");
+    };
+    assert_eq!(acl::token_body(&a), json!({}));
+
+    let err = try_parse(&["acl", "token", "create", "--expires-in", "soon"])
+        .err()
+        .expect("a bad duration fails before anything is sent")
+        .to_string();
+    assert!(err.contains("24h"), "{err}");
+    assert!(try_parse(&["acl", "token", "create", "--max-instances", "many"]).is_err());
+}
+
+#[test]
+fn token_and_policy_subcommands_parse_their_names() {
+    assert!(matches!(
+        parse(&["acl", "token", "self"]),
+        Command::Acl(AclCommand::Token(TokenCommand::Current(_)))
+    ));
+    let Command::Acl(AclCommand::Token(TokenCommand::Delete(a))) =
+        parse(&["acl", "token", "delete", "acc-7"])
+    else {
+        panic!("not token delete");
+    };
+    assert_eq!(a.accessor, "acc-7");
+    let Command::Acl(AclCommand::Policy(PolicyCommand::Delete(a))) =
+        parse(&["acl", "policy", "delete", "ops"])
+    else {
+        panic!("not policy delete");
+    };
+    assert_eq!(a.name, "ops");
+    assert!(
+        try_parse(&["acl", "token", "get"]).is_err(),
+        "an accessor is required"
+    );
+    assert!(try_parse(&["acl", "token", "rotate"]).is_err());
+}
+
+#[test]
+fn audit_verify_takes_a_directory_and_no_api_flags() {
+    let Command::Audit(audit::AuditCommand::Verify(a)) =
+        parse(&["audit", "verify", "/var/lib/maxine/audit"])
+    else {
+        panic!("not audit verify");
+    };
+    assert_eq!(a.dir, std::path::Path::new("/var/lib/maxine/audit"));
+    assert!(try_parse(&["audit", "verify"]).is_err());
+    assert!(try_parse(&["audit", "verify", "d", "--token", "x"]).is_err());
+}
