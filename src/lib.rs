@@ -38,8 +38,8 @@
 //! the config, binds, builds the `app` and runs it.
 
 pub mod app;
-pub mod auth;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dns;

@@ -107,12 +107,12 @@ async fn slow_clients_are_closed_within_their_deadlines_while_others_are_served(
         let mut conn = connect_from(ATTACKER, addr).await;
         match case {
             Slow::UnfinishedHeaders => {
-                conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+                conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1")
                     .await
                     .unwrap();
             }
             Slow::IdleKeepAliveHttp1 => {
-                conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     .await
                     .unwrap();
             }
@@ -123,7 +123,7 @@ async fn slow_clients_are_closed_within_their_deadlines_while_others_are_served(
                     .unwrap();
             }
             Slow::BodyOneBytePerSecond => {
-                let head = "PUT /v1/services/web/instances/a HTTP/1.1\r\nHost: x\r\n\
+                let head = "PUT /v1/services/web/instances/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                             Content-Type: application/json\r\nContent-Length: 60\r\n\r\n";
                 conn.write_all(head.as_bytes()).await.unwrap();
             }
@@ -231,44 +231,46 @@ async fn every_4xx_of_the_http_layer_has_a_json_body() {
         ),
         (
             "request line without a version",
-            "GET /v1/services\r\nHost: x\r\n\r\n".to_string(),
+            "GET /v1/services\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
             400,
             json!({"kind": "bad_request"}),
         ),
         (
             "head beyond hyper's buffer",
-            format!("GET /v1/services HTTP/1.1\r\nHost: x\r\nX-Huge: {huge}\r\n\r\n"),
+            format!("GET /v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: {huge}\r\n\r\n"),
             431,
             json!({"kind": "headers_too_large"}),
         ),
         (
             "huge URI",
-            format!("GET /v1/services?x={long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("GET /v1/services?x={long} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
             414,
             json!({"kind": "uri_too_long"}),
         ),
         (
             "huge URI, Maxine API",
-            format!("GET /api/maxine/serviceops/discover?x={long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!(
+                "GET /api/maxine/serviceops/discover?x={long} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            ),
             414,
             json!({"message": null}),
         ),
         (
             "huge header",
-            format!("GET /v1/services HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+            format!("GET /v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\n\r\n"),
             431,
             json!({"kind": "headers_too_large"}),
         ),
         (
             "too many headers",
-            format!("GET /v1/services HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+            format!("GET /v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n"),
             431,
             json!({"kind": "headers_too_large"}),
         ),
         (
             "oversized body",
             format!(
-                "PUT /v1/services/web/instances/a HTTP/1.1\r\nHost: x\r\n\
+                "PUT /v1/services/web/instances/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                  Connection: close\r\nContent-Type: application/json\r\n\
                  Content-Length: 100000\r\n\r\n{}",
                 " ".repeat(100_000)

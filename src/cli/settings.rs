@@ -121,6 +121,7 @@ impl<S: Scope> clap::Args for SettingArgs<S> {
                 Kind::Bool => arg.action(ArgAction::SetTrue),
                 Kind::Integer => arg.value_name("N"),
                 Kind::Duration => arg.value_name("DURATION"),
+                Kind::List => arg.value_name("A,B,..."),
                 Kind::Text => arg.value_name(
                     s.key
                         .rsplit('.')

@@ -86,7 +86,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub const MAX_DOMAIN_LEN: usize = 61;
 const _: () = assert!(MAX_DOMAIN_LEN <= labels::max_zone_len());
 
-pub const CLIENT_ENV: &[&str] = &["MAXINE_API", "MAXINE_CA_CERT", "MAXINE_DNS"];
+pub const CLIENT_ENV: &[&str] = &[
+    "MAXINE_API",
+    "MAXINE_CA_CERT",
+    "MAXINE_DNS",
+    "MAXINE_TOKEN",
+    "MAXINE_TOKEN_FILE",
+];
 
 /// Where settings come from, lowest precedence first.
 #[derive(Default, Debug)]
@@ -138,6 +144,49 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub log: LogConfig,
     pub snapshot: SnapshotConfig,
+    pub acl: AclConfig,
+    pub audit: AuditConfig,
+}
+
+/// Access control.
+#[derive(Clone, Debug)]
+pub struct AclConfig {
+    /// Deny when no rule matches (else allow).
+    pub default_deny: bool,
+    /// Whether the operator chose the default policy (else it follows the
+    /// API's address: allow on loopback only).
+    pub default_explicit: bool,
+    /// Where the secret of a management token to create at start-up is.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Such a secret given directly.
+    pub bootstrap_token: Option<String>,
+    pub users_file: Option<PathBuf>,
+    /// An admin user as (name, password), from the Node.js Maxine's variables.
+    pub admin: Option<(String, String)>,
+    pub jwt: Option<JwtConfig>,
+}
+
+/// JWTs from an identity provider.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub issuer: String,
+    /// At least one.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub public_key_files: Vec<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub hs256_secret_file: Option<PathBuf>,
+    /// At most 60 s.
+    pub leeway: Duration,
+    pub service_claim: Option<String>,
+    /// (claim, value, policies).
+    pub policy_bindings: Vec<(String, String, Vec<String>)>,
+}
+
+/// The audit log.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    pub max_file_bytes: u64,
 }
 
 /// Automatic snapshots of the file store.
@@ -199,6 +248,8 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// At least 1.
     pub max_snapshot_streams: usize,
+    /// Hosts the API answers to (empty: derived from `addr`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where the registry is kept.
@@ -477,6 +528,7 @@ impl Config {
                 max_header_bytes,
             )?,
             max_headers: count("http.max_headers", f.http.max_headers, 8, 1000)?,
+            allowed_hosts: f.http.allowed_hosts.clone(),
             max_snapshot_streams: count(
                 "http.max_snapshot_streams",
                 f.http.max_snapshot_streams,
@@ -540,7 +592,21 @@ impl Config {
                 }
             },
         };
+        let acl = validate_acl(f.acl, http.addr)?;
+        let audit = AuditConfig {
+            max_file_bytes: match f.audit.max_file_bytes {
+                n if n >= 4096 => n as u64,
+                _ => {
+                    return Err(invalid(
+                        "audit.max_file_bytes",
+                        "must be at least 4096".into(),
+                    ));
+                }
+            },
+        };
         Ok(Config {
+            acl,
+            audit,
             snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),
@@ -560,6 +626,99 @@ impl Config {
             },
         })
     }
+}
+
+/// Checks the `[acl]` section; the default policy follows the API's
+/// address unless it was chosen.
+fn validate_acl(a: wire::AclFile, http_addr: SocketAddr) -> Result<AclConfig, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let (default_deny, default_explicit) = match a.default_policy.as_deref() {
+        None => (!http_addr.ip().is_loopback(), false),
+        Some("allow") => (false, true),
+        Some("deny") => (true, true),
+        Some(other) => {
+            return Err(invalid(
+                "acl.default_policy",
+                format!("{other:?} is neither allow nor deny"),
+            ));
+        }
+    };
+    if let Some(t) = &a.bootstrap_token
+        && t.len() < 32
+    {
+        return Err(invalid(
+            "acl.bootstrap_token",
+            "must be at least 32 characters (a guessable management token is no protection)".into(),
+        ));
+    }
+    let admin = match (a.admin_username, a.admin_password) {
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u, p)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "acl.admin_username",
+                "MAXINE_ADMIN_USERNAME and MAXINE_ADMIN_PASSWORD must be given together, not empty"
+                    .into(),
+            ));
+        }
+    };
+    let j = a.jwt;
+    let jwt = match j.issuer {
+        None => None,
+        Some(issuer) => {
+            if j.audiences.is_empty() {
+                return Err(invalid(
+                    "acl.jwt.audiences",
+                    "at least one audience is needed".into(),
+                ));
+            }
+            if j.leeway.0 > Duration::from_secs(60) {
+                return Err(invalid("acl.jwt.leeway", "must be at most 60s".into()));
+            }
+            let mut policy_bindings = Vec::new();
+            for b in &j.policy_bindings {
+                let parsed = b.split_once('=').and_then(|(claim, rest)| {
+                    let (value, policies) = rest.split_once(':')?;
+                    let policies: Vec<String> = policies
+                        .split('+')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    (!claim.is_empty() && !value.is_empty() && !policies.is_empty())
+                        .then(|| (claim.to_string(), value.to_string(), policies))
+                });
+                match parsed {
+                    Some(p) => policy_bindings.push(p),
+                    None => {
+                        return Err(invalid(
+                            "acl.jwt.policy_bindings",
+                            format!("{b:?} is not claim=value:policy[+policy...]"),
+                        ));
+                    }
+                }
+            }
+            Some(JwtConfig {
+                issuer,
+                audiences: j.audiences,
+                algorithms: j.algorithms,
+                public_key_files: j.public_key_files.into_iter().map(PathBuf::from).collect(),
+                jwks_file: j.jwks_file,
+                hs256_secret_file: j.hs256_secret_file,
+                leeway: j.leeway.0,
+                service_claim: j.service_claim,
+                policy_bindings,
+            })
+        }
+    };
+    Ok(AclConfig {
+        default_deny,
+        default_explicit,
+        bootstrap_token_file: a.bootstrap_token_file,
+        bootstrap_token: a.bootstrap_token,
+        users_file: a.users_file,
+        admin,
+        jwt,
+    })
 }
 
 /// Sets a dotted key in a TOML table.

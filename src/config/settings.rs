@@ -69,6 +69,14 @@ impl Setting {
                 "false" => toml::Value::Boolean(false),
                 _ => return Err(invalid("true or false")),
             },
+            // Comma-separated; TOML files give an array.
+            Kind::List => toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| toml::Value::String(t.to_string()))
+                    .collect(),
+            ),
             // A number of seconds, or text such as "30s" for DurationValue.
             Kind::Duration => match text.trim().parse::<i64>() {
                 Ok(n) => toml::Value::Integer(n),
@@ -86,6 +94,8 @@ pub enum Kind {
     /// `true` or `false`; as a flag, a switch that sets `true`.
     Bool,
     Duration,
+    /// A list of text values: comma-separated in variables and flags.
+    List,
 }
 
 /// The kind of a wire field's type.
@@ -107,6 +117,7 @@ wire_kind! {
     u32 => Integer,
     usize => Integer,
     DurationValue => Duration,
+    Vec<String> => List,
 }
 
 impl<T: WireKind> WireKind for Option<T> {

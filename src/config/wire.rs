@@ -32,6 +32,10 @@ settings! {
         log: LogFile,
         /// Automatic snapshots of the file store, to recover a damaged file from.
         snapshot: SnapshotFile,
+        /// Access control: tokens, policies, JWT and sign-in (docs/security.md).
+        acl: AclFile,
+        /// The audit log in `<data_dir>/audit/`.
+        audit: AuditFile,
     }
 
     /// The `[dns]` section.
@@ -111,6 +115,8 @@ settings! {
         max_headers: usize = "100", "MAXINE_HTTP_MAX_HEADERS";
         /// Most GET /v1/snapshot answers streamed at once (at least 1); more get 503 with Retry-After.
         max_snapshot_streams: usize = "2", "MAXINE_HTTP_MAX_SNAPSHOT_STREAMS";
+        /// Host names (and host:port) the API answers to; others get 421 (DNS rebinding). Empty: the bind address's own names (loopback: localhost, 127.0.0.1, [::1]); any host on a wildcard address.
+        allowed_hosts: Vec<String>, "MAXINE_HTTP_ALLOWED_HOSTS", flag;
     }
 
     /// The `[registry]` section.
@@ -125,6 +131,53 @@ settings! {
         format: String = "text", "MAXINE_LOG_FORMAT", flag;
         /// Log filter, e.g. info or maxine=debug.
         level: String = "info", "MAXINE_LOG_LEVEL", flag;
+    }
+
+    /// The `[acl]` section.
+    AclFile "acl." {
+        /// What applies when no rule matches: allow or deny. Unset: allow while the API listens only on loopback, deny on any other address.
+        default_policy: Option<String>, "MAXINE_ACL_DEFAULT_POLICY", flag;
+        /// File holding the secret of a management token created at start-up (instead of POST /v1/acl/bootstrap); at least 32 characters.
+        bootstrap_token_file: Option<PathBuf>, "MAXINE_ACL_BOOTSTRAP_TOKEN_FILE", flag;
+        /// The secret of a management token created at start-up (prefer bootstrap_token_file: variables show in process listings).
+        bootstrap_token: Option<String>, "MAXINE_ACL_BOOTSTRAP_TOKEN";
+        /// Sign-in users: a file of lines `name role argon2-hash` (role viewer, operator or admin).
+        users_file: Option<PathBuf>, "MAXINE_ACL_USERS_FILE", flag;
+        /// Name of an admin sign-in user, with admin_password (the variables the Node.js Maxine reads).
+        admin_username: Option<String>, "MAXINE_ADMIN_USERNAME";
+        /// Password of admin_username (hashed at start-up, never stored or logged).
+        admin_password: Option<String>, "MAXINE_ADMIN_PASSWORD";
+    } sections {
+        /// JWTs from an identity provider.
+        jwt: JwtFile,
+    }
+
+    /// The `[acl.jwt]` section: JWTs are accepted once an issuer is set.
+    JwtFile "acl.jwt." {
+        /// The issuer (`iss`) accepted; unset: no JWT from an identity provider is accepted.
+        issuer: Option<String>, "MAXINE_ACL_JWT_ISSUER";
+        /// Audiences (`aud`) accepted; a token must name one.
+        audiences: Vec<String> = "maxine", "MAXINE_ACL_JWT_AUDIENCES";
+        /// Algorithms accepted: RS256, ES256, EdDSA, and HS256 (only with hs256_secret_file).
+        algorithms: Vec<String> = "RS256,ES256,EdDSA", "MAXINE_ACL_JWT_ALGORITHMS";
+        /// PEM public key files (RSA, EC P-256, Ed25519), reloaded on change or SIGHUP.
+        public_key_files: Vec<String>, "MAXINE_ACL_JWT_PUBLIC_KEY_FILES";
+        /// A JWKS file (keys chosen by `kid`), reloaded on change or SIGHUP.
+        jwks_file: Option<PathBuf>, "MAXINE_ACL_JWT_JWKS_FILE";
+        /// File holding the HS256 secret (at least 32 bytes).
+        hs256_secret_file: Option<PathBuf>, "MAXINE_ACL_JWT_HS256_SECRET_FILE";
+        /// Clock skew allowed on exp and nbf (at most 60s).
+        leeway: DurationValue = "5s", "MAXINE_ACL_JWT_LEEWAY";
+        /// A claim whose value is the token's service identity (write on that service, read on all).
+        service_claim: Option<String>, "MAXINE_ACL_JWT_SERVICE_CLAIM";
+        /// Policies granted by claims: `claim=value:policy[+policy...]`, e.g. groups=platform:operator (the claim equals value, or is a list holding it).
+        policy_bindings: Vec<String>, "MAXINE_ACL_JWT_POLICY_BINDINGS";
+    }
+
+    /// The `[audit]` section.
+    AuditFile "audit." {
+        /// An audit file is rotated when it would pass this size, in bytes (at least 4096); the hash chain continues in the next.
+        max_file_bytes: usize = "67108864", "MAXINE_AUDIT_MAX_FILE_BYTES";
     }
 
     /// Automatic snapshots into `<data_dir>/snapshots/` (file store only).

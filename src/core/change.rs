@@ -178,6 +178,12 @@ impl Context {
         }
     }
 
+    /// A change Maxine makes itself that must be on disk before it goes on
+    /// (a management token from the configuration).
+    pub fn system_durable() -> Self {
+        Self::by(Actor::System)
+    }
+
     /// A change Maxine makes itself (expiry, undo).
     pub fn system() -> Self {
         Self {

@@ -316,18 +316,3 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         Ok(ApiPath(v))
     }
 }
-
-/// The client's address, when the server knows it (`ConnectInfo`, set for
-/// every connection by `http::serve`): who asks, for plans and actors.
-pub struct Peer(pub Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let info = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(Peer(info.map(|c| c.0.ip())))
-    }
-}

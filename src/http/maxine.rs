@@ -17,13 +17,16 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::error::{ApiError, ApiJson, ApiQuery, MaxineError, Peer};
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiQuery, MaxineError};
 use super::{HttpState, applied_value, dns_names, indexed, propose};
+use crate::core::Access;
 use crate::core::labels::normalize_label;
 use crate::core::{
     Address, Change, CompatFields, Instance, InstanceId, InstanceSpec, Query, QueryContext,
     ServiceKey, ServiceName, Transport,
 };
+use crate::policy::Resource;
 
 /// Maxine's default heartbeat timeout, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
@@ -300,11 +303,16 @@ fn timeout_of(inst: &Instance) -> u64 {
 /// `POST /api/maxine/serviceops/register`: register, or (re-posted) heartbeat.
 pub async fn register(
     State(st): State<HttpState>,
-    Peer(peer): Peer,
+    caller: Caller,
     body: Result<ApiJson<RegisterBody>, ApiError>,
 ) -> Result<Response, MaxineError> {
     let ApiJson(body) = body?;
     let reg = body.validate(&st)?;
+    caller.require(
+        &st,
+        Resource::Service(reg.key.service.as_str()),
+        Access::Write,
+    )?;
     let current = st
         .registry
         .service(&reg.key)
@@ -313,7 +321,7 @@ pub async fn register(
     // TTL without a change (and so without rebuilding DNS answers).
     let refreshed = match current {
         Some(inst) if same_registration(&inst, &reg.spec) => {
-            super::heartbeat(&st, &reg.key, &reg.id, peer).await.ok()
+            super::heartbeat(&st, &reg.key, &reg.id, &caller).await.ok()
         }
         _ => None,
     };
@@ -325,7 +333,7 @@ pub async fn register(
                 id: reg.id.clone(),
                 spec: reg.spec,
             };
-            let applied = propose(&st, change, peer).await?;
+            let applied = propose(&st, change, &caller).await?;
             applied_value(&applied).ok_or_else(|| {
                 ApiError::Internal("a registration applied without a value".into())
             })?
@@ -360,9 +368,10 @@ pub struct DiscoverQuery {
 /// `GET /api/maxine/serviceops/discover`: 302 to the next instance (round robin).
 pub async fn discover(
     State(st): State<HttpState>,
-    Peer(peer): Peer,
+    caller: Caller,
     query: Result<ApiQuery<DiscoverQuery>, ApiError>,
 ) -> Result<Response, MaxineError> {
+    let peer = caller.client();
     let ApiQuery(q) = query?;
     let Some(service_name) = q.service_name.filter(|s| !s.is_empty()) else {
         return Err(ApiError::BadRequest(MSG_DISCOVER_MISSING_DATA.into()).into());
@@ -372,6 +381,7 @@ pub async fn discover(
     let service = normalize_label(&service_name, ServiceName::MAX_LEN)
         .and_then(|l| ServiceName::new(&l).ok())
         .ok_or_else(unavailable)?;
+    caller.require(&st, Resource::Service(service.as_str()), Access::Read)?;
     let picked = st.registry.pick(
         &Query {
             dc: None,
@@ -401,11 +411,22 @@ pub async fn discover(
 /// `GET /api/maxine/serviceops/servers`: the passing instances of the local
 /// datacenter in Maxine's registry shape. Maxine stores a node of weight `w`
 /// as `w` sub-nodes `<nodeName>-0` .. `<nodeName>-(w-1)`; so do we here.
-pub async fn servers(State(st): State<HttpState>) -> Response {
+/// As in the Node.js Maxine, it needs a signed-in user (or any credential);
+/// services the caller may not read are left out.
+pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Response, MaxineError> {
+    if caller.is_anonymous() {
+        return Err(ApiError::Unauthorized("Unauthorized".into()).into());
+    }
     let local = st.registry.local_dc().clone();
     let mut out = serde_json::Map::new();
     for snap in st.registry.services() {
-        if snap.key.dc != local {
+        if snap.key.dc != local
+            || !caller.may(
+                &st,
+                Resource::Service(snap.key.service.as_str()),
+                Access::Read,
+            )
+        {
             continue;
         }
         let passing: Vec<_> = snap.instances.values().filter(|i| i.is_passing()).collect();
@@ -443,7 +464,7 @@ pub async fn servers(State(st): State<HttpState>) -> Response {
             json!({ "offset": 0, "nodes": nodes, "dnsName": names.name }),
         );
     }
-    indexed(st.registry.index(), Json(Value::Object(out)))
+    Ok(indexed(st.registry.index(), Json(Value::Object(out))))
 }
 
 /// `GET /api/actuator/health`.

@@ -12,6 +12,8 @@
 //! Must not import: dns (front ends never call each other), config (app
 //! hands over what the API needs in [`HttpState`]).
 
+mod acl;
+pub mod auth;
 mod error;
 mod hyper_errors;
 mod maxine;
@@ -37,8 +39,8 @@ pub use tls::{TlsError, load_tls};
 
 use crate::core::naming::{NameTarget, render};
 use crate::core::{
-    Applied, Change, Context, Datacenter, Heartbeat, Instance, InstanceId, Outcome, Registry,
-    ServiceKey, ServiceName,
+    Applied, Change, Datacenter, Heartbeat, Instance, InstanceId, Outcome, Registry, ServiceKey,
+    ServiceName,
 };
 use crate::store::{Durable, Log, LogError};
 
@@ -81,6 +83,8 @@ pub struct HttpShared {
     /// Where reads that must include everything acknowledged (snapshots)
     /// wait (`Durable::default()`: at once).
     pub durable: Durable,
+    /// Credentials, the default policy, allowed hosts, the audit log.
+    pub auth: auth::Auth,
 }
 
 impl HttpState {
@@ -108,6 +112,7 @@ impl HttpState {
             ready,
             feed,
             durable: Durable::default(),
+            auth: auth::Auth::open(),
         })
     }
 }
@@ -173,6 +178,20 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/actuator/health", false),
     route("GET", "/v1/snapshot", true),
     route("POST", "/v1/recovery/ack", false),
+    route("POST", "/v1/acl/bootstrap", true),
+    route("GET", "/v1/acl/policies", true),
+    route("GET", "/v1/acl/policies/{name}", true),
+    route("PUT", "/v1/acl/policies/{name}", true),
+    route("DELETE", "/v1/acl/policies/{name}", true),
+    route("POST", "/v1/acl/tokens", true),
+    route("GET", "/v1/acl/tokens", true),
+    route("GET", "/v1/acl/tokens/{accessor}", true),
+    route("PUT", "/v1/acl/tokens/{accessor}", true),
+    route("DELETE", "/v1/acl/tokens/{accessor}", true),
+    route("GET", "/v1/acl/token/self", false),
+    route("GET", "/v1/audit", false),
+    route("POST", "/api/maxine/signin", false),
+    route("PUT", "/api/maxine/change-password", true),
 ];
 
 /// The handler of a row of [`ROUTES`].
@@ -194,6 +213,20 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/api/actuator/health") => on(filter, maxine::actuator_health),
         ("GET", "/v1/snapshot") => on(filter, native::snapshot),
         ("POST", "/v1/recovery/ack") => on(filter, recovery::ack),
+        ("POST", "/v1/acl/bootstrap") => on(filter, acl::bootstrap),
+        ("GET", "/v1/acl/policies") => on(filter, acl::list_policies),
+        ("GET", "/v1/acl/policies/{name}") => on(filter, acl::get_policy),
+        ("PUT", "/v1/acl/policies/{name}") => on(filter, acl::put_policy),
+        ("DELETE", "/v1/acl/policies/{name}") => on(filter, acl::delete_policy),
+        ("POST", "/v1/acl/tokens") => on(filter, acl::create_token),
+        ("GET", "/v1/acl/tokens") => on(filter, acl::list_tokens),
+        ("GET", "/v1/acl/tokens/{accessor}") => on(filter, acl::get_token),
+        ("PUT", "/v1/acl/tokens/{accessor}") => on(filter, acl::update_token),
+        ("DELETE", "/v1/acl/tokens/{accessor}") => on(filter, acl::delete_token),
+        ("GET", "/v1/acl/token/self") => on(filter, acl::token_self),
+        ("GET", "/v1/audit") => on(filter, acl::audit),
+        ("POST", "/api/maxine/signin") => on(filter, acl::signin),
+        ("PUT", "/api/maxine/change-password") => on(filter, acl::change_password),
         (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
     }
 }
@@ -215,6 +248,10 @@ pub fn router(state: HttpState) -> axum::Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_host,
+        ))
         .with_state(state)
 }
 
@@ -286,16 +323,16 @@ fn store_unavailable(why: &str, then: &str) -> ApiError {
     ApiError::Unavailable(format!("the store is unavailable; {then}"))
 }
 
-/// Proposes one change through the log on behalf of `client` and waits
+/// Proposes one change through the log on behalf of `caller` and waits
 /// until it is applied and durable. A change the store could not take has
 /// been undone: the request fails with 503.
 async fn propose(
     st: &HttpState,
     change: Change,
-    client: Option<std::net::IpAddr>,
+    caller: &auth::Caller,
 ) -> Result<Applied, ApiError> {
     st.log
-        .propose(vec![change], Context::anonymous(client))
+        .propose(vec![change], caller.context())
         .await
         .map_err(|e| match e {
             LogError::Refused(e) => ApiError::from(e),
@@ -320,7 +357,7 @@ async fn heartbeat(
     st: &HttpState,
     key: &ServiceKey,
     id: &InstanceId,
-    client: Option<std::net::IpAddr>,
+    caller: &auth::Caller,
 ) -> Result<(Arc<Instance>, u64), ApiError> {
     // A revival races other heartbeats of the instance: the loser's change
     // is skipped, and its next look finds the instance passing.
@@ -328,7 +365,7 @@ async fn heartbeat(
         match st.registry.heartbeat(key, id, now())? {
             Heartbeat::Alive(inst) => return Ok((inst, st.registry.index())),
             Heartbeat::Revive(change) => {
-                let applied = propose(st, *change, client).await?;
+                let applied = propose(st, *change, caller).await?;
                 if let Some(inst) = applied_value(&applied) {
                     return Ok((inst, applied.last_index));
                 }

@@ -14,11 +14,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Peer};
+use crate::policy::Resource;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
-    Address, Change, Datacenter, Health, Instance, InstanceId, InstanceSpec, Metadata, Query,
-    QueryContext, ServiceKey, ServiceName, Tags, Transport, VersionSelector,
+    Access, Address, Change, Datacenter, Health, Instance, InstanceId, InstanceSpec, Metadata,
+    Query, QueryContext, ServiceKey, ServiceName, Tags, Transport, VersionSelector,
 };
 
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
@@ -83,7 +86,7 @@ impl RegisterBody {
 }
 
 /// A number of seconds ("30") or a duration ("30s", "1m 30s").
-fn seconds_or_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+pub(super) fn seconds_or_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     let t = text.trim();
     match t.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
@@ -200,13 +203,14 @@ fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError>
 pub async fn register(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
-    Peer(peer): Peer,
+    caller: Caller,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
+    caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
     let spec = body.into_spec()?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let applied = propose(&st, Change::Register { key, id, spec }, peer).await?;
+    let applied = propose(&st, Change::Register { key, id, spec }, &caller).await?;
     let inst = applied_value(&applied)
         .ok_or_else(|| ApiError::Internal("a registration applied without a value".into()))?;
     Ok(indexed(inst.index, Json(view(&st, &inst))))
@@ -216,11 +220,12 @@ pub async fn register(
 pub async fn heartbeat(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
-    Peer(peer): Peer,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
+    caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let (inst, index) = super::heartbeat(&st, &key, &id, peer).await?;
+    let (inst, index) = super::heartbeat(&st, &key, &id, &caller).await?;
     Ok(indexed(index, Json(view(&st, &inst))))
 }
 
@@ -228,11 +233,12 @@ pub async fn heartbeat(
 pub async fn deregister(
     State(st): State<HttpState>,
     ApiPath((service, id)): ApiPath<(String, String)>,
-    Peer(peer): Peer,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
+    caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
-    let index = propose(&st, Change::Deregister { key, id }, peer)
+    let index = propose(&st, Change::Deregister { key, id }, &caller)
         .await?
         .last_index;
     Ok(indexed(index, Json(json!({ "index": index }))))
@@ -274,10 +280,12 @@ impl Blocking {
     }
 }
 
-/// `GET /v1/services`: every service with its instance counts per datacenter.
+/// `GET /v1/services`: every service with its instance counts per
+/// datacenter; only those the caller may read are listed.
 pub async fn list_services(
     State(st): State<HttpState>,
     notice: super::recovery::Notice,
+    caller: Caller,
     ApiQuery(q): ApiQuery<Blocking>,
 ) -> Result<Response, ApiError> {
     if let Some((index, wait)) = Blocking::parse(q.index, q.wait.as_deref())? {
@@ -286,6 +294,13 @@ pub async fn list_services(
     let index = st.registry.index();
     let mut by_name: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
     for snap in st.registry.services() {
+        if !caller.may(
+            &st,
+            Resource::Service(snap.key.service.as_str()),
+            Access::Read,
+        ) {
+            continue;
+        }
         let counts = by_name
             .entry(snap.key.service.to_string())
             .or_default()
@@ -325,10 +340,12 @@ pub struct ServiceFilter {
 pub async fn get_service(
     State(st): State<HttpState>,
     ApiPath(service): ApiPath<String>,
-    Peer(peer): Peer,
+    caller: Caller,
     ApiQuery(filter): ApiQuery<ServiceFilter>,
 ) -> Result<Response, ApiError> {
     let service = ServiceName::new(&service)?;
+    caller.require(&st, Resource::Service(service.as_str()), Access::Read)?;
+    let peer = caller.client();
     let version = match filter.version.as_deref() {
         None | Some("") => None,
         Some(v) => Some(VersionSelector::parse(v).ok_or_else(|| {
@@ -404,7 +421,10 @@ pub async fn openapi(State(st): State<HttpState>) -> Json<serde_json::Value> {
 /// backups (`maxine snapshot save`), sent once all of it is durable. The
 /// file is encoded service by service as the body is sent; at most
 /// `snapshot_streams` are sent at once (503 with `Retry-After` beyond).
-pub async fn snapshot(State(st): State<HttpState>) -> Result<Response, ApiError> {
+pub async fn snapshot(State(st): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
+    // A snapshot holds every token's hash and every policy: operator and ACL reads.
+    caller.require(&st, Resource::Operator, Access::Read)?;
+    caller.require(&st, Resource::Acl, Access::Read)?;
     let Some(place) = st.snapshot_streams.try_take() else {
         let mut res = ApiError::Unavailable(
             "as many snapshots as allowed are being sent; try again shortly".into(),

@@ -29,10 +29,19 @@ pub fn degraded(notice: &Notice) -> Option<Value> {
 
 /// `POST /v1/recovery/ack`: the operator has seen the recovery; `/v1/ready`
 /// and `/v1/services` stop reporting it. Answers what was acknowledged.
-pub async fn ack(notice: Notice) -> Json<Value> {
+pub async fn ack(
+    axum::extract::State(st): axum::extract::State<super::HttpState>,
+    caller: super::auth::Caller,
+    notice: Notice,
+) -> Result<Json<Value>, super::ApiError> {
+    caller.require(
+        &st,
+        crate::policy::Resource::Operator,
+        crate::core::Access::Write,
+    )?;
     let cleared = notice.as_ref().and_then(|Extension(n)| n.acknowledge());
     if let Some(r) = &cleared {
         tracing::info!(moved_to = %r.moved_to, "the store recovery was acknowledged");
     }
-    Json(json!({ "acknowledged": cleared.as_deref() }))
+    Ok(Json(json!({ "acknowledged": cleared.as_deref() })))
 }

@@ -107,9 +107,7 @@ struct Entry {
     /// An API change: rolled back on failure. Others are written again.
     revertible: bool,
     /// What the audit log records of it.
-    #[allow(dead_code)] // read by the audit log, which lands next
     action: &'static str,
-    #[allow(dead_code)]
     actor: Actor,
 }
 
@@ -226,10 +224,15 @@ impl Journal {
     /// already have its other observers, so DNS is built once), then follows
     /// every later change of the registry into the store. Restored instances
     /// get a full TTL from `now`.
+    ///
+    /// With `audit`, every change a client made (not Maxine's own expiry)
+    /// is recorded there before its batch is committed, fsynced in the same
+    /// group commit, so no change is acknowledged without its record.
     pub fn start(
         mut store: Box<dyn Store>,
         registry: &Registry,
         now: std::time::Instant,
+        audit: Option<crate::audit::AuditLog>,
     ) -> Result<(Self, LoadReport), StoreError> {
         let (report, superseded) = load::load(&mut store, registry, now)?;
         let settled = registry.index();
@@ -249,6 +252,7 @@ impl Journal {
         let mut writer = Writer {
             shared: shared.clone(),
             store,
+            audit,
             registry: registry.clone(),
             last_index: settled,
             broken: false,

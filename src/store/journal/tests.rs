@@ -34,7 +34,8 @@ fn spec(port: u16) -> InstanceSpec {
 
 fn start(store: &MemoryStore) -> (Registry, Journal) {
     let r = registry();
-    let (j, _) = Journal::start(Box::new(store.clone()), &r, std::time::Instant::now()).unwrap();
+    let (j, _) =
+        Journal::start(Box::new(store.clone()), &r, std::time::Instant::now(), None).unwrap();
     (r, j)
 }
 

@@ -16,6 +16,8 @@ use crate::telemetry::LogEvery;
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) store: Box<dyn Store>,
+    /// Where clients' changes are recorded before their batch commits.
+    pub(super) audit: Option<crate::audit::AuditLog>,
     pub(super) registry: Registry,
     /// Highest index handed to the store.
     pub(super) last_index: u64,
@@ -57,9 +59,43 @@ impl Writer {
             }
             let max = entries.iter().map(|e| e.index).max().unwrap_or(0);
             self.last_index = self.last_index.max(max);
+            // The audit records are written and fsynced beside the commit
+            // (on a second thread, so the two fsyncs overlap): a batch is
+            // settled only when both are durable, so no change is
+            // acknowledged without its record. If either fails, the batch
+            // fails (and what it wrote is cleaned up by a later one).
+            let audited = audit_records(&entries, "ok");
             let batch = build(&entries, &cleanup, self.last_index);
             let t = Instant::now();
-            match self.store.commit(&batch) {
+            let store = &mut self.store;
+            let audit = self.audit.as_ref().filter(|_| !audited.is_empty());
+            let (audit_result, commit_result) = std::thread::scope(|scope| {
+                let audit = audit.map(|a| {
+                    std::thread::Builder::new()
+                        .name("maxine-audit".into())
+                        .spawn_scoped(scope, move || a.append(audited).map_err(|e| e.to_string()))
+                });
+                let committed = store.commit(&batch);
+                let audited = match audit {
+                    None => Ok(()),
+                    Some(Ok(h)) => h
+                        .join()
+                        .unwrap_or_else(|_| Err("the audit writer panicked".to_string())),
+                    Some(Err(e)) => Err(format!("cannot start the audit writer: {e}")),
+                };
+                (audited, committed)
+            });
+            let commit_result = match (audit_result, commit_result) {
+                (Ok(()), c) => c,
+                (Err(e), Ok(())) => {
+                    // On disk, but not audited: undone like a failed commit.
+                    Err(StoreError::Io(format!(
+                        "the audit log cannot be written: {e}"
+                    )))
+                }
+                (Err(_), Err(e)) => Err(e),
+            };
+            match commit_result {
                 Ok(()) => {
                     self.last_commit = t.elapsed();
                     self.last_batch = entries.len();
@@ -80,6 +116,12 @@ impl Writer {
                         );
                     }
                     self.broken = true;
+                    if let Some(audit) = &self.audit {
+                        let undone = audit_records(&entries, "rolled_back");
+                        if !undone.is_empty() && audit.append(undone).is_err() {
+                            tracing::error!("cannot record rolled-back changes in the audit log");
+                        }
+                    }
                     self.fail(entries, cleanup, &e);
                 }
             }
@@ -307,6 +349,36 @@ impl Writer {
         // Wake the writer for the re-queued work (after its backoff).
         self.shared.wake.notify_one();
     }
+}
+
+/// The audit records of the changes clients made (Maxine's own expiry
+/// and undo are not audited: they follow from changes that were).
+fn audit_records(entries: &[Entry], outcome: &str) -> Vec<crate::audit::Record> {
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    entries
+        .iter()
+        .filter(|e| e.actor != crate::core::Actor::System)
+        .map(|e| crate::audit::Record {
+            time_ms,
+            index: Some(e.index),
+            actor: e.actor.name(),
+            client: e.actor.client().map(|c| c.to_string()),
+            action: e.action.to_string(),
+            resource: match &e.who {
+                Who::Instance(key, id) => format!(
+                    "service:{}/instance:{}@{}",
+                    key.service.as_str(),
+                    id.as_str(),
+                    key.dc.as_str()
+                ),
+                Who::Acl(key) => key.to_string(),
+            },
+            outcome: outcome.to_string(),
+            detail: None,
+        })
+        .collect()
 }
 
 /// The store operations for a batch: stale records first, then each

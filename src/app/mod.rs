@@ -16,6 +16,8 @@ use crate::events::{ChangeFeed, Subscription};
 use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
 use crate::{dns, http};
 
+mod acl;
+
 /// Sockets bound before the app is built, so tests can bind port 0 and
 /// `main` can report a bind error before anything else starts.
 pub struct Listeners {
@@ -114,6 +116,7 @@ pub struct App {
     journal: Option<Journal>,
     /// A damaged store file recovered at start-up, until acknowledged.
     recovery: RecoveryNotice,
+    auth: http::auth::Auth,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -192,9 +195,21 @@ impl App {
         registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
-        let journal = match open_store_with(&config, recovery.clone())? {
+        let store = open_store_with(&config, recovery.clone())?;
+        // A store keeps changes, so it keeps who made them too.
+        let audit = match &store {
+            Some(_) => Some(
+                crate::audit::AuditLog::open(
+                    &config.data_dir.join("audit"),
+                    config.audit.max_file_bytes,
+                )
+                .context("cannot open the audit log")?,
+            ),
+            None => None,
+        };
+        let journal = match store {
             Some(store) => {
-                let (journal, loaded) = Journal::start(store, &registry, now)
+                let (journal, loaded) = Journal::start(store, &registry, now, audit.clone())
                     .context("cannot load the registry from the store")?;
                 tracing::info!(
                     store = %loaded.store, instances = loaded.instances, corrupt = loaded.corrupt,
@@ -210,7 +225,9 @@ impl App {
             Some((cert, key)) => Some(http::load_tls(cert, key)?),
             None => None,
         };
+        let auth = acl::build(&config, audit)?;
         Ok(Self {
+            auth,
             config,
             registry,
             dns,
@@ -265,6 +282,7 @@ impl App {
             feed,
             journal,
             recovery,
+            auth,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -275,19 +293,23 @@ impl App {
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
         let durable = journal.as_ref().map(Journal::durable).unwrap_or_default();
+        let log = Arc::new(LocalLog::new(
+            registry.clone(),
+            durable.clone(),
+            feed.clone(),
+        ));
+        acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
+        acl::spawn_tasks(&auth, &tasks, shutdown.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
             snapshot_streams: http::SnapshotStreams::new(config.http.max_snapshot_streams),
             ready: ready.clone(),
-            log: Arc::new(LocalLog::new(
-                registry.clone(),
-                durable.clone(),
-                feed.clone(),
-            )),
+            log,
             feed,
             durable: durable.clone(),
+            auth,
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
