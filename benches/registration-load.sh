@@ -13,7 +13,11 @@
 # between its registrations (wrk's delay hook), for latency below the
 # maximum rate. Every registration has a new id, spread
 # over SERVICES services (default 1000); heartbeats go round 10,000
-# registered instances.
+# registered instances. ACL=1 runs with access control on: default policy
+# deny, and every request carries a service-identity token of its service
+# (one token per service, created before the runs); ACL=0 (default) sends
+# no token to a server that allows by default. Both build the same request
+# headers in wrk, so the difference is the server's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -30,19 +34,47 @@ trap 'kill -0 "$pid" 2>/dev/null || tail -5 "$work/server.log" >&2; kill "$pid" 
 port=$((20000 + RANDOM % 20000))
 level=warn
 [ "${BATCHES:-0}" = 1 ] && level="warn,maxine::store=trace"
+acl=${ACL:-0}
+acl_args=()
+if [ "$acl" = 1 ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/management.secret"
+  acl_args=(--acl-default-policy deny --acl-bootstrap-token-file "$work/management.secret")
+fi
 env -u MAXINE_BIN taskset -c "$server_cpu" "$MAXINE_BIN" serve \
   --data-dir "$work/data" --store "$store" --log-level "$level" --log-format json \
-  --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" >"$work/server.log" 2>&1 &
+  --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" "${acl_args[@]}" \
+  >"$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/v1/ready" >/dev/null && break
   sleep 0.1
 done
 
+# headers_for(service): the request headers, with that service's token under ACL=1.
+if [ "$acl" = 1 ]; then
+  echo "== creating one service-identity token per service (ACL=1)"
+  python3 - "$port" "$(cat "$work/management.secret")" "$services" >"$work/auth.lua" <<'PY'
+import http.client, json, sys
+port, management, services = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+print("local tokens = {}")
+for name in [f"svc{i}" for i in range(services)] + [f"hb{i}" for i in range(1000)]:
+    body = json.dumps({"description": "bench", "service": name})
+    c.request("POST", "/v1/acl/tokens", body, {"Authorization": "Bearer " + management,
+                                              "Content-Type": "application/json"})
+    r = c.getresponse(); data = r.read()
+    if r.status != 200:
+        sys.exit(f"creating a token for {name}: {r.status} {data[:200]!r}")
+    print(f'tokens["{name}"] = "Bearer {json.loads(data)["secret"]}"')
+print('function headers_for(svc) return {["Content-Type"] = "application/json", '
+      '["Authorization"] = tokens[svc]} end')
+PY
+else
+  echo 'function headers_for(svc) return {["Content-Type"] = "application/json"} end' >"$work/auth.lua"
+fi
+
 # New ids only: the prefix keeps ids of separate runs apart.
-cat >"$work/register.lua" <<LUA
-local services = $services
-LUA
+{ cat "$work/auth.lua"; echo "local services = $services"; } >"$work/register.lua"
 if [ -n "${PACE_MS:-}" ]; then
   printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >>"$work/register.lua"
 fi
@@ -50,14 +82,14 @@ cat >>"$work/register.lua" <<'LUA'
 local n = 0
 local prefix = "w" .. os.time() .. "-"
 wrk.method = "PUT"
-wrk.headers["Content-Type"] = "application/json"
 function request()
   n = n + 1
-  local path = "/v1/services/svc" .. (n % services) .. "/instances/" .. prefix .. n
+  local svc = "svc" .. (n % services)
+  local path = "/v1/services/" .. svc .. "/instances/" .. prefix .. n
   local body = string.format(
     '{"address":"10.%d.%d.%d","port":8080,"version":"2.1.0","ttl":"1h"}',
     math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-  return wrk.format(nil, path, nil, body)
+  return wrk.format(nil, path, headers_for(svc), body)
 end
 function done(summary, latency, requests)
   io.write(string.format("non-2xx or errors: %d\n",
@@ -67,22 +99,26 @@ end
 LUA
 
 # 10,000 instances to heartbeat: hb-0 .. hb-9999 in 1000 services.
-cat >"$work/hb-register.lua" <<'LUA'
+cp "$work/auth.lua" "$work/hb-register.lua"
+cat >>"$work/hb-register.lua" <<'LUA'
 local n = -1
 wrk.method = "PUT"
-wrk.headers["Content-Type"] = "application/json"
 function request()
   n = (n + 1) % 10000
-  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n, nil,
+  local svc = "hb" .. (n % 1000)
+  return wrk.format(nil, "/v1/services/" .. svc .. "/instances/hb-" .. n, headers_for(svc),
     '{"address":"10.9.0.1","port":8080,"ttl":"1h"}')
 end
 LUA
-cat >"$work/heartbeat.lua" <<'LUA'
+cp "$work/auth.lua" "$work/heartbeat.lua"
+cat >>"$work/heartbeat.lua" <<'LUA'
 local n = -1
 wrk.method = "PUT"
 function request()
   n = (n + 1) % 10000
-  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
+  local svc = "hb" .. (n % 1000)
+  return wrk.format(nil, "/v1/services/" .. svc .. "/instances/hb-" .. n .. "/heartbeat",
+    headers_for(svc))
 end
 function done(summary, latency, requests)
   io.write(string.format("non-2xx or errors: %d\n",
@@ -106,7 +142,7 @@ run() { # name script seconds
         100 * srv / wall, 100 * ((b1 - b0) / hz - srv - u[1] - u[2]) / wall }'
 }
 
-echo "== durable registrations (store: $store), $conns connections, ${secs}s, $services services${PACE_MS:+, each connection pausing ${PACE_MS} ms between requests}"
+echo "== durable registrations (store: $store, ACL=$acl), $conns connections, ${secs}s, $services services${PACE_MS:+, each connection pausing ${PACE_MS} ms between requests}"
 run register "$work/register.lua" "$secs"
 if [ "${BATCHES:-0}" = 1 ]; then
   python3 - "$work/server.log" <<'PY'

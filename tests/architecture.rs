@@ -322,3 +322,37 @@ fn audit_knows_files_not_requests_or_the_registry() {
         v.join("\n")
     );
 }
+
+#[test]
+fn policy_decides_with_pure_functions_over_core_values() {
+    let v = imports(
+        "policy",
+        &[
+            "http", "dns", "store", "events", "config", "app", "auth", "audit",
+        ],
+    );
+    assert!(
+        v.is_empty(),
+        "policy imports more than core:\n{}",
+        v.join("\n")
+    );
+    let v = violations(
+        "policy",
+        &[
+            "tokio",
+            "axum",
+            "hickory",
+            "std::fs",
+            "std::net::TcpStream",
+            "Mutex",
+            "RwLock",
+            "Instant::now",
+            "SystemTime::now",
+        ],
+    );
+    assert!(
+        v.is_empty(),
+        "policy must decide without I/O, locks or a clock:\n{}",
+        v.join("\n")
+    );
+}

@@ -20,6 +20,9 @@ pub enum AclCommand {
     /// Tokens: secrets that carry policies.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the argon2 hash of a password read from standard input, for a
+    /// line `name role hash` of acl.users_file. Runs offline.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +178,16 @@ fn secret_shown_once() {
 
 pub async fn run(cmd: AclCommand) -> anyhow::Result<()> {
     match cmd {
+        AclCommand::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("no password on standard input");
+            }
+            println!("{}", maxine::auth::hash_password(password)?);
+            Ok(())
+        }
         AclCommand::Bootstrap(c) => {
             call(&c, Method::POST, &["v1", "acl", "bootstrap"], None).await?;
             secret_shown_once();

@@ -17,6 +17,7 @@ fn parse(args: &[&str]) -> Command {
 fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
     match cmd {
         Command::Serve(_) | Command::Lookup(_) | Command::Audit(_) => None,
+        Command::Acl(AclCommand::HashPassword) => None,
         Command::Snapshot(snapshot::SnapshotCommand::Restore(_)) => None,
         Command::Snapshot(snapshot::SnapshotCommand::Save(a)) => Some(&a.client),
         Command::Register(a) => Some(&a.client),
