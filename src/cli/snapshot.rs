@@ -90,10 +90,36 @@ pub fn restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
     let Some(mut store) = maxine::app::open_store(&config)? else {
         bail!("the store is \"memory\": there is nothing to restore into");
     };
-    let done = maxine::store::snapshot::restore_into(&mut *store, &bytes)?;
+    // A restore replaces every registration, token and policy: it is
+    // audited like any other change (and a running server, which holds
+    // the audit log, is refused here).
+    let audit =
+        maxine::audit::AuditLog::open(&config.data_dir.join("audit"), config.audit.max_file_bytes)
+            .context("cannot open the audit log (stop the server before restoring)")?;
+    let result = maxine::store::snapshot::restore_into(&mut *store, &bytes);
+    let record = maxine::audit::Record {
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        index: result.as_ref().ok().map(|d| d.last_index),
+        actor: format!(
+            "local:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        client: None,
+        action: "snapshot.restore".into(),
+        resource: format!("store:{}", store.describe()),
+        outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
+        detail: Some(format!("from {}", a.file.display())),
+    };
+    audit
+        .append(vec![record])
+        .context("cannot write the audit log")?;
+    let done = result?;
     println!(
-        "restored {} instances into {}; the change index goes on from {}. Start `maxine serve` to serve them.",
+        "restored {} instances and {} tokens, policies and users into {}; the change index goes on from {}. Start `maxine serve` to serve them.",
         done.instances,
+        done.acl_objects,
         store.describe(),
         done.last_index
     );

@@ -161,6 +161,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, StoreError> {
 #[derive(Debug)]
 pub struct Restored {
     pub instances: usize,
+    /// Tokens, policies, users and the bootstrap mark.
+    pub acl_objects: usize,
     pub last_index: u64,
 }
 
@@ -177,15 +179,19 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
         )));
     }
     let mut decoder = Decoder::default();
+    let mut acl_objects = 0;
     for (index, record) in &snap.records {
         if *index == 0 || *index > MAX_INDEX {
             return Err(StoreError::Snapshot(format!(
                 "record index {index} is not between 1 and {MAX_INDEX}; nothing was restored"
             )));
         }
-        decoder
+        let decoded = decoder
             .decode_any(*index, record)
             .map_err(|e| StoreError::Snapshot(format!("record {index}: {e}")))?;
+        if matches!(decoded, codec::Decoded::Acl(_)) {
+            acl_objects += 1;
+        }
     }
     let current = store.load(&mut |_, _| {})?;
     let last_index = current.max(snap.last_index);
@@ -200,7 +206,8 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
     };
     store.commit(&batch)?;
     Ok(Restored {
-        instances: snap.records.len(),
+        instances: snap.records.len() - acl_objects,
+        acl_objects,
         last_index,
     })
 }
