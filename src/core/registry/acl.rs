@@ -21,10 +21,16 @@ use super::{MAX_INDEX, Registry, RegistryError, WriteState};
 pub(super) struct AclMaps {
     pub(super) objects: papaya::HashMap<AclKey, AclObject, super::FastHash>,
     pub(super) by_secret: papaya::HashMap<[u8; 32], Arc<Token>, super::FastHash>,
+    /// Tokens by accessor, read without building a key (the anonymous
+    /// token is read by every request without a credential).
+    by_accessor: papaya::HashMap<Box<str>, Arc<Token>, super::FastHash>,
     /// Index of the latest access-control change: caches of decisions
     /// (per token) are valid while it stays the same.
     pub(super) index: std::sync::atomic::AtomicU64,
     builtins: Vec<Arc<Policy>>,
+    /// The anonymous token until an operator changes it (one copy: every
+    /// request without a credential reads it).
+    anonymous: Arc<Token>,
 }
 
 impl AclMaps {
@@ -32,8 +38,10 @@ impl AclMaps {
         Self {
             objects: papaya::HashMap::with_hasher(Default::default()),
             by_secret: papaya::HashMap::with_hasher(Default::default()),
+            by_accessor: papaya::HashMap::with_hasher(Default::default()),
             index: Default::default(),
             builtins: builtin_policies().into_iter().map(Arc::new).collect(),
+            anonymous: Arc::new(Token::anonymous()),
         }
     }
 }
@@ -69,17 +77,14 @@ impl Registry {
     }
 
     pub fn token(&self, accessor: &str) -> Option<Arc<Token>> {
-        match self.acl_object(&AclKey::Token(accessor.to_string()))? {
-            AclObject::Token(t) => Some(t),
-            _ => None,
-        }
+        self.inner.acl.by_accessor.pin().get(accessor).cloned()
     }
 
     /// The token of requests without a credential: as the operator last
     /// set it, or without policies.
     pub fn anonymous_token(&self) -> Arc<Token> {
         self.token(ANONYMOUS)
-            .unwrap_or_else(|| Arc::new(Token::anonymous()))
+            .unwrap_or_else(|| self.inner.acl.anonymous.clone())
     }
 
     /// A policy by name: stored, or built in.
@@ -239,20 +244,24 @@ impl Registry {
     fn publish_acl(&self, changes: impl Iterator<Item = (AclKey, Option<AclObject>)>) {
         let objects = self.inner.acl.objects.pin();
         let by_secret = self.inner.acl.by_secret.pin();
+        let by_accessor = self.inner.acl.by_accessor.pin();
         for (key, value) in changes {
-            if let Some(AclObject::Token(old)) = objects.get(&key)
-                && by_secret
+            if let Some(AclObject::Token(old)) = objects.get(&key) {
+                if by_secret
                     .get(&old.secret_hash)
                     .is_some_and(|t| t.accessor == old.accessor)
-            {
-                by_secret.remove(&old.secret_hash);
+                {
+                    by_secret.remove(&old.secret_hash);
+                }
+                by_accessor.remove(old.accessor.as_str());
             }
             match value {
                 Some(v) => {
-                    if let AclObject::Token(t) = &v
-                        && !t.is_anonymous()
-                    {
-                        by_secret.insert(t.secret_hash, t.clone());
+                    if let AclObject::Token(t) = &v {
+                        if !t.is_anonymous() {
+                            by_secret.insert(t.secret_hash, t.clone());
+                        }
+                        by_accessor.insert(t.accessor.as_str().into(), t.clone());
                     }
                     objects.insert(key, v);
                 }
