@@ -171,8 +171,6 @@ pub struct Caller {
     pub grants: Grants,
     /// The token's quota applies through the actor; kept for `token/self`.
     pub token: Option<Arc<Token>>,
-    /// How denials name the caller: `token "…"`, `the anonymous token`, ...
-    label: String,
     method: Method,
     uri: Uri,
 }
@@ -185,6 +183,18 @@ impl Caller {
 
     pub fn client(&self) -> Option<IpAddr> {
         self.actor.client()
+    }
+
+    /// How denials name the caller (built only when one is needed).
+    fn label(&self) -> String {
+        match &self.actor {
+            Actor::Token { accessor, .. } => format!("token {:?}", accessor.as_str()),
+            Actor::Jwt { subject, .. } => format!("JWT subject {:?}", &**subject),
+            Actor::User { name, .. } => format!("user {:?}", &**name),
+            Actor::Anonymous { .. } | Actor::System => {
+                "the anonymous token (no credential was sent)".into()
+            }
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -207,7 +217,7 @@ impl Caller {
         match policy::decide(&self.grants, st.auth.default, resource, access) {
             Decision::Allow => Ok(()),
             Decision::Deny(missing) => {
-                let why = format!("{} lacks {missing}", self.label);
+                let why = format!("{} lacks {missing}", self.label());
                 deny(
                     st,
                     self.actor.name(),
@@ -254,11 +264,10 @@ impl FromRequestParts<HttpState> for Caller {
             .map(|c| c.0.ip());
         let now_ms = unix_ms();
         match authenticate(st, &parts.headers, client, now_ms) {
-            Ok((actor, grants, token, label)) => Ok(Caller {
+            Ok((actor, grants, token)) => Ok(Caller {
                 actor,
                 grants,
                 token,
-                label,
                 method: parts.method.clone(),
                 uri: parts.uri.clone(),
             }),
@@ -281,7 +290,7 @@ impl FromRequestParts<HttpState> for Caller {
     }
 }
 
-type Authenticated = (Actor, Grants, Option<Arc<Token>>, String);
+type Authenticated = (Actor, Grants, Option<Arc<Token>>);
 
 /// The credential of a request, if any: `Err` for a malformed header.
 pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, String> {
@@ -319,12 +328,7 @@ fn authenticate(
     let Some(secret) = credential(headers)? else {
         let token = st.registry.anonymous_token();
         let grants = grants_of(&st.registry, &token.policies, token.service.clone());
-        return Ok((
-            Actor::Anonymous { client },
-            grants,
-            Some(token),
-            "the anonymous token (no credential was sent)".into(),
-        ));
+        return Ok((Actor::Anonymous { client }, grants, Some(token)));
     };
     if looks_like_jwt(secret) {
         return jwt(st, secret, client, now_ms);
@@ -342,7 +346,6 @@ fn authenticate(
         return Err(format!("token {:?} has expired", token.accessor));
     }
     let grants = grants_of(&st.registry, &token.policies, token.service.clone());
-    let label = format!("token {:?}", token.accessor);
     Ok((
         Actor::Token {
             accessor: Owner::new(&token.accessor),
@@ -350,7 +353,6 @@ fn authenticate(
         },
         grants,
         Some(token),
-        label,
     ))
 }
 
@@ -388,7 +390,6 @@ fn jwt(
                 // The role now, not at sign-in, if it was lowered since.
                 let role = role.min(s.role);
                 let grants = grants_of(&st.registry, &[role_policy(role).to_string()], None);
-                let label = format!("user {:?} ({role})", s.user);
                 return Ok((
                     Actor::User {
                         name: Arc::from(s.user.as_str()),
@@ -396,7 +397,6 @@ fn jwt(
                     },
                     grants,
                     None,
-                    label,
                 ));
             }
             Err(e) => own_error = Some(e.to_string()),
@@ -416,7 +416,6 @@ fn jwt(
         None => None,
     };
     let grants = grants_of(&st.registry, &id.policies, service);
-    let label = format!("JWT subject {:?}", id.subject);
     Ok((
         Actor::Jwt {
             subject: Arc::from(id.subject.as_str()),
@@ -424,7 +423,6 @@ fn jwt(
         },
         grants,
         None,
-        label,
     ))
 }
 
