@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!      HTTP API (axum)                        DNS (UDP/TCP, pre-encoded answers)
-//!   writes: propose(change, ctx)              qname -> node -> asker's variant -> copy
+//!   Host check; credential -> Caller          qname -> node -> asker's variant -> copy
+//!   policy::decide (401/403, audited)
+//!   writes: propose(change, ctx{actor})
 //!   reads: plans, ?index=N&wait=                          ^
 //!        |                 ^                             | encoded from core::plan,
 //!        v                 | applied & durable           | rebuilt on every change
@@ -18,12 +20,14 @@
 //!        | from one driver task          v
 //!                         events::ChangeFeed: bounded ring + index watch;
 //!                         subscribe_from(i), blocking reads, event streams
-//!   store::Journal: one writer thread, one fsync per batch (group commit);
+//!   store::Journal: one writer thread, one fsync per batch (group commit),
+//!   the batch's audit records fsynced beside it (audit::AuditLog);
 //!   a commit that fails is undone and its proposals answered 503
 //! ```
 //!
-//! Dependency direction: `main -> app -> {dns, http, events, store} -> core`
-//! (`http` proposes through `store::Log` and reads `events::ChangeFeed`). `config` imports only `core` and is
+//! Dependency direction: `main -> app -> {dns, http, events, store} -> policy -> core`
+//! (`http` proposes through `store::Log`, reads `events::ChangeFeed` and asks
+//! `policy`, whose pure functions decide over `core::acl` values). `config` imports only `core` and is
 //! read by `app` only, which hands each module its own settings (such as
 //! `dns::Limits`). `core` does no I/O and imports nothing of ours; the front
 //! ends never call each other; only `app` names concrete pieces.
