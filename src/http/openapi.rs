@@ -79,8 +79,10 @@ pub fn document(domain: &str) -> Value {
     // Any credential, or none (the anonymous token); operations that read
     // no credential say `security: []`.
     doc["security"] = json!([{ "bearer": [] }, { "token": [] }, {}]);
-    // The Host check runs before routing: every operation can answer 421,
-    // in the format of the API its path belongs to.
+    // Answers that come before routing, so every operation can give them:
+    // a request head hyper cannot read (400, e.g. a control character in
+    // a header), and a Host the API does not answer to (421, in the format
+    // of the API the path belongs to).
     for (path, item) in doc["paths"].as_object_mut().expect("paths") {
         let misdirected = if path.starts_with("/api/") {
             shared("MaxineMisdirectedHost")
@@ -88,7 +90,11 @@ pub fn document(domain: &str) -> Value {
             shared("MisdirectedHost")
         };
         for op in item.as_object_mut().expect("path item").values_mut() {
-            op["responses"]["421"] = misdirected.clone();
+            let responses = op["responses"].as_object_mut().expect("responses");
+            responses
+                .entry("400")
+                .or_insert_with(|| shared("UnreadableRequest"));
+            responses.insert("421".into(), misdirected.clone());
         }
     }
     doc
@@ -525,6 +531,13 @@ fn shared_responses() -> Value {
     );
     maxine_unauthorized["headers"] = challenge;
     json!({
+        "UnreadableRequest": {
+            "description": "The request head could not be read as HTTP (e.g. a control character in a header); the body carries both error formats",
+            "content": { "application/json": { "schema": { "allOf": [
+                { "$ref": "#/components/schemas/Error" },
+                { "$ref": "#/components/schemas/MaxineMessage" }
+            ] } } }
+        },
         "Unauthorized": unauthorized,
         "Forbidden": error_response("The credential lacks a permission; the text names it, e.g. token \"…\" lacks service:write on \"payments\""),
         "MisdirectedHost": error_response("The Host header is not one of the API's names (http.allowed_hosts; DNS rebinding)"),
