@@ -4,9 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::core::acl::{
-    MAX_DESCRIPTION_LEN, MAX_POLICY_NAME_LEN, MAX_RULES, MAX_TOKEN_POLICIES,
-};
+use super::acl::{MAX_PASSWORD_BYTES, MIN_NEW_PASSWORD_CHARS};
+use crate::core::acl::{MAX_DESCRIPTION_LEN, MAX_POLICY_NAME_LEN, MAX_RULES, MAX_TOKEN_POLICIES};
 use crate::core::{Datacenter, InstanceId, ServiceName};
 
 fn error_response(description: &str) -> Value {
@@ -66,15 +65,15 @@ const SELECTOR_PATTERN: &str = "^[vV][0-9]+(-[0-9]+){0,2}$";
 pub fn document(domain: &str) -> Value {
     let mut doc = registry_document(domain);
     let paths = doc["paths"].as_object_mut().expect("paths");
-    for (path, item) in acl_paths() {
-        paths.insert(path, item);
+    if let Value::Object(acl) = acl_paths() {
+        paths.extend(acl);
     }
     let components = doc["components"].as_object_mut().expect("components");
     components.insert("securitySchemes".into(), security_schemes());
     components.insert("responses".into(), shared_responses());
     let schemas = components["schemas"].as_object_mut().expect("schemas");
-    for (name, schema) in acl_schemas() {
-        schemas.insert(name, schema);
+    if let Value::Object(acl) = acl_schemas() {
+        schemas.extend(acl);
     }
     // Any credential, or none (the anonymous token); operations that read
     // no credential say `security: []`.
@@ -526,9 +525,8 @@ fn shared_responses() -> Value {
         "No valid credential: malformed, unknown, expired or deleted (none at all is the anonymous token)",
     );
     unauthorized["headers"] = challenge.clone();
-    let mut maxine_unauthorized = maxine_error(
-        "No valid credential (`{\"message\": \"Unauthorized\"}`, as Maxine answers)",
-    );
+    let mut maxine_unauthorized =
+        maxine_error("No valid credential (`{\"message\": \"Unauthorized\"}`, as Maxine answers)");
     maxine_unauthorized["headers"] = challenge;
     json!({
         "UnreadableRequest": {
@@ -559,7 +557,7 @@ fn json_body(schema: &str) -> Value {
 
 /// The access-control routes: bootstrap, policies, tokens, the audit log,
 /// and the Maxine-compatible sign-in.
-fn acl_paths() -> Vec<(String, Value)> {
+fn acl_paths() -> Value {
     let name_param = json!({
         "name": "name", "in": "path", "required": true,
         "description": format!("Policy name: 1 to {MAX_POLICY_NAME_LEN} letters, digits, '-', '_' or '.'."),
@@ -570,9 +568,10 @@ fn acl_paths() -> Vec<(String, Value)> {
         "description": "The token's public id (never its secret); `anonymous` is the token of requests without a credential.",
         "schema": { "type": "string", "minLength": 1, "maxLength": MAX_POLICY_NAME_LEN, "example": "6f1c1f0e-4a63-4f0b-9a51-2a7c8d0e9b12" }
     });
-    let unavailable = || error_response("The store could not make the change durable; it was undone");
-    vec![
-        ("/v1/acl/bootstrap".into(), json!({ "post": {
+    let unavailable =
+        || error_response("The store could not make the change durable; it was undone");
+    json!({
+        "/v1/acl/bootstrap": { "post": {
             "summary": "Create the first management token (policy global-management), once. Needs no permission; the answer holds the secret, shown this once.",
             "operationId": "aclBootstrap",
             "responses": {
@@ -581,8 +580,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                 "403": error_response("Bootstrap was already done; the text names its token's accessor"),
                 "503": unavailable()
             }
-        } })),
-        ("/v1/acl/policies".into(), json!({ "get": {
+        } },
+        "/v1/acl/policies": { "get": {
             "summary": "Every policy, the built-in ones included. Needs acl:read.",
             "operationId": "listPolicies",
             "responses": {
@@ -590,8 +589,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                 "401": shared("Unauthorized"),
                 "403": shared("Forbidden")
             }
-        } })),
-        ("/v1/acl/policies/{name}".into(), json!({
+        } },
+        "/v1/acl/policies/{name}": {
             "get": {
                 "summary": "One policy. Needs acl:read.",
                 "operationId": "getPolicy",
@@ -632,8 +631,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                     "503": unavailable()
                 }
             }
-        })),
-        ("/v1/acl/tokens".into(), json!({
+        },
+        "/v1/acl/tokens": {
             "post": {
                 "summary": "Create a token. Needs acl:write. The answer holds the secret, shown this once: only its SHA-256 is kept.",
                 "operationId": "createToken",
@@ -658,8 +657,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                     "403": shared("Forbidden")
                 }
             }
-        })),
-        ("/v1/acl/tokens/{accessor}".into(), json!({
+        },
+        "/v1/acl/tokens/{accessor}": {
             "get": {
                 "summary": "One token, without its secret. Needs acl:read.",
                 "operationId": "getToken",
@@ -700,16 +699,16 @@ fn acl_paths() -> Vec<(String, Value)> {
                     "503": unavailable()
                 }
             }
-        })),
-        ("/v1/acl/token/self".into(), json!({ "get": {
+        },
+        "/v1/acl/token/self": { "get": {
             "summary": "What the caller's own credential is and grants. Needs no permission.",
             "operationId": "tokenSelf",
             "responses": {
                 "200": plain_ok("The caller's token (without secret), JWT subject or sign-in user", "TokenSelf"),
                 "401": shared("Unauthorized")
             }
-        } })),
-        ("/v1/audit".into(), json!({ "get": {
+        } },
+        "/v1/audit": { "get": {
             "summary": "Audit records after `since`, oldest first. Needs audit:read.",
             "operationId": "audit",
             "parameters": [
@@ -727,8 +726,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                 "403": shared("Forbidden"),
                 "404": error_response("This server keeps no audit log (memory store)")
             }
-        } })),
-        ("/api/maxine/signin".into(), json!({ "post": {
+        } },
+        "/api/maxine/signin": { "post": {
             "summary": "Maxine-compatible sign-in: a user of acl.users_file or MAXINE_ADMIN_USERNAME gets a 30-minute token for Authorization: Bearer.",
             "operationId": "maxineSignin",
             "security": [],
@@ -738,8 +737,8 @@ fn acl_paths() -> Vec<(String, Value)> {
                 "400": maxine_error("userName or password missing (also for a body that is not JSON)"),
                 "401": shared("MaxineUnauthorized")
             }
-        } })),
-        ("/api/maxine/change-password".into(), json!({ "put": {
+        } },
+        "/api/maxine/change-password": { "put": {
             "summary": "A signed-in user changes their password; their earlier sign-in tokens stop working.",
             "operationId": "maxineChangePassword",
             "requestBody": json_body("MaxineChangePassword"),
@@ -750,12 +749,12 @@ fn acl_paths() -> Vec<(String, Value)> {
                 "409": maxine_error("The user is set by MAXINE_ADMIN_USERNAME and MAXINE_ADMIN_PASSWORD"),
                 "503": maxine_error("The store could not make the change durable; it was undone")
             }
-        } })),
-    ]
+        } },
+    })
 }
 
 /// The schemas of the access-control routes.
-fn acl_schemas() -> Vec<(String, Value)> {
+fn acl_schemas() -> Value {
     let access = json!({ "$ref": "#/components/schemas/Access" });
     let token_props = json!({
         "accessor": { "type": "string", "description": "Public id: `anonymous`, or a UUID." },
@@ -787,16 +786,17 @@ fn acl_schemas() -> Vec<(String, Value)> {
     let mut self_props = token_props.clone();
     self_props["jwt_subject"] =
         json!({ "type": "string", "description": "For a JWT of the identity provider: its sub." });
-    self_props["user"] = json!({ "type": "string", "description": "For a sign-in token: the user." });
+    self_props["user"] =
+        json!({ "type": "string", "description": "For a sign-in token: the user." });
     self_props["granted_policies"] = json!({ "type": "array", "items": { "type": "string" },
         "description": "The policies that exist and apply (a JWT's bindings and a user's role included)." });
     self_props["service_identity"] = json!({ "type": ["string", "null"] });
-    vec![
-        ("Access".into(), json!({
+    json!({
+        "Access": {
             "type": "string", "enum": ["deny", "read", "write"],
             "description": "write implies read; deny refuses both."
-        })),
-        ("Rules".into(), json!({
+        },
+        "Rules": {
             "type": "object",
             "additionalProperties": false,
             "description": "For a service the most specific matching rule decides: an exact name beats every prefix, a longer prefix a shorter one; at equal specificity deny wins. No matching rule: the default policy.",
@@ -819,8 +819,8 @@ fn acl_schemas() -> Vec<(String, Value)> {
                 "operator": { "allOf": [access.clone()], "description": "Snapshots, recovery acknowledgement." },
                 "audit": { "allOf": [access], "description": "Reading the audit log." }
             }
-        })),
-        ("PolicyBody".into(), json!({
+        },
+        "PolicyBody": {
             "type": "object",
             "additionalProperties": false,
             "required": ["rules"],
@@ -828,8 +828,8 @@ fn acl_schemas() -> Vec<(String, Value)> {
                 "description": { "type": "string", "maxLength": MAX_DESCRIPTION_LEN },
                 "rules": { "$ref": "#/components/schemas/Rules" }
             }
-        })),
-        ("Policy".into(), json!({
+        },
+        "Policy": {
             "type": "object",
             "required": ["name", "description", "rules", "builtin", "index"],
             "properties": {
@@ -839,43 +839,43 @@ fn acl_schemas() -> Vec<(String, Value)> {
                 "builtin": { "type": "boolean", "description": "global-management, operator and viewer: cannot be changed or deleted." },
                 "index": { "type": "integer" }
             }
-        })),
-        ("PolicyList".into(), json!({
+        },
+        "PolicyList": {
             "type": "object",
             "properties": { "policies": { "type": "array", "items": { "$ref": "#/components/schemas/Policy" } } }
-        })),
-        ("TokenBody".into(), json!({
+        },
+        "TokenBody": {
             "type": "object",
             "additionalProperties": false,
             "properties": {
                 "description": { "type": "string", "maxLength": MAX_DESCRIPTION_LEN },
                 "policies": { "type": "array", "maxItems": MAX_TOKEN_POLICIES, "items": { "type": "string" }, "example": ["viewer"] },
                 "service": { "type": ["string", "null"], "description": "A service identity: write on this service, read on every service.", "example": "payments" },
-                "expires_in": { "type": ["string", "null"], "description": "Lifetime, as seconds or a duration such as 24h; none: the token does not expire.", "example": "24h" },
+                "expires_in": { "type": ["string", "null"], "description": "Lifetime: a duration such as 24h (or seconds, as text); none: the token does not expire.", "example": "24h" },
                 "max_instances": { "type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX,
                     "description": "Most instances registrations with this token may hold at once (429 beyond)." }
             }
-        })),
-        ("Token".into(), json!({
+        },
+        "Token": {
             "type": "object",
             "required": token_fields,
             "properties": token_props
-        })),
-        ("TokenCreated".into(), json!({
+        },
+        "TokenCreated": {
             "type": "object",
             "required": created_required,
             "properties": created_props
-        })),
-        ("TokenList".into(), json!({
+        },
+        "TokenList": {
             "type": "object",
             "properties": { "tokens": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } } }
-        })),
-        ("TokenSelf".into(), json!({
+        },
+        "TokenSelf": {
             "type": "object",
             "required": ["granted_policies", "service_identity"],
             "properties": self_props
-        })),
-        ("AuditRecord".into(), json!({
+        },
+        "AuditRecord": {
             "type": "object",
             "required": ["seq", "time", "time_ms", "index", "actor", "client", "action", "resource", "outcome", "detail", "prev"],
             "properties": {
@@ -892,38 +892,38 @@ fn acl_schemas() -> Vec<(String, Value)> {
                 "coalesced": { "type": "integer", "description": "Only on a record standing for denials not recorded one by one: how many." },
                 "prev": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the previous line." }
             }
-        })),
-        ("AuditPage".into(), json!({
+        },
+        "AuditPage": {
             "type": "object",
             "required": ["records", "next"],
             "properties": {
                 "records": { "type": "array", "items": { "$ref": "#/components/schemas/AuditRecord" } },
                 "next": { "type": "integer", "description": "The since of the next page." }
             }
-        })),
-        ("MaxineSignin".into(), json!({
+        },
+        "MaxineSignin": {
             "type": "object",
             "required": ["userName", "password"],
             "properties": {
-                "userName": { "type": "string", "minLength": 1, "maxLength": 1024 },
-                "password": { "type": "string", "minLength": 1, "maxLength": 1024 }
+                "userName": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES },
+                "password": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES }
             }
-        })),
-        ("MaxineSignedIn".into(), json!({
+        },
+        "MaxineSignedIn": {
             "type": "object",
             "required": ["accessToken", "role"],
             "properties": {
                 "accessToken": { "type": "string", "description": "Send as Authorization: Bearer; valid 30 minutes." },
                 "role": { "type": "string", "enum": ["viewer", "operator", "admin"] }
             }
-        })),
-        ("MaxineChangePassword".into(), json!({
+        },
+        "MaxineChangePassword": {
             "type": "object",
             "required": ["password", "newPassword"],
             "properties": {
-                "password": { "type": "string", "minLength": 1, "maxLength": 1024 },
-                "newPassword": { "type": "string", "minLength": 8, "maxLength": 1024 }
+                "password": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES },
+                "newPassword": { "type": "string", "minLength": MIN_NEW_PASSWORD_CHARS, "maxLength": MAX_PASSWORD_BYTES }
             }
-        })),
-    ]
+        },
+    })
 }
