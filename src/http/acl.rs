@@ -384,8 +384,8 @@ const MSG_MISSING_UNAME_PWD: &str = "Please provide both of these -> userName an
 const MSG_MISSING_PWD: &str = "Please provide valid existing password and new password both.";
 /// Longest password accepted (argon2 hashes any length; a bound keeps a
 /// request from costing more than a password should).
-const MAX_PASSWORD_BYTES: usize = 1024;
-const MIN_NEW_PASSWORD_CHARS: usize = 8;
+pub(super) const MAX_PASSWORD_BYTES: usize = 1024;
+pub(super) const MIN_NEW_PASSWORD_CHARS: usize = 8;
 
 /// A hash to check unknown users against, so that an unknown name takes as
 /// long as a wrong password (no user enumeration by timing).

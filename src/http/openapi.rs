@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use super::acl::{MAX_PASSWORD_BYTES, MIN_NEW_PASSWORD_CHARS};
+use crate::core::acl::{MAX_DESCRIPTION_LEN, MAX_POLICY_NAME_LEN, MAX_RULES, MAX_TOKEN_POLICIES};
 use crate::core::{Datacenter, InstanceId, ServiceName};
 
 fn error_response(description: &str) -> Value {
@@ -17,6 +19,20 @@ fn maxine_error(description: &str) -> Value {
     json!({
         "description": description,
         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/MaxineMessage" } } }
+    })
+}
+
+/// One of the shared answers in `components/responses`.
+fn shared(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/responses/{name}") })
+}
+
+/// A 200 with a JSON body of `schema`, without the index header (routes
+/// that do not read the registry).
+fn plain_ok(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
     })
 }
 
@@ -47,6 +63,44 @@ const SELECTOR_PATTERN: &str = "^[vV][0-9]+(-[0-9]+){0,2}$";
 
 /// The document, with DNS name examples in `domain`.
 pub fn document(domain: &str) -> Value {
+    let mut doc = registry_document(domain);
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    if let Value::Object(acl) = acl_paths() {
+        paths.extend(acl);
+    }
+    let components = doc["components"].as_object_mut().expect("components");
+    components.insert("securitySchemes".into(), security_schemes());
+    components.insert("responses".into(), shared_responses());
+    let schemas = components["schemas"].as_object_mut().expect("schemas");
+    if let Value::Object(acl) = acl_schemas() {
+        schemas.extend(acl);
+    }
+    // Any credential, or none (the anonymous token); operations that read
+    // no credential say `security: []`.
+    doc["security"] = json!([{ "bearer": [] }, { "token": [] }, {}]);
+    // Answers that come before routing, so every operation can give them:
+    // a request head hyper cannot read (400, e.g. a control character in
+    // a header), and a Host the API does not answer to (421, in the format
+    // of the API the path belongs to).
+    for (path, item) in doc["paths"].as_object_mut().expect("paths") {
+        let misdirected = if path.starts_with("/api/") {
+            shared("MaxineMisdirectedHost")
+        } else {
+            shared("MisdirectedHost")
+        };
+        for op in item.as_object_mut().expect("path item").values_mut() {
+            let responses = op["responses"].as_object_mut().expect("responses");
+            responses
+                .entry("400")
+                .or_insert_with(|| shared("UnreadableRequest"));
+            responses.insert("421".into(), misdirected.clone());
+        }
+    }
+    doc
+}
+
+/// The registry's routes, the probes and this document.
+fn registry_document(domain: &str) -> Value {
     let service_param = json!({
         "name": "service", "in": "path", "required": true,
         "description": format!(
@@ -78,14 +132,14 @@ pub fn document(domain: &str) -> Value {
             "/v1/health": {
                 "get": {
                     "summary": "Liveness: the process is up.",
-                    "operationId": "health",
+                    "operationId": "health", "security": [],
                     "responses": { "200": { "description": "Alive", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } } }
                 }
             },
             "/v1/ready": {
                 "get": {
                     "summary": "Readiness: every listener is up and the server is not shutting down. After a damaged store file was recovered, also `degraded` (still 200) until POST /v1/recovery/ack.",
-                    "operationId": "ready",
+                    "operationId": "ready", "security": [],
                     "responses": {
                         "200": { "description": "Ready", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } },
                         "503": { "description": "Starting or shutting down", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } }
@@ -94,16 +148,20 @@ pub fn document(domain: &str) -> Value {
             },
             "/v1/recovery/ack": {
                 "post": {
-                    "summary": "Acknowledge the recovery of a damaged store file: /v1/ready and /v1/services stop reporting it.",
+                    "summary": "Acknowledge the recovery of a damaged store file: /v1/ready and /v1/services stop reporting it. Needs operator:write.",
                     "operationId": "ackRecovery",
-                    "responses": { "200": { "description": "What was acknowledged (null: nothing was pending)", "content": { "application/json": { "schema": {
-                        "type": "object", "properties": { "acknowledged": { "type": ["object", "null"] } } } } } } }
+                    "responses": {
+                        "200": { "description": "What was acknowledged (null: nothing was pending)", "content": { "application/json": { "schema": {
+                            "type": "object", "properties": { "acknowledged": { "type": ["object", "null"] } } } } } },
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
                 }
             },
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document.",
-                    "operationId": "openapi",
+                    "operationId": "openapi", "security": [],
                     "responses": { "200": { "description": "OpenAPI 3.1 document", "content": { "application/json": {} } } }
                 }
             },
@@ -113,8 +171,9 @@ pub fn document(domain: &str) -> Value {
                     "operationId": "listServices",
                     "parameters": blocking_params(),
                     "responses": {
-                        "200": json_ok("Services", "ServiceList"),
-                        "400": error_response("Invalid index or wait")
+                        "200": json_ok("Services the caller may read", "ServiceList"),
+                        "400": error_response("Invalid index or wait"),
+                        "401": shared("Unauthorized")
                     }
                 }
             },
@@ -139,6 +198,8 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("The service and its instances", "ServiceInstances"),
                         "400": error_response("Invalid name, selector, datacenter or flag"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
                         "404": error_response("The service has no instances in that datacenter")
                     }
                 }
@@ -155,9 +216,12 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("The stored instance", "Instance"),
                         "400": error_response("Malformed JSON, unknown field, invalid name, address, port, weight or TTL"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
                         "409": error_response("Conflicts with what is registered"),
                         "413": error_response("Body larger than the configured limit"),
                         "415": error_response("Body not sent as application/json"),
+                        "429": shared("QuotaExceeded"),
                         "503": error_response("The store could not make the change durable; it was undone")
                     }
                 },
@@ -168,6 +232,8 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("Removed; the index of the removal", "IndexOnly"),
                         "400": error_response("Invalid name"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
                         "404": error_response("No such instance"),
                         "503": error_response("The store could not make the change durable; it was undone")
                     }
@@ -181,6 +247,8 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("The instance", "Instance"),
                         "400": error_response("Invalid name"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
                         "404": error_response("No such instance"),
                         "503": error_response("The instance was critical and its revival could not be made durable")
                     }
@@ -197,9 +265,12 @@ pub fn document(domain: &str) -> Value {
                     "responses": {
                         "200": json_ok("The stored registration, in Maxine's shape", "MaxineRegistered"),
                         "400": maxine_error("Missing or invalid field"),
+                        "401": shared("MaxineUnauthorized"),
+                        "403": shared("MaxineForbidden"),
                         "409": maxine_error("The name maps to a DNS name another Maxine name uses"),
                         "413": maxine_error("Body larger than the configured limit"),
                         "415": maxine_error("Body not sent as application/json"),
+                        "429": shared("MaxineQuotaExceeded"),
                         "503": maxine_error("The store could not make the change durable; it was undone")
                     }
                 }
@@ -220,28 +291,33 @@ pub fn document(domain: &str) -> Value {
                         "302": { "description": "Location is the instance's address plus endPoint",
                                  "headers": { "Location": { "schema": { "type": "string" } } } },
                         "400": maxine_error("serviceName missing"),
+                        "401": shared("MaxineUnauthorized"),
+                        "403": shared("MaxineForbidden"),
                         "503": maxine_error("No passing instance")
                     }
                 }
             },
             "/api/maxine/serviceops/servers": {
                 "get": {
-                    "summary": "The passing instances of the local datacenter, in Maxine's registry shape.",
+                    "summary": "The passing instances of the local datacenter, in Maxine's registry shape. Needs a credential (as in Maxine, a signed-in user); lists only the services the caller may read.",
                     "operationId": "maxineServers",
-                    "responses": { "200": json_ok("Services by Maxine name", "MaxineServers") }
+                    "responses": {
+                        "200": json_ok("Services by Maxine name", "MaxineServers"),
+                        "401": shared("MaxineUnauthorized")
+                    }
                 }
             },
             "/api/actuator/health": {
                 "get": {
                     "summary": "Maxine-compatible health probe.",
-                    "operationId": "actuatorHealth",
+                    "operationId": "actuatorHealth", "security": [],
                     "responses": { "200": { "description": "Up", "content": { "application/json": {
                         "schema": { "type": "object", "properties": { "status": { "const": "UP" } } } } } } }
                 }
             },
             "/v1/snapshot": {
                 "get": {
-                    "summary": "Backup: every instance at one index, as a snapshot file (checksummed; see docs/operations.md). Sent once all of it is durable.",
+                    "summary": "Backup: every instance and access-control object (token hashes, policies, users) at one index, as a snapshot file (checksummed; see docs/operations.md). Sent once all of it is durable. Needs operator:read and acl:read.",
                     "operationId": "snapshot",
                     "responses": {
                         "200": {
@@ -249,7 +325,9 @@ pub fn document(domain: &str) -> Value {
                             "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
                             "content": { "application/octet-stream": { "schema": { "type": "string", "contentEncoding": "binary" } } }
                         },
-                        "503": error_response("The latest change could not be made durable; try again")
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "503": error_response("The latest change could not be made durable, or as many snapshots as allowed are being sent (with Retry-After); try again")
                     }
                 }
             }
@@ -269,7 +347,9 @@ pub fn document(domain: &str) -> Value {
                         "error": { "type": "string", "description": "What was wrong, for people." },
                         "kind": { "type": "string", "enum": [
                             "bad_request", "not_found", "no_route", "method_not_allowed", "conflict",
-                            "payload_too_large", "unsupported_media_type", "unavailable", "internal"
+                            "unauthorized", "forbidden", "misdirected_host", "quota_exceeded",
+                            "payload_too_large", "uri_too_long", "headers_too_large", "request_timeout",
+                            "unsupported_media_type", "unavailable", "internal"
                         ] }
                     }
                 },
@@ -420,4 +500,430 @@ fn blocking_params() -> Vec<Value> {
                 "description": "Longest wait of a blocking read, e.g. 30s; default 5m, at most 10m.",
                 "schema": { "type": "string", "example": "30s" } }),
     ]
+}
+
+/// `Authorization: Bearer` and `X-Maxine-Token`.
+fn security_schemes() -> Value {
+    json!({
+        "bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "A token secret, a sign-in token from POST /api/maxine/signin, or a JWT of the configured identity provider."
+        },
+        "token": {
+            "type": "apiKey", "in": "header", "name": "X-Maxine-Token",
+            "description": "A token secret (used when Authorization is absent)."
+        }
+    })
+}
+
+/// The access-control answers every guarded route shares, in both formats.
+fn shared_responses() -> Value {
+    let challenge = json!({
+        "WWW-Authenticate": { "description": "Bearer realm=\"maxine\"", "schema": { "type": "string" } }
+    });
+    let mut unauthorized = error_response(
+        "No valid credential: malformed, unknown, expired or deleted (none at all is the anonymous token)",
+    );
+    unauthorized["headers"] = challenge.clone();
+    let mut maxine_unauthorized =
+        maxine_error("No valid credential (`{\"message\": \"Unauthorized\"}`, as Maxine answers)");
+    maxine_unauthorized["headers"] = challenge;
+    json!({
+        "UnreadableRequest": {
+            "description": "The request head could not be read as HTTP (e.g. a control character in a header); the body carries both error formats",
+            "content": { "application/json": { "schema": { "allOf": [
+                { "$ref": "#/components/schemas/Error" },
+                { "$ref": "#/components/schemas/MaxineMessage" }
+            ] } } }
+        },
+        "Unauthorized": unauthorized,
+        "Forbidden": error_response("The credential lacks a permission; the text names it, e.g. token \"…\" lacks service:write on \"payments\""),
+        "MisdirectedHost": error_response("The Host header is not one of the API's names (http.allowed_hosts; DNS rebinding)"),
+        "QuotaExceeded": error_response("The token already holds its max_instances; the text names the limit"),
+        "MaxineUnauthorized": maxine_unauthorized,
+        "MaxineForbidden": maxine_error("The credential lacks a permission; the text names it"),
+        "MaxineMisdirectedHost": maxine_error("The Host header is not one of the API's names (http.allowed_hosts)"),
+        "MaxineQuotaExceeded": maxine_error("The token already holds its max_instances; the text names the limit")
+    })
+}
+
+/// A JSON request body of `schema`.
+fn json_body(schema: &str) -> Value {
+    json!({
+        "required": true,
+        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+    })
+}
+
+/// The access-control routes: bootstrap, policies, tokens, the audit log,
+/// and the Maxine-compatible sign-in.
+fn acl_paths() -> Value {
+    let name_param = json!({
+        "name": "name", "in": "path", "required": true,
+        "description": format!("Policy name: 1 to {MAX_POLICY_NAME_LEN} letters, digits, '-', '_' or '.'."),
+        "schema": { "type": "string", "pattern": format!("^[A-Za-z0-9._-]{{1,{MAX_POLICY_NAME_LEN}}}$"), "example": "payments-deploy" }
+    });
+    let accessor_param = json!({
+        "name": "accessor", "in": "path", "required": true,
+        "description": "The token's public id (never its secret); `anonymous` is the token of requests without a credential.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": MAX_POLICY_NAME_LEN, "example": "6f1c1f0e-4a63-4f0b-9a51-2a7c8d0e9b12" }
+    });
+    let unavailable =
+        || error_response("The store could not make the change durable; it was undone");
+    json!({
+        "/v1/acl/bootstrap": { "post": {
+            "summary": "Create the first management token (policy global-management), once. Needs no permission; the answer holds the secret, shown this once.",
+            "operationId": "aclBootstrap",
+            "responses": {
+                "200": json_ok("The management token, with its secret", "TokenCreated"),
+                "401": shared("Unauthorized"),
+                "403": error_response("Bootstrap was already done; the text names its token's accessor"),
+                "503": unavailable()
+            }
+        } },
+        "/v1/acl/policies": { "get": {
+            "summary": "Every policy, the built-in ones included. Needs acl:read.",
+            "operationId": "listPolicies",
+            "responses": {
+                "200": json_ok("The policies", "PolicyList"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden")
+            }
+        } },
+        "/v1/acl/policies/{name}": {
+            "get": {
+                "summary": "One policy. Needs acl:read.",
+                "operationId": "getPolicy",
+                "parameters": [name_param],
+                "responses": {
+                    "200": json_ok("The policy", "Policy"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such policy")
+                }
+            },
+            "put": {
+                "summary": "Create or replace a policy. Needs acl:write.",
+                "operationId": "putPolicy",
+                "parameters": [name_param],
+                "requestBody": json_body("PolicyBody"),
+                "responses": {
+                    "200": json_ok("The stored policy", "Policy"),
+                    "400": error_response("Malformed JSON, unknown field, invalid name, rule or description"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "409": error_response("A built-in policy cannot be changed"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "delete": {
+                "summary": "Delete a policy; tokens that name it lose what it granted. Needs acl:write.",
+                "operationId": "deletePolicy",
+                "parameters": [name_param],
+                "responses": {
+                    "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such policy"),
+                    "409": error_response("A built-in policy cannot be deleted"),
+                    "503": unavailable()
+                }
+            }
+        },
+        "/v1/acl/tokens": {
+            "post": {
+                "summary": "Create a token. Needs acl:write. The answer holds the secret, shown this once: only its SHA-256 is kept.",
+                "operationId": "createToken",
+                "requestBody": json_body("TokenBody"),
+                "responses": {
+                    "200": json_ok("The token, with its secret", "TokenCreated"),
+                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("A policy the token names does not exist"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "get": {
+                "summary": "Every token, the anonymous one included, without secrets. Needs acl:read.",
+                "operationId": "listTokens",
+                "responses": {
+                    "200": json_ok("The tokens", "TokenList"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden")
+                }
+            }
+        },
+        "/v1/acl/tokens/{accessor}": {
+            "get": {
+                "summary": "One token, without its secret. Needs acl:read.",
+                "operationId": "getToken",
+                "parameters": [accessor_param],
+                "responses": {
+                    "200": json_ok("The token", "Token"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such token")
+                }
+            },
+            "put": {
+                "summary": "Replace what a token carries (the body replaces every field; the secret stays). Needs acl:write. `anonymous` sets what requests without a credential may do.",
+                "operationId": "updateToken",
+                "parameters": [accessor_param],
+                "requestBody": json_body("TokenBody"),
+                "responses": {
+                    "200": json_ok("The stored token", "Token"),
+                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such token, or a policy it names does not exist"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "delete": {
+                "summary": "Delete a token: its secret stops working at once. Needs acl:write.",
+                "operationId": "deleteToken",
+                "parameters": [accessor_param],
+                "responses": {
+                    "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such token"),
+                    "409": error_response("The anonymous token cannot be deleted (change its policies instead)"),
+                    "503": unavailable()
+                }
+            }
+        },
+        "/v1/acl/token/self": { "get": {
+            "summary": "What the caller's own credential is and grants. Needs no permission.",
+            "operationId": "tokenSelf",
+            "responses": {
+                "200": plain_ok("The caller's token (without secret), JWT subject or sign-in user", "TokenSelf"),
+                "401": shared("Unauthorized")
+            }
+        } },
+        "/v1/audit": { "get": {
+            "summary": "Audit records after `since`, oldest first. Needs audit:read.",
+            "operationId": "audit",
+            "parameters": [
+                { "name": "since", "in": "query", "required": false,
+                  "description": "Records with a greater seq (default 0: from the first). Pass the previous answer's next.",
+                  "schema": { "type": "integer", "minimum": 0 } },
+                { "name": "limit", "in": "query", "required": false,
+                  "description": "At most this many records (default 100; 1 to 1000, others are clamped).",
+                  "schema": { "type": "integer", "minimum": 0 } }
+            ],
+            "responses": {
+                "200": plain_ok("A page of records", "AuditPage"),
+                "400": error_response("Invalid or unknown query parameter"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden"),
+                "404": error_response("This server keeps no audit log (memory store)")
+            }
+        } },
+        "/api/maxine/signin": { "post": {
+            "summary": "Maxine-compatible sign-in: a user of acl.users_file or MAXINE_ADMIN_USERNAME gets a 30-minute token for Authorization: Bearer.",
+            "operationId": "maxineSignin",
+            "security": [],
+            "requestBody": json_body("MaxineSignin"),
+            "responses": {
+                "200": plain_ok("The sign-in token and the user's role", "MaxineSignedIn"),
+                "400": maxine_error("userName or password missing (also for a body that is not JSON)"),
+                "401": shared("MaxineUnauthorized")
+            }
+        } },
+        "/api/maxine/change-password": { "put": {
+            "summary": "A signed-in user changes their password; their earlier sign-in tokens stop working.",
+            "operationId": "maxineChangePassword",
+            "requestBody": json_body("MaxineChangePassword"),
+            "responses": {
+                "200": json_ok("Changed (`{\"message\": \"successfully updated password\"}`)", "MaxineMessage"),
+                "400": maxine_error("A password missing, the current one wrong, or the new one shorter than 8 characters"),
+                "401": shared("MaxineUnauthorized"),
+                "409": maxine_error("The user is set by MAXINE_ADMIN_USERNAME and MAXINE_ADMIN_PASSWORD"),
+                "503": maxine_error("The store could not make the change durable; it was undone")
+            }
+        } },
+    })
+}
+
+/// The schemas of the access-control routes.
+fn acl_schemas() -> Value {
+    let access = json!({ "$ref": "#/components/schemas/Access" });
+    let token_props = json!({
+        "accessor": { "type": "string", "description": "Public id: `anonymous`, or a UUID." },
+        "description": { "type": "string" },
+        "policies": { "type": "array", "items": { "type": "string" } },
+        "service": { "type": ["string", "null"], "description": "Service identity: write on this service, read on every service." },
+        "expires_at": { "type": ["string", "null"], "format": "date-time" },
+        "max_instances": { "type": ["integer", "null"], "minimum": 0 },
+        "created_at": { "type": ["string", "null"], "format": "date-time" },
+        "index": { "type": "integer", "description": "Index of the change that produced this value." }
+    });
+    let token_fields = [
+        "accessor",
+        "description",
+        "policies",
+        "service",
+        "expires_at",
+        "max_instances",
+        "created_at",
+        "index",
+    ];
+    let mut created_props = token_props.clone();
+    created_props["secret"] = json!({
+        "type": "string",
+        "description": "The secret to send as Authorization: Bearer. Shown this once; only its SHA-256 is kept."
+    });
+    let mut created_required = token_fields.to_vec();
+    created_required.push("secret");
+    let mut self_props = token_props.clone();
+    self_props["jwt_subject"] =
+        json!({ "type": "string", "description": "For a JWT of the identity provider: its sub." });
+    self_props["user"] =
+        json!({ "type": "string", "description": "For a sign-in token: the user." });
+    self_props["granted_policies"] = json!({ "type": "array", "items": { "type": "string" },
+        "description": "The policies that exist and apply (a JWT's bindings and a user's role included)." });
+    self_props["service_identity"] = json!({ "type": ["string", "null"] });
+    json!({
+        "Access": {
+            "type": "string", "enum": ["deny", "read", "write"],
+            "description": "write implies read; deny refuses both."
+        },
+        "Rules": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "For a service the most specific matching rule decides: an exact name beats every prefix, a longer prefix a shorter one; at equal specificity deny wins. No matching rule: the default policy.",
+            "properties": {
+                "service": {
+                    "type": "object", "description": "Exact service names.",
+                    "maxProperties": MAX_RULES,
+                    "propertyNames": { "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", "maxLength": ServiceName::MAX_LEN },
+                    "additionalProperties": access.clone(),
+                    "example": { "payments": "write" }
+                },
+                "service_prefix": {
+                    "type": "object", "description": "Service name prefixes; \"\" matches every service.",
+                    "maxProperties": MAX_RULES,
+                    "propertyNames": { "pattern": "^[a-z0-9-]*$", "maxLength": ServiceName::MAX_LEN },
+                    "additionalProperties": access.clone(),
+                    "example": { "": "read" }
+                },
+                "acl": { "allOf": [access.clone()], "description": "Tokens and policies." },
+                "operator": { "allOf": [access.clone()], "description": "Snapshots, recovery acknowledgement." },
+                "audit": { "allOf": [access], "description": "Reading the audit log." }
+            }
+        },
+        "PolicyBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["rules"],
+            "properties": {
+                "description": { "type": "string", "maxLength": MAX_DESCRIPTION_LEN },
+                "rules": { "$ref": "#/components/schemas/Rules" }
+            }
+        },
+        "Policy": {
+            "type": "object",
+            "required": ["name", "description", "rules", "builtin", "index"],
+            "properties": {
+                "name": { "type": "string" },
+                "description": { "type": "string" },
+                "rules": { "$ref": "#/components/schemas/Rules" },
+                "builtin": { "type": "boolean", "description": "global-management, operator and viewer: cannot be changed or deleted." },
+                "index": { "type": "integer" }
+            }
+        },
+        "PolicyList": {
+            "type": "object",
+            "properties": { "policies": { "type": "array", "items": { "$ref": "#/components/schemas/Policy" } } }
+        },
+        "TokenBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "description": { "type": "string", "maxLength": MAX_DESCRIPTION_LEN },
+                "policies": { "type": "array", "maxItems": MAX_TOKEN_POLICIES, "items": { "type": "string" }, "example": ["viewer"] },
+                "service": { "type": ["string", "null"], "description": "A service identity: write on this service, read on every service.", "example": "payments" },
+                "expires_in": { "type": ["string", "null"], "description": "Lifetime: a duration such as 24h (or seconds, as text); none: the token does not expire.", "example": "24h" },
+                "max_instances": { "type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX,
+                    "description": "Most instances registrations with this token may hold at once (429 beyond)." }
+            }
+        },
+        "Token": {
+            "type": "object",
+            "required": token_fields,
+            "properties": token_props
+        },
+        "TokenCreated": {
+            "type": "object",
+            "required": created_required,
+            "properties": created_props
+        },
+        "TokenList": {
+            "type": "object",
+            "properties": { "tokens": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } } }
+        },
+        "TokenSelf": {
+            "type": "object",
+            "required": ["granted_policies", "service_identity"],
+            "properties": self_props
+        },
+        "AuditRecord": {
+            "type": "object",
+            "required": ["seq", "time", "time_ms", "index", "actor", "client", "action", "resource", "outcome", "detail", "prev"],
+            "properties": {
+                "seq": { "type": "integer", "minimum": 1 },
+                "time": { "type": "string", "format": "date-time" },
+                "time_ms": { "type": "integer" },
+                "index": { "type": ["integer", "null"], "description": "The change index of a mutation; null for a denial." },
+                "actor": { "type": "string", "example": "token:6f1c1f0e-4a63-4f0b-9a51-2a7c8d0e9b12" },
+                "client": { "type": ["string", "null"] },
+                "action": { "type": "string", "example": "registered" },
+                "resource": { "type": "string", "example": "service:payments/instance:payments-1@dc1" },
+                "outcome": { "type": "string", "example": "ok" },
+                "detail": { "type": ["string", "null"] },
+                "coalesced": { "type": "integer", "description": "Only on a record standing for denials not recorded one by one: how many." },
+                "prev": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the previous line." }
+            }
+        },
+        "AuditPage": {
+            "type": "object",
+            "required": ["records", "next"],
+            "properties": {
+                "records": { "type": "array", "items": { "$ref": "#/components/schemas/AuditRecord" } },
+                "next": { "type": "integer", "description": "The since of the next page." }
+            }
+        },
+        "MaxineSignin": {
+            "type": "object",
+            "required": ["userName", "password"],
+            "properties": {
+                "userName": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES },
+                "password": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES }
+            }
+        },
+        "MaxineSignedIn": {
+            "type": "object",
+            "required": ["accessToken", "role"],
+            "properties": {
+                "accessToken": { "type": "string", "description": "Send as Authorization: Bearer; valid 30 minutes." },
+                "role": { "type": "string", "enum": ["viewer", "operator", "admin"] }
+            }
+        },
+        "MaxineChangePassword": {
+            "type": "object",
+            "required": ["password", "newPassword"],
+            "properties": {
+                "password": { "type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_BYTES },
+                "newPassword": { "type": "string", "minLength": MIN_NEW_PASSWORD_CHARS, "maxLength": MAX_PASSWORD_BYTES }
+            }
+        },
+    })
 }
