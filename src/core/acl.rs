@@ -346,6 +346,9 @@ pub enum AclError {
     Invalid(String),
     #[error("{0} does not exist")]
     NotFound(String),
+    /// A token names a policy that does not exist.
+    #[error("policy {0:?} does not exist; create it first (PUT /v1/acl/policies/{0})")]
+    UnknownPolicy(String),
     #[error("ACL bootstrap was already done (token {0}); use that token, or create tokens with it")]
     AlreadyBootstrapped(String),
     #[error("{0}")]

@@ -142,26 +142,53 @@ fn strip_port(host: &str) -> &str {
 /// Refuses requests whose `Host` (or HTTP/2 authority) is not one of the
 /// API's names: a web page that resolves its own name to 127.0.0.1 must
 /// not reach a loopback API through the visitor's browser.
+///
+/// A browser also sends simple cross-site requests (a form POST) to any
+/// address without asking first; such a request names the page it came
+/// from in `Origin`. A change whose `Origin` is not the API itself is
+/// refused with 403, so no web page can spend the bootstrap or change the
+/// registry through a visitor's browser. Clients that are not browsers send
+/// no `Origin`.
 pub async fn check_host(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if let Some(host) = host
-        && !st.auth.hosts.allows(host)
-    {
-        let e = ApiError::MisdirectedHost(format!(
-            "this API does not answer to the host {host:?}; add it to http.allowed_hosts \
-             (MAXINE_HTTP_ALLOWED_HOSTS) if it is one of its names"
-        ));
-        return if req.uri().path().starts_with("/api/") {
+    let refuse = |e: ApiError| {
+        if req.uri().path().starts_with("/api/") {
             MaxineError(e).into_response()
         } else {
             e.into_response()
-        };
+        }
+    };
+    if let Some(host) = host
+        && !st.auth.hosts.allows(host)
+    {
+        return refuse(ApiError::MisdirectedHost(format!(
+            "this API does not answer to the host {host:?}; add it to http.allowed_hosts \
+             (MAXINE_HTTP_ALLOWED_HOSTS) if it is one of its names"
+        )));
+    }
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+        && !same_origin(origin.to_str().unwrap_or("null"), host)
+    {
+        return refuse(ApiError::Forbidden(
+            "a cross-origin request from a web page may not change anything here".into(),
+        ));
     }
     next.run(req).await
+}
+
+/// Whether `origin` (`scheme://host[:port]`, or `null`) names `host`.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
 }
 
 /// Who made a request, and what they may do. Extracting it authenticates
@@ -544,6 +571,22 @@ mod tests {
         let h = AllowedHosts::new(&["maxine.internal".into()], "0.0.0.0:8080".parse().unwrap());
         assert!(h.allows("maxine.internal:8080"));
         assert!(!h.allows("other.internal"));
+    }
+
+    #[test]
+    fn only_an_origin_naming_the_api_itself_is_the_same_origin() {
+        let host = Some("127.0.0.1:8080");
+        assert!(same_origin("http://127.0.0.1:8080", host));
+        assert!(same_origin("https://127.0.0.1:8080", host));
+        for other in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:9",
+            "127.0.0.1:8080",
+        ] {
+            assert!(!same_origin(other, host), "{other}");
+        }
+        assert!(!same_origin("http://127.0.0.1:8080", None));
     }
 
     #[test]

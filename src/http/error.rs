@@ -190,7 +190,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(_) => ApiError::Conflict(e.to_string()),
             RegistryError::Quota { .. } => ApiError::TooManyRequests(e.to_string()),
             RegistryError::Acl(ref a) => match a {
-                crate::core::AclError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+                crate::core::AclError::Invalid(_) | crate::core::AclError::UnknownPolicy(_) => {
+                    ApiError::BadRequest(e.to_string())
+                }
                 crate::core::AclError::NotFound(_) => ApiError::NotFound(e.to_string()),
                 crate::core::AclError::AlreadyBootstrapped(_) => ApiError::Forbidden(e.to_string()),
                 crate::core::AclError::Conflict(_) => ApiError::Conflict(e.to_string()),

@@ -639,10 +639,9 @@ fn acl_paths() -> Value {
                 "requestBody": json_body("TokenBody"),
                 "responses": {
                     "200": json_ok("The token, with its secret", "TokenCreated"),
-                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description"),
+                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description, or a policy the token names does not exist"),
                     "401": shared("Unauthorized"),
                     "403": shared("Forbidden"),
-                    "404": error_response("A policy the token names does not exist"),
                     "413": error_response("Body larger than the configured limit"),
                     "415": error_response("Body not sent as application/json"),
                     "503": unavailable()
@@ -677,10 +676,10 @@ fn acl_paths() -> Value {
                 "requestBody": json_body("TokenBody"),
                 "responses": {
                     "200": json_ok("The stored token", "Token"),
-                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description"),
+                    "400": error_response("Malformed JSON, unknown field, invalid service name, duration or description, or a policy the token names does not exist"),
                     "401": shared("Unauthorized"),
                     "403": shared("Forbidden"),
-                    "404": error_response("No such token, or a policy it names does not exist"),
+                    "404": error_response("No such token"),
                     "413": error_response("Body larger than the configured limit"),
                     "415": error_response("Body not sent as application/json"),
                     "503": unavailable()

@@ -210,7 +210,7 @@ impl Registry {
     fn check_token(&self, t: &Token) -> Result<(), AclError> {
         for p in &t.policies {
             if self.policy(p).is_none() {
-                return Err(AclError::NotFound(format!("policy:{p}")));
+                return Err(AclError::UnknownPolicy(p.clone()));
             }
         }
         if !t.is_anonymous()

@@ -572,7 +572,7 @@ fn tokens_and_policies_take_indexes_in_the_same_sequence_as_instances() {
     // A token naming a policy that does not exist is refused, and takes no index.
     assert!(matches!(
         put_token(&r, token("t2", 8, &["nope"], None)),
-        Err(RegistryError::Acl(crate::core::AclError::NotFound(_)))
+        Err(RegistryError::Acl(crate::core::AclError::UnknownPolicy(_)))
     ));
     assert_eq!(r.index(), t);
     // Deleting the token removes it from the secret index at once.

@@ -351,15 +351,17 @@ impl Writer {
     }
 }
 
-/// The audit records of the changes clients made (Maxine's own expiry
-/// and undo are not audited: they follow from changes that were).
+/// The audit records of the changes clients made, and of every change to
+/// tokens and policies (also those Maxine makes itself: a management token
+/// from the configuration, an undo). Maxine's own expiry of instances is
+/// not audited: it follows from the heartbeats that stopped.
 fn audit_records(entries: &[Entry], outcome: &str) -> Vec<crate::audit::Record> {
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     entries
         .iter()
-        .filter(|e| e.actor != crate::core::Actor::System)
+        .filter(|e| e.actor != crate::core::Actor::System || matches!(e.who, Who::Acl(_)))
         .map(|e| crate::audit::Record {
             time_ms,
             index: Some(e.index),
