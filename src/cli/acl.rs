@@ -46,6 +46,10 @@ pub enum TokenCommand {
     List(ClientArgs),
     /// Show one token (GET /v1/acl/tokens/ACCESSOR).
     Get(AccessorArgs),
+    /// Replace a token's description, policies, service, expiry and quota,
+    /// keeping its secret (PUT /v1/acl/tokens/ACCESSOR); `anonymous` is the
+    /// token of requests without a credential.
+    Update(TokenUpdateArgs),
     /// Delete a token: its secret stops working (DELETE /v1/acl/tokens/ACCESSOR).
     Delete(AccessorArgs),
     /// Show the token this command sends (GET /v1/acl/token/self).
@@ -101,6 +105,14 @@ pub struct TokenCreateArgs {
     pub max_instances: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct TokenUpdateArgs {
+    /// The token's accessor id, or `anonymous`
+    pub accessor: String,
+    #[command(flatten)]
+    pub token: TokenCreateArgs,
 }
 
 /// A duration as written (`24h`), checked here so that a typo fails before
@@ -208,6 +220,11 @@ pub async fn run(cmd: AclCommand) -> anyhow::Result<()> {
         AclCommand::Policy(PolicyCommand::Delete(a)) => {
             let path = ["v1", "acl", "policies", &a.name];
             call(&a.client, Method::DELETE, &path, None).await
+        }
+        AclCommand::Token(TokenCommand::Update(a)) => {
+            let body = token_body(&a.token);
+            let path = ["v1", "acl", "tokens", &a.accessor];
+            call(&a.token.client, Method::PUT, &path, Some(body)).await
         }
         AclCommand::Token(TokenCommand::Create(a)) => {
             let body = token_body(&a);

@@ -31,6 +31,7 @@ fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
         }),
         Command::Acl(AclCommand::Token(t)) => Some(match t {
             TokenCommand::Create(a) => &a.client,
+            TokenCommand::Update(a) => &a.token.client,
             TokenCommand::List(c) | TokenCommand::Current(c) => c,
             TokenCommand::Get(a) | TokenCommand::Delete(a) => &a.client,
         }),
@@ -50,6 +51,7 @@ const API_SUBCOMMANDS: &[&[&str]] = &[
     &["acl", "token", "create"],
     &["acl", "token", "list"],
     &["acl", "token", "get", "acc-1"],
+    &["acl", "token", "update", "anonymous", "--policy", "viewer"],
     &["acl", "token", "delete", "acc-1"],
     &["acl", "token", "self"],
 ];

@@ -454,24 +454,44 @@ impl Registry {
         indexes: &Indexes<'_>,
         applied: &mut Applied,
     ) {
-        match self.decide_acl(change, index) {
+        // A change that makes several objects (the bootstrap: a token and
+        // the mark) gives each its own index in the local sequence, because
+        // an index is also a record's key in the file and Redis stores. A
+        // log that gives one index per change keys records by path (etcd).
+        let made = self.decide_acl(change, index).and_then(|made| {
+            let extra = match indexes {
+                Indexes::Next => made.len().saturating_sub(1) as u64,
+                Indexes::Given(_) => 0,
+            };
+            match index.checked_add(extra).filter(|last| *last <= MAX_INDEX) {
+                Some(_) => Ok(made),
+                None => Err(RegistryError::IndexOutOfRange(index.saturating_add(extra))),
+            }
+        });
+        match made {
             Ok(made) => {
+                let step = u64::from(matches!(indexes, Indexes::Next));
                 let events: Vec<_> = made
                     .into_iter()
-                    .map(|(key, value)| super::change::AclEvent {
-                        index,
-                        previous: self.acl_object(&key),
-                        key,
-                        value,
-                        actor: ctx.actor.clone(),
-                        origin: ctx.origin.clone(),
+                    .enumerate()
+                    .map(|(k, (key, value))| {
+                        let at = index + k as u64 * step;
+                        super::change::AclEvent {
+                            index: at,
+                            previous: self.acl_object(&key),
+                            key,
+                            value: value.map(|v| if v.index() == at { v } else { v.at(at) }),
+                            actor: ctx.actor.clone(),
+                            origin: ctx.origin.clone(),
+                        }
                     })
                     .collect();
                 let first = events.first().and_then(|e| e.value.clone());
-                applied.last_index = index;
-                self.inner.index.store(index, Ordering::Release);
+                let last = events.last().map_or(index, |e| e.index);
+                applied.last_index = last;
+                self.inner.index.store(last, Ordering::Release);
                 self.commit_acl(w, events);
-                applied.outcomes.push((index, Outcome::Acl(first)));
+                applied.outcomes.push((last, Outcome::Acl(first)));
             }
             Err(e) => {
                 let at = match indexes {
