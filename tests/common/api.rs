@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::TestServer;
 
 /// One answer, decoded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     /// `X-Maxine-Index`, if the answer carries it.
