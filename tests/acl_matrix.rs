@@ -128,7 +128,7 @@ const SIGNIN: &str = r#"{"userName": "vera", "password": "vera-viewer-password"}
 
 #[rustfmt::skip]
 const TABLE: &[Row] = &[
-    //                                                                 anon read othr prfx svc  mgmt jwop jwsv user       bad
+    // columns:   anon read othr prfx svc  mgmt jwop jwsv user       bad
     Row { route: "GET /v1/health", target: "/v1/health", body: None,
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
     Row { route: "GET /v1/ready", target: "/v1/ready", body: None,
