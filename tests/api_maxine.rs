@@ -528,12 +528,17 @@ async fn discover_when_every_node_expired_is_503() {
 
 #[tokio::test]
 async fn servers_lists_passing_nodes_in_maxine_shape_one_per_unit_of_weight() {
-    let s = TestServer::start().await;
-    let empty = send(
+    // As in the Node.js Maxine, the servers snapshot needs a signed-in user.
+    let users = tempfile::tempdir().unwrap();
+    let file = common::acl::users_file(users.path(), &[("admin", "admin", "admin-password")]);
+    let s = TestServer::start_with(|f| f.acl.users_file = Some(file)).await;
+    let token = common::acl::sign_in(&s.http, &s.http_base(), "admin", "admin-password").await;
+    let servers = || {
         s.http
-            .get(format!("{}/api/maxine/serviceops/servers", s.http_base())),
-    )
-    .await;
+            .get(format!("{}/api/maxine/serviceops/servers", s.http_base()))
+            .bearer_auth(&token)
+    };
+    let empty = send(servers()).await;
     assert_eq!((empty.status, empty.body), (200, json!({})));
 
     register(&s, json!({"hostName": "10.0.0.7", "nodeName": "Node-A", "serviceName": "Payment_Service", "port": 8080, "weight": 2, "timeOut": 9})).await;
@@ -547,11 +552,7 @@ async fn servers_lists_passing_nodes_in_maxine_shape_one_per_unit_of_weight() {
     // Node-B expires: Maxine drops expired nodes from the snapshot.
     s.registry.expire(Instant::now() + Duration::from_secs(3));
 
-    let r = send(
-        s.http
-            .get(format!("{}/api/maxine/serviceops/servers", s.http_base())),
-    )
-    .await;
+    let r = send(servers()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.index, Some(s.registry.index()));
     assert_eq!(

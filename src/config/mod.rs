@@ -450,8 +450,11 @@ impl Config {
                 "http.addr",
                 format!(
                     "refusing to serve the API over plain HTTP on the non-loopback address {http_addr}: \
-                     pass --tls-cert and --tls-key to serve HTTPS, or --insecure-http if plain HTTP \
-                     on this address is really intended"
+                     ACL tokens and sign-in passwords would cross the network unencrypted. \
+                     Pass --tls-cert and --tls-key to serve HTTPS, or --insecure-http if plain HTTP \
+                     on this address is really intended. Off loopback, access control defaults to \
+                     deny: create a management token (acl.bootstrap_token_file, or POST \
+                     /v1/acl/bootstrap), or choose with acl.default_policy"
                 ),
             ));
         }
@@ -1016,6 +1019,17 @@ mod tests {
             err.contains("--insecure-http") && err.contains("--tls-cert"),
             "{err}"
         );
+        // It says what the ACLs do off loopback, and how to get in.
+        assert!(
+            err.contains("acl.default_policy") && err.contains("acl.bootstrap_token_file"),
+            "{err}"
+        );
+        let insecure = load(vec![
+            ("http.addr", "0.0.0.0:8080".into()),
+            ("http.insecure_http", "true".into()),
+        ])
+        .unwrap();
+        assert!(insecure.acl.default_deny && !insecure.acl.default_explicit);
         assert!(
             load(vec![
                 ("http.addr", "0.0.0.0:8080".into()),

@@ -10,12 +10,14 @@ use serde_json::Value;
 use super::TestServer;
 
 /// One answer, decoded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     /// `X-Maxine-Index`, if the answer carries it.
     pub index: Option<u64>,
     pub location: Option<String>,
+    /// `WWW-Authenticate`, which every 401 must carry.
+    pub www_authenticate: Option<String>,
     /// The body as JSON, or as a JSON string when it is not JSON.
     pub body: Value,
 }
@@ -30,12 +32,14 @@ pub async fn send(req: reqwest::RequestBuilder) -> Reply {
     };
     let index = header("x-maxine-index").map(|v| v.parse().expect("numeric index"));
     let location = header(LOCATION.as_str());
+    let www_authenticate = header("www-authenticate");
     let text = resp.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Reply {
         status,
         index,
         location,
+        www_authenticate,
         body,
     }
 }

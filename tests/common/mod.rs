@@ -2,6 +2,7 @@
 //! loopback ports with a temporary data directory, and clients for it.
 #![allow(dead_code)]
 
+pub mod acl;
 pub mod api;
 pub mod process;
 pub mod redis;
