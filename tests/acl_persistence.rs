@@ -354,16 +354,10 @@ macro_rules! battery {
                     scenario::bootstrap_works_once(&$make).await;
                 }
                 #[tokio::test]
-                #[ignore = "server bug: bootstrap puts the token and the bootstrap mark under one \
-                            index, which is also their store record key, so the mark overwrites \
-                            the token in the store; after a restart the bootstrap token is gone"]
                 async fn the_bootstrap_token_survives_a_restart() {
                     scenario::the_bootstrap_token_survives_a_restart(&$make).await;
                 }
                 #[tokio::test]
-                #[ignore = "server bug: deleting the bootstrap token deletes the store record the \
-                            bootstrap mark overwrote it in (one index, one record key); after a \
-                            restart anyone may bootstrap again"]
                 async fn bootstrap_stays_done_after_its_token_is_deleted() {
                     scenario::bootstrap_stays_done_after_its_token_is_deleted(&$make).await;
                 }

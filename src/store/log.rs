@@ -24,9 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::core::{
-    Applied, Change, Context, Durability, Outcome, Registry, RegistryError, ServiceSnapshot,
-};
+use crate::core::{Applied, Change, Context, Durability, Registry, RegistryError, ServiceSnapshot};
 
 use super::Durable;
 use crate::events::{ChangeFeed, Subscription};
@@ -95,10 +93,7 @@ impl Log for LocalLog {
         let durable = self.durable.clone();
         Box::pin(async move {
             let applied = applied.map_err(LogError::Refused)?;
-            let made = applied
-                .outcomes
-                .iter()
-                .any(|(_, o)| matches!(o, Outcome::Applied(_)));
+            let made = applied.outcomes.iter().any(|(_, o)| o.is_made());
             // What was applied is waited for even when a later change of
             // the batch was refused: the proposer learns both.
             if made && ctx.durability == Durability::Durable {
