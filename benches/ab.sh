@@ -38,12 +38,12 @@
 #   DNS_SECS=10        seconds per DNS run (QUICK: 3)
 #   REG_SECS=10 REG_CONNS=50 REG_STORE=file    registration-load.sh's arguments (QUICK: 3 s);
 #                      SERVICES is passed on to it as is
-#   SHARED=DIR         the shared bench dir's parent (default: <repo>/../shared)
 #   FOREIGN_MAX=15 RETRIES=2 QUIET_WAIT=60     DNS runs with other load: see benches/dns-load.sh
 #                      (QUICK: RETRIES=0 QUIET_WAIT=0)
 #   AB_PORT=5310       DNS part: A on DNS :AB_PORT, API :AB_PORT+1; B on :AB_PORT+2, :AB_PORT+3
 #   MAXINE_SERVE_ARGS  extra arguments for `maxine serve` in the DNS part
 # Needs Linux with 2+ CPUs, cargo, python3, curl, taskset, timeout; dig for a check; wrk for `reg`.
+# Everything else it runs is in benches/ (see benches/README.md).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,8 +54,6 @@ usage() { sed -n '2,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 for x in "$1" "$2"; do if [ ! -f "$x" ] || [ ! -x "$x" ]; then die "$x is not an executable file"; fi; done
 A_BIN=$(realpath "$1") B_BIN=$(realpath "$2")
 
-SHARED=${SHARED:-$(dirname "$REPO")/shared}
-BENCH=$SHARED/bench
 QUICK=${QUICK:-0}
 KEEP=${KEEP:-0}
 ONLY=${ONLY:-dns,reg,startup,memory}
@@ -119,7 +117,7 @@ bounded() {
   fi
 }
 
-# field KEY: KEY's value in the MEASURE line (measure.py) in $m
+# field KEY: KEY's value in the MEASURE line (benches/measure-cpu.py) in $m
 field() { sed -n "s/.* $1=\([-0-9.]*\).*/\1/p" <<<"$m"; }
 # record LABEL SIDE VALUE: one measurement of one run, for the table
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$B/results.tsv"; }
@@ -131,7 +129,6 @@ human() { awk -v n="$1" 'BEGIN { if (n % 1000000 == 0) print n / 1000000 "M"; el
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU 0, load on CPU 1)"
 for c in cargo python3 curl taskset timeout realpath; do command -v "$c" >/dev/null || die "$c not found"; done
 if part dns; then
-  need_bench_scripts gen_data.py load_maxine.py measure.py
   need_ports_free "$AB_PORT" $((AB_PORT + 1)) $((AB_PORT + 2)) $((AB_PORT + 3))
 fi
 if part reg; then command -v wrk >/dev/null || die "wrk is missing (Debian: apt-get install wrk)"; fi
@@ -172,8 +169,7 @@ if part dns; then
     log "starting $s (:${DNS_PORT_OF[$s]}, API :${HTTP_PORT_OF[$s]}) on CPU 0: $(bin_of "$s")"
     start_maxine_on "$(bin_of "$s")" "${DNS_PORT_OF[$s]}" "${HTTP_PORT_OF[$s]}" "$B/data-$s" "$B/maxine-$s.log" "$B/zones"
     PID_OF[$s]=$MAXINE_PID PIDS+=("$MAXINE_PID") MAXINE_PID=""
-    python3 "$BENCH/load_maxine.py" "http://127.0.0.1:${HTTP_PORT_OF[$s]}" "$B/registrations.jsonl" >&2 ||
-      die "loading registrations into $s failed"
+    register_all "http://127.0.0.1:${HTTP_PORT_OF[$s]}" "$B/registrations.jsonl"
   done
   if command -v dig >/dev/null; then
     for q in "svc1.maxine. A" "v2.svc1.maxine. SRV" "nosuch.maxine. A"; do   # same answers on both?

@@ -5,8 +5,11 @@
 #   benches/dns-load.sh                 full run (about 15-25 minutes, most of it loading 1M instances)
 #   QUICK=1 benches/dns-load.sh         3 s runs, no 1M part (smoke test)
 #
+# Everything it runs is in benches/ (benches/README.md): dns-data.py writes the data set,
+# reference-dns.sh serves it from NSD and Knot, register.py loads it into Maxine, measure-cpu.py
+# accounts each server's CPU around a dnsload run.
+#
 # Environment:
-#   SHARED=DIR        the shared bench dir's parent (default: <repo>/../shared; scripts in $SHARED/bench)
 #   QUICK=1           shorter runs, skip the 1M-instance part
 #   KEEP=1            keep the temp dir (data, logs, every run's output)
 #   FOREIGN_MAX=15    a run with more foreign CPU (other load on the machine) than this is repeated...
@@ -14,22 +17,24 @@
 #   QUIET_WAIT=60     before each attempt, wait up to this many seconds for the machine to be quiet
 #   MAXINE_BIN=PATH   use this maxine binary instead of building the repo in release
 #   MAXINE_SERVE_ARGS extra arguments for `maxine serve` (e.g. a --store choice)
+#   FLOOR=1           also measure benches/dnsload's `reflect` (UDP tests only): a server that does
+#                     no DNS work, so its CPU per query is the loopback path's own cost
+# Ports: Maxine DNS 5300 and API 5380, NSD 5301, Knot 5302, reflect 5303 (127.0.0.1 only).
 # Needs Linux with 2+ CPUs, cargo, python3, curl, taskset; installs nsd, knot, dnsutils if absent.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 . "$REPO/benches/lib.sh"
-SHARED=${SHARED:-$(dirname "$REPO")/shared}
-BENCH=$SHARED/bench
 QUICK=${QUICK:-0}
 KEEP=${KEEP:-0}
 FOREIGN_MAX=${FOREIGN_MAX:-15}
 RETRIES=${RETRIES:-2}
 QUIET_WAIT=${QUIET_WAIT:-60}
+FLOOR=${FLOOR:-0}
 export PATH=$PATH:/usr/sbin:/sbin
 
-DNS_PORT=5300 HTTP_PORT=5380 NSD_PORT=5301 KNOT_PORT=5302
+DNS_PORT=5300 HTTP_PORT=5380 NSD_PORT=5301 KNOT_PORT=5302 FLOOR_PORT=5303
 API=http://127.0.0.1:$HTTP_PORT
 if [ "$QUICK" = 1 ]; then MAX_SECS=3 FIXED_SECS=3; else MAX_SECS=10 FIXED_SECS=5; fi
 FIXED_RATE=50000
@@ -38,17 +43,24 @@ FIXED_RATE=50000
 # cleanup: everything started here is tracked and stopped on exit, failure or interrupt
 B=""
 MAXINE_PID=""
-REF_STARTED=0
+REF_PID=""     # benches/reference-dns.sh serve: NSD and Knot are its children
+FLOOR_PID=""
 stop_maxine() {
   [ -n "$MAXINE_PID" ] || return 0
   stop_pid "$MAXINE_PID"
   MAXINE_PID=""
 }
+stop_reference() {
+  [ -n "$REF_PID" ] || return 0
+  stop_pid "$REF_PID"   # SIGTERM: it stops and reaps both servers (within 4 s)
+  REF_PID=""
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_maxine
-  if [ "$REF_STARTED" = 1 ]; then "$BENCH/reference.sh" stop "$B" >/dev/null 2>&1 || true; fi
+  stop_reference
+  if [ -n "$FLOOR_PID" ]; then stop_pid "$FLOOR_PID"; fi
   if [ -n "$B" ] && [ -d "$B" ]; then
     if [ "$KEEP" = 1 ]; then echo "kept $B" >&2; else rm -rf "$B"; fi
   fi
@@ -61,7 +73,6 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
 # 1. prerequisites
-need_bench_scripts gen_data.py load_maxine.py measure.py reference.sh
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU 0, load generator on CPU 1)"
 for c in cargo python3 curl taskset; do command -v "$c" >/dev/null || die "$c not found"; done
 if ! command -v nsd >/dev/null || ! command -v knotd >/dev/null || ! command -v dig >/dev/null; then
@@ -74,6 +85,7 @@ if ! command -v nsd >/dev/null || ! command -v knotd >/dev/null || ! command -v 
   $SUDO systemctl disable --now nsd knot >/dev/null 2>&1 || true
 fi
 need_ports_free $DNS_PORT $HTTP_PORT $NSD_PORT $KNOT_PORT
+[ "$FLOOR" != 1 ] || need_ports_free $FLOOR_PORT
 
 # ---------------------------------------------------------------------------------------------
 # 2. build
@@ -97,15 +109,22 @@ gen_dns_data "$B"
 # ---------------------------------------------------------------------------------------------
 # 4. reference servers
 log "starting NSD (:$NSD_PORT) and Knot (:$KNOT_PORT) on CPU 0"
-REF_STARTED=1
-NSD_PORT=$NSD_PORT KNOT_PORT=$KNOT_PORT "$BENCH/reference.sh" start "$B" 0
-NSD_PID=$(cat "$B/run/nsd.pid") KNOT_PID=$(cat "$B/run/knot.pid")
-for s in nsd:$NSD_PORT:$NSD_PID knot:$KNOT_PORT:$KNOT_PID; do
-  IFS=: read -r name port pid <<<"$s"
-  kill -0 "$pid" 2>/dev/null || { cat "$B/run/$name.out" "$B/run/$name.log" 2>/dev/null >&2; die "$name did not start"; }
-  [ -n "$(dig +short +time=1 +tries=3 @127.0.0.1 -p "$port" svc0.maxine. A)" ] ||
-    { cat "$B/run/$name.out" "$B/run/$name.log" 2>/dev/null >&2; die "$name does not answer on :$port"; }
+NSD_PORT=$NSD_PORT KNOT_PORT=$KNOT_PORT "$REPO/benches/reference-dns.sh" serve "$B" 0 >"$B/reference.out" 2>&1 &
+REF_PID=$!
+for _ in $(seq 150); do   # it creates run/ready once both answer (10 s at most)
+  [ ! -e "$B/run/ready" ] || break
+  kill -0 "$REF_PID" 2>/dev/null || break
+  sleep 0.1
 done
+[ -e "$B/run/ready" ] || { cat "$B/reference.out" >&2; die "NSD and Knot did not start"; }
+NSD_PID=$(cat "$B/run/nsd.pid") KNOT_PID=$(cat "$B/run/knot.pid")
+if [ "$FLOOR" = 1 ]; then
+  log "starting reflect (:$FLOOR_PORT) on CPU 0"
+  taskset -c 0 "$REFLECT" "127.0.0.1:$FLOOR_PORT" --seconds 3600 >"$B/reflect.log" 2>&1 &
+  FLOOR_PID=$!
+  sleep 0.2
+  kill -0 "$FLOOR_PID" 2>/dev/null || { cat "$B/reflect.log" >&2; die "reflect did not start"; }
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 5. maxine
@@ -113,7 +132,7 @@ done
 start_maxine() { start_maxine_on "$MAXINE_BIN" "$DNS_PORT" "$HTTP_PORT" "$1" "$2" "$B/zones"; }
 log "starting maxine (:$DNS_PORT, API :$HTTP_PORT) on CPU 0"
 start_maxine "$B/maxine-data" "$B/maxine.log"
-python3 "$BENCH/load_maxine.py" "$API" "$B/registrations.jsonl" || die "loading registrations into maxine failed"
+register_all "$API" "$B/registrations.jsonl"
 for q in "svc1.maxine. A" "v2.svc1.maxine. A" "nosuch.maxine. A"; do   # same answers everywhere?
   # shellcheck disable=SC2086
   a=$(dig +short @127.0.0.1 -p $DNS_PORT $q | sort | tr '\n' ' ')
@@ -124,12 +143,14 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 6. load runs
-# run_load (benches/lib.sh): measure.py around dnsload on CPU 1, a run with foreign CPU above
+# run_load (benches/lib.sh): measure-cpu.py around dnsload on CPU 1, a run with foreign CPU above
 # FOREIGN_MAX repeated (RETRIES times at most), the quietest one kept.
 # Test-major order: the three servers take each test back to back, under similar machine load.
 for test in udp udp50k edns nx tcp; do
-  log "$test: nsd, knot, maxine"
-  for s in "nsd $NSD_PORT $NSD_PID" "knot $KNOT_PORT $KNOT_PID" "maxine $DNS_PORT $MAXINE_PID"; do
+  servers=("nsd $NSD_PORT $NSD_PID" "knot $KNOT_PORT $KNOT_PID" "maxine $DNS_PORT $MAXINE_PID")
+  if [ -n "$FLOOR_PID" ] && [ "$test" != tcp ]; then servers+=("floor $FLOOR_PORT $FLOOR_PID"); fi
+  log "$test: ${servers[*]%% *}"
+  for s in "${servers[@]}"; do
     read -r name port pid <<<"$s"
     secs=$MAX_SECS; [ "$test" = udp50k ] && secs=$FIXED_SECS
     dns_test_args "$test" "127.0.0.1:$port" "$secs"
@@ -143,19 +164,19 @@ cp "$B/maxine.log" "$B/out/maxine.log.3k"
 # 7. one million instances
 LOAD_1M=""
 if [ "$QUICK" != 1 ]; then
-  "$BENCH/reference.sh" stop "$B" >/dev/null; REF_STARTED=0   # idle, but no reason to keep them
+  stop_reference   # idle, but no reason to keep them
+  if [ -n "$FLOOR_PID" ]; then stop_pid "$FLOOR_PID"; FLOOR_PID=""; fi
   log "restarting maxine for 1M instances"
   stop_maxine
-  python3 "$BENCH/gen_data.py" --services 333334 --instances 3 "$B/1m"
-  rm -f "$B/1m/maxine.zone"
+  gen_dns_data "$B/1m" --services 333334 --instances 3 --no-zone --nx-queries 0
   start_maxine "$B/maxine-data-1m" "$B/maxine-1m.log"
   t0=$(date +%s.%N)
-  python3 "$BENCH/load_maxine.py" --threads 16 "$API" "$B/1m/registrations.jsonl" || die "loading 1M registrations failed"
+  register_all "$API" "$B/1m/registrations.jsonl" --threads 16
   t1=$(date +%s.%N)
   n=$(wc -l <"$B/1m/registrations.jsonl")
   rss=$(awk '/VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$MAXINE_PID/status")
   LOAD_1M=$(awk -v a="$t0" -v b="$t1" -v n="$n" -v r="$rss" \
-    'BEGIN { printf "%d instances registered over HTTP in %.0f s (%.0f/s, load_maxine.py 16 threads); maxine RSS %s", n, b - a, n / (b - a), r }')
+    'BEGIN { printf "%d instances registered over HTTP in %.0f s (%.0f/s, register.py 16 connections); maxine RSS %s", n, b - a, n / (b - a), r }')
   echo "$LOAD_1M" >&2
   log "maxine with 1M instances: UDP max"
   run_load maxine 1m-q3k "$MAXINE_PID" udp "127.0.0.1:$DNS_PORT" "$B/queries.txt" "$MAX_SECS"
@@ -189,7 +210,7 @@ for f in sorted(os.listdir(out)):
         bad=" ".join(f"{k}={v}" for k, v in re.findall(r"(REFUSED|SERVFAIL|FORMERR|NOTIMP|other) (\d+)", rc) if v != "0"),
         tries=sum(1 for g in os.listdir(out) if g.startswith(f + ".try")),
         extra=" ".join(f"{k}={v}" for k, v in re.findall(r"(unmatched/late|mismatched question|malformed|without OPT|closed by server|connect failures) (\d+)", t) if v != "0"))
-servers = ["nsd", "knot", "maxine"]
+servers = ["nsd", "knot", "maxine", "floor"]  # floor: FLOOR=1 only
 tests = ["udp", "udp50k", "edns", "nx", "tcp", "1m-q3k", "1m-q1m"]
 desc = {"udp": "UDP max", "udp50k": "UDP 50k qps", "edns": "UDP max, EDNS 1232", "nx": "UDP max, NXDOMAIN",
         "tcp": "TCP 50 conns max", "1m-q3k": "UDP max, 1M inst, 3k-query file", "1m-q1m": "UDP max, 1M inst, 1M-query file"}

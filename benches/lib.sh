@@ -1,25 +1,19 @@
 # Shell pieces shared by the DNS load scripts (benches/dns-load.sh, benches/ab.sh): the data set,
-# starting a pinned Maxine, and the measured dnsload runs. Sourced, not run; bash only.
+# starting a pinned Maxine, and the measured dnsload runs. Sourced, not run; bash only. Everything
+# they call is in benches/ (see benches/README.md).
 #
 # The functions read these globals of the script that sources them:
 #   B            the run's temp dir (data, zones, out/ with every run's output)
-#   BENCH        the shared bench scripts ($SHARED/bench)
 #   DNSLOAD      the load generator binary (set by build_dnsload)
 #   FOREIGN_MAX  RETRIES  QUIET_WAIT   see run_load and wait_quiet
 # shellcheck shell=bash disable=SC2034
-# (SC2034: DNS_ARGS and MAXINE_PID are set here for the caller.)
+# (SC2034: DNS_ARGS, MAXINE_PID and REFLECT are set here for the caller.)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
-# need_bench_scripts FILE...: the shared scripts this run calls are there and executable
-need_bench_scripts() {
-  local f
-  [ -d "$BENCH" ] || die "shared bench dir $BENCH not found (set SHARED=dir containing bench/)"
-  for f in "$@"; do
-    [ -x "$BENCH/$f" ] || die "$BENCH/$f missing or not executable"
-  done
-}
+# BENCHES: this directory, where the helpers below live (dns-data.py, register.py, measure-cpu.py)
+BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # need_ports_free PORT...: no listener on any of them (a leftover server?)
 need_ports_free() {
@@ -31,25 +25,29 @@ need_ports_free() {
 }
 
 # build_dnsload TARGET_DIR: builds benches/dnsload (release) under TARGET_DIR/dnsload, sets DNSLOAD
+# (and REFLECT, the crate's loopback floor server)
 build_dnsload() {
-  local repo
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   log "building dnsload"
   CARGO_TARGET_DIR=$1/dnsload cargo build --release --locked \
-    --manifest-path "$repo/benches/dnsload/Cargo.toml" || die "building benches/dnsload failed"
+    --manifest-path "$BENCHES/dnsload/Cargo.toml" || die "building benches/dnsload failed"
   DNSLOAD=$1/dnsload/release/dnsload
+  REFLECT=$1/dnsload/release/reflect
 }
 
-# gen_dns_data DIR: the data set of docs/performance.md (1000 services x 3 instances) in DIR:
-# registrations.jsonl, queries.txt, maxine.zone; zones/maxine.zone (the zone's SOA and NS, which
-# Maxine serves beside the registered records) and nx.txt (unknown names only).
+# gen_dns_data DIR [dns-data.py options]: the data set of docs/performance.md (1000 services x 3
+# instances unless told otherwise) in DIR: registrations.jsonl, queries.txt, maxine.zone (for the
+# reference servers), zones/maxine.zone (the zone's SOA and NS, which Maxine serves beside the
+# registered records) and nx.txt (unknown names only). See benches/dns-data.py.
 gen_dns_data() {
-  mkdir -p "$1/zones"
-  log "generating data in $1"
-  python3 "$BENCH/gen_data.py" "$1"
-  # shellcheck disable=SC2016
-  grep -E '^(\$ORIGIN|\$TTL|@ |ns1 )' "$1/maxine.zone" > "$1/zones/maxine.zone"
-  awk 'BEGIN { for (i = 0; i < 200000; i++) print "nope-" i ".maxine A" }' > "$1/nx.txt"
+  local dir=$1; shift
+  log "generating data in $dir"
+  python3 "$BENCHES/dns-data.py" "$@" "$dir" || die "generating the data set failed"
+}
+
+# register_all API FILE [register.py options]: every registration of FILE into the Maxine at API
+register_all() {
+  local api=$1 file=$2; shift 2
+  python3 "$BENCHES/register.py" "$@" "$api" "$file" || die "registering $file at $api failed"
 }
 
 # start_maxine_on BIN DNS_PORT HTTP_PORT DATA_DIR LOGFILE ZONE_DIR: `maxine serve` pinned to
@@ -116,7 +114,7 @@ wait_quiet() {
     sleep 4; waited=$((waited + 5))
   done
 }
-# run_load SERVER TEST PID DNSLOAD-ARGS...: measure.py around dnsload on CPU 1; a run with
+# run_load SERVER TEST PID DNSLOAD-ARGS...: measure-cpu.py around dnsload on CPU 1; a run with
 # foreign CPU above FOREIGN_MAX is repeated (RETRIES times at most), the quietest one is kept
 # as $B/out/SERVER.TEST.
 run_load() {
@@ -125,7 +123,8 @@ run_load() {
   for try in $(seq 0 "$RETRIES"); do
     wait_quiet
     out=$B/out/$server.$test.try$try
-    python3 "$BENCH/measure.py" "$server/$test" "$pid" -- taskset -c 1 "$DNSLOAD" "$@" >"$out" 2>&1 ||
+    # --timeout: a backstop only; dnsload stops itself after its SECONDS and 1 s for late replies
+    python3 "$BENCHES/measure-cpu.py" --timeout 300 "$server/$test" "$pid" -- taskset -c 1 "$DNSLOAD" "$@" >"$out" 2>&1 ||
       { cat "$out" >&2; die "$server/$test: load run failed"; }
     kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$server (pid $pid) died during $test"; }
     grep -q '^MEASURE ' "$out" || { cat "$out" >&2; die "$server/$test: no MEASURE line"; }

@@ -20,7 +20,7 @@
 //! Query file: dnsperf format, one `name TYPE` per line (`#` comments and blank lines skipped);
 //! the file is replayed in order, cyclically.
 //!
-//! Output (the first lines as blast prints them, so `measure.py` can parse `Queries per second:`):
+//! Output (`Queries per second:` as dnsperf words it, so benches/measure-cpu.py can read it):
 //! sent, completed, lost, qps, rcode counts, TC count, latency avg/p50/p90/p99/p99.9 (1 us buckets).
 
 use std::collections::VecDeque;
