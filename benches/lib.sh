@@ -20,7 +20,7 @@ need_ports_free() {
   local p
   command -v ss >/dev/null || return 0
   for p in "$@"; do
-    if ss -Hln "( sport = :$p )" | grep -q .; then die "port $p is already in use (a leftover server?)"; fi
+    if ss -Hlntu "( sport = :$p )" | grep -q .; then die "port $p is already in use (a leftover server?)"; fi
   done
 }
 
