@@ -43,6 +43,7 @@ use crate::core::{
     ServiceName,
 };
 use crate::store::{Durable, Log, LogError};
+use crate::telemetry::RecentLogs;
 
 /// What the handlers share: a handle whose clone copies one `Arc`. axum
 /// clones the state for every request (the handler and each layer that
@@ -85,6 +86,10 @@ pub struct HttpShared {
     pub durable: Durable,
     /// Credentials, the default policy, allowed hosts, the audit log.
     pub auth: auth::Auth,
+    /// The last log lines (`/api/logs/...`).
+    pub recent_logs: RecentLogs,
+    /// When the API started serving (`/api/actuator/metrics` uptime).
+    pub started: tokio::time::Instant,
 }
 
 impl HttpState {
@@ -113,6 +118,8 @@ impl HttpState {
             feed,
             durable: Durable::default(),
             auth: auth::Auth::open(),
+            recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
+            started: tokio::time::Instant::now(),
         })
     }
 }
