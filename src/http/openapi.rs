@@ -398,7 +398,18 @@ fn registry_document(domain: &str) -> Value {
                         "ttl": { "type": "number", "description": "Seconds." },
                         "health": { "type": "string", "enum": ["passing", "critical"] },
                         "index": { "type": "integer", "description": "Index of the change that produced this value." },
-                        "compat": { "type": "object", "description": "The names a Maxine SDK sent (Maxine-compatible registrations only)." },
+                        "compat": {
+                            "type": "object",
+                            "description": "What a Maxine SDK sent (Maxine-compatible registrations only).",
+                            "properties": {
+                                "serviceName": { "type": "string" },
+                                "nodeName": { "type": "string" },
+                                "hostName": { "type": "string" },
+                                "ssl": { "type": "boolean" },
+                                "path": { "type": "string" },
+                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. Nothing probes it yet." }
+                            }
+                        },
                         "dns": {
                             "type": "object",
                             "properties": {
@@ -448,6 +459,8 @@ fn registry_document(domain: &str) -> Value {
                         "timeOut": { "type": ["integer", "string", "null"], "description": "Seconds; the instance expires timeOut + 0.5 s after the last post.", "default": 5 },
                         "weight": { "type": ["integer", "string", "null"], "minimum": 1, "maximum": 10, "default": 1 },
                         "path": { "type": ["string", "null"], "example": "/api" },
+                        "healthCheckPath": { "type": ["string", "null"], "maxLength": 1024, "example": "/health",
+                                             "description": "Where the node answers a health check; kept as sent and shown in the listings. Nothing probes it yet." },
                         "version": { "type": ["string", "null"], "example": "2.1.0" },
                         "namespace": { "type": ["string", "null"], "description": "Kept as the metadata entry namespace." },
                         "metadata": { "type": ["object", "null"], "description": "Stored as instance metadata." }
@@ -462,6 +475,7 @@ fn registry_document(domain: &str) -> Value {
                         "timeOut": { "type": "integer" },
                         "weight": { "type": "integer" },
                         "address": { "type": "string", "example": "http://10.0.0.7:8080/api" },
+                        "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none." },
                         "registeredAt": { "type": "string", "format": "date-time" },
                         "dnsName": { "type": "string", "example": format!("payment-service.{domain}") }
                     }
@@ -479,7 +493,8 @@ fn registry_document(domain: &str) -> Value {
                                     "nodeName": { "type": "string" },
                                     "parentNode": { "type": "string" },
                                     "address": { "type": "string" },
-                                    "timeOut": { "type": "integer" }
+                                    "timeOut": { "type": "integer" },
+                                    "healthCheckPath": { "type": "string" }
                                 }
                             } }
                         }
