@@ -1,5 +1,6 @@
-//! The API of the Node.js Maxine registry (`/api/maxine/serviceops/...`,
-//! `/api/actuator/health`), so that existing Maxine SDKs keep working.
+//! The API of the Node.js Maxine registry (`/api/maxine/serviceops/...`),
+//! so that existing Maxine SDKs keep working (its actuator and log routes
+//! are in `actuator` and `logs`).
 //!
 //! Maxine names are free strings (`Payment_Service`); each is mapped to a DNS
 //! label with [`normalize_label`] (`payment-service`), and the original
@@ -487,9 +488,4 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         );
     }
     Ok(indexed(st.registry.index(), Json(Value::Object(out))))
-}
-
-/// `GET /api/actuator/health`.
-pub async fn actuator_health() -> Json<Value> {
-    Json(json!({ "status": "UP" }))
 }

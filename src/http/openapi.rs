@@ -68,6 +68,9 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(acl) = acl_paths() {
         paths.extend(acl);
     }
+    if let Value::Object(ops) = operator_paths() {
+        paths.extend(ops);
+    }
     let components = doc["components"].as_object_mut().expect("components");
     components.insert("securitySchemes".into(), security_schemes());
     components.insert("responses".into(), shared_responses());
@@ -499,6 +502,100 @@ fn registry_document(domain: &str) -> Value {
                             } }
                         }
                     }
+                }
+            }
+        }
+    })
+}
+
+/// The Node.js Maxine's actuator and log routes (the health probe is in
+/// [`registry_document`]).
+fn operator_paths() -> Value {
+    let text_ok = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
+    json!({
+        "/api/actuator/info": {
+            "get": {
+                "summary": "Maxine-compatible build information.",
+                "operationId": "actuatorInfo", "security": [],
+                "responses": { "200": { "description": "The build", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "build": { "type": "object", "properties": {
+                        "name": { "type": "string", "example": "maxine" },
+                        "description": { "type": "string" },
+                        "version": { "type": "string", "example": env!("CARGO_PKG_VERSION") }
+                    } } }
+                } } } } }
+            }
+        },
+        "/api/actuator/metrics": {
+            "get": {
+                "summary": "Maxine-compatible process metrics: resident memory and uptime.",
+                "operationId": "actuatorMetrics", "security": [],
+                "responses": { "200": { "description": "Memory and uptime", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": {
+                        "mem": { "type": "object", "properties": { "rss": { "type": "integer", "description": "Resident bytes (left out where the system does not tell)." } } },
+                        "uptime": { "type": "number", "description": "Seconds since the API started." }
+                    }
+                } } } } }
+            }
+        },
+        "/api/actuator/performance": {
+            "get": {
+                "summary": "Maxine-compatible performance report: there is none to show, so this is always 404, as the Node.js Maxine answers without a report URL.",
+                "operationId": "actuatorPerformance", "security": [],
+                "responses": { "404": maxine_error("No performance report (`Performance report URL is not configured.`)") }
+            }
+        },
+        "/api/logs/download": {
+            "get": {
+                "summary": "The downloadable log files by name, each with the path it is downloaded from. Needs operator:read.",
+                "operationId": "logFiles",
+                "responses": {
+                    "200": { "description": "File name -> path", "content": { "application/json": { "schema": {
+                        "type": "object", "additionalProperties": { "type": "string" },
+                        "example": { super::logs::RECENT_FILE: super::logs::RECENT_FILE_PATH }
+                    } } } },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        super::logs::RECENT_FILE_PATH: {
+            "get": {
+                "summary": "The recent log lines as a text file, oldest first. Needs operator:read.",
+                "operationId": "logDownload",
+                "responses": {
+                    "200": text_ok("The lines, one event per line"),
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        "/api/logs/recent": {
+            "get": {
+                "summary": format!(
+                    "The last {} log lines of the server (those its log level lets through). Needs operator:read.",
+                    crate::telemetry::recent::DEFAULT_LINES
+                ),
+                "operationId": "recentLogs",
+                "responses": {
+                    "200": { "description": "The lines joined by \\n, oldest first", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "logs": { "type": "string" } }
+                    } } } },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        "/api/logs/recent/clear": {
+            "get": {
+                "summary": "Forget the recent log lines (a GET, as in the Node.js Maxine); the line saying who cleared them is the first of the new ones. Needs operator:write.",
+                "operationId": "clearRecentLogs",
+                "responses": {
+                    "200": { "description": "Cleared; no body" },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
                 }
             }
         }
