@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot};
 use maxine::app::{App, Listeners};
 use maxine::config::{Config, LogFormat};
+use maxine::telemetry::RecentLogs;
 
 /// The server's allocator: docs/adr/0004-mimalloc-allocator.md.
 #[global_allocator]
@@ -45,9 +46,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
-    init_logging(&config)?;
+    // The last lines of the log, for the operators' `/api/logs` routes.
+    let recent = RecentLogs::new(maxine::telemetry::recent::DEFAULT_LINES);
+    init_logging(&config, &recent)?;
     let listeners = Listeners::bind(config.dns.addr, config.http.addr)?;
-    let app = App::build(config, listeners)?;
+    let app = App::build(config, listeners)?.with_recent_logs(recent);
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     // Installed here, before the server says it is serving: a SIGTERM sent
@@ -65,17 +68,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.run(shutdown).await
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// The log (on stdout), and the same lines into `recent`, under one filter.
+fn init_logging(config: &Config, recent: &RecentLogs) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("invalid log level {:?}", config.log.level))?;
-    // A log line that cannot be written (stderr on a full disk) is lost,
+    // A log line that cannot be written (stdout on a full disk) is lost,
     // never a panic in whatever thread logged it.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .log_internal_errors(false);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let json = (config.log.format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .log_internal_errors(false)
+    });
+    let text = (config.log.format == LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().log_internal_errors(false));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .with(recent.layer())
+        .try_init()
+        .context("cannot install the logger")?;
     Ok(())
 }

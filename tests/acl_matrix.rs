@@ -155,6 +155,24 @@ const TABLE: &[Row] = &[
           valid: [401, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "GET /api/actuator/health", target: "/api/actuator/health", body: None,
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
+    // The actuator reads no credential, as in the Node.js Maxine.
+    Row { route: "GET /api/actuator/info", target: "/api/actuator/info", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
+    Row { route: "GET /api/actuator/metrics", target: "/api/actuator/metrics", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
+    // No report to show, whoever asks.
+    Row { route: "GET /api/actuator/performance", target: "/api/actuator/performance", body: None,
+          valid: [404, 404, 404, 404, 404, 404, 404, 404, 404], bad: 404 },
+    // The log routes: operator:read (clear: operator:write), which the
+    // management token and the operator JWT have; a signed-in viewer has not.
+    Row { route: "GET /api/logs/download", target: "/api/logs/download", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "GET /api/logs/download/maxine-recent.log", target: "/api/logs/download/maxine-recent.log", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "GET /api/logs/recent", target: "/api/logs/recent", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "GET /api/logs/recent/clear", target: "/api/logs/recent/clear", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
     // operator:read and acl:read (a snapshot holds every token's hash).
     Row { route: "GET /v1/snapshot", target: "/v1/snapshot", body: None,
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },

@@ -104,6 +104,7 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
             "timeOut": 10,
             "weight": 2,
             "address": "http://10.0.0.7:8080/api",
+            "healthCheckPath": "",
             "registeredAt": registered_at,
             "dnsName": "payment-service.maxine"
         })
@@ -134,6 +135,51 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
         ),
         ("Payment_Service", "Node-X_1", "10.0.0.7", false, "/api")
     );
+}
+
+#[tokio::test]
+async fn register_keeps_the_health_check_path_and_the_listings_show_it() {
+    let s = TestServer::start().await;
+    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "orders",
+                      "port": 8080, "healthCheckPath": "/actuator/health"});
+    let r = register(&s, body.clone()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["healthCheckPath"], "/actuator/health");
+    let native = get(&s, "/v1/services/orders").await;
+    assert_eq!(
+        native.body["instances"][0]["compat"]["healthCheckPath"], "/actuator/health",
+        "{native:?}"
+    );
+    // The same post again is a heartbeat; another path is a change.
+    let before = s.registry.index();
+    assert_eq!(register(&s, body.clone()).await.status, 200);
+    assert_eq!(s.registry.index(), before, "a re-post changed the registry");
+    let mut moved = body;
+    moved["healthCheckPath"] = json!("/ready");
+    let r = register(&s, moved).await;
+    assert_eq!(r.body["healthCheckPath"], "/ready");
+    assert!(s.registry.index() > before);
+    // Kept across a restart, as every other field.
+    let s = s.restart().await;
+    let native = get(&s, "/v1/services/orders").await;
+    assert_eq!(
+        native.body["instances"][0]["compat"]["healthCheckPath"],
+        "/ready"
+    );
+    for bad in [
+        json!("/a b"),
+        json!("/x\n"),
+        json!("/".repeat(1025)),
+        json!(5),
+    ] {
+        let r = register(
+            &s,
+            json!({"hostName": "10.0.0.7", "nodeName": "n2", "serviceName": "orders", "healthCheckPath": bad}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.body["message"].is_string(), "{r:?}");
+    }
 }
 
 #[tokio::test]
@@ -562,15 +608,15 @@ async fn servers_lists_passing_nodes_in_maxine_shape_one_per_unit_of_weight() {
                 "offset": 0,
                 "dnsName": "payment-service.maxine",
                 "nodes": {
-                    "Node-A-0": {"nodeName": "Node-A-0", "parentNode": "Node-A", "address": "http://10.0.0.7:8080", "timeOut": 9},
-                    "Node-A-1": {"nodeName": "Node-A-1", "parentNode": "Node-A", "address": "http://10.0.0.7:8080", "timeOut": 9}
+                    "Node-A-0": {"nodeName": "Node-A-0", "parentNode": "Node-A", "address": "http://10.0.0.7:8080", "timeOut": 9, "healthCheckPath": ""},
+                    "Node-A-1": {"nodeName": "Node-A-1", "parentNode": "Node-A", "address": "http://10.0.0.7:8080", "timeOut": 9, "healthCheckPath": ""}
                 }
             },
             "web": {
                 "offset": 0,
                 "dnsName": "web.maxine",
                 "nodes": {
-                    "w1-0": {"nodeName": "w1-0", "parentNode": "w1", "address": "http://10.0.0.5:9000", "timeOut": 3600}
+                    "w1-0": {"nodeName": "w1-0", "parentNode": "w1", "address": "http://10.0.0.5:9000", "timeOut": 3600, "healthCheckPath": ""}
                 }
             }
         })

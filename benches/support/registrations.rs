@@ -59,13 +59,14 @@ pub fn spec(i: usize, meta: bool, compat: bool) -> InstanceSpec {
         spec.metadata.insert("zone".into(), format!("z{}", i % 4));
     }
     if compat {
-        spec.compat = Some(CompatFields {
+        spec.compat = Some(Box::new(CompatFields {
             service_name: "Bench_Service".into(),
             node_name: format!("node-{i}").into(),
             host_name: ip.into(),
             ssl: false,
             path: "".into(),
-        });
+            health_check_path: "".into(),
+        }));
     }
     spec.ttl = TTL;
     spec

@@ -14,6 +14,7 @@ use crate::config::{Config, DnsConfig, HttpConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
 use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
+use crate::telemetry::RecentLogs;
 use crate::{dns, http};
 
 mod acl;
@@ -117,6 +118,8 @@ pub struct App {
     /// A damaged store file recovered at start-up, until acknowledged.
     recovery: RecoveryNotice,
     auth: http::auth::Auth,
+    /// The last log lines, shown by the API's log routes.
+    recent_logs: RecentLogs,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -237,7 +240,21 @@ impl App {
             feed,
             journal,
             recovery,
+            recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
         })
+    }
+
+    /// Shows `logs` on the log routes: the ring the process's logger
+    /// writes to (`main` installs it before anything is logged). Without
+    /// it the app has a ring of its own that nothing writes to.
+    pub fn with_recent_logs(mut self, logs: RecentLogs) -> Self {
+        self.recent_logs = logs;
+        self
+    }
+
+    /// The ring the log routes show.
+    pub fn recent_logs(&self) -> RecentLogs {
+        self.recent_logs.clone()
     }
 
     /// Counters of the DNS UDP workers.
@@ -283,6 +300,7 @@ impl App {
             journal,
             recovery,
             auth,
+            recent_logs,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -310,6 +328,8 @@ impl App {
             feed,
             durable: durable.clone(),
             auth,
+            recent_logs,
+            started: tokio::time::Instant::now(),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

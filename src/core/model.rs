@@ -95,6 +95,9 @@ pub struct CompatFields {
     pub host_name: Text,
     pub ssl: bool,
     pub path: Text,
+    /// The `healthCheckPath` the SDK sent, as sent (empty: none). Kept and
+    /// shown; nothing checks it yet.
+    pub health_check_path: Text,
 }
 
 /// A string that does not change once built: a `Box<str>` (16 bytes and no
@@ -384,7 +387,9 @@ pub struct InstanceSpec {
     pub metadata: BTreeMap<String, String>,
     pub weight: u16,
     pub ttl: Duration,
-    pub compat: Option<CompatFields>,
+    /// Boxed, as in [`Instance`]: most instances have none, and a change
+    /// that carries a spec stays small.
+    pub compat: Option<Box<CompatFields>>,
     /// Who registered it (set by the registry from the change's actor;
     /// restored from storage): see [`Owner`].
     pub owner: Option<Owner>,
@@ -542,7 +547,7 @@ impl Instance {
             ttl: spec.ttl,
             health,
             index,
-            compat: spec.compat.map(Box::new),
+            compat: spec.compat,
             owner: spec.owner,
             deadline_ms: AtomicU64::new(deadline_ms),
             timer_ms: AtomicU64::new(0),

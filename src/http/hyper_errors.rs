@@ -61,8 +61,9 @@ fn replacement(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
     // Maxine-compatible `message` (the path was not read, so either may
     // be the caller).
     let body = serde_json::json!({ "error": what, "kind": kind, "message": what }).to_string();
+    // Header names in title case, as every other HTTP/1 answer has them.
     let out = format!(
-        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{status_line}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     Some((out.into_bytes(), end))
@@ -140,13 +141,18 @@ mod tests {
 
     #[test]
     fn only_empty_4xx_heads_are_replaced_and_with_json() {
-        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        // hyper writes the names in title case (the server asks it to).
+        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nDate: x\r\n\r\n";
         let (out, used) = replacement(hyper_400).unwrap();
         assert_eq!(used, hyper_400.len());
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
-        assert!(head.contains("content-type: application/json"));
+        assert!(
+            head.contains("\r\nContent-Type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(replacement(b"HTTP/1.1 431 x\r\ncontent-length: 0\r\n\r\n").is_some());
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["kind"], "bad_request");
         assert!(v["message"].is_string() && v["error"].is_string());

@@ -1,5 +1,6 @@
-//! The API of the Node.js Maxine registry (`/api/maxine/serviceops/...`,
-//! `/api/actuator/health`), so that existing Maxine SDKs keep working.
+//! The API of the Node.js Maxine registry (`/api/maxine/serviceops/...`),
+//! so that existing Maxine SDKs keep working (its actuator and log routes
+//! are in `actuator` and `logs`).
 //!
 //! Maxine names are free strings (`Payment_Service`); each is mapped to a DNS
 //! label with [`normalize_label`] (`payment-service`), and the original
@@ -62,6 +63,9 @@ pub struct RegisterBody {
     #[serde(default, deserialize_with = "loose_uint")]
     weight: Option<i64>,
     path: Option<String>,
+    /// Where the node answers a health check (`/health`); kept as sent and
+    /// shown in the listings. Nothing probes it yet.
+    health_check_path: Option<String>,
     /// Sent by newer Maxine SDKs; stored as the instance version (so DNS
     /// version names such as `v2.<service>` work for them too).
     version: Option<String>,
@@ -160,6 +164,17 @@ fn normalize_path(raw: Option<&str>) -> Result<String, ApiError> {
     Ok(p)
 }
 
+/// A `healthCheckPath` as sent ("" when absent), within the bounds of `path`.
+fn health_check_path(raw: Option<String>) -> Result<String, ApiError> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_PATH_LEN || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::BadRequest(format!(
+            "healthCheckPath {raw:?} must be at most {MAX_PATH_LEN} characters without spaces or control characters"
+        )));
+    }
+    Ok(raw)
+}
+
 impl RegisterBody {
     fn validate(self, st: &HttpState) -> Result<Registration, ApiError> {
         let host_name = required("hostName", &self.host_name)?;
@@ -212,6 +227,7 @@ impl RegisterBody {
                 })?,
         };
         let path = normalize_path(self.path.as_deref())?;
+        let health_check_path = health_check_path(self.health_check_path)?;
 
         let service = ServiceName::new(&label_of(
             "serviceName",
@@ -238,13 +254,14 @@ impl RegisterBody {
             spec.metadata.insert("namespace".into(), ns);
         }
         spec.ttl = Duration::from_secs(timeout_secs) + EXPIRY_GRACE;
-        spec.compat = Some(CompatFields {
+        spec.compat = Some(Box::new(CompatFields {
             service_name: service_name.into(),
             node_name: node_name.into(),
             host_name: host_name.into(),
             ssl,
             path: path.into(),
-        });
+            health_check_path: health_check_path.into(),
+        }));
         spec.validate()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(Registration {
@@ -267,7 +284,7 @@ fn same_registration(inst: &Instance, spec: &InstanceSpec) -> bool {
         && inst.port == spec.port
         && inst.weight == spec.weight
         && inst.ttl == spec.ttl
-        && inst.compat.as_deref() == spec.compat.as_ref()
+        && inst.compat == spec.compat
         && inst.version == spec.version
         && inst.tags.iter().eq(&spec.tags)
         && inst.metadata == spec.metadata
@@ -350,6 +367,7 @@ pub async fn register(
         "timeOut": reg.timeout_secs,
         "weight": inst.weight,
         "address": address_of(&inst),
+        "healthCheckPath": compat.health_check_path,
         "registeredAt": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         "dnsName": names.name,
     });
@@ -436,13 +454,17 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         let mut nodes = BTreeMap::new();
         let mut service_name = snap.key.service.to_string();
         for inst in passing {
-            let (parent, copies) = match &inst.compat {
+            let (parent, copies, health_check_path) = match &inst.compat {
                 Some(c) => {
                     service_name = c.service_name.to_string();
-                    (c.node_name.to_string(), inst.weight)
+                    (
+                        c.node_name.to_string(),
+                        inst.weight,
+                        c.health_check_path.as_str(),
+                    )
                 }
                 // Native instances may weigh up to 65535: one node each.
-                None => (inst.id.to_string(), 1),
+                None => (inst.id.to_string(), 1, ""),
             };
             let address = address_of(inst);
             for i in 0..copies {
@@ -454,6 +476,7 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
                         "parentNode": parent,
                         "address": address,
                         "timeOut": timeout_of(inst),
+                        "healthCheckPath": health_check_path,
                     }),
                 );
             }
@@ -465,9 +488,4 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         );
     }
     Ok(indexed(st.registry.index(), Json(Value::Object(out))))
-}
-
-/// `GET /api/actuator/health`.
-pub async fn actuator_health() -> Json<Value> {
-    Json(json!({ "status": "UP" }))
 }

@@ -1,6 +1,7 @@
-//! HTTP API (axum): the native `/v1` API and the Maxine-compatible
-//! `/api/maxine/...` API. Handlers only translate between JSON and the
-//! registry; errors map to status codes in one place (`ApiError`).
+//! HTTP API (axum): the native `/v1` API and the Maxine-compatible API
+//! (`/api/maxine/...`, `/api/actuator/...`, `/api/logs/...`). Handlers only
+//! translate between JSON and the registry; errors map to status codes in
+//! one place (`ApiError`).
 //!
 //! ```text
 //!   request -> body limit -> route table (ROUTES) -> extractor -> handler -> registry
@@ -13,9 +14,11 @@
 //! hands over what the API needs in [`HttpState`]).
 
 mod acl;
+mod actuator;
 pub mod auth;
 mod error;
 mod hyper_errors;
+mod logs;
 mod maxine;
 mod native;
 mod openapi;
@@ -43,6 +46,7 @@ use crate::core::{
     ServiceName,
 };
 use crate::store::{Durable, Log, LogError};
+use crate::telemetry::RecentLogs;
 
 /// What the handlers share: a handle whose clone copies one `Arc`. axum
 /// clones the state for every request (the handler and each layer that
@@ -85,6 +89,10 @@ pub struct HttpShared {
     pub durable: Durable,
     /// Credentials, the default policy, allowed hosts, the audit log.
     pub auth: auth::Auth,
+    /// The last log lines (`/api/logs/...`).
+    pub recent_logs: RecentLogs,
+    /// When the API started serving (`/api/actuator/metrics` uptime).
+    pub started: tokio::time::Instant,
 }
 
 impl HttpState {
@@ -113,6 +121,8 @@ impl HttpState {
             feed,
             durable: Durable::default(),
             auth: auth::Auth::open(),
+            recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
+            started: tokio::time::Instant::now(),
         })
     }
 }
@@ -176,6 +186,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/maxine/serviceops/discover", true),
     route("GET", "/api/maxine/serviceops/servers", true),
     route("GET", "/api/actuator/health", false),
+    route("GET", "/api/actuator/info", false),
+    route("GET", "/api/actuator/metrics", false),
+    route("GET", "/api/actuator/performance", false),
+    route("GET", "/api/logs/download", false),
+    route("GET", logs::RECENT_FILE_PATH, false),
+    route("GET", "/api/logs/recent", false),
+    route("GET", "/api/logs/recent/clear", false),
     route("GET", "/v1/snapshot", true),
     route("POST", "/v1/recovery/ack", false),
     route("POST", "/v1/acl/bootstrap", true),
@@ -210,7 +227,14 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
-        ("GET", "/api/actuator/health") => on(filter, maxine::actuator_health),
+        ("GET", "/api/actuator/health") => on(filter, actuator::health),
+        ("GET", "/api/actuator/info") => on(filter, actuator::info),
+        ("GET", "/api/actuator/metrics") => on(filter, actuator::metrics),
+        ("GET", "/api/actuator/performance") => on(filter, actuator::performance),
+        ("GET", "/api/logs/download") => on(filter, logs::files),
+        ("GET", logs::RECENT_FILE_PATH) => on(filter, logs::download),
+        ("GET", "/api/logs/recent") => on(filter, logs::recent),
+        ("GET", "/api/logs/recent/clear") => on(filter, logs::clear),
         ("GET", "/v1/snapshot") => on(filter, native::snapshot),
         ("POST", "/v1/recovery/ack") => on(filter, recovery::ack),
         ("POST", "/v1/acl/bootstrap") => on(filter, acl::bootstrap),

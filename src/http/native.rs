@@ -162,6 +162,8 @@ struct CompatView<'a> {
     host_name: &'a str,
     ssl: bool,
     path: &'a str,
+    /// Shown as sent ("" when none); nothing probes it yet.
+    health_check_path: &'a str,
 }
 
 pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
@@ -189,6 +191,7 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
             host_name: &c.host_name,
             ssl: c.ssl,
             path: &c.path,
+            health_check_path: &c.health_check_path,
         }),
         ttl: instance.ttl.as_secs_f64(),
         dns,

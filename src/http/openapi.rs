@@ -68,6 +68,9 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(acl) = acl_paths() {
         paths.extend(acl);
     }
+    if let Value::Object(ops) = operator_paths() {
+        paths.extend(ops);
+    }
     let components = doc["components"].as_object_mut().expect("components");
     components.insert("securitySchemes".into(), security_schemes());
     components.insert("responses".into(), shared_responses());
@@ -398,7 +401,18 @@ fn registry_document(domain: &str) -> Value {
                         "ttl": { "type": "number", "description": "Seconds." },
                         "health": { "type": "string", "enum": ["passing", "critical"] },
                         "index": { "type": "integer", "description": "Index of the change that produced this value." },
-                        "compat": { "type": "object", "description": "The names a Maxine SDK sent (Maxine-compatible registrations only)." },
+                        "compat": {
+                            "type": "object",
+                            "description": "What a Maxine SDK sent (Maxine-compatible registrations only).",
+                            "properties": {
+                                "serviceName": { "type": "string" },
+                                "nodeName": { "type": "string" },
+                                "hostName": { "type": "string" },
+                                "ssl": { "type": "boolean" },
+                                "path": { "type": "string" },
+                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. Nothing probes it yet." }
+                            }
+                        },
                         "dns": {
                             "type": "object",
                             "properties": {
@@ -448,6 +462,8 @@ fn registry_document(domain: &str) -> Value {
                         "timeOut": { "type": ["integer", "string", "null"], "description": "Seconds; the instance expires timeOut + 0.5 s after the last post.", "default": 5 },
                         "weight": { "type": ["integer", "string", "null"], "minimum": 1, "maximum": 10, "default": 1 },
                         "path": { "type": ["string", "null"], "example": "/api" },
+                        "healthCheckPath": { "type": ["string", "null"], "maxLength": 1024, "example": "/health",
+                                             "description": "Where the node answers a health check; kept as sent and shown in the listings. Nothing probes it yet." },
                         "version": { "type": ["string", "null"], "example": "2.1.0" },
                         "namespace": { "type": ["string", "null"], "description": "Kept as the metadata entry namespace." },
                         "metadata": { "type": ["object", "null"], "description": "Stored as instance metadata." }
@@ -462,6 +478,7 @@ fn registry_document(domain: &str) -> Value {
                         "timeOut": { "type": "integer" },
                         "weight": { "type": "integer" },
                         "address": { "type": "string", "example": "http://10.0.0.7:8080/api" },
+                        "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none." },
                         "registeredAt": { "type": "string", "format": "date-time" },
                         "dnsName": { "type": "string", "example": format!("payment-service.{domain}") }
                     }
@@ -479,11 +496,106 @@ fn registry_document(domain: &str) -> Value {
                                     "nodeName": { "type": "string" },
                                     "parentNode": { "type": "string" },
                                     "address": { "type": "string" },
-                                    "timeOut": { "type": "integer" }
+                                    "timeOut": { "type": "integer" },
+                                    "healthCheckPath": { "type": "string" }
                                 }
                             } }
                         }
                     }
+                }
+            }
+        }
+    })
+}
+
+/// The Node.js Maxine's actuator and log routes (the health probe is in
+/// [`registry_document`]).
+fn operator_paths() -> Value {
+    let text_ok = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
+    json!({
+        "/api/actuator/info": {
+            "get": {
+                "summary": "Maxine-compatible build information.",
+                "operationId": "actuatorInfo", "security": [],
+                "responses": { "200": { "description": "The build", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "build": { "type": "object", "properties": {
+                        "name": { "type": "string", "example": "maxine" },
+                        "description": { "type": "string" },
+                        "version": { "type": "string", "example": env!("CARGO_PKG_VERSION") }
+                    } } }
+                } } } } }
+            }
+        },
+        "/api/actuator/metrics": {
+            "get": {
+                "summary": "Maxine-compatible process metrics: resident memory and uptime.",
+                "operationId": "actuatorMetrics", "security": [],
+                "responses": { "200": { "description": "Memory and uptime", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": {
+                        "mem": { "type": "object", "properties": { "rss": { "type": "integer", "description": "Resident bytes (left out where the system does not tell)." } } },
+                        "uptime": { "type": "number", "description": "Seconds since the API started." }
+                    }
+                } } } } }
+            }
+        },
+        "/api/actuator/performance": {
+            "get": {
+                "summary": "Maxine-compatible performance report: there is none to show, so this is always 404, as the Node.js Maxine answers without a report URL.",
+                "operationId": "actuatorPerformance", "security": [],
+                "responses": { "404": maxine_error("No performance report (`Performance report URL is not configured.`)") }
+            }
+        },
+        "/api/logs/download": {
+            "get": {
+                "summary": "The downloadable log files by name, each with the path it is downloaded from. Needs operator:read.",
+                "operationId": "logFiles",
+                "responses": {
+                    "200": { "description": "File name -> path", "content": { "application/json": { "schema": {
+                        "type": "object", "additionalProperties": { "type": "string" },
+                        "example": { super::logs::RECENT_FILE: super::logs::RECENT_FILE_PATH }
+                    } } } },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        super::logs::RECENT_FILE_PATH: {
+            "get": {
+                "summary": "The recent log lines as a text file, oldest first. Needs operator:read.",
+                "operationId": "logDownload",
+                "responses": {
+                    "200": text_ok("The lines, one event per line"),
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        "/api/logs/recent": {
+            "get": {
+                "summary": format!(
+                    "The last {} log lines of the server (those its log level lets through). Needs operator:read.",
+                    crate::telemetry::recent::DEFAULT_LINES
+                ),
+                "operationId": "recentLogs",
+                "responses": {
+                    "200": { "description": "The lines joined by \\n, oldest first", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "logs": { "type": "string" } }
+                    } } } },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
+                }
+            }
+        },
+        "/api/logs/recent/clear": {
+            "get": {
+                "summary": "Forget the recent log lines (a GET, as in the Node.js Maxine); the line saying who cleared them is the first of the new ones. Needs operator:write.",
+                "operationId": "clearRecentLogs",
+                "responses": {
+                    "200": { "description": "Cleared; no body" },
+                    "401": shared("MaxineUnauthorized"),
+                    "403": shared("MaxineForbidden")
                 }
             }
         }

@@ -7,7 +7,7 @@
 //!     | over max_connections / per-IP cap: closed at once, counted
 //!     v
 //!   TLS handshake (header_read_timeout) -> hyper auto builder
-//!     | h1: header_read_timeout, max_buf_size, max_headers
+//!     | h1: header_read_timeout, max_buf_size, max_headers, Title-Case header names
 //!     | h2: keep-alive pings, max_header_list_size
 //!     | no request in flight for idle_timeout: graceful close
 //!     v
@@ -175,6 +175,11 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
+        // Header names go out as the Node.js Maxine writes them
+        // (`Location`, `Content-Type`): some of its SDKs look them up
+        // case-sensitively. Names are read case-insensitively either way;
+        // HTTP/2 names are lowercase by the protocol.
+        .title_case_headers(true)
         .header_read_timeout(l.header_read_timeout)
         .max_buf_size((l.max_header_bytes * 2).max(8192))
         .max_headers(l.max_headers * 2);

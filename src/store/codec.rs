@@ -50,6 +50,18 @@ enum Record<'a> {
         accessor: Cow<'a, str>,
         at: u64,
     },
+    /// Variant 6: a Maxine-compatible instance whose SDK sent a
+    /// `healthCheckPath`, which variants 0 and 1 have no room for; `owner`
+    /// as in variant 1. Instances without one are still written as
+    /// variant 0 or 1, so that earlier versions of Maxine read them.
+    CompatInstance {
+        #[serde(borrow)]
+        owner: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        instance: InstanceRecord<'a>,
+        #[serde(borrow)]
+        health_check_path: Cow<'a, str>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,7 +186,16 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
             path: Cow::Borrowed(&c.path),
         }),
     };
+    let health_check_path = inst
+        .compat
+        .as_ref()
+        .map_or("", |c| c.health_check_path.as_str());
     let record = match &inst.owner {
+        _ if !health_check_path.is_empty() => Record::CompatInstance {
+            owner: inst.owner.as_ref().map(|o| Cow::Borrowed(o.as_str())),
+            instance: record,
+            health_check_path: Cow::Borrowed(health_check_path),
+        },
         None => Record::Instance(record),
         Some(o) => Record::OwnedInstance {
             owner: Cow::Borrowed(o.as_str()),
@@ -240,17 +261,24 @@ impl Decoder {
             postcard::from_bytes(bytes).map_err(|e| DecodeError::Format(e.to_string()))?;
         let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
         let obj = match record {
-            Record::Instance(r) => return self.instance(index, r, None).map(Decoded::Instance),
+            Record::Instance(r) => {
+                return self.instance(index, r, None, "").map(Decoded::Instance);
+            }
             Record::OwnedInstance { owner, instance: r } => {
-                let owner = match self.owners.get(&*owner) {
-                    Some(o) => o.clone(),
-                    None => {
-                        let o = Owner::new(&owner);
-                        self.owners.insert(Box::from(&*owner), o.clone());
-                        o
-                    }
-                };
-                return self.instance(index, r, Some(owner)).map(Decoded::Instance);
+                let owner = self.owner(&owner);
+                return self
+                    .instance(index, r, Some(owner), "")
+                    .map(Decoded::Instance);
+            }
+            Record::CompatInstance {
+                owner,
+                instance: r,
+                health_check_path,
+            } => {
+                let owner = owner.map(|o| self.owner(&o));
+                return self
+                    .instance(index, r, owner, &health_check_path)
+                    .map(Decoded::Instance);
             }
             Record::Policy(p) => AclObject::Policy(Arc::new(Policy {
                 name: p.name.into_owned(),
@@ -300,11 +328,24 @@ impl Decoder {
         }
     }
 
+    /// The one shared copy of `name`.
+    fn owner(&mut self, name: &str) -> Owner {
+        if let Some(o) = self.owners.get(name) {
+            return o.clone();
+        }
+        let o = Owner::new(name);
+        self.owners.insert(Box::from(name), o.clone());
+        o
+    }
+
+    /// An instance record, with the compatible fields that came beside it
+    /// (variant 6).
     fn instance(
         &mut self,
         index: u64,
         r: InstanceRecord<'_>,
         owner: Option<Owner>,
+        health_check_path: &str,
     ) -> Result<Restored, DecodeError> {
         let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
         let key = match self.keys.get(&*r.dc).and_then(|m| m.get(&*r.service)) {
@@ -333,13 +374,21 @@ impl Decoder {
             .collect::<BTreeMap<_, _>>();
         spec.weight = r.weight;
         spec.ttl = Duration::from_millis(r.ttl_ms);
-        spec.compat = r.compat.map(|c| CompatFields {
-            service_name: (&*c.service_name).into(),
-            node_name: (&*c.node_name).into(),
-            host_name: (&*c.host_name).into(),
-            ssl: c.ssl,
-            path: (&*c.path).into(),
+        spec.compat = r.compat.map(|c| {
+            Box::new(CompatFields {
+                service_name: (&*c.service_name).into(),
+                node_name: (&*c.node_name).into(),
+                host_name: (&*c.host_name).into(),
+                ssl: c.ssl,
+                path: (&*c.path).into(),
+                health_check_path: health_check_path.into(),
+            })
         });
+        if spec.compat.is_none() && !health_check_path.is_empty() {
+            return Err(DecodeError::Invalid(
+                "a healthCheckPath without the Maxine-compatible names".into(),
+            ));
+        }
         spec.owner = owner;
         spec.validate().map_err(|e| invalid(&e))?;
         Ok(Restored {
@@ -378,13 +427,14 @@ mod tests {
         spec.metadata.insert("zone".into(), "eu-1".into());
         spec.weight = 7;
         spec.ttl = Duration::from_millis(5500);
-        spec.compat = Some(CompatFields {
+        spec.compat = Some(Box::new(CompatFields {
             service_name: "Pay_Service".into(),
             node_name: "Node-1".into(),
             host_name: "https://api.example.com".into(),
             ssl: true,
             path: "/v1".into(),
-        });
+            health_check_path: "/health".into(),
+        }));
         let key = ServiceKey::new(
             Datacenter::new("dc1").unwrap(),
             ServiceName::new("pay-service").unwrap(),
@@ -414,6 +464,49 @@ mod tests {
             (&spec.version, &spec.tags, &spec.metadata)
         );
         assert_eq!(back.spec.compat, spec.compat);
+    }
+
+    /// A Maxine-compatible instance with `health_check_path` and `owner`.
+    fn compat_instance(health_check_path: &str, owner: Option<&str>) -> Instance {
+        let mut spec = InstanceSpec::new(Address::parse("10.0.0.7").unwrap(), 8080);
+        spec.compat = Some(Box::new(CompatFields {
+            service_name: "Pay_Service".into(),
+            node_name: "Node-1".into(),
+            host_name: "10.0.0.7".into(),
+            ssl: false,
+            path: "".into(),
+            health_check_path: health_check_path.into(),
+        }));
+        spec.owner = owner.map(Owner::new);
+        let key = ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new("pay-service").unwrap(),
+        );
+        let id = InstanceId::new("node-1").unwrap();
+        Instance::from_spec(&key, id, spec, "".into(), Health::Passing, 9, 0)
+    }
+
+    #[test]
+    fn a_health_check_path_takes_a_new_variant_and_records_without_one_keep_the_old() {
+        let mut d = Decoder::default();
+        // None: variants 0 and 1, the layout earlier versions write and read.
+        for (owner, variant) in [(None, 0), (Some("acc-1"), 1)] {
+            let bytes = encode(&compat_instance("", owner));
+            assert_eq!(bytes[0], variant, "{owner:?}");
+            let back = d.decode(9, &bytes).unwrap();
+            assert_eq!(back.spec.compat.unwrap().health_check_path.as_str(), "");
+            assert_eq!(back.spec.owner.as_ref().map(|o| o.as_str()), owner);
+        }
+        // One: variant 6, with or without an owner.
+        for owner in [None, Some("acc-1")] {
+            let bytes = encode(&compat_instance("/health", owner));
+            assert_eq!(bytes[0], 6, "{owner:?}");
+            let back = d.decode(9, &bytes).unwrap();
+            let compat = back.spec.compat.unwrap();
+            assert_eq!(compat.health_check_path.as_str(), "/health");
+            assert_eq!(compat.service_name.as_str(), "Pay_Service");
+            assert_eq!(back.spec.owner.as_ref().map(|o| o.as_str()), owner);
+        }
     }
 
     #[test]

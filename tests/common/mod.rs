@@ -30,6 +30,8 @@ pub struct TestServer {
     pub dns_tcp_stats: std::sync::Arc<maxine::dns::tcp::TcpStats>,
     /// Every registry change since start, in index order.
     pub events: maxine::events::Subscription,
+    /// The ring the log routes show (see [`TestServer::start_with_logs`]).
+    pub recent_logs: maxine::telemetry::RecentLogs,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The data directory; kept across [`TestServer::restart`].
@@ -43,6 +45,25 @@ impl TestServer {
 
     /// Starts a server after `tweak` has adjusted the (default) configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut ConfigFile)) -> Self {
+        let (config, dir) = Self::config(tweak);
+        Self::start_config(config, dir).await
+    }
+
+    /// Starts a server whose log routes show `logs`. Lines reach the ring
+    /// only through a subscriber with `logs.layer()`: a test on tokio's
+    /// default (current-thread) runtime installs one with
+    /// `tracing::subscriber::set_default` before calling this, and sees the
+    /// server's own lines.
+    pub async fn start_with_logs(
+        logs: maxine::telemetry::RecentLogs,
+        tweak: impl FnOnce(&mut ConfigFile),
+    ) -> Self {
+        let (config, dir) = Self::config(tweak);
+        Self::start_inner(config, dir, Some(logs)).await
+    }
+
+    /// The test configuration after `tweak`, with its data directory.
+    fn config(tweak: impl FnOnce(&mut ConfigFile)) -> (Config, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut file = ConfigFile::default();
         file.dns.addr = "127.0.0.1:0".into();
@@ -50,14 +71,25 @@ impl TestServer {
         file.data_dir = dir.path().to_path_buf();
         file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
         tweak(&mut file);
-        let config = Config::validate(file).expect("valid test config");
-        Self::start_config(config, dir).await
+        (Config::validate(file).expect("valid test config"), dir)
     }
 
     /// Starts a server with `config`, keeping `dir` (its data directory) alive.
     pub async fn start_config(config: Config, dir: tempfile::TempDir) -> Self {
+        Self::start_inner(config, dir, None).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        dir: tempfile::TempDir,
+        logs: Option<maxine::telemetry::RecentLogs>,
+    ) -> Self {
         let listeners = Listeners::bind(config.dns.addr, config.http.addr).expect("bind");
-        let app = App::build(config.clone(), listeners).expect("build app");
+        let mut app = App::build(config.clone(), listeners).expect("build app");
+        if let Some(logs) = logs {
+            app = app.with_recent_logs(logs);
+        }
+        let recent_logs = app.recent_logs();
         let dns_addr = app.dns_addr();
         let http_addr = app.http_addr();
         let registry = app.registry().clone();
@@ -76,6 +108,7 @@ impl TestServer {
             registry,
             config,
             events,
+            recent_logs,
             dns_stats,
             dns_tcp_stats,
             shutdown,
