@@ -5,40 +5,21 @@
 //! /etc/netns/NAME/resolv.conf over it) points at Maxine. Needs root and
 //! iproute2, as CI has.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-struct Netns {
-    name: String,
-    server: Option<Child>,
-}
+use common::netns::{Netns, is_root};
 
-impl Netns {
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args);
-        c
-    }
-}
+/// The server inside the namespace, killed before the namespace goes.
+struct Server(Child);
 
-impl Drop for Netns {
+impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 #[test]
@@ -48,30 +29,11 @@ fn getaddrinfo_resolves_a_registered_service() {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_maxine");
-    let mut ns = Netns {
-        name: format!("maxine-gai-{}", std::process::id()),
-        server: None,
-    };
-    let ok = Command::new("ip")
-        .args(["netns", "add", &ns.name])
-        .status()
-        .expect("ip is installed");
-    assert!(ok.success(), "ip netns add failed");
-    assert!(
-        ns.exec(&["ip", "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::create_dir_all(format!("/etc/netns/{}", ns.name)).unwrap();
-    std::fs::write(
-        format!("/etc/netns/{}/resolv.conf", ns.name),
-        "nameserver 127.0.0.1\noptions attempts:2 timeout:2\n",
-    )
-    .unwrap();
+    let ns = Netns::create("maxine-gai");
+    ns.resolv_conf("nameserver 127.0.0.1\noptions attempts:2 timeout:2\n");
 
     let data = tempfile::tempdir().unwrap();
-    ns.server = Some(
+    let _server = Server(
         ns.exec(&[
             bin,
             "serve",

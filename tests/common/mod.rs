@@ -4,6 +4,8 @@
 
 pub mod acl;
 pub mod api;
+pub mod client;
+pub mod netns;
 pub mod process;
 pub mod redis;
 
