@@ -613,6 +613,32 @@ impl Registry {
                     kind,
                 }
             }
+            Change::Resolve { id, host, of, .. } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                // Only for the name it was resolved for, and only when the
+                // answer differs: a re-resolution with the same outcome is
+                // not a change (no rebuild, no event).
+                let Some(now) = cur.address.host().filter(|h| **h == host) else {
+                    return Decision::Skip;
+                };
+                let same = match (now.resolution(), host.resolution()) {
+                    (Some(a), Some(b)) => a.outcome == b.outcome,
+                    (None, None) => true,
+                    _ => false,
+                };
+                let Some(_) = index.filter(|_| !same) else {
+                    return Decision::Skip;
+                };
+                let next = Arc::new(cur.with_host(host));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::Resolved,
+                }
+            }
             Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Reap { id, of, .. } => {
                 let Some(cur) = group
