@@ -399,6 +399,16 @@ fn registry_document(domain: &str) -> Value {
                         "health": { "type": "string", "enum": ["passing", "critical"] },
                         "index": { "type": "integer", "description": "Index of the change that produced this value." },
                         "compat": { "type": "object", "description": "The names a Maxine SDK sent (Maxine-compatible registrations only)." },
+                        "resolution": {
+                            "type": "object",
+                            "description": "Instances registered by host name only: what Maxine resolved the name to. Out of DNS answers unless resolved.",
+                            "properties": {
+                                "state": { "type": "string", "enum": ["pending", "resolved", "unresolved"] },
+                                "addresses": { "type": "array", "items": { "type": "string" }, "description": "When resolved." },
+                                "error": { "type": "string", "description": "When unresolved: why." },
+                                "since": { "type": "string", "format": "date-time", "description": "When this outcome was first seen." }
+                            }
+                        },
                         "dns": {
                             "type": "object",
                             "properties": {
