@@ -373,37 +373,40 @@ impl Driver {
 
     /// Runs until `shutdown`; lookups in flight are dropped then.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut lookups: JoinSet<(Arc<str>, Answer)> = JoinSet::new();
+        let mut lookups: JoinSet<Answer> = JoinSet::new();
+        // The name each lookup task is for (a task that panics has no output).
+        let mut names: HashMap<tokio::task::Id, Arc<str>> = HashMap::new();
         loop {
             let now = Instant::now();
             for name in self.state.take_due(now) {
                 let fut = self.lookup.lookup(name.clone());
-                lookups.spawn(async move {
-                    let answer = tokio::time::timeout(LOOKUP_DEADLINE, fut)
+                let task = lookups.spawn(async move {
+                    tokio::time::timeout(LOOKUP_DEADLINE, fut)
                         .await
-                        .unwrap_or_else(|_| Answer::Failed("the lookup timed out".into()));
-                    (name, answer)
+                        .unwrap_or_else(|_| Answer::Failed("the lookup timed out".into()))
                 });
+                names.insert(task.id(), name);
             }
             let due = self.state.next_due();
             let changes = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 delivery = self.feed.next() => self.delivered(delivery),
-                Some(done) = lookups.join_next(), if !lookups.is_empty() => match done {
-                    Ok((name, answer)) => {
-                        if let Answer::Failed(why) | Answer::NoAddresses { why, .. } = &answer {
-                            tracing::debug!(host = %name, reason = %why, "host name did not resolve");
+                Some(done) = lookups.join_next_with_id(), if !lookups.is_empty() => {
+                    let (id, answer) = match done {
+                        Ok(done) => done,
+                        Err(e) => {
+                            // A bug in a lookup: a failure like any other
+                            // (retried after the backoff).
+                            tracing::error!(error = %e, "a host name lookup panicked");
+                            (e.id(), Answer::Failed("the lookup failed unexpectedly".into()))
                         }
-                        self.state.finished(&name, answer, Instant::now(), unix_ms())
+                    };
+                    let name = names.remove(&id).expect("every lookup task is named");
+                    if let Answer::Failed(why) | Answer::NoAddresses { why, .. } = &answer {
+                        tracing::debug!(host = %name, reason = %why, "host name did not resolve");
                     }
-                    Err(e) => {
-                        // A lookup task panicked: its name is lost until
-                        // its users change; say so.
-                        tracing::error!(error = %e, "a host name lookup failed unexpectedly");
-                        self.state.in_flight = self.state.in_flight.saturating_sub(1);
-                        Vec::new()
-                    }
-                },
+                    self.state.finished(&name, answer, Instant::now(), unix_ms())
+                }
                 _ = sleep_until(due), if due.is_some() => Vec::new(),
             };
             self.propose(changes).await;
