@@ -620,17 +620,14 @@ impl Registry {
                 // Only for the name it was resolved for, and only when the
                 // answer differs: a re-resolution with the same outcome is
                 // not a change (no rebuild, no event).
-                let Some(now) = cur.address.host().filter(|h| **h == host) else {
+                let Some(has) = cur.address.host().filter(|h| **h == host) else {
                     return Decision::Skip;
                 };
-                let same = match (now.resolution(), host.resolution()) {
-                    (Some(a), Some(b)) => a.outcome == b.outcome,
-                    (None, None) => true,
-                    _ => false,
-                };
-                let Some(_) = index.filter(|_| !same) else {
+                let same =
+                    has.resolution().map(|r| &r.outcome) == host.resolution().map(|r| &r.outcome);
+                if index.is_none() || same {
                     return Decision::Skip;
-                };
+                }
                 let next = Arc::new(cur.with_host(host));
                 group.current_of_last = Some(cur);
                 Decision::Make {
