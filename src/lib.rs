@@ -20,6 +20,8 @@
 //!        | from one driver task          v
 //!                         events::ChangeFeed: bounded ring + index watch;
 //!                         subscribe_from(i), blocking reads, event streams
+//!   resolve::Driver: follows the feed, resolves host names of instances
+//!   (hickory-resolver: resolv.conf, hosts file), proposes Change::Resolve
 //!   store::Journal: one writer thread, one fsync per batch (group commit),
 //!   the batch's audit records fsynced beside it (audit::AuditLog);
 //!   a commit that fails is undone and its proposals answered 503
@@ -33,6 +35,8 @@
 //! ends never call each other; only `app` names concrete pieces.
 //! `auth` (external JWTs, Maxine's own sign-in tokens and password hashes)
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
+//! `resolve` (the host-name resolver driver) imports no front end or
+//! `config`: it follows `events`, proposes through `store::Log`.
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
@@ -50,5 +54,6 @@ pub mod dns;
 pub mod events;
 pub mod http;
 pub mod policy;
+pub mod resolve;
 pub mod store;
 pub mod telemetry;

@@ -302,6 +302,18 @@ fn auth_takes_plain_settings_and_imports_no_front_end_store_or_config() {
 }
 
 #[test]
+fn the_resolver_driver_proposes_changes_and_imports_no_front_end_or_config() {
+    let v = imports("resolve", &["http", "dns", "config", "app"]);
+    assert!(
+        v.is_empty(),
+        "resolve follows the feed and proposes through the log; app hands it its settings:\n{}",
+        v.join("\n")
+    );
+    let v = violations("resolve", &["axum", "hickory_server"]);
+    assert!(v.is_empty(), "resolve serves nothing:\n{}", v.join("\n"));
+}
+
+#[test]
 fn audit_knows_files_not_requests_or_the_registry() {
     let v = imports(
         "audit",

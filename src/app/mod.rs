@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DnsConfig, HttpConfig, StoreConfig};
+use crate::config::{Config, DnsConfig, HttpConfig, ResolveConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
 use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
@@ -316,6 +316,17 @@ impl App {
             durable.clone(),
             feed.clone(),
         ));
+        // Host names of instances are resolved in the background and the
+        // results proposed like any change.
+        let resolver = crate::resolve::Driver::new(
+            resolve_settings(&config.resolve),
+            Arc::new(crate::resolve::SystemResolver::new(resolve_source(
+                &config.resolve,
+            ))),
+            log.clone(),
+            feed.subscribe_from(0),
+        );
+        tasks.spawn(resolver.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
         acl::spawn_tasks(&auth, &tasks, shutdown.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
@@ -373,6 +384,24 @@ impl App {
             Ok(Err(e)) => Err(e).context("HTTP API failed"),
             _ => Ok(()),
         }
+    }
+}
+
+/// How host names are re-resolved, from the validated `[resolve]` section.
+fn resolve_settings(c: &ResolveConfig) -> crate::resolve::Settings {
+    crate::resolve::Settings {
+        min_ttl: c.min_ttl,
+        max_ttl: c.max_ttl,
+        concurrency: c.concurrency,
+    }
+}
+
+/// Where the resolver's configuration is read from.
+fn resolve_source(c: &ResolveConfig) -> crate::resolve::system::Source {
+    crate::resolve::system::Source {
+        resolv_conf: c.resolv_conf.clone(),
+        hosts_file: c.hosts_file.clone(),
+        nameservers: c.nameservers.clone(),
     }
 }
 

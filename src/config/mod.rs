@@ -146,6 +146,7 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub acl: AclConfig,
     pub audit: AuditConfig,
+    pub resolve: ResolveConfig,
 }
 
 /// Access control.
@@ -181,6 +182,22 @@ pub struct JwtConfig {
     pub service_claim: Option<String>,
     /// (claim, value, policies).
     pub policy_bindings: Vec<(String, String, Vec<String>)>,
+}
+
+/// Resolving the host names of instances.
+#[derive(Clone, Debug)]
+pub struct ResolveConfig {
+    pub resolv_conf: PathBuf,
+    /// `None`: no hosts file.
+    pub hosts_file: Option<PathBuf>,
+    /// Asked instead of resolv.conf's name servers when not empty.
+    pub nameservers: Vec<SocketAddr>,
+    /// 1 s to `max_ttl`.
+    pub min_ttl: Duration,
+    /// At most a day.
+    pub max_ttl: Duration,
+    /// 1 to 256.
+    pub concurrency: usize,
 }
 
 /// The audit log.
@@ -607,9 +624,11 @@ impl Config {
                 }
             },
         };
+        let resolve = validate_resolve(f.resolve)?;
         Ok(Config {
             acl,
             audit,
+            resolve,
             snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),
@@ -633,6 +652,55 @@ impl Config {
 
 /// Checks the `[acl]` section; the default policy follows the API's
 /// address unless it was chosen.
+fn validate_resolve(r: wire::ResolveFile) -> Result<ResolveConfig, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let nameservers = r
+        .nameservers
+        .iter()
+        .map(|raw| {
+            raw.parse::<SocketAddr>()
+                .or_else(|_| {
+                    raw.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    invalid(
+                        "resolve.nameservers",
+                        format!("{raw:?} is not an IP address or IP:port such as 10.0.0.2:53"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_ttl = r.max_ttl.0;
+    if max_ttl > Duration::from_secs(86_400) {
+        return Err(invalid("resolve.max_ttl", "must be at most 1 day".into()));
+    }
+    let min_ttl = r.min_ttl.0;
+    if min_ttl < Duration::from_secs(1) || min_ttl > max_ttl {
+        return Err(invalid(
+            "resolve.min_ttl",
+            "must be at least 1s and at most resolve.max_ttl".into(),
+        ));
+    }
+    let concurrency = match r.concurrency {
+        n @ 1..=256 => n,
+        n => {
+            return Err(invalid(
+                "resolve.concurrency",
+                format!("{n} is not between 1 and 256"),
+            ));
+        }
+    };
+    Ok(ResolveConfig {
+        resolv_conf: r.resolv_conf,
+        hosts_file: (!r.hosts_file.as_os_str().is_empty()).then_some(r.hosts_file),
+        nameservers,
+        min_ttl,
+        max_ttl,
+        concurrency,
+    })
+}
+
 fn validate_acl(a: wire::AclFile, http_addr: SocketAddr) -> Result<AclConfig, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let (default_deny, default_explicit) = match a.default_policy.as_deref() {

@@ -36,6 +36,8 @@ settings! {
         acl: AclFile,
         /// The audit log in `<data_dir>/audit/`.
         audit: AuditFile,
+        /// Resolving the host names instances are registered by.
+        resolve: ResolveFile,
     }
 
     /// The `[dns]` section.
@@ -186,5 +188,22 @@ settings! {
         interval: DurationValue = "10m", "MAXINE_SNAPSHOT_INTERVAL";
         /// How many snapshots are kept, newest first (1 to 100).
         keep: usize = "3", "MAXINE_SNAPSHOT_KEEP";
+    }
+
+    /// The `[resolve]` section: how Maxine resolves the host names that
+    /// instances are registered by (docs/dns.md).
+    ResolveFile "resolve." {
+        /// The resolver configuration read for host names of instances: name servers, search domains, ndots, timeout and attempts.
+        resolv_conf: PathBuf = "/etc/resolv.conf", "MAXINE_RESOLVE_RESOLV_CONF";
+        /// A hosts file consulted before the name servers; empty: none.
+        hosts_file: PathBuf = "/etc/hosts", "MAXINE_RESOLVE_HOSTS_FILE";
+        /// Name servers (IP or IP:port) asked instead of those of resolv_conf.
+        nameservers: Vec<String>, "MAXINE_RESOLVE_NAMESERVERS";
+        /// A resolved address is resolved again after at least this long, whatever its TTL (1s to max_ttl).
+        min_ttl: DurationValue = "5s", "MAXINE_RESOLVE_MIN_TTL";
+        /// A resolved address is resolved again after at most this long (at most 1 day); names from the hosts file are resolved again this often.
+        max_ttl: DurationValue = "5m", "MAXINE_RESOLVE_MAX_TTL";
+        /// Most host names resolved at once (1 to 256).
+        concurrency: usize = "8", "MAXINE_RESOLVE_CONCURRENCY";
     }
 }

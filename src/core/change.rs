@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::acl::{AclChange, AclKey, AclObject, Owner};
 use super::labels::{Datacenter, InstanceId};
-use super::model::{Health, Instance, InstanceSpec};
+use super::model::{Health, HostAddress, Instance, InstanceSpec};
 use super::registry::{ServiceKey, ServiceSnapshot};
 
 /// One change to the registry, before it has an index.
@@ -49,6 +49,23 @@ pub enum Change {
         id: InstanceId,
         of: u64,
     },
+    /// Gives an instance registered by host name what the name resolved to
+    /// (`host`: the name with its new resolution, one value shared by every
+    /// instance of that name). Conditional on the value of index `of`, like
+    /// [`Change::SetHealth`], and on the instance still having that host
+    /// name; the value keeps its index (see [`Instance::index`]).
+    ///
+    /// Not journaled: the resolved addresses are not user data, they follow
+    /// from the name and the resolver's answers, and after a restart every
+    /// host name is resolved again (answers from before would be stale by
+    /// then anyway). Only the change's index is written, so that indexes are
+    /// never handed out twice.
+    Resolve {
+        key: ServiceKey,
+        id: InstanceId,
+        host: HostAddress,
+        of: u64,
+    },
     /// A change to a policy, token, sign-in user or the bootstrap mark.
     Acl(AclChange),
 }
@@ -61,7 +78,8 @@ impl Change {
             Change::Register { key, id, .. }
             | Change::Deregister { key, id }
             | Change::SetHealth { key, id, .. }
-            | Change::Reap { key, id, .. } => Some((key, id)),
+            | Change::Reap { key, id, .. }
+            | Change::Resolve { key, id, .. } => Some((key, id)),
             Change::Acl(_) => None,
         }
     }
@@ -208,6 +226,9 @@ pub enum EventKind {
     /// A change that could not be made durable was undone: the instance is
     /// back to its value before that change (`instance`), or gone again.
     Reverted,
+    /// Its host name resolved to other addresses, or stopped resolving
+    /// ([`Change::Resolve`]): not journaled.
+    Resolved,
 }
 
 impl EventKind {
@@ -220,6 +241,7 @@ impl EventKind {
             EventKind::Passing => "passing",
             EventKind::Reaped => "reaped",
             EventKind::Reverted => "reverted",
+            EventKind::Resolved => "resolved",
         }
     }
 }

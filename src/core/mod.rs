@@ -28,8 +28,8 @@ pub use change::{
 };
 pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
-    Address, CompatFields, Health, Instance, InstanceSpec, Metadata, ModelError, Tags, Text,
-    Version,
+    Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
+    Resolution, Resolved, Tags, Text, Version,
 };
 pub use naming::NameTarget;
 pub use plan::{

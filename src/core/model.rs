@@ -26,15 +26,20 @@ pub mod limits {
     pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
     pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
     pub const MAX_HOSTNAME_LEN: usize = 253;
+    /// Addresses kept of what a host name resolves to: they are all in the
+    /// A/AAAA answers of the instance's service and name, and as glue of
+    /// its SRV record, so a name with hundreds must not crowd out the rest.
+    pub const MAX_RESOLVED_ADDRESSES: usize = 8;
 }
 
 /// Where an instance listens: an IP address, or (Maxine-compatible API only) a
-/// host name, which DNS serves as an SRV target but not as A/AAAA data.
+/// host name, which Maxine resolves itself (the resolver driver) and answers
+/// under the instance's own name once it has addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Address {
     Ip(IpAddr),
-    Host(Arc<str>),
+    Host(HostAddress),
 }
 
 impl Address {
@@ -57,7 +62,7 @@ impl Address {
         if !valid {
             return Err(ModelError::BadAddress(raw.to_string()));
         }
-        Ok(Address::Host(Arc::from(host)))
+        Ok(Address::Host(HostAddress::new(&host)))
     }
 
     pub fn ip(&self) -> Option<IpAddr> {
@@ -66,13 +71,155 @@ impl Address {
             Address::Host(_) => None,
         }
     }
+
+    /// The host name, for an instance registered by one.
+    pub fn host(&self) -> Option<&HostAddress> {
+        match self {
+            Address::Ip(_) => None,
+            Address::Host(h) => Some(h),
+        }
+    }
+
+    /// The addresses DNS answers with: the IP address, or what the host
+    /// name last resolved to (none while it is unresolved).
+    pub fn addresses(&self) -> &[IpAddr] {
+        match self {
+            Address::Ip(ip) => std::slice::from_ref(ip),
+            Address::Host(h) => h.addresses(),
+        }
+    }
 }
 
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Address::Ip(ip) => write!(f, "{ip}"),
-            Address::Host(h) => f.write_str(h),
+            Address::Host(h) => f.write_str(h.name()),
+        }
+    }
+}
+
+/// A host name as registered (lowercase, no trailing dot), with what Maxine
+/// last resolved it to. One pointer, so that [`Address`] (and every
+/// instance) is no larger than with a bare name: IP instances pay nothing.
+/// The resolver driver builds one value per result and every instance of
+/// that name shares it.
+///
+/// Equal when the names are: the resolution is not part of what was
+/// registered (a re-registration with the same name is the same address).
+/// Serializes as the name.
+#[derive(Clone)]
+pub struct HostAddress(Arc<HostInner>);
+
+struct HostInner {
+    name: Arc<str>,
+    /// `None`: not resolved yet (just registered, or restored at start-up).
+    resolution: Option<Resolution>,
+}
+
+impl HostAddress {
+    /// A name not resolved yet. `name` must be a valid host name
+    /// ([`Address::parse`] checks it).
+    pub fn new(name: &str) -> Self {
+        Self(Arc::new(HostInner {
+            name: Arc::from(name),
+            resolution: None,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The same name with `resolution`.
+    pub fn resolved(&self, resolution: Resolution) -> Self {
+        Self(Arc::new(HostInner {
+            name: self.0.name.clone(),
+            resolution: Some(resolution),
+        }))
+    }
+
+    /// What the name last resolved to; `None` before the first answer.
+    pub fn resolution(&self) -> Option<&Resolution> {
+        self.0.resolution.as_ref()
+    }
+
+    /// The resolved addresses; none while pending or unresolved.
+    pub fn addresses(&self) -> &[IpAddr] {
+        match self.resolution().map(|r| &r.outcome) {
+            Some(Resolved::Addresses(a)) => a,
+            _ => &[],
+        }
+    }
+
+    /// One value (the resolver's result shared by every instance of it).
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<&str> for HostAddress {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl PartialEq for HostAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for HostAddress {}
+
+impl std::fmt::Debug for HostAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.resolution() {
+            None => std::fmt::Debug::fmt(self.name(), f),
+            Some(r) => write!(f, "{:?} ({:?})", self.name(), r.outcome),
+        }
+    }
+}
+
+impl Serialize for HostAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// What a host name resolved to, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub outcome: Resolved,
+    /// Milliseconds since the Unix epoch at which this outcome was first
+    /// seen (a re-resolution with the same outcome keeps it).
+    pub since_ms: u64,
+}
+
+/// The outcome of resolving a host name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// Its addresses, sorted, without duplicates, at most
+    /// [`limits::MAX_RESOLVED_ADDRESSES`]; never empty.
+    Addresses(Box<[IpAddr]>),
+    /// It has no address (NXDOMAIN, no A or AAAA records) or could not be
+    /// resolved (timeouts, server failures): why, for operators.
+    Failed(Box<str>),
+}
+
+impl Resolved {
+    /// `addresses` as a resolution: sorted, duplicates dropped, at most
+    /// [`limits::MAX_RESOLVED_ADDRESSES`] kept (the lowest); no address is
+    /// a failure.
+    pub fn from_addresses(addresses: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut all: Vec<IpAddr> = addresses.into_iter().collect();
+        all.sort_unstable();
+        all.dedup();
+        all.truncate(limits::MAX_RESOLVED_ADDRESSES);
+        if all.is_empty() {
+            Resolved::Failed("the name has no A or AAAA records".into())
+        } else {
+            Resolved::Addresses(all.into())
         }
     }
 }
@@ -498,7 +645,11 @@ pub enum ModelError {
 pub struct Instance {
     pub id: InstanceId,
     pub version: Version,
-    /// Index of the change that produced this value of the instance.
+    /// Index of the change that produced this value of the instance. A
+    /// resolution of its host name keeps it: the resolved addresses are
+    /// not part of the value as registered (and not stored: see
+    /// [`Change::Resolve`](super::change::Change::Resolve)), so the
+    /// value's record in the store and every condition on it stay valid.
     pub index: u64,
     /// Milliseconds since the registry's epoch after which the instance turns
     /// critical unless a heartbeat moves it.
@@ -562,13 +713,34 @@ impl Instance {
         self.health == Health::Passing
     }
 
+    /// The addresses DNS answers with (see [`Address::addresses`]).
+    pub fn addresses(&self) -> &[IpAddr] {
+        self.address.addresses()
+    }
+
+    /// Whether DNS has an address to answer with for it: an IP instance,
+    /// or a host name that resolved.
+    pub fn has_addresses(&self) -> bool {
+        !self.addresses().is_empty()
+    }
+
     /// A copy with another health and index (the deadline is carried over).
     pub(crate) fn with_health(&self, health: Health, index: u64) -> Self {
+        self.with(self.address.clone(), health, index)
+    }
+
+    /// A copy whose host name has a new resolution: same index, health and
+    /// deadline (see [`Instance::index`]).
+    pub(crate) fn with_host(&self, host: HostAddress) -> Self {
+        self.with(Address::Host(host), self.health, self.index)
+    }
+
+    fn with(&self, address: Address, health: Health, index: u64) -> Self {
         Self {
             id: self.id.clone(),
             service: self.service.clone(),
             datacenter: self.datacenter.clone(),
-            address: self.address.clone(),
+            address,
             port: self.port,
             version: self.version.clone(),
             tags: self.tags.clone(),

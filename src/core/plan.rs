@@ -119,7 +119,22 @@ impl ServiceSnapshot {
         healthy_only: bool,
         _class: AskerClass,
     ) -> Plan {
-        let members = self.select_positions(version, healthy_only);
+        Plan::one_tier(self.select_positions(version, healthy_only))
+    }
+
+    /// The plan of DNS answers for the instances matching `version`: the
+    /// passing ones that have an address to answer with. An instance
+    /// registered by a host name that has not resolved (yet, or any more)
+    /// is left out: an SRV record whose target has no address would send
+    /// clients to a name that answers nothing.
+    pub fn address_plan(&self, version: Option<&VersionSelector>, _class: AskerClass) -> Plan {
+        Plan::one_tier(self.select_positions_by(version, |i| i.is_passing() && i.has_addresses()))
+    }
+}
+
+impl Plan {
+    /// `members` as the one local tier (no tier when empty).
+    fn one_tier(members: Vec<u32>) -> Plan {
         Plan {
             tiers: if members.is_empty() {
                 Vec::new()

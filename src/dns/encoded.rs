@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 
+use super::wire::types;
 use crate::core::InstanceId;
 
 /// Where the target name starts in an SRV record: pointer, type, class,
@@ -21,20 +22,29 @@ pub(crate) const SRV_PRIORITY_AT: usize = 2 + 10;
 /// The owner of every pre-encoded record: a pointer to the question name.
 pub(super) const AT_QNAME: [u8; 2] = [0xC0, 0x0C];
 
+/// The length of an A record's tail (type, class, TTL, RDLENGTH, RDATA).
+pub(super) const A_TAIL: usize = 10 + 4;
+/// The length of an AAAA record's tail.
+pub(super) const AAAA_TAIL: usize = 10 + 16;
+
 /// One instance's records: the SRV record, owner a pointer to the question
-/// (`C0 0C`): the local tier's priority, the instance's weight and port, and its target
-/// name uncompressed (RFC 2782 forbids compressing it); then, for an
-/// instance with an address, the tail (type to RDATA) of its A or AAAA
-/// record. The target of such an instance is the instance name, so
-/// everything from the target on is, verbatim, the additional record an SRV
-/// answer carries for it, and set building copies it in one piece.
+/// (`C0 0C`): the local tier's priority, the instance's weight and port, and
+/// its target, the instance name, uncompressed (RFC 2782 forbids compressing
+/// it); then its address records, A first, then AAAA: the first as a tail
+/// (type to RDATA) only, each further one as the instance name and a tail.
+/// So everything from the target on is, verbatim, the additional records an
+/// SRV answer carries for it, and set building copies them in one piece.
+///
+/// An IP instance has one address record; one registered by a host name
+/// has those of its resolved addresses (none while unresolved: then it is
+/// in no answer but its name's, which has no data).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct InstanceWire<'a> {
     buf: &'a [u8],
     srv_len: u16,
-    /// The address record's type: `types::A`, `types::AAAA`, or 0 for a
-    /// host-name target (no address record).
-    addr_type: u16,
+    /// How many A and AAAA records follow the SRV record.
+    a: u8,
+    aaaa: u8,
 }
 
 impl<'a> InstanceWire<'a> {
@@ -42,22 +52,38 @@ impl<'a> InstanceWire<'a> {
         &self.buf[..self.srv_len as usize]
     }
 
-    /// The tail (type to RDATA) of the address record, if of type `rtype`.
-    pub(super) fn addr_tail(&self, rtype: u16) -> Option<&'a [u8]> {
-        self.addr()
-            .filter(|(t, _)| *t == rtype)
-            .map(|(_, tail)| tail)
+    /// How many address records of type `rtype` it has.
+    pub(super) fn addr_count(&self, rtype: u16) -> usize {
+        match rtype {
+            types::A => self.a as usize,
+            types::AAAA => self.aaaa as usize,
+            _ => 0,
+        }
     }
 
-    /// The address record's type and tail (type to RDATA), if any.
-    pub(super) fn addr(&self) -> Option<(u16, &'a [u8])> {
-        (self.addr_type != 0).then(|| (self.addr_type, &self.buf[self.srv_len as usize..]))
+    /// The tails (type to RDATA) of its address records of type `rtype`.
+    pub(super) fn addr_tails(&self, rtype: u16) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let name_len = self.srv_len as usize - SRV_TARGET_AT;
+        let (skip, n, len) = match rtype {
+            types::A => (0, self.a as usize, A_TAIL),
+            types::AAAA => (self.a as usize, self.aaaa as usize, AAAA_TAIL),
+            _ => (0, 0, 0),
+        };
+        let buf = self.buf;
+        let first = self.srv_len as usize + skip * (name_len + A_TAIL);
+        // Record j's tail starts after the SRV record, the j tails before it
+        // and the j names before them (record 0's name is the SRV target).
+        (0..n).map(move |k| {
+            let at = first + k * (name_len + len);
+            &buf[at..at + len]
+        })
     }
 
-    /// The target's address record, complete, for the additional section;
-    /// None when the instance has none (a host-name target).
-    pub(super) fn additional(&self) -> Option<&'a [u8]> {
-        (self.addr_type != 0).then(|| &self.buf[SRV_TARGET_AT..])
+    /// The target's address records, complete, for the additional section,
+    /// and how many there are; None when it has none.
+    pub(super) fn additional(&self) -> Option<(&'a [u8], u16)> {
+        let n = u16::from(self.a) + u16::from(self.aaaa);
+        (n > 0).then(|| (&self.buf[SRV_TARGET_AT..], n))
     }
 }
 
@@ -65,7 +91,9 @@ impl<'a> InstanceWire<'a> {
 /// [`EncodedInstances::push`]).
 pub(super) struct Encoding {
     pub srv_len: u16,
-    pub addr_type: u16,
+    /// How many A and AAAA records follow the SRV record (see [`InstanceWire`]).
+    pub a: u8,
+    pub aaaa: u8,
 }
 
 struct Entry<V> {
@@ -79,7 +107,8 @@ struct Entry<V> {
     end: u32,
     id_len: u8,
     srv_len: u16,
-    addr_type: u16,
+    a: u8,
+    aaaa: u8,
 }
 
 /// Whether two values of an instance are one value: for registry
@@ -142,7 +171,8 @@ impl<V: SameValue> EncodedInstances<V> {
         InstanceWire {
             buf: &self.bytes[self.start(i) + e.id_len as usize..e.end as usize],
             srv_len: e.srv_len,
-            addr_type: e.addr_type,
+            a: e.a,
+            aaaa: e.aaaa,
         }
     }
 
@@ -163,7 +193,8 @@ impl<V: SameValue> EncodedInstances<V> {
             // A DNS label: at most 63 bytes.
             id_len: id.as_str().len() as u8,
             srv_len: e.srv_len,
-            addr_type: e.addr_type,
+            a: e.a,
+            aaaa: e.aaaa,
         });
     }
 
@@ -264,19 +295,20 @@ mod tests {
     }
 
     fn encode(v: &Value, out: &mut Vec<u8>) -> Encoding {
-        // An SRV record of SRV_TARGET_AT + tag % 7 bytes; an address tail
-        // for even tags.
+        // An SRV record of SRV_TARGET_AT + tag % 7 bytes; an A tail for
+        // even tags.
         let srv_len = SRV_TARGET_AT + (v.tag % 7) as usize;
         out.extend(std::iter::repeat_n(v.tag, srv_len));
-        let addr_type = if v.tag.is_multiple_of(2) {
-            out.extend([v.tag ^ 0xFF; 5]);
+        let a = if v.tag.is_multiple_of(2) {
+            out.extend([v.tag ^ 0xFF; A_TAIL]);
             1
         } else {
             0
         };
         Encoding {
             srv_len: srv_len as u16,
-            addr_type,
+            a,
+            aaaa: 0,
         }
     }
 
@@ -293,10 +325,12 @@ mod tests {
             assert_eq!(e.id(i), id.as_str().as_bytes());
             let w = e.wire(i);
             assert_eq!(w.srv(), &want[..enc.srv_len as usize], "{id:?}");
-            assert_eq!(
-                w.addr_tail(1),
-                (enc.addr_type == 1).then(|| &want[enc.srv_len as usize..])
-            );
+            let tails: Vec<&[u8]> = w.addr_tails(types::A).collect();
+            let want_tails: Vec<&[u8]> = (enc.a == 1)
+                .then(|| &want[enc.srv_len as usize..])
+                .into_iter()
+                .collect();
+            assert_eq!(tails, want_tails);
             assert_eq!(e.entries[i].value.index, v.index);
         }
         assert!(e.is_sorted());

@@ -20,8 +20,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
-    Access, Address, Change, Datacenter, Health, Instance, InstanceId, InstanceSpec, Metadata,
-    Query, QueryContext, ServiceKey, ServiceName, Tags, Transport, VersionSelector,
+    Access, Address, Change, Datacenter, Health, HostAddress, Instance, InstanceId, InstanceSpec,
+    Metadata, Query, QueryContext, Resolved, ServiceKey, ServiceName, Tags, Transport,
+    VersionSelector,
 };
 
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
@@ -150,7 +151,31 @@ pub struct InstanceView<'a> {
     compat: Option<CompatView<'a>>,
     /// Seconds.
     ttl: f64,
+    /// For an instance registered by host name: what the name resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolution: Option<serde_json::Value>,
     dns: serde_json::Value,
+}
+
+/// What an instance's host name resolved to, as the listing shows it:
+/// `pending` (not resolved yet), `resolved` with its addresses, or
+/// `unresolved` with the reason (out of DNS answers until it resolves);
+/// `since`: when that outcome was first seen.
+fn resolution_view(host: &HostAddress) -> serde_json::Value {
+    match host.resolution() {
+        None => json!({ "state": "pending" }),
+        Some(r) => {
+            let since = super::acl::rfc3339(r.since_ms);
+            match &r.outcome {
+                Resolved::Addresses(a) => {
+                    json!({ "state": "resolved", "addresses": a, "since": since })
+                }
+                Resolved::Failed(why) => {
+                    json!({ "state": "unresolved", "error": why, "since": since })
+                }
+            }
+        }
+    }
 }
 
 /// The fields a Maxine SDK sent, as they were sent.
@@ -194,6 +219,7 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
             health_check_path: &c.health_check_path,
         }),
         ttl: instance.ttl.as_secs_f64(),
+        resolution: instance.address.host().map(resolution_view),
         dns,
     }
 }

@@ -413,6 +413,16 @@ fn registry_document(domain: &str) -> Value {
                                 "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. Nothing probes it yet." }
                             }
                         },
+                        "resolution": {
+                            "type": "object",
+                            "description": "Instances registered by host name only: what Maxine resolved the name to. Out of DNS answers unless resolved.",
+                            "properties": {
+                                "state": { "type": "string", "enum": ["pending", "resolved", "unresolved"] },
+                                "addresses": { "type": "array", "items": { "type": "string" }, "description": "When resolved." },
+                                "error": { "type": "string", "description": "When unresolved: why." },
+                                "since": { "type": "string", "format": "date-time", "description": "When this outcome was first seen." }
+                            }
+                        },
                         "dns": {
                             "type": "object",
                             "properties": {

@@ -20,6 +20,10 @@ use maxine::core::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+/// A loopback address where no name server listens: the default
+/// `resolve.nameservers` of test servers.
+pub const NO_NAMESERVER: &str = "127.0.0.1:9";
+
 pub struct TestServer {
     pub dns_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -72,6 +76,10 @@ impl TestServer {
         file.http.addr = "127.0.0.1:0".into();
         file.data_dir = dir.path().to_path_buf();
         file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
+        // Host names of instances are resolved by a server on this machine
+        // only (nothing listens there unless a test starts one): a test
+        // never sends a lookup off it.
+        file.resolve.nameservers = vec![NO_NAMESERVER.into()];
         tweak(&mut file);
         (Config::validate(file).expect("valid test config"), dir)
     }

@@ -80,6 +80,8 @@ impl ServerProcess {
             .args(["--dns-addr", &dns.to_string()])
             .args(["--zone-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
             .env_remove("MAXINE_STORE")
+            // Host names are never resolved off this machine.
+            .env("MAXINE_RESOLVE_NAMESERVERS", super::NO_NAMESERVER)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

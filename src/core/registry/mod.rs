@@ -613,6 +613,29 @@ impl Registry {
                     kind,
                 }
             }
+            Change::Resolve { id, host, of, .. } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                // Only for the name it was resolved for, and only when the
+                // answer differs: a re-resolution with the same outcome is
+                // not a change (no rebuild, no event).
+                let Some(has) = cur.address.host().filter(|h| **h == host) else {
+                    return Decision::Skip;
+                };
+                let same =
+                    has.resolution().map(|r| &r.outcome) == host.resolution().map(|r| &r.outcome);
+                if index.is_none() || same {
+                    return Decision::Skip;
+                }
+                let next = Arc::new(cur.with_host(host));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::Resolved,
+                }
+            }
             Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Reap { id, of, .. } => {
                 let Some(cur) = group

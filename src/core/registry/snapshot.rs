@@ -252,7 +252,17 @@ impl ServiceSnapshot {
         version: Option<&VersionSelector>,
         healthy_only: bool,
     ) -> Vec<u32> {
-        let keep = |p: &u32| !healthy_only || self.instances.0[*p as usize].is_passing();
+        self.select_positions_by(version, |i| !healthy_only || i.is_passing())
+    }
+
+    /// Like [`ServiceSnapshot::select_positions`], for the instances `keep`
+    /// accepts.
+    pub fn select_positions_by(
+        &self,
+        version: Option<&VersionSelector>,
+        keep: impl Fn(&Instance) -> bool,
+    ) -> Vec<u32> {
+        let keep = |p: &u32| keep(&self.instances.0[*p as usize]);
         let Some(sel) = version else {
             return (0..self.instances.0.len() as u32).filter(keep).collect();
         };

@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::core::VersionSelector;
 use crate::core::model::{Address, InstanceSpec};
+use crate::core::{AskerClass, VersionSelector};
 
 fn reg(now: Instant) -> Registry {
     Registry::new(
@@ -661,5 +661,144 @@ fn a_token_holds_at_most_its_quota_of_instances_and_replacing_one_is_free() {
     assert!(matches!(
         applied.refusal(),
         Some(RegistryError::Quota { limit: 0, .. })
+    ));
+}
+
+/// `host` resolved to `ips` (a failure when empty), first seen at `since_ms`.
+fn resolved(host: &str, ips: &[&str], since_ms: u64) -> crate::core::HostAddress {
+    use crate::core::{HostAddress, Resolution, Resolved};
+    let outcome = match ips {
+        [] => Resolved::Failed("NXDOMAIN".into()),
+        _ => Resolved::from_addresses(ips.iter().map(|i| i.parse().unwrap())),
+    };
+    HostAddress::new(host).resolved(Resolution { outcome, since_ms })
+}
+
+fn resolve(r: &Registry, name: &str, host: crate::core::HostAddress, of: u64) -> Outcome {
+    let change = Change::Resolve {
+        key: key("pay"),
+        id: id(name),
+        host,
+        of,
+    };
+    let applied = r
+        .apply_next(vec![change], &Context::system(), Instant::now())
+        .unwrap();
+    applied.outcomes.into_iter().next().unwrap().1
+}
+
+#[test]
+fn a_resolution_gives_a_host_instance_addresses_and_keeps_its_index_and_deadline() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
+    r.subscribe(rec.clone());
+    let inst = r
+        .register(key("pay"), id("a"), spec("api.internal", "", 30), t0)
+        .unwrap();
+    assert!(
+        !inst.has_addresses(),
+        "a host name has no address until resolved"
+    );
+    assert!(
+        r.service(&key("pay"))
+            .unwrap()
+            .address_plan(None, AskerClass::ANYONE)
+            .is_empty()
+    );
+    beat(&r, "a", t0 + Duration::from_secs(10));
+
+    let host = resolved("api.internal", &["10.0.0.9", "10.0.0.7", "10.0.0.9"], 1);
+    let Outcome::Applied(Some(now)) = resolve(&r, "a", host.clone(), inst.index) else {
+        panic!("applied");
+    };
+    assert_eq!(
+        now.addresses(),
+        &[
+            "10.0.0.7".parse::<std::net::IpAddr>().unwrap(),
+            "10.0.0.9".parse().unwrap()
+        ]
+    );
+    // The heartbeat moved the deadline (to 40 s); the resolved value keeps it.
+    assert_eq!((now.index, now.deadline_ms()), (inst.index, 40_000),);
+    let snap = r.service(&key("pay")).unwrap();
+    assert_eq!(snap.index, r.index(), "the service's answers changed");
+    assert!(snap.index > inst.index);
+    assert_eq!(
+        snap.address_plan(None, AskerClass::ANYONE)
+            .members()
+            .count(),
+        1
+    );
+    assert_eq!(
+        rec.0.lock().unwrap().last(),
+        Some(&(r.index(), EventKind::Resolved))
+    );
+
+    // The same outcome again (first seen later) is no change.
+    let index = r.index();
+    let again = resolved("api.internal", &["10.0.0.7", "10.0.0.9"], 2);
+    assert!(matches!(
+        resolve(&r, "a", again, inst.index),
+        Outcome::Skipped
+    ));
+    assert_eq!(r.index(), index);
+
+    // Expiry carries the resolution along; a failure then empties it.
+    r.expire(t0 + Duration::from_secs(41));
+    let critical = r.service(&key("pay")).unwrap().instances[&id("a")].clone();
+    assert_eq!(
+        (critical.health, critical.addresses().len()),
+        (Health::Critical, 2)
+    );
+    let failed = resolved("api.internal", &[], 3);
+    assert!(
+        matches!(
+            resolve(&r, "a", failed.clone(), inst.index),
+            Outcome::Skipped
+        ),
+        "decided on an older value"
+    );
+    assert!(
+        matches!(resolve(&r, "a", failed, critical.index), Outcome::Applied(Some(ref v)) if !v.has_addresses())
+    );
+}
+
+#[test]
+fn a_resolution_for_another_value_or_name_is_skipped() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let first = r
+        .register(key("pay"), id("a"), spec("api.internal", "", 30), t0)
+        .unwrap();
+    // Re-registered under another name: a result for the old one is stale.
+    let second = r
+        .register(key("pay"), id("a"), spec("db.internal", "", 30), t0)
+        .unwrap();
+    let old = resolved("api.internal", &["10.0.0.1"], 1);
+    assert!(matches!(
+        resolve(&r, "a", old.clone(), first.index),
+        Outcome::Skipped
+    ));
+    assert!(matches!(
+        resolve(&r, "a", old, second.index),
+        Outcome::Skipped
+    ));
+    // An IP instance has no host name to resolve; an unknown one is skipped too.
+    let ip = r
+        .register(key("pay"), id("b"), spec("10.0.0.2", "", 30), t0)
+        .unwrap();
+    let host = resolved("db.internal", &["10.0.0.1"], 1);
+    assert!(matches!(
+        resolve(&r, "b", host.clone(), ip.index),
+        Outcome::Skipped
+    ));
+    assert!(matches!(
+        resolve(&r, "zz", host.clone(), 1),
+        Outcome::Skipped
+    ));
+    assert!(matches!(
+        resolve(&r, "a", host, second.index),
+        Outcome::Applied(Some(_))
     ));
 }

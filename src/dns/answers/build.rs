@@ -14,7 +14,7 @@ use crate::core::{
 };
 
 use super::super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
-use super::super::wire::{self, types};
+use super::super::wire::types;
 use super::instances::InstanceTable;
 use super::lookup::ReadyAnswers;
 use super::members::Subset;
@@ -85,7 +85,10 @@ impl AnswerBuilder {
         v
     }
 
-    /// Appends the records of [`InstanceWire`] for `inst` to `out`.
+    /// Appends the records of [`InstanceWire`] for `inst` to `out`: its
+    /// SRV record, whose target is the instance name whether it was
+    /// registered by IP address or host name, and its address records (a
+    /// host name's resolved addresses; none while it has none).
     fn encode_instance(&self, inst: &Instance, out: &mut Vec<u8>) -> Encoding {
         let start = out.len();
         out.extend_from_slice(&AT_QNAME);
@@ -93,34 +96,43 @@ impl AnswerBuilder {
         out.extend_from_slice(&LOCAL_PRIORITY.to_be_bytes());
         out.extend_from_slice(&inst.weight.to_be_bytes());
         out.extend_from_slice(&inst.port.to_be_bytes());
-        match &inst.address {
-            crate::core::Address::Host(h) => {
-                out.extend(wire::wire_name(h).unwrap_or_else(|| vec![0]));
-            }
-            crate::core::Address::Ip(_) => out.extend_from_slice(&self.wire(&[
-                inst.id.to_string(),
-                inst.service.to_string(),
-                inst.datacenter.to_string(),
-            ])),
-        }
+        let name = self.wire(&[
+            inst.id.to_string(),
+            inst.service.to_string(),
+            inst.datacenter.to_string(),
+        ]);
+        out.extend_from_slice(&name);
         set_rdlength(out, rdata_at);
         let srv_len = u16::try_from(out.len() - start).expect("an SRV record below 64 KiB");
-        let addr_type = match inst.address.ip() {
-            Some(IpAddr::V4(v4)) => {
-                let at = push_tail_header(out, types::A, self.ttl);
-                out.extend_from_slice(&v4.octets());
+        let (mut a, mut aaaa) = (0u8, 0u8);
+        for rtype in [types::A, types::AAAA] {
+            for addr in inst.addresses() {
+                let (v4, v6);
+                let rdata: &[u8] = match (addr, rtype) {
+                    (IpAddr::V4(ip), types::A) => {
+                        v4 = ip.octets();
+                        &v4
+                    }
+                    (IpAddr::V6(ip), types::AAAA) => {
+                        v6 = ip.octets();
+                        &v6
+                    }
+                    _ => continue,
+                };
+                // The first record's owner is the SRV target just written.
+                if a + aaaa > 0 {
+                    out.extend_from_slice(&name);
+                }
+                let at = push_tail_header(out, rtype, self.ttl);
+                out.extend_from_slice(rdata);
                 set_rdlength(out, at);
-                types::A
+                match rtype {
+                    types::A => a += 1,
+                    _ => aaaa += 1,
+                }
             }
-            Some(IpAddr::V6(v6)) => {
-                let at = push_tail_header(out, types::AAAA, self.ttl);
-                out.extend_from_slice(&v6.octets());
-                set_rdlength(out, at);
-                types::AAAA
-            }
-            None => 0,
-        };
-        Encoding { srv_len, addr_type }
+        }
+        Encoding { srv_len, a, aaaa }
     }
 
     /// Rebuilds the names of one service that changed (or removes them).
@@ -184,7 +196,7 @@ impl AnswerBuilder {
         // a member's position in the snapshot is its position here.
         debug_assert_eq!(instances.len(), snap.instances.len());
         // What the core says the service's names answer, for everyone.
-        let plan = snap.plan(None, true, AskerClass::ANYONE);
+        let plan = snap.address_plan(None, AskerClass::ANYONE);
         let (all, priority) = one_tier(&plan);
         let all_wires: Vec<InstanceWire<'_>> =
             all.iter().map(|&p| instances.wire(p as usize)).collect();
@@ -220,9 +232,7 @@ impl AnswerBuilder {
     /// the byte order of the labels that [`InstanceTable::find`] searches.
     fn instance_table(&self, instances: &EncodedInstances<Arc<Instance>>) -> InstanceTable {
         debug_assert!(instances.is_sorted());
-        InstanceTable::new(
-            (0..instances.len()).map(|i| (instances.id(i), instances.wire(i).addr())),
-        )
+        InstanceTable::new((0..instances.len()).map(|i| (instances.id(i), instances.wire(i))))
     }
 
     /// Inserts (or removes) a dynamic node, keeping the static data of that
@@ -295,8 +305,9 @@ fn one_tier(plan: &Plan) -> (&[u32], u16) {
 
 /// The version names of a service (see [`Node`]): every selector that
 /// matches a passing instance, with [`SAME_SETS`] or the index of its
-/// members in the returned subsets. `all`: the positions of the passing
-/// instances (the service's own sets), `all_wires` their records.
+/// members in the returned subsets. `all`: the positions of the members of
+/// the service's own sets (passing, with an address), `all_wires` their
+/// records.
 ///
 /// Version names are looked up through the service's node on the query
 /// path, so a change publishes a handful of names, not one per selector.
@@ -310,24 +321,21 @@ fn version_names(
     all: &[u32],
     all_wires: &[InstanceWire<'_>],
 ) -> (Selectors, Box<[Subset]>) {
-    // Where each passing instance is in the A and AAAA sets (u32::MAX: not
-    // in the set of that type); in the SRV set it is where it is in `all`.
+    // Where each member's records start in the A and AAAA sets, and how
+    // many it has there; in the SRV set it is where it is in `all`.
     let mut counts = [0u32; 2];
-    let ranks: Vec<(u32, u32)> = all_wires
+    let ranks: Vec<[(u32, u32); 2]> = all_wires
         .iter()
         .map(|w| {
-            let mut rank = |t: usize| {
-                counts[t] += 1;
-                counts[t] - 1
-            };
-            match w.addr() {
-                Some((types::A, _)) => (rank(0), u32::MAX),
-                Some((types::AAAA, _)) => (u32::MAX, rank(1)),
-                _ => (u32::MAX, u32::MAX),
-            }
+            [types::A, types::AAAA].map(|t| {
+                let k = usize::from(t == types::AAAA);
+                let n = offset(w.addr_count(t));
+                counts[k] += n;
+                (counts[k] - n, n)
+            })
         })
         .collect();
-    // Where each instance is in `all` (u32::MAX: not passing).
+    // Where each instance is in `all` (u32::MAX: not a member).
     let mut in_all = vec![u32::MAX; snap.instances.len()];
     for (k, &p) in all.iter().enumerate() {
         in_all[p as usize] = offset(k);
@@ -338,13 +346,9 @@ fn version_names(
         for &p in members {
             let k = in_all[p as usize] as usize;
             debug_assert!(k < all.len(), "a version's members are among all members");
-            let (ra, raaaa) = ranks[k];
-            if ra != u32::MAX {
-                a.push(ra);
-            }
-            if raaaa != u32::MAX {
-                aaaa.push(raaaa);
-            }
+            let [(ra, na), (raaaa, naaaa)] = ranks[k];
+            a.extend(ra..ra + na);
+            aaaa.extend(raaaa..raaaa + naaaa);
             srv.push(offset(k));
         }
         Subset::new(&a, &aaaa, &srv)
@@ -353,7 +357,7 @@ fn version_names(
     let mut subsets: Vec<Subset> = Vec::new();
     let mut sizes: Vec<usize> = Vec::new();
     for sel in snap.selectors() {
-        let plan = snap.plan(Some(sel), true, AskerClass::ANYONE);
+        let plan = snap.address_plan(Some(sel), AskerClass::ANYONE);
         let members = one_tier(&plan).0;
         let parent = sel.parent().and_then(|p| {
             let at = versions.binary_search_by(|(s, _)| s.cmp(&p)).ok()?;

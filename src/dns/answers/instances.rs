@@ -1,32 +1,59 @@
 //! The instance names below a service name (`<id>.<service>.<dc>.<zone>`),
 //! in one sorted buffer searched by id.
 
-use super::super::encoded::{AT_QNAME, offset};
+use super::super::encoded::{A_TAIL, AAAA_TAIL, AT_QNAME, InstanceWire, offset};
+use super::super::wire::types;
 
 /// The instance names below a service name: each instance's id label and
-/// its address record, back to back in one buffer, sorted by id for a
-/// binary search. A name per instance in the map would cost a key, a node
-/// and a section each; this costs the bytes.
+/// its address records (A, then AAAA, each with the question pointer as
+/// owner), back to back in one buffer, sorted by id for a binary search. A
+/// name per instance in the map would cost a key, a node and a section
+/// each; this costs the bytes.
 ///
-/// One allocation (none when empty): `[n: u32][entries: n x (id end,
-/// record end, record type): 3 x u32][ids and records]` (little-endian),
-/// where instance `i`'s id starts where instance `i - 1`'s record ends, and
-/// a record type of 0 means no address record (a host-name instance).
+/// One allocation (none when empty): `[n: u32][entries: n x (id end, A
+/// records end, AAAA records end): 3 x u32][ids and records]`
+/// (little-endian), where instance `i`'s id starts where instance `i - 1`'s
+/// records end. Records have fixed sizes per type, so the lengths give the
+/// counts; an instance with none (a host name not resolved) answers NODATA.
 #[derive(Clone, Debug, Default)]
 pub(super) struct InstanceTable {
     buf: Box<[u8]>,
 }
 
+/// Bytes of one A and one AAAA record in the table.
+const A_RECORD: usize = AT_QNAME.len() + A_TAIL;
+const AAAA_RECORD: usize = AT_QNAME.len() + AAAA_TAIL;
+
+/// What an instance name holds: its A and AAAA records, each run with its
+/// count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct InstanceRecords<'a> {
+    pub(super) a: &'a [u8],
+    pub(super) aaaa: &'a [u8],
+}
+
+impl<'a> InstanceRecords<'a> {
+    /// The records of type `rtype` and their count (empty for none).
+    pub(super) fn of_type(&self, rtype: u16) -> (&'a [u8], u16) {
+        match rtype {
+            types::A => (self.a, (self.a.len() / A_RECORD) as u16),
+            types::AAAA => (self.aaaa, (self.aaaa.len() / AAAA_RECORD) as u16),
+            _ => (&[], 0),
+        }
+    }
+}
+
 impl InstanceTable {
-    /// `instances`: (lowercase id label, address record type and tail) in
-    /// id order; each record gets the question pointer as owner.
+    /// `instances`: (lowercase id label, records) in id order.
     pub(super) fn new<'a>(
-        instances: impl Iterator<Item = (&'a [u8], Option<(u16, &'a [u8])>)> + Clone,
+        instances: impl Iterator<Item = (&'a [u8], InstanceWire<'a>)> + Clone,
     ) -> Self {
         let (mut n, mut size) = (0, 0);
-        for (id, rec) in instances.clone() {
+        for (id, w) in instances.clone() {
             n += 1;
-            size += id.len() + rec.map_or(0, |(_, r)| AT_QNAME.len() + r.len());
+            size += id.len()
+                + w.addr_count(types::A) * A_RECORD
+                + w.addr_count(types::AAAA) * AAAA_RECORD;
         }
         if n == 0 {
             return Self::default();
@@ -35,19 +62,21 @@ impl InstanceTable {
         let mut buf = vec![0u8; data_at];
         buf.reserve_exact(size);
         buf[..4].copy_from_slice(&offset(n).to_le_bytes());
-        for (i, (id, rec)) in instances.enumerate() {
+        for (i, (id, w)) in instances.enumerate() {
+            let mut ends = [0u32; 3];
             buf.extend_from_slice(id);
-            let id_end = offset(buf.len() - data_at);
-            let rtype = rec.map_or(0, |(t, r)| {
-                buf.extend_from_slice(&AT_QNAME);
-                buf.extend_from_slice(r);
-                t
-            });
-            let rec_end = offset(buf.len() - data_at);
+            ends[0] = offset(buf.len() - data_at);
+            for (k, rtype) in [types::A, types::AAAA].into_iter().enumerate() {
+                for tail in w.addr_tails(rtype) {
+                    buf.extend_from_slice(&AT_QNAME);
+                    buf.extend_from_slice(tail);
+                }
+                ends[k + 1] = offset(buf.len() - data_at);
+            }
             let at = 4 + 12 * i;
-            buf[at..at + 4].copy_from_slice(&id_end.to_le_bytes());
-            buf[at + 4..at + 8].copy_from_slice(&rec_end.to_le_bytes());
-            buf[at + 8..at + 12].copy_from_slice(&u32::from(rtype).to_le_bytes());
+            for (k, end) in ends.iter().enumerate() {
+                buf[at + 4 * k..at + 4 * k + 4].copy_from_slice(&end.to_le_bytes());
+            }
         }
         Self {
             buf: buf.into_boxed_slice(),
@@ -67,32 +96,35 @@ impl InstanceTable {
         }
     }
 
-    /// Instance `i`'s (id end, record end, record type), offsets into the
-    /// ids and records.
-    pub(super) fn entry(&self, i: usize) -> (usize, usize, u16) {
+    /// Instance `i`'s (id end, A records end, AAAA records end), offsets
+    /// into the ids and records.
+    pub(super) fn entry(&self, i: usize) -> (usize, usize, usize) {
         let at = 4 + 12 * i;
-        let rtype = u16::try_from(self.u32_at(at + 8)).unwrap_or(0);
         (
             self.u32_at(at) as usize,
             self.u32_at(at + 4) as usize,
-            rtype,
+            self.u32_at(at + 8) as usize,
         )
     }
 
-    /// The instance whose id is `label` (lowercase): its record type and
-    /// record (empty for none).
-    pub(super) fn find(&self, label: &[u8]) -> Option<(u16, &[u8])> {
+    /// The instance whose id is `label` (lowercase): its records.
+    pub(super) fn find(&self, label: &[u8]) -> Option<InstanceRecords<'_>> {
         let n = self.len();
         let data = self.buf.get(4 + 12 * n..)?;
-        let start = |i: usize| if i == 0 { 0 } else { self.entry(i - 1).1 };
+        let start = |i: usize| if i == 0 { 0 } else { self.entry(i - 1).2 };
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let (id_end, rec_end, rtype) = self.entry(mid);
+            let (id_end, a_end, aaaa_end) = self.entry(mid);
             match data[start(mid)..id_end].cmp(label) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some((rtype, &data[id_end..rec_end])),
+                std::cmp::Ordering::Equal => {
+                    return Some(InstanceRecords {
+                        a: &data[id_end..a_end],
+                        aaaa: &data[a_end..aaaa_end],
+                    });
+                }
             }
         }
         None

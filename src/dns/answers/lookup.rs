@@ -9,6 +9,7 @@ use crate::core::{AskerClass, FastHash, QueryContext, Transport};
 
 use super::super::wire::{self, Flags, ReplyWriter, Request, Section, rcode, types};
 use super::super::zone::{StaticRrset, Zone};
+use super::instances::InstanceRecords;
 use super::members::Subset;
 use super::node::{Node, Sets};
 use super::rrset::RecordSet;
@@ -149,11 +150,17 @@ impl ReadyAnswers {
             Found::Version(sets, Some(subset)) => {
                 self.write_subset(sets, subset, req.qtype, &mut w)
             }
-            Found::Instance(rtype, rec) => {
-                let wanted = req.qtype == rtype || (req.qtype == types::ANY && rtype != 0);
-                // One record of a few dozen bytes after a question that fit
-                // in 512 bytes: it fits in any limit.
-                wanted.then(|| w.push_records(Section::Answer, rec, 1))
+            Found::Instance(records) => {
+                // RFC 8482: one RRset is a complete answer to ANY.
+                let rtype = match req.qtype {
+                    types::ANY if records.of_type(types::A).1 > 0 => types::A,
+                    types::ANY => types::AAAA,
+                    t => t,
+                };
+                // A few records (an IP instance has one; a host name at most
+                // MAX_RESOLVED_ADDRESSES): truncated if they do not fit.
+                let (rec, n) = records.of_type(rtype);
+                (n > 0).then(|| w.push_records(Section::Answer, rec, n))
             }
         };
         match written {
@@ -257,8 +264,8 @@ pub(super) enum Found<'g> {
     /// A version name: its service's sets, and which of their records are
     /// its own (`None`: all of them).
     Version(&'g Sets, Option<&'g Subset>),
-    /// An instance name: its address record's type (0: none) and record.
-    Instance(u16, &'g [u8]),
+    /// An instance name: its address records.
+    Instance(InstanceRecords<'g>),
 }
 
 /// A name that is not in the map may still be one held by the service name
@@ -283,10 +290,7 @@ fn below_service<'g>(
     let base = names.get(base_name)?;
     match below {
         BelowService::Version(sel) => base.variant(class).version(&sel),
-        BelowService::Instance(id) => {
-            let (rtype, rec) = base.instances.find(id)?;
-            Some(Found::Instance(rtype, rec))
-        }
+        BelowService::Instance(id) => Some(Found::Instance(base.instances.find(id)?)),
     }
 }
 

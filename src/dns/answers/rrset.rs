@@ -33,11 +33,12 @@ pub struct RecordSet {
 pub(super) const SET_HEADER: usize = 8;
 
 impl RecordSet {
-    /// The address records of type `rtype` of `instances`.
+    /// The address records of type `rtype` of `instances` (an instance
+    /// registered by a host name may have several).
     pub(super) fn addresses(instances: &[InstanceWire<'_>], rtype: u16) -> Option<Self> {
         Self::build(
             instances,
-            |w| w.addr_tail(rtype).map(|t| (&AT_QNAME[..], t)),
+            |w| w.addr_tails(rtype).map(|t| (&AT_QNAME[..], t)),
             false,
         )
     }
@@ -46,7 +47,7 @@ impl RecordSet {
     /// their targets' addresses aligned. Instances are encoded with the
     /// local tier's priority; other tiers' records get theirs here.
     pub(super) fn srv(instances: &[InstanceWire<'_>], priority: u16) -> Option<Self> {
-        let mut set = Self::build(instances, |w| Some((&[][..], w.srv())), true)?;
+        let mut set = Self::build(instances, |w| std::iter::once((&[][..], w.srv())), true)?;
         if priority != LOCAL_PRIORITY {
             let mut buf = set.buf.to_vec();
             let at = set.records_at();
@@ -60,23 +61,30 @@ impl RecordSet {
         Some(set)
     }
 
-    /// The set of the records `record` gives for `instances` (each record a
-    /// prefix and the rest), with the instances' additional records when
-    /// `with_additional`. Sizes everything first: one allocation, and every
-    /// piece copied once.
-    pub(super) fn build<'a>(
+    /// The set of the records `records` gives for `instances` (each record
+    /// a prefix and the rest), with the instances' additional records when
+    /// `with_additional` (then each instance gives one record, its SRV
+    /// record). Sizes everything first: one allocation, and every piece
+    /// copied once.
+    pub(super) fn build<'a, R>(
         instances: &[InstanceWire<'a>],
-        record: impl Fn(&InstanceWire<'a>) -> Option<(&'a [u8], &'a [u8])>,
+        records: impl Fn(&InstanceWire<'a>) -> R,
         with_additional: bool,
-    ) -> Option<Self> {
+    ) -> Option<Self>
+    where
+        R: Iterator<Item = (&'a [u8], &'a [u8])>,
+    {
         let (mut n, mut size, mut extra_size) = (0, 0, 0);
         for w in instances {
-            if let Some((p, r)) = record(w) {
-                n += 1;
+            let mut own = 0;
+            for (p, r) in records(w) {
+                own += 1;
                 size += p.len() + r.len();
-                if with_additional {
-                    extra_size += w.additional().map_or(0, <[u8]>::len);
-                }
+            }
+            debug_assert!(!with_additional || own == 1, "one SRV record per instance");
+            n += own;
+            if with_additional && own > 0 {
+                extra_size += w.additional().map_or(0, |(a, _)| a.len());
             }
         }
         if n == 0 {
@@ -87,7 +95,11 @@ impl RecordSet {
         let mut buf = Vec::with_capacity(total);
         buf.extend_from_slice(&offset(n).to_le_bytes());
         buf.extend_from_slice(&u32::from(extra).to_le_bytes());
-        let members = || instances.iter().filter_map(|w| record(w).map(|r| (w, r)));
+        let members = || {
+            instances
+                .iter()
+                .flat_map(|w| records(w).map(move |r| (w, r)))
+        };
         let mut end = 0;
         for (_, (p, r)) in members() {
             end += p.len() + r.len();
@@ -96,9 +108,9 @@ impl RecordSet {
         if extra {
             let (mut at, mut count) = (0, 0u32);
             for (w, _) in members() {
-                if let Some(a) = w.additional() {
+                if let Some((a, k)) = w.additional() {
                     at += a.len();
-                    count += 1;
+                    count += u32::from(k);
                 }
                 buf.extend_from_slice(&offset(at).to_le_bytes());
                 buf.extend_from_slice(&count.to_le_bytes());
@@ -110,7 +122,7 @@ impl RecordSet {
         }
         if extra {
             for (w, _) in members() {
-                buf.extend_from_slice(w.additional().unwrap_or_default());
+                buf.extend_from_slice(w.additional().map_or(&[][..], |(a, _)| a));
             }
         }
         debug_assert_eq!(buf.len(), total);
@@ -245,16 +257,28 @@ impl RecordSet {
         if count == 0 || w.push_records(Section::Additional, &all[bytes.clone()], count as u16) {
             return true;
         }
-        let mut from = bytes.start;
+        // One instance's records at a time: an instance's addresses go in
+        // together or not at all.
+        let (mut from, mut before) = (bytes.start, count_before(self, &r));
         for i in r {
-            let to = self.mark(i).0;
+            let (to, upto) = self.mark(i);
             if to != from {
-                if !w.push_full(Section::Additional, &all[from..to]) {
+                let k = (upto - before) as u16;
+                if !w.push_records(Section::Additional, &all[from..to], k) {
                     return false;
                 }
-                from = to;
+                (from, before) = (to, upto);
             }
         }
         true
+    }
+}
+
+/// How many additional records come before those of records `r`.
+fn count_before(set: &RecordSet, r: &Range<usize>) -> u32 {
+    if r.start == 0 {
+        0
+    } else {
+        set.mark(r.start - 1).1
     }
 }

@@ -5,25 +5,38 @@ use super::members::Subset;
 use super::rrset::RecordSet;
 use crate::core::InstanceId;
 use crate::core::plan::LOCAL_PRIORITY;
-use crate::dns::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, SRV_TARGET_AT};
+use crate::dns::encoded::{
+    A_TAIL, AAAA_TAIL, AT_QNAME, EncodedInstances, Encoding, InstanceWire, SRV_TARGET_AT,
+};
 use crate::dns::wire::{self, Flags, ReplyWriter, Section, types};
 
-/// Instances whose SRV records are `shape.0` bytes long and whose
-/// additional records (the target, then the address record's tail)
-/// `shape.1`.
-fn encoded(shapes: &[(usize, Option<usize>)]) -> EncodedInstances<u64> {
+/// The shape of a test instance: its SRV record's length, and how many A
+/// and AAAA records follow it.
+type Shape = (usize, u8, u8);
+
+/// Instances of these shapes, laid out as [`InstanceWire`] says: the SRV
+/// record (its last `len - SRV_TARGET_AT` bytes stand for the target
+/// name), then each address tail, every one after the first preceded by
+/// the name again.
+fn encoded(shapes: &[Shape]) -> EncodedInstances<u64> {
     let rec = |len: usize, tag: u8| -> Vec<u8> { (0..len).map(|i| tag ^ i as u8).collect() };
     let mut e = EncodedInstances::default();
-    for (i, &(srv_len, additional)) in shapes.iter().enumerate() {
+    for (i, &(srv_len, a, aaaa)) in shapes.iter().enumerate() {
         let id = InstanceId::new(&format!("i{i:03}")).unwrap();
         e.push(&id, 0, |out| {
-            out.extend(rec(srv_len, srv_len as u8));
-            if let Some(len) = additional {
-                out.extend(rec(len - (srv_len - SRV_TARGET_AT), 0x80 | len as u8));
+            let srv = rec(srv_len, srv_len as u8);
+            out.extend(&srv);
+            let tails = (0..a).map(|_| A_TAIL).chain((0..aaaa).map(|_| AAAA_TAIL));
+            for (k, len) in tails.enumerate() {
+                if k > 0 {
+                    out.extend(&srv[SRV_TARGET_AT..]);
+                }
+                out.extend(rec(len, 0x80 | (i * 16 + k) as u8));
             }
             Encoding {
                 srv_len: srv_len as u16,
-                addr_type: if additional.is_some() { types::A } else { 0 },
+                a,
+                aaaa,
             }
         });
     }
@@ -34,7 +47,8 @@ fn wires(e: &EncodedInstances<u64>) -> Vec<InstanceWire<'_>> {
     (0..e.len()).map(|i| e.wire(i)).collect()
 }
 
-/// The window written one record at a time, as the sets were before.
+/// The window written one record at a time, as the sets were before: each
+/// instance's additional records together or not at all.
 fn one_by_one(all: &[InstanceWire<'_>], start: usize, take: usize, w: &mut ReplyWriter) -> bool {
     let window = all.iter().cycle().skip(start).take(take);
     for inst in window.clone() {
@@ -45,7 +59,7 @@ fn one_by_one(all: &[InstanceWire<'_>], start: usize, take: usize, w: &mut Reply
     for inst in window {
         if inst
             .additional()
-            .is_some_and(|rec| !w.push_full(Section::Additional, rec))
+            .is_some_and(|(rec, n)| !w.push_records(Section::Additional, rec, n))
         {
             break;
         }
@@ -53,14 +67,15 @@ fn one_by_one(all: &[InstanceWire<'_>], start: usize, take: usize, w: &mut Reply
     true
 }
 
-/// Six SRV targets of varied sizes, some without an address record.
-const SHAPES: [(usize, Option<usize>); 6] = [
-    (20, Some(30)),
-    (25, None),
-    (18, Some(16)),
-    (40, Some(28)),
-    (22, None),
-    (30, Some(16)),
+/// Six SRV targets of varied sizes, some without an address record, some
+/// with several of both types (host names).
+const SHAPES: [Shape; 6] = [
+    (20, 1, 0),
+    (25, 0, 0),
+    (19, 2, 1),
+    (40, 0, 2),
+    (22, 0, 0),
+    (30, 0, 1),
 ];
 
 /// For every window of `n` records (`take` from `start`, wrapping) and
@@ -148,55 +163,81 @@ fn version_members_copy_like_a_set_of_their_own() {
 
 #[test]
 fn sets_and_additional_records_are_built_from_instance_records() {
-    // Address sets: the question pointer, then each address tail.
-    let e = encoded(&[(20, Some(5)), (20, None), (21, Some(4))]);
+    // Address sets: the question pointer, then each address tail, every
+    // address of every instance in order.
+    let e = encoded(&[(20, 1, 0), (20, 0, 0), (21, 2, 1)]);
     let ws = wires(&e);
     let s = RecordSet::addresses(&ws, types::A).unwrap();
-    let tails = |i: usize| ws[i].addr_tail(types::A).unwrap();
-    let want: Vec<u8> = [&AT_QNAME[..], tails(0), &AT_QNAME, tails(2)].concat();
+    let tails = |i: usize, t: u16| ws[i].addr_tails(t).collect::<Vec<_>>();
+    let (t0, t2) = (tails(0, types::A), tails(2, types::A));
+    assert_eq!((t0.len(), t2.len(), tails(2, types::AAAA).len()), (1, 2, 1));
+    let want: Vec<u8> = [&AT_QNAME[..], t0[0], &AT_QNAME, t2[0], &AT_QNAME, t2[1]].concat();
     assert_eq!(s.records(), &want[..]);
-    assert_eq!((s.len(), s.end(0), s.end(1)), (2, 5, 8));
-    assert_eq!(s.run(&(1..2)), &want[5..]);
+    let r = AT_QNAME.len() + A_TAIL;
+    assert_eq!(
+        (s.len(), s.end(0), s.end(1), s.end(2)),
+        (3, r, 2 * r, 3 * r)
+    );
+    assert_eq!(s.run(&(1..3)), &want[r..]);
     assert!(!s.extra() && s.additional().is_empty());
+    let s6 = RecordSet::addresses(&ws, types::AAAA).unwrap();
+    assert_eq!(
+        s6.records(),
+        &[&AT_QNAME[..], tails(2, types::AAAA)[0]].concat()[..]
+    );
     assert!(RecordSet::addresses(&ws[1..2], types::A).is_none());
     assert!(RecordSet::addresses(&ws[..1], types::AAAA).is_none());
-    // The additional record is the SRV target, then the address tail.
-    let e = encoded(&[(SRV_TARGET_AT + 3, Some(3 + 4))]);
+    // The additional records are the SRV target, the first address tail,
+    // then the name and tail of each further address.
+    let e = encoded(&[(SRV_TARGET_AT + 3, 1, 1)]);
     let w = e.wire(0);
-    let rec = w.additional().unwrap();
-    assert_eq!(&rec[..3], &w.srv()[SRV_TARGET_AT..]);
-    assert_eq!(&rec[3..], w.addr_tail(types::A).unwrap());
-    // SRV sets whose targets are all host names carry no additional data.
-    let hosts = encoded(&[(20, None), (21, None)]);
+    let (rec, n) = w.additional().unwrap();
+    let name = &w.srv()[SRV_TARGET_AT..];
+    let a = w.addr_tails(types::A).next().unwrap();
+    let aaaa = w.addr_tails(types::AAAA).next().unwrap();
+    assert_eq!((rec, n), (&[name, a, name, aaaa].concat()[..], 2));
+    // SRV sets whose targets have no address carry no additional data.
+    let hosts = encoded(&[(20, 0, 0), (21, 0, 0)]);
     assert!(
         !RecordSet::srv(&wires(&hosts), LOCAL_PRIORITY)
             .unwrap()
             .extra()
     );
     // Marks count the additional records of each prefix of the set.
-    let mixed = encoded(&[(20, Some(30)), (21, None), (22, Some(10))]);
+    let mixed = encoded(&[(20, 1, 0), (21, 0, 0), (22, 1, 2)]);
     let set = RecordSet::srv(&wires(&mixed), LOCAL_PRIORITY).unwrap();
     assert!(set.extra());
+    let first = 2 + A_TAIL;
+    let third = 3 * (22 - SRV_TARGET_AT) + A_TAIL + 2 * AAAA_TAIL;
     assert_eq!(
         (set.mark(0), set.mark(1), set.mark(2)),
-        ((30, 1), (30, 1), (40, 2))
+        ((first, 1), (first, 1), (first + third, 4))
     );
-    assert_eq!(set.additional().len(), 40);
+    assert_eq!(set.additional().len(), first + third);
     assert_eq!(set.records().len(), 20 + 21 + 22);
 }
 
 #[test]
 fn instance_tables_find_exactly_their_ids() {
-    let recs: [&[u8]; 3] = [&[1, 1], &[2, 2, 2], &[]];
+    let e = encoded(&[(20, 1, 0), (21, 2, 1), (22, 0, 0)]);
+    let ws = wires(&e);
     let ids: [&[u8]; 3] = [b"a", b"ab", b"b"];
-    let t = InstanceTable::new(ids.iter().zip(recs).map(|(id, r)| {
-        let rec = (!r.is_empty()).then_some((types::A, r));
-        (*id, rec)
-    }));
+    let t = InstanceTable::new(ids.iter().copied().zip(ws.iter().copied()));
     // Records get the question pointer as owner.
-    assert_eq!(t.find(b"a"), Some((types::A, &[0xC0, 0x0C, 1, 1][..])));
-    assert_eq!(t.find(b"ab"), Some((types::A, &[0xC0, 0x0C, 2, 2, 2][..])));
-    assert_eq!(t.find(b"b"), Some((0, &[][..])));
+    let records = |i: usize, rtype: u16| -> Vec<u8> {
+        ws[i]
+            .addr_tails(rtype)
+            .flat_map(|tail| [&AT_QNAME[..], tail].concat())
+            .collect()
+    };
+    let a = t.find(b"a").unwrap();
+    assert_eq!(a.of_type(types::A), (&records(0, types::A)[..], 1));
+    assert_eq!(a.of_type(types::AAAA), (&[][..], 0));
+    let ab = t.find(b"ab").unwrap();
+    assert_eq!(ab.of_type(types::A), (&records(1, types::A)[..], 2));
+    assert_eq!(ab.of_type(types::AAAA), (&records(1, types::AAAA)[..], 1));
+    let b = t.find(b"b").unwrap();
+    assert_eq!((b.of_type(types::A).1, b.of_type(types::AAAA).1), (0, 0));
     for missing in [&b""[..], b"aa", b"abc", b"c", b"0"] {
         assert_eq!(t.find(missing), None, "{missing:?}");
     }

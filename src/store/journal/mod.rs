@@ -119,10 +119,24 @@ struct Queue {
     cleanup: Vec<u64>,
     /// Index of the latest queued change of each instance not yet settled.
     latest: HashMap<Who, u64>,
+    /// The highest index of a change with nothing to store (a host name's
+    /// resolution, [`EventKind::Resolved`]) not yet settled: settled with the
+    /// next batch, whose commit records it as the last index so that no
+    /// index is handed out twice after a restart. Such changes are not
+    /// instances' changes here: a failed registration is still undone when
+    /// a resolution of it came after.
+    passed: Option<u64>,
     closing: bool,
     /// Wake the writer once this many changes are queued (`usize::MAX`
     /// while it commits: it looks at the queue again when it is done).
     want: usize,
+}
+
+impl Queue {
+    /// How many changes wait for the writer.
+    fn pending(&self) -> usize {
+        self.entries.len() + usize::from(self.passed.is_some())
+    }
 }
 
 struct Shared {
@@ -155,6 +169,11 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
+            if e.kind == EventKind::Resolved {
+                // Resolved addresses are not stored (Change::Resolve says why).
+                q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
+                continue;
+            }
             let who = Who::Instance(e.key.clone(), e.id.clone());
             let put = e.instance.clone();
             let put_key = put.as_deref().map(record_key);
@@ -211,7 +230,7 @@ impl Observer for Follower {
                 actor: e.actor.clone(),
             });
         }
-        let wake = q.entries.len() >= q.want;
+        let wake = q.pending() >= q.want;
         drop(q);
         if wake {
             self.0.wake.notify_one();

@@ -357,3 +357,43 @@ async fn a_token_change_the_store_refuses_is_undone() {
     assert!(r.token("t1").is_none(), "rolled back");
     assert!(r.token_by_secret_hash(&[9; 32]).is_none());
 }
+
+#[tokio::test]
+async fn a_resolution_is_settled_and_its_index_kept_but_its_addresses_are_not_stored() {
+    use crate::core::{Change, Context, Resolution, Resolved};
+    let store = MemoryStore::new();
+    let (r, j) = start(&store);
+    let mut s = spec(80);
+    s.address = Address::parse("api.internal").unwrap();
+    let inst = r
+        .register(key(), id("a"), s, std::time::Instant::now())
+        .unwrap();
+    j.durable().wait(inst.index).await.unwrap();
+    let before = store.records();
+    let host = inst.address.host().unwrap().resolved(Resolution {
+        outcome: Resolved::from_addresses(["10.0.0.7".parse().unwrap()]),
+        since_ms: 1,
+    });
+    let change = Change::Resolve {
+        key: key(),
+        id: id("a"),
+        host,
+        of: inst.index,
+    };
+    let applied = r
+        .apply_next(vec![change], &Context::system(), std::time::Instant::now())
+        .unwrap();
+    // Settled (a snapshot of everything up to it can be sent), nothing written.
+    j.durable().wait(applied.last_index).await.unwrap();
+    assert_eq!(store.records(), before, "the record is the registration's");
+    // After a restart the name is unresolved again and the index goes on.
+    drop(j);
+    let (r2, _j2) = start(&store);
+    let back = r2.service(&key()).unwrap().instances[&id("a")].clone();
+    assert_eq!((back.index, back.has_addresses()), (inst.index, false));
+    assert_eq!(
+        r2.index(),
+        applied.last_index,
+        "the resolution's index is not reused"
+    );
+}

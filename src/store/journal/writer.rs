@@ -37,7 +37,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn run(&mut self) {
-        while let Some((entries, cleanup)) = self.next_batch() {
+        while let Some((entries, cleanup, passed)) = self.next_batch() {
             if self.broken {
                 if let Err(e) = self.store.reopen() {
                     if let Some(more) = self.outage_log.hit(Instant::now()) {
@@ -46,6 +46,7 @@ impl Writer {
                             "cannot reopen the store{more}"
                         );
                     }
+                    self.pass_again(passed);
                     self.fail(entries, cleanup, &e);
                     continue;
                 }
@@ -57,7 +58,12 @@ impl Writer {
                 );
                 self.broken = false;
             }
-            let max = entries.iter().map(|e| e.index).max().unwrap_or(0);
+            let max = entries
+                .iter()
+                .map(|e| e.index)
+                .chain(passed)
+                .max()
+                .unwrap_or(0);
             self.last_index = self.last_index.max(max);
             // The audit records are written and fsynced beside the commit
             // (on a second thread, so the two fsyncs overlap): a batch is
@@ -122,6 +128,7 @@ impl Writer {
                             tracing::error!("cannot record rolled-back changes in the audit log");
                         }
                     }
+                    self.pass_again(passed);
                     self.fail(entries, cleanup, &e);
                 }
             }
@@ -141,12 +148,21 @@ impl Writer {
     /// halves of the clients. So while fewer changes are queued than the last
     /// batch held, the writer waits a little (about the last commit's time,
     /// 0.5 to 1 ms) for them. An idle server commits a lone change at once.
-    fn next_batch(&mut self) -> Option<(Vec<Entry>, Vec<u64>)> {
+    /// Puts the index of changes with nothing to store back, after a failed
+    /// commit: it is recorded with a later one.
+    fn pass_again(&self, passed: Option<u64>) {
+        if let Some(p) = passed {
+            let mut q = self.shared.lock();
+            q.passed = Some(q.passed.map_or(p, |o| o.max(p)));
+        }
+    }
+
+    fn next_batch(&mut self) -> Option<(Vec<Entry>, Vec<u64>, Option<u64>)> {
         let mut q = self.shared.lock();
         let retry_at = self.broken.then(|| Instant::now() + self.backoff);
         let mut fill_until: Option<Instant> = None;
         loop {
-            let has_work = !q.entries.is_empty() || !q.cleanup.is_empty();
+            let has_work = q.pending() > 0 || !q.cleanup.is_empty();
             if q.closing {
                 if !has_work {
                     return None;
@@ -178,7 +194,7 @@ impl Writer {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
-                _ if has_work && !self.broken && q.entries.len() < self.last_batch => {
+                _ if has_work && !self.broken && q.pending() < self.last_batch => {
                     let now = Instant::now();
                     let until = *fill_until.get_or_insert_with(|| {
                         now + self.last_commit.clamp(GROUP_WAIT_MIN, GROUP_WAIT_MAX)
@@ -208,6 +224,7 @@ impl Writer {
         Some((
             std::mem::take(&mut q.entries),
             std::mem::take(&mut q.cleanup),
+            q.passed.take(),
         ))
     }
 
