@@ -435,7 +435,12 @@ pub async fn snapshot(State(st): State<HttpState>, caller: Caller) -> Result<Res
         return Ok(res);
     };
     let (index, services, acl) = st.registry.backup();
-    durable(&st, index).await?;
+    // A store that lost its data holds none of this: memory (where every
+    // failed change was undone) is the only copy of what was acknowledged,
+    // and a snapshot of it is the way back (docs/operations.md).
+    if let Some(why) = durable(&st, index).await? {
+        tracing::warn!(%why, index, "snapshot taken from memory: the store lost its data");
+    }
     let body = SnapshotBody {
         encoder: crate::store::snapshot::Encoder::new(index, services, acl),
         _place: place,
