@@ -150,7 +150,15 @@ pub struct InstanceView<'a> {
     compat: Option<CompatView<'a>>,
     /// Seconds.
     ttl: f64,
-    dns: serde_json::Value,
+    dns: InstanceDns,
+}
+
+/// An instance's DNS names, in this order everywhere.
+#[derive(Serialize)]
+struct InstanceDns {
+    name: String,
+    srv: String,
+    instance: String,
 }
 
 /// The fields a Maxine SDK sent, as they were sent.
@@ -166,11 +174,11 @@ struct CompatView<'a> {
 
 pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
     let names = dns_names(st, &instance.datacenter, &instance.service);
-    let dns = json!({
-        "name": names.name,
-        "srv": names.srv,
-        "instance": names.instance(&instance.id),
-    });
+    let dns = InstanceDns {
+        instance: names.instance(&instance.id),
+        name: names.name,
+        srv: names.srv,
+    };
     InstanceView {
         id: instance.id.as_str(),
         version: instance.version.as_str(),
@@ -379,15 +387,35 @@ pub async fn get_service(
         &QueryContext::new(peer, Transport::Http),
     );
     let names = dns_names(&st, &dc, &service);
-    let instances: Vec<_> = answer.instances.iter().map(|i| view(&st, i)).collect();
-    let body = json!({
-        "service": service,
-        "datacenter": dc,
-        "index": answer.index,
-        "dns": { "name": names.name, "srv": names.srv },
-        "instances": instances,
-    });
+    // Typed, not `json!`: a `serde_json::Value` sorts its keys, and an
+    // instance must read the same here as in a registration's answer.
+    let body = ServiceBody {
+        service: &service,
+        datacenter: &dc,
+        index: answer.index,
+        dns: ServiceDns {
+            name: names.name,
+            srv: names.srv,
+        },
+        instances: answer.instances.iter().map(|i| view(&st, i)).collect(),
+    };
     Ok(indexed(answer.index, Json(body)))
+}
+
+/// The answer of `GET /v1/services/{service}`.
+#[derive(Serialize)]
+struct ServiceBody<'a> {
+    service: &'a ServiceName,
+    datacenter: &'a Datacenter,
+    index: u64,
+    dns: ServiceDns,
+    instances: Vec<InstanceView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceDns {
+    name: String,
+    srv: String,
 }
 
 /// `GET /v1/health`: the process is up.
