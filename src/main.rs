@@ -8,15 +8,27 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot};
-use maxine::app::{App, Listeners};
+use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot, tls};
+use maxine::app::{App, Listeners, Notifier};
 use maxine::config::{Config, LogFormat};
 
 /// The server's allocator: docs/adr/0004-mimalloc-allocator.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, for people: no Debug dump, no
+            // backtrace (even with RUST_BACKTRACE set).
+            eprintln!("maxine: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // No transparent huge pages for this process: a huge-page fault zeroes
     // 2 MiB inside whatever allocation first touches a fresh region, on the
     // request path, and set the p99 of registrations (ADR 0004).
@@ -40,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(snapshot::SnapshotCommand::Restore(args)) => snapshot::restore(args),
         Command::Acl(cmd) => rt.block_on(acl::run(cmd)),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Tls(cmd) => tls::run(cmd),
     }
 }
 
@@ -47,22 +60,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     init_logging(&config)?;
     let listeners = Listeners::bind(config.dns.addr, config.http.addr)?;
-    let app = App::build(config, listeners)?;
+    let app = App::build(config, listeners)?
+        .with_notifier(Notifier::new(std::env::var_os("NOTIFY_SOCKET")));
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
+    let skip_drain = CancellationToken::new();
+    let (signal, skip) = (shutdown.clone(), skip_drain.clone());
     // Installed here, before the server says it is serving: a SIGTERM sent
     // right after that line must drain, not kill with the default action.
     let mut term = unix_signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = unix_signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::spawn(async move {
+        // SIGTERM (a service manager, an orchestrator) drains first;
+        // SIGINT (Ctrl-C at a terminal), or a second signal, does not wait.
         tokio::select! {
-            _ = int.recv() => {}
+            _ = int.recv() => skip.cancel(),
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
         signal.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        skip.cancel();
     });
-    app.run(shutdown).await
+    app.run_draining(shutdown, skip_drain).await
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
@@ -72,6 +94,11 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     // never a panic in whatever thread logged it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(cli::log_colours(
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ))
         .log_internal_errors(false);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

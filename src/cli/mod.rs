@@ -13,6 +13,7 @@ pub mod audit;
 pub mod lookup;
 pub mod settings;
 pub mod snapshot;
+pub mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,16 @@ pub enum Command {
     /// Check an audit log (offline).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Make certificates for serving the API over HTTPS (offline).
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
+}
+
+/// Whether log lines get colour codes: only on a terminal (stderr and
+/// stdout both, whichever the logs go to), and never when `NO_COLOR` is set
+/// to anything but the empty string (no-color.org).
+pub fn log_colours(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]
