@@ -212,15 +212,22 @@ impl App {
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
         let store = open_store_with(&config, recovery.clone())?;
-        // A store keeps changes, so it keeps who made them too.
+        // A store keeps changes, so it keeps who made them too: in the
+        // data directory, also beside a Redis store.
         let audit = match &store {
-            Some(_) => Some(
-                crate::audit::AuditLog::open(
-                    &config.data_dir.join("audit"),
-                    config.audit.max_file_bytes,
+            Some(_) => {
+                let dir = config.data_dir.join("audit");
+                if matches!(config.store, StoreConfig::Redis(_)) {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        "the audit log is kept on this machine; Redis holds the registry"
+                    );
+                }
+                Some(
+                    crate::audit::AuditLog::open(&dir, config.audit.max_file_bytes)
+                        .context("cannot open the audit log")?,
                 )
-                .context("cannot open the audit log")?,
-            ),
+            }
             None => None,
         };
         let journal = match store {

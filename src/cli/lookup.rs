@@ -20,8 +20,13 @@ pub struct LookupArgs {
     /// Record type: A, AAAA, SRV, TXT, SOA, ANY, ...
     #[arg(default_value = "A")]
     rtype: String,
-    /// Maxine's DNS address (host:port)
-    #[arg(long, env = "MAXINE_DNS", default_value = "127.0.0.1:8600")]
+    /// Maxine's DNS address
+    #[arg(
+        long,
+        env = "MAXINE_DNS",
+        default_value = "127.0.0.1:8600",
+        value_name = "IP:PORT"
+    )]
     dns: SocketAddr,
     /// Ask over TCP (a truncated UDP answer is asked again over TCP anyway)
     #[arg(long)]
@@ -80,7 +85,7 @@ fn query(name: &Name, rtype: RecordType) -> anyhow::Result<Vec<u8>> {
 fn hint(server: SocketAddr) -> String {
     format!(
         "is `maxine serve` running with --dns-addr {server}? Point this command at another \
-         server with --dns HOST:PORT or MAXINE_DNS"
+         server with --dns IP:PORT or MAXINE_DNS"
     )
 }
 

@@ -36,7 +36,8 @@ pub enum Command {
     Deregister(api::InstanceArgs),
     /// List services through the API.
     Services(api::ClientArgs),
-    /// Resolve a name through DNS, as any client would (hickory-resolver).
+    /// Ask Maxine's DNS one question, as dig would: the answer as zone-file
+    /// lines, or NXDOMAIN / NODATA in words.
     Lookup(lookup::LookupArgs),
     /// Back up and restore the registry with snapshot files (checksummed).
     #[command(subcommand)]
