@@ -55,7 +55,7 @@ pub enum Command {
 
 /// Whether log lines get colour codes: only on a terminal (stderr and
 /// stdout both, whichever the logs go to), and never when `NO_COLOR` is set
-/// to anything but the empty string (no-color.org).
+/// to anything but the empty string.
 pub fn log_colours(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
