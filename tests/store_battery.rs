@@ -490,8 +490,18 @@ async fn a_redis_that_lost_maxines_data_gets_no_changes_and_clients_are_told_why
     assert!(ok && saved.contains("saved 1 instance"), "{saved}");
     let config = s.config.clone();
     s.stop().await;
-    let (ok, restored) =
-        common::run_maxine(&["snapshot", "restore", &file, "--store", &redis.url()]).await;
+    // The restore records itself in the audit log of the data directory.
+    let data = dir.path().join("data").display().to_string();
+    let (ok, restored) = common::run_maxine(&[
+        "snapshot",
+        "restore",
+        &file,
+        "--store",
+        &redis.url(),
+        "--data-dir",
+        &data,
+    ])
+    .await;
     assert!(ok, "{restored}");
     let s = TestServer::start_config(config, tempfile::tempdir().unwrap()).await;
     s.register("payments", "web-2", body).await;
