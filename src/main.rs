@@ -8,8 +8,8 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot};
-use maxine::app::{App, Listeners};
+use cli::{Cli, Command, ServeArgs, acl, api, audit, lookup, snapshot, tls};
+use maxine::app::{App, Listeners, Notifier};
 use maxine::config::{Config, LogFormat};
 use maxine::telemetry::RecentLogs;
 
@@ -17,7 +17,19 @@ use maxine::telemetry::RecentLogs;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, for people: no Debug dump, no
+            // backtrace (even with RUST_BACKTRACE set).
+            eprintln!("maxine: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // No transparent huge pages for this process: a huge-page fault zeroes
     // 2 MiB inside whatever allocation first touches a fresh region, on the
     // request path, and set the p99 of registrations (ADR 0004).
@@ -41,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(snapshot::SnapshotCommand::Restore(args)) => snapshot::restore(args),
         Command::Acl(cmd) => rt.block_on(acl::run(cmd)),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Tls(cmd) => tls::run(cmd),
     }
 }
 
@@ -50,22 +63,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let recent = RecentLogs::new(maxine::telemetry::recent::DEFAULT_LINES);
     init_logging(&config, &recent)?;
     let listeners = Listeners::bind(config.dns.addr, config.http.addr)?;
-    let app = App::build(config, listeners)?.with_recent_logs(recent);
+    let app = App::build(config, listeners)?
+        .with_recent_logs(recent)
+        .with_notifier(Notifier::new(std::env::var_os("NOTIFY_SOCKET")));
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
+    let skip_drain = CancellationToken::new();
+    let (signal, skip) = (shutdown.clone(), skip_drain.clone());
     // Installed here, before the server says it is serving: a SIGTERM sent
     // right after that line must drain, not kill with the default action.
     let mut term = unix_signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = unix_signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::spawn(async move {
+        // SIGTERM (a service manager, an orchestrator) drains first;
+        // SIGINT (Ctrl-C at a terminal), or a second signal, does not wait.
         tokio::select! {
-            _ = int.recv() => {}
+            _ = int.recv() => skip.cancel(),
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
         signal.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        skip.cancel();
     });
-    app.run(shutdown).await
+    app.run_draining(shutdown, skip_drain).await
 }
 
 /// The log (on stdout), and the same lines into `recent`, under one filter.
@@ -76,13 +99,23 @@ fn init_logging(config: &Config, recent: &RecentLogs) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log level {:?}", config.log.level))?;
     // A log line that cannot be written (stdout on a full disk) is lost,
     // never a panic in whatever thread logged it.
+    // Colour codes only on a terminal, and never with NO_COLOR.
+    let ansi = cli::log_colours(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
     let json = (config.log.format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
+            .with_ansi(ansi)
             .log_internal_errors(false)
     });
-    let text = (config.log.format == LogFormat::Text)
-        .then(|| tracing_subscriber::fmt::layer().log_internal_errors(false));
+    let text = (config.log.format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .log_internal_errors(false)
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(json)

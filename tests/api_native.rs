@@ -392,6 +392,81 @@ async fn get_service_lists_instances_with_filters_for_version_and_health() {
     assert_eq!((none.status, ids(&none).len()), (200, 0));
 }
 
+/// An instance is written the same, byte for byte, in every answer that
+/// holds it: a registration's, a heartbeat's, a read's and a blocking read's
+/// (the keys in one order, `id` first, not sorted).
+#[tokio::test]
+async fn an_instance_reads_the_same_in_every_answer() {
+    let s = TestServer::start().await;
+    let text = |r: reqwest::Response| async move { r.text().await.unwrap() };
+    let base = s.http_base();
+    let registered = text(
+        s.http
+            .put(format!("{base}/v1/services/payments/instances/web-1"))
+            .json(&payments_body())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        registered.starts_with("{\"id\":\"web-1\",\"version\""),
+        "{registered}"
+    );
+    let heartbeat = text(
+        s.http
+            .put(format!(
+                "{base}/v1/services/payments/instances/web-1/heartbeat"
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(heartbeat, registered);
+    let read = text(
+        s.http
+            .get(format!("{base}/v1/services/payments"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        read.contains(&format!("\"instances\":[{registered}]")),
+        "{read}\n{registered}"
+    );
+    let index: u64 = serde_json::from_str::<Value>(&registered).unwrap()["index"]
+        .as_u64()
+        .unwrap();
+
+    // A blocking read, answered by the next change.
+    let blocked = {
+        let (http, base) = (s.http.clone(), base.clone());
+        tokio::spawn(async move {
+            let url = format!("{base}/v1/services/payments?index={index}&wait=10s");
+            http.get(url).send().await.unwrap().text().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut body = payments_body();
+    body["port"] = json!(9090);
+    let replaced = text(
+        s.http
+            .put(format!("{base}/v1/services/payments/instances/web-1"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let blocked = blocked.await.unwrap();
+    assert!(
+        blocked.contains(&format!("\"instances\":[{replaced}]")),
+        "{blocked}\n{replaced}"
+    );
+}
+
 // ---- refused requests: status, JSON error, registry unchanged ----
 
 /// A registration with `address`/`port` and `extra` fields merged in.

@@ -261,7 +261,8 @@ fn config(pki: Option<(&Path, &Path)>, dir: &Path) -> Config {
     file.dns.addr = "127.0.0.1:0".into();
     file.http.addr = "127.0.0.1:0".into();
     file.data_dir = dir.to_path_buf();
-    file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
+    file.dns.zone_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into());
+    file.http.drain_period = maxine::config::DurationValue(Duration::ZERO);
     if let Some((cert, key)) = pki {
         file.http.tls_cert = Some(cert.to_path_buf());
         file.http.tls_key = Some(key.to_path_buf());
@@ -363,6 +364,46 @@ fn load_tls_rejects_a_key_that_does_not_match_the_certificate() {
         err.contains("other-key.pem") && err.contains("cannot be used together"),
         "{err}"
     );
+}
+
+/// A CA certificate served as the server's own is what clients refuse with
+/// `CaUsedAsEndEntity`: refused at start instead, saying what to serve. A
+/// certificate that says it is no CA (or says nothing) loads.
+#[test]
+fn load_tls_refuses_a_ca_certificate_and_says_what_to_serve_instead() {
+    let pki = Pki::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_file = pki.write("ca-key.pem", &key.serialize_pem());
+    for (is_ca, refused) in [
+        (
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+            true,
+        ),
+        (
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0)),
+            true,
+        ),
+        (rcgen::IsCa::ExplicitNoCa, false),
+        (rcgen::IsCa::NoCa, false),
+    ] {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = is_ca;
+        let cert = pki.write("ca.pem", &params.self_signed(&key).unwrap().pem());
+        match load_tls(&cert, &key_file) {
+            Ok(_) => assert!(!refused, "a CA certificate loaded"),
+            Err(e) => {
+                let err = e.to_string();
+                assert!(refused, "{err}");
+                assert!(
+                    err.contains("ca.pem")
+                        && err.contains("CA certificate")
+                        && err.contains("signed by that CA")
+                        && err.contains("maxine tls self-signed"),
+                    "{err}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -691,6 +691,40 @@ async fn answers_that_do_not_fit_are_truncated_to_header_and_question() {
     assert_eq!(m.answers.len(), 32);
 }
 
+/// `dns.max_records` goes up to 200 because that many SRV records with the
+/// longest names there can be (63-character ids, a 62-character service,
+/// a 63-character datacenter, a 61-character zone) fit in one TCP answer.
+#[tokio::test]
+async fn the_most_srv_records_allowed_with_the_longest_names_fit_in_one_tcp_answer() {
+    let (service, dc, zone) = ("s".repeat(62), "d".repeat(63), "z".repeat(61));
+    let s = TestServer::start_with(|c| {
+        c.dns.max_records = maxine::config::MAX_DNS_RECORDS;
+        c.datacenter = dc.clone();
+        c.domain = zone.clone();
+        c.dns.zone_dir = None; // the built-in zone, for this domain
+    })
+    .await;
+    for i in 0..maxine::config::MAX_DNS_RECORDS {
+        let id = format!("{i:03}{}", "i".repeat(60));
+        s.register(&service, &id, json!({"address": "10.0.0.1", "port": 80}))
+            .await;
+    }
+    let q = query(
+        &format!("_{service}._tcp.{dc}.{zone}."),
+        RecordType::SRV,
+        None,
+    );
+    let r = s.tcp_raw(&[q]).await;
+    let m = Message::from_vec(&r[0]).unwrap();
+    assert!(!m.metadata.truncation, "{} bytes", r[0].len());
+    assert_eq!(m.answers.len(), maxine::config::MAX_DNS_RECORDS);
+    assert!(
+        r[0].len() > 50_000,
+        "the names were long: {} bytes",
+        r[0].len()
+    );
+}
+
 #[tokio::test]
 async fn srv_additional_records_are_dropped_before_the_answer_is_truncated() {
     let s = TestServer::start_with(|c| c.dns.max_records = 20).await;

@@ -423,3 +423,111 @@ async fn redis_that_does_not_fsync_every_write_is_warned_about() {
     );
     p.stop().await;
 }
+
+/// A Redis that loses everything under a running Maxine (here FLUSHALL; a
+/// restart without persistence or a failover to an empty replica look the
+/// same) gets no more changes: each is refused with 503 saying what
+/// happened, undone, and nothing of it reaches Redis.
+#[tokio::test]
+async fn a_redis_that_lost_maxines_data_gets_no_changes_and_clients_are_told_why() {
+    let redis = RedisServer::start();
+    let s = TestServer::start_with(|c| c.store = redis.url()).await;
+    let body = json!({"address": "10.0.0.7", "port": 80});
+    s.register("payments", "web-1", body.clone()).await;
+    assert!(matches!(
+        redis.command(&["HLEN", "maxine:records"]),
+        redis::Value::Int(1)
+    ));
+
+    redis.command(&["FLUSHALL"]);
+    let url = |id: &str| format!("{}/v1/services/payments/instances/{id}", s.http_base());
+    for attempt in 0..2 {
+        let r = s.http.put(url("web-2")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 503, "attempt {attempt}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("Redis no longer holds this Maxine's data")
+                && error.contains("flushed")
+                && !error.contains("127.0.0.1"),
+            "{error}"
+        );
+    }
+    // A removal is refused the same way.
+    let r = s.http.delete(url("web-1")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+
+    // Nothing of it was acknowledged: not in the registry, not in DNS, not
+    // in Redis; what was acknowledged before is still served from memory.
+    let listing = common::api::get(&s, "/v1/services/payments").await;
+    assert_eq!(listing.status, 200);
+    let ids: Vec<&str> = listing.body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["web-1"]);
+    assert_eq!(
+        common::lines(&s.ask("payments.maxine.", RecordType::A).await.answers),
+        ["payments.maxine. 5 IN A 10.0.0.7"]
+    );
+    assert!(matches!(
+        redis.command(&["HLEN", "maxine:records"]),
+        redis::Value::Int(0)
+    ));
+    assert!(matches!(
+        redis.command(&["EXISTS", "maxine:epoch"]),
+        redis::Value::Int(0)
+    ));
+
+    // The way back (docs/operations.md): save what memory holds, stop,
+    // restore into Redis, start again.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registry.snap").display().to_string();
+    let (ok, saved) =
+        common::run_maxine(&["snapshot", "save", &file, "--api", &s.http_base()]).await;
+    assert!(ok && saved.contains("saved 1 instance"), "{saved}");
+    let config = s.config.clone();
+    s.stop().await;
+    // The restore records itself in the audit log of the data directory.
+    let data = dir.path().join("data").display().to_string();
+    let (ok, restored) = common::run_maxine(&[
+        "snapshot",
+        "restore",
+        &file,
+        "--store",
+        &redis.url(),
+        "--data-dir",
+        &data,
+    ])
+    .await;
+    assert!(ok, "{restored}");
+    let s = TestServer::start_config(config, tempfile::tempdir().unwrap()).await;
+    s.register("payments", "web-2", body).await;
+    let listing = common::api::get(&s, "/v1/services/payments").await;
+    assert_eq!(listing.body["instances"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn rediss_urls_reach_redis_over_tls_with_the_ca_given() {
+    let redis = RedisServer::start_tls();
+    let ca = std::fs::read(redis.ca()).unwrap();
+    let mut store = RedisStore::open_with(&redis.url(), None, Some(&ca)).expect("rediss:// opens");
+    store
+        .commit(&WriteBatch {
+            ops: vec![put(1, "over tls")],
+            clear: false,
+            last_index: 1,
+        })
+        .unwrap();
+    let mut seen = Vec::new();
+    store.load(&mut |i, v| seen.push((i, v.to_vec()))).unwrap();
+    assert_eq!(seen, [(1, b"over tls".to_vec())]);
+    // Without the CA the server's certificate is not trusted.
+    let err = RedisStore::open_with(&redis.url(), None, None)
+        .err()
+        .expect("an unknown CA is refused")
+        .to_string();
+    assert!(err.contains("localhost"), "{err}");
+}

@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::AuditLog;
 use crate::auth::{
     Binding, BindingKind, JwtSettings, JwtVerifier, Role, SigningKey, hash_password,
 };
@@ -23,8 +22,9 @@ use crate::http::auth::{
 use crate::policy::DefaultPolicy;
 use crate::store::Log;
 
-/// The API's access control, from `config`.
-pub fn build(config: &Config, audit: Option<AuditLog>) -> anyhow::Result<Auth> {
+/// The API's access control, from `config`, without its audit log (which
+/// `App::build` opens once these files have been read).
+pub fn build(config: &Config) -> anyhow::Result<Auth> {
     let acl = &config.acl;
     let default = if acl.default_deny {
         DefaultPolicy::Deny
@@ -109,7 +109,7 @@ pub fn build(config: &Config, audit: Option<AuditLog>) -> anyhow::Result<Auth> {
         hosts: AllowedHosts::new(&config.http.allowed_hosts, config.http.addr),
         jwt,
         signin,
-        audit,
+        audit: None,
     })
 }
 

@@ -18,6 +18,9 @@ use crate::telemetry::RecentLogs;
 use crate::{dns, http};
 
 mod acl;
+mod notify;
+
+pub use notify::Notifier;
 
 /// Sockets bound before the app is built, so tests can bind port 0 and
 /// `main` can report a bind error before anything else starts.
@@ -120,6 +123,7 @@ pub struct App {
     auth: http::auth::Auth,
     /// The last log lines, shown by the API's log routes.
     recent_logs: RecentLogs,
+    notifier: Notifier,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -147,9 +151,17 @@ pub fn open_store_with(
                 Some(path) => Some(read_password(path)?),
                 None => None,
             };
-            Some(Box::new(RedisStore::open_with_password(
+            let ca = match &config.store_ca_cert {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read store_ca_cert {}", path.display()))?,
+                ),
+                None => None,
+            };
+            Some(Box::new(RedisStore::open_with(
                 url,
                 password.as_deref(),
+                ca.as_deref(),
             )?))
         }
         StoreConfig::Memory => None,
@@ -171,21 +183,25 @@ fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 impl App {
+    /// Everything that only reads (the zone, TLS material, access-control
+    /// files) is checked before anything is written: a start refused for
+    /// one of them leaves nothing on disk. The data directory is made by
+    /// what keeps files there (the file store, the audit log beside any
+    /// store, the sign-in key), not for its own sake.
     pub fn build(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let now = tokio::time::Instant::now().into_std();
-        let registry = Registry::new(config.registry.clone(), now);
         let zone = dns::Zone::load(
-            &config.dns.zone_dir,
+            config.dns.zone_dir.as_deref(),
             &config.domain,
             config.dns.negative_ttl,
         )
         .context("cannot load the DNS zone")?;
+        let http_tls = match &config.http.tls {
+            Some((cert, key)) => Some(http::load_tls(cert, key)?),
+            None => None,
+        };
+        let mut auth = acl::build(&config)?;
+        let now = tokio::time::Instant::now().into_std();
+        let registry = Registry::new(config.registry.clone(), now);
         registry.reserve_service_names(zone.reserved_labels());
         let dns = dns::DnsServer::new(
             zone,
@@ -199,15 +215,22 @@ impl App {
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
         let store = open_store_with(&config, recovery.clone())?;
-        // A store keeps changes, so it keeps who made them too.
+        // A store keeps changes, so it keeps who made them too: in the
+        // data directory, also beside a Redis store.
         let audit = match &store {
-            Some(_) => Some(
-                crate::audit::AuditLog::open(
-                    &config.data_dir.join("audit"),
-                    config.audit.max_file_bytes,
+            Some(_) => {
+                let dir = config.data_dir.join("audit");
+                if matches!(config.store, StoreConfig::Redis(_)) {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        "the audit log is kept on this machine; Redis holds the registry"
+                    );
+                }
+                Some(
+                    crate::audit::AuditLog::open(&dir, config.audit.max_file_bytes)
+                        .context("cannot open the audit log")?,
                 )
-                .context("cannot open the audit log")?,
-            ),
+            }
             None => None,
         };
         let journal = match store {
@@ -224,11 +247,7 @@ impl App {
             }
             None => None,
         };
-        let http_tls = match &config.http.tls {
-            Some((cert, key)) => Some(http::load_tls(cert, key)?),
-            None => None,
-        };
-        let auth = acl::build(&config, audit)?;
+        auth.audit = audit;
         Ok(Self {
             auth,
             config,
@@ -241,6 +260,7 @@ impl App {
             journal,
             recovery,
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
+            notifier: Notifier::default(),
         })
     }
 
@@ -255,6 +275,13 @@ impl App {
     /// The ring the log routes show.
     pub fn recent_logs(&self) -> RecentLogs {
         self.recent_logs.clone()
+    }
+
+    /// Reports readiness and shutdown to `notifier` (systemd's
+    /// `NOTIFY_SOCKET`).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Counters of the DNS UDP workers.
@@ -286,9 +313,26 @@ impl App {
             .expect("bound listener has an address")
     }
 
-    /// Runs until `shutdown` is cancelled, then stops accepting and drains.
+    /// Runs until `shutdown` is cancelled, then drains (`http.drain_period`),
+    /// stops accepting and finishes what is in flight.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.run_draining(shutdown, CancellationToken::new()).await
+    }
+
+    /// [`App::run`], where cancelling `skip_drain` (before or during the
+    /// drain) closes the listeners without waiting for the drain period.
+    ///
+    /// During the drain `/v1/ready` answers 503, so load balancers and
+    /// orchestrators take this node out of rotation, while DNS and the API
+    /// go on answering everyone who still comes; then the listeners close.
+    pub async fn run_draining(
+        self,
+        shutdown: CancellationToken,
+        skip_drain: CancellationToken,
+    ) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
+        // What the tasks stop on: the end of the drain, not the signal.
+        let stop = CancellationToken::new();
         let App {
             config,
             registry,
@@ -301,15 +345,17 @@ impl App {
             recovery,
             auth,
             recent_logs,
+            notifier,
         } = self;
 
         let dns_addr = dns.local_addr();
-        dns.spawn(&tasks, shutdown.clone())?;
+        dns.spawn(&tasks, stop.clone())?;
 
-        tasks.spawn(expiry_loop(registry.clone(), shutdown.clone()));
+        tasks.spawn(expiry_loop(registry.clone(), stop.clone()));
 
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
+        let http_addr = listener.local_addr()?;
         let durable = journal.as_ref().map(Journal::durable).unwrap_or_default();
         let log = Arc::new(LocalLog::new(
             registry.clone(),
@@ -328,7 +374,7 @@ impl App {
         );
         tasks.spawn(resolver.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
-        acl::spawn_tasks(&auth, &tasks, shutdown.clone());
+        acl::spawn_tasks(&auth, &tasks, stop.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
             domain: config.domain.clone(),
@@ -349,9 +395,9 @@ impl App {
             keep: config.snapshot.keep,
         });
         if let (Some(s), Some(every)) = (&snapshots, config.snapshot.interval) {
-            tasks.spawn(s.clone().run(every, durable, shutdown.clone()));
+            tasks.spawn(s.clone().run(every, durable, stop.clone()));
         }
-        let http_shutdown = shutdown.clone();
+        let http_shutdown = stop.clone();
         let limits = http_limits(&config.http);
         let http_task = tasks.spawn(async move {
             http::serve(listener, router, http_tls, limits, http_shutdown).await
@@ -360,13 +406,29 @@ impl App {
         ready.store(true, Ordering::Release);
         tracing::info!(
             dns = %dns_addr,
-            http = %config.http.addr,
+            http = %http_addr,
             datacenter = %config.datacenter,
             domain = %config.domain,
             "maxine is serving"
         );
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=serving: DNS on {dns_addr}, API on {http_addr}"
+        ));
         shutdown.cancelled().await;
         ready.store(false, Ordering::Release);
+        let drain = config.http.drain_period;
+        notifier.notify("STOPPING=1\nSTATUS=draining, then stopping");
+        if !drain.is_zero() && !skip_drain.is_cancelled() {
+            tracing::info!(
+                seconds = drain.as_secs_f64(),
+                "draining: /v1/ready answers 503 while DNS and the API keep serving"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = skip_drain.cancelled() => tracing::info!("drain cut short"),
+            }
+        }
+        stop.cancel();
         tasks.close();
         tasks.wait().await;
         // Requests have drained: write what is queued and close the store.

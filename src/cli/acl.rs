@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::api::{ClientArgs, client, print_response};
+use super::api::{ClientArgs, client, print_response, send};
 
 #[derive(Subcommand)]
 pub enum AclCommand {
@@ -59,11 +59,13 @@ pub enum TokenCommand {
 
 #[derive(Args)]
 pub struct PolicyPutArgs {
+    /// The policy's name, e.g. operator
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
     /// The rules: JSON, or a file holding it ("-" for standard input)
     #[arg(long, value_name = "FILE_OR_JSON")]
     pub rules: String,
+    /// What the policy is for, shown when policies are listed
     #[arg(long)]
     pub description: Option<String>,
     #[command(flatten)]
@@ -72,6 +74,7 @@ pub struct PolicyPutArgs {
 
 #[derive(Args)]
 pub struct PolicyNameArgs {
+    /// The policy's name
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
     #[command(flatten)]
@@ -89,6 +92,7 @@ pub struct AccessorArgs {
 
 #[derive(Args)]
 pub struct TokenCreateArgs {
+    /// What the token is for, e.g. the workload that holds it
     #[arg(long)]
     pub description: Option<String>,
     /// A policy the token carries; repeatable
@@ -181,7 +185,7 @@ async fn call(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    print_response(req.send().await?).await
+    print_response(send(c, req).await?).await
 }
 
 fn secret_shown_once() {

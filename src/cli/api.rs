@@ -10,10 +10,11 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ClientArgs {
-    /// API base URL [env: MAXINE_API]
+    /// The Maxine API's base URL (https:// when it serves TLS)
     #[arg(long, env = "MAXINE_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
-    /// PEM CA certificate to trust for an HTTPS API [env: MAXINE_CA_CERT]
+    /// PEM CA certificate to trust for an HTTPS API (e.g. the ca.crt of
+    /// `maxine tls self-signed`)
     #[arg(long, env = "MAXINE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// ACL token secret, sent as `Authorization: Bearer`. Visible to other
@@ -57,7 +58,9 @@ impl ClientArgs {
 
 #[derive(Args)]
 pub struct InstanceArgs {
+    /// The service's name, e.g. payments
     service: String,
+    /// The instance's id within the service, e.g. web-1
     id: String,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -65,24 +68,30 @@ pub struct InstanceArgs {
 
 #[derive(Args)]
 pub struct RegisterArgs {
+    /// The service's name (a DNS label), e.g. payments
     service: String,
+    /// The instance's id within the service (a DNS label), e.g. web-1
     id: String,
     /// IP address of the instance
     #[arg(long)]
     address: String,
+    /// Port the instance serves on (in SRV answers)
     #[arg(long)]
     port: u16,
+    /// Version, e.g. 2.1.0 (reachable as v2.<service>, v2-1.<service>, ...)
     #[arg(long)]
     version: Option<String>,
-    /// Repeatable
+    /// A tag; repeatable
     #[arg(long = "tag")]
     tags: Vec<String>,
-    /// KEY=VALUE, repeatable
+    /// Metadata as KEY=VALUE; repeatable
     #[arg(long = "meta")]
     metadata: Vec<String>,
+    /// SRV weight (server default 1)
     #[arg(long)]
     weight: Option<u16>,
-    /// e.g. 30s
+    /// Time without a heartbeat before the instance leaves DNS, e.g. 30s
+    /// (server default 30s)
     #[arg(long)]
     ttl: Option<String>,
     #[command(flatten)]
@@ -113,6 +122,58 @@ pub fn client_with_timeout(
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     Ok(b.build()?)
+}
+
+/// Sends `req` to the API of `args`. An error says which address was tried,
+/// what went wrong in words, and how to point the command elsewhere.
+pub async fn send(
+    args: &ClientArgs,
+    req: reqwest::RequestBuilder,
+) -> anyhow::Result<reqwest::Response> {
+    req.send().await.map_err(|e| explain(&args.api, &e))
+}
+
+/// A failed request in words, from the error and its causes.
+pub fn explain(api: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    let mut refused = false;
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    let elsewhere = "Point this command at another server with --api URL or MAXINE_API";
+    let what = if refused {
+        "connection refused: nothing listens there. Is `maxine serve` running (its --http-addr)?"
+            .to_string()
+    } else if chain.contains("CaUsedAsEndEntity") {
+        "the server presents a CA certificate as its own, which TLS clients refuse. Serve a          certificate signed by that CA instead (`maxine tls self-signed DIR` writes a CA and          one), and pass the CA here with --ca-cert"
+            .to_string()
+    } else if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
+        "the server's certificate is not signed by a CA this command trusts: pass the CA          certificate with --ca-cert FILE or MAXINE_CA_CERT"
+            .to_string()
+    } else if chain.contains("NotValidForName") {
+        "the server's certificate is not issued for the host name in --api: use a name it          was issued for (`maxine tls self-signed --name`)"
+            .to_string()
+    } else if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+        "the server does not speak TLS there: use an http:// URL".to_string()
+    } else if api.starts_with("http://")
+        && (chain.contains("connection closed before message completed")
+            || chain.contains("connection reset"))
+    {
+        format!(
+            "the server closed the connection ({chain}); if it serves HTTPS, use an https:// URL"
+        )
+    } else if e.is_timeout() {
+        format!("no answer in time ({chain})")
+    } else {
+        chain
+    };
+    anyhow!("cannot reach the Maxine API at {api}: {what}. {elsewhere}")
 }
 
 /// Prints the JSON body; fails with the server's message on an error status.
@@ -163,18 +224,18 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         body["ttl"] = t.into();
     }
     let url = instance_url(&a.client.api, &a.service, &a.id);
-    let resp = client(&a.client)?.put(url).json(&body).send().await?;
-    print_response(resp).await
+    let req = client(&a.client)?.put(url).json(&body);
+    print_response(send(&a.client, req).await?).await
 }
 
 pub async fn deregister(a: InstanceArgs) -> anyhow::Result<()> {
     let url = instance_url(&a.client.api, &a.service, &a.id);
-    let resp = client(&a.client)?.delete(url).send().await?;
-    print_response(resp).await
+    let req = client(&a.client)?.delete(url);
+    print_response(send(&a.client, req).await?).await
 }
 
 pub async fn services(a: ClientArgs) -> anyhow::Result<()> {
     let url = format!("{}/v1/services", a.api.trim_end_matches('/'));
-    let resp = client(&a)?.get(url).send().await?;
-    print_response(resp).await
+    let req = client(&a)?.get(url);
+    print_response(send(&a, req).await?).await
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod lookup;
 pub mod settings;
 pub mod snapshot;
+pub mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -35,7 +36,8 @@ pub enum Command {
     Deregister(api::InstanceArgs),
     /// List services through the API.
     Services(api::ClientArgs),
-    /// Resolve a name through DNS, as any client would (hickory-resolver).
+    /// Ask Maxine's DNS one question, as dig would: the answer as zone-file
+    /// lines, or NXDOMAIN / NODATA in words.
     Lookup(lookup::LookupArgs),
     /// Back up and restore the registry with snapshot files (checksummed).
     #[command(subcommand)]
@@ -46,6 +48,16 @@ pub enum Command {
     /// Check an audit log (offline).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Make certificates for serving the API over HTTPS (offline).
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
+}
+
+/// Whether log lines get colour codes: only on a terminal (stderr and
+/// stdout both, whichever the logs go to), and never when `NO_COLOR` is set
+/// to anything but the empty string.
+pub fn log_colours(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::api::{ClientArgs, client_with_timeout, print_response};
+use super::api::{ClientArgs, client_with_timeout, print_response, send};
 use super::settings::StoreArgs;
 
 #[derive(Subcommand)]
@@ -20,6 +20,7 @@ pub enum SnapshotCommand {
 
 #[derive(Args)]
 pub struct SnapshotSaveArgs {
+    /// The snapshot file to write (replaced whole, never left half-written)
     file: PathBuf,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -27,6 +28,7 @@ pub struct SnapshotSaveArgs {
 
 #[derive(Args)]
 pub struct SnapshotRestoreArgs {
+    /// A snapshot file written by `maxine snapshot save`
     file: PathBuf,
     #[command(flatten)]
     settings: StoreArgs,
@@ -36,7 +38,7 @@ pub async fn save(a: SnapshotSaveArgs) -> anyhow::Result<()> {
     let url = format!("{}/v1/snapshot", a.client.api.trim_end_matches('/'));
     // A million instances make a file of a few hundred MB.
     let http = client_with_timeout(&a.client, std::time::Duration::from_secs(600))?;
-    let resp = http.get(url).send().await?;
+    let resp = send(&a.client, http.get(url)).await?;
     if !resp.status().is_success() {
         return print_response(resp).await;
     }

@@ -16,7 +16,7 @@ fn parse(args: &[&str]) -> Command {
 /// No catch-all arm: a new subcommand must say which it is.
 fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
     match cmd {
-        Command::Serve(_) | Command::Lookup(_) | Command::Audit(_) => None,
+        Command::Serve(_) | Command::Lookup(_) | Command::Audit(_) | Command::Tls(_) => None,
         Command::Acl(AclCommand::HashPassword) => None,
         Command::Snapshot(snapshot::SnapshotCommand::Restore(_)) => None,
         Command::Snapshot(snapshot::SnapshotCommand::Save(a)) => Some(&a.client),
@@ -271,4 +271,79 @@ fn audit_verify_takes_a_directory_and_no_api_flags() {
     assert_eq!(a.dir, std::path::Path::new("/var/lib/maxine/audit"));
     assert!(try_parse(&["audit", "verify"]).is_err());
     assert!(try_parse(&["audit", "verify", "d", "--token", "x"]).is_err());
+}
+
+/// Every subcommand, by its path of names (`["acl", "token", "create"]`).
+fn all_commands(
+    cmd: &clap::Command,
+    path: Vec<String>,
+    out: &mut Vec<(Vec<String>, clap::Command)>,
+) {
+    for sub in cmd.get_subcommands() {
+        let mut p = path.clone();
+        p.push(sub.get_name().to_string());
+        all_commands(sub, p.clone(), out);
+        out.push((p, sub.clone()));
+    }
+}
+
+#[test]
+fn every_argument_of_every_subcommand_has_help_and_says_its_variable_and_default_once() {
+    use clap::CommandFactory;
+    let mut cmds = Vec::new();
+    all_commands(&Cli::command(), Vec::new(), &mut cmds);
+    assert!(cmds.len() > 20, "{} subcommands", cmds.len());
+    for (path, cmd) in cmds {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(
+                arg.get_help()
+                    .is_some_and(|h| !h.to_string().trim().is_empty()),
+                "maxine {} {id} has no help text",
+                path.join(" ")
+            );
+        }
+        let help = cmd.clone().render_long_help().to_string();
+        for line in help.lines() {
+            for tag in ["[env:", "[default:"] {
+                assert!(
+                    line.matches(tag).count() <= 1,
+                    "maxine {}: {tag} twice in {line:?}",
+                    path.join(" ")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn serve_help_lists_every_setting_by_its_variable() {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let serve = cli.find_subcommand_mut("serve").unwrap();
+    let help = serve.render_long_help().to_string();
+    for s in maxine::config::SETTINGS {
+        assert!(help.contains(s.env), "serve --help lacks {}", s.env);
+        if let Some(flag) = s.flag() {
+            assert!(
+                help.contains(&format!("--{flag}")),
+                "serve --help lacks --{flag}"
+            );
+        }
+    }
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    use std::ffi::OsStr;
+    assert!(log_colours(None, true));
+    assert!(!log_colours(None, false), "not a terminal");
+    assert!(!log_colours(Some(OsStr::new("1")), true), "NO_COLOR=1");
+    assert!(
+        log_colours(Some(OsStr::new("")), true),
+        "an empty NO_COLOR does not count"
+    );
 }

@@ -86,6 +86,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub const MAX_DOMAIN_LEN: usize = 61;
 const _: () = assert!(MAX_DOMAIN_LEN <= labels::max_zone_len());
 
+/// The most records `dns.max_records` may ask for in one answer: as many
+/// SRV records with the longest names there can be (target 254 octets: a
+/// 63-character id, 62-character service and 63-character datacenter in a
+/// zone of [`MAX_DOMAIN_LEN`]) still fit in one TCP message after the
+/// header, the longest question and an OPT record. An answer that fits in no
+/// message would go out truncated over TCP too, where a client cannot retry.
+pub const MAX_DNS_RECORDS: usize = 200;
+const _: () = {
+    let srv_record = 2 + 10 + 6 + 254; // owner pointer, fixed fields, SRV fields, target
+    let question = 255 + 4;
+    let opt = 11 + 24; // with an echoed client subnet
+    assert!(12 + question + opt + MAX_DNS_RECORDS * srv_record <= 65_535);
+};
+
 pub const CLIENT_ENV: &[&str] = &[
     "MAXINE_API",
     "MAXINE_CA_CERT",
@@ -114,9 +128,13 @@ impl Sources {
     }
 }
 
-/// Whether a `redis://` URL carries a password (`redis://[user]:pw@host`).
+/// Whether a `redis://` or `rediss://` URL carries a password
+/// (`redis://[user]:pw@host`).
 fn url_has_password(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("redis://") else {
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
         return false;
     };
     match rest.rfind('@') {
@@ -139,6 +157,9 @@ pub struct Config {
     /// The `--store` flag holds a URL with a password, which `ps` shows to
     /// every user of the machine: the server warns at start.
     pub store_password_on_command_line: bool,
+    /// CA certificates a `rediss://` store must be signed by (else the
+    /// system's roots).
+    pub store_ca_cert: Option<PathBuf>,
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub registry: RegistryConfig,
@@ -220,7 +241,10 @@ pub struct DnsConfig {
     pub addr: SocketAddr,
     pub ttl: u32,
     pub negative_ttl: Option<u32>,
-    pub zone_dir: PathBuf,
+    /// Where `<domain>.zone` is, when given (it must then exist); `None`:
+    /// the default location, or the built-in zone.
+    pub zone_dir: Option<PathBuf>,
+    /// 1 to [`MAX_DNS_RECORDS`].
     pub max_records: usize,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
@@ -267,6 +291,9 @@ pub struct HttpConfig {
     pub max_snapshot_streams: usize,
     /// Hosts the API answers to (empty: derived from `addr`).
     pub allowed_hosts: Vec<String>,
+    /// How long `/v1/ready` answers 503 before the listeners close at a
+    /// shutdown; at most 10 minutes.
+    pub drain_period: Duration,
 }
 
 /// Where the registry is kept.
@@ -389,11 +416,13 @@ impl Config {
                 .transpose()?,
             zone_dir: f.dns.zone_dir,
             max_records: match f.dns.max_records {
-                1..=1000 => f.dns.max_records,
+                n @ 1..=MAX_DNS_RECORDS => n,
                 n => {
                     return Err(invalid(
                         "dns.max_records",
-                        format!("{n} is not between 1 and 1000"),
+                        format!(
+                            "{n} is not between 1 and {MAX_DNS_RECORDS} (more records with long names would not fit in a TCP answer)"
+                        ),
                     ));
                 }
             },
@@ -555,6 +584,12 @@ impl Config {
                 1,
                 usize::MAX,
             )?,
+            drain_period: between(
+                "http.drain_period",
+                f.http.drain_period,
+                Duration::ZERO,
+                Duration::from_secs(600),
+            )?,
         };
         let reap = f.registry.reap_after.0;
         if reap < Duration::from_secs(1) {
@@ -563,12 +598,14 @@ impl Config {
         let store = match f.store.as_str() {
             "file" => StoreConfig::File,
             "memory" => StoreConfig::Memory,
-            url if url.starts_with("redis://") => StoreConfig::Redis(url.to_string()),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreConfig::Redis(url.to_string())
+            }
             other => {
                 return Err(invalid(
                     "store",
                     format!(
-                        "{:?} is not \"file\", \"memory\" or a redis://host:port/db URL",
+                        "{:?} is not \"file\", \"memory\" or a redis://host:port/db (or rediss://) URL",
                         other.split('@').next_back().unwrap_or("")
                     ),
                 ));
@@ -579,6 +616,15 @@ impl Config {
             return Err(invalid(
                 "store_password_file",
                 "is only used with a redis:// store".into(),
+            ));
+        }
+        let store_ca_cert = f.store_ca_cert;
+        if store_ca_cert.is_some()
+            && !matches!(&store, StoreConfig::Redis(url) if url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "store_ca_cert",
+                "is only used with a rediss:// (TLS) store".into(),
             ));
         }
         let format = match f.log.format.as_str() {
@@ -640,6 +686,7 @@ impl Config {
             store,
             store_password_file,
             store_password_on_command_line: false,
+            store_ca_cert,
             dns,
             http,
             log: LogConfig {
@@ -1040,6 +1087,88 @@ mod tests {
         );
         let err = load("postgres://u:secret@db/x").unwrap_err().to_string();
         assert!(err.contains("store") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn dns_max_records_is_at_most_what_one_tcp_answer_can_hold() {
+        let load = |n: &str| {
+            Config::load(Sources {
+                env: env(&[("MAXINE_DNS_MAX_RECORDS", n)]),
+                ..Default::default()
+            })
+        };
+        assert_eq!(load("200").unwrap().dns.max_records, MAX_DNS_RECORDS);
+        for bad in ["0", "201", "1000"] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("dns.max_records") && err.contains("between 1 and 200"),
+                "{bad}: {err}"
+            );
+        }
+        let row = Setting::find("dns.max_records").unwrap();
+        assert!(row.doc.contains("1 to 200"), "{}", row.doc);
+    }
+
+    #[test]
+    fn the_drain_lasts_five_seconds_unless_set_and_at_most_ten_minutes() {
+        assert_eq!(Config::defaults().http.drain_period, Duration::from_secs(5));
+        let load = |v: &str| {
+            Config::load(Sources {
+                flags: vec![("http.drain_period", v.into())],
+                ..Default::default()
+            })
+        };
+        assert_eq!(load("0").unwrap().http.drain_period, Duration::ZERO);
+        assert_eq!(
+            load("30s").unwrap().http.drain_period,
+            Duration::from_secs(30)
+        );
+        let err = load("11m").unwrap_err().to_string();
+        assert!(err.contains("http.drain_period"), "{err}");
+    }
+
+    #[test]
+    fn a_zone_dir_is_given_or_left_to_the_default_location() {
+        assert_eq!(Config::defaults().dns.zone_dir, None);
+        let c = Config::load(Sources {
+            env: env(&[("MAXINE_ZONE_DIR", "/etc/maxine/zones")]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.dns.zone_dir, Some(PathBuf::from("/etc/maxine/zones")));
+    }
+
+    #[test]
+    fn rediss_stores_are_accepted_and_a_ca_is_only_for_them() {
+        let load = |vars: &[(&str, &str)]| {
+            Config::load(Sources {
+                env: env(vars),
+                ..Default::default()
+            })
+        };
+        let c = load(&[
+            ("MAXINE_STORE", "rediss://db.example:6380/1"),
+            ("MAXINE_STORE_CA_CERT", "/etc/maxine/redis-ca.crt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Redis("rediss://db.example:6380/1".into())
+        );
+        assert!(c.store_ca_cert.is_some());
+        assert!(url_has_password("rediss://:pw@db:6380/1"));
+        for store in ["redis://db/1", "file"] {
+            let err = load(&[
+                ("MAXINE_STORE", store),
+                ("MAXINE_STORE_CA_CERT", "/etc/maxine/redis-ca.crt"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("store_ca_cert") && err.contains("rediss://"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -17,10 +17,12 @@ settings! {
         domain: String = "maxine", "MAXINE_DOMAIN", flag;
         /// Directory for Maxine's data.
         data_dir: PathBuf = "./maxine-data", "MAXINE_DATA_DIR", flag;
-        /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db, or memory (nothing kept: a restart starts empty).
+        /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db (rediss:// for TLS), or memory (nothing kept: a restart starts empty).
         store: String = "file", "MAXINE_STORE", flag;
         /// File holding the Redis password (read at start, trailing newline dropped, never logged), so that no password appears on the command line; redis store only.
         store_password_file: Option<PathBuf>, "MAXINE_STORE_PASSWORD_FILE", flag;
+        /// PEM CA certificate(s) a rediss:// store's certificate must be signed by; unset: the system's trusted roots.
+        store_ca_cert: Option<PathBuf>, "MAXINE_STORE_CA_CERT", flag;
     } sections {
         /// Authoritative DNS server.
         dns: DnsFile,
@@ -48,9 +50,9 @@ settings! {
         ttl: DurationValue = "5s", "MAXINE_DNS_TTL", flag;
         /// TTL of negative answers (the SOA minimum, at most 1 day); unset: the zone file's.
         negative_ttl: Option<DurationValue>, "MAXINE_DNS_NEGATIVE_TTL";
-        /// Directory of zone files; <domain>.zone is read from it.
-        zone_dir: PathBuf = "zones", "MAXINE_ZONE_DIR", flag;
-        /// Most address or SRV records in one answer (1 to 1000); answers rotate through all instances.
+        /// Directory holding <domain>.zone, which must exist; unset: ./zones/<domain>.zone if there is one, else a built-in zone.
+        zone_dir: Option<PathBuf>, "MAXINE_ZONE_DIR", flag;
+        /// Most address or SRV records in one answer (1 to 200, so that any answer fits in a TCP message); answers rotate through all instances.
         max_records: usize = "32", "MAXINE_DNS_MAX_RECORDS";
         /// Idle TCP connections are closed after this long (100ms to 1h).
         tcp_idle_timeout: DurationValue = "10s", "MAXINE_DNS_TCP_IDLE_TIMEOUT";
@@ -119,6 +121,8 @@ settings! {
         max_snapshot_streams: usize = "2", "MAXINE_HTTP_MAX_SNAPSHOT_STREAMS";
         /// Host names (and host:port) the API answers to; others get 421 (DNS rebinding). Empty: the bind address's own names (loopback: localhost, 127.0.0.1, [::1]); any host on a wildcard address.
         allowed_hosts: Vec<String>, "MAXINE_HTTP_ALLOWED_HOSTS", flag;
+        /// On SIGTERM, /v1/ready answers 503 for this long while DNS and the API keep serving, then the listeners close (0 to 10m).
+        drain_period: DurationValue = "5s", "MAXINE_DRAIN_PERIOD", flag;
     }
 
     /// The `[registry]` section.

@@ -20,7 +20,18 @@ pub enum ZoneError {
     },
     #[error("zone file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A zone directory was given, and it or the file in it is not there:
+    /// only the default location falls back to the built-in zone.
+    #[error(
+        "zone file {path} does not exist{dir_note}: write it (a zone file with the SOA and NS records), \
+         point dns.zone_dir (--zone-dir, MAXINE_ZONE_DIR) at the directory that holds it, \
+         or leave dns.zone_dir unset for the built-in zone"
+    )]
+    Missing { path: PathBuf, dir_note: String },
 }
+
+/// Where `<domain>.zone` is looked for when no zone directory is given.
+pub const DEFAULT_ZONE_DIR: &str = "zones";
 
 /// One RRset of static data: record tails (type, class, TTL, length, data)
 /// and, for NS, the glue records (complete, with owner names).
@@ -81,16 +92,27 @@ impl Zone {
         out
     }
 
-    /// Loads `<zone_dir>/<domain>.zone`, or the built-in default zone when
-    /// that file does not exist. `negative_ttl` replaces the SOA MINIMUM.
+    /// Loads `<zone_dir>/<domain>.zone`. With no `zone_dir` it is looked
+    /// for in [`DEFAULT_ZONE_DIR`], and the built-in default zone is used
+    /// when it is not there; a `zone_dir` that was given must hold the
+    /// file. `negative_ttl` replaces the SOA MINIMUM.
     pub fn load(
-        zone_dir: &Path,
+        zone_dir: Option<&Path>,
         domain: &str,
         negative_ttl: Option<u32>,
     ) -> Result<Self, ZoneError> {
-        let path = zone_dir.join(format!("{domain}.zone"));
+        let dir = zone_dir.unwrap_or(Path::new(DEFAULT_ZONE_DIR));
+        let path = dir.join(format!("{domain}.zone"));
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path, domain, negative_ttl),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && zone_dir.is_some() => {
+                let dir_note = if dir.is_dir() {
+                    String::new()
+                } else {
+                    format!(" (the zone directory {} does not exist)", dir.display())
+                };
+                Err(ZoneError::Missing { path, dir_note })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut z = Self::parse(
                     &default_zone_text(domain),
@@ -343,6 +365,37 @@ mod tests {
             z.statics.contains_key(&key),
             "escaped dot stays inside the label"
         );
+    }
+
+    #[test]
+    fn a_zone_dir_that_was_given_must_hold_the_zone_file() {
+        let tmp = std::env::temp_dir().join(format!("maxine-zone-test-{}", std::process::id()));
+        let missing = tmp.join("nope");
+        let err = Zone::load(Some(&missing), "maxine", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope/maxine.zone")
+                && err.contains("directory")
+                && err.contains("does not exist")
+                && err.contains("--zone-dir"),
+            "{err}"
+        );
+        std::fs::create_dir_all(&tmp).unwrap();
+        let err = Zone::load(Some(&tmp), "maxine", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("maxine.zone does not exist") && !err.contains("zone directory"),
+            "{err}"
+        );
+        std::fs::write(
+            tmp.join("maxine.zone"),
+            "$ORIGIN maxine.\n@ 60 IN SOA ns hm 1 2 3 4 5\n",
+        )
+        .unwrap();
+        assert!(Zone::load(Some(&tmp), "maxine", None).is_ok());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -324,27 +324,36 @@ fn indexed(index: u64, body: impl IntoResponse) -> Response {
 }
 
 /// Waits until the change with `index` is durable (for reads that must
-/// hold everything acknowledged, such as snapshots).
-async fn durable(st: &HttpState, index: u64) -> Result<(), ApiError> {
+/// hold everything acknowledged, such as snapshots). A store that lost its
+/// data is no error but `Ok(Some(why))`: what is in memory is then all
+/// there is of the registry.
+async fn durable(st: &HttpState, index: u64) -> Result<Option<crate::store::NotSaved>, ApiError> {
     if index == 0 {
         // No change was ever made: there is nothing to wait for (and the
         // store has no outcome to report for index 0).
-        return Ok(());
+        return Ok(None);
     }
-    st.durable
-        .wait(index)
-        .await
-        .map_err(|why| store_unavailable(&why, "try again later"))
+    match st.durable.wait(index).await {
+        Ok(()) => Ok(None),
+        Err(why) if why.lost().is_some() => Ok(Some(why)),
+        Err(why) => Err(store_unavailable(&why, "try again later")),
+    }
 }
 
 /// A 503 for a store failure. `why` may name the store's address or path
 /// (a Redis host, a file): it goes to the log only, and the client gets a
-/// generic reason plus `then`, what to do.
-fn store_unavailable(why: &str, then: &str) -> ApiError {
+/// generic reason plus `then`, what to do; or, when the store lost its
+/// data, what happened.
+fn store_unavailable(why: &crate::store::NotSaved, then: &str) -> ApiError {
     // The journal logs the failure itself (once per interval, with a
     // count): a line per refused request would flood the log in an outage.
     tracing::debug!(%why, "the store is unavailable; answering 503");
-    ApiError::Unavailable(format!("the store is unavailable; {then}"))
+    match why.lost() {
+        Some(reason) => {
+            ApiError::Unavailable(format!("the change was not saved and was undone: {reason}"))
+        }
+        None => ApiError::Unavailable(format!("the store is unavailable; {then}")),
+    }
 }
 
 /// Proposes one change through the log on behalf of `caller` and waits

@@ -154,7 +154,15 @@ pub struct InstanceView<'a> {
     /// For an instance registered by host name: what the name resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
     resolution: Option<serde_json::Value>,
-    dns: serde_json::Value,
+    dns: InstanceDns,
+}
+
+/// An instance's DNS names, in this order everywhere.
+#[derive(Serialize)]
+struct InstanceDns {
+    name: String,
+    srv: String,
+    instance: String,
 }
 
 /// What an instance's host name resolved to, as the listing shows it:
@@ -193,11 +201,11 @@ struct CompatView<'a> {
 
 pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
     let names = dns_names(st, &instance.datacenter, &instance.service);
-    let dns = json!({
-        "name": names.name,
-        "srv": names.srv,
-        "instance": names.instance(&instance.id),
-    });
+    let dns = InstanceDns {
+        instance: names.instance(&instance.id),
+        name: names.name,
+        srv: names.srv,
+    };
     InstanceView {
         id: instance.id.as_str(),
         version: instance.version.as_str(),
@@ -408,15 +416,35 @@ pub async fn get_service(
         &QueryContext::new(peer, Transport::Http),
     );
     let names = dns_names(&st, &dc, &service);
-    let instances: Vec<_> = answer.instances.iter().map(|i| view(&st, i)).collect();
-    let body = json!({
-        "service": service,
-        "datacenter": dc,
-        "index": answer.index,
-        "dns": { "name": names.name, "srv": names.srv },
-        "instances": instances,
-    });
+    // Typed, not `json!`: a `serde_json::Value` sorts its keys, and an
+    // instance must read the same here as in a registration's answer.
+    let body = ServiceBody {
+        service: &service,
+        datacenter: &dc,
+        index: answer.index,
+        dns: ServiceDns {
+            name: names.name,
+            srv: names.srv,
+        },
+        instances: answer.instances.iter().map(|i| view(&st, i)).collect(),
+    };
     Ok(indexed(answer.index, Json(body)))
+}
+
+/// The answer of `GET /v1/services/{service}`.
+#[derive(Serialize)]
+struct ServiceBody<'a> {
+    service: &'a ServiceName,
+    datacenter: &'a Datacenter,
+    index: u64,
+    dns: ServiceDns,
+    instances: Vec<InstanceView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceDns {
+    name: String,
+    srv: String,
 }
 
 /// `GET /v1/health`: the process is up.
@@ -464,7 +492,12 @@ pub async fn snapshot(State(st): State<HttpState>, caller: Caller) -> Result<Res
         return Ok(res);
     };
     let (index, services, acl) = st.registry.backup();
-    durable(&st, index).await?;
+    // A store that lost its data holds none of this: memory (where every
+    // failed change was undone) is the only copy of what was acknowledged,
+    // and a snapshot of it is the way back (docs/operations.md).
+    if let Some(why) = durable(&st, index).await? {
+        tracing::warn!(%why, index, "snapshot taken from memory: the store lost its data");
+    }
     let body = SnapshotBody {
         encoder: crate::store::snapshot::Encoder::new(index, services, acl),
         _place: place,

@@ -42,7 +42,57 @@ pub enum LogError {
     /// The change could not be made durable and was undone, or the log is
     /// not accepting changes. The reason is for operators; clients retry.
     #[error("{0}")]
-    Unavailable(Arc<str>),
+    Unavailable(NotSaved),
+}
+
+/// Why a change was not made durable (it has been undone).
+#[derive(Debug, Clone)]
+pub struct NotSaved {
+    /// For operators: it may name the store's host or path.
+    detail: Arc<str>,
+    /// Set when the store lost what it held: what clients are told, since
+    /// it names no address and they must know. Other failures pass and
+    /// clients get a generic reason.
+    lost: Option<Arc<str>>,
+}
+
+impl NotSaved {
+    /// A reason for the log only.
+    pub fn new(detail: impl Into<Arc<str>>) -> Self {
+        Self {
+            detail: detail.into(),
+            lost: None,
+        }
+    }
+
+    /// The store lost its data (it will not come back by itself), as
+    /// `public` tells clients.
+    pub fn store_lost(detail: impl Into<Arc<str>>, public: impl Into<Arc<str>>) -> Self {
+        Self {
+            detail: detail.into(),
+            lost: Some(public.into()),
+        }
+    }
+
+    /// What clients are told when the store lost its data; `None` for
+    /// other failures.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+}
+
+impl std::ops::Deref for NotSaved {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl std::fmt::Display for NotSaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 /// The order of changes. Cloning a handle to one is cheap (`Arc<dyn Log>`).

@@ -43,7 +43,7 @@ pub mod snapshot;
 pub use autosnap::AutoSnapshot;
 pub use file::FileStore;
 pub use journal::{Durable, Journal, LoadReport};
-pub use log::{LocalLog, Log, LogError, Proposal};
+pub use log::{LocalLog, Log, LogError, NotSaved, Proposal};
 pub use memory::MemoryStore;
 pub use recovery::{Recovery, RecoveryNotice, SnapshotUse};
 pub use redis::RedisStore;
@@ -143,6 +143,11 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error("Redis: {0}")]
     Redis(String),
+    /// The store lost what it held (a Redis flushed or restarted empty
+    /// under a running Maxine). Says nothing of where the store is, so
+    /// clients are told it as it is.
+    #[error("{0}")]
+    Lost(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
 }

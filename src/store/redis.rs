@@ -5,6 +5,19 @@
 //! record, and the hash `maxine:meta` holds `last_index`. A commit is one
 //! `MULTI`/`EXEC` transaction, so a batch is applied whole or not at all.
 //!
+//! A Redis can lose everything under a running Maxine: restarted without
+//! persistence, flushed, or failed over to an empty replica. Acknowledging
+//! changes into that empty database would look fine until Maxine restarts
+//! and loads nothing. So `open` makes sure the key `maxine:epoch` holds a
+//! random value and remembers it, and every commit `WATCH`es that key and
+//! checks the value before its transaction: a key that is gone or changed
+//! (also between the check and `EXEC`, which then aborts) fails the commit
+//! with [`StoreError::Lost`], and every later one too, until Maxine is
+//! restarted on purpose (docs/operations.md, "Redis lost its data").
+//!
+//! `rediss://` URLs are Redis over TLS (rustls), verified against the
+//! system's roots or the CA certificates given to [`RedisStore::open_with`].
+//!
 //! Durability is Redis's: a reply to `EXEC` means the data is on disk only
 //! with `appendonly yes` and `appendfsync always`. With the default
 //! `everysec`, up to a second of acknowledged changes can be lost when Redis
@@ -18,6 +31,8 @@ use super::{Op, Store, StoreError, WriteBatch};
 const RECORDS: &str = "maxine:records";
 const META: &str = "maxine:meta";
 const LAST_INDEX: &str = "last_index";
+/// Written once by the first Maxine on a database; see the module docs.
+const EPOCH: &str = "maxine:epoch";
 /// Connecting, reading and writing give up after this, so a hung Redis
 /// fails requests (503) instead of holding them forever.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +42,8 @@ const CHUNK: usize = 10_000;
 pub struct RedisStore {
     client: redis::Client,
     conn: Option<redis::Connection>,
+    /// The value of [`EPOCH`] found or written at open.
+    epoch: String,
 }
 
 impl RedisStore {
@@ -38,6 +55,17 @@ impl RedisStore {
     /// [`RedisStore::open`], with `password` (from `store_password_file`)
     /// in place of any in the URL.
     pub fn open_with_password(url: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        Self::open_with(url, password, None)
+    }
+
+    /// [`RedisStore::open_with_password`]; a `rediss://` server's
+    /// certificate must be signed by one of the PEM certificates in `ca`
+    /// (none: the system's trusted roots).
+    pub fn open_with(
+        url: &str,
+        password: Option<&str>,
+        ca: Option<&[u8]>,
+    ) -> Result<Self, StoreError> {
         use redis::IntoConnectionInfo;
         let bad_url = |e: redis::RedisError| {
             StoreError::Redis(format!("{:?} is not a Redis URL: {e}", redact(url)))
@@ -47,11 +75,55 @@ impl RedisStore {
             let settings = info.redis_settings().clone().set_password(pw);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(bad_url)?;
-        let mut s = Self { client, conn: None };
+        let client = match ca {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(bad_url)?;
+        let mut s = Self {
+            client,
+            conn: None,
+            epoch: String::new(),
+        };
         s.connect()?;
         s.check_durability();
+        s.epoch = s.adopt_epoch()?;
         Ok(s)
+    }
+
+    /// The database's epoch, written now if it has none: a fresh
+    /// database, or one kept by a Maxine from before epochs.
+    fn adopt_epoch(&mut self) -> Result<String, StoreError> {
+        let mut fresh = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+            .map_err(|_| StoreError::Redis("the system random source failed".into()))?;
+        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        let conn = self.conn()?;
+        // SET NX, then GET: whichever value won is the epoch.
+        let (set, epoch, records): (bool, String, u64) = redis::pipe()
+            .cmd("SET")
+            .arg(EPOCH)
+            .arg(&fresh)
+            .arg("NX")
+            .cmd("GET")
+            .arg(EPOCH)
+            .cmd("HLEN")
+            .arg(RECORDS)
+            .query(conn)
+            .map_err(redis_err)?;
+        if set {
+            tracing::info!(
+                store = %self.describe(), records,
+                "Redis had no Maxine epoch: wrote one, to notice if Redis loses its data"
+            );
+        }
+        Ok(epoch)
     }
 
     fn connect(&mut self) -> Result<(), StoreError> {
@@ -103,6 +175,20 @@ impl RedisStore {
 
 fn redis_err(e: redis::RedisError) -> StoreError {
     StoreError::Redis(e.to_string())
+}
+
+/// What a commit into a Redis that lost Maxine's data is refused with.
+fn lost(found: Option<&str>) -> StoreError {
+    let what = match found {
+        None => format!("the key {EPOCH} that Maxine wrote at start-up is gone"),
+        Some(_) => format!("the key {EPOCH} holds another Maxine's value"),
+    };
+    StoreError::Lost(format!(
+        "Redis no longer holds this Maxine's data ({what}: Redis was restarted without \
+         persistence, flushed, or failed over to an empty replica). Changes are refused \
+         rather than saved into a database that lacks the rest of the registry; an operator \
+         must restore it (docs/operations.md, \"Redis lost its data\")"
+    ))
 }
 
 /// The URL without its password, for messages.
@@ -194,9 +280,27 @@ impl Store for RedisStore {
         }
         // The journal hands over ever higher indexes; a snapshot restore
         // passes the highest it knows. Either way a plain set keeps the max.
-        pipe.hset(META, LAST_INDEX, batch.last_index).ignore();
+        // Its reply is what EXEC returns when it ran (nil when it aborted).
+        pipe.hset(META, LAST_INDEX, batch.last_index);
+        let epoch = self.epoch.clone();
         let conn = self.conn()?;
-        pipe.query::<()>(conn).map_err(redis_err)
+        // WATCH first: should the epoch change between this check and EXEC
+        // (a FLUSHALL), the transaction aborts.
+        let ((), found): ((), Option<String>) = redis::pipe()
+            .cmd("WATCH")
+            .arg(EPOCH)
+            .cmd("GET")
+            .arg(EPOCH)
+            .query(conn)
+            .map_err(redis_err)?;
+        if found.as_deref() != Some(epoch.as_str()) {
+            let _ = redis::cmd("UNWATCH").query::<()>(conn);
+            return Err(lost(found.as_deref()));
+        }
+        match pipe.query::<Option<(i64,)>>(conn).map_err(redis_err)? {
+            Some(_) => Ok(()),
+            None => Err(lost(None)),
+        }
     }
 
     fn reopen(&mut self) -> Result<(), StoreError> {

@@ -75,7 +75,9 @@ impl TestServer {
         file.dns.addr = "127.0.0.1:0".into();
         file.http.addr = "127.0.0.1:0".into();
         file.data_dir = dir.path().to_path_buf();
-        file.dns.zone_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into();
+        file.dns.zone_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into());
+        // Tests stop servers often; the drain has its own test.
+        file.http.drain_period = maxine::config::DurationValue(Duration::ZERO);
         // Host names of instances are resolved by a server on this machine
         // only (nothing listens there unless a test starts one): a test
         // never sends a lookup off it.

@@ -82,6 +82,8 @@ impl ServerProcess {
             .env_remove("MAXINE_STORE")
             // Host names are never resolved off this machine.
             .env("MAXINE_RESOLVE_NAMESERVERS", super::NO_NAMESERVER)
+            // No drain at SIGTERM unless a test asks for one.
+            .env("MAXINE_DRAIN_PERIOD", "0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -157,6 +159,19 @@ impl ServerProcess {
             let _ = self.child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         }
+    }
+
+    /// SIGTERM, without waiting: see [`ServerProcess::wait_exit`].
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits (at most 30 s) for the process to exit, and says how it did.
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("maxine exits")
+            .unwrap()
     }
 
     /// SIGTERM, and waits for a clean exit.

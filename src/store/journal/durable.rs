@@ -2,9 +2,10 @@
 //! every change is settled, and the ranges that failed.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use tokio::sync::watch;
+
+use super::super::NotSaved;
 
 /// What is known about durability, published after every batch.
 #[derive(Debug, Default)]
@@ -12,7 +13,7 @@ pub(super) struct Progress {
     /// Every change up to this index is settled: durable unless in `failed`.
     pub(super) settled: u64,
     /// Failed index ranges (inclusive), oldest first, with the reason.
-    pub(super) failed: VecDeque<(u64, u64, Arc<str>)>,
+    pub(super) failed: VecDeque<(u64, u64, NotSaved)>,
     /// Ranges ending at or below this were dropped from `failed`.
     pub(super) forgotten_to: u64,
     /// The writer stopped (a bug): nothing after `settled` will be stored.
@@ -20,9 +21,11 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn outcome(&self, index: u64) -> Result<(), Arc<str>> {
+    pub(super) fn outcome(&self, index: u64) -> Result<(), NotSaved> {
         if index > self.settled {
-            return Err(Arc::from("the store writer stopped; see the server log"));
+            return Err(NotSaved::new(
+                "the store writer stopped; see the server log",
+            ));
         }
         if let Some((_, _, why)) = self
             .failed
@@ -33,7 +36,7 @@ impl Progress {
         }
         if index <= self.forgotten_to {
             // Too old to tell: answer as if it failed (a retry is harmless).
-            return Err(Arc::from(
+            return Err(NotSaved::new(
                 "the store failed around this change and it cannot be confirmed",
             ));
         }
@@ -61,7 +64,7 @@ impl Default for Durable {
 impl Durable {
     /// Returns once the change with `index` is on stable storage, or with the
     /// reason it could not be stored (it has then been rolled back).
-    pub async fn wait(&self, index: u64) -> Result<(), Arc<str>> {
+    pub async fn wait(&self, index: u64) -> Result<(), NotSaved> {
         {
             let p = self.rx.borrow();
             if p.settled >= index || p.stopped {
@@ -72,7 +75,7 @@ impl Durable {
         let p = rx
             .wait_for(|p| p.settled >= index || p.stopped)
             .await
-            .map_err(|_| Arc::<str>::from("the store was closed"))?;
+            .map_err(|_| NotSaved::new("the store was closed"))?;
         p.outcome(index)
     }
 }

@@ -39,7 +39,12 @@ fn start(store: &MemoryStore) -> (Registry, Journal) {
     (r, j)
 }
 
-async fn register(r: &Registry, j: &Journal, name: &str, port: u16) -> Result<u64, Arc<str>> {
+async fn register(
+    r: &Registry,
+    j: &Journal,
+    name: &str,
+    port: u16,
+) -> Result<u64, crate::store::NotSaved> {
     let inst = r
         .register(key(), id(name), spec(port), std::time::Instant::now())
         .unwrap();

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::super::{Op, Store, StoreError, WriteBatch};
+use super::super::{NotSaved, Op, Store, StoreError, WriteBatch};
 use super::{
     BACKOFF_MAX, BACKOFF_MIN, Entry, FAILURES_KEPT, GROUP_WAIT_MAX, GROUP_WAIT_MIN, Shared, Value,
     Who,
@@ -342,7 +342,11 @@ impl Writer {
                 }
             }
         }
-        let why: Arc<str> = Arc::from(format!("the change could not be saved: {error}"));
+        let detail = format!("the change could not be saved: {error}");
+        let why = match error {
+            StoreError::Lost(public) => NotSaved::store_lost(detail, public.as_str()),
+            _ => NotSaved::new(detail),
+        };
         if let Some(more) = self.rollback_log.hit(Instant::now()) {
             tracing::warn!(
                 undone,
