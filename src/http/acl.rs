@@ -58,6 +58,21 @@ fn applied_object(applied: &crate::core::Applied) -> Option<AclObject> {
     }
 }
 
+/// The token one applied change produced.
+fn applied_token(applied: &crate::core::Applied) -> Result<Arc<Token>, ApiError> {
+    match applied_object(applied) {
+        Some(AclObject::Token(t)) => Ok(t),
+        _ => Err(ApiError::Internal("a token applied without a value".into())),
+    }
+}
+
+/// A new token's view with its secret, shown this once: only its hash is kept.
+fn created(t: &Token, secret: &str) -> Response {
+    let mut view = token_view(t);
+    view["secret"] = json!(secret);
+    indexed(t.index, Json(view))
+}
+
 // ---- policies ----
 
 /// Body of `PUT /v1/acl/policies/{name}`.
@@ -202,15 +217,8 @@ pub async fn create_token(
     let token = body.into_token(accessor, secret_hash(&secret), unix_ms())?;
     let change = Change::Acl(AclChange::Put(AclObject::Token(Arc::new(token))));
     let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::Token(t)) => {
-            let mut view = token_view(&t);
-            // Shown this once: only its hash is kept.
-            view["secret"] = json!(secret);
-            Ok(indexed(t.index, Json(view)))
-        }
-        _ => Err(ApiError::Internal("a token applied without a value".into())),
-    }
+    let t = applied_token(&applied)?;
+    Ok(created(&t, &secret))
 }
 
 pub async fn update_token(
@@ -232,10 +240,8 @@ pub async fn update_token(
     let token = body.into_token(accessor, current.secret_hash, current.created_at)?;
     let change = Change::Acl(AclChange::Put(AclObject::Token(Arc::new(token))));
     let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::Token(t)) => Ok(indexed(t.index, Json(token_view(&t)))),
-        _ => Err(ApiError::Internal("a token applied without a value".into())),
-    }
+    let t = applied_token(&applied)?;
+    Ok(indexed(t.index, Json(token_view(&t))))
 }
 
 pub async fn list_tokens(
@@ -325,16 +331,8 @@ pub async fn bootstrap(State(st): State<HttpState>, caller: Caller) -> Result<Re
         at: now,
     });
     let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::Token(t)) => {
-            let mut view = token_view(&t);
-            view["secret"] = json!(secret);
-            Ok(indexed(t.index, Json(view)))
-        }
-        _ => Err(ApiError::Internal(
-            "bootstrap applied without a token".into(),
-        )),
-    }
+    let t = applied_token(&applied)?;
+    Ok(created(&t, &secret))
 }
 
 // ---- audit ----
