@@ -723,7 +723,7 @@ impl Registry {
 
 /// Counts replaced and removed instances out of their owners' holdings,
 /// and new ones in.
-fn hold(holdings: &mut acl::Holdings, gone: &[Arc<Instance>], added: &[Arc<Instance>]) {
+pub(super) fn hold(holdings: &mut acl::Holdings, gone: &[Arc<Instance>], added: &[Arc<Instance>]) {
     for old in gone {
         if let Some(n) = holdings.get_mut(&old.owner) {
             *n = n.saturating_sub(1);

@@ -112,9 +112,7 @@ impl Restorer<'_> {
                 fresh.push(inst);
             }
             report.loaded += fresh.len();
-            for inst in &fresh {
-                *w.holdings.entry(inst.owner.clone()).or_default() += 1;
-            }
+            super::hold(&mut w.holdings, &[], &fresh);
             w.datacenters.insert(key.dc.clone());
             timers.extend(fresh.iter().map(|i| (due_ms(i, reap_ms), i.clone())));
             let (instances, rr) = match services.get(&key) {
@@ -124,6 +122,7 @@ impl Restorer<'_> {
                     for old in &gone {
                         unschedule(&mut w, old);
                     }
+                    super::hold(&mut w.holdings, &gone, &[]);
                     (all, s.rr.clone())
                 }
                 None => (

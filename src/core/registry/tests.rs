@@ -802,3 +802,37 @@ fn a_resolution_for_another_value_or_name_is_skipped() {
         Outcome::Applied(Some(_))
     ));
 }
+
+#[test]
+fn a_restored_value_that_replaces_an_instance_moves_its_holding() {
+    use crate::core::{Actor, Owner};
+    let t0 = Instant::now();
+    let r = reg(t0);
+    put_token(&r, token("t", 4, &[], Some(5))).unwrap();
+    let ctx = Context::by(Actor::Token {
+        accessor: Owner::new("t"),
+        client: None,
+    });
+    let change = Change::Register {
+        key: key("pay"),
+        id: id("a"),
+        spec: spec("10.0.0.1", "", 30),
+    };
+    r.apply_next(vec![change], &ctx, t0).unwrap();
+    assert_eq!(r.holdings(Some("t")), 1);
+    // A stored value of the same instance, registered without a token.
+    let restored = Restored {
+        key: key("pay"),
+        id: id("a"),
+        spec: spec("10.0.0.2", "", 30),
+        health: crate::core::Health::Passing,
+        index: r.index() + 1,
+    };
+    r.restore(vec![restored], 0, t0).unwrap();
+    assert_eq!(
+        r.holdings(Some("t")),
+        0,
+        "the replaced value no longer counts"
+    );
+    assert_eq!(r.holdings(None), 1);
+}
