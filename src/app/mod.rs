@@ -13,7 +13,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, DnsConfig, HttpConfig, ResolveConfig, StoreConfig};
 use crate::core::Registry;
 use crate::events::{ChangeFeed, Subscription};
-use crate::store::{AutoSnapshot, FileStore, Journal, LocalLog, RecoveryNotice, RedisStore, Store};
+use crate::store::{
+    AutoSnapshot, EtcdLog, EtcdSettings, FileStore, Journal, LocalLog, Log, RecoveryNotice,
+    RedisStore, Store,
+};
 use crate::telemetry::RecentLogs;
 use crate::{dns, http};
 
@@ -118,6 +121,8 @@ pub struct App {
     ready: Arc<AtomicBool>,
     feed: ChangeFeed,
     journal: Option<Journal>,
+    /// The shared log, with an etcd store (else the journal's local log).
+    etcd: Option<EtcdLog>,
     /// A damaged store file recovered at start-up, until acknowledged.
     recovery: RecoveryNotice,
     auth: http::auth::Auth,
@@ -165,7 +170,64 @@ pub fn open_store_with(
             )?))
         }
         StoreConfig::Memory => None,
+        StoreConfig::Etcd(_) => anyhow::bail!(
+            "an etcd store is a shared log, not a store of records: restore a snapshot \
+             through the API of a running node (docs/cluster.md)"
+        ),
     })
+}
+
+/// The etcd log's settings, from the configuration: credentials and TLS
+/// material are read here, and this process's node name is made up.
+fn etcd_settings(config: &Config, e: &crate::config::EtcdStore) -> anyhow::Result<EtcdSettings> {
+    let password = match &config.store_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    };
+    let ca = match &config.store_ca_cert {
+        Some(path) => Some(read("store_ca_cert", path)?),
+        None => None,
+    };
+    let identity = match &e.client_cert {
+        Some((cert, key)) => Some((
+            read("store_client_cert", cert)?,
+            read("store_client_key", key)?,
+        )),
+        None => None,
+    };
+    Ok(EtcdSettings {
+        endpoints: e.endpoints.clone(),
+        prefix: e.prefix.clone(),
+        tls: e.tls,
+        user: e.user.clone(),
+        password,
+        ca,
+        identity,
+        timeout: e.timeout,
+        node: node_name(),
+        state_dir: config.data_dir.join("etcd"),
+    })
+}
+
+/// This process's name among the nodes: the host name and a random
+/// suffix, so that two processes never share heartbeat summary keys.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "node".into());
+    let mut r = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{suffix}")
 }
 
 /// The password in `path`, without a trailing newline. Never logged: an
@@ -214,7 +276,17 @@ impl App {
         registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
-        let store = open_store_with(&config, recovery.clone())?;
+        let etcd = match &config.store {
+            StoreConfig::Etcd(e) => Some(
+                EtcdLog::open(registry.clone(), feed.clone(), etcd_settings(&config, e)?)
+                    .context("cannot restore this node's local state")?,
+            ),
+            _ => None,
+        };
+        let store = match etcd {
+            Some(_) => None,
+            None => open_store_with(&config, recovery.clone())?,
+        };
         // A store keeps changes, so it keeps who made them too: in the
         // data directory, also beside a Redis store.
         let audit = match &store {
@@ -258,6 +330,7 @@ impl App {
             ready: Arc::new(AtomicBool::new(false)),
             feed,
             journal,
+            etcd,
             recovery,
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             notifier: Notifier::default(),
@@ -342,6 +415,7 @@ impl App {
             ready,
             feed,
             journal,
+            etcd,
             recovery,
             auth,
             recent_logs,
@@ -351,17 +425,29 @@ impl App {
         let dns_addr = dns.local_addr();
         dns.spawn(&tasks, stop.clone())?;
 
-        tasks.spawn(expiry_loop(registry.clone(), stop.clone()));
+        // On a shared log the elected node decides expiry (store::etcd::expiry).
+        match &etcd {
+            Some(log) => {
+                tracing::info!(store = %log.describe(), "following an etcd cluster");
+                log.spawn(&tasks, stop.clone());
+            }
+            None => {
+                tasks.spawn(expiry_loop(registry.clone(), stop.clone()));
+            }
+        }
 
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
         let http_addr = listener.local_addr()?;
         let durable = journal.as_ref().map(Journal::durable).unwrap_or_default();
-        let log = Arc::new(LocalLog::new(
-            registry.clone(),
-            durable.clone(),
-            feed.clone(),
-        ));
+        let log: Arc<dyn Log> = match &etcd {
+            Some(log) => Arc::new(log.clone()),
+            None => Arc::new(LocalLog::new(
+                registry.clone(),
+                durable.clone(),
+                feed.clone(),
+            )),
+        };
         // Host names of instances are resolved in the background and the
         // results proposed like any change.
         let resolver = crate::resolve::Driver::new(
@@ -431,6 +517,9 @@ impl App {
         stop.cancel();
         tasks.close();
         tasks.wait().await;
+        if let Some(log) = etcd {
+            let _ = tokio::task::spawn_blocking(move || log.persist_now()).await;
+        }
         // Requests have drained: write what is queued and close the store.
         if let Some(j) = journal {
             let _ = tokio::task::spawn_blocking(move || {

@@ -305,6 +305,69 @@ pub enum StoreConfig {
     Redis(String),
     /// Nothing is persisted (tests, throwaway setups).
     Memory,
+    /// An etcd cluster shared by several Maxine nodes.
+    Etcd(EtcdStore),
+}
+
+/// Where an etcd store is (`etcd[s]://host:port[,host:port...]/prefix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdStore {
+    /// `host:port` of each member (at least one).
+    pub endpoints: Vec<String>,
+    /// Key prefix, starting with `/`.
+    pub prefix: String,
+    /// `etcds://`.
+    pub tls: bool,
+    pub user: Option<String>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub timeout: Duration,
+}
+
+impl EtcdStore {
+    /// Parses an `etcd://` or `etcds://` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(format!("{url:?} is not an etcd:// or etcds:// URL")),
+        };
+        if rest.contains('@') {
+            return Err(
+                "an etcd URL holds no credentials: use store_user and store_password_file".into(),
+            );
+        }
+        let (hosts, prefix) = match rest.split_once('/') {
+            Some((h, p)) => (h, format!("/{}", p.trim_matches('/'))),
+            None => (rest, "/maxine".to_string()),
+        };
+        if prefix == "/" {
+            return Err("the etcd key prefix must not be empty (etcd://host:2379/maxine)".into());
+        }
+        if prefix
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("the etcd key prefix must not hold spaces or control characters".into());
+        }
+        let mut endpoints = Vec::new();
+        for h in hosts.split(',') {
+            let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(format!("{h:?} is not host:port (in an etcd store URL)"));
+            }
+            endpoints.push(h.to_string());
+        }
+        Ok(Self {
+            endpoints,
+            prefix,
+            tls,
+            user: None,
+            client_cert: None,
+            timeout: Duration::from_secs(5),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -601,30 +664,65 @@ impl Config {
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 StoreConfig::Redis(url.to_string())
             }
+            url if url.starts_with("etcd://") || url.starts_with("etcds://") => {
+                let mut e = EtcdStore::parse(url).map_err(|e| invalid("store", e))?;
+                e.user = f.store_user.clone();
+                e.timeout = between(
+                    "store_timeout",
+                    f.store_timeout,
+                    Duration::from_millis(100),
+                    Duration::from_secs(60),
+                )?;
+                e.client_cert = match (&f.store_client_cert, &f.store_client_key) {
+                    (Some(c), Some(k)) if e.tls => Some((c.clone(), k.clone())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "store_client_cert",
+                            "needs store_client_key, and an etcds:// store".into(),
+                        ));
+                    }
+                };
+                StoreConfig::Etcd(e)
+            }
             other => {
                 return Err(invalid(
                     "store",
                     format!(
-                        "{:?} is not \"file\", \"memory\" or a redis://host:port/db (or rediss://) URL",
+                        "{:?} is not \"file\", \"memory\", a redis://host:port/db (or rediss://) URL or an etcd://host:port[,host:port...]/prefix (or etcds://) URL",
                         other.split('@').next_back().unwrap_or("")
                     ),
                 ));
             }
         };
         let store_password_file = f.store_password_file;
-        if store_password_file.is_some() && !matches!(store, StoreConfig::Redis(_)) {
+        if store_password_file.is_some()
+            && !matches!(store, StoreConfig::Redis(_) | StoreConfig::Etcd(_))
+        {
             return Err(invalid(
                 "store_password_file",
-                "is only used with a redis:// store".into(),
+                "is only used with a redis:// or etcd:// store".into(),
             ));
         }
         let store_ca_cert = f.store_ca_cert;
         if store_ca_cert.is_some()
             && !matches!(&store, StoreConfig::Redis(url) if url.starts_with("rediss://"))
+            && !matches!(&store, StoreConfig::Etcd(e) if e.tls)
         {
             return Err(invalid(
                 "store_ca_cert",
-                "is only used with a rediss:// (TLS) store".into(),
+                "is only used with a rediss:// or etcds:// (TLS) store".into(),
+            ));
+        }
+        if !matches!(store, StoreConfig::Etcd(_))
+            && (f.store_user.is_some()
+                || f.store_client_cert.is_some()
+                || f.store_client_key.is_some())
+        {
+            return Err(invalid(
+                "store_user",
+                "store_user, store_client_cert and store_client_key are only used with an etcd:// store"
+                    .into(),
             ));
         }
         let format = match f.log.format.as_str() {
@@ -1136,6 +1234,39 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.dns.zone_dir, Some(PathBuf::from("/etc/maxine/zones")));
+    }
+
+    #[test]
+    fn etcd_stores_name_their_members_and_prefix_and_refuse_credentials_in_the_url() {
+        let load = |v: &str| {
+            Config::load(Sources {
+                env: env(&[("MAXINE_STORE", v)]),
+                ..Default::default()
+            })
+        };
+        let Ok(c) = load("etcd://10.0.0.1:2379,10.0.0.2:2379/dc1/maxine") else {
+            panic!("an etcd URL is a store")
+        };
+        let StoreConfig::Etcd(e) = c.store else {
+            panic!("an etcd store")
+        };
+        assert_eq!(e.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(e.prefix, "/dc1/maxine");
+        assert!(!e.tls);
+        assert_eq!(e.timeout, Duration::from_secs(5));
+        let Ok(c) = load("etcds://db:2379") else {
+            panic!("etcds is TLS")
+        };
+        assert!(matches!(c.store, StoreConfig::Etcd(ref e) if e.tls && e.prefix == "/maxine"));
+        for bad in [
+            "etcd://u:pw@db:2379/m",
+            "etcd://db/m",
+            "etcd://db:0/m",
+            "etcd://db:2379/",
+        ] {
+            let err = load(bad).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("store"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -17,12 +17,20 @@ settings! {
         domain: String = "maxine", "MAXINE_DOMAIN", flag;
         /// Directory for Maxine's data.
         data_dir: PathBuf = "./maxine-data", "MAXINE_DATA_DIR", flag;
-        /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db (rediss:// for TLS), or memory (nothing kept: a restart starts empty).
+        /// Where the registry is kept: file (registry.redb in data_dir), redis://[:password@]host:port/db (rediss:// for TLS), etcd://host:port[,host:port...]/prefix (etcds:// for TLS: several nodes share one registry), or memory (nothing kept: a restart starts empty).
         store: String = "file", "MAXINE_STORE", flag;
-        /// File holding the Redis password (read at start, trailing newline dropped, never logged), so that no password appears on the command line; redis store only.
+        /// File holding the Redis or etcd password (read at start, trailing newline dropped, never logged), so that no password appears on the command line; redis and etcd stores only.
         store_password_file: Option<PathBuf>, "MAXINE_STORE_PASSWORD_FILE", flag;
-        /// PEM CA certificate(s) a rediss:// store's certificate must be signed by; unset: the system's trusted roots.
+        /// PEM CA certificate(s) a rediss:// or etcds:// store's certificate must be signed by; unset: the system's trusted roots.
         store_ca_cert: Option<PathBuf>, "MAXINE_STORE_CA_CERT", flag;
+        /// etcd user name (its password in store_password_file); etcd stores only.
+        store_user: Option<String>, "MAXINE_STORE_USER", flag;
+        /// PEM client certificate for an etcds:// store that asks for one (with store_client_key).
+        store_client_cert: Option<PathBuf>, "MAXINE_STORE_CLIENT_CERT", flag;
+        /// PEM private key of store_client_cert.
+        store_client_key: Option<PathBuf>, "MAXINE_STORE_CLIENT_KEY", flag;
+        /// A write an etcd store has not confirmed within this fails with 503 (100ms to 1m); etcd stores only.
+        store_timeout: DurationValue = "5s", "MAXINE_STORE_TIMEOUT", flag;
     } sections {
         /// Authoritative DNS server.
         dns: DnsFile,

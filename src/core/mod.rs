@@ -36,6 +36,7 @@ pub use plan::{
     AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, Selection, Tier, Transport,
 };
 pub use registry::{
-    AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
-    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    AclRevert, Applied, FastHash, Heartbeat, HeartbeatSink, MAX_INDEX, Mirrored, Registry,
+    RegistryConfig, RegistryError, RestoreReport, Restored, Restorer, Revert, ServiceKey,
+    ServiceSnapshot,
 };

@@ -454,10 +454,20 @@ pub async fn health() -> Json<serde_json::Value> {
 
 /// `GET /v1/ready`: every listener is up and the server is not shutting down.
 pub async fn ready(State(st): State<HttpState>, notice: super::recovery::Notice) -> Response {
+    let log = st.log.status();
+    if let Some(("catching up", detail)) = &log {
+        // DNS answers from the last local state; the API waits for the rest.
+        let body = json!({ "status": "catching up", "detail": detail });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if st.ready.load(Ordering::Acquire) {
         let mut body = json!({ "status": "ready" });
         if let Some(d) = super::recovery::degraded(&notice) {
             body["degraded"] = d;
+        }
+        if let Some((registry, detail)) = log {
+            body["registry"] = json!(registry);
+            body["detail"] = json!(detail);
         }
         Json(body).into_response()
     } else {

@@ -141,7 +141,7 @@ fn registry_document(domain: &str) -> Value {
             },
             "/v1/ready": {
                 "get": {
-                    "summary": "Readiness: every listener is up and the server is not shutting down. After a damaged store file was recovered, also `degraded` (still 200) until POST /v1/recovery/ack.",
+                    "summary": "Readiness: every listener is up and the server is not shutting down. After a damaged store file was recovered, also `degraded` (still 200) until POST /v1/recovery/ack. With an etcd store: 503 `catching up` while the node loads or replays the registry (DNS answers from its last local state), and `registry: read-only` (still 200) while etcd does not answer.",
                     "operationId": "ready", "security": [],
                     "responses": {
                         "200": { "description": "Ready", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } },
@@ -363,7 +363,7 @@ fn registry_document(domain: &str) -> Value {
                 },
                 "Status": {
                     "type": "object",
-                    "properties": { "status": { "type": "string" }, "degraded": { "type": "object" } }
+                    "properties": { "status": { "type": "string" }, "degraded": { "type": "object" }, "registry": { "type": "string", "description": "With an etcd store: read-only while etcd does not answer (writes fail with 503)" }, "detail": { "type": "string" } }
                 },
                 "IndexOnly": {
                     "type": "object",

@@ -113,6 +113,12 @@ pub trait Log: Send + Sync {
 
     /// The index of the latest applied change.
     fn last_index(&self) -> u64;
+
+    /// `None` while the log takes writes; else what `/v1/ready` reports
+    /// (`"catching up"`, `"read-only"`) and why.
+    fn status(&self) -> Option<(&'static str, String)> {
+        None
+    }
 }
 
 /// The single-node log: the registry's sequence and the journal's

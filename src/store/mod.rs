@@ -31,6 +31,7 @@
 
 mod autosnap;
 pub mod codec;
+pub mod etcd;
 mod file;
 mod journal;
 mod log;
@@ -41,6 +42,7 @@ mod salvage;
 pub mod snapshot;
 
 pub use autosnap::AutoSnapshot;
+pub use etcd::{EtcdLog, EtcdSettings};
 pub use file::FileStore;
 pub use journal::{Durable, Journal, LoadReport};
 pub use log::{LocalLog, Log, LogError, NotSaved, Proposal};

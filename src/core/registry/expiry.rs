@@ -47,6 +47,9 @@ impl Registry {
         if inst.is_passing() {
             let deadline = self.ms(now) + inst.ttl.as_millis() as u64;
             inst.deadline_ms.fetch_max(deadline, Ordering::AcqRel);
+            if let Some(sink) = self.inner.heard.get() {
+                sink(&inst);
+            }
             return Ok(Heartbeat::Alive(inst));
         }
         Ok(Heartbeat::Revive(Box::new(Change::SetHealth {

@@ -21,6 +21,7 @@
 
 mod acl;
 mod expiry;
+mod mirror;
 mod restore;
 mod snapshot;
 
@@ -35,6 +36,7 @@ use super::model::{Health, Instance, ModelError, Version};
 
 pub use acl::AclRevert;
 pub use expiry::Heartbeat;
+pub use mirror::Mirrored;
 pub use restore::{RestoreReport, Restored, Restorer, Revert};
 pub use snapshot::{Instances, InstancesIter, ServiceKey, ServiceSnapshot};
 
@@ -120,7 +122,12 @@ struct Inner {
     index: AtomicU64,
     write: Mutex<WriteState>,
     acl: acl::AclMaps,
+    /// Told of every heartbeat this node hears (the etcd log's summaries).
+    heard: std::sync::OnceLock<HeartbeatSink>,
 }
+
+/// See [`Registry::set_heartbeat_sink`].
+pub type HeartbeatSink = Arc<dyn Fn(&Arc<Instance>) + Send + Sync>;
 
 struct WriteState {
     /// Timer map: (deadline in ms since the epoch, index) -> the instance
@@ -163,6 +170,7 @@ impl Registry {
                     holdings: Default::default(),
                 }),
                 acl: acl::AclMaps::new(),
+                heard: std::sync::OnceLock::new(),
             }),
         }
     }

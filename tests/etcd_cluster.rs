@@ -1,0 +1,559 @@
+//! Several Maxine nodes sharing one registry through a real three-member
+//! etcd cluster on loopback (tests/common/etcd.rs): convergence, conditional
+//! writes, expiry leadership, faults. Skipped, saying so, only when the
+//! etcd binary is not installed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::etcd::{EtcdCluster, skip_without_etcd};
+use common::process::ServerProcess;
+use serde_json::{Value, json};
+
+/// Polls `check` every 50 ms for at most `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {secs} s: {what}");
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+async fn register(node: &ServerProcess, svc: &str, id: &str, addr: &str, ttl: &str) -> u16 {
+    http()
+        .put(format!("{}/v1/services/{svc}/instances/{id}", node.base()))
+        .json(&json!({"address": addr, "port": 80, "ttl": ttl}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn deregister(node: &ServerProcess, svc: &str, id: &str) -> u16 {
+    http()
+        .delete(format!("{}/v1/services/{svc}/instances/{id}", node.base()))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn heartbeat(node: &ServerProcess, svc: &str, id: &str) -> u16 {
+    http()
+        .put(format!(
+            "{}/v1/services/{svc}/instances/{id}/heartbeat",
+            node.base()
+        ))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Every service's instances with their health, as the API lists them.
+async fn listing(node: &ServerProcess) -> BTreeMap<String, Vec<(String, String, String)>> {
+    let r = http()
+        .get(format!("{}/v1/services", node.base()))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let mut out = BTreeMap::new();
+    let services = body["services"].as_array().cloned().unwrap_or_default();
+    for s in services {
+        let name = s["name"].as_str().unwrap_or_default().to_string();
+        let got = node.instances(&name).await;
+        let health = instance_health(node, &name).await;
+        let list = got
+            .into_iter()
+            .map(|(id, addr)| {
+                let h = health.get(&id).cloned().unwrap_or_default();
+                (id, addr, h)
+            })
+            .collect();
+        out.insert(name, list);
+    }
+    out
+}
+
+async fn instance_health(node: &ServerProcess, svc: &str) -> BTreeMap<String, String> {
+    let r = http()
+        .get(format!("{}/v1/services/{svc}", node.base()))
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 200 {
+        return BTreeMap::new();
+    }
+    let body: Value = r.json().await.unwrap();
+    body["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or_default().to_string(),
+                i["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn a_records(node: &ServerProcess, svc: &str) -> BTreeSet<String> {
+    node.resolve_a(&format!("{svc}.maxine."))
+        .await
+        .into_iter()
+        .collect()
+}
+
+struct Nodes {
+    cluster: EtcdCluster,
+    nodes: Vec<ServerProcess>,
+    dirs: Vec<tempfile::TempDir>,
+    prefix: String,
+}
+
+impl Nodes {
+    async fn start(n: usize, prefix: &str) -> Self {
+        let cluster = EtcdCluster::start(3).await;
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            nodes.push(cluster.node(prefix, dir.path(), &[]).await);
+            dirs.push(dir);
+        }
+        Self {
+            cluster,
+            nodes,
+            dirs,
+            prefix: prefix.into(),
+        }
+    }
+
+    async fn restart_node(&mut self, i: usize) {
+        let node = self
+            .cluster
+            .node(&self.prefix, self.dirs[i].path(), &[])
+            .await;
+        self.nodes[i] = node;
+    }
+
+    async fn assert_same_listings(&self) {
+        let first = listing(&self.nodes[0]).await;
+        for n in &self.nodes[1..] {
+            let mut same = false;
+            for _ in 0..100 {
+                if listing(n).await == first {
+                    same = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                same,
+                "the nodes' listings differ:\n{first:?}\n{:?}",
+                listing(n).await
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_through_one_node_is_in_every_nodes_dns_and_so_is_its_removal() {
+    if skip_without_etcd() {
+        return;
+    }
+    let c = Nodes::start(3, "conv").await;
+    let (a, b, cc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    assert_eq!(register(a, "pay", "pay-1", "10.1.0.1", "1h").await, 200);
+    // Read-your-writes on the node that took it: at once.
+    assert_eq!(
+        a_records(a, "pay").await,
+        BTreeSet::from(["10.1.0.1".to_string()])
+    );
+    for n in [b, cc] {
+        eventually(
+            10,
+            "the registration reaches the other nodes' DNS",
+            || async { a_records(n, "pay").await.contains("10.1.0.1") },
+        )
+        .await;
+    }
+    assert_eq!(register(b, "pay", "pay-2", "10.1.0.2", "1h").await, 200);
+    assert_eq!(register(cc, "web", "web-1", "10.2.0.1", "1h").await, 200);
+    c.assert_same_listings().await;
+    assert_eq!(deregister(cc, "pay", "pay-1").await, 200);
+    for n in [a, b, cc] {
+        eventually(10, "the removal reaches every node's DNS", || async {
+            a_records(n, "pay").await == BTreeSet::from(["10.1.0.2".to_string()])
+        })
+        .await;
+    }
+    // A removal of what is not there is refused on any node.
+    assert_eq!(deregister(a, "pay", "pay-1").await, 404);
+    c.assert_same_listings().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_acl_bootstraps_through_two_nodes_have_exactly_one_winner() {
+    if skip_without_etcd() {
+        return;
+    }
+    let c = Nodes::start(2, "cas").await;
+    for round in 0..3 {
+        // A fresh prefix per round would need fresh nodes; one race is one
+        // bootstrap, so the later rounds must all lose.
+        let (x, y) = tokio::join!(
+            http()
+                .post(format!("{}/v1/acl/bootstrap", c.nodes[0].base()))
+                .send(),
+            http()
+                .post(format!("{}/v1/acl/bootstrap", c.nodes[1].base()))
+                .send(),
+        );
+        let codes = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+        let won = codes.iter().filter(|c| **c == 200).count();
+        if round == 0 {
+            assert_eq!(won, 1, "exactly one bootstrap wins: {codes:?}");
+            assert!(
+                codes.contains(&403),
+                "the other is told it was done: {codes:?}"
+            );
+        } else {
+            assert_eq!(won, 0, "a bootstrap wins once: {codes:?}");
+        }
+    }
+}
+
+/// The node that decides expiry now, by its log.
+fn expiry_leader(nodes: &[ServerProcess]) -> Option<usize> {
+    nodes.iter().position(|n| {
+        let log = n.log_text();
+        match (
+            log.rfind("this node decides expiry now"),
+            log.rfind("this node no longer decides expiry"),
+        ) {
+            (Some(won), Some(lost)) => won > lost,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    })
+}
+
+async fn health_on_every_node(nodes: &[ServerProcess], svc: &str, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(
+            instance_health(n, svc)
+                .await
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| "absent".into()),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_to_other_nodes_keep_an_instance_alive_and_the_leaders_death_hands_over_expiry()
+{
+    if skip_without_etcd() {
+        return;
+    }
+    let mut c = Nodes::start(3, "hb").await;
+    eventually(15, "a node is elected to decide expiry", || async {
+        expiry_leader(&c.nodes).is_some()
+    })
+    .await;
+    let leader = expiry_leader(&c.nodes).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // Registered through the leader, kept alive only through the others:
+    // the leader learns of the heartbeats from their summaries.
+    assert_eq!(
+        register(&c.nodes[leader], "hb", "hb-1", "10.3.0.1", "2s").await,
+        200
+    );
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut k = 0;
+    while Instant::now() < until {
+        let via = others[k % 2];
+        k += 1;
+        assert_eq!(heartbeat(&c.nodes[via], "hb", "hb-1").await, 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        if k % 5 == 0 {
+            let h = health_on_every_node(&c.nodes, "hb", "hb-1").await;
+            assert!(h.iter().all(|h| h == "passing"), "heartbeating, yet {h:?}");
+        }
+    }
+    // Silent now: the leader expires it, and every node sees it.
+    eventually(
+        15,
+        "the silent instance turns critical everywhere",
+        || async {
+            health_on_every_node(&c.nodes, "hb", "hb-1")
+                .await
+                .iter()
+                .all(|h| h == "critical" || h == "absent")
+        },
+    )
+    .await;
+
+    // The leader dies: another node takes expiry over within the lease time.
+    let dead = c.nodes.remove(leader);
+    dead.kill9().await;
+    c.dirs.remove(leader);
+    assert_eq!(
+        register(&c.nodes[0], "hb", "hb-2", "10.3.0.2", "2s").await,
+        200
+    );
+    assert_eq!(
+        register(&c.nodes[1], "hb", "hb-3", "10.3.0.3", "2s").await,
+        200
+    );
+    // hb-3 is kept alive through the survivors the whole time.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut expired = false;
+    let mut k = 0;
+    while Instant::now() < until {
+        assert_eq!(heartbeat(&c.nodes[k % 2], "hb", "hb-3").await, 200);
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let h2 = health_on_every_node(&c.nodes, "hb", "hb-2").await;
+        if h2.iter().all(|h| h == "critical" || h == "absent") {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "no node took expiry over from the dead leader");
+    assert!(expiry_leader(&c.nodes).is_some());
+    let h3 = health_on_every_node(&c.nodes, "hb", "hb-3").await;
+    assert!(
+        h3.iter().all(|h| h == "passing"),
+        "heartbeating, yet {h3:?}"
+    );
+    c.assert_same_listings().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_writes_fail_with_503_dns_goes_on_and_nothing_is_lost_after() {
+    if skip_without_etcd() {
+        return;
+    }
+    let mut c = Nodes::start(2, "quorum").await;
+    assert_eq!(
+        register(&c.nodes[0], "q", "q-1", "10.4.0.1", "1h").await,
+        200
+    );
+    eventually(10, "the registration reaches node B", || async {
+        a_records(&c.nodes[1], "q").await.contains("10.4.0.1")
+    })
+    .await;
+    // One member of three down: writes go on.
+    c.cluster.kill(0);
+    eventually(15, "a write succeeds with one member down", || async {
+        register(&c.nodes[1], "q", "q-2", "10.4.0.2", "1h").await == 200
+    })
+    .await;
+    for n in &c.nodes {
+        eventually(10, "every node has both", || async {
+            a_records(n, "q").await.contains("10.4.0.2")
+        })
+        .await;
+    }
+    // Two down: no quorum.
+    c.cluster.kill(1);
+    let r = http()
+        .put(format!("{}/v1/services/q/instances/q-3", c.nodes[0].base()))
+        .json(&json!({"address": "10.4.0.3", "port": 80, "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("unavailable"), "{text}");
+    // DNS and reads go on from memory, and the node says it is read-only.
+    for n in &c.nodes {
+        let got = a_records(n, "q").await;
+        assert!(
+            got.contains("10.4.0.1") && got.contains("10.4.0.2"),
+            "{got:?}"
+        );
+    }
+    eventually(15, "/v1/ready reports the registry read-only", || async {
+        let r = http()
+            .get(format!("{}/v1/ready", c.nodes[1].base()))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap().contains("read-only")
+    })
+    .await;
+    c.cluster.restart(0).await;
+    c.cluster.restart(1).await;
+    eventually(20, "writes succeed again", || async {
+        register(&c.nodes[0], "q", "q-4", "10.4.0.4", "1h").await == 200
+    })
+    .await;
+    for n in &c.nodes {
+        eventually(10, "every acknowledged registration is there", || async {
+            let got = a_records(n, "q").await;
+            ["10.4.0.1", "10.4.0.2", "10.4.0.4"]
+                .iter()
+                .all(|a| got.contains(*a))
+        })
+        .await;
+    }
+    eventually(10, "/v1/ready no longer says read-only", || async {
+        let r = http()
+            .get(format!("{}/v1/ready", c.nodes[0].base()))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200 && !r.text().await.unwrap().contains("read-only")
+    })
+    .await;
+    c.assert_same_listings().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_registrations_survive_killed_nodes_and_members() {
+    if skip_without_etcd() {
+        return;
+    }
+    use rand::Rng;
+    let mut c = Nodes::start(3, "crash").await;
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    for round in 0..3 {
+        let bases: Vec<String> = c.nodes.iter().map(|n| n.base()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for (w, base) in bases.into_iter().enumerate() {
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let client = http();
+                let mut acked = Vec::new();
+                let mut sent = Vec::new();
+                // Bounded: at most 150 registrations per writer and round.
+                for k in 0..150 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("r{round}-w{w}-{k}");
+                    sent.push(id.clone());
+                    let addr = format!("10.{}.{}.{}", 50 + round, w, k + 1);
+                    let r = client
+                        .put(format!("{base}/v1/services/crash/instances/{id}"))
+                        .json(&json!({"address": addr, "port": 80, "ttl": "1h"}))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status() == 200) {
+                        acked.push(id);
+                    }
+                }
+                (sent, acked)
+            }));
+        }
+        let (victim, member, wait) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_range(0..3usize),
+                rng.random_range(0..3usize),
+                rng.random_range(50..400u64),
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let node = c.nodes.remove(victim);
+        node.kill9().await;
+        c.cluster.kill(member);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            let (s, a) = w.await.unwrap();
+            sent.extend(s);
+            acked.extend(a);
+        }
+        c.cluster.restart(member).await;
+        // The node restarts on its data directory (its local snapshot).
+        let dir = c.dirs[victim].path().to_path_buf();
+        let node = c.cluster.node(&c.prefix, &dir, &[]).await;
+        c.nodes.insert(victim, node);
+    }
+    assert!(!acked.is_empty(), "some registrations were acknowledged");
+    for n in &c.nodes {
+        let mut have = BTreeMap::new();
+        for _ in 0..100 {
+            have = n.instances("crash").await;
+            if acked.iter().all(|id| have.contains_key(id)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let missing: Vec<_> = acked.iter().filter(|id| !have.contains_key(*id)).collect();
+        assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
+        let unknown: Vec<_> = have.keys().filter(|id| !sent.contains(*id)).collect();
+        assert!(unknown.is_empty(), "never sent, yet present: {unknown:?}");
+        // And in DNS, by instance name (a sample: every tenth).
+        for id in acked.iter().step_by(10) {
+            let a = n.resolve_a(&format!("{id}.crash.dc1.maxine.")).await;
+            assert_eq!(a.len(), 1, "{id} has no address in DNS");
+        }
+    }
+    c.assert_same_listings().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_answers_from_its_local_state_and_catches_up() {
+    if skip_without_etcd() {
+        return;
+    }
+    let mut c = Nodes::start(2, "restart").await;
+    assert_eq!(
+        register(&c.nodes[0], "rs", "rs-1", "10.5.0.1", "1h").await,
+        200
+    );
+    eventually(10, "node B has it", || async {
+        a_records(&c.nodes[1], "rs").await.contains("10.5.0.1")
+    })
+    .await;
+    // A clean stop writes B's local snapshot; changes made meanwhile come
+    // from the watch when it is back.
+    let b = c.nodes.remove(1);
+    b.stop().await;
+    assert_eq!(
+        register(&c.nodes[0], "rs", "rs-2", "10.5.0.2", "1h").await,
+        200
+    );
+    assert_eq!(deregister(&c.nodes[0], "rs", "rs-1").await, 200);
+    let dir = c.dirs[1].path().to_path_buf();
+    assert!(
+        dir.join("etcd/registry.snapshot").exists(),
+        "B kept a local snapshot"
+    );
+    let b = c.cluster.node(&c.prefix, &dir, &[]).await;
+    c.nodes.push(b);
+    eventually(10, "B caught up", || async {
+        a_records(&c.nodes[1], "rs").await == BTreeSet::from(["10.5.0.2".to_string()])
+    })
+    .await;
+    c.restart_node(0).await;
+    c.assert_same_listings().await;
+}
