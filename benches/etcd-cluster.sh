@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# The high-availability deployment on one machine (docs/cluster.md): three
+# etcd members and three Maxine nodes on loopback, measured against one
+# Maxine on the file store in the same run.
+#
+#   benches/etcd-cluster.sh [SECONDS=10] [CONNECTIONS=50] [STARTUP_INSTANCES=20000]
+#
+# Prints, in order:
+#   1. durable registrations/s with CONNECTIONS connections spread over the
+#      three nodes (three wrk processes), with wrk's p50/p99; then the same
+#      against a single node on the file store;
+#   2. convergence lag between nodes at LAG_RATE changes/s (default 5000;
+#      a registration through node A until node B's API has it), p50/p99;
+#   3. heartbeats/s through one node (10,000 instances, CONNECTIONS
+#      connections);
+#   4. start-up: STARTUP_INSTANCES instances in etcd (1000000 for the
+#      figure in docs/performance.md; the load takes minutes), then a node
+#      without local state starts: seconds until it answers DNS for them,
+#      and until /v1/ready.
+# Needs etcd, etcdctl (apt-get install etcd-server etcd-client), wrk and
+# python3. MAXINE_BIN=PATH runs that binary instead of building. Small
+# sizes (QUICK=1: 3 s runs, 2,000 start-up instances) check that it works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-50}
+startup=${3:-20000}
+lag_rate=${LAG_RATE:-5000}
+if [ "${QUICK:-0}" = 1 ]; then secs=3; startup=2000; fi
+for tool in etcd etcdctl wrk python3 curl; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (etcd-server, etcd-client, wrk, python3, curl)" >&2; exit 1; }
+done
+if [ -z "${MAXINE_BIN:-}" ]; then cargo build --release --quiet; MAXINE_BIN=target/release/maxine; fi
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+base=$((20000 + RANDOM % 20000))
+
+# Three etcd members: client ports base..base+2, peers base+10..base+12.
+initial=""
+for i in 0 1 2; do initial+="${initial:+,}m$i=http://127.0.0.1:$((base + 10 + i))"; done
+endpoints=""
+for i in 0 1 2; do
+  endpoints+="${endpoints:+,}127.0.0.1:$((base + i))"
+  etcd --name "m$i" --data-dir "$work/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:$((base + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((base + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
+    --initial-cluster "$initial" --initial-cluster-state new \
+    --max-txn-ops 1024 --quota-backend-bytes 8589934592 \
+    --logger zap --log-level warn >"$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 100); do
+  ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+# node NAME STORE HTTP_PORT DNS_PORT: starts a Maxine and waits for /v1/ready.
+node() {
+  env -u MAXINE_BIN "$MAXINE_BIN" serve --data-dir "$work/$1" --store "$2" \
+    --http-addr "127.0.0.1:$3" --dns-addr "127.0.0.1:$4" --log-level warn \
+    >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$3/v1/ready" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "node $1 did not become ready:" >&2; tail -5 "$work/$1.log" >&2; exit 1
+}
+store="etcd://$endpoints/bench"
+for i in 0 1 2; do node "n$i" "$store" $((base + 20 + i)) $((base + 30 + i)); done
+node single file $((base + 40)) $((base + 41))
+
+cat >"$work/register.lua" <<'LUA'
+local n = 0
+local prefix = "w" .. os.time() .. "-" .. math.random(1000000) .. "-"
+wrk.method = "PUT"
+function request()
+  n = n + 1
+  local path = "/v1/services/svc" .. (n % 1000) .. "/instances/" .. prefix .. n
+  local body = string.format('{"address":"10.%d.%d.%d","port":8080,"ttl":"1h"}',
+    math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, path, {["Content-Type"] = "application/json"}, body)
+end
+LUA
+
+# wrk_spread SECONDS PORT...: CONNECTIONS split over the ports, summed.
+wrk_spread() {
+  local s=$1; shift
+  local n=$#; local k=0
+  for port in "$@"; do
+    local c=$(( conns / n + (k < conns % n ? 1 : 0) ))
+    wrk -t1 -c"$c" -d"${s}s" --latency -s "$work/register.lua" "http://127.0.0.1:$port" >"$work/wrk$k.out" &
+    k=$((k + 1))
+  done
+  wait_wrk=$(jobs -p | grep -v -F -x -f <(printf '%s\n' "${pids[@]}") || true)
+  for j in $wait_wrk; do wait "$j"; done
+  python3 - "$work" "$k" <<'PY'
+import re, sys
+work, k = sys.argv[1], int(sys.argv[2])
+rate, p50, p99 = 0.0, [], []
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+for i in range(k):
+    t = open(f"{work}/wrk{i}.out").read()
+    rate += float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    for q, dst in (("50", p50), ("99", p99)):
+        m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", t)
+        dst.append(ms(*m.groups()))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    if bad:
+        print(f"  node {i}: {bad.group(1)} non-2xx answers")
+print(f"  {rate:,.0f} registrations/s; p50 {max(p50):.2f} ms, p99 {max(p99):.2f} ms (worst node)")
+PY
+}
+
+echo "== durable registrations, $conns connections over three nodes on a three-member etcd cluster, ${secs}s"
+wrk_spread "$secs" $((base + 20)) $((base + 21)) $((base + 22))
+echo "== the same, one node on the file store"
+wrk_spread "$secs" $((base + 40))
+
+echo "== convergence lag, registrations through node A at $lag_rate/s, seen in node B's API"
+python3 - $((base + 20)) $((base + 21)) "$lag_rate" "$secs" <<'PY'
+import http.client, json, sys, threading, time
+a, b, rate, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sent = {}
+lags = []
+lock = threading.Lock()
+stop = time.time() + secs
+def writer(k, n):
+    c = http.client.HTTPConnection("127.0.0.1", a, timeout=10)
+    i = 0
+    gap = n / rate
+    nxt = time.time()
+    while time.time() < stop:
+        i += 1
+        id_ = f"lag-{k}-{i}"
+        body = json.dumps({"address": "10.7.0.1", "port": 80, "ttl": "1h"})
+        t0 = time.time()
+        c.request("PUT", f"/v1/services/lag/instances/{id_}", body, {"Content-Type": "application/json"})
+        c.getresponse().read()
+        with lock:
+            sent[id_] = t0
+        nxt += gap
+        time.sleep(max(0, nxt - time.time()))
+writers = [threading.Thread(target=writer, args=(k, 16)) for k in range(16)]
+for w in writers: w.start()
+# Node B's event stream would be exact; polling its listing every 2 ms is close enough.
+c = http.client.HTTPConnection("127.0.0.1", b, timeout=10)
+seen = set()
+while time.time() < stop + 2:
+    c.request("GET", "/v1/services/lag")
+    r = c.getresponse(); data = r.read()
+    now = time.time()
+    if r.status == 200:
+        for inst in json.loads(data).get("instances", []):
+            i = inst["id"]
+            if i not in seen:
+                seen.add(i)
+                with lock:
+                    t0 = sent.get(i)
+                if t0:
+                    lags.append((now - t0) * 1000)
+    time.sleep(0.002)
+for w in writers: w.join()
+lags.sort()
+q = lambda p: lags[min(len(lags) - 1, int(len(lags) * p))] if lags else float("nan")
+print(f"  {len(sent):,} registrations ({len(sent) / secs:,.0f}/s); lag p50 {q(.5):.1f} ms, p99 {q(.99):.1f} ms "
+      f"(from the request's start; includes the proposer's own commit)")
+PY
+
+cat >"$work/heartbeat.lua" <<'LUA'
+local n = -1
+wrk.method = "PUT"
+function request()
+  n = (n + 1) % 10000
+  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
+end
+LUA
+echo "== heartbeats through node A, $conns connections, ${secs}s (10,000 instances)"
+python3 -c '
+import json
+for n in range(10000):
+    print(json.dumps({"service": f"hb{n % 1000}", "id": f"hb-{n}", "address": "10.9.0.1", "port": 8080}))
+' >"$work/hb.jsonl"
+python3 benches/register.py --threads 16 http://127.0.0.1:$((base + 20)) "$work/hb.jsonl"
+wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/heartbeat.lua" "http://127.0.0.1:$((base + 20))" \
+  | grep -E "Requests/sec|50%|99%|Non-2xx" | sed 's/^/  /'
+
+echo "== start-up with $startup instances in etcd"
+python3 benches/dns-data.py --services $(( startup / 10 > 0 ? startup / 10 : 1 )) --instances 10 \
+  --queries 10 --nx-queries 10 --no-zone "$work/data" >/dev/null
+python3 benches/register.py --threads 16 http://127.0.0.1:$((base + 20)) "$work/data/registrations.jsonl"
+t0=$(date +%s.%N)
+env -u MAXINE_BIN "$MAXINE_BIN" serve --data-dir "$work/fresh" --store "$store" \
+  --http-addr "127.0.0.1:$((base + 50))" --dns-addr "127.0.0.1:$((base + 51))" --log-level warn \
+  >"$work/fresh.log" 2>&1 &
+pids+=($!)
+last=$(tail -1 "$work/data/registrations.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["service"])')
+for _ in $(seq 6000); do
+  if dig +short +tries=1 +time=1 @127.0.0.1 -p $((base + 51)) "$last.maxine" A 2>/dev/null | grep -q .; then break; fi
+  sleep 0.01
+done
+t1=$(date +%s.%N)
+for _ in $(seq 6000); do curl -fs "http://127.0.0.1:$((base + 50))/v1/ready" >/dev/null && break; sleep 0.01; done
+t2=$(date +%s.%N)
+awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "  answering DNS after %.2f s, ready after %.2f s (no local state)\n", b - a, c - a }'
+echo "== node RSS: $(awk '/VmRSS/ {print int($2 / 1024) " MiB"}' "/proc/${pids[-1]}/status")"
