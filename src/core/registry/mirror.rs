@@ -181,6 +181,21 @@ impl Registry {
         let _ = self.inner.heard.set(sink);
     }
 
+    /// Applies changes that a shared log does not carry, at the current
+    /// index and without moving it: the resolution of a host name
+    /// ([`Change::Resolve`](super::super::change::Change::Resolve)), which
+    /// every node makes for itself and which keeps the value's index.
+    pub fn apply_local(
+        &self,
+        changes: Vec<super::super::change::Change>,
+        ctx: &super::super::change::Context,
+        now: Instant,
+    ) -> Result<super::Applied, RegistryError> {
+        let mut w = self.lock();
+        let at = vec![self.index(); changes.len()];
+        self.apply_locked(&mut w, changes, super::Indexes::Given(&at), ctx, now)
+    }
+
     /// What an access-control change would make against the current table
     /// (the objects to put, or `None` to remove, by key), without making
     /// it: what a proposer to a shared log writes.

@@ -836,3 +836,91 @@ fn a_restored_value_that_replaces_an_instance_moves_its_holding() {
     );
     assert_eq!(r.holdings(None), 1);
 }
+
+/// A shared log's values, mirrored at its revisions: several keys may share
+/// one, what happened is read from the values, and the order is checked.
+#[test]
+fn mirrored_values_apply_at_the_stores_revision_and_name_what_happened() {
+    let now = Instant::now();
+    let r = reg(now);
+    let rec = Arc::new(Recorder(Mutex::new(Vec::new())));
+    r.subscribe(rec.clone());
+    let value = |name: &str, health: Health| Mirrored::Instance {
+        key: key("pay"),
+        id: id(name),
+        value: Some(Restored {
+            key: key("pay"),
+            id: id(name),
+            spec: spec("10.0.0.1", "1", 10),
+            health,
+            index: 0,
+        }),
+    };
+    let gone = |name: &str| Mirrored::Instance {
+        key: key("pay"),
+        id: id(name),
+        value: None,
+    };
+    // Two registrations in one revision: both take its index.
+    r.apply_mirrored(
+        7,
+        vec![value("a", Health::Passing), value("b", Health::Passing)],
+        now,
+    )
+    .unwrap();
+    assert_eq!(r.index(), 7);
+    let snap = r.service(&key("pay")).unwrap();
+    assert!(snap.instances.values().all(|i| i.index == 7));
+    r.apply_mirrored(9, vec![value("a", Health::Critical)], now)
+        .unwrap();
+    r.apply_mirrored(10, vec![value("a", Health::Passing)], now)
+        .unwrap();
+    r.apply_mirrored(11, vec![value("b", Health::Critical)], now)
+        .unwrap();
+    r.apply_mirrored(12, vec![gone("b"), gone("a"), gone("nope")], now)
+        .unwrap();
+    assert!(r.service(&key("pay")).is_none());
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        vec![
+            (7, EventKind::Registered),
+            (7, EventKind::Registered),
+            (9, EventKind::Critical),
+            (10, EventKind::Passing),
+            (11, EventKind::Critical),
+            (12, EventKind::Reaped),
+            (12, EventKind::Deregistered),
+        ]
+    );
+    // A revision at or below the last applied is refused, changing nothing.
+    assert!(matches!(
+        r.apply_mirrored(12, vec![value("c", Health::Passing)], now),
+        Err(RegistryError::IndexOrder {
+            index: 12,
+            last: 12
+        })
+    ));
+    assert!(r.service(&key("pay")).is_none());
+}
+
+/// Heartbeats another node heard move deadlines without reaching this
+/// node's own heartbeat sink (summaries never echo).
+#[test]
+fn touched_instances_live_on_and_only_local_heartbeats_reach_the_sink() {
+    let now = Instant::now();
+    let r = reg(now);
+    let heard = Arc::new(Mutex::new(0usize));
+    let h = heard.clone();
+    r.set_heartbeat_sink(Arc::new(move |_| *h.lock().unwrap() += 1));
+    r.register(key("pay"), id("a"), spec("10.0.0.1", "1", 10), now)
+        .unwrap();
+    assert!(r.touch(&key("pay"), &id("a"), now + Duration::from_secs(8)));
+    assert!(!r.touch(&key("pay"), &id("nope"), now));
+    assert!(
+        r.due(now + Duration::from_secs(12)).is_empty(),
+        "touched: alive"
+    );
+    assert_eq!(*heard.lock().unwrap(), 0);
+    beat(&r, "a", now + Duration::from_secs(15));
+    assert_eq!(*heard.lock().unwrap(), 1);
+}

@@ -299,7 +299,9 @@ async fn watch_summaries(log: EtcdLog, client: Client, stop: CancellationToken) 
     let keys = log.inner.keys.clone();
     let own = log.inner.settings.node.clone();
     loop {
-        let mut wc = client.watch_client();
+        let mut wc = client
+            .watch_client()
+            .max_decoding_message_size(super::MAX_MESSAGE);
         let opts = WatchOptions::new().with_range(range_end(&keys.heartbeats()));
         if let Ok(mut stream) = wc.watch(keys.heartbeats(), Some(opts)).await {
             loop {

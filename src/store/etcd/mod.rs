@@ -49,6 +49,10 @@ use super::codec;
 use super::log::{Log, LogError, NotSaved, Proposal};
 pub use keys::Keys;
 
+/// Largest message read from etcd: a watch catching up sends up to a
+/// thousand revisions at once, each up to a full batch.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// How to reach the etcd cluster, and this node's part in it.
 #[derive(Clone, Debug)]
 pub struct EtcdSettings {
@@ -414,8 +418,17 @@ impl EtcdLog {
                         p.delete(k);
                     }
                     // Resolved addresses are not user data and every node
-                    // resolves host names itself: nothing to share.
-                    Change::Resolve { .. } => p.result = Some(Outcome::Skipped),
+                    // resolves host names itself: applied here only.
+                    change @ Change::Resolve { .. } => {
+                        p.result = Some(match reg.apply_local(vec![change], ctx, now) {
+                            Ok(a) => a
+                                .outcomes
+                                .into_iter()
+                                .next()
+                                .map_or(Outcome::Skipped, |(_, o)| o),
+                            Err(e) => Outcome::Refused(e),
+                        });
+                    }
                     Change::Acl(acl) => {
                         let made = match reg.plan_acl(&acl) {
                             Ok(made) => made,

@@ -199,7 +199,9 @@ async fn watch(
     stop: &CancellationToken,
 ) -> Result<Resume, (u64, etcd_client::Error)> {
     let keys = &log.inner.keys;
-    let mut wc = client.watch_client();
+    let mut wc = client
+        .watch_client()
+        .max_decoding_message_size(super::MAX_MESSAGE);
     let opts = WatchOptions::new()
         .with_range(range_end(&keys.data()))
         .with_start_revision(from as i64 + 1)
@@ -296,7 +298,9 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
     let keys = &log.inner.keys;
     let start = keys.data();
     let end = range_end(&start);
-    let mut kv = client.kv_client();
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(super::MAX_MESSAGE);
     let mut decoder = Decoder::default();
     let mut items: Vec<Restored> = Vec::new();
     let mut acl: Vec<AclObject> = Vec::new();
