@@ -557,3 +557,67 @@ async fn a_restarted_node_answers_from_its_local_state_and_catches_up() {
     c.restart_node(0).await;
     c.assert_same_listings().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_etcd_compacted_past_it_reloads_and_converges() {
+    if skip_without_etcd() {
+        return;
+    }
+    let mut c = Nodes::start(2, "compact").await;
+    for k in 0..5 {
+        let addr = format!("10.6.0.{}", k + 1);
+        assert_eq!(
+            register(&c.nodes[0], "cp", &format!("cp-{k}"), &addr, "1h").await,
+            200
+        );
+    }
+    eventually(10, "node B has them", || async {
+        a_records(&c.nodes[1], "cp").await.len() == 5
+    })
+    .await;
+    let b = c.nodes.remove(1);
+    b.stop().await;
+    // Changes while B is away, then etcd forgets the history B would need.
+    assert_eq!(deregister(&c.nodes[0], "cp", "cp-0").await, 200);
+    assert_eq!(deregister(&c.nodes[0], "cp", "cp-1").await, 200);
+    assert_eq!(
+        register(&c.nodes[0], "cp", "cp-9", "10.6.0.99", "1h").await,
+        200
+    );
+    let endpoints: Vec<String> = c
+        .cluster
+        .endpoints()
+        .split(',')
+        .map(|e| format!("http://{e}"))
+        .collect();
+    let mut etcd = etcd_client::Client::connect(endpoints, None).await.unwrap();
+    let rev = etcd
+        .get("/compact/r/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let dir = c.dirs[1].path().to_path_buf();
+    let b = c.cluster.node(&c.prefix, &dir, &[]).await;
+    c.nodes.push(b);
+    let want: BTreeSet<String> = ["10.6.0.3", "10.6.0.4", "10.6.0.5", "10.6.0.99"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    eventually(15, "B reloaded what changed while it was away", || async {
+        a_records(&c.nodes[1], "cp").await == want
+    })
+    .await;
+    assert!(
+        c.nodes[1].log_text().contains("compacted past"),
+        "B reloaded because of the compaction"
+    );
+    c.assert_same_listings().await;
+}

@@ -459,7 +459,27 @@ impl App {
             feed.subscribe_from(0),
         );
         tasks.spawn(resolver.run(shutdown.clone()));
-        acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
+        match &etcd {
+            // The configured token may be in etcd already (another node
+            // made it): decided on the loaded registry, and once more
+            // should a node racing this one have won the bootstrap.
+            Some(e) => {
+                let limit = e.timeout() * 6;
+                if !e.wait_caught_up(limit).await {
+                    tracing::warn!(
+                        "not caught up with etcd yet; checking the configured token anyway"
+                    );
+                }
+                if acl::bootstrap_from_config(&config, &registry, log.as_ref())
+                    .await
+                    .is_err()
+                {
+                    e.wait_caught_up(limit).await;
+                    acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
+                }
+            }
+            None => acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?,
+        }
         acl::spawn_tasks(&auth, &tasks, stop.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),

@@ -210,6 +210,11 @@ impl EtcdLog {
         self.inner.settings.describe()
     }
 
+    /// `store_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.inner.settings.timeout
+    }
+
     async fn connect_loop(self, stop: CancellationToken) {
         let s = &self.inner.settings;
         loop {
@@ -242,9 +247,22 @@ impl EtcdLog {
         got.clone()
     }
 
+    /// Waits (at most `limit`) until the node has loaded or replayed the
+    /// registry; says whether it has.
+    pub async fn wait_caught_up(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.state.subscribe();
+        let done = rx.wait_for(|s| *s != ClusterState::CatchingUp);
+        matches!(tokio::time::timeout(limit, done).await, Ok(Ok(_)))
+    }
+
     fn set_state(&self, state: ClusterState) {
+        let empty = self.inner.registry.index() == 0;
         self.inner.state.send_if_modified(|s| {
-            if *s == state {
+            // A node with nothing loaded yet stays "catching up" while etcd
+            // is away: it has nothing to serve reads from.
+            if *s == state
+                || (empty && *s == ClusterState::CatchingUp && state != ClusterState::Serving)
+            {
                 return false;
             }
             match &state {
