@@ -185,7 +185,17 @@ async fn with_lease(
                 match tokio::time::timeout(SUMMARY_EVERY, renew).await {
                     Ok(Ok(Some(a))) if a.ttl() > 0 => renewed = Instant::now(),
                     Ok(Ok(_)) => return Err(etcd_client::Error::InvalidArgs("the lease expired".into())),
-                    _ => {}
+                    Ok(Err(_)) => {
+                        // The stream broke (its member went away): a new one
+                        // on the same lease, through another member.
+                        if let Ok(Ok((k, a))) =
+                            tokio::time::timeout(SUMMARY_EVERY, c.lease_keep_alive(lease)).await
+                        {
+                            keeper = k;
+                            answers = a;
+                        }
+                    }
+                    Err(_) => {}
                 }
                 if renewed.elapsed() > Duration::from_secs(LEASE_TTL as u64) * 2 / 3 {
                     log.set_fence(None);
@@ -226,12 +236,26 @@ async fn with_lease(
                     let key = keys.leader();
                     let txn = Txn::new()
                         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(key.clone(), node.clone(), Some(PutOptions::new().with_lease(lease)))]);
+                        .and_then([TxnOp::put(key.clone(), node.clone(), Some(PutOptions::new().with_lease(lease)))])
+                        .or_else([TxnOp::get(key.clone(), None)]);
                     match tokio::time::timeout(timeout, kv.txn(txn)).await {
                         Ok(Ok(r)) => {
                             log.note_reachable();
-                            if r.succeeded() {
-                                let rev = r.header().map_or(0, |h| h.revision());
+                            // Won now, or still held under this node's lease
+                            // (it stepped back while renewals were slow).
+                            let won = if r.succeeded() {
+                                Some(r.header().map_or(0, |h| h.revision()))
+                            } else {
+                                r.op_responses().into_iter().find_map(|o| match o {
+                                    etcd_client::TxnOpResponse::Get(g) => g
+                                        .kvs()
+                                        .first()
+                                        .filter(|kv| kv.lease() == lease && kv.value() == node.as_bytes())
+                                        .map(|kv| kv.create_revision()),
+                                    _ => None,
+                                })
+                            };
+                            if let Some(rev) = won {
                                 tracing::info!(node = %node, revision = rev, "this node decides expiry now");
                                 log.set_fence(Some((key, rev)));
                                 leader_since = Some(Instant::now());

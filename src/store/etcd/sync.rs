@@ -32,7 +32,7 @@ const PAGE: i64 = 5_000;
 /// The local snapshot's name in the state directory.
 const FILE: &str = "registry.snapshot";
 /// How often the local snapshot is written when something changed.
-const PERSIST_EVERY: Duration = Duration::from_secs(5);
+const PERSIST_EVERY: Duration = Duration::from_secs(15);
 
 /// Restores the local snapshot into `registry`; returns its revision (0:
 /// none, or unreadable, then the node loads from etcd).
