@@ -35,6 +35,8 @@ pub struct Sub {
     pub keys: Vec<Vec<u8>>,
     /// Read back when a compare fails.
     pub reads: Vec<String>,
+    /// Bytes of the keys and values written.
+    pub bytes: usize,
 }
 
 /// What became of a proposal's transaction.
@@ -71,7 +73,7 @@ impl Batcher {
 
     /// Queues `sub` and waits for its batch, at most about the store timeout.
     pub async fn submit(&self, log: &EtcdLog, sub: Sub) -> Result<Done, LogError> {
-        let size = sub.keys.iter().map(Vec::len).sum::<usize>() + 512;
+        let size = sub.bytes + 256;
         let (reply, rx) = oneshot::channel();
         let timeout = log.inner.settings.timeout;
         let wait = async {

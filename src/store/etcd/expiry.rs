@@ -38,6 +38,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 pub const SLACK: Duration = Duration::from_secs(2);
 /// Bytes of one summary key.
 const PART_BYTES: usize = 256 * 1024;
+/// Summary parts written in one transaction.
+const PARTS_PER_TXN: usize = 4;
 /// At most this many heartbeats are kept between two summaries.
 const MAX_HEARD: usize = 4_000_000;
 
@@ -224,12 +226,22 @@ async fn with_lease(
                 // And a try for leadership while there is none.
                 let campaign = leader_since.is_none();
                 let mut kv = c.kv_client();
-                if count > 0 {
-                    let r = tokio::time::timeout(timeout, kv.txn(Txn::new().and_then(ops))).await;
+                // A few parts per transaction, within etcd's request limit
+                // (1.5 MiB by default); the stale-part removal goes last.
+                while !ops.is_empty() {
+                    let rest = ops.split_off(ops.len().min(PARTS_PER_TXN));
+                    let chunk = std::mem::replace(&mut ops, rest);
+                    let r = tokio::time::timeout(timeout, kv.txn(Txn::new().and_then(chunk))).await;
                     match r {
                         Ok(Ok(_)) => log.note_reachable(),
-                        Ok(Err(e)) => log.set_state(ClusterState::ReadOnly(e.to_string())),
-                        Err(_) => log.set_state(ClusterState::ReadOnly("no answer within store_timeout".into())),
+                        Ok(Err(e)) => {
+                            log.set_state(ClusterState::ReadOnly(e.to_string()));
+                            break;
+                        }
+                        Err(_) => {
+                            log.set_state(ClusterState::ReadOnly("no answer within store_timeout".into()));
+                            break;
+                        }
                     }
                 }
                 if campaign {

@@ -568,6 +568,8 @@ struct Planned {
     keys: Vec<Vec<u8>>,
     /// Mirrored keys the compares look at.
     compared: Vec<String>,
+    /// Bytes of keys and values written.
+    bytes: usize,
     /// Decided without etcd (refused, or nothing to do).
     result: Option<Outcome>,
     /// What a failed compare means (`None`: skipped).
@@ -586,6 +588,7 @@ impl Planned {
             ops: Vec::new(),
             keys: Vec::new(),
             compared: Vec::new(),
+            bytes: 0,
             result: None,
             otherwise: None,
             bootstrap: false,
@@ -603,6 +606,7 @@ impl Planned {
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
         self.keys.push(key.clone().into_bytes());
         self.ops.push(TxnOp::put(key, value, None));
     }
@@ -621,6 +625,7 @@ impl Planned {
             ops: self.ops.clone(),
             keys: self.keys.clone(),
             reads: self.compared.clone(),
+            bytes: self.bytes,
         }
     }
 }
