@@ -8,7 +8,8 @@
 //!   reads: plans, ?index=N&wait=                          ^
 //!        |                 ^                             | encoded from core::plan,
 //!        v                 | applied & durable           | rebuilt on every change
-//!   store::Log (LocalLog: the registry's sequence + the journal's group commit)
+//!   store::Log (LocalLog: the registry's sequence + the journal's group commit;
+//!               EtcdLog: etcd transactions, applied from the watch on every node)
 //!        |  index order                                  |
 //!        v                                               |
 //!   +---------------------------------------------------------------------+

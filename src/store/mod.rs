@@ -13,7 +13,9 @@
 //!   on failure: Registry::revert, waiters get 503, store reopened
 //! ```
 //!
-//! Owns: the [`Log`] trait and the single-node [`LocalLog`], the [`Store`]
+//! Owns: the [`Log`] trait, the single-node [`LocalLog`] and the etcd log
+//! ([`EtcdLog`]: several nodes sharing one registry in an etcd cluster,
+//! durable first and applied from its watch; see [`etcd`]), the [`Store`]
 //! trait and its backends ([`FileStore`]: redb in the
 //! data directory, the default; [`RedisStore`]; [`MemoryStore`] for tests),
 //! the record encoding

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{
-    AclChange, AclError, AclKey, Applied, Change, Context, Health, Instance, Outcome, Registry,
-    RegistryError, ServiceSnapshot, Version,
+    AclChange, AclError, AclKey, AclObject, Applied, Change, Context, Health, Instance, Outcome,
+    Registry, RegistryError, ServiceSnapshot, Version,
 };
 use crate::events::{ChangeFeed, Subscription};
 
@@ -473,6 +473,23 @@ impl EtcdLog {
                                 p.otherwise = Some(Planned::refused(RegistryError::Acl(
                                     AclError::NotFound(key.to_string()),
                                 )));
+                            }
+                            // A token may only name policies that exist,
+                            // also if another node removes one meanwhile.
+                            AclChange::Put(AclObject::Token(t)) => {
+                                for name in &t.policies {
+                                    if crate::core::acl::is_builtin_policy(name) {
+                                        continue;
+                                    }
+                                    let k = keys.acl(&AclKey::Policy(name.clone()));
+                                    p.compare(
+                                        Compare::create_revision(k.clone(), CompareOp::Greater, 0),
+                                        &k,
+                                    );
+                                    p.otherwise = Some(Planned::refused(RegistryError::Acl(
+                                        AclError::UnknownPolicy(name.clone()),
+                                    )));
+                                }
                             }
                             AclChange::Put(_) => {}
                         }
