@@ -10,7 +10,8 @@
 #      three nodes (three wrk processes), with wrk's p50/p99; then the same
 #      against a single node on the file store;
 #   2. convergence lag between nodes at LAG_RATE changes/s (default 5000;
-#      a registration through node A until node B's API has it), p50/p99;
+#      a registration through node A until node B's API has it, sent by
+#      LAG_WRITERS (32) connections; check the rate reached), p50/p99;
 #   3. heartbeats/s through one node (10,000 instances, CONNECTIONS
 #      connections);
 #   4. start-up: STARTUP_INSTANCES instances in etcd (1000000 for the
@@ -127,9 +128,10 @@ echo "== the same, one node on the file store"
 wrk_spread "$secs" $((base + 40))
 
 echo "== convergence lag, registrations through node A at $lag_rate/s, seen in node B's API"
-python3 - $((base + 20)) $((base + 21)) "$lag_rate" "$secs" <<'PY'
+python3 - $((base + 20)) $((base + 21)) "$lag_rate" "$secs" "${LAG_WRITERS:-32}" <<'PY'
 import http.client, json, sys, threading, time
 a, b, rate, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+nwriters = int(sys.argv[5])
 sent = {}
 lags = []
 lock = threading.Lock()
@@ -150,7 +152,7 @@ def writer(k, n):
             sent[id_] = t0
         nxt += gap
         time.sleep(max(0, nxt - time.time()))
-writers = [threading.Thread(target=writer, args=(k, 16)) for k in range(16)]
+writers = [threading.Thread(target=writer, args=(k, nwriters)) for k in range(nwriters)]
 for w in writers: w.start()
 # Node B's event stream would be exact; polling its listing every 2 ms is close enough.
 c = http.client.HTTPConnection("127.0.0.1", b, timeout=10)
@@ -192,7 +194,7 @@ for n in range(10000):
 ' >"$work/hb.jsonl"
 python3 benches/register.py --threads 16 http://127.0.0.1:$((base + 20)) "$work/hb.jsonl"
 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/heartbeat.lua" "http://127.0.0.1:$((base + 20))" \
-  | grep -E "Requests/sec|50%|99%|Non-2xx" | sed 's/^/  /'
+  | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx" | sed 's/^/  /'
 
 echo "== start-up with $startup instances in etcd"
 python3 benches/dns-data.py --services $(( startup / 10 > 0 ? startup / 10 : 1 )) --instances 10 \
