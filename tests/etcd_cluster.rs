@@ -148,12 +148,15 @@ impl Nodes {
         }
     }
 
+    /// Stops node `i` cleanly and starts it again on its data directory.
     async fn restart_node(&mut self, i: usize) {
+        let old = self.nodes.remove(i);
+        old.stop().await;
         let node = self
             .cluster
             .node(&self.prefix, self.dirs[i].path(), &[])
             .await;
-        self.nodes[i] = node;
+        self.nodes.insert(i, node);
     }
 
     async fn assert_same_listings(&self) {
@@ -210,6 +213,41 @@ async fn a_registration_through_one_node_is_in_every_nodes_dns_and_so_is_its_rem
     // A removal of what is not there is refused on any node.
     assert_eq!(deregister(a, "pay", "pay-1").await, 404);
     c.assert_same_listings().await;
+    // Each change is in the audit log of the node that took it.
+    let audit = |n: &ServerProcess| {
+        let url = format!("{}/v1/audit?limit=1000", n.base());
+        async move {
+            let body: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            body["records"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}",
+                        r["action"].as_str().unwrap_or(""),
+                        r["resource"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let in_a = audit(a).await;
+    assert!(
+        in_a.contains(&"registered service:pay/instance:pay-1@dc1".to_string()),
+        "{in_a:?}"
+    );
+    let in_c = audit(cc).await;
+    assert!(
+        in_c.contains(&"deregistered service:pay/instance:pay-1@dc1".to_string()),
+        "{in_c:?}"
+    );
+    assert!(
+        !in_c
+            .iter()
+            .any(|r| r.starts_with("registered service:pay/instance:pay-1"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

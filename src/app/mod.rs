@@ -289,8 +289,8 @@ impl App {
         };
         // A store keeps changes, so it keeps who made them too: in the
         // data directory, also beside a Redis store.
-        let audit = match &store {
-            Some(_) => {
+        let audit = match (&store, &etcd) {
+            (Some(_), _) | (None, Some(_)) => {
                 let dir = config.data_dir.join("audit");
                 if matches!(config.store, StoreConfig::Redis(_)) {
                     tracing::info!(
@@ -303,8 +303,9 @@ impl App {
                         .context("cannot open the audit log")?,
                 )
             }
-            None => None,
+            (None, None) => None,
         };
+        let etcd = etcd.map(|e| e.with_audit(audit.clone()));
         let journal = match store {
             Some(store) => {
                 let (journal, loaded) = Journal::start(store, &registry, now, audit.clone())

@@ -25,6 +25,7 @@
 //!
 //! Must not import: dns, http, config (app hands over [`EtcdSettings`]).
 
+mod audit;
 mod batch;
 pub mod expiry;
 mod keys;
@@ -149,6 +150,9 @@ struct Shared {
     fence: Mutex<Option<(String, i64)>>,
     /// Instances this node heard heartbeats from since its last summary.
     heard: expiry::Heard,
+    /// The audit log to open at [`EtcdLog::spawn`], and its writer then.
+    audit_log: Mutex<Option<crate::audit::AuditLog>>,
+    auditor: std::sync::OnceLock<audit::Auditor>,
 }
 
 impl EtcdLog {
@@ -176,15 +180,36 @@ impl EtcdLog {
                 batcher,
                 fence: Mutex::new(None),
                 heard,
+                audit_log: Mutex::new(None),
+                auditor: std::sync::OnceLock::new(),
                 settings,
             }),
         })
+    }
+
+    /// Records the changes this node proposes in `log` (from [`EtcdLog::spawn`] on).
+    pub fn with_audit(self, log: Option<crate::audit::AuditLog>) -> Self {
+        *self
+            .inner
+            .audit_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = log;
+        self
     }
 
     /// Connects, loads or catches up, and follows the cluster until
     /// `stop`: the watch, the batcher, local snapshots, heartbeat summaries
     /// and the expiry election.
     pub fn spawn(&self, tasks: &TaskTracker, stop: CancellationToken) {
+        let audit = self
+            .inner
+            .audit_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(a) = audit {
+            let _ = self.inner.auditor.set(audit::Auditor::start(a));
+        }
         let log = self.clone();
         let s = stop.clone();
         tasks.spawn(async move { log.connect_loop(s).await });
@@ -508,7 +533,7 @@ impl EtcdLog {
     }
 
     /// Proposes planned changes, answering once this node applied them.
-    async fn run_planned(&self, planned: Vec<Planned>) -> Result<Applied, LogError> {
+    async fn run_planned(&self, planned: Vec<Planned>, ctx: &Context) -> Result<Applied, LogError> {
         let mut applied = Applied {
             last_index: self.inner.registry.index(),
             outcomes: Vec::with_capacity(planned.len()),
@@ -539,6 +564,11 @@ impl EtcdLog {
             };
             if let Outcome::Refused(e) = &outcome {
                 refusal.get_or_insert(e.clone());
+            }
+            if done.succeeded
+                && let Some(a) = self.inner.auditor.get()
+            {
+                a.record(&p.change, ctx, done.revision, &outcome).await;
             }
             let at = if done.succeeded { done.revision } else { 0 };
             applied.outcomes.push((at, outcome));
@@ -571,8 +601,9 @@ impl EtcdLog {
                 "this node is not the expiry leader",
             )));
         };
-        let planned = self.plan(changes, &Context::system(), Some(&fence));
-        self.run_planned(planned).await
+        let ctx = Context::system();
+        let planned = self.plan(changes, &ctx, Some(&fence));
+        self.run_planned(planned, &ctx).await
     }
 }
 
@@ -651,7 +682,7 @@ impl Log for EtcdLog {
     fn propose(&self, changes: Vec<Change>, ctx: Context) -> Proposal {
         let planned = self.plan(changes, &ctx, None);
         let log = self.clone();
-        Box::pin(async move { log.run_planned(planned).await })
+        Box::pin(async move { log.run_planned(planned, &ctx).await })
     }
 
     fn subscribe_from(&self, index: u64) -> Subscription {
