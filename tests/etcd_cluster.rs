@@ -426,7 +426,10 @@ async fn without_quorum_writes_fail_with_503_dns_goes_on_and_nothing_is_lost_aft
         .unwrap();
     assert_eq!(r.status(), 503);
     let text = r.text().await.unwrap();
-    assert!(text.contains("unavailable"), "{text}");
+    assert!(
+        text.contains("unavailable") && text.contains("may still be applied"),
+        "{text}"
+    );
     // DNS and reads go on from memory, and the node says it is read-only.
     for n in &c.nodes {
         let got = a_records(n, "q").await;

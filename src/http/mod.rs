@@ -348,6 +348,13 @@ fn store_unavailable(why: &crate::store::NotSaved, then: &str) -> ApiError {
     // The journal logs the failure itself (once per interval, with a
     // count): a line per refused request would flood the log in an outage.
     tracing::debug!(%why, "the store is unavailable; answering 503");
+    if why.is_unconfirmed() {
+        return ApiError::Unavailable(
+            "the store did not confirm the change in time (is etcd reachable, with a quorum?); \
+             it may still be applied: read it back, or send it again"
+                .into(),
+        );
+    }
     match why.lost() {
         Some(reason) => {
             ApiError::Unavailable(format!("the change was not saved and was undone: {reason}"))

@@ -54,6 +54,9 @@ pub struct NotSaved {
     /// it names no address and they must know. Other failures pass and
     /// clients get a generic reason.
     lost: Option<Arc<str>>,
+    /// A shared store (etcd) did not confirm the change: it was not undone
+    /// and may still take effect.
+    unconfirmed: bool,
 }
 
 impl NotSaved {
@@ -62,7 +65,22 @@ impl NotSaved {
         Self {
             detail: detail.into(),
             lost: None,
+            unconfirmed: false,
         }
+    }
+
+    /// A shared store did not confirm the change within its timeout (or
+    /// refused to take it): nothing was undone, it may still be applied.
+    pub fn unconfirmed(detail: impl Into<Arc<str>>) -> Self {
+        Self {
+            unconfirmed: true,
+            ..Self::new(detail)
+        }
+    }
+
+    /// See [`NotSaved::unconfirmed`].
+    pub fn is_unconfirmed(&self) -> bool {
+        self.unconfirmed
     }
 
     /// The store lost its data (it will not come back by itself), as
@@ -71,6 +89,7 @@ impl NotSaved {
         Self {
             detail: detail.into(),
             lost: Some(public.into()),
+            unconfirmed: false,
         }
     }
 

@@ -345,7 +345,7 @@ impl EtcdLog {
         let wait = rx.wait_for(|a| *a >= revision);
         match tokio::time::timeout(self.inner.settings.timeout, wait).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(LogError::Unavailable(NotSaved::new(format!(
+            _ => Err(LogError::Unavailable(NotSaved::unconfirmed(format!(
                 "etcd committed revision {revision}, but this node has not received it yet \
                  (its watch is behind or broken); the change is saved"
             )))),
@@ -715,5 +715,5 @@ impl Log for EtcdLog {
 
 /// The message of a store failure that clients see: it names no address.
 fn unavailable(detail: impl std::fmt::Display) -> LogError {
-    LogError::Unavailable(NotSaved::new(format!("etcd: {detail}")))
+    LogError::Unavailable(NotSaved::unconfirmed(format!("etcd: {detail}")))
 }
