@@ -120,7 +120,7 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
     assert_eq!(inst.port, 8080);
     assert_eq!(inst.weight, 2);
     assert_eq!(
-        inst.ttl,
+        inst.ttl(),
         Duration::from_millis(10_500),
         "ttl = timeOut + 0.5 s"
     );
@@ -198,7 +198,7 @@ async fn register_defaults_to_timeout_5_weight_1_and_the_port_of_the_scheme() {
     assert_eq!(r.body["address"], "http://10.0.0.7");
     let inst =
         s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()].clone();
-    assert_eq!((inst.port, inst.ttl), (80, Duration::from_millis(5_500)));
+    assert_eq!((inst.port, inst.ttl()), (80, Duration::from_millis(5_500)));
 
     let r = register(
         &s,
@@ -270,7 +270,12 @@ async fn re_register_is_a_heartbeat_that_makes_no_change() {
     // The deadline is updated in place: keep the number, not the instance.
     let before = node(&s);
     let deadline = before.deadline_ms();
-    let fields = (before.index, before.port, before.ttl, before.compat.clone());
+    let fields = (
+        before.index,
+        before.port,
+        before.ttl(),
+        before.compat.clone(),
+    );
     // Re-register until the registry's millisecond clock has moved, so that
     // a refreshed deadline can be told from the old one.
     assert_eventually!(
@@ -284,7 +289,7 @@ async fn re_register_is_a_heartbeat_that_makes_no_change() {
     );
     let after = node(&s);
     assert_eq!(
-        (after.index, after.port, after.ttl, after.compat.clone()),
+        (after.index, after.port, after.ttl(), after.compat.clone()),
         fields,
         "nothing but the deadline moved"
     );

@@ -1,0 +1,1 @@
+//! Unit tests of the health driver's schedule.
