@@ -680,6 +680,72 @@ mod tests {
     }
 
     #[test]
+    fn checks_take_variant_7_and_a_health_check_path_alone_keeps_variant_6() {
+        let mut d = Decoder::default();
+        // The healthCheckPath check follows from the path: variant 6 still.
+        let path_only = compat_instance("/health", None);
+        assert_eq!(path_only.checks.len(), 1);
+        let bytes = encode(&path_only);
+        assert_eq!(bytes[0], 6);
+        let back = d.decode(9, &bytes).unwrap();
+        assert!(back.spec.checks.is_empty());
+        assert_eq!(back.spec.all_checks().len(), 1);
+        // Defined checks of every kind: variant 7, with the path beside them.
+        let name = |n: &str| CheckName::new(n).unwrap();
+        let mut http = CheckSpec::new(
+            name("web"),
+            CheckKind::Http {
+                url: "https://127.0.0.1:8443/ready".into(),
+                method: "HEAD".into(),
+                headers: vec![("X-Probe".into(), "1".into())],
+            },
+        );
+        http.interval = Duration::from_secs(3);
+        http.timeout = Duration::from_millis(1500);
+        http.success_before_passing = 2;
+        http.failures_before_critical = 4;
+        http.deregister_critical_after = Some(Duration::from_secs(600));
+        let checks = vec![
+            http,
+            CheckSpec::new(
+                name("db"),
+                CheckKind::Tcp {
+                    target: "[::1]:5432".parse().unwrap(),
+                },
+            ),
+            CheckSpec::new(
+                name("rpc"),
+                CheckKind::Grpc {
+                    target: "127.0.0.1:50051".parse().unwrap(),
+                    service: "pay".into(),
+                },
+            ),
+            CheckSpec::new(
+                name("disk"),
+                CheckKind::Script {
+                    args: vec!["/usr/bin/check-disk".into(), "-w 90".into()],
+                },
+            ),
+        ];
+        let mut inst = compat_instance("/health", Some("acc-1"));
+        let mut spec = InstanceSpec::new(inst.address.clone(), inst.port);
+        spec.compat = inst.compat.clone();
+        spec.checks = checks.clone();
+        inst.checks = crate::core::Checks::build(spec.all_checks(), &Default::default());
+        let bytes = encode(&inst);
+        assert_eq!(bytes[0], 7);
+        let back = d.decode(9, &bytes).unwrap();
+        let mut want = checks;
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(back.spec.checks, want);
+        assert_eq!(back.spec.owner.as_ref().map(|o| o.as_str()), Some("acc-1"));
+        assert_eq!(
+            back.spec.compat.unwrap().health_check_path.as_str(),
+            "/health"
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut d = Decoder::default();
         for bad in [&b""[..], b"\x00", b"\x07garbage", &[0xff; 40]] {
