@@ -43,6 +43,9 @@ use crate::store::Log;
 
 use scheduler::{Schedule, Spread};
 
+/// How often the scheduler reports its window of [`Stats`] (debug level).
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+
 /// Lag beyond which the scheduler counts as behind (and says so in the log).
 pub const LAG_WARNING: Duration = Duration::from_secs(1);
 
@@ -173,6 +176,9 @@ impl Driver {
         > = FuturesUnordered::new();
         let max = self.settings.max_in_flight.max(1);
         let mut last_warning: Option<Instant> = None;
+        // A report of the last window, at debug level (the benchmark reads it).
+        let mut report = tokio::time::interval(REPORT_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Instant::now();
             while in_flight.len() < max {
@@ -229,12 +235,32 @@ impl Driver {
                     changes
                 }
                 _ = sleep_until(due), if due.is_some() => Vec::new(),
+                _ = report.tick() => {
+                    self.report();
+                    Vec::new()
+                }
             };
             self.stats
                 .checks
                 .store(self.schedule.len() as u64, Ordering::Relaxed);
             self.propose(changes).await;
         }
+    }
+
+    fn report(&self) {
+        if self.schedule.len() == 0 {
+            return;
+        }
+        let w = self.stats.take_window();
+        tracing::debug!(
+            checks = self.schedule.len(),
+            runs_per_s = w.runs as f64 / REPORT_EVERY.as_secs_f64(),
+            p50_us = w.p50.as_micros() as u64,
+            p99_us = w.p99.as_micros() as u64,
+            max_lag_ms = w.max_lag.as_millis() as u64,
+            in_flight = self.stats.in_flight.load(Ordering::Relaxed),
+            "health check scheduler report"
+        );
     }
 
     fn delivered(&mut self, delivery: Delivery) -> Vec<Change> {

@@ -447,7 +447,11 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         {
             continue;
         }
-        let passing: Vec<_> = snap.instances.values().filter(|i| i.is_passing()).collect();
+        let passing: Vec<_> = snap
+            .instances
+            .values()
+            .filter(|i| i.serves(snap.only_passing))
+            .collect();
         if passing.is_empty() {
             continue;
         }

@@ -1108,6 +1108,7 @@ fn check_paths() -> Value {
                     "401": shared("Unauthorized"),
                     "403": shared("Forbidden"),
                     "404": error_response("No such instance or check"),
+                    "409": error_response("The check is the instance's healthCheckPath check"),
                     "503": error_response("The store could not make the change durable; it was undone")
                 }
             }

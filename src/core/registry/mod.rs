@@ -706,6 +706,16 @@ impl Registry {
                 let Some(cur) = group.current(&id) else {
                     return Decision::Refuse(not_found(&key, &id));
                 };
+                let derived = cur
+                    .compat
+                    .as_ref()
+                    .is_some_and(|c| !c.health_check_path.is_empty());
+                if derived && name.as_str() == super::check::COMPAT_CHECK {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "check {:?} is the instance's healthCheckPath: register it again to change it",
+                        name.as_str()
+                    )));
+                }
                 let mut specs: Vec<_> = cur.checks.specs();
                 let had = specs.len();
                 specs.retain(|s| s.name != name);
@@ -714,16 +724,6 @@ impl Registry {
                         if spec.name != name {
                             return Decision::Refuse(RegistryError::Invalid(ModelError::Invalid(
                                 "the check's name is not the one of its path".into(),
-                            )));
-                        }
-                        let derived = cur
-                            .compat
-                            .as_ref()
-                            .is_some_and(|c| !c.health_check_path.is_empty());
-                        if derived && name.as_str() == super::check::COMPAT_CHECK {
-                            return Decision::Refuse(RegistryError::Conflict(format!(
-                                "check {:?} is the instance's healthCheckPath: register it again to change it",
-                                name.as_str()
                             )));
                         }
                         specs.push(*spec);
