@@ -119,6 +119,7 @@ async fn register_answers_the_stored_instance_with_its_dns_names_and_index() {
             "ttl": 60.0,
             "health": "passing",
             "index": index,
+            "checks": [{"name": "ttl", "kind": "ttl", "status": "passing", "ttl": 60.0}],
             "dns": {
                 "name": "payments.maxine",
                 "srv": "_payments._tcp.maxine",

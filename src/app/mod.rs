@@ -202,6 +202,7 @@ impl App {
         let mut auth = acl::build(&config)?;
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
+        registry.set_only_passing(config.dns.only_passing);
         registry.reserve_service_names(zone.reserved_labels());
         let dns = dns::DnsServer::new(
             zone,
@@ -373,6 +374,16 @@ impl App {
             feed.subscribe_from(0),
         );
         tasks.spawn(resolver.run(shutdown.clone()));
+        // Health checks: one scheduler for every check an instance defines.
+        let checks = crate::health::Driver::new(
+            crate::health::Settings {
+                max_in_flight: config.health.max_in_flight,
+                script_checks: config.health.enable_script_checks,
+            },
+            log.clone(),
+            feed.subscribe_from(0),
+        );
+        tasks.spawn(checks.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
@@ -387,6 +398,7 @@ impl App {
             auth,
             recent_logs,
             started: tokio::time::Instant::now(),
+            script_checks: config.health.enable_script_checks,
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

@@ -168,6 +168,16 @@ pub struct Config {
     pub acl: AclConfig,
     pub audit: AuditConfig,
     pub resolve: ResolveConfig,
+    pub health: HealthConfig,
+}
+
+/// Active health checks.
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    /// Script checks may be defined (`--enable-script-checks`).
+    pub enable_script_checks: bool,
+    /// 1 to 100000.
+    pub max_in_flight: usize,
 }
 
 /// Access control.
@@ -256,6 +266,8 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     pub max_queue_delay: Duration,
     pub rrl: RrlConfig,
+    /// Answers leave out warning instances.
+    pub only_passing: bool,
 }
 
 /// Response rate limiting; `responses_per_second == 0` turns it off.
@@ -407,6 +419,7 @@ impl Config {
             }
         };
         let dns = DnsConfig {
+            only_passing: f.dns.only_passing,
             addr: addr("dns.addr", &f.dns.addr)?,
             ttl: secs("dns.ttl", f.dns.ttl.0, 86_400)?,
             negative_ttl: f
@@ -671,7 +684,20 @@ impl Config {
             },
         };
         let resolve = validate_resolve(f.resolve)?;
+        let health = HealthConfig {
+            enable_script_checks: f.health.enable_script_checks,
+            max_in_flight: match f.health.max_in_flight {
+                n @ 1..=100_000 => n,
+                n => {
+                    return Err(invalid(
+                        "health.max_in_flight",
+                        format!("{n} is not between 1 and 100000"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
+            health,
             acl,
             audit,
             resolve,

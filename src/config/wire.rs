@@ -40,6 +40,8 @@ settings! {
         audit: AuditFile,
         /// Resolving the host names instances are registered by.
         resolve: ResolveFile,
+        /// Active health checks (docs/health.md).
+        health: HealthFile,
     }
 
     /// The `[dns]` section.
@@ -68,6 +70,8 @@ settings! {
         tcp_max_connections_per_prefix: usize = "64", "MAXINE_DNS_TCP_MAX_CONNECTIONS_PER_PREFIX";
         /// Idle timeout of TCP connections while more than 3/4 of tcp_max_connections are open (100ms to 1h; at most tcp_idle_timeout).
         tcp_busy_idle_timeout: DurationValue = "2s", "MAXINE_DNS_TCP_BUSY_IDLE_TIMEOUT";
+        /// Answer with passing instances only; false: warning instances (overloaded but alive, e.g. a check got 429) are answered too (docs/health.md).
+        only_passing: bool = "false", "MAXINE_DNS_ONLY_PASSING";
     } sections {
         /// Response rate limiting.
         rrl: RrlFile,
@@ -209,5 +213,13 @@ settings! {
         max_ttl: DurationValue = "5m", "MAXINE_RESOLVE_MAX_TTL";
         /// Most host names resolved at once (1 to 256).
         concurrency: usize = "8", "MAXINE_RESOLVE_CONCURRENCY";
+    }
+
+    /// The `[health]` section: active health checks (docs/health.md).
+    HealthFile "health." {
+        /// Allow script checks (programs Maxine runs as its own user, without a shell); off: registering one is refused with 400.
+        enable_script_checks: bool = "false", "MAXINE_ENABLE_SCRIPT_CHECKS", flag;
+        /// Most checks running at once (1 to 100000); due checks beyond it wait, and the wait shows as scheduler lag.
+        max_in_flight: usize = "1024", "MAXINE_HEALTH_MAX_IN_FLIGHT";
     }
 }

@@ -16,7 +16,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::acl::{AclChange, AclKey, AclObject, Owner};
-use super::labels::{Datacenter, InstanceId};
+use super::check::{Check, CheckSpec};
+use super::labels::{CheckName, Datacenter, InstanceId};
 use super::model::{Health, HostAddress, Instance, InstanceSpec};
 use super::registry::{ServiceKey, ServiceSnapshot};
 
@@ -66,6 +67,35 @@ pub enum Change {
         host: HostAddress,
         of: u64,
     },
+    /// Moves one health check of an instance to `status`, as the health
+    /// driver decided after the check's thresholds. Conditional on the
+    /// value of index `of`, like [`Change::SetHealth`], and on the instance
+    /// still having that check (`check`: the very definition, so a result
+    /// of a replaced definition is dropped); a status it already has is
+    /// no change. The value keeps its index, as with [`Change::Resolve`].
+    ///
+    /// Not journaled, like [`Change::Resolve`]: a check's status is derived
+    /// from its runs, and after a restart every check runs again (checks
+    /// start passing, so answers stay as they were until a check says
+    /// otherwise). Only the index is written, so that indexes are never
+    /// handed out twice.
+    CheckStatus {
+        key: ServiceKey,
+        id: InstanceId,
+        check: Arc<Check>,
+        status: Health,
+        of: u64,
+    },
+    /// Defines (`Some`: adds or replaces the check of that name) or removes
+    /// (`None`: the check named `name`) one health check of an instance:
+    /// a new value of the instance, journaled like a registration, with its
+    /// health and heartbeat deadline kept.
+    SetCheck {
+        key: ServiceKey,
+        id: InstanceId,
+        name: CheckName,
+        spec: Option<Box<CheckSpec>>,
+    },
     /// A change to a policy, token, sign-in user or the bootstrap mark.
     Acl(AclChange),
 }
@@ -79,7 +109,9 @@ impl Change {
             | Change::Deregister { key, id }
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
-            | Change::Resolve { key, id, .. } => Some((key, id)),
+            | Change::Resolve { key, id, .. }
+            | Change::CheckStatus { key, id, .. }
+            | Change::SetCheck { key, id, .. } => Some((key, id)),
             Change::Acl(_) => None,
         }
     }
@@ -219,9 +251,15 @@ pub enum EventKind {
     Deregistered,
     /// Its TTL passed without a heartbeat.
     Critical,
+    /// One of its health checks changed status ([`Change::CheckStatus`]):
+    /// not journaled. The instance's status is in the event's value.
+    Checked,
+    /// A health check was defined or removed ([`Change::SetCheck`]).
+    ChecksChanged,
     /// A heartbeat brought a critical instance back.
     Passing,
-    /// Critical for longer than the reap time, so removed.
+    /// Critical for longer than the reap time, or a check critical for
+    /// longer than its `deregister_critical_after`, so removed.
     Reaped,
     /// A change that could not be made durable was undone: the instance is
     /// back to its value before that change (`instance`), or gone again.
@@ -232,6 +270,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether the change is journaled: every kind but the derived state
+    /// of [`Change::Resolve`] and [`Change::CheckStatus`].
+    pub fn is_stored(self) -> bool {
+        !matches!(self, EventKind::Resolved | EventKind::Checked)
+    }
+
     /// The name used on the wire (event streams, the audit log).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -242,6 +286,8 @@ impl EventKind {
             EventKind::Reaped => "reaped",
             EventKind::Reverted => "reverted",
             EventKind::Resolved => "resolved",
+            EventKind::Checked => "checked",
+            EventKind::ChecksChanged => "checks_changed",
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod change;
+pub mod check;
 pub mod labels;
 pub mod model;
 pub mod naming;
@@ -26,7 +27,8 @@ pub use change::{
     AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
     Outcome,
 };
-pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
+pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
+pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
     Resolution, Resolved, Tags, Text, Version,

@@ -112,23 +112,32 @@ impl Plan {
 
 impl ServiceSnapshot {
     /// The plan for the instances matching `version` (all when `None`),
-    /// passing ones only when `healthy_only`, as `class` may see them.
+    /// only those answers may send clients to ([`Instance::serves`]) when
+    /// `healthy_only`, as `class` may see them.
     pub fn plan(
         &self,
         version: Option<&VersionSelector>,
         healthy_only: bool,
         _class: AskerClass,
     ) -> Plan {
-        Plan::one_tier(self.select_positions(version, healthy_only))
+        let only_passing = self.only_passing;
+        Plan::one_tier(
+            self.select_positions_by(version, |i| !healthy_only || i.serves(only_passing)),
+        )
     }
 
-    /// The plan of DNS answers for the instances matching `version`: the
-    /// passing ones that have an address to answer with. An instance
+    /// The plan of DNS answers for the instances matching `version`: those
+    /// answers may send clients to ([`Instance::serves`]: passing, and
+    /// warning unless `dns.only_passing`) that have an address to answer
+    /// with. An instance
     /// registered by a host name that has not resolved (yet, or any more)
     /// is left out: an SRV record whose target has no address would send
     /// clients to a name that answers nothing.
     pub fn address_plan(&self, version: Option<&VersionSelector>, _class: AskerClass) -> Plan {
-        Plan::one_tier(self.select_positions_by(version, |i| i.is_passing() && i.has_addresses()))
+        let only_passing = self.only_passing;
+        Plan::one_tier(
+            self.select_positions_by(version, |i| i.serves(only_passing) && i.has_addresses()),
+        )
     }
 }
 

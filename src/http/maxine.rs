@@ -283,7 +283,7 @@ fn same_registration(inst: &Instance, spec: &InstanceSpec) -> bool {
     inst.address == spec.address
         && inst.port == spec.port
         && inst.weight == spec.weight
-        && inst.ttl == spec.ttl
+        && inst.ttl() == spec.ttl
         && inst.compat == spec.compat
         && inst.version == spec.version
         && inst.tags.iter().eq(&spec.tags)
@@ -312,8 +312,8 @@ pub fn address_of(inst: &Instance) -> String {
 /// The `timeOut` Maxine would show: the TTL without the half-second grace.
 fn timeout_of(inst: &Instance) -> u64 {
     match &inst.compat {
-        Some(_) => inst.ttl.saturating_sub(EXPIRY_GRACE).as_secs(),
-        None => inst.ttl.as_secs(),
+        Some(_) => inst.ttl().saturating_sub(EXPIRY_GRACE).as_secs(),
+        None => inst.ttl().as_secs(),
     }
 }
 
@@ -447,7 +447,11 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         {
             continue;
         }
-        let passing: Vec<_> = snap.instances.values().filter(|i| i.is_passing()).collect();
+        let passing: Vec<_> = snap
+            .instances
+            .values()
+            .filter(|i| i.serves(snap.only_passing))
+            .collect();
         if passing.is_empty() {
             continue;
         }

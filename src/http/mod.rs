@@ -16,6 +16,7 @@
 mod acl;
 mod actuator;
 pub mod auth;
+mod checks;
 mod error;
 mod hyper_errors;
 mod logs;
@@ -93,6 +94,8 @@ pub struct HttpShared {
     pub recent_logs: RecentLogs,
     /// When the API started serving (`/api/actuator/metrics` uptime).
     pub started: tokio::time::Instant,
+    /// Whether script checks may be defined (`--enable-script-checks`).
+    pub script_checks: bool,
 }
 
 impl HttpState {
@@ -123,6 +126,7 @@ impl HttpState {
             auth: auth::Auth::open(),
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             started: tokio::time::Instant::now(),
+            script_checks: false,
         })
     }
 }
@@ -182,6 +186,16 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/services/{service}/instances/{id}/heartbeat",
         true,
     ),
+    route(
+        "PUT",
+        "/v1/services/{service}/instances/{id}/checks/{name}",
+        true,
+    ),
+    route(
+        "DELETE",
+        "/v1/services/{service}/instances/{id}/checks/{name}",
+        true,
+    ),
     route("POST", "/api/maxine/serviceops/register", true),
     route("GET", "/api/maxine/serviceops/discover", true),
     route("GET", "/api/maxine/serviceops/servers", true),
@@ -224,6 +238,12 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
         ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
         ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),
+        ("PUT", "/v1/services/{service}/instances/{id}/checks/{name}") => {
+            on(filter, checks::put_check)
+        }
+        ("DELETE", "/v1/services/{service}/instances/{id}/checks/{name}") => {
+            on(filter, checks::delete_check)
+        }
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),

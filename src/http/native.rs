@@ -45,10 +45,14 @@ pub struct RegisterBody {
     /// Heartbeat TTL: seconds, or a duration string such as "30s". Default 30 s.
     #[serde(default)]
     ttl: Option<Ttl>,
+    /// Health checks (docs/health.md).
+    #[serde(default)]
+    checks: Option<Vec<super::checks::CheckBody>>,
 }
 
 impl RegisterBody {
-    fn into_spec(self) -> Result<InstanceSpec, ApiError> {
+    /// The spec; script checks only when `scripts` (`--enable-script-checks`).
+    fn into_spec(self, scripts: bool) -> Result<InstanceSpec, ApiError> {
         let address = match Address::parse(&self.address) {
             Ok(a @ Address::Ip(_)) => a,
             _ => {
@@ -79,6 +83,7 @@ impl RegisterBody {
         spec.version = self.version.unwrap_or_default();
         spec.tags = self.tags.unwrap_or_default();
         spec.metadata = self.metadata.unwrap_or_default();
+        spec.checks = super::checks::specs(self.checks, scripts)?;
         // Bounds (TTL range, tag and metadata sizes) are checked once, by the core.
         spec.validate()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -141,6 +146,7 @@ pub struct InstanceView<'a> {
     index: u64,
     port: u16,
     weight: u16,
+    /// Its status: the worst of its checks.
     health: Health,
     service: &'a str,
     datacenter: &'a str,
@@ -154,6 +160,8 @@ pub struct InstanceView<'a> {
     /// For an instance registered by host name: what the name resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
     resolution: Option<serde_json::Value>,
+    /// Its checks: the implicit `ttl` and the defined ones.
+    checks: Vec<super::checks::CheckView>,
     dns: InstanceDns,
 }
 
@@ -195,7 +203,7 @@ struct CompatView<'a> {
     host_name: &'a str,
     ssl: bool,
     path: &'a str,
-    /// Shown as sent ("" when none); nothing probes it yet.
+    /// Shown as sent ("" when none): an HTTP check (docs/health.md).
     health_check_path: &'a str,
 }
 
@@ -212,7 +220,7 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
         index: instance.index,
         port: instance.port,
         weight: instance.weight,
-        health: instance.health,
+        health: instance.status(),
         service: instance.service.as_str(),
         datacenter: instance.datacenter.as_str(),
         address: instance.address.to_string(),
@@ -226,13 +234,14 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
             path: &c.path,
             health_check_path: &c.health_check_path,
         }),
-        ttl: instance.ttl.as_secs_f64(),
+        ttl: instance.ttl().as_secs_f64(),
         resolution: instance.address.host().map(resolution_view),
+        checks: super::checks::views(instance),
         dns,
     }
 }
 
-fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
+pub(super) fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
     Ok((ServiceName::new(service)?, InstanceId::new(id)?))
 }
 
@@ -245,7 +254,7 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
-    let spec = body.into_spec()?;
+    let spec = body.into_spec(st.script_checks)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
     let applied = propose(&st, Change::Register { key, id, spec }, &caller).await?;
     let inst = applied_value(&applied)

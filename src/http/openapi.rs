@@ -71,12 +71,18 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(ops) = operator_paths() {
         paths.extend(ops);
     }
+    if let Value::Object(checks) = check_paths() {
+        paths.extend(checks);
+    }
     let components = doc["components"].as_object_mut().expect("components");
     components.insert("securitySchemes".into(), security_schemes());
     components.insert("responses".into(), shared_responses());
     let schemas = components["schemas"].as_object_mut().expect("schemas");
     if let Value::Object(acl) = acl_schemas() {
         schemas.extend(acl);
+    }
+    if let Value::Object(checks) = check_schemas() {
+        schemas.extend(checks);
     }
     // Any credential, or none (the anonymous token); operations that read
     // no credential say `security: []`.
@@ -383,6 +389,11 @@ fn registry_document(domain: &str) -> Value {
                         "ttl": {
                             "description": "Heartbeat TTL, 1 s to 24 h: seconds, or a duration string. Default 30 s. null: the default.",
                             "oneOf": [ { "type": "number", "minimum": 1, "maximum": 86400 }, { "type": "string", "example": "30s" }, { "type": "null" } ]
+                        },
+                        "checks": {
+                            "type": ["array", "null"], "maxItems": 8,
+                            "description": "Health checks (docs/health.md); each needs a name.",
+                            "items": { "$ref": "#/components/schemas/CheckDefinition" }
                         }
                     }
                 },
@@ -399,8 +410,13 @@ fn registry_document(domain: &str) -> Value {
                         "metadata": { "type": "object", "additionalProperties": { "type": "string" } },
                         "weight": { "type": "integer" },
                         "ttl": { "type": "number", "description": "Seconds." },
-                        "health": { "type": "string", "enum": ["passing", "critical"] },
+                        "health": { "type": "string", "enum": ["passing", "warning", "critical"],
+                                    "description": "Its status: the worst of its checks." },
                         "index": { "type": "integer", "description": "Index of the change that produced this value." },
+                        "checks": {
+                            "type": "array", "description": "The implicit ttl check first, then the defined ones.",
+                            "items": { "$ref": "#/components/schemas/CheckStatus" }
+                        },
                         "compat": {
                             "type": "object",
                             "description": "What a Maxine SDK sent (Maxine-compatible registrations only).",
@@ -410,7 +426,7 @@ fn registry_document(domain: &str) -> Value {
                                 "hostName": { "type": "string" },
                                 "ssl": { "type": "boolean" },
                                 "path": { "type": "string" },
-                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. Nothing probes it yet." }
+                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. An HTTP check named health-check-path on the instance's address." }
                             }
                         },
                         "resolution": {
@@ -1046,5 +1062,113 @@ fn acl_schemas() -> Value {
                 "newPassword": { "type": "string", "minLength": MIN_NEW_PASSWORD_CHARS, "maxLength": MAX_PASSWORD_BYTES }
             }
         },
+    })
+}
+
+/// The routes of health check definitions (docs/health.md).
+fn check_paths() -> Value {
+    let name = |n: &str, d: &str| {
+        json!({ "name": n, "in": "path", "required": true, "description": d,
+                "schema": { "type": "string", "maxLength": 63 } })
+    };
+    let params = json!([
+        name("service", "Service name (a DNS label)."),
+        name("id", "Instance id (a DNS label)."),
+        name("name", "Check name (a DNS label; not ttl).")
+    ]);
+    json!({
+        "/v1/services/{service}/instances/{id}/checks/{name}": {
+            "put": {
+                "summary": "Define a health check of an instance, or replace the one of that name.",
+                "operationId": "putCheck",
+                "parameters": params,
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CheckDefinition" } } }
+                },
+                "responses": {
+                    "200": json_ok("The instance with its checks", "Instance"),
+                    "400": error_response("Malformed JSON, unknown field, invalid name, target, duration or threshold; a script check without --enable-script-checks"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such instance"),
+                    "409": error_response("The name is the instance's healthCheckPath check"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": error_response("The store could not make the change durable; it was undone")
+                }
+            },
+            "delete": {
+                "summary": "Remove a health check of an instance.",
+                "operationId": "deleteCheck",
+                "parameters": params,
+                "responses": {
+                    "200": json_ok("The instance with its remaining checks", "Instance"),
+                    "400": error_response("Invalid name"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such instance or check"),
+                    "409": error_response("The check is the instance's healthCheckPath check"),
+                    "503": error_response("The store could not make the change durable; it was undone")
+                }
+            }
+        }
+    })
+}
+
+/// The schemas of health checks.
+fn check_schemas() -> Value {
+    let duration = |d: &str| {
+        json!({ "description": d,
+                "oneOf": [ { "type": "number", "minimum": 0 }, { "type": "string", "example": "10s" }, { "type": "null" } ] })
+    };
+    json!({
+        "CheckDefinition": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Exactly one of http, tcp, grpc or args gives the kind.",
+            "properties": {
+                "name": { "type": ["string", "null"], "maxLength": 63, "example": "http",
+                          "description": "DNS label, unique within the instance; in a PUT, the path's (may be left out)." },
+                "http": { "type": ["string", "null"], "maxLength": 2048, "example": "http://127.0.0.1:8080/health",
+                          "description": "HTTP(S) URL: 2xx passing, 429 warning, anything else critical." },
+                "method": { "type": ["string", "null"], "maxLength": 16, "default": "GET" },
+                "headers": { "type": ["object", "null"], "maxProperties": 16, "additionalProperties": { "type": "string", "maxLength": 1024 } },
+                "tcp": { "type": ["string", "null"], "example": "127.0.0.1:5432", "description": "ip:port: passing once connected." },
+                "grpc": { "type": ["string", "null"], "example": "127.0.0.1:50051", "description": "ip:port of a grpc.health.v1.Health server (plain HTTP/2)." },
+                "grpc_service": { "type": ["string", "null"], "maxLength": 256 },
+                "args": { "type": ["array", "null"], "maxItems": 32, "items": { "type": "string", "maxLength": 1024 },
+                          "description": "Script check: argv, no shell; exit 0 passing, 1 warning, else critical. Needs --enable-script-checks." },
+                "ttl": { "description": "Refused: the ttl check is implicit (the registration's ttl)." },
+                "interval": duration("1 s to 24 h. Default 10 s."),
+                "timeout": duration("100 ms to the interval. Default 5 s (or the interval if shorter)."),
+                "success_before_passing": { "type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 1 },
+                "failures_before_critical": { "type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 1 },
+                "deregister_critical_after": duration("Critical this long (1 s to 7 days): the instance is deregistered. Default: never.")
+            }
+        },
+        "CheckStatus": {
+            "type": "object",
+            "properties": {
+                "name": { "type": "string" },
+                "kind": { "type": "string", "enum": ["ttl", "http", "tcp", "grpc", "script"] },
+                "status": { "type": "string", "enum": ["passing", "warning", "critical"] },
+                "ttl": { "type": "number", "description": "The ttl check: the instance's TTL, in seconds." },
+                "http": { "type": "string" },
+                "method": { "type": "string" },
+                "headers": { "type": "array", "items": { "type": "string" }, "description": "Header names (values are not shown)." },
+                "tcp": { "type": "string" },
+                "grpc": { "type": "string" },
+                "grpc_service": { "type": "string" },
+                "args": { "type": "array", "items": { "type": "string" } },
+                "interval": { "type": "number" },
+                "timeout": { "type": "number" },
+                "success_before_passing": { "type": "integer" },
+                "failures_before_critical": { "type": "integer" },
+                "deregister_critical_after": { "type": "number" },
+                "output": { "type": "string", "maxLength": 4096, "description": "What the latest run said." },
+                "checked_at": { "type": "string", "format": "date-time" }
+            }
+        }
     })
 }

@@ -44,8 +44,10 @@ impl Registry {
             .service(key)
             .and_then(|s| s.instances.get(id).cloned())
             .ok_or_else(|| not_found(key, id))?;
-        if inst.is_passing() {
-            let deadline = self.ms(now) + inst.ttl.as_millis() as u64;
+        // The TTL's own status: a check may hold the instance critical
+        // while its heartbeats keep coming.
+        if inst.health != Health::Critical {
+            let deadline = self.ms(now) + inst.ttl().as_millis() as u64;
             inst.deadline_ms.fetch_max(deadline, Ordering::AcqRel);
             return Ok(Heartbeat::Alive(inst));
         }
@@ -117,8 +119,11 @@ impl Registry {
                 }
                 let deadline = inst.deadline_ms();
                 match inst.health {
-                    Health::Passing if deadline > now_ms => schedule(w, &inst, deadline),
-                    Health::Passing => changes.push(Change::SetHealth {
+                    // The TTL is never warning (see Instance::health).
+                    Health::Passing | Health::Warning if deadline > now_ms => {
+                        schedule(w, &inst, deadline)
+                    }
+                    Health::Passing | Health::Warning => changes.push(Change::SetHealth {
                         key: key.clone(),
                         id: inst.id.clone(),
                         health: Health::Critical,
@@ -151,7 +156,7 @@ impl Registry {
 /// that plus the reap time once critical.
 pub(super) fn due_ms(inst: &Instance, reap_ms: u64) -> u64 {
     match inst.health {
-        Health::Passing => inst.deadline_ms(),
+        Health::Passing | Health::Warning => inst.deadline_ms(),
         Health::Critical => inst.deadline_ms() + reap_ms,
     }
 }

@@ -69,6 +69,12 @@ pub enum RegistryError {
     Quota { limit: u32, holder: String },
     #[error("instance {id:?} of service {service:?} is not registered")]
     NotFound { service: String, id: String },
+    #[error("instance {id:?} of service {service:?} has no check {check:?}")]
+    NoCheck {
+        service: String,
+        id: String,
+        check: String,
+    },
     /// A log handed over an entry at or below the last applied index.
     #[error("change index {index} does not follow the last applied index {last}")]
     IndexOrder { index: u64, last: u64 },
@@ -120,6 +126,8 @@ struct Inner {
     index: AtomicU64,
     write: Mutex<WriteState>,
     acl: acl::AclMaps,
+    /// `dns.only_passing`: whether answers leave out warning instances.
+    only_passing: std::sync::atomic::AtomicBool,
 }
 
 struct WriteState {
@@ -163,8 +171,23 @@ impl Registry {
                     holdings: Default::default(),
                 }),
                 acl: acl::AclMaps::new(),
+                only_passing: Default::default(),
             }),
         }
+    }
+
+    /// Makes answers leave out warning instances (`dns.only_passing`). Set
+    /// it before anything is registered or restored: snapshots take it when
+    /// they are built.
+    pub fn set_only_passing(&self, only_passing: bool) {
+        self.inner
+            .only_passing
+            .store(only_passing, Ordering::Release);
+    }
+
+    /// Whether answers leave out warning instances.
+    pub fn only_passing(&self) -> bool {
+        self.inner.only_passing.load(Ordering::Acquire)
     }
 
     pub fn local_dc(&self) -> &Datacenter {
@@ -561,7 +584,11 @@ impl Registry {
                     Some(v) => v,
                     None => Version::from(std::mem::take(&mut spec.version)),
                 };
-                let instance = Arc::new(Instance::from_spec(
+                // The same checks again keep their statuses and results.
+                let checks = current
+                    .as_ref()
+                    .map(|c| super::check::Checks::build(spec.all_checks(), &c.checks));
+                let mut instance = Instance::from_spec(
                     &key,
                     id.clone(),
                     spec,
@@ -569,7 +596,11 @@ impl Registry {
                     Health::Passing,
                     index,
                     deadline,
-                ));
+                );
+                if let Some(checks) = checks {
+                    instance.checks = checks;
+                }
+                let instance = Arc::new(instance);
                 group.current_of_last = current;
                 group.new_dc = Some(key.dc);
                 Decision::Make {
@@ -600,11 +631,13 @@ impl Registry {
                 let kind = match health {
                     Health::Passing => {
                         // Revived: a full TTL from now.
-                        let deadline = self.ms(now) + next.ttl.as_millis() as u64;
+                        let deadline = self.ms(now) + next.ttl().as_millis() as u64;
                         next.deadline_ms.store(deadline, Ordering::Release);
                         EventKind::Passing
                     }
                     Health::Critical => EventKind::Critical,
+                    // The TTL is passing or critical, never warning.
+                    Health::Warning => return Decision::Skip,
                 };
                 group.current_of_last = Some(cur);
                 Decision::Make {
@@ -636,11 +669,98 @@ impl Registry {
                     kind: EventKind::Resolved,
                 }
             }
+            Change::CheckStatus {
+                id,
+                check,
+                status,
+                of,
+                ..
+            } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                let name = check.spec.name.as_str();
+                // Only for the definition it was decided on.
+                let same = cur
+                    .checks
+                    .get(name)
+                    .is_some_and(|e| Arc::ptr_eq(&e.check, &check));
+                let next = cur.checks.with_status(name, status).filter(|_| same);
+                let (Some(checks), Some(_)) = (next, index) else {
+                    return Decision::Skip;
+                };
+                let next = Arc::new(cur.with_checks(checks, cur.index));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::Checked,
+                }
+            }
+            Change::SetCheck {
+                key,
+                id,
+                name,
+                spec,
+            } => {
+                let Some(cur) = group.current(&id) else {
+                    return Decision::Refuse(not_found(&key, &id));
+                };
+                let derived = cur
+                    .compat
+                    .as_ref()
+                    .is_some_and(|c| !c.health_check_path.is_empty());
+                if derived && name.as_str() == super::check::COMPAT_CHECK {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "check {:?} is the instance's healthCheckPath: register it again to change it",
+                        name.as_str()
+                    )));
+                }
+                let mut specs: Vec<_> = cur.checks.specs();
+                let had = specs.len();
+                specs.retain(|s| s.name != name);
+                match spec {
+                    Some(spec) => {
+                        if spec.name != name {
+                            return Decision::Refuse(RegistryError::Invalid(ModelError::Invalid(
+                                "the check's name is not the one of its path".into(),
+                            )));
+                        }
+                        specs.push(*spec);
+                    }
+                    None if specs.len() == had => {
+                        return Decision::Refuse(RegistryError::NoCheck {
+                            service: key.service.to_string(),
+                            id: id.to_string(),
+                            check: name.to_string(),
+                        });
+                    }
+                    None => {}
+                }
+                // Validated as a registration's checks are (the derived
+                // `healthCheckPath` check counts and keeps its name).
+                if let Err(e) = super::check::validate_all(&specs) {
+                    return Decision::Refuse(e.into());
+                }
+                let Some(index) = index else {
+                    return Decision::Skip; // a check only
+                };
+                let checks = super::check::Checks::build(specs, &cur.checks);
+                let next = Arc::new(cur.with_checks(checks, index));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::ChecksChanged,
+                }
+            }
             Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Reap { id, of, .. } => {
+                // Critical by its TTL (expiry) or by a check
+                // (`deregister_critical_after`); a warning is no reason.
                 let Some(cur) = group
                     .current(&id)
-                    .filter(|c| c.index == of && !c.is_passing())
+                    .filter(|c| c.index == of && c.status() == Health::Critical)
                 else {
                     return Decision::Skip;
                 };
@@ -705,7 +825,13 @@ impl Registry {
             services.remove(&key);
             None
         } else {
-            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            let snap = Arc::new(ServiceSnapshot::build(
+                key.clone(),
+                instances,
+                index,
+                rr,
+                self.only_passing(),
+            ));
             services.insert(key.clone(), snap.clone());
             Some(snap)
         };

@@ -131,7 +131,13 @@ impl Restorer<'_> {
                 ),
             };
             let index = instances.values().map(|i| i.index).max().unwrap_or(0);
-            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            let snap = Arc::new(ServiceSnapshot::build(
+                key.clone(),
+                instances,
+                index,
+                rr,
+                reg.only_passing(),
+            ));
             services.insert(key.clone(), snap.clone());
             published.push((key, Some(snap)));
         }

@@ -147,6 +147,9 @@ pub struct ServiceSnapshot {
     pub index: u64,
     /// Shared by every snapshot of the service, so round robin survives writes.
     pub(crate) rr: Arc<AtomicUsize>,
+    /// Whether answers leave out warning instances (`dns.only_passing`):
+    /// the registry's setting when this snapshot was built.
+    pub only_passing: bool,
 }
 
 impl ServiceSnapshot {
@@ -155,6 +158,7 @@ impl ServiceSnapshot {
         instances: Instances,
         index: u64,
         rr: Arc<AtomicUsize>,
+        only_passing: bool,
     ) -> Self {
         // A service runs few versions: parse each distinct one once and fill
         // one list per version number, in id order. (Every write rebuilds
@@ -205,6 +209,7 @@ impl ServiceSnapshot {
             instances,
             index,
             rr,
+            only_passing,
         }
     }
 
@@ -252,7 +257,8 @@ impl ServiceSnapshot {
         version: Option<&VersionSelector>,
         healthy_only: bool,
     ) -> Vec<u32> {
-        self.select_positions_by(version, |i| !healthy_only || i.is_passing())
+        let only_passing = self.only_passing;
+        self.select_positions_by(version, |i| !healthy_only || i.serves(only_passing))
     }
 
     /// Like [`ServiceSnapshot::select_positions`], for the instances `keep`

@@ -169,8 +169,9 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            if e.kind == EventKind::Resolved {
-                // Resolved addresses are not stored (Change::Resolve says why).
+            if !e.kind.is_stored() {
+                // Resolved addresses and check statuses are not stored
+                // (Change::Resolve and Change::CheckStatus say why).
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
             }
@@ -179,7 +180,10 @@ impl Observer for Follower {
             let put_key = put.as_deref().map(record_key);
             let revertible = matches!(
                 e.kind,
-                EventKind::Registered | EventKind::Deregistered | EventKind::Passing
+                EventKind::Registered
+                    | EventKind::Deregistered
+                    | EventKind::Passing
+                    | EventKind::ChecksChanged
             );
             q.latest.insert(who.clone(), e.index);
             q.entries.push(Entry {
