@@ -52,7 +52,7 @@ settings! {
         negative_ttl: Option<DurationValue>, "MAXINE_DNS_NEGATIVE_TTL";
         /// Directory holding <domain>.zone, which must exist; unset: ./zones/<domain>.zone if there is one, else a built-in zone.
         zone_dir: Option<PathBuf>, "MAXINE_ZONE_DIR", flag;
-        /// Most address or SRV records in one answer (1 to 200, so that any answer fits in a TCP message); answers rotate through all instances.
+        /// Most address or SRV records in one UDP answer (1 to 200); UDP answers rotate through all instances, TCP answers carry every instance (up to 64 KiB).
         max_records: usize = "32", "MAXINE_DNS_MAX_RECORDS";
         /// Idle TCP connections are closed after this long (100ms to 1h).
         tcp_idle_timeout: DurationValue = "10s", "MAXINE_DNS_TCP_IDLE_TIMEOUT";

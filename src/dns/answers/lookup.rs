@@ -235,8 +235,22 @@ impl ReadyAnswers {
         let members = subset.of_type(qtype);
         let set = sets.of_type(qtype).filter(|_| !members.is_empty())?;
         let n = members.len();
-        let take = n.min(self.inner.max_records);
+        let take = self.window(n, w);
         Some(set.write_members(members, next_rotation() % n, take, w))
+    }
+
+    /// How many of `n` records an answer carries: over UDP at most
+    /// `dns.max_records` (answers rotate through the rest); over TCP every
+    /// one, so that clients that take the whole set (SRV discovery,
+    /// server templates) see all instances, not a rotating subset. What
+    /// does not fit in the 64 KiB message is left out by the writer.
+    #[inline]
+    fn window(&self, n: usize, w: &ReplyWriter<'_>) -> usize {
+        if w.is_stream() {
+            n
+        } else {
+            n.min(self.inner.max_records)
+        }
     }
 
     /// Up to `max_records` records, starting at a rotating offset so that
@@ -244,7 +258,7 @@ impl ReadyAnswers {
     /// two runs of the set (it may wrap around), each copied at once.
     fn write_set(&self, set: &RecordSet, w: &mut ReplyWriter<'_>) -> bool {
         let n = set.len();
-        let take = n.min(self.inner.max_records);
+        let take = self.window(n, w);
         set.write(next_rotation() % n, take, w)
     }
 }
