@@ -66,7 +66,24 @@ pub enum Change {
         host: HostAddress,
         of: u64,
     },
-    /// A change to a policy, token, sign-in user or the bootstrap mark.
+    /// Ejects an instance from answers (`ejected`) or returns it from an
+    /// ejection, as outlier detection decided from reported outcomes.
+    /// Conditional on the value of index `of`, like [`Change::SetHealth`];
+    /// the value keeps its index, like [`Change::Resolve`].
+    ///
+    /// Not journaled: an ejection is derived, short-lived state (30 s to
+    /// 5 min) that follows from outcomes the store never saw; after a
+    /// restart every instance starts un-ejected, which errs towards
+    /// answering. Only the change's index is written, so that indexes are
+    /// never handed out twice.
+    Eject {
+        key: ServiceKey,
+        id: InstanceId,
+        ejected: bool,
+        of: u64,
+    },
+    /// A change to a policy, token, sign-in user, the bootstrap mark, or a
+    /// service's settings (they share the object table).
     Acl(AclChange),
 }
 
@@ -79,7 +96,8 @@ impl Change {
             | Change::Deregister { key, id }
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
-            | Change::Resolve { key, id, .. } => Some((key, id)),
+            | Change::Resolve { key, id, .. }
+            | Change::Eject { key, id, .. } => Some((key, id)),
             Change::Acl(_) => None,
         }
     }
@@ -229,6 +247,11 @@ pub enum EventKind {
     /// Its host name resolved to other addresses, or stopped resolving
     /// ([`Change::Resolve`]): not journaled.
     Resolved,
+    /// Outlier detection took it out of answers ([`Change::Eject`]): not
+    /// journaled.
+    Ejected,
+    /// Its ejection ended: back in answers, on probation. Not journaled.
+    Returned,
 }
 
 impl EventKind {
@@ -242,6 +265,8 @@ impl EventKind {
             EventKind::Reaped => "reaped",
             EventKind::Reverted => "reverted",
             EventKind::Resolved => "resolved",
+            EventKind::Ejected => "ejected",
+            EventKind::Returned => "returned",
         }
     }
 }

@@ -15,8 +15,10 @@ pub mod change;
 pub mod labels;
 pub mod model;
 pub mod naming;
+pub mod outlier;
 pub mod plan;
 pub mod registry;
+pub mod strategy;
 
 pub use acl::{
     ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
@@ -37,5 +39,6 @@ pub use plan::{
 };
 pub use registry::{
     AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
-    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    RestoreReport, Restored, Restorer, Revert, SelfPreservation, ServiceKey, ServiceSnapshot,
 };
+pub use strategy::{Balancing, ClientZones, ServiceConfig, Settings, Strategy};

@@ -16,6 +16,7 @@
 mod acl;
 mod actuator;
 pub mod auth;
+mod balance;
 mod error;
 mod hyper_errors;
 mod logs;
@@ -93,6 +94,8 @@ pub struct HttpShared {
     pub recent_logs: RecentLogs,
     /// When the API started serving (`/api/actuator/metrics` uptime).
     pub started: tokio::time::Instant,
+    /// Outlier ejection: where `POST /v1/services/{svc}/outcomes` reports go.
+    pub outliers: crate::health::outlier::Outliers,
 }
 
 impl HttpState {
@@ -107,7 +110,12 @@ impl HttpState {
     ) -> Self {
         let feed = crate::events::ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        let outliers = crate::health::outlier::Outliers::new(
+            registry.clone(),
+            crate::core::outlier::OutlierConfig::default(),
+        );
         Self::from(HttpShared {
+            outliers,
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
                 Durable::default(),
@@ -177,6 +185,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/services/{service}", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
     route("DELETE", "/v1/services/{service}/instances/{id}", true),
+    route("GET", "/v1/services/{service}/config", true),
+    route("PUT", "/v1/services/{service}/config", true),
+    route("POST", "/v1/services/{service}/outcomes", true),
     route(
         "PUT",
         "/v1/services/{service}/instances/{id}/heartbeat",
@@ -224,6 +235,9 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
         ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
         ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),
+        ("GET", "/v1/services/{service}/config") => on(filter, balance::get_config),
+        ("PUT", "/v1/services/{service}/config") => on(filter, balance::put_config),
+        ("POST", "/v1/services/{service}/outcomes") => on(filter, balance::report_outcomes),
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use crate::core::{
     AclObject, Address, Bootstrap, CompatFields, Datacenter, FastHash, Health, Instance,
-    InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceKey, ServiceName, Token, User,
+    InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceConfig, ServiceKey, ServiceName,
+    Strategy, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +62,21 @@ enum Record<'a> {
         instance: InstanceRecord<'a>,
         #[serde(borrow)]
         health_check_path: Cow<'a, str>,
+    },
+    /// Variant 7: reserved for check definitions (assigned to the active
+    /// health checks); never written here. It holds variant 8's number.
+    Reserved7,
+    /// Variant 8: a service's settings (`PUT /v1/services/{svc}/config`);
+    /// `None` fields follow the configuration's defaults.
+    ServiceConfig {
+        #[serde(borrow)]
+        dc: Cow<'a, str>,
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        /// The strategy's name (`round_robin`, `sticky`, ...).
+        #[serde(borrow)]
+        strategy: Option<Cow<'a, str>>,
+        panic_threshold: Option<u8>,
     },
 }
 
@@ -239,6 +255,12 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             accessor: Cow::Borrowed(&b.accessor),
             at: b.at,
         },
+        AclObject::Service(c) => Record::ServiceConfig {
+            dc: Cow::Borrowed(c.key.dc.as_str()),
+            service: Cow::Borrowed(c.key.service.as_str()),
+            strategy: c.strategy.map(|s| Cow::Borrowed(s.as_str())),
+            panic_threshold: c.panic_threshold,
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -310,6 +332,31 @@ impl Decoder {
             Record::Bootstrap { accessor, at } => AclObject::Bootstrap(Arc::new(Bootstrap {
                 accessor: accessor.into_owned(),
                 at,
+                index,
+            })),
+            Record::Reserved7 => {
+                return Err(DecodeError::Invalid(
+                    "record variant 7 is not known to this version".into(),
+                ));
+            }
+            Record::ServiceConfig {
+                dc,
+                service,
+                strategy,
+                panic_threshold,
+            } => AclObject::Service(Arc::new(ServiceConfig {
+                key: ServiceKey::new(
+                    Datacenter::new(&dc).map_err(|e| invalid(&e))?,
+                    ServiceName::new(&service).map_err(|e| invalid(&e))?,
+                ),
+                strategy: match strategy {
+                    Some(s) => Some(
+                        Strategy::parse(&s)
+                            .ok_or_else(|| invalid(&format!("unknown strategy {s:?}")))?,
+                    ),
+                    None => None,
+                },
+                panic_threshold,
                 index,
             })),
         };

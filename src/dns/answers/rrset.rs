@@ -230,8 +230,28 @@ impl RecordSet {
         take: usize,
         w: &mut ReplyWriter<'_>,
     ) -> bool {
-        let n = members.len();
-        let at = |k: usize| members[(start + k) % n] as usize;
+        self.write_order(members, members.len(), start, take, w)
+    }
+
+    /// The first `take` records of the order `members` (positions in this
+    /// set), whose first `head` rotate by `start` (the rest follow in
+    /// order), each copied on its own, then as many of their additional
+    /// records as fit. A stream carries what fits of them.
+    pub(super) fn write_order(
+        &self,
+        members: &[u32],
+        head: usize,
+        start: usize,
+        take: usize,
+        w: &mut ReplyWriter<'_>,
+    ) -> bool {
+        let at = |k: usize| {
+            if k < head {
+                members[(start + k) % head] as usize
+            } else {
+                members[k] as usize
+            }
+        };
         let stream = w.is_stream();
         let mut take = take;
         for k in 0..take {

@@ -169,8 +169,12 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            if e.kind == EventKind::Resolved {
-                // Resolved addresses are not stored (Change::Resolve says why).
+            if matches!(
+                e.kind,
+                EventKind::Resolved | EventKind::Ejected | EventKind::Returned
+            ) {
+                // Resolved addresses and ejections are not stored
+                // (Change::Resolve and Change::Eject say why).
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
             }
