@@ -158,10 +158,14 @@ impl Registry {
         let Some(threshold) = w.preservation.threshold else {
             return false;
         };
-        if !anything_due || now_ms < w.preservation.checked_ms + RECHECK_MS {
+        let fresh = w
+            .preservation
+            .checked_ms
+            .is_some_and(|at| now_ms < at + RECHECK_MS);
+        if !anything_due || fresh {
             return w.preservation.on.is_some();
         }
-        w.preservation.checked_ms = now_ms;
+        w.preservation.checked_ms = Some(now_ms);
         let (mut total, mut silent) = (0usize, 0usize);
         for (key, snap) in self.inner.services.pin().iter() {
             if key.dc != *self.local_dc() {
@@ -248,7 +252,8 @@ impl SelfPreservation {
 #[derive(Debug, Default)]
 pub(super) struct Preservation {
     pub(super) threshold: Option<u8>,
-    pub(super) checked_ms: u64,
+    /// When silent instances were last counted.
+    pub(super) checked_ms: Option<u64>,
     pub(super) on: Option<SelfPreservation>,
 }
 
