@@ -157,7 +157,7 @@ async fn self_preservation_holds_expiry_while_a_fifth_of_instances_fall_silent_a
         .await;
     }
     // Four of twenty (20%) stop at once; the others go on.
-    let (silent, alive) = ids.split_at(4);
+    let alive = &ids[4..];
     let ready = |s: &TestServer| {
         let url = common::api::url(s, "/v1/ready");
         let http = s.http.clone();
