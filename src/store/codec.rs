@@ -557,6 +557,50 @@ mod tests {
     }
 
     #[test]
+    fn service_settings_are_variant_8_and_round_trip() {
+        let key = ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new("pay").unwrap(),
+        );
+        let mut d = Decoder::default();
+        for (strategy, panic_threshold) in [(Some(Strategy::Sticky), Some(30)), (None, None)] {
+            let obj = AclObject::Service(Arc::new(ServiceConfig {
+                key: key.clone(),
+                strategy,
+                panic_threshold,
+                index: 12,
+            }));
+            let bytes = encode_acl(&obj);
+            assert_eq!(bytes[0], 8);
+            match d.decode_any(12, &bytes).unwrap() {
+                Decoded::Acl(back) => assert_eq!(back, obj),
+                Decoded::Instance(_) => panic!("settings decoded as an instance"),
+            }
+        }
+        // A threshold above 100 or an unknown strategy is damage.
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: Some("fastest".into()),
+            panic_threshold: None,
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: None,
+            panic_threshold: Some(101),
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut d = Decoder::default();
         for bad in [&b""[..], b"\x00", b"\x07garbage", &[0xff; 40]] {
