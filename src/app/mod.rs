@@ -95,6 +95,7 @@ fn dns_limits(c: &DnsConfig) -> dns::Limits {
             ipv6_prefix: c.rrl.ipv6_prefix,
         },
         udp_workers: c.udp_workers,
+        client_zones: c.client_zones.clone(),
         udp: dns::udp::UdpConfig {
             max_queue_delay: c.max_queue_delay,
             rrl: dns::rrl::RrlConfig {
@@ -203,6 +204,12 @@ impl App {
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
         registry.set_only_passing(config.dns.only_passing);
+        registry.set_balancing(crate::core::Balancing {
+            strategy: config.dns.strategy,
+            panic_threshold: config.dns.panic_threshold,
+            client_zones: config.dns.client_zones.clone(),
+        });
+        registry.set_self_preservation(config.self_preservation);
         registry.reserve_service_names(zone.reserved_labels());
         let dns = dns::DnsServer::new(
             zone,
@@ -213,6 +220,7 @@ impl App {
         registry.subscribe(Arc::new(dns.observer(&registry)));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        registry.subscribe(Arc::new(crate::health::outlier::PanicLog::default()));
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
         let store = open_store_with(&config, recovery.clone())?;
@@ -353,6 +361,8 @@ impl App {
         dns.spawn(&tasks, stop.clone())?;
 
         tasks.spawn(expiry_loop(registry.clone(), stop.clone()));
+        let outliers = crate::health::outlier::Outliers::new(registry.clone(), config.outlier);
+        tasks.spawn(outliers.clone().run(stop.clone()));
 
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
@@ -399,6 +409,7 @@ impl App {
             recent_logs,
             started: tokio::time::Instant::now(),
             script_checks: config.health.enable_script_checks,
+            outliers,
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
@@ -515,9 +526,23 @@ async fn expiry_loop(registry: Registry, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = sleep_until(next) => {}
         }
+        let was = registry.self_preservation();
         let changed = registry.expire(Instant::now().into_std());
         if changed > 0 {
             tracing::debug!(changed, "expiry applied");
+        }
+        match (was, registry.self_preservation()) {
+            (None, Some(p)) => tracing::warn!(
+                silent = p.silent,
+                total = p.total,
+                threshold = p.threshold,
+                "{}",
+                p.reason()
+            ),
+            (Some(_), None) => {
+                tracing::info!("self-preservation over: heartbeats returned; expiring again")
+            }
+            _ => {}
         }
     }
 }

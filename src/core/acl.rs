@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::strategy::ServiceConfig;
+
 use serde::{Deserialize, Serialize};
 
 use super::labels::ServiceName;
@@ -202,6 +204,9 @@ pub enum AclKey {
     Token(String),
     User(String),
     Bootstrap,
+    /// A service's settings ([`ServiceConfig`]): not an access-control
+    /// object, but stored, journaled, backed up and replicated like one.
+    Service(super::registry::ServiceKey),
 }
 
 impl fmt::Display for AclKey {
@@ -211,6 +216,7 @@ impl fmt::Display for AclKey {
             AclKey::Token(a) => write!(f, "token:{a}"),
             AclKey::User(n) => write!(f, "user:{n}"),
             AclKey::Bootstrap => f.write_str("acl:bootstrap"),
+            AclKey::Service(k) => write!(f, "service-config:{}/{}", k.dc, k.service),
         }
     }
 }
@@ -222,6 +228,8 @@ pub enum AclObject {
     Token(Arc<Token>),
     User(Arc<User>),
     Bootstrap(Arc<Bootstrap>),
+    /// A service's settings, sharing the table (see [`AclKey::Service`]).
+    Service(Arc<ServiceConfig>),
 }
 
 impl AclObject {
@@ -231,6 +239,7 @@ impl AclObject {
             AclObject::Token(t) => AclKey::Token(t.accessor.clone()),
             AclObject::User(u) => AclKey::User(u.name.clone()),
             AclObject::Bootstrap(_) => AclKey::Bootstrap,
+            AclObject::Service(c) => AclKey::Service(c.key.clone()),
         }
     }
 
@@ -241,6 +250,7 @@ impl AclObject {
             AclObject::Token(t) => t.index,
             AclObject::User(u) => u.index,
             AclObject::Bootstrap(b) => b.index,
+            AclObject::Service(c) => c.index,
         }
     }
 
@@ -262,6 +272,10 @@ impl AclObject {
             AclObject::Bootstrap(b) => AclObject::Bootstrap(Arc::new(Bootstrap {
                 index,
                 ..(**b).clone()
+            })),
+            AclObject::Service(c) => AclObject::Service(Arc::new(ServiceConfig {
+                index,
+                ..(**c).clone()
             })),
         }
     }
@@ -320,6 +334,7 @@ impl AclObject {
                 Ok(())
             }
             AclObject::Bootstrap(_) => Ok(()),
+            AclObject::Service(c) => c.validate().map_err(AclError::Invalid),
         }
     }
 }

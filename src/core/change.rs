@@ -96,7 +96,24 @@ pub enum Change {
         name: CheckName,
         spec: Option<Box<CheckSpec>>,
     },
-    /// A change to a policy, token, sign-in user or the bootstrap mark.
+    /// Ejects an instance from answers (`ejected`) or returns it from an
+    /// ejection, as outlier detection decided from reported outcomes.
+    /// Conditional on the value of index `of`, like [`Change::SetHealth`];
+    /// the value keeps its index, like [`Change::Resolve`].
+    ///
+    /// Not journaled: an ejection is derived, short-lived state (30 s to
+    /// 5 min) that follows from outcomes the store never saw; after a
+    /// restart every instance starts un-ejected, which errs towards
+    /// answering. Only the change's index is written, so that indexes are
+    /// never handed out twice.
+    Eject {
+        key: ServiceKey,
+        id: InstanceId,
+        ejected: bool,
+        of: u64,
+    },
+    /// A change to a policy, token, sign-in user, the bootstrap mark, or a
+    /// service's settings (they share the object table).
     Acl(AclChange),
 }
 
@@ -111,7 +128,8 @@ impl Change {
             | Change::Reap { key, id, .. }
             | Change::Resolve { key, id, .. }
             | Change::CheckStatus { key, id, .. }
-            | Change::SetCheck { key, id, .. } => Some((key, id)),
+            | Change::SetCheck { key, id, .. }
+            | Change::Eject { key, id, .. } => Some((key, id)),
             Change::Acl(_) => None,
         }
     }
@@ -267,13 +285,21 @@ pub enum EventKind {
     /// Its host name resolved to other addresses, or stopped resolving
     /// ([`Change::Resolve`]): not journaled.
     Resolved,
+    /// Outlier detection took it out of answers ([`Change::Eject`]): not
+    /// journaled.
+    Ejected,
+    /// Its ejection ended: back in answers, on probation. Not journaled.
+    Returned,
 }
 
 impl EventKind {
     /// Whether the change is journaled: every kind but the derived state
-    /// of [`Change::Resolve`] and [`Change::CheckStatus`].
+    /// of [`Change::Resolve`], [`Change::CheckStatus`] and [`Change::Eject`].
     pub fn is_stored(self) -> bool {
-        !matches!(self, EventKind::Resolved | EventKind::Checked)
+        !matches!(
+            self,
+            EventKind::Resolved | EventKind::Checked | EventKind::Ejected | EventKind::Returned
+        )
     }
 
     /// The name used on the wire (event streams, the audit log).
@@ -288,6 +314,8 @@ impl EventKind {
             EventKind::Resolved => "resolved",
             EventKind::Checked => "checked",
             EventKind::ChecksChanged => "checks_changed",
+            EventKind::Ejected => "ejected",
+            EventKind::Returned => "returned",
         }
     }
 }

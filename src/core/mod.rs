@@ -16,8 +16,10 @@ pub mod check;
 pub mod labels;
 pub mod model;
 pub mod naming;
+pub mod outlier;
 pub mod plan;
 pub mod registry;
+pub mod strategy;
 
 pub use acl::{
     ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
@@ -39,5 +41,6 @@ pub use plan::{
 };
 pub use registry::{
     AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
-    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    RestoreReport, Restored, Restorer, Revert, SelfPreservation, ServiceKey, ServiceSnapshot,
 };
+pub use strategy::{Balancing, ClientZones, ServiceConfig, Settings, Strategy};

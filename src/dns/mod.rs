@@ -37,6 +37,8 @@ pub struct Limits {
     /// UDP worker threads, each with its own socket on the port.
     pub udp_workers: usize,
     pub udp: udp::UdpConfig,
+    /// Client networks and their zones (`dns.client_zones`), for `nearest`.
+    pub client_zones: Arc<crate::core::ClientZones>,
 }
 
 /// Binds a UDP socket with a large receive buffer (bursts of queries).
@@ -85,7 +87,11 @@ impl DnsServer {
     ) -> std::io::Result<Self> {
         tracing::info!(source = %zone.source, "DNS zone {} loaded", zone.domain);
         Ok(Self {
-            answers: ReadyAnswers::new(zone, limits.max_records),
+            answers: ReadyAnswers::with_client_zones(
+                zone,
+                limits.max_records,
+                limits.client_zones.clone(),
+            ),
             limits,
             stats: Arc::default(),
             tcp_stats: Arc::default(),

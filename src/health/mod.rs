@@ -23,9 +23,12 @@
 //! lag; lag beyond [`LAG_WARNING`] is logged as a warning.
 //!
 //! Seams: [`scheduler`] (the schedule and thresholds, no I/O), [`kinds`]
-//! (what a run does). Must not import: dns, http, config.
+//! (what a run does), and [`outlier`]: passive health, the driver of
+//! outlier ejection (it lets `core::outlier` decide from the outcomes
+//! clients report) and the panic log. Must not import: dns, http, config.
 
 pub mod kinds;
+pub mod outlier;
 pub mod scheduler;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ mod acl;
 mod actuator;
 pub mod auth;
 mod checks;
+mod balance;
 mod error;
 mod hyper_errors;
 mod logs;
@@ -96,6 +97,8 @@ pub struct HttpShared {
     pub started: tokio::time::Instant,
     /// Whether script checks may be defined (`--enable-script-checks`).
     pub script_checks: bool,
+    /// Outlier ejection: where `POST /v1/services/{svc}/outcomes` reports go.
+    pub outliers: crate::health::outlier::Outliers,
 }
 
 impl HttpState {
@@ -110,7 +113,12 @@ impl HttpState {
     ) -> Self {
         let feed = crate::events::ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        let outliers = crate::health::outlier::Outliers::new(
+            registry.clone(),
+            crate::core::outlier::OutlierConfig::default(),
+        );
         Self::from(HttpShared {
+            outliers,
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
                 Durable::default(),
@@ -181,6 +189,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/services/{service}", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
     route("DELETE", "/v1/services/{service}/instances/{id}", true),
+    route("GET", "/v1/services/{service}/config", true),
+    route("PUT", "/v1/services/{service}/config", true),
+    route("POST", "/v1/services/{service}/outcomes", true),
     route(
         "PUT",
         "/v1/services/{service}/instances/{id}/heartbeat",
@@ -244,6 +255,9 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("DELETE", "/v1/services/{service}/instances/{id}/checks/{name}") => {
             on(filter, checks::delete_check)
         }
+        ("GET", "/v1/services/{service}/config") => on(filter, balance::get_config),
+        ("PUT", "/v1/services/{service}/config") => on(filter, balance::put_config),
+        ("POST", "/v1/services/{service}/outcomes") => on(filter, balance::report_outcomes),
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),

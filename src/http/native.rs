@@ -294,9 +294,30 @@ pub async fn deregister(
 struct Counts {
     total: usize,
     passing: usize,
+    /// Fewer healthy instances than the panic threshold: answers hold all
+    /// of them (docs/health.md). Shown only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    panic: bool,
+    /// Instances ejected by outlier detection; shown only when some are.
+    #[serde(skip_serializing_if = "is_zero")]
+    ejected: usize,
 }
 
-/// A blocking read's parameters, as Consul's: `?index=N` answers once the
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Self-preservation as the API shows it (`/v1/ready`, the listing).
+fn preservation_view(p: &crate::core::SelfPreservation) -> serde_json::Value {
+    json!({
+        "reason": p.reason(),
+        "silent": p.silent,
+        "total": p.total,
+        "threshold_percent": p.threshold,
+    })
+}
+
+/// A blocking read's parameters: `?index=N` answers once the
 /// index passes N (or at `wait`, default 5 min, at most 10 min).
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -354,12 +375,17 @@ pub async fn list_services(
             .or_default();
         counts.total += snap.instances.len();
         counts.passing += snap.passing_count();
+        counts.panic = snap.in_panic();
+        counts.ejected += snap.ejected_count();
     }
     let services: Vec<_> = by_name
         .into_iter()
         .map(|(name, datacenters)| json!({ "name": name, "datacenters": datacenters }))
         .collect();
     let mut body = json!({ "index": index, "services": services });
+    if let Some(p) = st.registry.self_preservation() {
+        body["self_preservation"] = preservation_view(&p);
+    }
     if let Some(r) = super::recovery::degraded(&notice) {
         body["recovery"] = r;
     }
@@ -427,9 +453,24 @@ pub async fn get_service(
     let names = dns_names(&st, &dc, &service);
     // Typed, not `json!`: a `serde_json::Value` sorts its keys, and an
     // instance must read the same here as in a registration's answer.
+    let snap = st.registry.service(&key);
     let body = ServiceBody {
         service: &service,
         datacenter: &dc,
+        strategy: snap
+            .as_ref()
+            .map_or(st.registry.settings_of(&key).strategy, |s| {
+                s.settings.strategy
+            })
+            .as_str(),
+        panic: snap.as_ref().is_some_and(|s| s.in_panic()),
+        ejected: snap.as_ref().map_or_else(Vec::new, |s| {
+            s.instances
+                .values()
+                .filter(|i| s.is_ejected(i))
+                .map(|i| i.id.to_string())
+                .collect()
+        }),
         index: answer.index,
         dns: ServiceDns {
             name: names.name,
@@ -445,6 +486,12 @@ pub async fn get_service(
 struct ServiceBody<'a> {
     service: &'a ServiceName,
     datacenter: &'a Datacenter,
+    /// How answers spread load (`/v1/services/{service}/config`).
+    strategy: &'static str,
+    /// Fewer healthy instances than the panic threshold: answers hold all.
+    panic: bool,
+    /// Instances ejected by outlier detection (out of answers for a while).
+    ejected: Vec<String>,
     index: u64,
     dns: ServiceDns,
     instances: Vec<InstanceView<'a>>,
@@ -467,6 +514,11 @@ pub async fn ready(State(st): State<HttpState>, notice: super::recovery::Notice)
         let mut body = json!({ "status": "ready" });
         if let Some(d) = super::recovery::degraded(&notice) {
             body["degraded"] = d;
+        }
+        // Still ready (answers are served), but expiry is held back.
+        if let Some(p) = st.registry.self_preservation() {
+            body["reason"] = json!(p.reason());
+            body["self_preservation"] = preservation_view(&p);
         }
         Json(body).into_response()
     } else {

@@ -127,7 +127,7 @@ fn registry_document(domain: &str) -> Value {
         ),
         "schema": label_schema(InstanceId::MAX_LEN, "payments-1")
     });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Maxine API",
@@ -531,7 +531,9 @@ fn registry_document(domain: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    add_balance(&mut doc, &service_param);
+    doc
 }
 
 /// The Node.js Maxine's actuator and log routes (the health probe is in
@@ -1171,4 +1173,126 @@ fn check_schemas() -> Value {
             }
         }
     })
+}
+
+/// The routes of a service's load-balancing settings and outcome reports,
+/// and their schemas (apart, to keep one `json!` within the macro's
+/// recursion limit).
+fn add_balance(doc: &mut Value, service_param: &Value) {
+    let paths = json!({
+            "/v1/services/{service}/config": {
+                "get": {
+                    "summary": "A service's load-balancing settings in effect (its own, else the defaults).",
+                    "operationId": "getServiceConfig",
+                    "parameters": [service_param],
+                    "responses": {
+                        "200": json_ok("The settings", "ServiceConfig"),
+                        "400": error_response("Invalid name"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                },
+                "put": {
+                    "summary": "Set a service's strategy and panic threshold (absent or null: the configuration's default). Kept while the service has no instances.",
+                    "operationId": "putServiceConfig",
+                    "parameters": [service_param],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ServiceConfigBody" } } }
+                    },
+                    "responses": {
+                        "200": json_ok("The settings now", "ServiceConfig"),
+                        "400": error_response("Malformed JSON, unknown field, unknown strategy or a threshold out of range"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "413": error_response("Body larger than the configured limit"),
+                        "415": error_response("Body not sent as application/json"),
+                        "503": error_response("The store could not make the change durable; it was undone")
+                    }
+                }
+            },
+            "/v1/services/{service}/outcomes": {
+                "post": {
+                    "summary": "Report per-instance successes and failures (outlier ejection): consecutive failures eject an instance from answers for a while.",
+                    "operationId": "reportOutcomes",
+                    "parameters": [service_param],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Outcomes" } } }
+                    },
+                    "responses": {
+                        "200": json_ok("What the report came to", "OutcomesReported"),
+                        "400": error_response("Malformed JSON, unknown field, invalid id, an id listed twice, a count or latency out of range, or more than 1000 entries"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("The service has no instances"),
+                        "413": error_response("Body larger than the configured limit"),
+                        "415": error_response("Body not sent as application/json")
+                    }
+                }
+            }
+    });
+    let schemas = json!({
+                "ServiceConfigBody": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "strategy": { "type": ["string", "null"], "enum": ["round_robin", "weighted", "random", "sticky", "nearest", null] },
+                        "panic_threshold": { "type": ["integer", "null"], "minimum": 0, "maximum": 100 }
+                    }
+                },
+                "ServiceConfig": {
+                    "type": "object",
+                    "required": ["service", "datacenter", "strategy", "panic_threshold", "configured", "index"],
+                    "properties": {
+                        "service": { "type": "string" },
+                        "datacenter": { "type": "string" },
+                        "strategy": { "type": "string", "enum": ["round_robin", "weighted", "random", "sticky", "nearest"] },
+                        "panic_threshold": { "type": "integer", "minimum": 0, "maximum": 100 },
+                        "configured": {
+                            "type": "object",
+                            "properties": {
+                                "strategy": { "type": ["string", "null"] },
+                                "panic_threshold": { "type": ["integer", "null"] }
+                            }
+                        },
+                        "index": { "type": "integer" }
+                    }
+                },
+                "Outcomes": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["outcomes"],
+                    "properties": {
+                        "outcomes": {
+                            "type": "array", "minItems": 1, "maxItems": 1000,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["id"],
+                                "properties": {
+                                    "id": { "type": "string", "maxLength": 63, "description": "An instance id of the service." },
+                                    "successes": { "type": ["integer", "null"], "minimum": 0, "maximum": 1000000 },
+                                    "failures": { "type": ["integer", "null"], "minimum": 0, "maximum": 1000000 },
+                                    "latency_ms": { "type": ["number", "null"], "minimum": 0, "maximum": 3600000 }
+                                }
+                            }
+                        }
+                    }
+                },
+                "OutcomesReported": {
+                    "type": "object",
+                    "properties": {
+                        "index": { "type": "integer" },
+                        "ejected": { "type": "array", "items": { "type": "string" } },
+                        "unknown": { "type": "array", "items": { "type": "string" } }
+                    }
+                }
+    });
+    for (k, v) in paths.as_object().expect("an object") {
+        doc["paths"][k] = v.clone();
+    }
+    for (k, v) in schemas.as_object().expect("an object") {
+        doc["components"]["schemas"][k] = v.clone();
+    }
 }

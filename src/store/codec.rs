@@ -19,8 +19,8 @@ use std::sync::Arc;
 use crate::core::check::COMPAT_CHECK;
 use crate::core::{
     AclObject, Address, Bootstrap, CheckKind, CheckName, CheckSpec, CompatFields, Datacenter,
-    FastHash, Health, Instance, InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceKey,
-    ServiceName, Token, User,
+    FastHash, Health, Instance, InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceConfig,
+    ServiceKey, ServiceName, Strategy, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +78,18 @@ enum Record<'a> {
         health_check_path: Cow<'a, str>,
         #[serde(borrow)]
         checks: Vec<CheckRecord<'a>>,
+    },
+    /// Variant 8: a service's settings (`PUT /v1/services/{svc}/config`);
+    /// `None` fields follow the configuration's defaults.
+    ServiceConfig {
+        #[serde(borrow)]
+        dc: Cow<'a, str>,
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        /// The strategy's name (`round_robin`, `sticky`, ...).
+        #[serde(borrow)]
+        strategy: Option<Cow<'a, str>>,
+        panic_threshold: Option<u8>,
     },
 }
 
@@ -386,6 +398,12 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             accessor: Cow::Borrowed(&b.accessor),
             at: b.at,
         },
+        AclObject::Service(c) => Record::ServiceConfig {
+            dc: Cow::Borrowed(c.key.dc.as_str()),
+            service: Cow::Borrowed(c.key.service.as_str()),
+            strategy: c.strategy.map(|s| Cow::Borrowed(s.as_str())),
+            panic_threshold: c.panic_threshold,
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -480,6 +498,26 @@ impl Decoder {
             Record::Bootstrap { accessor, at } => AclObject::Bootstrap(Arc::new(Bootstrap {
                 accessor: accessor.into_owned(),
                 at,
+                index,
+            })),
+            Record::ServiceConfig {
+                dc,
+                service,
+                strategy,
+                panic_threshold,
+            } => AclObject::Service(Arc::new(ServiceConfig {
+                key: ServiceKey::new(
+                    Datacenter::new(&dc).map_err(|e| invalid(&e))?,
+                    ServiceName::new(&service).map_err(|e| invalid(&e))?,
+                ),
+                strategy: match strategy {
+                    Some(s) => Some(
+                        Strategy::parse(&s)
+                            .ok_or_else(|| invalid(&format!("unknown strategy {s:?}")))?,
+                    ),
+                    None => None,
+                },
+                panic_threshold,
                 index,
             })),
         };
@@ -742,6 +780,50 @@ mod tests {
         assert_eq!(
             back.spec.compat.unwrap().health_check_path.as_str(),
             "/health"
+        );
+    }
+
+    #[test]
+    fn service_settings_are_variant_8_and_round_trip() {
+        let key = ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new("pay").unwrap(),
+        );
+        let mut d = Decoder::default();
+        for (strategy, panic_threshold) in [(Some(Strategy::Sticky), Some(30)), (None, None)] {
+            let obj = AclObject::Service(Arc::new(ServiceConfig {
+                key: key.clone(),
+                strategy,
+                panic_threshold,
+                index: 12,
+            }));
+            let bytes = encode_acl(&obj);
+            assert_eq!(bytes[0], 8);
+            match d.decode_any(12, &bytes).unwrap() {
+                Decoded::Acl(back) => assert_eq!(back, obj),
+                Decoded::Instance(_) => panic!("settings decoded as an instance"),
+            }
+        }
+        // A threshold above 100 or an unknown strategy is damage.
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: Some("fastest".into()),
+            panic_threshold: None,
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: None,
+            panic_threshold: Some(101),
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
         );
     }
 

@@ -15,7 +15,7 @@ use super::super::acl::{
     builtin_policies, is_builtin_policy,
 };
 use super::super::change::{AclEvent, Actor, Batch, Context, Origin};
-use super::{MAX_INDEX, Registry, RegistryError, WriteState};
+use super::{MAX_INDEX, Registry, RegistryError, ServiceKey, WriteState};
 
 /// The lock-free side of the table.
 pub(super) struct AclMaps {
@@ -230,9 +230,14 @@ impl Registry {
         };
         self.publish_acl(events.iter().map(|e| (e.key.clone(), e.value.clone())));
         self.inner.acl.index.store(last, Ordering::Release);
+        // A service's settings changed: its snapshot and answers follow.
+        let services = self.resettle(events.iter().filter_map(|e| match &e.key {
+            AclKey::Service(k) => Some((k.clone(), e.index)),
+            _ => None,
+        }));
         let batch = Batch {
             events: &[],
-            services: &[],
+            services: &services,
             acl: &events,
         };
         for o in &w.observers {
@@ -300,9 +305,32 @@ impl Registry {
                 }
             }
         }
+        let configured: Vec<ServiceKey> = best
+            .keys()
+            .filter_map(|k| match k {
+                AclKey::Service(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
         self.publish_acl(best.into_iter().map(|(k, v)| (k, Some(v))));
         self.inner.index.fetch_max(max, Ordering::AcqRel);
         self.inner.acl.index.fetch_max(max, Ordering::AcqRel);
+        // Instances were restored first, with the defaults: services with
+        // settings of their own get them now.
+        let services = self.resettle(configured.into_iter().filter_map(|k| {
+            let index = self.service(&k)?.index;
+            Some((k, index))
+        }));
+        if !services.is_empty() {
+            let batch = Batch {
+                events: &[],
+                services: &services,
+                acl: &[],
+            };
+            for o in &_w.observers {
+                o.applied(&batch);
+            }
+        }
         superseded
     }
 

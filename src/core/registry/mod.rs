@@ -29,12 +29,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::acl::{AclKey, AclObject};
 use super::change::{Batch, Change, Context, Entry, Event, EventKind, Observer, Outcome};
 use super::labels::{Datacenter, InstanceId, ServiceName};
 use super::model::{Health, Instance, ModelError, Version};
+use super::strategy::{Balancing, ServiceConfig, Settings};
 
 pub use acl::AclRevert;
-pub use expiry::Heartbeat;
+pub use expiry::{Heartbeat, SelfPreservation};
 pub use restore::{RestoreReport, Restored, Restorer, Revert};
 pub use snapshot::{Instances, InstancesIter, ServiceKey, ServiceSnapshot};
 
@@ -128,6 +130,11 @@ struct Inner {
     acl: acl::AclMaps,
     /// `dns.only_passing`: whether answers leave out warning instances.
     only_passing: std::sync::atomic::AtomicBool,
+    /// The configuration's defaults for every service (strategy, panic
+    /// threshold) and the zones of client networks; set once at start.
+    balancing: std::sync::OnceLock<Balancing>,
+    /// Self-preservation as last decided, readable without the write lock.
+    preservation: Mutex<Option<SelfPreservation>>,
 }
 
 struct WriteState {
@@ -142,6 +149,8 @@ struct WriteState {
     reserved: BTreeSet<String>,
     /// Instances per owner, for quotas.
     holdings: acl::Holdings,
+    /// Self-preservation of expiry (see `expiry`).
+    preservation: expiry::Preservation,
 }
 
 /// Where the indexes of an apply come from.
@@ -169,9 +178,12 @@ impl Registry {
                     datacenters,
                     reserved: BTreeSet::new(),
                     holdings: Default::default(),
+                    preservation: Default::default(),
                 }),
                 acl: acl::AclMaps::new(),
                 only_passing: Default::default(),
+                balancing: std::sync::OnceLock::new(),
+                preservation: Mutex::new(None),
             }),
         }
     }
@@ -192,6 +204,57 @@ impl Registry {
 
     pub fn local_dc(&self) -> &Datacenter {
         &self.inner.config.local_dc
+    }
+
+    /// Sets the configuration's service defaults and client zones, before
+    /// anything is registered or restored (snapshots copy their settings
+    /// when built). A second call is ignored.
+    pub fn set_balancing(&self, b: Balancing) {
+        let _ = self.inner.balancing.set(b);
+    }
+
+    /// The configuration's service defaults and client zones.
+    pub fn balancing(&self) -> &Balancing {
+        static DEFAULT: std::sync::OnceLock<Balancing> = std::sync::OnceLock::new();
+        self.inner
+            .balancing
+            .get()
+            .unwrap_or_else(|| DEFAULT.get_or_init(Balancing::default_settings))
+    }
+
+    /// What an operator set for a service, if anything.
+    pub fn service_config(&self, key: &ServiceKey) -> Option<Arc<ServiceConfig>> {
+        match self.acl_object(&AclKey::Service(key.clone()))? {
+            AclObject::Service(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the snapshots of these services with the settings they
+    /// have now, at the given indexes (under the write lock): what a change
+    /// of a service's configuration publishes. Services without instances
+    /// have no snapshot; their settings wait in the object table.
+    fn resettle(
+        &self,
+        keys: impl Iterator<Item = (ServiceKey, u64)>,
+    ) -> Vec<(ServiceKey, Option<Arc<ServiceSnapshot>>)> {
+        let services = self.inner.services.pin();
+        let mut out = Vec::new();
+        for (key, index) in keys {
+            let Some(snap) = services.get(&key) else {
+                continue;
+            };
+            let next = Arc::new(snap.with_settings(self.settings_of(&key), index));
+            services.insert(key.clone(), next.clone());
+            out.push((key, Some(next)));
+        }
+        out
+    }
+
+    /// The settings a service has now: its own, else the defaults.
+    pub fn settings_of(&self, key: &ServiceKey) -> Settings {
+        self.balancing()
+            .settings(self.service_config(key).as_deref())
     }
 
     /// Index of the latest applied change.
@@ -754,6 +817,29 @@ impl Registry {
                     kind: EventKind::ChecksChanged,
                 }
             }
+            Change::Eject {
+                id, ejected, of, ..
+            } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                if index.is_none() || group.is_ejected(of) == ejected {
+                    return Decision::Skip;
+                }
+                // The value stays the same; the snapshot's set of ejected
+                // values changes (see ServiceSnapshot::ejected).
+                group.ejections.push((of, ejected));
+                group.current_of_last = Some(cur.clone());
+                Decision::Make {
+                    id,
+                    value: Some(cur),
+                    kind: if ejected {
+                        EventKind::Ejected
+                    } else {
+                        EventKind::Returned
+                    },
+                }
+            }
             Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Reap { id, of, .. } => {
                 // Critical by its TTL (expiry) or by a check
@@ -781,7 +867,15 @@ impl Registry {
         if let Some(dc) = g.new_dc {
             w.datacenters.insert(dc);
         }
-        self.commit(w, key, g.snapshot, g.changes, g.index, g.events);
+        self.commit(
+            w,
+            key,
+            g.snapshot,
+            g.changes,
+            g.ejections,
+            g.index,
+            g.events,
+        );
     }
 
     // ---- internals ----
@@ -797,12 +891,14 @@ impl Registry {
     }
 
     /// Builds the service's next snapshot, publishes it, then tells observers.
+    #[allow(clippy::too_many_arguments)] // the parts of one service's group
     fn commit(
         &self,
         w: &mut WriteState,
         key: ServiceKey,
         current: Option<Arc<ServiceSnapshot>>,
         changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+        ejections: Vec<(u64, bool)>,
         index: u64,
         events: Vec<Event>,
     ) {
@@ -811,6 +907,7 @@ impl Registry {
             None => (&Instances::default(), Default::default()),
         };
         let (instances, gone, added) = instances.with_changes(changes);
+        let ejected = ejected_after(current.as_deref(), &ejections, &instances);
         // Replaced and removed values leave the timer map; new ones enter it.
         let reap_ms = self.inner.config.reap_after.as_millis() as u64;
         for old in &gone {
@@ -825,12 +922,15 @@ impl Registry {
             services.remove(&key);
             None
         } else {
+            let settings = self.settings_of(&key);
             let snap = Arc::new(ServiceSnapshot::build(
                 key.clone(),
                 instances,
                 index,
                 rr,
                 self.only_passing(),
+                settings,
+                ejected,
             ));
             services.insert(key.clone(), snap.clone());
             Some(snap)
@@ -863,10 +963,35 @@ pub(super) fn hold(holdings: &mut acl::Holdings, gone: &[Arc<Instance>], added: 
     }
 }
 
+/// The ejected values of a service after `ejections` (index of the value,
+/// ejected or returned), of those still among `instances`: sorted.
+fn ejected_after(
+    current: Option<&ServiceSnapshot>,
+    ejections: &[(u64, bool)],
+    instances: &Instances,
+) -> Box<[u64]> {
+    let before = current.map_or(&[][..], |s| &s.ejected[..]);
+    if before.is_empty() && ejections.is_empty() {
+        return Box::default();
+    }
+    let mut set: std::collections::BTreeSet<u64> = before.iter().copied().collect();
+    for (of, ejected) in ejections {
+        if *ejected {
+            set.insert(*of);
+        } else {
+            set.remove(of);
+        }
+    }
+    let present: std::collections::HashSet<u64> = instances.values().map(|i| i.index).collect();
+    set.into_iter().filter(|i| present.contains(i)).collect()
+}
+
 /// The pending changes of one service within an apply.
 struct Group {
     snapshot: Option<Arc<ServiceSnapshot>>,
     changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+    /// Ejections and returns (index of the value, ejected).
+    ejections: Vec<(u64, bool)>,
     events: Vec<Event>,
     index: u64,
     /// The value the change being decided replaces (for its event).
@@ -880,6 +1005,7 @@ impl Group {
         Self {
             snapshot,
             changes: Vec::new(),
+            ejections: Vec::new(),
             events: Vec::new(),
             index: 0,
             current_of_last: None,
@@ -893,6 +1019,17 @@ impl Group {
             return v.clone();
         }
         self.snapshot.as_ref()?.instances.get(id).cloned()
+    }
+
+    /// Whether the instance value of index `of` is ejected, with this
+    /// group's earlier ejections and returns.
+    fn is_ejected(&self, of: u64) -> bool {
+        if let Some((_, e)) = self.ejections.iter().rev().find(|(i, _)| *i == of) {
+            return *e;
+        }
+        self.snapshot
+            .as_ref()
+            .is_some_and(|s| s.ejected.binary_search(&of).is_ok())
     }
 
     /// The service's shared copy of `version`, if an instance runs it.

@@ -170,8 +170,9 @@ impl Observer for Follower {
         let mut q = self.0.lock();
         for e in batch.events {
             if !e.kind.is_stored() {
-                // Resolved addresses and check statuses are not stored
-                // (Change::Resolve and Change::CheckStatus say why).
+                // Resolved addresses, check statuses and ejections are not
+                // stored (Change::Resolve, Change::CheckStatus and
+                // Change::Eject say why).
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
             }
