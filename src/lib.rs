@@ -37,6 +37,9 @@
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
 //! `resolve` (the host-name resolver driver) imports no front end or
 //! `config`: it follows `events`, proposes through `store::Log`.
+//! `health` (outlier ejection's driver, the panic log) imports no front end
+//! or `config`: the API hands it reported outcomes; it applies
+//! `core::Change::Eject` like expiry does.
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
