@@ -97,6 +97,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# shellcheck disable=SC2086 # one argument per strategy
 python3 - "$B/out" "$ROUNDS" $STRATEGIES <<'EOF'
 import re, statistics, sys
 out, rounds, strategies = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -39,8 +39,10 @@
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
 //! `resolve` (the host-name resolver driver) imports no front end or
 //! `config`: it follows `events`, proposes through `store::Log`.
-//! `health` (the health check driver) likewise imports no front end or
-//! `config`: it follows `events`, proposes through `store::Log`.
+//! `health` (the health check driver, and outlier ejection's driver with
+//! the panic log) likewise imports no front end or `config`: it follows
+//! `events`, takes reported outcomes from the API, and proposes through
+//! `store::Log` (check results, `core::Change::Eject`).
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.

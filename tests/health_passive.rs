@@ -147,17 +147,17 @@ async fn passing(s: &TestServer) -> u64 {
 #[tokio::test]
 async fn self_preservation_holds_expiry_while_a_fifth_of_instances_fall_silent_at_once() {
     let s = TestServer::start().await;
-    let ids: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    let ids: Vec<String> = (0..50).map(|i| format!("n{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         s.register(
             "fleet",
             id,
-            json!({"address": format!("10.9.0.{}", i + 1), "port": 80, "ttl": 2}),
+            json!({"address": format!("10.9.0.{}", i + 1), "port": 80, "ttl": 3}),
         )
         .await;
     }
-    // Four of twenty (20%) stop at once; the others go on.
-    let alive = &ids[4..];
+    // Ten of fifty (20%) stop at once; the others go on.
+    let alive = &ids[10..];
     let ready = |s: &TestServer| {
         let url = common::api::url(s, "/v1/ready");
         let http = s.http.clone();
@@ -185,14 +185,14 @@ async fn self_preservation_holds_expiry_while_a_fifth_of_instances_fall_silent_a
     assert!(held, "/v1/ready says why expiry is held");
     assert_eq!(
         passing(&s).await,
-        20,
+        50,
         "none of the silent instances expired"
     );
     let r = get(&s, "/v1/services").await;
     assert!(
         r.body["self_preservation"]["reason"]
             .as_str()
-            .is_some_and(|t| t.contains("4 of 20")),
+            .is_some_and(|t| t.contains("10 of 50")),
         "{:?}",
         r.body
     );
@@ -205,13 +205,13 @@ async fn self_preservation_holds_expiry_while_a_fifth_of_instances_fall_silent_a
         ready(&s).await.get("reason").is_none(),
         "self-preservation ends once heartbeats return"
     );
-    // And expiry is normal again: one instance (5%) that stops expires.
+    // And expiry is normal again: one instance (2%) that stops expires.
     let mut expired = false;
     for _ in 0..40 {
         for id in &ids[1..] {
             heartbeat(&s, id).await;
         }
-        if passing(&s).await == 19 {
+        if passing(&s).await == 49 {
             expired = true;
             break;
         }

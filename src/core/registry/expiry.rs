@@ -230,9 +230,10 @@ impl Registry {
 /// instance whose expiry it held back is looked at again (ms).
 pub(super) const RECHECK_MS: u64 = 1000;
 
-/// Self-preservation needs at least this many silent instances: one or two
-/// instances of a small registry stopping is not a network failure.
-pub(super) const MIN_SILENT: usize = 3;
+/// Self-preservation needs at least this many silent instances: a few
+/// instances of a small registry (a developer's machine, a test) stopping
+/// is not a network failure, and they expire as usual.
+pub(super) const MIN_SILENT: usize = 10;
 
 /// Expiry is held back: `silent` of `total` passing local instances have
 /// not sent a heartbeat for half their TTL, more than `threshold` percent.

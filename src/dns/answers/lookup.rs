@@ -13,10 +13,10 @@ use super::super::zone::{StaticRrset, Zone};
 use super::instances::InstanceRecords;
 use super::members::Subset;
 use super::node::{Node, Sets, Spread};
+use super::rrset::RecordSet;
 
 /// The order of names without a strategy of their own (version names).
 static ROTATE: Spread = Spread::Rotate;
-use super::rrset::RecordSet;
 
 /// The map the query path reads. Cloning copies one `Arc`.
 #[derive(Clone)]
