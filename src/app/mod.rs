@@ -124,6 +124,8 @@ pub struct App {
     /// The last log lines, shown by the API's log routes.
     recent_logs: RecentLogs,
     notifier: Notifier,
+    /// Everything `GET /metrics` shows.
+    metrics: crate::telemetry::Metrics,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -203,13 +205,19 @@ impl App {
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
         registry.reserve_service_names(zone.reserved_labels());
-        let dns = dns::DnsServer::new(
+        let metrics = crate::telemetry::Metrics::default();
+        metrics.registry(registry.clone());
+        let mut dns = dns::DnsServer::new(
             zone,
             dns_limits(&config.dns),
             listeners.dns_udp,
             listeners.dns_tcp,
         )?;
-        registry.subscribe(Arc::new(dns.observer(&registry)));
+        if config.metrics.dns {
+            dns = dns.with_counters(metrics.dns());
+        }
+        let rebuilds = crate::telemetry::metrics::RebuildMetrics::new(&metrics);
+        registry.subscribe(Arc::new(rebuilds.timed(dns.observer(&registry))));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
@@ -243,6 +251,7 @@ impl App {
                     ms = loaded.elapsed.as_millis() as u64, "registry loaded"
                 );
                 crate::store::note_undecodable(&recovery, &loaded);
+                journal.metrics().export(&metrics);
                 Some(journal)
             }
             None => None,
@@ -261,6 +270,7 @@ impl App {
             recovery,
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             notifier: Notifier::default(),
+            metrics,
         })
     }
 
@@ -346,6 +356,7 @@ impl App {
             auth,
             recent_logs,
             notifier,
+            metrics,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -387,6 +398,8 @@ impl App {
             auth,
             recent_logs,
             started: tokio::time::Instant::now(),
+            http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
+            metrics,
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

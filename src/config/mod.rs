@@ -168,6 +168,14 @@ pub struct Config {
     pub acl: AclConfig,
     pub audit: AuditConfig,
     pub resolve: ResolveConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// The DNS front end counts its responses.
+    pub dns: bool,
 }
 
 /// Access control.
@@ -675,6 +683,9 @@ impl Config {
             acl,
             audit,
             resolve,
+            metrics: MetricsConfig {
+                dns: f.metrics.enabled,
+            },
             snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),

@@ -20,6 +20,7 @@ mod error;
 mod hyper_errors;
 mod logs;
 mod maxine;
+mod metrics;
 mod native;
 mod openapi;
 mod recovery;
@@ -93,6 +94,10 @@ pub struct HttpShared {
     pub recent_logs: RecentLogs,
     /// When the API started serving (`/api/actuator/metrics` uptime).
     pub started: tokio::time::Instant,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::telemetry::Metrics,
+    /// Requests by route and status, and their latency.
+    pub http_metrics: crate::telemetry::metrics::HttpMetrics,
 }
 
 impl HttpState {
@@ -123,6 +128,8 @@ impl HttpState {
             auth: auth::Auth::open(),
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             started: tokio::time::Instant::now(),
+            metrics: crate::telemetry::Metrics::default(),
+            http_metrics: Default::default(),
         })
     }
 }
@@ -173,6 +180,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/health", false),
     route("GET", "/v1/ready", false),
     route("GET", "/v1/openapi.json", false),
+    route("GET", "/metrics", false),
     route("GET", "/v1/services", true),
     route("GET", "/v1/services/{service}", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
@@ -219,6 +227,7 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/health") => on(filter, native::health),
         ("GET", "/v1/ready") => on(filter, native::ready),
         ("GET", "/v1/openapi.json") => on(filter, native::openapi),
+        ("GET", "/metrics") => on(filter, metrics::scrape),
         ("GET", "/v1/services") => on(filter, native::list_services),
         ("GET", "/v1/services/{service}") => on(filter, native::get_service),
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
@@ -266,6 +275,13 @@ pub fn router(state: HttpState) -> axum::Router {
                 add_index,
             ));
         }
+        handler = handler.route_layer(axum::middleware::from_fn_with_state(
+            metrics::Track {
+                metrics: state.http_metrics.clone(),
+                route: r.path,
+            },
+            metrics::track,
+        ));
         router = router.route(r.path, handler);
     }
     router

@@ -168,6 +168,13 @@ fn registry_document(domain: &str) -> Value {
                     "responses": { "200": { "description": "OpenAPI 3.1 document", "content": { "application/json": {} } } }
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Every metric in the Prometheus text format (docs/operations.md lists them).",
+                    "operationId": "metrics", "security": [],
+                    "responses": { "200": { "description": "Prometheus text format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+                }
+            },
             "/v1/services": {
                 "get": {
                     "summary": "Every service with its instance counts per datacenter; `recovery` while a store recovery is unacknowledged.",

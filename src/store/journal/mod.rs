@@ -155,6 +155,7 @@ impl Shared {
 /// writes what is queued and stops the writer.
 pub struct Journal {
     shared: Arc<Shared>,
+    metrics: crate::telemetry::metrics::StoreMetrics,
     writer: Mutex<Option<JoinHandle<()>>>,
     durable: Durable,
 }
@@ -281,7 +282,9 @@ impl Journal {
             last_commit: Duration::ZERO,
             outage_log: LogEvery::new(OUTAGE_LOG_EVERY),
             rollback_log: LogEvery::new(OUTAGE_LOG_EVERY),
+            metrics: crate::telemetry::metrics::StoreMetrics::default(),
         };
+        let metrics = writer.metrics.clone();
         let handle = std::thread::Builder::new()
             .name("maxine-store".into())
             .spawn(move || {
@@ -297,11 +300,17 @@ impl Journal {
         Ok((
             Self {
                 shared,
+                metrics,
                 writer: Mutex::new(Some(handle)),
                 durable: Durable { rx },
             },
             report,
         ))
+    }
+
+    /// The writer's commit metrics (to export).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::StoreMetrics {
+        &self.metrics
     }
 
     /// The handle API requests wait on.
