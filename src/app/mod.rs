@@ -400,6 +400,7 @@ impl App {
             started: tokio::time::Instant::now(),
             http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
             metrics,
+            streams_stop: stop.clone(),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

@@ -17,6 +17,7 @@ mod acl;
 mod actuator;
 pub mod auth;
 mod error;
+mod events;
 mod hyper_errors;
 mod logs;
 mod maxine;
@@ -98,6 +99,9 @@ pub struct HttpShared {
     pub metrics: crate::telemetry::Metrics,
     /// Requests by route and status, and their latency.
     pub http_metrics: crate::telemetry::metrics::HttpMetrics,
+    /// Cancelled when the server stops: event streams end (a stream
+    /// would otherwise hold its connection open through the drain).
+    pub streams_stop: tokio_util::sync::CancellationToken,
 }
 
 impl HttpState {
@@ -130,6 +134,7 @@ impl HttpState {
             started: tokio::time::Instant::now(),
             metrics: crate::telemetry::Metrics::default(),
             http_metrics: Default::default(),
+            streams_stop: Default::default(),
         })
     }
 }
@@ -183,6 +188,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/metrics", false),
     route("GET", "/v1/services", true),
     route("GET", "/v1/services/{service}", true),
+    route("GET", "/v1/events", true),
+    route("GET", "/v1/events/ws", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
     route("DELETE", "/v1/services/{service}/instances/{id}", true),
     route(
@@ -230,6 +237,8 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/metrics") => on(filter, metrics::scrape),
         ("GET", "/v1/services") => on(filter, native::list_services),
         ("GET", "/v1/services/{service}") => on(filter, native::get_service),
+        ("GET", "/v1/events") => on(filter, events::sse),
+        ("GET", "/v1/events/ws") => on(filter, events::ws),
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
         ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
         ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),

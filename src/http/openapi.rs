@@ -168,6 +168,32 @@ fn registry_document(domain: &str) -> Value {
                     "responses": { "200": { "description": "OpenAPI 3.1 document", "content": { "application/json": {} } } }
                 }
             },
+            "/v1/events": {
+                "get": {
+                    "summary": "The change feed as Server-Sent Events: with since=0 (or an index older than the server keeps) a `snapshot` event first, then one `change` event per change (its id is the change's index); a consumer that falls too far behind gets `resync` and the stream ends. Resume with Last-Event-ID. Only services the caller may read.",
+                    "operationId": "events",
+                    "parameters": events_params(),
+                    "responses": {
+                        "200": { "description": "An endless text/event-stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "400": error_response("Invalid since, service or Last-Event-ID"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
+            "/v1/events/ws": {
+                "get": {
+                    "summary": "The messages of GET /v1/events over a WebSocket: one JSON text message each, with `type` (snapshot, change, resync) and `index`.",
+                    "operationId": "eventsWs",
+                    "parameters": events_params(),
+                    "responses": {
+                        "101": { "description": "Switching to the WebSocket protocol" },
+                        "400": error_response("Not an upgrade request, or invalid parameters"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Every metric in the Prometheus text format (docs/operations.md lists them).",
@@ -620,6 +646,18 @@ fn operator_paths() -> Value {
 }
 
 /// The parameters of a blocking read (`?index=N&wait=30s`).
+/// The query of the event streams.
+fn events_params() -> Value {
+    json!([
+        { "name": "since", "in": "query", "required": false,
+          "description": "The index of the last change the consumer has; 0 (default): a snapshot first.",
+          "schema": { "type": "integer", "minimum": 0 } },
+        { "name": "service", "in": "query", "required": false,
+          "description": "Only this service's changes.",
+          "schema": { "type": "string", "maxLength": 63 } }
+    ])
+}
+
 fn blocking_params() -> Vec<Value> {
     vec![
         json!({ "name": "index", "in": "query", "required": false,
