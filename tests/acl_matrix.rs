@@ -146,6 +146,15 @@ const TABLE: &[Row] = &[
           valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "GET /v1/events/ws", target: "/v1/events/ws?service=payments", body: None,
           valid: [403, 400, 403, 400, 400, 400, 400, 400, 400], bad: 401 },
+    // Key/value entries: key_prefix rules (the built-in management,
+    // operator and viewer policies cover every key); the keys do not
+    // exist, so a caller who may read or write gets 404 for GET and DELETE.
+    Row { route: "GET /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 404], bad: 401 },
+    Row { route: "PUT /v1/kv/{*key}", target: "/v1/kv/app/m-{col}", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 403], bad: 401 },
     // Counts and timings only: no credential read, like the actuator.
     Row { route: "GET /metrics", target: "/metrics", body: None,
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },

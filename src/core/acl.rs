@@ -46,6 +46,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "everything: services, ACLs, operator actions and the audit log".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 acl: Some(Access::Write),
                 operator: Some(Access::Write),
                 audit: Some(Access::Write),
@@ -58,6 +59,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "write every service, and operator actions".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 operator: Some(Access::Write),
                 ..Rules::default()
             },
@@ -68,6 +70,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "read every service".into(),
             rules: Rules {
                 service_prefix: all(Access::Read),
+                key_prefix: all(Access::Read),
                 ..Rules::default()
             },
             index: 0,
@@ -104,6 +107,9 @@ pub struct Rules {
     pub service: BTreeMap<String, Access>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_prefix: BTreeMap<String, Access>,
+    /// Key/value entries by key prefix (`""` matches every key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_prefix: BTreeMap<String, Access>,
     /// Tokens and policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<Access>,
@@ -202,6 +208,9 @@ pub enum AclKey {
     Token(String),
     User(String),
     Bootstrap,
+    /// A key/value entry ([`super::kv`]): no access-control object, but
+    /// it travels the same keyed-object path (journal, restore, undo).
+    Kv(super::kv::KvKey),
 }
 
 impl fmt::Display for AclKey {
@@ -211,6 +220,7 @@ impl fmt::Display for AclKey {
             AclKey::Token(a) => write!(f, "token:{a}"),
             AclKey::User(n) => write!(f, "user:{n}"),
             AclKey::Bootstrap => f.write_str("acl:bootstrap"),
+            AclKey::Kv(k) => write!(f, "kv:{k}"),
         }
     }
 }
@@ -222,6 +232,8 @@ pub enum AclObject {
     Token(Arc<Token>),
     User(Arc<User>),
     Bootstrap(Arc<Bootstrap>),
+    /// A key/value entry (see [`AclKey::Kv`]).
+    Kv(Arc<super::kv::KvEntry>),
 }
 
 impl AclObject {
@@ -231,6 +243,7 @@ impl AclObject {
             AclObject::Token(t) => AclKey::Token(t.accessor.clone()),
             AclObject::User(u) => AclKey::User(u.name.clone()),
             AclObject::Bootstrap(_) => AclKey::Bootstrap,
+            AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
         }
     }
 
@@ -241,6 +254,7 @@ impl AclObject {
             AclObject::Token(t) => t.index,
             AclObject::User(u) => u.index,
             AclObject::Bootstrap(b) => b.index,
+            AclObject::Kv(e) => e.index,
         }
     }
 
@@ -263,6 +277,10 @@ impl AclObject {
                 index,
                 ..(**b).clone()
             })),
+            AclObject::Kv(e) => AclObject::Kv(Arc::new(super::kv::KvEntry {
+                index,
+                ..(**e).clone()
+            })),
         }
     }
 
@@ -281,6 +299,18 @@ impl AclObject {
                 for name in r.service.keys() {
                     ServiceName::new(name)
                         .map_err(|e| AclError::Invalid(format!("service rule: {e}")))?;
+                }
+                if r.key_prefix.len() > MAX_RULES {
+                    return Err(AclError::Invalid(format!(
+                        "a policy has at most {MAX_RULES} key_prefix rules"
+                    )));
+                }
+                for prefix in r.key_prefix.keys() {
+                    if prefix.len() > super::kv::MAX_KEY_LEN {
+                        return Err(AclError::Invalid(format!(
+                            "key_prefix {prefix:?} is longer than a key"
+                        )));
+                    }
                 }
                 for prefix in r.service_prefix.keys() {
                     if prefix.len() > super::labels::MAX_SERVICE_NAME_LEN
@@ -320,6 +350,15 @@ impl AclObject {
                 Ok(())
             }
             AclObject::Bootstrap(_) => Ok(()),
+            AclObject::Kv(e) => {
+                if e.value.len() > super::kv::MAX_VALUE_BYTES {
+                    return Err(AclError::Invalid(format!(
+                        "a value is at most {} bytes",
+                        super::kv::MAX_VALUE_BYTES
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -68,6 +68,8 @@ pub enum Change {
     },
     /// A change to a policy, token, sign-in user or the bootstrap mark.
     Acl(AclChange),
+    /// A change to the key/value store ([`super::kv`]).
+    Kv(super::kv::KvChange),
 }
 
 impl Change {
@@ -80,7 +82,7 @@ impl Change {
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
             | Change::Resolve { key, id, .. } => Some((key, id)),
-            Change::Acl(_) => None,
+            Change::Acl(_) | Change::Kv(_) => None,
         }
     }
 }

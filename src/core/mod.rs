@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod change;
+pub mod kv;
 pub mod labels;
 pub mod model;
 pub mod naming;
@@ -26,6 +27,7 @@ pub use change::{
     AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
     Outcome,
 };
+pub use kv::{KvChange, KvEntry, KvKey};
 pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,

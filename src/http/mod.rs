@@ -19,6 +19,7 @@ pub mod auth;
 mod error;
 mod events;
 mod hyper_errors;
+mod kv;
 mod logs;
 mod maxine;
 mod metrics;
@@ -190,6 +191,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/services/{service}", true),
     route("GET", "/v1/events", true),
     route("GET", "/v1/events/ws", true),
+    route("GET", "/v1/kv/{*key}", true),
+    route("PUT", "/v1/kv/{*key}", true),
+    route("DELETE", "/v1/kv/{*key}", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
     route("DELETE", "/v1/services/{service}/instances/{id}", true),
     route(
@@ -239,6 +243,12 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/services/{service}") => on(filter, native::get_service),
         ("GET", "/v1/events") => on(filter, events::sse),
         ("GET", "/v1/events/ws") => on(filter, events::ws),
+        ("GET", "/v1/kv/{*key}") => on(filter, kv::get),
+        // Values may be larger than other bodies (up to 512 KiB).
+        ("PUT", "/v1/kv/{*key}") => {
+            on(filter, kv::put).layer(DefaultBodyLimit::max(crate::core::kv::MAX_VALUE_BYTES + 1))
+        }
+        ("DELETE", "/v1/kv/{*key}") => on(filter, kv::delete),
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
         ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
         ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),

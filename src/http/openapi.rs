@@ -194,6 +194,62 @@ fn registry_document(domain: &str) -> Value {
                     }
                 }
             },
+            "/v1/kv/{key}": {
+                "get": {
+                    "summary": "The raw value of a key (X-Maxine-Index: the index that wrote it); with recurse, every entry under the prefix the caller may read, as JSON. Needs key:read (key_prefix rules).",
+                    "operationId": "kvGet",
+                    "parameters": [
+                        kv_key_param(),
+                        { "name": "recurse", "in": "query", "required": false, "description": "List every key starting with the path.", "schema": { "type": "string" } },
+                        blocking_params()[0].clone(),
+                        blocking_params()[1].clone()
+                    ],
+                    "responses": {
+                        "200": { "description": "The value, or with recurse the entries",
+                                 "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                                 "content": {
+                                    "application/octet-stream": { "schema": { "type": "string" } },
+                                    "application/json": { "schema": { "type": "array", "items": { "type": "object",
+                                        "properties": { "key": { "type": "string" }, "value": { "type": "string", "contentEncoding": "base64" },
+                                                        "index": { "type": "integer" }, "create_index": { "type": "integer" } } } } } } },
+                        "400": error_response("Invalid key, index or wait"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key")
+                    }
+                },
+                "put": {
+                    "summary": "Writes the raw body as the key's value (at most 512 KiB). With cas, only while the key's index is cas (0: only if absent). Needs key:write.",
+                    "operationId": "kvPut",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "requestBody": { "required": false, "content": { "application/octet-stream": { "schema": { "type": "string", "maxLength": 524288 } } } },
+                    "responses": {
+                        "200": { "description": "Written", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "413": error_response("The value is larger than 512 KiB"),
+                        "503": error_response("The store is unavailable")
+                    }
+                },
+                "delete": {
+                    "summary": "Removes a key. With cas, only while the key's index is cas. Needs key:write.",
+                    "operationId": "kvDelete",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "responses": {
+                        "200": { "description": "Removed", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" }, "deleted": { "type": "boolean" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "503": error_response("The store is unavailable")
+                    }
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Every metric in the Prometheus text format (docs/operations.md lists them).",
@@ -646,6 +702,20 @@ fn operator_paths() -> Value {
 }
 
 /// The parameters of a blocking read (`?index=N&wait=30s`).
+/// The key of the key/value routes.
+fn kv_key_param() -> Value {
+    json!({ "name": "key", "in": "path", "required": true,
+                    "description": "A path: segments of ASCII letters, digits, '-', '_', '.' separated by '/', at most 512 bytes. With recurse: a prefix (may be empty or end with '/').",
+                    "schema": { "type": "string", "maxLength": 512, "example": "app/payments/timeout" } })
+}
+
+/// `?cas=` of the key/value writes.
+fn kv_cas_param() -> Value {
+    json!({ "name": "cas", "in": "query", "required": false,
+            "description": "Compare-and-set: the key's current index (0: the key must not exist).",
+            "schema": { "type": "integer", "minimum": 0 } })
+}
+
 /// The query of the event streams.
 fn events_params() -> Value {
     json!([
@@ -980,6 +1050,13 @@ fn acl_schemas() -> Value {
                     "propertyNames": { "pattern": "^[a-z0-9-]*$", "maxLength": ServiceName::MAX_LEN },
                     "additionalProperties": access.clone(),
                     "example": { "": "read" }
+                },
+                "key_prefix": {
+                    "type": "object", "description": "Key/value key prefixes (GET/PUT/DELETE /v1/kv/...); \"\" matches every key; the longest matching prefix decides.",
+                    "maxProperties": MAX_RULES,
+                    "propertyNames": { "maxLength": 512 },
+                    "additionalProperties": access.clone(),
+                    "example": { "app/payments/": "write" }
                 },
                 "acl": { "allOf": [access.clone()], "description": "Tokens and policies." },
                 "operator": { "allOf": [access.clone()], "description": "Snapshots, recovery acknowledgement." },

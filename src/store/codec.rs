@@ -62,6 +62,22 @@ enum Record<'a> {
         #[serde(borrow)]
         health_check_path: Cow<'a, str>,
     },
+    /// Variants 7 to 9 are assigned to other record kinds being written
+    /// beside this one; these placeholders keep the numbering (postcard
+    /// numbers variants by position) and are never written: they are
+    /// replaced by those kinds when the branches meet.
+    Reserved7,
+    Reserved8,
+    Reserved9,
+    /// Variant 10: a key/value entry (`create_index`: the index that first
+    /// created the key; the record's own index is its key in the store).
+    Kv {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, [u8]>,
+        create_index: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -239,6 +255,11 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             accessor: Cow::Borrowed(&b.accessor),
             at: b.at,
         },
+        AclObject::Kv(e) => Record::Kv {
+            key: Cow::Borrowed(e.key.as_str()),
+            value: Cow::Borrowed(&e.value),
+            create_index: e.create_index,
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -312,6 +333,21 @@ impl Decoder {
                 at,
                 index,
             })),
+            Record::Kv {
+                key,
+                value,
+                create_index,
+            } => AclObject::Kv(Arc::new(crate::core::KvEntry {
+                key: crate::core::KvKey::new(&key).map_err(|e| invalid(&e))?,
+                value: value.as_ref().into(),
+                create_index,
+                index,
+            })),
+            Record::Reserved7 | Record::Reserved8 | Record::Reserved9 => {
+                return Err(DecodeError::Invalid(
+                    "a record kind this version of Maxine does not know".into(),
+                ));
+            }
         };
         obj.validate().map_err(|e| invalid(&e))?;
         Ok(Decoded::Acl(obj))

@@ -223,10 +223,11 @@ impl Observer for Follower {
                     None
                 },
                 revertible,
-                action: if e.value.is_some() {
-                    "acl.put"
-                } else {
-                    "acl.delete"
+                action: match (&e.key, e.value.is_some()) {
+                    (AclKey::Kv(_), true) => "kv.put",
+                    (AclKey::Kv(_), false) => "kv.delete",
+                    (_, true) => "acl.put",
+                    (_, false) => "acl.delete",
                 },
                 actor: e.actor.clone(),
             });
