@@ -259,3 +259,34 @@ async fn a_websocket_consumer_sees_a_registration() {
     assert_eq!(m["instance"]["port"], 80);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn key_value_changes_are_in_the_stream_in_index_order() {
+    let s = TestServer::start().await;
+    let kv = |key: &str| format!("{}/v1/kv/{key}", s.http_base());
+    let r = s.http.put(kv("app/a")).body("one").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut sse = SseReader::open(&s, "", None).await;
+    let snap = sse.next().await;
+    assert_eq!(snap.event, "snapshot");
+    assert_eq!(snap.data["kv"][0]["key"], "app/a");
+    assert_eq!(snap.data["kv"][0]["value"], "b25l"); // "one"
+    let reg = register(&s, "pay", "a").await;
+    let r = s.http.put(kv("app/b")).body("two").send().await.unwrap();
+    let put: u64 = r.json::<Value>().await.unwrap()["index"].as_u64().unwrap();
+    let r = s.http.delete(kv("app/a")).send().await.unwrap();
+    let del: u64 = r.json::<Value>().await.unwrap()["index"].as_u64().unwrap();
+    let got: Vec<(Option<u64>, String)> = [sse.next().await, sse.next().await, sse.next().await]
+        .into_iter()
+        .map(|e| (e.id, e.data["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(reg), "registered".to_string()),
+            (Some(put), "kv.put".to_string()),
+            (Some(del), "kv.delete".to_string()),
+        ]
+    );
+    s.stop().await;
+}

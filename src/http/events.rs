@@ -30,7 +30,7 @@ use super::HttpState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
 use super::native::view;
-use crate::core::{Access, Event, ServiceName, ServiceSnapshot};
+use crate::core::{Access, AclEvent, AclKey, AclObject, Event, ServiceName, ServiceSnapshot};
 use crate::events::{Delivery, SnapshotReason, Subscription};
 use crate::policy::Resource;
 
@@ -112,6 +112,11 @@ impl Message {
     }
 }
 
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// One consumer's follower: its place in the feed, what it may see.
 struct Follow {
     st: HttpState,
@@ -139,6 +144,31 @@ impl Follow {
             "index": s.index,
             "instances": s.instances.values().map(|i| view(&self.st, i)).collect::<Vec<_>>(),
         })
+    }
+
+    /// Key/value changes are shown to streams of every service (not to
+    /// a stream of one service), for the keys the caller may read.
+    fn may_read_key(&self, key: &str) -> bool {
+        self.service.is_none() && self.caller.may(&self.st, Resource::Key(key), Access::Read)
+    }
+
+    fn kv_body(&self, e: &AclEvent) -> Option<Value> {
+        let AclKey::Kv(key) = &e.key else {
+            return None;
+        };
+        if !self.may_read_key(key.as_str()) {
+            return None;
+        }
+        let value = match &e.value {
+            Some(AclObject::Kv(entry)) => Some(base64_of(&entry.value)),
+            _ => None,
+        };
+        Some(json!({
+            "index": e.index,
+            "kind": if value.is_some() { "kv.put" } else { "kv.delete" },
+            "key": key.as_str(),
+            "value": value,
+        }))
     }
 
     fn change_body(&self, e: &Event) -> Value {
@@ -170,17 +200,28 @@ impl Follow {
                         .filter(|s| self.may_read(&s.key.service))
                         .map(|s| self.service_body(s))
                         .collect();
-                    return vec![Message::Snapshot {
-                        index,
-                        body: json!({ "index": index, "services": services }),
-                    }];
+                    let mut body = json!({ "index": index, "services": services });
+                    if self.service.is_none() {
+                        // The entries as of the snapshot's index: changes
+                        // after it follow in the stream.
+                        let kv: Vec<Value> = self
+                            .st
+                            .registry
+                            .kv_list("")
+                            .iter()
+                            .filter(|e| e.index <= index && self.may_read_key(e.key.as_str()))
+                            .map(|e| json!({ "key": e.key.as_str(), "value": base64_of(&e.value), "index": e.index }))
+                            .collect();
+                        body["kv"] = kv.into();
+                    }
+                    return vec![Message::Snapshot { index, body }];
                 }
                 Delivery::Snapshot { index, reason, .. } => {
                     debug_assert_eq!(reason, SnapshotReason::Resync);
                     return vec![Message::Resync { index }];
                 }
                 Delivery::Changes { events, .. } => {
-                    let out: Vec<Message> = events
+                    let mut out: Vec<Message> = events
                         .iter()
                         .filter(|e| self.may_read(&e.key.service))
                         .map(|e| Message::Change {
@@ -188,6 +229,16 @@ impl Follow {
                             body: self.change_body(e),
                         })
                         .collect();
+                    let kv = self.sub.take_kv();
+                    if !kv.is_empty() {
+                        out.extend(kv.iter().filter_map(|e| {
+                            Some(Message::Change {
+                                index: e.index,
+                                body: self.kv_body(e)?,
+                            })
+                        }));
+                        out.sort_by_key(Message::index);
+                    }
                     if !out.is_empty() {
                         return out;
                     }
@@ -239,9 +290,9 @@ fn follow(
             services,
             reason: SnapshotReason::Start,
         };
-        (st.feed.subscribe_from(index), Some(snapshot))
+        (st.feed.subscribe_with_kv_from(index), Some(snapshot))
     } else {
-        (st.feed.subscribe_from(since), None)
+        (st.feed.subscribe_with_kv_from(since), None)
     };
     Ok(Follow {
         st: st.clone(),
