@@ -54,6 +54,25 @@ pub struct ListArgs {
     client: ClientArgs,
 }
 
+#[cfg(test)]
+impl KvCommand {
+    /// The API flags of the subcommand.
+    pub fn client(&self) -> &ClientArgs {
+        match self {
+            KvCommand::Get(a) | KvCommand::Delete(a) => &a.client,
+            KvCommand::Put(a) => &a.client,
+            KvCommand::List(a) => &a.client,
+        }
+    }
+}
+
+#[cfg(test)]
+impl WatchArgs {
+    pub fn client(&self) -> &ClientArgs {
+        &self.client
+    }
+}
+
 fn key_url(c: &ClientArgs, key: &str, cas: Option<u64>) -> anyhow::Result<reqwest::Url> {
     let mut segments = vec!["v1", "kv"];
     segments.extend(key.split('/'));
