@@ -229,6 +229,7 @@ fn registry_document(domain: &str) -> Value {
                         "400": error_response("Invalid key or cas"),
                         "401": shared("Unauthorized"),
                         "403": shared("Forbidden"),
+                        "404": error_response("No route: the key is empty"),
                         "409": error_response("cas does not match the key's index: nothing was changed"),
                         "413": error_response("The value is larger than 512 KiB"),
                         "503": error_response("The store is unavailable")
