@@ -140,6 +140,24 @@ const TABLE: &[Row] = &[
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "GET /v1/services/{service}", target: "/v1/services/payments", body: None,
           valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
+    // Streams: the head only (a stream never ends); the WebSocket route
+    // without an upgrade is a 400 once the caller may read.
+    Row { route: "GET /v1/events", target: "/v1/events?service=payments", body: None,
+          valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
+    Row { route: "GET /v1/events/ws", target: "/v1/events/ws?service=payments", body: None,
+          valid: [403, 400, 403, 400, 400, 400, 400, 400, 400], bad: 401 },
+    // Key/value entries: key_prefix rules (the built-in management,
+    // operator and viewer policies cover every key); the keys do not
+    // exist, so a caller who may read or write gets 404 for GET and DELETE.
+    Row { route: "GET /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 404], bad: 401 },
+    Row { route: "PUT /v1/kv/{*key}", target: "/v1/kv/app/m-{col}", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 403], bad: 401 },
+    // Counts and timings only: no credential read, like the actuator.
+    Row { route: "GET /metrics", target: "/metrics", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
     Row { route: "PUT /v1/services/{service}/instances/{id}", target: "/v1/services/payments/instances/n-{col}", body: Some(REGISTER),
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "DELETE /v1/services/{service}/instances/{id}", target: "/v1/services/payments/instances/victim", body: None,

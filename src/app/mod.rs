@@ -125,6 +125,8 @@ pub struct App {
     /// The last log lines, shown by the API's log routes.
     recent_logs: RecentLogs,
     notifier: Notifier,
+    /// Everything `GET /metrics` shows.
+    metrics: crate::telemetry::Metrics,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -211,13 +213,19 @@ impl App {
         });
         registry.set_self_preservation(config.self_preservation);
         registry.reserve_service_names(zone.reserved_labels());
-        let dns = dns::DnsServer::new(
+        let metrics = crate::telemetry::Metrics::default();
+        metrics.registry(registry.clone());
+        let mut dns = dns::DnsServer::new(
             zone,
             dns_limits(&config.dns),
             listeners.dns_udp,
             listeners.dns_tcp,
         )?;
-        registry.subscribe(Arc::new(dns.observer(&registry)));
+        if config.metrics.dns {
+            dns = dns.with_counters(metrics.dns());
+        }
+        let rebuilds = crate::telemetry::metrics::RebuildMetrics::new(&metrics);
+        registry.subscribe(Arc::new(rebuilds.timed(dns.observer(&registry))));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         registry.subscribe(Arc::new(crate::health::outlier::PanicLog::default()));
@@ -252,6 +260,7 @@ impl App {
                     ms = loaded.elapsed.as_millis() as u64, "registry loaded"
                 );
                 crate::store::note_undecodable(&recovery, &loaded);
+                journal.metrics().export(&metrics);
                 Some(journal)
             }
             None => None,
@@ -270,6 +279,7 @@ impl App {
             recovery,
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             notifier: Notifier::default(),
+            metrics,
         })
     }
 
@@ -355,6 +365,7 @@ impl App {
             auth,
             recent_logs,
             notifier,
+            metrics,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -410,6 +421,9 @@ impl App {
             started: tokio::time::Instant::now(),
             script_checks: config.health.enable_script_checks,
             outliers,
+            http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
+            metrics,
+            streams_stop: stop.clone(),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

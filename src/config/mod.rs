@@ -173,6 +173,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub resolve: ResolveConfig,
     pub health: HealthConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Active health checks.
@@ -182,6 +183,13 @@ pub struct HealthConfig {
     pub enable_script_checks: bool,
     /// 1 to 100000.
     pub max_in_flight: usize,
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// The DNS front end counts its responses.
+    pub dns: bool,
 }
 
 /// Access control.
@@ -744,6 +752,9 @@ impl Config {
             acl,
             audit,
             resolve,
+            metrics: MetricsConfig {
+                dns: f.metrics.enabled,
+            },
             snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),

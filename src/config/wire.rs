@@ -44,6 +44,8 @@ settings! {
         health: HealthFile,
         /// Outlier ejection from reported outcomes (docs/health.md).
         outlier: OutlierFile,
+        /// Prometheus metrics at `GET /metrics` (docs/operations.md).
+        metrics: MetricsFile,
     }
 
     /// The `[dns]` section.
@@ -200,6 +202,12 @@ settings! {
     AuditFile "audit." {
         /// An audit file is rotated when it would pass this size, in bytes (at least 4096); the hash chain continues in the next.
         max_file_bytes: usize = "67108864", "MAXINE_AUDIT_MAX_FILE_BYTES";
+    }
+
+    /// The `[metrics]` section.
+    MetricsFile "metrics." {
+        /// Count DNS responses for `GET /metrics` (per-worker counters); false: the DNS front end counts nothing (the other metrics stay).
+        enabled: bool = "true", "MAXINE_METRICS_ENABLED";
     }
 
     /// Automatic snapshots into `<data_dir>/snapshots/` (file store only).

@@ -48,6 +48,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "everything: services, ACLs, operator actions and the audit log".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 acl: Some(Access::Write),
                 operator: Some(Access::Write),
                 audit: Some(Access::Write),
@@ -60,6 +61,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "write every service, and operator actions".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 operator: Some(Access::Write),
                 ..Rules::default()
             },
@@ -70,6 +72,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "read every service".into(),
             rules: Rules {
                 service_prefix: all(Access::Read),
+                key_prefix: all(Access::Read),
                 ..Rules::default()
             },
             index: 0,
@@ -106,6 +109,9 @@ pub struct Rules {
     pub service: BTreeMap<String, Access>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_prefix: BTreeMap<String, Access>,
+    /// Key/value entries by key prefix (`""` matches every key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_prefix: BTreeMap<String, Access>,
     /// Tokens and policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<Access>,
@@ -207,6 +213,9 @@ pub enum AclKey {
     /// A service's settings ([`ServiceConfig`]): not an access-control
     /// object, but stored, journaled, backed up and replicated like one.
     Service(super::registry::ServiceKey),
+    /// A key/value entry ([`super::kv`]): no access-control object, but
+    /// it travels the same keyed-object path (journal, restore, undo).
+    Kv(super::kv::KvKey),
 }
 
 impl fmt::Display for AclKey {
@@ -217,6 +226,7 @@ impl fmt::Display for AclKey {
             AclKey::User(n) => write!(f, "user:{n}"),
             AclKey::Bootstrap => f.write_str("acl:bootstrap"),
             AclKey::Service(k) => write!(f, "service-config:{}/{}", k.dc, k.service),
+            AclKey::Kv(k) => write!(f, "kv:{k}"),
         }
     }
 }
@@ -230,6 +240,8 @@ pub enum AclObject {
     Bootstrap(Arc<Bootstrap>),
     /// A service's settings, sharing the table (see [`AclKey::Service`]).
     Service(Arc<ServiceConfig>),
+    /// A key/value entry (see [`AclKey::Kv`]).
+    Kv(Arc<super::kv::KvEntry>),
 }
 
 impl AclObject {
@@ -240,6 +252,7 @@ impl AclObject {
             AclObject::User(u) => AclKey::User(u.name.clone()),
             AclObject::Bootstrap(_) => AclKey::Bootstrap,
             AclObject::Service(c) => AclKey::Service(c.key.clone()),
+            AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
         }
     }
 
@@ -251,6 +264,7 @@ impl AclObject {
             AclObject::User(u) => u.index,
             AclObject::Bootstrap(b) => b.index,
             AclObject::Service(c) => c.index,
+            AclObject::Kv(e) => e.index,
         }
     }
 
@@ -277,6 +291,10 @@ impl AclObject {
                 index,
                 ..(**c).clone()
             })),
+            AclObject::Kv(e) => AclObject::Kv(Arc::new(super::kv::KvEntry {
+                index,
+                ..(**e).clone()
+            })),
         }
     }
 
@@ -295,6 +313,18 @@ impl AclObject {
                 for name in r.service.keys() {
                     ServiceName::new(name)
                         .map_err(|e| AclError::Invalid(format!("service rule: {e}")))?;
+                }
+                if r.key_prefix.len() > MAX_RULES {
+                    return Err(AclError::Invalid(format!(
+                        "a policy has at most {MAX_RULES} key_prefix rules"
+                    )));
+                }
+                for prefix in r.key_prefix.keys() {
+                    if prefix.len() > super::kv::MAX_KEY_LEN {
+                        return Err(AclError::Invalid(format!(
+                            "key_prefix {prefix:?} is longer than a key"
+                        )));
+                    }
                 }
                 for prefix in r.service_prefix.keys() {
                     if prefix.len() > super::labels::MAX_SERVICE_NAME_LEN
@@ -335,6 +365,15 @@ impl AclObject {
             }
             AclObject::Bootstrap(_) => Ok(()),
             AclObject::Service(c) => c.validate().map_err(AclError::Invalid),
+            AclObject::Kv(e) => {
+                if e.value.len() > super::kv::MAX_VALUE_BYTES {
+                    return Err(AclError::Invalid(format!(
+                        "a value is at most {} bytes",
+                        super::kv::MAX_VALUE_BYTES
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -115,6 +115,8 @@ pub enum Change {
     /// A change to a policy, token, sign-in user, the bootstrap mark, or a
     /// service's settings (they share the object table).
     Acl(AclChange),
+    /// A change to the key/value store ([`super::kv`]).
+    Kv(super::kv::KvChange),
 }
 
 impl Change {
@@ -130,7 +132,7 @@ impl Change {
             | Change::CheckStatus { key, id, .. }
             | Change::SetCheck { key, id, .. }
             | Change::Eject { key, id, .. } => Some((key, id)),
-            Change::Acl(_) => None,
+            Change::Acl(_) | Change::Kv(_) => None,
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod change;
 pub mod check;
+pub mod kv;
 pub mod labels;
 pub mod model;
 pub mod naming;
@@ -31,6 +32,7 @@ pub use change::{
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
 pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
+pub use kv::{KvChange, KvEntry, KvKey};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
     Resolution, Resolved, Tags, Text, Version,

@@ -74,6 +74,8 @@ pub struct DnsServer {
     limits: Limits,
     stats: Arc<udp::UdpStats>,
     tcp_stats: Arc<tcp::TcpStats>,
+    /// Where the workers count what they answer (`None`: metrics off).
+    counters: Option<crate::telemetry::metrics::DnsCounters>,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
 }
@@ -95,9 +97,16 @@ impl DnsServer {
             limits,
             stats: Arc::default(),
             tcp_stats: Arc::default(),
+            counters: None,
             udp,
             tcp,
         })
+    }
+
+    /// Counts every response into `counters` (each UDP worker its own slot).
+    pub fn with_counters(mut self, counters: crate::telemetry::metrics::DnsCounters) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     pub fn answers(&self) -> &ReadyAnswers {
@@ -142,10 +151,11 @@ impl DnsServer {
                 stop.clone(),
                 stats.clone(),
             );
+            let slot = self.counters.as_ref().map(|c| c.udp_worker());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("maxine-dns-udp-{n}"))
-                    .spawn(move || udp::run_worker(sock, answers, cfg, stop, stats))?,
+                    .spawn(move || udp::run_worker(sock, answers, cfg, stop, stats, slot))?,
             );
         }
         let udp_shutdown = shutdown.clone();
@@ -170,6 +180,7 @@ impl DnsServer {
             self.answers,
             self.limits.tcp,
             self.tcp_stats,
+            self.counters.as_ref().map(|c| c.tcp()),
             tasks.clone(),
             shutdown,
         ));

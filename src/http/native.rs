@@ -331,7 +331,10 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 impl Blocking {
     /// The index to pass and how long to wait for it, when blocking.
-    fn parse(index: Option<u64>, wait: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> {
+    pub(super) fn parse(
+        index: Option<u64>,
+        wait: Option<&str>,
+    ) -> Result<Option<(u64, Duration)>, ApiError> {
         let wait = match wait {
             None | Some("") => DEFAULT_WAIT,
             Some(w) => seconds_or_duration(w)

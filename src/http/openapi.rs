@@ -174,6 +174,96 @@ fn registry_document(domain: &str) -> Value {
                     "responses": { "200": { "description": "OpenAPI 3.1 document", "content": { "application/json": {} } } }
                 }
             },
+            "/v1/events": {
+                "get": {
+                    "summary": "The change feed as Server-Sent Events: with since=0 (or an index older than the server keeps) a `snapshot` event first, then one `change` event per change (its id is the change's index); a consumer that falls too far behind gets `resync` and the stream ends. Resume with Last-Event-ID. Only services the caller may read.",
+                    "operationId": "events",
+                    "parameters": events_params(),
+                    "responses": {
+                        "200": { "description": "An endless text/event-stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "400": error_response("Invalid since, service or Last-Event-ID"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
+            "/v1/events/ws": {
+                "get": {
+                    "summary": "The messages of GET /v1/events over a WebSocket: one JSON text message each, with `type` (snapshot, change, resync) and `index`.",
+                    "operationId": "eventsWs",
+                    "parameters": events_params(),
+                    "responses": {
+                        "101": { "description": "Switching to the WebSocket protocol" },
+                        "400": error_response("Not an upgrade request, or invalid parameters"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
+            "/v1/kv/{key}": {
+                "get": {
+                    "summary": "The raw value of a key (X-Maxine-Index: the index that wrote it); with recurse, every entry under the prefix the caller may read, as JSON. Needs key:read (key_prefix rules).",
+                    "operationId": "kvGet",
+                    "parameters": [
+                        kv_key_param(),
+                        { "name": "recurse", "in": "query", "required": false, "description": "List every key starting with the path.", "schema": { "type": "string" } },
+                        blocking_params()[0].clone(),
+                        blocking_params()[1].clone()
+                    ],
+                    "responses": {
+                        "200": { "description": "The value, or with recurse the entries",
+                                 "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                                 "content": {
+                                    "application/octet-stream": { "schema": { "type": "string" } },
+                                    "application/json": { "schema": { "type": "array", "items": { "type": "object",
+                                        "properties": { "key": { "type": "string" }, "value": { "type": "string", "contentEncoding": "base64" },
+                                                        "index": { "type": "integer" }, "create_index": { "type": "integer" } } } } } } },
+                        "400": error_response("Invalid key, index or wait"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key")
+                    }
+                },
+                "put": {
+                    "summary": "Writes the raw body as the key's value (at most 512 KiB). With cas, only while the key's index is cas (0: only if absent). Needs key:write.",
+                    "operationId": "kvPut",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "requestBody": { "required": false, "content": { "application/octet-stream": { "schema": { "type": "string", "maxLength": 524288 } } } },
+                    "responses": {
+                        "200": { "description": "Written", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No route: the key is empty"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "413": error_response("The value is larger than 512 KiB"),
+                        "503": error_response("The store is unavailable")
+                    }
+                },
+                "delete": {
+                    "summary": "Removes a key. With cas, only while the key's index is cas. Needs key:write.",
+                    "operationId": "kvDelete",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "responses": {
+                        "200": { "description": "Removed", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" }, "deleted": { "type": "boolean" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "503": error_response("The store is unavailable")
+                    }
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Every metric in the Prometheus text format (docs/operations.md lists them).",
+                    "operationId": "metrics", "security": [],
+                    "responses": { "200": { "description": "Prometheus text format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+                }
+            },
             "/v1/services": {
                 "get": {
                     "summary": "Every service with its instance counts per datacenter; `recovery` while a store recovery is unacknowledged.",
@@ -631,6 +721,32 @@ fn operator_paths() -> Value {
 }
 
 /// The parameters of a blocking read (`?index=N&wait=30s`).
+/// The key of the key/value routes.
+fn kv_key_param() -> Value {
+    json!({ "name": "key", "in": "path", "required": true,
+                    "description": "A path: segments of ASCII letters, digits, '-', '_', '.' separated by '/', at most 512 bytes. With recurse: a prefix (may be empty or end with '/').",
+                    "schema": { "type": "string", "maxLength": 512, "example": "app/payments/timeout" } })
+}
+
+/// `?cas=` of the key/value writes.
+fn kv_cas_param() -> Value {
+    json!({ "name": "cas", "in": "query", "required": false,
+            "description": "Compare-and-set: the key's current index (0: the key must not exist).",
+            "schema": { "type": "integer", "minimum": 0 } })
+}
+
+/// The query of the event streams.
+fn events_params() -> Value {
+    json!([
+        { "name": "since", "in": "query", "required": false,
+          "description": "The index of the last change the consumer has; 0 (default): a snapshot first.",
+          "schema": { "type": "integer", "minimum": 0 } },
+        { "name": "service", "in": "query", "required": false,
+          "description": "Only this service's changes.",
+          "schema": { "type": "string", "maxLength": 63 } }
+    ])
+}
+
 fn blocking_params() -> Vec<Value> {
     vec![
         json!({ "name": "index", "in": "query", "required": false,
@@ -953,6 +1069,13 @@ fn acl_schemas() -> Value {
                     "propertyNames": { "pattern": "^[a-z0-9-]*$", "maxLength": ServiceName::MAX_LEN },
                     "additionalProperties": access.clone(),
                     "example": { "": "read" }
+                },
+                "key_prefix": {
+                    "type": "object", "description": "Key/value key prefixes (GET/PUT/DELETE /v1/kv/...); \"\" matches every key; the longest matching prefix decides.",
+                    "maxProperties": MAX_RULES,
+                    "propertyNames": { "maxLength": 512 },
+                    "additionalProperties": access.clone(),
+                    "example": { "app/payments/": "write" }
                 },
                 "acl": { "allOf": [access.clone()], "description": "Tokens and policies." },
                 "operator": { "allOf": [access.clone()], "description": "Snapshots, recovery acknowledgement." },

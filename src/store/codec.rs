@@ -91,6 +91,15 @@ enum Record<'a> {
         strategy: Option<Cow<'a, str>>,
         panic_threshold: Option<u8>,
     },
+    /// Variant 9: a key/value entry (`create_index`: the index that first
+    /// created the key; the record's own index is its key in the store).
+    Kv {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, [u8]>,
+        create_index: u64,
+    },
 }
 
 /// One health check as defined (`core::CheckSpec`).
@@ -404,6 +413,11 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             strategy: c.strategy.map(|s| Cow::Borrowed(s.as_str())),
             panic_threshold: c.panic_threshold,
         },
+        AclObject::Kv(e) => Record::Kv {
+            key: Cow::Borrowed(e.key.as_str()),
+            value: Cow::Borrowed(&e.value),
+            create_index: e.create_index,
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -518,6 +532,16 @@ impl Decoder {
                     None => None,
                 },
                 panic_threshold,
+                index,
+            })),
+            Record::Kv {
+                key,
+                value,
+                create_index,
+            } => AclObject::Kv(Arc::new(crate::core::KvEntry {
+                key: crate::core::KvKey::new(&key).map_err(|e| invalid(&e))?,
+                value: value.as_ref().into(),
+                create_index,
                 index,
             })),
         };

@@ -360,6 +360,7 @@ impl Registry {
         let Some((key, _)) = change.target() else {
             return match change {
                 Change::Acl(c) => self.decide_acl(c, self.index() + 1).map(|_| ()),
+                Change::Kv(c) => self.decide_kv(c, self.index() + 1).map(|_| ()),
                 _ => Ok(()),
             };
         };
@@ -482,10 +483,12 @@ impl Registry {
                 return Err(RegistryError::IndexOutOfRange(index));
             }
             let Some(key) = key else {
-                let Change::Acl(acl) = change else {
-                    unreachable!("only access-control changes have no service")
+                let made = match &change {
+                    Change::Acl(acl) => self.decide_acl(acl, index),
+                    Change::Kv(kv) => self.decide_kv(kv, index),
+                    _ => unreachable!("only access-control and key/value changes have no service"),
                 };
-                self.apply_acl(w, &acl, index, ctx, &indexes, &mut applied);
+                self.apply_acl(w, made, index, ctx, &indexes, &mut applied);
                 continue;
             };
             let (_, g) = group.get_or_insert_with(|| (key.clone(), Group::new(self.service(&key))));
@@ -534,7 +537,7 @@ impl Registry {
     fn apply_acl(
         &self,
         w: &mut WriteState,
-        change: &super::acl::AclChange,
+        made: Result<Vec<(super::acl::AclKey, Option<super::acl::AclObject>)>, RegistryError>,
         index: u64,
         ctx: &Context,
         indexes: &Indexes<'_>,
@@ -544,7 +547,7 @@ impl Registry {
         // the mark) gives each its own index in the local sequence, because
         // an index is also a record's key in the file and Redis stores. A
         // log that gives one index per change keys records by path (etcd).
-        let made = self.decide_acl(change, index).and_then(|made| {
+        let made = made.and_then(|made| {
             let extra = match indexes {
                 Indexes::Next => made.len().saturating_sub(1) as u64,
                 Indexes::Given(_) => 0,
@@ -840,7 +843,11 @@ impl Registry {
                     },
                 }
             }
-            Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
+            Change::Acl(_) | Change::Kv(_) => {
+                unreachable!(
+                    "access-control and key/value changes are decided by decide_acl and decide_kv"
+                )
+            }
             Change::Reap { id, of, .. } => {
                 // Critical by its TTL (expiry) or by a check
                 // (`deregister_critical_after`); a warning is no reason.

@@ -155,6 +155,7 @@ impl Shared {
 /// writes what is queued and stops the writer.
 pub struct Journal {
     shared: Arc<Shared>,
+    metrics: crate::telemetry::metrics::StoreMetrics,
     writer: Mutex<Option<JoinHandle<()>>>,
     durable: Durable,
 }
@@ -227,10 +228,11 @@ impl Observer for Follower {
                     None
                 },
                 revertible,
-                action: if e.value.is_some() {
-                    "acl.put"
-                } else {
-                    "acl.delete"
+                action: match (&e.key, e.value.is_some()) {
+                    (AclKey::Kv(_), true) => "kv.put",
+                    (AclKey::Kv(_), false) => "kv.delete",
+                    (_, true) => "acl.put",
+                    (_, false) => "acl.delete",
                 },
                 actor: e.actor.clone(),
             });
@@ -286,7 +288,9 @@ impl Journal {
             last_commit: Duration::ZERO,
             outage_log: LogEvery::new(OUTAGE_LOG_EVERY),
             rollback_log: LogEvery::new(OUTAGE_LOG_EVERY),
+            metrics: crate::telemetry::metrics::StoreMetrics::default(),
         };
+        let metrics = writer.metrics.clone();
         let handle = std::thread::Builder::new()
             .name("maxine-store".into())
             .spawn(move || {
@@ -302,11 +306,17 @@ impl Journal {
         Ok((
             Self {
                 shared,
+                metrics,
                 writer: Mutex::new(Some(handle)),
                 durable: Durable { rx },
             },
             report,
         ))
+    }
+
+    /// The writer's commit metrics (to export).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::StoreMetrics {
+        &self.metrics
     }
 
     /// The handle API requests wait on.
