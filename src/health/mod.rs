@@ -180,7 +180,7 @@ impl Driver {
         let max = self.settings.max_in_flight.max(1);
         let mut last_warning: Option<Instant> = None;
         // A report of the last window, at debug level (the benchmark reads it).
-        let mut report = tokio::time::interval(REPORT_EVERY);
+        let mut report = tokio::time::interval_at(Instant::now() + REPORT_EVERY, REPORT_EVERY);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Instant::now();
