@@ -167,12 +167,6 @@ const TABLE: &[Row] = &[
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "PUT /v1/services/{service}/instances/{id}/heartbeat", target: "/v1/services/payments/instances/p1/heartbeat", body: None,
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
-    // A TCP check on a closed loopback port: the check runs, nothing answers.
-    Row { route: "PUT /v1/services/{service}/instances/{id}/checks/{name}", target: "/v1/services/payments/instances/p1/checks/c-{col}", body: Some(r#"{"tcp": "127.0.0.1:9", "interval": "1h"}"#),
-          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
-    // Removes the check the same column defined in the row above.
-    Row { route: "DELETE /v1/services/{service}/instances/{id}/checks/{name}", target: "/v1/services/payments/instances/p1/checks/c-{col}", body: None,
-          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "GET /v1/services/{service}/config", target: "/v1/services/payments/config", body: None,
           valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "PUT /v1/services/{service}/config", target: "/v1/services/payments/config", body: Some(r#"{"strategy": "round_robin"}"#),
