@@ -31,8 +31,8 @@ pub use change::{
     Outcome,
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
-pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use kv::{KvChange, KvEntry, KvKey};
+pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
     Resolution, Resolved, Tags, Text, Version,

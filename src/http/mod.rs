@@ -16,8 +16,8 @@
 mod acl;
 mod actuator;
 pub mod auth;
-mod checks;
 mod balance;
+mod checks;
 mod error;
 mod events;
 mod hyper_errors;
