@@ -113,16 +113,17 @@ async fn a_records(s: &TestServer, name: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn an_http_check_takes_the_instance_out_of_dns_and_brings_it_back() {
-    let s = TestServer::start().await;
+/// Instances `a` (127.0.0.2) and `b` (127.0.0.3) of service `web`, each
+/// with an HTTP check every second against its own target, listening on
+/// the instance's address.
+async fn two_checked_instances(s: &TestServer) -> (Target, Target) {
     let (a, b) = (
         Target::start("127.0.0.2").await,
         Target::start("127.0.0.3").await,
     );
     for (id, ip, t) in [("a", "127.0.0.2", &a), ("b", "127.0.0.3", &b)] {
         register(
-            &s,
+            s,
             "web",
             id,
             ip,
@@ -130,6 +131,13 @@ async fn an_http_check_takes_the_instance_out_of_dns_and_brings_it_back() {
         )
         .await;
     }
+    (a, b)
+}
+
+#[tokio::test]
+async fn an_http_check_takes_the_instance_out_of_dns_and_brings_it_back() {
+    let s = TestServer::start().await;
+    let (a, b) = two_checked_instances(&s).await;
     assert_eq!(
         a_records(&s, "web.maxine.").await,
         ["127.0.0.2", "127.0.0.3"]
@@ -173,20 +181,7 @@ async fn an_http_check_takes_the_instance_out_of_dns_and_brings_it_back() {
 #[tokio::test]
 async fn with_only_passing_a_warning_instance_leaves_the_answers() {
     let s = TestServer::start_with(|f| f.dns.only_passing = true).await;
-    let (a, b) = (
-        Target::start("127.0.0.2").await,
-        Target::start("127.0.0.3").await,
-    );
-    for (id, ip, t) in [("a", "127.0.0.2", &a), ("b", "127.0.0.3", &b)] {
-        register(
-            &s,
-            "web",
-            id,
-            ip,
-            json!([{ "name": "http", "http": t.url(), "interval": "1s" }]),
-        )
-        .await;
-    }
+    let (a, _b) = two_checked_instances(&s).await; // b keeps serving
     a.set(BUSY);
     assert_eventually!(
         health(&s, "web", "a").await == "warning",
