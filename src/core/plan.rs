@@ -353,19 +353,13 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
-    use crate::core::{Address, InstanceId, InstanceSpec, RegistryConfig};
+    use crate::core::{Address, InstanceId, InstanceSpec};
 
     fn reg(now: Instant) -> Registry {
-        Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            now,
-        )
+        crate::core::registry::test_registry(now)
     }
 
     fn register(r: &Registry, name: &str, ip: &str, version: &str, t0: Instant) {

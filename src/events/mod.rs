@@ -358,16 +358,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::core::{Address, Datacenter, EventKind, InstanceSpec, RegistryConfig, ServiceName};
+    use crate::core::{Address, EventKind, InstanceSpec, ServiceName};
 
     fn registry() -> Registry {
-        Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            Instant::now(),
-        )
+        crate::core::registry::test_registry(Instant::now())
     }
 
     fn register(r: &Registry, service: &str, id: &str) -> u64 {

@@ -10,18 +10,11 @@ use tokio::time::Instant;
 use super::scheduler::{Schedule, Spread};
 use crate::core::{
     Address, Change, CheckKind, CheckName, CheckResult, CheckSpec, Context, Datacenter, EventKind,
-    Health, Instance, InstanceId, InstanceSpec, Outcome, Registry, RegistryConfig, ServiceKey,
-    ServiceName,
+    Health, Instance, InstanceId, InstanceSpec, Outcome, Registry, ServiceKey, ServiceName,
 };
 
 fn registry() -> Registry {
-    Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: Duration::from_secs(60),
-        },
-        std::time::Instant::now(),
-    )
+    crate::core::registry::test_registry(std::time::Instant::now())
 }
 
 fn key() -> ServiceKey {

@@ -640,19 +640,13 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Registry, RegistryConfig};
+
     use std::time::Instant;
 
     #[test]
     fn an_instance_survives_encoding_with_every_field() {
         let t0 = Instant::now();
-        let r = Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            t0,
-        );
+        let r = crate::core::registry::test_registry(t0);
         let mut spec = InstanceSpec::new(Address::parse("api.example.com").unwrap(), 443);
         spec.version = "2.1.0".into();
         spec.tags = vec!["blue".into(), "a b".into()];

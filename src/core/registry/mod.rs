@@ -1105,5 +1105,18 @@ fn check_compat_names(
     Ok(())
 }
 
+/// The registry unit tests start from: datacenter `dc1`, reaped 60 s
+/// after turning critical, its clock started at `now`.
+#[cfg(test)]
+pub(crate) fn test_registry(now: Instant) -> Registry {
+    Registry::new(
+        RegistryConfig {
+            local_dc: Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(60),
+        },
+        now,
+    )
+}
+
 #[cfg(test)]
 mod tests;
