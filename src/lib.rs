@@ -23,6 +23,8 @@
 //!                         subscribe_from(i), blocking reads, event streams
 //!   resolve::Driver: follows the feed, resolves host names of instances
 //!   (hickory-resolver: resolv.conf, hosts file), proposes Change::Resolve
+//!   health::Driver: follows the feed, runs every defined check from one
+//!   scheduler (http, tcp, grpc, script), proposes Change::CheckStatus
 //!   store::Journal: one writer thread, one fsync per batch (group commit),
 //!   the batch's audit records fsynced beside it (audit::AuditLog);
 //!   a commit that fails is undone and its proposals answered 503
@@ -38,6 +40,10 @@
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
 //! `resolve` (the host-name resolver driver) imports no front end or
 //! `config`: it follows `events`, proposes through `store::Log`.
+//! `health` (the health check driver, and outlier ejection's driver with
+//! the panic log) likewise imports no front end or `config`: it follows
+//! `events`, takes reported outcomes from the API, and proposes through
+//! `store::Log` (check results, `core::Change::Eject`).
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
@@ -53,6 +59,7 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod policy;
 pub mod resolve;

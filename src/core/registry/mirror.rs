@@ -84,24 +84,16 @@ impl Registry {
                 let (after, kind) = match value {
                     None => {
                         let Some(b) = &before else { continue };
-                        let kind = match b.health {
+                        // Critical by its TTL or by a check: a reap.
+                        let kind = match b.status() {
                             Health::Critical => EventKind::Reaped,
-                            Health::Passing => EventKind::Deregistered,
+                            _ => EventKind::Deregistered,
                         };
                         (None, kind)
                     }
                     Some(mut r) => {
-                        let kind = match (&before, r.health) {
-                            (Some(b), Health::Critical) if b.is_passing() => EventKind::Critical,
-                            (Some(b), Health::Passing) if !b.is_passing() && same_spec(b, &r) => {
-                                EventKind::Passing
-                            }
-                            _ => EventKind::Registered,
-                        };
-                        let deadline = match r.health {
-                            Health::Passing => now_ms + r.spec.ttl.as_millis() as u64,
-                            Health::Critical => before.as_ref().map_or(now_ms, |b| b.deadline_ms()),
-                        };
+                        let revived = matches!(&before, Some(b) if b.health != Health::Passing
+                            && r.health == Health::Passing && same_spec(b, &r));
                         let version = match current
                             .as_ref()
                             .and_then(|s| s.version(&r.spec.version).cloned())
@@ -109,9 +101,47 @@ impl Registry {
                             Some(v) => v,
                             None => Version::from(std::mem::take(&mut r.spec.version)),
                         };
-                        let inst = Instance::from_spec(
-                            &key, r.id, r.spec, version, r.health, index, deadline,
-                        );
+                        let health = r.health;
+                        let mut inst =
+                            Instance::from_spec(&key, r.id, r.spec, version, health, index, 0);
+                        // Check statuses are this node's own (each node runs
+                        // the checks): the same checks keep theirs.
+                        let mut checks_changed = false;
+                        if let Some(b) = &before {
+                            let specs = inst.checks.specs();
+                            checks_changed = specs != b.checks.specs();
+                            inst.checks = super::super::check::Checks::build(specs, &b.checks);
+                        }
+                        let kind = match &before {
+                            Some(b)
+                                if b.health == Health::Passing && health == Health::Critical =>
+                            {
+                                EventKind::Critical
+                            }
+                            Some(_) if revived => EventKind::Passing,
+                            Some(b)
+                                if checks_changed
+                                    && b.health == health
+                                    && b.port == inst.port
+                                    && b.ttl() == inst.ttl()
+                                    && b.version == inst.version =>
+                            {
+                                EventKind::ChecksChanged
+                            }
+                            _ => EventKind::Registered,
+                        };
+                        // A new value lives a full TTL from now; a new check
+                        // definition keeps the heartbeat deadline, a critical
+                        // value the deadline it had.
+                        let deadline = match (&kind, &before) {
+                            (EventKind::ChecksChanged, Some(b)) => b.deadline_ms(),
+                            _ if health == Health::Passing => {
+                                now_ms + inst.ttl().as_millis() as u64
+                            }
+                            (_, Some(b)) => b.deadline_ms(),
+                            _ => now_ms,
+                        };
+                        inst.deadline_ms.store(deadline, Ordering::Release);
                         (Some(Arc::new(inst)), kind)
                     }
                 };
@@ -132,7 +162,7 @@ impl Registry {
             }
             if !events.is_empty() {
                 made += events.len();
-                self.commit(&mut w, key, current, changes, index, events);
+                self.commit(&mut w, key, current, changes, Vec::new(), index, events);
             }
         }
         let acl: Vec<AclEvent> = acl
@@ -166,10 +196,11 @@ impl Registry {
         let Some(inst) = self.service(key).and_then(|s| s.instances.get(id).cloned()) else {
             return false;
         };
-        if !inst.is_passing() {
+        // Its TTL health: a check's status is this node's own business.
+        if inst.health != Health::Passing {
             return false;
         }
-        let deadline = self.ms(now) + inst.ttl.as_millis() as u64;
+        let deadline = self.ms(now) + inst.ttl().as_millis() as u64;
         inst.deadline_ms.fetch_max(deadline, Ordering::AcqRel);
         true
     }
@@ -196,6 +227,56 @@ impl Registry {
         self.apply_locked(&mut w, changes, super::Indexes::Given(&at), ctx, now)
     }
 
+    /// Applies changes of derived state that no log carries (outlier
+    /// ejections): on one node as the next entries of the registry's own
+    /// sequence ([`Registry::apply_next`]); on a shared log, whose
+    /// revisions are the indexes, at the current index without moving it
+    /// ([`Registry::apply_local`]).
+    pub fn apply_derived(
+        &self,
+        changes: Vec<super::super::change::Change>,
+        ctx: &super::super::change::Context,
+        now: Instant,
+    ) -> Result<super::Applied, RegistryError> {
+        if self.follows_shared_log() {
+            self.apply_local(changes, ctx, now)
+        } else {
+            self.apply_next(changes, ctx, now)
+        }
+    }
+
+    /// Whether a shared log (etcd) feeds this registry: it is the one that
+    /// sets the heartbeat sink.
+    pub fn follows_shared_log(&self) -> bool {
+        self.inner.heard.get().is_some()
+    }
+
+    /// What an instance change would make of the instance against the
+    /// current state, without making it: the value to write (`None`: the
+    /// instance is removed) and the index of the value it replaces (0:
+    /// none); `Ok(None)`: nothing to do. What a proposer to a shared log
+    /// writes for changes whose value it cannot build alone (a check's
+    /// definition).
+    #[allow(clippy::type_complexity)]
+    pub fn plan_instance(
+        &self,
+        change: super::super::change::Change,
+        ctx: &super::super::change::Context,
+        now: Instant,
+    ) -> Result<Option<(Option<Arc<Instance>>, u64)>, RegistryError> {
+        let w = self.lock();
+        let Some((key, id)) = change.target().map(|(k, i)| (k.clone(), i.clone())) else {
+            return Ok(None);
+        };
+        let mut group = super::Group::new(self.service(&key));
+        let of = group.current(&id).map_or(0, |c| c.index);
+        match self.decide(&w, &mut group, change, Some(self.index() + 1), ctx, now) {
+            super::Decision::Refuse(e) => Err(e),
+            super::Decision::Skip => Ok(None),
+            super::Decision::Make { value, .. } => Ok(Some((value, of))),
+        }
+    }
+
     /// What an access-control change would make against the current table
     /// (the objects to put, or `None` to remove, by key), without making
     /// it: what a proposer to a shared log writes.
@@ -205,6 +286,16 @@ impl Registry {
     ) -> Result<Vec<(AclKey, Option<AclObject>)>, RegistryError> {
         let _w = self.lock();
         self.decide_acl(change, self.index() + 1)
+    }
+
+    /// What a key/value change would make against the current entries
+    /// (like [`Registry::plan_acl`]): the entry to put, or `None` to remove.
+    pub fn plan_kv(
+        &self,
+        change: &super::super::kv::KvChange,
+    ) -> Result<Vec<(AclKey, Option<AclObject>)>, RegistryError> {
+        let _w = self.lock();
+        self.decide_kv(change, self.index() + 1)
     }
 
     /// Puts the current value of `id` back into the timer map, to be looked
@@ -221,5 +312,5 @@ impl Registry {
 
 /// Whether `r` is the value of `b` with another health (a revival).
 fn same_spec(b: &Instance, r: &Restored) -> bool {
-    b.port == r.spec.port && b.ttl == r.spec.ttl && b.version.as_str() == r.spec.version
+    b.port == r.spec.port && b.ttl() == r.spec.ttl && b.version.as_str() == r.spec.version
 }

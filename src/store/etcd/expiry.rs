@@ -1,5 +1,5 @@
 //! Heartbeats and expiry on the etcd log
-//! (docs/adr/0008-heartbeats-and-expiry-on-etcd.md).
+//! (docs/adr/0009-heartbeats-and-expiry-on-etcd.md).
 //!
 //! - Heartbeats stay off the log: each node moves the instance's deadline
 //!   in its own memory ([`Registry::heartbeat`]) and notes who beat. Once a

@@ -6,6 +6,8 @@
 //!   <prefix>/r/a/token/<accessor>
 //!   <prefix>/r/a/user/<name>
 //!   <prefix>/r/a/bootstrap             the bootstrap mark
+//!   <prefix>/r/s/<dc>/<service>        a service's settings (strategy, panic threshold)
+//!   <prefix>/r/k/<key>                 a key/value entry (the key is a path)
 //!   <prefix>/hb/<node>/<part>          a node's heartbeat summary (its lease)
 //!   <prefix>/leader                    the expiry leader's node name (its lease)
 //! ```
@@ -67,6 +69,13 @@ impl Keys {
             AclKey::Token(a) => format!("{}/r/a/token/{a}", self.prefix),
             AclKey::User(n) => format!("{}/r/a/user/{n}", self.prefix),
             AclKey::Bootstrap => format!("{}/r/a/bootstrap", self.prefix),
+            AclKey::Service(k) => format!(
+                "{}/r/s/{}/{}",
+                self.prefix,
+                k.dc.as_str(),
+                k.service.as_str()
+            ),
+            AclKey::Kv(k) => format!("{}/r/k/{}", self.prefix, k.as_str()),
         }
     }
 
@@ -105,6 +114,16 @@ impl Keys {
             let service = ServiceName::new(parts.next()?).ok()?;
             let id = InstanceId::new(parts.next()?).ok()?;
             return Some(Target::Instance(ServiceKey::new(dc, service), id));
+        }
+        if let Some(rest) = rest.strip_prefix("s/") {
+            let (dc, service) = rest.split_once('/')?;
+            let dc = Datacenter::new(dc).ok()?;
+            let service = ServiceName::new(service).ok()?;
+            return Some(Target::Acl(AclKey::Service(ServiceKey::new(dc, service))));
+        }
+        if let Some(rest) = rest.strip_prefix("k/") {
+            let key = crate::core::KvKey::new(rest).ok()?;
+            return Some(Target::Acl(AclKey::Kv(key)));
         }
         let rest = rest.strip_prefix("a/")?;
         if rest == "bootstrap" {
@@ -148,12 +167,21 @@ mod tests {
         let id = InstanceId::new("pay-1").unwrap();
         let k = keys.instance(&key, &id);
         assert_eq!(k, "/maxine/r/i/dc1/pay/pay-1");
-        assert_eq!(keys.parse(k.as_bytes()), Some(Target::Instance(key, id)));
+        assert_eq!(
+            keys.parse(k.as_bytes()),
+            Some(Target::Instance(key.clone(), id))
+        );
+        assert_eq!(
+            keys.acl(&AclKey::Kv(crate::core::KvKey::new("a/b").unwrap())),
+            "/maxine/r/k/a/b"
+        );
         for acl in [
             AclKey::Bootstrap,
             AclKey::Token("abc".into()),
             AclKey::Policy("p".into()),
             AclKey::User("u".into()),
+            AclKey::Service(key.clone()),
+            AclKey::Kv(crate::core::KvKey::new("app/payments/timeout").unwrap()),
         ] {
             assert_eq!(
                 keys.parse(keys.acl(&acl).as_bytes()),

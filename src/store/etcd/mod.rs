@@ -21,7 +21,7 @@
 //! indexes are comparable across nodes. What each node persists locally
 //! (its last applied revision and a snapshot, `<data_dir>/etcd/`) lets a
 //! restart answer DNS at once and then catch up ([`sync`]). Heartbeats and
-//! expiry: [`expiry`] and docs/adr/0008-heartbeats-and-expiry-on-etcd.md.
+//! expiry: [`expiry`] and docs/adr/0009-heartbeats-and-expiry-on-etcd.md.
 //!
 //! Must not import: dns, http, config (app hands over [`EtcdSettings`]).
 
@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{
-    AclChange, AclError, AclKey, AclObject, Applied, Change, Context, Health, Instance, Outcome,
-    Registry, RegistryError, ServiceSnapshot, Version,
+    AclChange, AclError, AclKey, AclObject, Applied, Change, Context, Health, Instance, KvChange,
+    Outcome, Registry, RegistryError, ServiceSnapshot, Version,
 };
 use crate::events::{ChangeFeed, Subscription};
 
@@ -53,6 +53,10 @@ pub use keys::Keys;
 /// Largest message read from etcd: a watch catching up sends up to a
 /// thousand revisions at once, each up to a full batch.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// How often a change decided on a value that moved on meanwhile is
+/// decided again (a check's definition).
+const RETRIES: u32 = 3;
 
 /// How to reach the etcd cluster, and this node's part in it.
 #[derive(Clone, Debug)]
@@ -448,9 +452,30 @@ impl EtcdLog {
                         let cur = reg
                             .service(&key)
                             .and_then(|s| s.instances.get(&id).cloned());
-                        if cur.filter(|c| c.index == of && !c.is_passing()).is_none() {
+                        // Critical by its TTL or by a check (a check's
+                        // `deregister_critical_after`, which every node's
+                        // health driver decides on its own results).
+                        if cur
+                            .filter(|c| c.index == of && c.status() == Health::Critical)
+                            .is_none()
+                        {
                             p.result = Some(Outcome::Skipped);
                             return p;
+                        }
+                        // Only the expiry leader removes instances, fenced by
+                        // its leadership: the others' drivers leave it to it.
+                        if fence.is_none() {
+                            match self.inner.fence.lock().unwrap().clone() {
+                                Some((k, rev)) => p.compares.push(Compare::create_revision(
+                                    k,
+                                    CompareOp::Equal,
+                                    rev,
+                                )),
+                                None => {
+                                    p.result = Some(Outcome::Skipped);
+                                    return p;
+                                }
+                            }
                         }
                         let k = keys.instance(&key, &id);
                         p.compare(
@@ -462,7 +487,12 @@ impl EtcdLog {
                     }
                     // Resolved addresses are not user data and every node
                     // resolves host names itself: applied here only.
-                    change @ Change::Resolve { .. } => {
+                    // Likewise a check's status and an ejection: each node
+                    // runs the checks and sees the outcomes it is told of
+                    // (docs/cluster.md).
+                    change @ (Change::Resolve { .. }
+                    | Change::CheckStatus { .. }
+                    | Change::Eject { .. }) => {
                         p.result = Some(match reg.apply_local(vec![change], ctx, now) {
                             Ok(a) => a
                                 .outcomes
@@ -471,6 +501,80 @@ impl EtcdLog {
                                 .map_or(Outcome::Skipped, |(_, o)| o),
                             Err(e) => Outcome::Refused(e),
                         });
+                    }
+                    // A check's definition is part of the instance's value:
+                    // written like a registration, on the value it was
+                    // decided on (retried on a newer one).
+                    change @ Change::SetCheck { .. } => {
+                        let (key, id) = change
+                            .target()
+                            .map(|(k, i)| (k.clone(), i.clone()))
+                            .unwrap();
+                        match reg.plan_instance(change, ctx, now) {
+                            Err(e) => p.result = Planned::refused(e),
+                            Ok(None) => p.result = Some(Outcome::Skipped),
+                            Ok(Some((value, of))) => {
+                                let k = keys.instance(&key, &id);
+                                p.compare(
+                                    Compare::mod_revision(k.clone(), CompareOp::Equal, of as i64),
+                                    &k,
+                                );
+                                p.retry = true;
+                                match value {
+                                    Some(inst) => p.put(k, codec::encode(&inst)),
+                                    None => p.delete(k),
+                                }
+                            }
+                        }
+                    }
+                    // Compare-and-set in etcd: `cas` 0 is "the key does not
+                    // exist", any other the revision that wrote it (a key/value
+                    // entry's index is its mod revision).
+                    Change::Kv(kv) => {
+                        let made = match reg.plan_kv(&kv) {
+                            Ok(made) => made,
+                            Err(e) => {
+                                p.result = Planned::refused(e);
+                                return p;
+                            }
+                        };
+                        let (name, cas, delete) = match &kv {
+                            KvChange::Put { key, cas, .. } => (key, *cas, false),
+                            KvChange::Delete { key, cas } => (key, *cas, true),
+                        };
+                        let k = keys.acl(&AclKey::Kv(name.clone()));
+                        match cas {
+                            Some(0) => p.compare(
+                                Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+                                &k,
+                            ),
+                            Some(rev) => p.compare(
+                                Compare::mod_revision(k.clone(), CompareOp::Equal, rev as i64),
+                                &k,
+                            ),
+                            None if delete => p.compare(
+                                Compare::create_revision(k.clone(), CompareOp::Greater, 0),
+                                &k,
+                            ),
+                            None => {}
+                        }
+                        p.otherwise = Some(Planned::refused(match cas {
+                            Some(want) => RegistryError::Acl(AclError::Conflict(format!(
+                                "key {:?} is no longer at index {want} (cas): nothing was changed",
+                                name.as_str()
+                            ))),
+                            None => RegistryError::Acl(AclError::NotFound(format!(
+                                "key {:?}",
+                                name.as_str()
+                            ))),
+                        }));
+                        p.acl = Some(AclKey::Kv(name.clone()));
+                        for (key, value) in made {
+                            match value {
+                                Some(obj) => p.put(keys.acl(&key), codec::encode_acl(&obj)),
+                                None => p.delete(keys.acl(&key)),
+                            }
+                        }
                     }
                     Change::Acl(acl) => {
                         let made = match reg.plan_acl(&acl) {
@@ -539,7 +643,25 @@ impl EtcdLog {
             outcomes: Vec::with_capacity(planned.len()),
         };
         let mut refusal = None;
-        for p in planned {
+        for mut p in planned {
+            let mut attempts = 1;
+            let done = loop {
+                if p.result.is_some() {
+                    break None;
+                }
+                let done = self.inner.batcher.submit(self, p.txn()).await?;
+                self.applied(done.wait_for).await?;
+                if done.succeeded || !p.retry || attempts == RETRIES {
+                    break Some(done);
+                }
+                // The value moved on (this node now holds the newer one).
+                attempts += 1;
+                let change = p.change.clone();
+                p = self
+                    .plan(vec![change], ctx, None)
+                    .pop()
+                    .expect("one change, one plan");
+            };
             if let Some(result) = p.result {
                 if let Outcome::Refused(e) = &result {
                     refusal.get_or_insert(e.clone());
@@ -547,8 +669,7 @@ impl EtcdLog {
                 applied.outcomes.push((0, result));
                 continue;
             }
-            let done = self.inner.batcher.submit(self, p.txn()).await?;
-            self.applied(done.wait_for).await?;
+            let done = done.expect("submitted when not decided without etcd");
             let outcome = if done.succeeded {
                 applied.last_index = applied.last_index.max(done.revision);
                 self.outcome_of(&p.change, p.acl.as_ref())
@@ -583,7 +704,7 @@ impl EtcdLog {
     fn outcome_of(&self, change: &Change, acl: Option<&AclKey>) -> Outcome {
         let reg = &self.inner.registry;
         match change {
-            Change::Acl(_) => Outcome::Acl(acl.and_then(|k| reg.acl_object(k))),
+            Change::Acl(_) | Change::Kv(_) => Outcome::Acl(acl.and_then(|k| reg.acl_object(k))),
             other => match other.target() {
                 Some((key, id)) => {
                     Outcome::Applied(reg.service(key).and_then(|s| s.instances.get(id).cloned()))
@@ -626,6 +747,9 @@ struct Planned {
     bootstrap: bool,
     /// The access-control object to report.
     acl: Option<AclKey>,
+    /// A failed compare means the value moved on: decide again on the
+    /// newer one (a few times).
+    retry: bool,
 }
 
 impl Planned {
@@ -641,6 +765,7 @@ impl Planned {
             otherwise: None,
             bootstrap: false,
             acl: None,
+            retry: false,
         }
     }
 

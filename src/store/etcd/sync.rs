@@ -252,10 +252,13 @@ async fn watch(
                         id: r.id.clone(),
                         value: Some(r),
                     }),
-                    Ok(Decoded::Acl(o)) => Some(Mirrored::Acl {
-                        key: o.key(),
-                        value: Some(o),
-                    }),
+                    Ok(Decoded::Acl(o)) => {
+                        let o = created_at(o, kv.create_revision());
+                        Some(Mirrored::Acl {
+                            key: o.key(),
+                            value: Some(o),
+                        })
+                    }
                     Err(e) => {
                         tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e,
                             "skipping an etcd value that is not a Maxine record");
@@ -319,7 +322,7 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
         for kv in kvs {
             match decoder.decode_any(kv.mod_revision() as u64, kv.value()) {
                 Ok(Decoded::Instance(r)) => items.push(r),
-                Ok(Decoded::Acl(o)) => acl.push(o),
+                Ok(Decoded::Acl(o)) => acl.push(created_at(o, kv.create_revision())),
                 Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e,
                     "skipping an etcd value that is not a Maxine record"),
             }
@@ -399,4 +402,18 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
         tracing::error!(error = %e, "cannot apply the registry read from etcd");
     }
     Ok(revision)
+}
+
+/// A key/value entry's `create_index` is the revision that created its key
+/// in etcd (the proposer could only guess it).
+fn created_at(o: AclObject, create_revision: i64) -> AclObject {
+    match o {
+        AclObject::Kv(e) if create_revision > 0 && e.create_index != create_revision as u64 => {
+            AclObject::Kv(std::sync::Arc::new(crate::core::KvEntry {
+                create_index: create_revision as u64,
+                ..(*e).clone()
+            }))
+        }
+        o => o,
+    }
 }
