@@ -662,3 +662,186 @@ async fn a_node_back_after_etcd_compacted_past_it_reloads_and_converges() {
     );
     c.assert_same_listings().await;
 }
+
+fn kv_url(node: &ServerProcess, key: &str) -> String {
+    format!("{}/v1/kv/{key}", node.base())
+}
+
+fn index_header(r: &reqwest::Response) -> u64 {
+    r.headers()
+        .get("x-maxine-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_values_service_settings_and_checks_through_one_node_are_on_the_others() {
+    if skip_without_etcd() {
+        return;
+    }
+    let c = Nodes::start(2, "kvs").await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+
+    // A key/value entry put through A is read on B, at the same index.
+    let r = http()
+        .put(kv_url(a, "app/flag"))
+        .body("on")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index = index_header(&r);
+    assert!(index > 0);
+    // Read-your-writes on A.
+    let r = http().get(kv_url(a, "app/flag")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(index_header(&r), index);
+    assert_eq!(r.text().await.unwrap(), "on");
+    eventually(10, "the entry reaches B", || async {
+        let r = http().get(kv_url(b, "app/flag")).send().await.unwrap();
+        r.status() == 200 && index_header(&r) == index && r.text().await.unwrap() == "on"
+    })
+    .await;
+
+    // Compare-and-set racing through both nodes on that index: one wins.
+    for round in 0..3 {
+        let r = http().get(kv_url(a, "app/flag")).send().await.unwrap();
+        let at = index_header(&r);
+        let put = |n: &ServerProcess, body: String| {
+            let url = format!("{}?cas={at}", kv_url(n, "app/flag"));
+            async move {
+                http()
+                    .put(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        };
+        let (x, y) = tokio::join!(put(a, format!("a-{round}")), put(b, format!("b-{round}")));
+        let codes = [x, y];
+        assert_eq!(
+            codes.iter().filter(|c| **c == 200).count(),
+            1,
+            "exactly one cas wins: {codes:?}"
+        );
+        assert!(codes.contains(&409), "the other is a conflict: {codes:?}");
+        let winner = if x == 200 { "a" } else { "b" };
+        for n in [a, b] {
+            eventually(10, "both nodes hold the winner's value", || async {
+                let r = http().get(kv_url(n, "app/flag")).send().await.unwrap();
+                r.text().await.unwrap() == format!("{winner}-{round}")
+            })
+            .await;
+        }
+    }
+    // cas=0 through B on a key A holds: refused; on a fresh key: made once.
+    let r = http()
+        .put(format!("{}?cas=0", kv_url(b, "app/flag")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let (x, y) = tokio::join!(
+        http()
+            .put(format!("{}?cas=0", kv_url(a, "app/lock")))
+            .body("a")
+            .send(),
+        http()
+            .put(format!("{}?cas=0", kv_url(b, "app/lock")))
+            .body("b")
+            .send(),
+    );
+    let codes = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+    assert_eq!(
+        codes.iter().filter(|c| **c == 200).count(),
+        1,
+        "one creation: {codes:?}"
+    );
+    // A removal through B reaches A.
+    let r = http().delete(kv_url(b, "app/lock")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(10, "the removal reaches A", || async {
+        http()
+            .get(kv_url(a, "app/lock"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 404
+    })
+    .await;
+    let r = http().delete(kv_url(a, "app/lock")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A service's strategy set through A is in effect on B.
+    assert_eq!(register(a, "pay", "pay-1", "10.1.0.1", "1h").await, 200);
+    let r = http()
+        .put(format!("{}/v1/services/pay/config", a.base()))
+        .json(&json!({"strategy": "sticky", "panic_threshold": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(10, "the service's settings reach B", || async {
+        let r = http()
+            .get(format!("{}/v1/services/pay/config", b.base()))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap_or_default();
+        body["strategy"] == "sticky" && body["configured"]["panic_threshold"] == 30
+    })
+    .await;
+
+    // A check defined through A shows on B's instance.
+    let r = http()
+        .put(format!(
+            "{}/v1/services/pay/instances/pay-1/checks/port",
+            a.base()
+        ))
+        .json(&json!({"tcp": "127.0.0.1:9", "interval": "10s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let names = |n: &ServerProcess| {
+        let url = format!("{}/v1/services/pay", n.base());
+        async move {
+            let body: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            body["instances"][0]["checks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(names(a).await.contains(&"port".to_string()));
+    eventually(10, "the check's definition reaches B", || async {
+        names(b).await.contains(&"port".to_string())
+    })
+    .await;
+    // Removed through B: gone on A too; the instance stays.
+    let r = http()
+        .delete(format!(
+            "{}/v1/services/pay/instances/pay-1/checks/port",
+            b.base()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(10, "the check's removal reaches A", || async {
+        !names(a).await.contains(&"port".to_string())
+    })
+    .await;
+    assert_eq!(
+        a_records(a, "pay").await,
+        BTreeSet::from(["10.1.0.1".to_string()])
+    );
+}

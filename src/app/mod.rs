@@ -323,6 +323,9 @@ impl App {
             (None, None) => None,
         };
         let etcd = etcd.map(|e| e.with_audit(audit.clone()));
+        if let Some(e) = &etcd {
+            e.metrics().export(&metrics);
+        }
         let journal = match store {
             Some(store) => {
                 let (journal, loaded) = Journal::start(store, &registry, now, audit.clone())

@@ -897,6 +897,49 @@ fn mirrored_values_apply_at_the_stores_revision_and_name_what_happened() {
     assert!(r.service(&key("pay")).is_none());
 }
 
+#[test]
+fn an_ejection_on_a_shared_log_holds_only_its_instance_and_takes_no_index() {
+    let now = Instant::now();
+    let r = reg(now);
+    r.set_heartbeat_sink(Arc::new(|_: &Arc<Instance>| {}));
+    assert!(r.follows_shared_log());
+    let value = |name: &str| Mirrored::Instance {
+        key: key("pay"),
+        id: id(name),
+        value: Some(Restored {
+            key: key("pay"),
+            id: id(name),
+            spec: spec("10.0.0.1", "1", 10),
+            health: Health::Passing,
+            index: 0,
+        }),
+    };
+    // One revision, two values of one service: they share its index.
+    r.apply_mirrored(7, vec![value("a"), value("b")], now)
+        .unwrap();
+    let eject = Change::Eject {
+        key: key("pay"),
+        id: id("a"),
+        ejected: true,
+        of: 7,
+    };
+    r.apply_derived(vec![eject], &Context::system(), now)
+        .unwrap();
+    assert_eq!(r.index(), 7, "an ejection takes no index on a shared log");
+    let snap = r.service(&key("pay")).unwrap();
+    let ejected: Vec<&str> = snap
+        .instances
+        .values()
+        .filter(|i| snap.is_ejected(i))
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(ejected, vec!["a"]);
+    // The next revision still applies.
+    r.apply_mirrored(8, vec![value("c")], now).unwrap();
+    let snap = r.service(&key("pay")).unwrap();
+    assert_eq!(snap.ejected_count(), 1);
+}
+
 /// Heartbeats another node heard move deadlines without reaching this
 /// node's own heartbeat sink (summaries never echo).
 #[test]

@@ -160,7 +160,11 @@ async fn commit(log: &EtcdLog, client: etcd_client::Client, batch: Vec<Pending>)
     let txn = Txn::new().and_then(subs);
     let timeout = log.inner.settings.timeout;
     let mut kv = client.kv_client();
+    let started = std::time::Instant::now();
     let result = tokio::time::timeout(timeout, kv.txn(txn)).await;
+    log.inner
+        .metrics
+        .committed(batch.len(), started, matches!(result, Ok(Ok(_))));
     let resp = match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {

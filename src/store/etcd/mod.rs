@@ -157,6 +157,8 @@ struct Shared {
     /// The audit log to open at [`EtcdLog::spawn`], and its writer then.
     audit_log: Mutex<Option<crate::audit::AuditLog>>,
     auditor: std::sync::OnceLock<audit::Auditor>,
+    /// Commit latency, batch size and failures of the etcd batches.
+    metrics: crate::telemetry::metrics::StoreMetrics,
 }
 
 impl EtcdLog {
@@ -186,6 +188,7 @@ impl EtcdLog {
                 heard,
                 audit_log: Mutex::new(None),
                 auditor: std::sync::OnceLock::new(),
+                metrics: Default::default(),
                 settings,
             }),
         })
@@ -221,6 +224,11 @@ impl EtcdLog {
         tasks.spawn(batch::run(self.clone(), stop.clone()));
         tasks.spawn(sync::persist_loop(self.clone(), stop.clone()));
         tasks.spawn(expiry::run(self.clone(), stop));
+    }
+
+    /// The batches' metrics (exported like the file store's).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::StoreMetrics {
+        &self.inner.metrics
     }
 
     /// Where this node stands (`/v1/ready`).
