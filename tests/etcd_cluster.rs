@@ -845,3 +845,56 @@ async fn key_values_service_settings_and_checks_through_one_node_are_on_the_othe
         BTreeSet::from(["10.1.0.1".to_string()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checks_deregister_critical_after_removal_is_made_once_by_the_expiry_leader() {
+    if skip_without_etcd() {
+        return;
+    }
+    let c = Nodes::start(3, "reap").await;
+    eventually(15, "a node leads expiry", || async {
+        expiry_leader(&c.nodes).is_some()
+    })
+    .await;
+    // Nothing listens on the discard port of loopback: the check fails on
+    // every node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let r = http()
+        .put(format!(
+            "{}/v1/services/gone/instances/g1",
+            c.nodes[1].base()
+        ))
+        .json(&json!({
+            "address": "10.9.0.1", "port": 80, "ttl": "1h",
+            "checks": [{ "name": "port", "tcp": closed.to_string(), "interval": "1s",
+                         "deregister_critical_after": "2s" }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    for n in &c.nodes {
+        eventually(30, "the instance is removed on every node", || async {
+            http()
+                .get(format!("{}/v1/services/gone", n.base()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 404
+        })
+        .await;
+    }
+    // Only the expiry leader made the removal (the others' drivers left it).
+    let reaped_by: Vec<usize> = (0..c.nodes.len())
+        .filter(|i| {
+            c.nodes[*i]
+                .log_text()
+                .contains("removing an instance a check held critical")
+        })
+        .collect();
+    assert_eq!(reaped_by.len(), 1, "one node removed it: {reaped_by:?}");
+    assert_eq!(Some(reaped_by[0]), expiry_leader(&c.nodes));
+}

@@ -73,6 +73,13 @@ fn record_of(change: &Change, ctx: &Context, index: u64, outcome: &Outcome) -> O
             };
             (action, key)
         }
+        Change::Kv(kv) => {
+            let (action, key) = match kv {
+                crate::core::KvChange::Put { key, .. } => ("kv.put", key),
+                crate::core::KvChange::Delete { key, .. } => ("kv.delete", key),
+            };
+            (action, crate::core::AclKey::Kv(key.clone()).to_string())
+        }
         _ if system => return None,
         Change::Resolve { .. } => return None,
         other => {
@@ -82,6 +89,7 @@ fn record_of(change: &Change, ctx: &Context, index: u64, outcome: &Outcome) -> O
                 Change::Deregister { .. } => "deregistered",
                 Change::SetHealth { .. } => "passing",
                 Change::Reap { .. } => "reaped",
+                Change::SetCheck { .. } => "checks_changed",
                 _ => return None,
             };
             (

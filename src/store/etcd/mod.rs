@@ -474,11 +474,15 @@ impl EtcdLog {
                         // its leadership: the others' drivers leave it to it.
                         if fence.is_none() {
                             match self.inner.fence.lock().unwrap().clone() {
-                                Some((k, rev)) => p.compares.push(Compare::create_revision(
-                                    k,
-                                    CompareOp::Equal,
-                                    rev,
-                                )),
+                                Some((k, rev)) => {
+                                    tracing::info!(service = %key.service, instance = %id,
+                                        "removing an instance a check held critical (this node leads expiry)");
+                                    p.compares.push(Compare::create_revision(
+                                        k,
+                                        CompareOp::Equal,
+                                        rev,
+                                    ))
+                                }
                                 None => {
                                     p.result = Some(Outcome::Skipped);
                                     return p;
