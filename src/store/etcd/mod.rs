@@ -532,6 +532,10 @@ impl EtcdLog {
                                     &k,
                                 );
                                 p.retry = true;
+                                p.otherwise = Some(Planned::refused(RegistryError::Conflict(
+                                    "the instance changed while its check was being set; try again"
+                                        .into(),
+                                )));
                                 match value {
                                     Some(inst) => p.put(k, codec::encode(&inst)),
                                     None => p.delete(k),
