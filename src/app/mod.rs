@@ -404,6 +404,7 @@ impl App {
             log.clone(),
             feed.subscribe_from(0),
         );
+        metrics.health(checks.stats());
         tasks.spawn(checks.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
