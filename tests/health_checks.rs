@@ -317,6 +317,82 @@ async fn grpc_checks_follow_the_serving_status_of_a_health_server() {
     );
 }
 
+/// The Python interpreter the gRPC interoperability test uses: the venv
+/// `.ci/run` installs grpcio-health-checking into, else `python3`.
+fn test_python() -> std::path::PathBuf {
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// The same, against another implementation of the protocol: Python's
+/// grpcio health server (`pip install grpcio-health-checking`; `.ci/run`
+/// installs it into `target/test-venv`).
+#[tokio::test]
+async fn grpc_checks_work_against_pythons_grpcio_health_server() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/grpc_health_server.py"
+    );
+    let mut server = Command::new(test_python())
+        .args([script, "127.0.0.7", "pay"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut stdin = server.stdin.take().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+        let _ = server.kill();
+        panic!(
+            "the gRPC health server did not start (needs the Python package \
+             grpcio-health-checking: .ci/run installs it into target/test-venv)"
+        )
+    });
+    let mut set = |status: &str| {
+        writeln!(stdin, "{status}").unwrap();
+        let mut ack = String::new();
+        out.read_line(&mut ack).unwrap();
+        assert_eq!(ack.trim(), "ok");
+    };
+    let s = TestServer::start().await;
+    register(
+        &s,
+        "pay",
+        "p1",
+        "127.0.0.7",
+        json!([{ "name": "grpc", "grpc": format!("127.0.0.7:{port}"), "grpc_service": "pay", "interval": "1s" }]),
+    )
+    .await;
+    assert_eventually!(
+        check(&s, "pay", "p1", "grpc").await["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("SERVING")),
+        "the gRPC check never ran"
+    );
+    assert_eq!(health(&s, "pay", "p1").await, "passing");
+    set("NOT_SERVING");
+    assert_eventually!(
+        health(&s, "pay", "p1").await == "critical",
+        "NOT_SERVING never made it critical"
+    );
+    set("SERVING");
+    assert_eventually!(
+        health(&s, "pay", "p1").await == "passing",
+        "SERVING never brought it back"
+    );
+    drop(stdin);
+    let _ = server.wait();
+}
+
 #[tokio::test]
 async fn script_checks_are_refused_unless_enabled() {
     let s = TestServer::start().await;

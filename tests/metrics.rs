@@ -86,6 +86,69 @@ async fn metrics_count_dns_responses_api_requests_store_commits_and_the_registry
     s.stop().await;
 }
 
+/// The health check scheduler's counters, and instances by their checks'
+/// status: a TCP check against this test's listener passes, and once the
+/// listener is gone the instance counts as critical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_health_checks_and_the_status_they_give() {
+    let s = TestServer::start().await;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let check = json!({"name": "db", "tcp": target.local_addr().unwrap().to_string(),
+        "interval": "1s", "timeout": "1s"});
+    s.register(
+        "pay",
+        "a",
+        json!({"address": "10.0.0.1", "port": 80, "ttl": "1m", "checks": [check]}),
+    )
+    .await;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(&s).await;
+        if sample(&text, "maxine_health_check_runs_total").unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&text, "maxine_health_checks"), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "maxine_health_check_runs_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "maxine_health_scheduler_behind"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "maxine_health_scheduler_lag_seconds").is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"maxine_registry_instances{health="passing"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    drop(target);
+    for _ in 0..100 {
+        text = scrape(&s).await;
+        if sample(&text, r#"maxine_registry_instances{health="critical"}"#) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sample(&text, r#"maxine_registry_instances{health="critical"}"#),
+        Some(1.0),
+        "the failed check makes the instance critical\n{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"maxine_registry_instances{health="passing"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn with_metrics_off_the_dns_front_end_counts_nothing() {
     let s = TestServer::start_with(|f| f.metrics.enabled = false).await;

@@ -496,6 +496,7 @@ impl App {
             log.clone(),
             feed.subscribe_from(0),
         );
+        metrics.health(checks.stats());
         tasks.spawn(checks.run(shutdown.clone()));
         match &etcd {
             // The configured token may be in etcd already (another node

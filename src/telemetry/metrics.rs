@@ -7,7 +7,8 @@
 //!   HTTP route layer --> HttpMetrics (per route and status)  |
 //!   store writer thread --> StoreMetrics (per batch)          +--> Metrics --scrape--> text
 //!   answer cache observer --> RebuildMetrics (per apply)      |
-//!   registry (read at scrape) --> RegistryCollector         /
+//!   registry (read at scrape) --> RegistryCollector         |
+//!   health check scheduler (read at scrape) --> HealthCollector /
 //! ```
 //!
 //! Only the DNS counters are on a hot path; the others change once per
@@ -19,7 +20,7 @@ use std::time::Instant;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -67,6 +68,11 @@ impl Metrics {
     /// The registry's size and index, read at every scrape.
     pub fn registry(&self, registry: Registry) {
         self.collect(RegistryCollector { registry });
+    }
+
+    /// The health check scheduler's counters, read at every scrape.
+    pub fn health(&self, stats: Arc<crate::health::Stats>) {
+        self.collect(HealthCollector { stats });
     }
 
     /// Everything, in the Prometheus text format.
@@ -254,15 +260,16 @@ impl Collector for RegistryCollector {
         let mut by_health: Vec<(String, i64)> = Vec::new();
         for s in &services {
             for i in s.instances.values() {
-                // The health's name, whatever states the model grows.
-                let name = format!("{:?}", i.health).to_ascii_lowercase();
+                // Its status (the worst of its checks), by name, whatever
+                // states the model grows.
+                let name = format!("{:?}", i.status()).to_ascii_lowercase();
                 match by_health.iter_mut().find(|(h, _)| *h == name) {
                     Some((_, n)) => *n += 1,
                     None => by_health.push((name, 1)),
                 }
             }
         }
-        for h in ["passing", "critical"] {
+        for h in ["passing", "warning", "critical"] {
             if !by_health.iter().any(|(n, _)| n == h) {
                 by_health.push((h.to_string(), 0));
             }
@@ -290,5 +297,56 @@ impl Collector for RegistryCollector {
             MetricType::Gauge,
         )?)?;
         Ok(())
+    }
+}
+
+/// The health check scheduler's counters, read at scrape time.
+#[derive(Debug)]
+struct HealthCollector {
+    stats: Arc<crate::health::Stats>,
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, v: i64| {
+            ConstGauge::new(v).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)
+        };
+        gauge(
+            &mut encoder,
+            "maxine_health_checks",
+            "Active health checks defined (http, tcp, grpc, script).",
+            s.checks.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "maxine_health_checks_in_flight",
+            "Health check runs in progress.",
+            s.in_flight.load(Relaxed) as i64,
+        )?;
+        ConstCounter::new(s.runs.load(Relaxed)).encode(encoder.encode_descriptor(
+            "maxine_health_check_runs",
+            "Health check runs finished since start.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstGauge::new(s.lag_us.load(Relaxed) as f64 / 1e6).encode(encoder.encode_descriptor(
+            "maxine_health_scheduler_lag_seconds",
+            "How late the latest health check run started after it was due.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        gauge(
+            &mut encoder,
+            "maxine_health_scheduler_behind",
+            "1 while health check runs start more than a second late (the scheduler falls behind), else 0.",
+            i64::from(s.behind.load(Relaxed)),
+        )
     }
 }
