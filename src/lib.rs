@@ -52,6 +52,7 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod events;
+pub mod federation;
 pub mod http;
 pub mod policy;
 pub mod resolve;

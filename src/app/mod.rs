@@ -209,7 +209,23 @@ impl App {
             listeners.dns_udp,
             listeners.dns_tcp,
         )?;
-        registry.subscribe(Arc::new(dns.observer(&registry)));
+        let fed = &config.federation;
+        registry.failover().configure(
+            fed.failover_datacenters.clone(),
+            fed.failover_ttl.as_secs() as u32,
+            fed.srv_tiers,
+        );
+        let answers = Arc::new(dns.observer(&registry));
+        registry.subscribe(answers.clone());
+        // A change of the failover order (a peer goes stale, an override)
+        // decides every local name again. Weak: the registry holds the
+        // listener, and the answer builder holds the registry.
+        let weak = Arc::downgrade(&answers);
+        registry.failover().on_change(Arc::new(move || {
+            if let Some(a) = weak.upgrade() {
+                a.failover_changed();
+            }
+        }));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         // Last, so the restored registry reaches DNS in one batch.
@@ -374,6 +390,13 @@ impl App {
         );
         tasks.spawn(resolver.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
+        let federation = crate::federation::Federation::new(
+            registry.clone(),
+            feed.clone(),
+            config.federation.clone(),
+            config.data_dir.clone(),
+        );
+        federation.start(log.clone(), &tasks, stop.clone()).await;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
@@ -387,6 +410,7 @@ impl App {
             auth,
             recent_logs,
             started: tokio::time::Instant::now(),
+            federation: federation.clone(),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
@@ -429,8 +453,13 @@ impl App {
             }
         }
         stop.cancel();
+        federation.close_streams();
         tasks.close();
         tasks.wait().await;
+        if !config.federation.peers.is_empty() {
+            let f = federation.clone();
+            let _ = tokio::task::spawn_blocking(move || f.flush()).await;
+        }
         // Requests have drained: write what is queued and close the store.
         if let Some(j) = journal {
             let _ = tokio::task::spawn_blocking(move || {

@@ -68,6 +68,16 @@ pub enum Change {
     },
     /// A change to a policy, token, sign-in user or the bootstrap mark.
     Acl(AclChange),
+    /// An instance of another datacenter as that datacenter holds it, from
+    /// its change stream (`value: None`: removed there). Proposed with
+    /// [`Origin::Replicated`]: never expired here (its TTL is the peer's),
+    /// never counted in quotas, and not journaled (the federation's replica
+    /// files keep it); only its index is written.
+    Replica {
+        key: ServiceKey,
+        id: InstanceId,
+        value: Option<Box<(InstanceSpec, Health)>>,
+    },
 }
 
 impl Change {
@@ -79,7 +89,8 @@ impl Change {
             | Change::Deregister { key, id }
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
-            | Change::Resolve { key, id, .. } => Some((key, id)),
+            | Change::Resolve { key, id, .. }
+            | Change::Replica { key, id, .. } => Some((key, id)),
             Change::Acl(_) => None,
         }
     }

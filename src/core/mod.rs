@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod change;
+pub mod failover;
 pub mod labels;
 pub mod model;
 pub mod naming;
@@ -26,6 +27,7 @@ pub use change::{
     AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
     Outcome,
 };
+pub use failover::FailoverPolicy;
 pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
@@ -33,7 +35,8 @@ pub use model::{
 };
 pub use naming::NameTarget;
 pub use plan::{
-    AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, Selection, Tier, Transport,
+    AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, RemoteTier, Selection, Tier,
+    Transport,
 };
 pub use registry::{
     AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,

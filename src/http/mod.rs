@@ -17,6 +17,7 @@ mod acl;
 mod actuator;
 pub mod auth;
 mod error;
+mod federation;
 mod hyper_errors;
 mod logs;
 mod maxine;
@@ -93,6 +94,8 @@ pub struct HttpShared {
     pub recent_logs: RecentLogs,
     /// When the API started serving (`/api/actuator/metrics` uptime).
     pub started: tokio::time::Instant,
+    /// Peers and the change stream they read (inert without peers).
+    pub federation: crate::federation::Federation,
 }
 
 impl HttpState {
@@ -107,6 +110,12 @@ impl HttpState {
     ) -> Self {
         let feed = crate::events::ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        let federation = crate::federation::Federation::new(
+            registry.clone(),
+            feed.clone(),
+            Default::default(),
+            Default::default(),
+        );
         Self::from(HttpShared {
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
@@ -123,6 +132,7 @@ impl HttpState {
             auth: auth::Auth::open(),
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             started: tokio::time::Instant::now(),
+            federation,
         })
     }
 }
@@ -209,6 +219,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/audit", false),
     route("POST", "/api/maxine/signin", false),
     route("PUT", "/api/maxine/change-password", true),
+    route("GET", "/v1/federation/stream", false),
+    route("GET", "/v1/datacenters", true),
+    route("PUT", "/v1/services/{service}/failover", true),
 ];
 
 /// The handler of a row of [`ROUTES`].
@@ -251,6 +264,9 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/audit") => on(filter, acl::audit),
         ("POST", "/api/maxine/signin") => on(filter, acl::signin),
         ("PUT", "/api/maxine/change-password") => on(filter, acl::change_password),
+        ("GET", "/v1/federation/stream") => on(filter, federation::stream),
+        ("GET", "/v1/datacenters") => on(filter, federation::datacenters),
+        ("PUT", "/v1/services/{service}/failover") => on(filter, federation::put_failover),
         (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
     }
 }

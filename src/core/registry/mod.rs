@@ -120,6 +120,9 @@ struct Inner {
     index: AtomicU64,
     write: Mutex<WriteState>,
     acl: acl::AclMaps,
+    /// Which datacenters answer local names when the service has no
+    /// passing instance here (empty in a single datacenter).
+    failover: super::failover::FailoverPolicy,
 }
 
 struct WriteState {
@@ -163,8 +166,14 @@ impl Registry {
                     holdings: Default::default(),
                 }),
                 acl: acl::AclMaps::new(),
+                failover: Default::default(),
             }),
         }
+    }
+
+    /// The failover order of local names (docs/federation.md).
+    pub fn failover(&self) -> &super::failover::FailoverPolicy {
+        &self.inner.failover
     }
 
     pub fn local_dc(&self) -> &Datacenter {
@@ -637,6 +646,64 @@ impl Registry {
                 }
             }
             Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
+            Change::Replica { key, id, value } => {
+                if key.dc == *self.local_dc() {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "a replica of datacenter {:?}, which is this one",
+                        key.dc.as_str()
+                    )));
+                }
+                let current = group.current(&id);
+                let Some(value) = value else {
+                    let Some(cur) = current else {
+                        return Decision::Skip;
+                    };
+                    group.current_of_last = Some(cur);
+                    return Decision::Make {
+                        id,
+                        value: None,
+                        kind: EventKind::Deregistered,
+                    };
+                };
+                let (mut spec, health) = *value;
+                if let Err(e) = spec.validate() {
+                    return Decision::Refuse(e.into());
+                }
+                if let Err(e) = self.check_new_datacenter(w, &key.dc) {
+                    return Decision::Refuse(e);
+                }
+                let Some(index) = index else {
+                    return Decision::Skip;
+                };
+                // Quotas are the origin's business.
+                spec.owner = None;
+                let version = match group.version(&spec.version) {
+                    Some(v) => v,
+                    None => Version::from(std::mem::take(&mut spec.version)),
+                };
+                let kind = match (&current, health) {
+                    (Some(c), Health::Passing) if !c.is_passing() => EventKind::Passing,
+                    (Some(c), Health::Critical) if c.is_passing() => EventKind::Critical,
+                    _ => EventKind::Registered,
+                };
+                // The deadline is never looked at: replicas have no timer.
+                let instance = Arc::new(Instance::from_spec(
+                    &key,
+                    id.clone(),
+                    spec,
+                    version,
+                    health,
+                    index,
+                    u64::MAX / 4,
+                ));
+                group.current_of_last = current;
+                group.new_dc = Some(key.dc);
+                Decision::Make {
+                    id,
+                    value: Some(instance),
+                    kind,
+                }
+            }
             Change::Reap { id, of, .. } => {
                 let Some(cur) = group
                     .current(&id)
@@ -692,14 +759,18 @@ impl Registry {
         };
         let (instances, gone, added) = instances.with_changes(changes);
         // Replaced and removed values leave the timer map; new ones enter it.
-        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
-        for old in &gone {
-            expiry::unschedule(w, old);
+        // Replicas of other datacenters have no timer and hold no quota:
+        // their TTLs and quotas are their datacenter's.
+        if key.dc == *self.local_dc() {
+            let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+            for old in &gone {
+                expiry::unschedule(w, old);
+            }
+            for new in &added {
+                expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
+            }
+            hold(&mut w.holdings, &gone, &added);
         }
-        for new in &added {
-            expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
-        }
-        hold(&mut w.holdings, &gone, &added);
         let services = self.inner.services.pin();
         let published = if instances.is_empty() {
             services.remove(&key);

@@ -169,7 +169,9 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            if e.kind == EventKind::Resolved {
+            if e.kind == EventKind::Resolved || e.origin != crate::core::Origin::Local {
+                // Replicas of other datacenters are kept by the federation's
+                // replica files, not journaled as local registrations.
                 // Resolved addresses are not stored (Change::Resolve says why).
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
