@@ -97,6 +97,9 @@ pub struct PeerStatus {
     pub dirty: bool,
     /// Loaded from its replica file and not reached since.
     pub from_file: bool,
+    /// It has been fresh since the start (the first contact needs no
+    /// hysteresis: there was no flapping yet).
+    pub was_fresh: bool,
 }
 
 impl Federation {
@@ -262,7 +265,8 @@ impl Federation {
     /// a peer is stale once not heard from for `stale_after`; it is fresh
     /// again only after it has been heard from continuously for half of
     /// `stale_after` (at least two keep-alives), so that a flapping link
-    /// does not flap answers.
+    /// does not flap answers. The first contact since the start makes it
+    /// fresh at once.
     async fn monitor(self, stop: CancellationToken) {
         let every = (self.inner.config.stale_after / 8).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
@@ -291,7 +295,14 @@ impl Federation {
                     .contact_since
                     .and_then(|t| now.duration_since(t).ok())
                     .is_some_and(|d| d >= recover);
-                let stale = if s.stale { !(heard && steady) } else { !heard };
+                let stale = if s.stale {
+                    !(heard && (steady || !s.was_fresh))
+                } else {
+                    !heard
+                };
+                if !stale {
+                    s.was_fresh = true;
+                }
                 if !heard {
                     s.contact_since = None;
                 }

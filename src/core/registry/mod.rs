@@ -268,9 +268,19 @@ impl Registry {
 
     /// Everything a backup holds, as of one index: every service and every
     /// access-control object, taken under the write lock.
+    /// Replicas of other datacenters are left out: they are the peers'
+    /// (and the federation's replica files keep them).
     pub fn backup(&self) -> (u64, Vec<Arc<ServiceSnapshot>>, Vec<super::acl::AclObject>) {
         let _w = self.lock();
-        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        let local = self.local_dc();
+        let mut all: Vec<_> = self
+            .inner
+            .services
+            .pin()
+            .values()
+            .filter(|s| &s.key.dc == local)
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         (self.index(), all, self.acl_objects())
     }

@@ -38,9 +38,6 @@ struct BuilderState {
     services: HashMap<ServiceKey, ServiceState, FastHash>,
     /// How many services keep each dynamic empty non-terminal alive.
     ent_refs: HashMap<Box<[u8]>, usize, FastHash>,
-    /// The node of each local service (what its local names answer when
-    /// they do not fail over), so that an order set later finds it.
-    local_nodes: HashMap<ServiceName, Arc<Node>, FastHash>,
 }
 
 /// What the builder keeps of a service between its changes: every
@@ -86,10 +83,20 @@ impl AnswerBuilder {
     /// datacenter of the failover order that has one, with the failover
     /// TTL; with SRV tiers, the SRV set lists every failover datacenter's
     /// instances after the local ones, at priority 2, 3, ...
-    fn publish_local_names(&self, st: &mut BuilderState, service: &ServiceName) {
+    fn publish_local_names(&self, _locked: &mut BuilderState, service: &ServiceName) {
         let local_key = ServiceKey::new(self.local_dc.clone(), service.clone());
         let local = self.registry.service(&local_key);
-        let local_node = st.local_nodes.get(service).cloned();
+        // The local service's node, as its explicit names
+        // (`payments.<dc>.<zone>`) answer it.
+        let explicit = self.wire(&[service.to_string(), self.local_dc.to_string()]);
+        let local_node = self
+            .answers
+            .inner
+            .names
+            .pin()
+            .get(&*explicit)
+            .filter(|_| local.is_some())
+            .cloned();
         let policy = self.registry.failover();
         let tiers_wanted = if policy.srv_tiers() { usize::MAX } else { 1 };
         let has_local = self.registry.has_local_answer(local.as_deref());
@@ -268,9 +275,6 @@ impl AnswerBuilder {
             if old.is_none() {
                 return;
             }
-            if key.dc == self.local_dc {
-                st.local_nodes.remove(&key.service);
-            }
             for (name, target) in service_names().zip(naming::service_names(key, &self.local_dc)) {
                 let local_name = matches!(target, naming::NameTarget::Service { dc: None, .. });
                 if !(failover && local_name) {
@@ -317,9 +321,6 @@ impl AnswerBuilder {
             if !(failover && local_name) {
                 self.publish(&names, &name, Some(node.clone()));
             }
-        }
-        if key.dc == self.local_dc {
-            st.local_nodes.insert(key.service.clone(), node);
         }
         let kept = (instances.len() >= KEEP_ENCODED_FROM).then(|| Box::new(instances));
         st.services.insert(key.clone(), kept);
