@@ -225,6 +225,12 @@ async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_loca
         dc1.a("payments.dc3.maxine.").await == ["10.3.0.1"],
         "dc3 replicated"
     );
+    for dc in ["dc2", "dc3"] {
+        eventually!(
+            dc1.dc_status(dc).await["stale"] == false,
+            "{dc} fresh once reached"
+        );
+    }
     // Local first; SRV tiers: local 1, dc2 2, dc3 3.
     assert_eq!(dc1.a("payments.maxine.").await, ["10.1.0.1"]);
     let srv = dc1.srv("_payments._tcp.maxine.").await;
@@ -249,6 +255,15 @@ async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_loca
     assert_eq!(dc1.a("payments.maxine.").await, ["10.2.0.1"]);
     assert_eq!(dc1.a("v2.payments.maxine.").await, ["10.2.0.1"]);
     assert!(dc1.a_ttls("payments.maxine.").await.iter().all(|t| *t <= 1));
+    // The Maxine-compatible discover fails over too, and takes dc.
+    assert_eq!(
+        dc1.discover("serviceName=payments").await,
+        (302, "http://10.2.0.1:8080".to_string())
+    );
+    assert_eq!(
+        dc1.discover("serviceName=payments&dc=dc3").await,
+        (302, "http://10.3.0.1:8080".to_string())
+    );
 
     // dc2 frozen: after stale_after, dc3 answers.
     dc2.p.freeze();
@@ -325,4 +340,58 @@ async fn a_per_service_failover_order_overrides_the_default() {
         200
     );
     assert!(dc1.a("payments.maxine.").await.is_empty());
+}
+
+/// dc1 has applied everything dc2 has (so, everything dc2 relays).
+async fn settled(dc1: &Dc, dc2: &Dc) -> bool {
+    dc1.dc_status("dc2").await["applied_index"] == dc2.dc_status("dc2").await["index"]
+}
+
+#[tokio::test]
+async fn in_a_mesh_with_a_relay_each_datacenter_is_taken_from_one_peer_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    let dc2 = Dc::start(
+        "dc2",
+        &tmp.path().join("dc2"),
+        DcSpec {
+            peers: vec![dc3.peer()],
+            env: vec![("MAXINE_FEDERATION_RELAY", "true".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    // dc1 hears dc3 directly and relayed by dc2.
+    let dc1 = Dc::start(
+        "dc1",
+        &tmp.path().join("dc1"),
+        DcSpec {
+            peers: vec![dc2.peer(), dc3.peer()],
+            ..Default::default()
+        },
+    )
+    .await;
+    dc3.register("search", "s0", "10.3.0.9", 60).await;
+    eventually!(
+        dc1.a("search.dc3.maxine.").await == ["10.3.0.9"],
+        "dc3 replicated"
+    );
+    eventually!(settled(&dc1, &dc2).await, "dc1 follows dc2");
+    let before = dc1.dc_status("dc1").await["index"].as_u64().unwrap();
+    dc3.register("search", "s1", "10.3.0.1", 60).await;
+    eventually!(
+        dc1.a("search.dc3.maxine.").await == ["10.3.0.1", "10.3.0.9"],
+        "the new instance arrives"
+    );
+    eventually!(
+        dc2.a("search.dc3.maxine.").await == ["10.3.0.1", "10.3.0.9"],
+        "the relay has it too"
+    );
+    eventually!(settled(&dc1, &dc2).await, "dc1 follows dc2 again");
+    let after = dc1.dc_status("dc1").await["index"].as_u64().unwrap();
+    assert_eq!(after - before, 1, "applied once, not once per path");
+    assert!(
+        dc1.dc_status("dc3").await["via"].is_null(),
+        "taken from dc3 itself"
+    );
 }

@@ -1091,6 +1091,57 @@ mod tests {
     }
 
     #[test]
+    fn federation_peers_come_from_tables_text_and_flags_alike() {
+        let file = "[federation]\ntoken_file = \"/t\"\n[[federation.peers]]\nname = \"dc2\"\n\
+                    url = \"https://dc2.example:8080/\"\nca_file = \"/ca.pem\"\n";
+        let c = Config::load(Sources {
+            file: Some(("f.toml".into(), file.into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let p = &c.federation.peers[0];
+        assert_eq!(p.name.as_str(), "dc2");
+        assert_eq!(p.url, "https://dc2.example:8080");
+        assert_eq!(p.token_file.as_deref(), Some(std::path::Path::new("/t")));
+        let c = Config::load(Sources {
+            env: env(&[(
+                "MAXINE_FEDERATION_PEERS",
+                "dc2=https://a:1, dc3=http://127.0.0.1:2",
+            )]),
+            ..Default::default()
+        })
+        .unwrap();
+        let names: Vec<_> = c.federation.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["dc2", "dc3"]);
+        let c = Config::load(Sources {
+            flags: vec![("federation.peers", "dc4=https://b:3".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.federation.peers[0].name.as_str(), "dc4");
+    }
+
+    #[test]
+    fn bad_federation_settings_are_refused_with_the_key() {
+        for (key, v) in [
+            ("MAXINE_FEDERATION_PEERS", "dc2=http://10.0.0.2:8080"),
+            ("MAXINE_FEDERATION_PEERS", "dc1=https://a:1"),
+            ("MAXINE_FEDERATION_PEERS", "dc2"),
+            ("MAXINE_FEDERATION_PEERS", "dc2=https://a:1,dc2=https://b:1"),
+            ("MAXINE_FEDERATION_PEERS", "dc2=ftp://a"),
+            ("MAXINE_FAILOVER_DATACENTERS", "dc1"),
+            ("MAXINE_FAILOVER_TTL", "1h"),
+            ("MAXINE_FEDERATION_STALE_AFTER", "0s"),
+        ] {
+            let r = Config::load(Sources {
+                env: env(&[(key, v)]),
+                ..Default::default()
+            });
+            assert!(r.is_err(), "{key}={v} accepted");
+        }
+    }
+
+    #[test]
     fn defaults_work() {
         let c = Config::defaults();
         assert_eq!(c.dns.addr.to_string(), "127.0.0.1:8600");

@@ -175,13 +175,20 @@ impl Receiver {
 
     fn heard(&self) {
         let now = SystemTime::now();
+        let mut stale = false;
         self.fed.update(&self.peer.name, |s| {
             s.last_contact = Some(now);
             s.contact_since.get_or_insert(now);
             s.error = None;
             s.denied = false;
             s.from_file = false;
+            stale = s.stale;
         });
+        // A stale peer may be fresh now (at once on a first contact):
+        // decide without waiting for the monitor's next look.
+        if stale {
+            self.fed.check_staleness(now);
+        }
     }
 }
 

@@ -76,7 +76,12 @@ impl Dc {
             name: name.into(),
             dir: dir.to_path_buf(),
             p,
-            client: reqwest::Client::new(),
+            // Never follow a redirect: discover answers 302 to instances'
+            // addresses, which are not on this machine.
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
         }
     }
 
@@ -168,6 +173,24 @@ impl Dc {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The `Location` of a Maxine-compatible discover.
+    pub async fn discover(&self, query: &str) -> (u16, String) {
+        let r = self
+            .auth(self.client.get(format!(
+                "{}/api/maxine/serviceops/discover?{query}",
+                self.url()
+            )))
+            .send()
+            .await
+            .unwrap();
+        let loc = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.status().as_u16(), loc)
     }
 
     pub async fn put_json(&self, path: &str, body: serde_json::Value) -> u16 {
