@@ -395,3 +395,53 @@ async fn in_a_mesh_with_a_relay_each_datacenter_is_taken_from_one_peer_only() {
         "taken from dc3 itself"
     );
 }
+
+#[tokio::test]
+async fn failover_nearest_picks_the_peer_of_lowest_round_trip_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
+    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    // dc2 is behind a link that adds 150 ms each way; dc3 is direct.
+    let slow =
+        common::federation::slow_link(dc2.p.http, std::time::Duration::from_millis(150)).await;
+    let dc1 = Dc::start(
+        "dc1",
+        &tmp.path().join("dc1"),
+        DcSpec {
+            peers: vec![("dc2".into(), format!("http://{slow}")), dc3.peer()],
+            env: vec![("MAXINE_FAILOVER_NEAREST", "1".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    dc2.register("payments", "p1", "10.2.0.1", 60).await;
+    dc3.register("payments", "q1", "10.3.0.1", 60).await;
+    eventually!(
+        dc1.a("payments.dc2.maxine.").await == ["10.2.0.1"]
+            && dc1.a("payments.dc3.maxine.").await == ["10.3.0.1"],
+        "both replicated"
+    );
+    for dc in ["dc2", "dc3"] {
+        eventually!(
+            !dc1.dc_status(dc).await["rtt_ms"].is_null(),
+            "{dc}'s round trip measured"
+        );
+    }
+    let rtt = |v: serde_json::Value| v["rtt_ms"].as_f64().unwrap();
+    assert!(
+        rtt(dc1.dc_status("dc2").await) > rtt(dc1.dc_status("dc3").await),
+        "the slow link measures slower"
+    );
+    eventually!(
+        dc1.a("payments.maxine.").await == ["10.3.0.1"],
+        "the nearest peer answers: {:?} {}",
+        dc1.a("payments.maxine.").await,
+        dc1.get("/v1/datacenters").await.1
+    );
+    let (_, body) = dc1.get("/v1/datacenters").await;
+    assert_eq!(
+        body["failover"]["order"],
+        serde_json::json!(["dc3"]),
+        "{body}"
+    );
+}
