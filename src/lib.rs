@@ -22,6 +22,9 @@
 //!                         subscribe_from(i), blocking reads, event streams
 //!   resolve::Driver: follows the feed, resolves host names of instances
 //!   (hickory-resolver: resolv.conf, hosts file), proposes Change::Resolve
+//!   federation: per peer, GET /v1/federation/stream (snapshot, then deltas)
+//!   -> Change::Replica with Origin::Replicated; replica files; staleness and
+//!   RTT feed core::failover, which the DNS rebuild reads for local names
 //!   store::Journal: one writer thread, one fsync per batch (group commit),
 //!   the batch's audit records fsynced beside it (audit::AuditLog);
 //!   a commit that fails is undone and its proposals answered 503

@@ -645,6 +645,7 @@ fn federation_paths() -> Value {
                         "content": { "application/vnd.maxine.federation": { "schema": { "type": "string", "contentEncoding": "binary" } } }
                     },
                     "400": error_response("Invalid since or dc"),
+                    "401": shared("Unauthorized"),
                     "403": error_response("No valid token with operator permission")
                 }
             }
@@ -700,9 +701,11 @@ fn federation_paths() -> Value {
                         "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
                         "content": { "application/json": { "schema": { "type": "object" } } }
                     },
-                    "400": error_response("Invalid service, datacenter, or the local datacenter listed"),
+                    "400": error_response("Malformed JSON, unknown field, invalid service or datacenter, or the local datacenter listed"),
                     "401": shared("Unauthorized"),
                     "403": shared("Forbidden"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
                     "503": error_response("The order could not be saved")
                 }
             }
