@@ -355,7 +355,14 @@ fn validate_federation(
         )?,
         failover_datacenters,
         failover_nearest: o.nearest,
-        failover_ttl: between("failover.ttl", o.ttl, Duration::ZERO, dns_ttl)?,
+        // Never longer than the answers it replaces.
+        failover_ttl: between(
+            "failover.ttl",
+            o.ttl,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?
+        .min(dns_ttl),
         srv_tiers: o.srv_tiers,
     })
 }
@@ -1130,7 +1137,7 @@ mod tests {
             ("MAXINE_FEDERATION_PEERS", "dc2=https://a:1,dc2=https://b:1"),
             ("MAXINE_FEDERATION_PEERS", "dc2=ftp://a"),
             ("MAXINE_FAILOVER_DATACENTERS", "dc1"),
-            ("MAXINE_FAILOVER_TTL", "1h"),
+            ("MAXINE_FAILOVER_TTL", "2d"),
             ("MAXINE_FEDERATION_STALE_AFTER", "0s"),
         ] {
             let r = Config::load(Sources {

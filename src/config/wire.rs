@@ -240,7 +240,7 @@ settings! {
         datacenters: Vec<String>, "MAXINE_FAILOVER_DATACENTERS";
         /// Fail over to the N peers with the lowest measured round-trip time instead of datacenters; 0: off.
         nearest: usize = "0", "MAXINE_FAILOVER_NEAREST";
-        /// TTL of failover answers (at most dns.ttl).
+        /// TTL of failover answers (at most 1 day; capped at dns.ttl).
         ttl: DurationValue = "2s", "MAXINE_FAILOVER_TTL";
         /// SRV answers of local names also list the failover datacenters' instances, at priority 2, 3, ... after the local ones at 1.
         srv_tiers: bool = "false", "MAXINE_FAILOVER_SRV_TIERS";

@@ -186,7 +186,11 @@ impl Registry {
             q.service.clone(),
         );
         let local = self.service(&key);
-        if q.dc.is_some() || !q.healthy_only || self.has_local_answer(local.as_deref()) {
+        if q.dc.is_some()
+            || !q.healthy_only
+            || !self.failover().is_active()
+            || self.has_local_answer(local.as_deref())
+        {
             return local;
         }
         // No passing instance here: the first failover datacenter with some.

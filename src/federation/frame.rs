@@ -58,28 +58,34 @@ pub enum FrameError {
 #[derive(Default)]
 pub struct Reader {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (what is before it was read):
+    /// bytes are moved down only when a chunk arrives, never per frame.
+    at: usize,
 }
 
 impl Reader {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.at);
+        self.at = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < 4 {
+        let rest = &self.buf[self.at..];
+        if rest.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         if len > MAX_FRAME {
             return Err(FrameError::TooLarge(len));
         }
-        if self.buf.len() < 4 + len {
+        if rest.len() < 4 + len {
             return Ok(None);
         }
-        let frame = postcard::from_bytes(&self.buf[4..4 + len])
-            .map_err(|e| FrameError::Decode(e.to_string()));
-        self.buf.drain(..4 + len);
+        let frame =
+            postcard::from_bytes(&rest[4..4 + len]).map_err(|e| FrameError::Decode(e.to_string()));
+        self.at += 4 + len;
         frame.map(Some)
     }
 }

@@ -343,7 +343,11 @@ impl<'a> Applier<'a> {
                     }
                     s.applied_index = index;
                     s.peer_index = s.peer_index.max(index);
-                    s.behind_since = (s.applied_index < s.peer_index).then_some(now);
+                    if s.applied_index < s.peer_index {
+                        s.behind_since.get_or_insert(now);
+                    } else {
+                        s.behind_since = None;
+                    }
                     s.dirty = true;
                 });
             }
