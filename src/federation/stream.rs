@@ -103,6 +103,9 @@ async fn send(
         tx,
         buf: Vec::with_capacity(CHUNK_BYTES),
     };
+    // A receiver ahead of this log (it was wiped, or kept in memory only,
+    // and started again) holds what no longer is: a snapshot replaces it.
+    let since = if since > fed.feed().index() { 0 } else { since };
     let mut sub = fed.feed().subscribe_from(since);
     out.frame(&Frame::Hello {
         dc: local.to_string(),
