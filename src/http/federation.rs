@@ -39,7 +39,10 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let caller = caller.map_err(|_| {
         tracing::warn!(receiver = ?q.dc, "federation stream refused: bad credential");
-        ApiError::Forbidden("federation needs a valid token with operator permission".into())
+        ApiError::Forbidden(
+            "the request lacks a valid token with operator permission, which federation needs"
+                .into(),
+        )
     })?;
     if caller.is_anonymous() {
         tracing::warn!(receiver = ?q.dc, "federation stream refused: no credential");
@@ -50,7 +53,7 @@ pub async fn stream(
             "no credential: federation needs a token with operator permission",
         );
         return Err(ApiError::Forbidden(
-            "federation needs a token with operator permission".into(),
+            "the anonymous token (no credential was sent) lacks the token with operator permission that federation needs".into(),
         ));
     }
     if let Err(e) = caller.require(&st, Resource::Operator, Access::Read) {
@@ -61,6 +64,12 @@ pub async fn stream(
         None | Some("") => None,
         Some(d) => Some(Datacenter::new(d)?),
     };
+    if receiver.as_ref() == Some(st.registry.local_dc()) {
+        return Err(ApiError::BadRequest(format!(
+            "dc {:?} is this datacenter: a datacenter does not stream from itself",
+            st.registry.local_dc().as_str()
+        )));
+    }
     if q.since > crate::core::MAX_INDEX {
         return Err(ApiError::BadRequest(format!(
             "since {} is beyond the largest index",
