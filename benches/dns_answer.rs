@@ -11,10 +11,10 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use maxine::core::{
     Address, InstanceId, InstanceSpec, Query, QueryContext, Registry, ServiceKey, ServiceName,
-    Transport, VersionSelector,
+    Strategy, Transport, VersionSelector,
 };
 use maxine::dns::ReadyAnswers;
-use maxine::dns::testing::{query, sample};
+use maxine::dns::testing::{query, sample, sample_with};
 use maxine::dns::wire::types;
 
 /// Three instances per service, as in the load data set: 1k or 1M instances.
@@ -46,6 +46,33 @@ fn hot_path(c: &mut Criterion) {
         for (what, q) in cases {
             g.bench_function(format!("{what}/{label}"), |b| {
                 let answers = &data(million).1;
+                let mut out = Vec::with_capacity(4096);
+                let ctx = QueryContext::new(Some([127, 0, 0, 1].into()), Transport::Udp);
+                b.iter(|| black_box(answers.respond(black_box(&q), &mut out, ctx)))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The query path by load-balancing strategy, same data (1k instances,
+/// three per service): what a strategy's choice among its precomputed
+/// orders costs against round robin's rotating window
+/// (docs/adr/0007-answer-variants-for-strategies.md).
+fn strategies(c: &mut Criterion) {
+    let mut g = c.benchmark_group("strategy");
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::Sticky,
+        Strategy::Weighted,
+        Strategy::Random,
+    ] {
+        let (_registry, answers) = sample_with(334, 3, 32, strategy);
+        for (what, q) in [
+            ("A", query("svc7.maxine.", types::A, false)),
+            ("SRV", query("_svc7._tcp.maxine.", types::SRV, true)),
+        ] {
+            g.bench_function(format!("{what}/{strategy}"), |b| {
                 let mut out = Vec::with_capacity(4096);
                 let ctx = QueryContext::new(Some([127, 0, 0, 1].into()), Transport::Udp);
                 b.iter(|| black_box(answers.respond(black_box(&q), &mut out, ctx)))
@@ -94,5 +121,5 @@ fn registry(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, hot_path, registry);
+criterion_group!(benches, hot_path, strategies, registry);
 criterion_main!(benches);

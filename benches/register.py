@@ -71,7 +71,7 @@ def requests_of(path, ttl):
             try:
                 r = json.loads(line)
                 svc, iid = r["service"], r["id"]
-                body = {k: r[k] for k in ("address", "port", "version", "weight") if k in r}
+                body = {k: r[k] for k in ("address", "port", "version", "weight", "metadata") if k in r}
             except (ValueError, KeyError, TypeError) as e:
                 sys.exit(f"register.py: {path}:{n}: not a registration ({e})")
             body["ttl"] = ttl

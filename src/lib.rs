@@ -25,6 +25,8 @@
 //!   federation: per peer, GET /v1/federation/stream (snapshot, then deltas)
 //!   -> Change::Replica with Origin::Replicated; replica files; staleness and
 //!   RTT feed core::failover, which the DNS rebuild reads for local names
+//!   health::Driver: follows the feed, runs every defined check from one
+//!   scheduler (http, tcp, grpc, script), proposes Change::CheckStatus
 //!   store::Journal: one writer thread, one fsync per batch (group commit),
 //!   the batch's audit records fsynced beside it (audit::AuditLog);
 //!   a commit that fails is undone and its proposals answered 503
@@ -40,6 +42,10 @@
 //! takes plain settings and imports none of `http`, `dns`, `store`, `config`.
 //! `resolve` (the host-name resolver driver) imports no front end or
 //! `config`: it follows `events`, proposes through `store::Log`.
+//! `health` (the health check driver, and outlier ejection's driver with
+//! the panic log) likewise imports no front end or `config`: it follows
+//! `events`, takes reported outcomes from the API, and proposes through
+//! `store::Log` (check results, `core::Change::Eject`).
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
@@ -56,6 +62,7 @@ pub mod core;
 pub mod dns;
 pub mod events;
 pub mod federation;
+pub mod health;
 pub mod http;
 pub mod policy;
 pub mod resolve;

@@ -124,6 +124,9 @@ struct Row {
 
 const REGISTER: &str = r#"{"address": "10.0.0.9", "port": 80, "ttl": "1h"}"#;
 const MAXINE_REGISTER: &str = r#"{"hostName": "10.0.0.10", "nodeName": "m-{col}", "serviceName": "payments", "port": 8080, "timeOut": 600}"#;
+// Its runs fail (nothing listens there) but never change the registry: the
+// matrix checks that refused requests changed nothing.
+const CHECK: &str = r#"{"tcp": "127.0.0.1:9", "interval": "1h", "failures_before_critical": 100}"#;
 const SIGNIN: &str = r#"{"userName": "vera", "password": "vera-viewer-password"}"#;
 
 #[rustfmt::skip]
@@ -140,11 +143,35 @@ const TABLE: &[Row] = &[
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "GET /v1/services/{service}", target: "/v1/services/payments", body: None,
           valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
+    // Streams: the head only (a stream never ends); the WebSocket route
+    // without an upgrade is a 400 once the caller may read.
+    Row { route: "GET /v1/events", target: "/v1/events?service=payments", body: None,
+          valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
+    Row { route: "GET /v1/events/ws", target: "/v1/events/ws?service=payments", body: None,
+          valid: [403, 400, 403, 400, 400, 400, 400, 400, 400], bad: 401 },
+    // Key/value entries: key_prefix rules (the built-in management,
+    // operator and viewer policies cover every key); the keys do not
+    // exist, so a caller who may read or write gets 404 for GET and DELETE.
+    Row { route: "GET /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 404], bad: 401 },
+    Row { route: "PUT /v1/kv/{*key}", target: "/v1/kv/app/m-{col}", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/kv/{*key}", target: "/v1/kv/app/missing", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 404, 403, 403], bad: 401 },
+    // Counts and timings only: no credential read, like the actuator.
+    Row { route: "GET /metrics", target: "/metrics", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
     Row { route: "PUT /v1/services/{service}/instances/{id}", target: "/v1/services/payments/instances/n-{col}", body: Some(REGISTER),
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "DELETE /v1/services/{service}/instances/{id}", target: "/v1/services/payments/instances/victim", body: None,
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "PUT /v1/services/{service}/instances/{id}/heartbeat", target: "/v1/services/payments/instances/p1/heartbeat", body: None,
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
+    Row { route: "GET /v1/services/{service}/config", target: "/v1/services/payments/config", body: None,
+          valid: [403, 200, 403, 200, 200, 200, 200, 200, 200], bad: 401 },
+    Row { route: "PUT /v1/services/{service}/config", target: "/v1/services/payments/config", body: Some(r#"{"strategy": "round_robin"}"#),
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
+    Row { route: "POST /v1/services/{service}/outcomes", target: "/v1/services/payments/outcomes", body: Some(r#"{"outcomes": [{"id": "p1", "successes": 1}]}"#),
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "POST /api/maxine/serviceops/register", target: "/api/maxine/serviceops/register", body: Some(MAXINE_REGISTER),
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
@@ -218,6 +245,12 @@ const TABLE: &[Row] = &[
     // Only a signed-in user may; this one gives a wrong current password.
     Row { route: "PUT /api/maxine/change-password", target: "/api/maxine/change-password", body: Some(r#"{"password": "not-the-password", "newPassword": "a-new-password-1"}"#),
           valid: [401, 401, 401, 401, 401, 401, 401, 401, 400], bad: 401 },
+    // Health checks of an instance are written like the instance (their
+    // target: a closed port on loopback; nothing leaves the machine).
+    Row { route: "PUT /v1/services/{service}/instances/{id}/checks/{name}", target: "/v1/services/payments/instances/victim/checks/tcp", body: Some(CHECK),
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
+    Row { route: "DELETE /v1/services/{service}/instances/{id}/checks/{name}", target: "/v1/services/payments/instances/victim/checks/doomed", body: None,
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
 ];
 
 /// The server and every credential of the matrix.
@@ -417,6 +450,22 @@ impl World {
                     .await;
                 assert_eq!(r.status, 200, "{r:?}");
             }
+        }
+        let victim_check = self.s.registry.service(&key("payments")).and_then(|snap| {
+            snap.instances
+                .values()
+                .find(|i| i.id.as_str() == "victim")
+                .map(|i| i.checks.get("doomed").is_some())
+        });
+        if victim_check == Some(false) {
+            let r = self
+                .admin_call(
+                    Method::PUT,
+                    "/v1/services/payments/instances/victim/checks/doomed",
+                    Some(serde_json::from_str(CHECK).unwrap()),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
         }
         if self.s.registry.policy("doomed").is_none() {
             let rules = json!({"service": {"doomed": "read"}});

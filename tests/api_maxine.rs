@@ -120,7 +120,7 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
     assert_eq!(inst.port, 8080);
     assert_eq!(inst.weight, 2);
     assert_eq!(
-        inst.ttl,
+        inst.ttl(),
         Duration::from_millis(10_500),
         "ttl = timeOut + 0.5 s"
     );
@@ -140,7 +140,9 @@ async fn register_answers_200_with_maxine_fields_and_the_dns_name() {
 #[tokio::test]
 async fn register_keeps_the_health_check_path_and_the_listings_show_it() {
     let s = TestServer::start().await;
-    let body = json!({"hostName": "10.0.0.7", "nodeName": "n1", "serviceName": "orders",
+    // The path becomes an HTTP check of the instance's address: a loopback
+    // address, where nothing listens (tests send nothing off the machine).
+    let body = json!({"hostName": "127.0.0.9", "nodeName": "n1", "serviceName": "orders",
                       "port": 8080, "healthCheckPath": "/actuator/health"});
     let r = register(&s, body.clone()).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -150,7 +152,12 @@ async fn register_keeps_the_health_check_path_and_the_listings_show_it() {
         native.body["instances"][0]["compat"]["healthCheckPath"], "/actuator/health",
         "{native:?}"
     );
-    // The same post again is a heartbeat; another path is a change.
+    // Its check fails (nothing listens there); once that has changed the
+    // registry, the same post again is a heartbeat; another path is a change.
+    assert_eventually!(
+        get(&s, "/v1/services/orders").await.body["instances"][0]["health"] == "critical",
+        "the healthCheckPath check never ran"
+    );
     let before = s.registry.index();
     assert_eq!(register(&s, body.clone()).await.status, 200);
     assert_eq!(s.registry.index(), before, "a re-post changed the registry");
@@ -174,7 +181,7 @@ async fn register_keeps_the_health_check_path_and_the_listings_show_it() {
     ] {
         let r = register(
             &s,
-            json!({"hostName": "10.0.0.7", "nodeName": "n2", "serviceName": "orders", "healthCheckPath": bad}),
+            json!({"hostName": "127.0.0.9", "nodeName": "n2", "serviceName": "orders", "healthCheckPath": bad}),
         )
         .await;
         assert_eq!(r.status, 400, "{bad}: {r:?}");
@@ -198,7 +205,7 @@ async fn register_defaults_to_timeout_5_weight_1_and_the_port_of_the_scheme() {
     assert_eq!(r.body["address"], "http://10.0.0.7");
     let inst =
         s.registry.service(&key("web")).unwrap().instances[&InstanceId::new("n1").unwrap()].clone();
-    assert_eq!((inst.port, inst.ttl), (80, Duration::from_millis(5_500)));
+    assert_eq!((inst.port, inst.ttl()), (80, Duration::from_millis(5_500)));
 
     let r = register(
         &s,
@@ -270,7 +277,12 @@ async fn re_register_is_a_heartbeat_that_makes_no_change() {
     // The deadline is updated in place: keep the number, not the instance.
     let before = node(&s);
     let deadline = before.deadline_ms();
-    let fields = (before.index, before.port, before.ttl, before.compat.clone());
+    let fields = (
+        before.index,
+        before.port,
+        before.ttl(),
+        before.compat.clone(),
+    );
     // Re-register until the registry's millisecond clock has moved, so that
     // a refreshed deadline can be told from the old one.
     assert_eventually!(
@@ -284,7 +296,7 @@ async fn re_register_is_a_heartbeat_that_makes_no_change() {
     );
     let after = node(&s);
     assert_eq!(
-        (after.index, after.port, after.ttl, after.compat.clone()),
+        (after.index, after.port, after.ttl(), after.compat.clone()),
         fields,
         "nothing but the deadline moved"
     );

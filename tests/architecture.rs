@@ -314,6 +314,18 @@ fn the_resolver_driver_proposes_changes_and_imports_no_front_end_or_config() {
 }
 
 #[test]
+fn the_health_driver_proposes_changes_and_imports_no_front_end_or_config() {
+    let v = imports("health", &["http", "dns", "config", "app", "resolve"]);
+    assert!(
+        v.is_empty(),
+        "health follows the feed and proposes through the log; app hands it its settings:\n{}",
+        v.join("\n")
+    );
+    let v = violations("health", &["axum", "hickory_server"]);
+    assert!(v.is_empty(), "health serves nothing:\n{}", v.join("\n"));
+}
+
+#[test]
 fn audit_knows_files_not_requests_or_the_registry() {
     let v = imports(
         "audit",

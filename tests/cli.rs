@@ -82,6 +82,67 @@ async fn register_services_lookup_and_deregister_from_the_command_line() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_and_watch_from_the_command_line() {
+    let s = TestServer::start().await;
+    let api = s.http_base();
+    let (ok, out, err) =
+        run(maxine().args(["kv", "put", "app/timeout", "30s", "--api", &api])).await;
+    assert!(ok && out.contains("\"index\""), "{out}{err}");
+    let (ok, out, err) = run(maxine().args(["kv", "get", "app/timeout", "--api", &api])).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "30s");
+    let (ok, _, err) = run(maxine().args([
+        "kv",
+        "put",
+        "app/timeout",
+        "1m",
+        "--cas",
+        "0",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, out, err) = run(maxine().args(["kv", "list", "app/", "--api", &api])).await;
+    assert!(ok && out.contains("app/timeout"), "{out}{err}");
+    let (ok, _, err) = run(maxine().args(["kv", "delete", "app/timeout", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(maxine().args(["kv", "get", "app/timeout", "--api", &api])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+
+    // watch prints the snapshot, then a registration as it happens.
+    let mut watch = maxine()
+        .args(["watch", "payments", "--api", &api])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains(" snapshot "), "{first}");
+    s.register(
+        "payments",
+        "w1",
+        serde_json::json!({"address": "10.0.0.1", "port": 80}),
+    )
+    .await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        next.contains(" change ") && next.contains("\"w1\""),
+        "{next}"
+    );
+}
+
 #[tokio::test]
 async fn serve_refuses_plain_http_off_loopback_and_says_how_to_fix_it() {
     let (ok, _, err) = run(maxine().args([

@@ -445,3 +445,59 @@ async fn failover_nearest_picks_the_peer_of_lowest_round_trip_time() {
         "{body}"
     );
 }
+
+/// A dc2 instance whose check fails leaves dc1's answers for it: the peer
+/// sends each instance's status, and the checks run in dc2 only.
+#[tokio::test]
+async fn a_check_failing_in_dc2_takes_the_instance_out_of_dc1s_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
+    let dc1 = Dc::start(
+        "dc1",
+        &tmp.path().join("dc1"),
+        DcSpec {
+            peers: vec![dc2.peer()],
+            ..Default::default()
+        },
+    )
+    .await;
+    // The checked target: a listener of this test, closed later.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    dc2.register("payments", "p1", "10.2.0.1", 60).await;
+    let status = dc2
+        .put_json(
+            "/v1/services/payments/instances/p1/checks/db",
+            serde_json::json!({"name": "db", "tcp": target_addr.to_string(), "interval": "1s", "timeout": "1s"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    dc2.register("payments", "p2", "10.2.0.2", 60).await;
+    eventually!(
+        dc1.a("payments.dc2.maxine.").await == ["10.2.0.1", "10.2.0.2"],
+        "dc1 answers both while the check passes: {:?}",
+        dc1.a("payments.dc2.maxine.").await
+    );
+    drop(target);
+    eventually!(
+        dc2.a("payments.dc2.maxine.").await == ["10.2.0.2"],
+        "dc2 takes p1 out once its check fails"
+    );
+    eventually!(
+        dc1.a("payments.dc2.maxine.").await == ["10.2.0.2"],
+        "and so does dc1: {:?}",
+        dc1.a("payments.dc2.maxine.").await
+    );
+    // dc1 holds p1 as critical, with no checks of its own to run.
+    let (_, body) = dc1.get("/v1/services/payments?dc=dc2").await;
+    let p1 = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "p1")
+        .cloned()
+        .unwrap();
+    assert_eq!(p1["health"], "critical", "{p1}");
+    let checks = p1["checks"].as_array().cloned().unwrap_or_default();
+    assert!(checks.iter().all(|c| c["name"] != "db"), "{p1}");
+}

@@ -95,6 +95,7 @@ fn dns_limits(c: &DnsConfig) -> dns::Limits {
             ipv6_prefix: c.rrl.ipv6_prefix,
         },
         udp_workers: c.udp_workers,
+        client_zones: c.client_zones.clone(),
         udp: dns::udp::UdpConfig {
             max_queue_delay: c.max_queue_delay,
             rrl: dns::rrl::RrlConfig {
@@ -124,6 +125,8 @@ pub struct App {
     /// The last log lines, shown by the API's log routes.
     recent_logs: RecentLogs,
     notifier: Notifier,
+    /// Everything `GET /metrics` shows.
+    metrics: crate::telemetry::Metrics,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -202,8 +205,17 @@ impl App {
         let mut auth = acl::build(&config)?;
         let now = tokio::time::Instant::now().into_std();
         let registry = Registry::new(config.registry.clone(), now);
+        registry.set_only_passing(config.dns.only_passing);
+        registry.set_balancing(crate::core::Balancing {
+            strategy: config.dns.strategy,
+            panic_threshold: config.dns.panic_threshold,
+            client_zones: config.dns.client_zones.clone(),
+        });
+        registry.set_self_preservation(config.self_preservation);
         registry.reserve_service_names(zone.reserved_labels());
-        let dns = dns::DnsServer::new(
+        let metrics = crate::telemetry::Metrics::default();
+        metrics.registry(registry.clone());
+        let mut dns = dns::DnsServer::new(
             zone,
             dns_limits(&config.dns),
             listeners.dns_udp,
@@ -215,8 +227,12 @@ impl App {
             fed.failover_ttl.as_secs() as u32,
             fed.srv_tiers,
         );
+        if config.metrics.dns {
+            dns = dns.with_counters(metrics.dns());
+        }
+        let rebuilds = crate::telemetry::metrics::RebuildMetrics::new(&metrics);
         let answers = Arc::new(dns.observer(&registry));
-        registry.subscribe(answers.clone());
+        registry.subscribe(Arc::new(rebuilds.timed(answers.clone())));
         // A change of the failover order (a peer goes stale, an override)
         // decides every local name again. Weak: the registry holds the
         // listener, and the answer builder holds the registry.
@@ -228,6 +244,7 @@ impl App {
         }));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        registry.subscribe(Arc::new(crate::health::outlier::PanicLog::default()));
         // Last, so the restored registry reaches DNS in one batch.
         let recovery = RecoveryNotice::default();
         let store = open_store_with(&config, recovery.clone())?;
@@ -259,6 +276,7 @@ impl App {
                     ms = loaded.elapsed.as_millis() as u64, "registry loaded"
                 );
                 crate::store::note_undecodable(&recovery, &loaded);
+                journal.metrics().export(&metrics);
                 Some(journal)
             }
             None => None,
@@ -277,6 +295,7 @@ impl App {
             recovery,
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             notifier: Notifier::default(),
+            metrics,
         })
     }
 
@@ -362,12 +381,15 @@ impl App {
             auth,
             recent_logs,
             notifier,
+            metrics,
         } = self;
 
         let dns_addr = dns.local_addr();
         dns.spawn(&tasks, stop.clone())?;
 
         tasks.spawn(expiry_loop(registry.clone(), stop.clone()));
+        let outliers = crate::health::outlier::Outliers::new(registry.clone(), config.outlier);
+        tasks.spawn(outliers.clone().run(stop.clone()));
 
         http_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
@@ -389,6 +411,16 @@ impl App {
             feed.subscribe_from(0),
         );
         tasks.spawn(resolver.run(shutdown.clone()));
+        // Health checks: one scheduler for every check an instance defines.
+        let checks = crate::health::Driver::new(
+            crate::health::Settings {
+                max_in_flight: config.health.max_in_flight,
+                script_checks: config.health.enable_script_checks,
+            },
+            log.clone(),
+            feed.subscribe_from(0),
+        );
+        tasks.spawn(checks.run(shutdown.clone()));
         acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?;
         let federation = crate::federation::Federation::new(
             registry.clone(),
@@ -411,6 +443,11 @@ impl App {
             recent_logs,
             started: tokio::time::Instant::now(),
             federation: federation.clone(),
+            script_checks: config.health.enable_script_checks,
+            outliers,
+            http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
+            metrics,
+            streams_stop: stop.clone(),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
@@ -532,9 +569,23 @@ async fn expiry_loop(registry: Registry, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = sleep_until(next) => {}
         }
+        let was = registry.self_preservation();
         let changed = registry.expire(Instant::now().into_std());
         if changed > 0 {
             tracing::debug!(changed, "expiry applied");
+        }
+        match (was, registry.self_preservation()) {
+            (None, Some(p)) => tracing::warn!(
+                silent = p.silent,
+                total = p.total,
+                threshold = p.threshold,
+                "{}",
+                p.reason()
+            ),
+            (Some(_), None) => {
+                tracing::info!("self-preservation over: heartbeats returned; expiring again")
+            }
+            _ => {}
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod acl;
 pub mod api;
 pub mod audit;
+pub mod kv;
 pub mod lookup;
 pub mod settings;
 pub mod snapshot;
@@ -45,6 +46,12 @@ pub enum Command {
     /// Manage ACL policies and tokens through the API.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Read and write the key/value store through the API.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+    /// Print registry changes as they happen (the event stream), one line
+    /// each: INDEX EVENT DATA.
+    Watch(kv::WatchArgs),
     /// Check an audit log (offline).
     #[command(subcommand)]
     Audit(audit::AuditCommand),

@@ -23,6 +23,8 @@ fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
         Command::Register(a) => Some(&a.client),
         Command::Deregister(a) => Some(&a.client),
         Command::Services(c) => Some(c),
+        Command::Kv(k) => Some(k.client()),
+        Command::Watch(a) => Some(a.client()),
         Command::Acl(AclCommand::Bootstrap(c)) => Some(c),
         Command::Acl(AclCommand::Policy(p)) => Some(match p {
             PolicyCommand::Put(a) => &a.client,
@@ -54,6 +56,11 @@ const API_SUBCOMMANDS: &[&[&str]] = &[
     &["acl", "token", "update", "anonymous", "--policy", "viewer"],
     &["acl", "token", "delete", "acc-1"],
     &["acl", "token", "self"],
+    &["kv", "get", "a/b"],
+    &["kv", "put", "a/b", "v"],
+    &["kv", "delete", "a/b"],
+    &["kv", "list"],
+    &["watch"],
 ];
 
 #[test]

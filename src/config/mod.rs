@@ -165,12 +165,34 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub registry: RegistryConfig,
+    /// Self-preservation's threshold in percent (`None`: off).
+    pub self_preservation: Option<u8>,
+    /// Outlier ejection from reported outcomes.
+    pub outlier: crate::core::outlier::OutlierConfig,
     pub log: LogConfig,
     pub snapshot: SnapshotConfig,
     pub acl: AclConfig,
     pub audit: AuditConfig,
     pub resolve: ResolveConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
     pub federation: FederationConfig,
+}
+
+/// Active health checks.
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    /// Script checks may be defined (`--enable-script-checks`).
+    pub enable_script_checks: bool,
+    /// 1 to 100000.
+    pub max_in_flight: usize,
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// The DNS front end counts its responses.
+    pub dns: bool,
 }
 
 /// The peers of `federation.peers`, as written: `name=url` text (from a
@@ -465,6 +487,14 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     pub max_queue_delay: Duration,
     pub rrl: RrlConfig,
+    /// Answers leave out warning instances.
+    pub only_passing: bool,
+    /// The default strategy of services without their own.
+    pub strategy: crate::core::Strategy,
+    /// The default panic threshold (percent, 0 to 100).
+    pub panic_threshold: u8,
+    /// Client networks and their zones, for `nearest`.
+    pub client_zones: std::sync::Arc<crate::core::ClientZones>,
 }
 
 /// Response rate limiting; `responses_per_second == 0` turns it off.
@@ -616,6 +646,7 @@ impl Config {
             }
         };
         let dns = DnsConfig {
+            only_passing: f.dns.only_passing,
             addr: addr("dns.addr", &f.dns.addr)?,
             ttl: secs("dns.ttl", f.dns.ttl.0, 86_400)?,
             negative_ttl: f
@@ -688,6 +719,29 @@ impl Config {
                     exempt_loopback: r.exempt_loopback,
                 }
             },
+            strategy: crate::core::Strategy::parse(&f.dns.strategy).ok_or_else(|| {
+                invalid(
+                    "dns.strategy",
+                    format!(
+                        "{:?} is not one of {}",
+                        f.dns.strategy,
+                        crate::core::Strategy::names()
+                    ),
+                )
+            })?,
+            panic_threshold: match f.dns.panic_threshold {
+                p @ 0..=100 => p,
+                p => {
+                    return Err(invalid(
+                        "dns.panic_threshold",
+                        format!("{p} is not a percentage from 0 to 100"),
+                    ));
+                }
+            },
+            client_zones: std::sync::Arc::new(
+                crate::core::ClientZones::parse(&f.dns.client_zones)
+                    .map_err(|e| invalid("dns.client_zones", e))?,
+            ),
         };
         let http_addr = addr("http.addr", &f.http.addr)?;
         let tls = match (f.http.tls_cert, f.http.tls_key) {
@@ -886,16 +940,44 @@ impl Config {
             &datacenter,
             Duration::from_secs(u64::from(dns.ttl)),
         )?;
+        let health = HealthConfig {
+            enable_script_checks: f.health.enable_script_checks,
+            max_in_flight: match f.health.max_in_flight {
+                n @ 1..=100_000 => n,
+                n => {
+                    return Err(invalid(
+                        "health.max_in_flight",
+                        format!("{n} is not between 1 and 100000"),
+                    ));
+                }
+            },
+        };
+        let outlier = validate_outlier(&f.outlier)?;
+        let self_preservation = match f.registry.self_preservation_threshold {
+            p @ 1..=100 => f.registry.self_preservation.then_some(p),
+            p => {
+                return Err(invalid(
+                    "registry.self_preservation_threshold",
+                    format!("{p} is not a percentage from 1 to 100"),
+                ));
+            }
+        };
         Ok(Config {
             federation,
+            health,
             acl,
             audit,
             resolve,
+            metrics: MetricsConfig {
+                dns: f.metrics.enabled,
+            },
             snapshot,
             registry: RegistryConfig {
                 local_dc: datacenter.clone(),
                 reap_after: reap,
             },
+            self_preservation,
+            outlier,
             datacenter,
             domain,
             data_dir: f.data_dir,
@@ -913,8 +995,49 @@ impl Config {
     }
 }
 
-/// Checks the `[acl]` section; the default policy follows the API's
-/// address unless it was chosen.
+/// Checks the `[outlier]` section.
+fn validate_outlier(
+    o: &wire::OutlierFile,
+) -> Result<crate::core::outlier::OutlierConfig, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    if o.consecutive_failures > 1000 {
+        return Err(invalid(
+            "outlier.consecutive_failures",
+            format!("{} is more than 1000", o.consecutive_failures),
+        ));
+    }
+    let base = o.base_ejection_time.0;
+    if base < Duration::from_secs(1) || base > Duration::from_secs(3600) {
+        return Err(invalid(
+            "outlier.base_ejection_time",
+            "must be between 1s and 1h".into(),
+        ));
+    }
+    let max = o.max_ejection_time.0;
+    if max < base || max > Duration::from_secs(86_400) {
+        return Err(invalid(
+            "outlier.max_ejection_time",
+            "must be at least outlier.base_ejection_time and at most 1 day".into(),
+        ));
+    }
+    if o.max_ejection_percent > 100 {
+        return Err(invalid(
+            "outlier.max_ejection_percent",
+            format!(
+                "{} is not a percentage from 0 to 100",
+                o.max_ejection_percent
+            ),
+        ));
+    }
+    Ok(crate::core::outlier::OutlierConfig {
+        consecutive_failures: o.consecutive_failures,
+        base_ejection_time: base,
+        max_ejection_time: max,
+        max_ejection_percent: o.max_ejection_percent,
+    })
+}
+
+/// Checks the `[resolve]` section.
 fn validate_resolve(r: wire::ResolveFile) -> Result<ResolveConfig, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let nameservers = r

@@ -44,6 +44,12 @@ settings! {
         federation: FederationFile,
         /// Failover to other datacenters' instances (docs/federation.md).
         failover: FailoverFile,
+        /// Active health checks (docs/health.md).
+        health: HealthFile,
+        /// Outlier ejection from reported outcomes (docs/health.md).
+        outlier: OutlierFile,
+        /// Prometheus metrics at `GET /metrics` (docs/operations.md).
+        metrics: MetricsFile,
     }
 
     /// The `[dns]` section.
@@ -56,7 +62,7 @@ settings! {
         negative_ttl: Option<DurationValue>, "MAXINE_DNS_NEGATIVE_TTL";
         /// Directory holding <domain>.zone, which must exist; unset: ./zones/<domain>.zone if there is one, else a built-in zone.
         zone_dir: Option<PathBuf>, "MAXINE_ZONE_DIR", flag;
-        /// Most address or SRV records in one answer (1 to 200, so that any answer fits in a TCP message); answers rotate through all instances.
+        /// Most address or SRV records in one UDP answer (1 to 200); UDP answers rotate through all instances, TCP answers carry every instance (up to 64 KiB).
         max_records: usize = "32", "MAXINE_DNS_MAX_RECORDS";
         /// Idle TCP connections are closed after this long (100ms to 1h).
         tcp_idle_timeout: DurationValue = "10s", "MAXINE_DNS_TCP_IDLE_TIMEOUT";
@@ -72,6 +78,14 @@ settings! {
         tcp_max_connections_per_prefix: usize = "64", "MAXINE_DNS_TCP_MAX_CONNECTIONS_PER_PREFIX";
         /// Idle timeout of TCP connections while more than 3/4 of tcp_max_connections are open (100ms to 1h; at most tcp_idle_timeout).
         tcp_busy_idle_timeout: DurationValue = "2s", "MAXINE_DNS_TCP_BUSY_IDLE_TIMEOUT";
+        /// Answer with passing instances only; false: warning instances (overloaded but alive, e.g. a check got 429) are answered too (docs/health.md).
+        only_passing: bool = "false", "MAXINE_DNS_ONLY_PASSING";
+        /// How answers spread load over a service's instances unless the service sets its own: round_robin, weighted, random, sticky or nearest.
+        strategy: String = "round_robin", "MAXINE_DNS_STRATEGY";
+        /// Below this percentage of healthy instances a service answers with all of them (0 to 100; 0: never); services may set their own.
+        panic_threshold: u8 = "50", "MAXINE_DNS_PANIC_THRESHOLD";
+        /// Zones of client networks for the nearest strategy, as CIDR=zone (10.1.0.0/16=eu-1), longest prefix first.
+        client_zones: Vec<String>, "MAXINE_DNS_CLIENT_ZONES";
     } sections {
         /// Response rate limiting.
         rrl: RrlFile,
@@ -133,6 +147,10 @@ settings! {
     RegistryFile "registry." {
         /// How long an instance stays critical (out of DNS) before it is removed (at least 1s).
         reap_after: DurationValue = "10m", "MAXINE_REAP_AFTER", flag;
+        /// Stop expiring a datacenter's instances while more than self_preservation_threshold percent of them would expire within one TTL (a network failure, not the services); false: always expire.
+        self_preservation: bool = "true", "MAXINE_SELF_PRESERVATION";
+        /// The percentage of a datacenter's instances whose expiry within one TTL turns self-preservation on (1 to 100).
+        self_preservation_threshold: u8 = "15", "MAXINE_SELF_PRESERVATION_THRESHOLD";
     }
 
     /// The `[log]` section.
@@ -190,6 +208,12 @@ settings! {
         max_file_bytes: usize = "67108864", "MAXINE_AUDIT_MAX_FILE_BYTES";
     }
 
+    /// The `[metrics]` section.
+    MetricsFile "metrics." {
+        /// Count DNS responses for `GET /metrics` (per-worker counters); false: the DNS front end counts nothing (the other metrics stay).
+        enabled: bool = "true", "MAXINE_METRICS_ENABLED";
+    }
+
     /// Automatic snapshots into `<data_dir>/snapshots/` (file store only).
     SnapshotFile "snapshot." {
         /// How often a snapshot is written when the registry changed (one is also written at a clean shutdown); 0: only at shutdown.
@@ -244,5 +268,26 @@ settings! {
         ttl: DurationValue = "2s", "MAXINE_FAILOVER_TTL";
         /// SRV answers of local names also list the failover datacenters' instances, at priority 2, 3, ... after the local ones at 1.
         srv_tiers: bool = "false", "MAXINE_FAILOVER_SRV_TIERS";
+    }
+
+    /// The `[health]` section: active health checks (docs/health.md).
+    HealthFile "health." {
+        /// Allow script checks (programs Maxine runs as its own user, without a shell); off: registering one is refused with 400.
+        enable_script_checks: bool = "false", "MAXINE_ENABLE_SCRIPT_CHECKS", flag;
+        /// Most checks running at once (1 to 100000); due checks beyond it wait, and the wait shows as scheduler lag.
+        max_in_flight: usize = "1024", "MAXINE_HEALTH_MAX_IN_FLIGHT";
+    }
+
+    /// The `[outlier]` section: ejecting instances that fail, from the
+    /// outcomes clients report (`POST /v1/services/{svc}/outcomes`).
+    OutlierFile "outlier." {
+        /// Consecutive reported failures that eject an instance (1 to 1000); 0 turns ejection off.
+        consecutive_failures: u32 = "5", "MAXINE_OUTLIER_CONSECUTIVE_FAILURES";
+        /// An ejection lasts this long times the number of times the instance was ejected (1s to 1h).
+        base_ejection_time: DurationValue = "30s", "MAXINE_OUTLIER_BASE_EJECTION_TIME";
+        /// The longest ejection (at least base_ejection_time, at most 1 day).
+        max_ejection_time: DurationValue = "5m", "MAXINE_OUTLIER_MAX_EJECTION_TIME";
+        /// At most this percentage of a service's instances are ejected at once (0 to 100); at least one may always be.
+        max_ejection_percent: u8 = "10", "MAXINE_OUTLIER_MAX_EJECTION_PERCENT";
     }
 }

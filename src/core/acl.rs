@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::strategy::ServiceConfig;
+
 use serde::{Deserialize, Serialize};
 
 use super::labels::ServiceName;
@@ -46,6 +48,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "everything: services, ACLs, operator actions and the audit log".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 acl: Some(Access::Write),
                 operator: Some(Access::Write),
                 audit: Some(Access::Write),
@@ -58,6 +61,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "write every service, and operator actions".into(),
             rules: Rules {
                 service_prefix: all(Access::Write),
+                key_prefix: all(Access::Write),
                 operator: Some(Access::Write),
                 ..Rules::default()
             },
@@ -68,6 +72,7 @@ pub fn builtin_policies() -> Vec<Policy> {
             description: "read every service".into(),
             rules: Rules {
                 service_prefix: all(Access::Read),
+                key_prefix: all(Access::Read),
                 ..Rules::default()
             },
             index: 0,
@@ -104,6 +109,9 @@ pub struct Rules {
     pub service: BTreeMap<String, Access>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_prefix: BTreeMap<String, Access>,
+    /// Key/value entries by key prefix (`""` matches every key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_prefix: BTreeMap<String, Access>,
     /// Tokens and policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<Access>,
@@ -202,6 +210,12 @@ pub enum AclKey {
     Token(String),
     User(String),
     Bootstrap,
+    /// A service's settings ([`ServiceConfig`]): not an access-control
+    /// object, but stored, journaled, backed up and replicated like one.
+    Service(super::registry::ServiceKey),
+    /// A key/value entry ([`super::kv`]): no access-control object, but
+    /// it travels the same keyed-object path (journal, restore, undo).
+    Kv(super::kv::KvKey),
 }
 
 impl fmt::Display for AclKey {
@@ -211,6 +225,8 @@ impl fmt::Display for AclKey {
             AclKey::Token(a) => write!(f, "token:{a}"),
             AclKey::User(n) => write!(f, "user:{n}"),
             AclKey::Bootstrap => f.write_str("acl:bootstrap"),
+            AclKey::Service(k) => write!(f, "service-config:{}/{}", k.dc, k.service),
+            AclKey::Kv(k) => write!(f, "kv:{k}"),
         }
     }
 }
@@ -222,6 +238,10 @@ pub enum AclObject {
     Token(Arc<Token>),
     User(Arc<User>),
     Bootstrap(Arc<Bootstrap>),
+    /// A service's settings, sharing the table (see [`AclKey::Service`]).
+    Service(Arc<ServiceConfig>),
+    /// A key/value entry (see [`AclKey::Kv`]).
+    Kv(Arc<super::kv::KvEntry>),
 }
 
 impl AclObject {
@@ -231,6 +251,8 @@ impl AclObject {
             AclObject::Token(t) => AclKey::Token(t.accessor.clone()),
             AclObject::User(u) => AclKey::User(u.name.clone()),
             AclObject::Bootstrap(_) => AclKey::Bootstrap,
+            AclObject::Service(c) => AclKey::Service(c.key.clone()),
+            AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
         }
     }
 
@@ -241,6 +263,8 @@ impl AclObject {
             AclObject::Token(t) => t.index,
             AclObject::User(u) => u.index,
             AclObject::Bootstrap(b) => b.index,
+            AclObject::Service(c) => c.index,
+            AclObject::Kv(e) => e.index,
         }
     }
 
@@ -263,6 +287,14 @@ impl AclObject {
                 index,
                 ..(**b).clone()
             })),
+            AclObject::Service(c) => AclObject::Service(Arc::new(ServiceConfig {
+                index,
+                ..(**c).clone()
+            })),
+            AclObject::Kv(e) => AclObject::Kv(Arc::new(super::kv::KvEntry {
+                index,
+                ..(**e).clone()
+            })),
         }
     }
 
@@ -281,6 +313,18 @@ impl AclObject {
                 for name in r.service.keys() {
                     ServiceName::new(name)
                         .map_err(|e| AclError::Invalid(format!("service rule: {e}")))?;
+                }
+                if r.key_prefix.len() > MAX_RULES {
+                    return Err(AclError::Invalid(format!(
+                        "a policy has at most {MAX_RULES} key_prefix rules"
+                    )));
+                }
+                for prefix in r.key_prefix.keys() {
+                    if prefix.len() > super::kv::MAX_KEY_LEN {
+                        return Err(AclError::Invalid(format!(
+                            "key_prefix {prefix:?} is longer than a key"
+                        )));
+                    }
                 }
                 for prefix in r.service_prefix.keys() {
                     if prefix.len() > super::labels::MAX_SERVICE_NAME_LEN
@@ -320,6 +364,16 @@ impl AclObject {
                 Ok(())
             }
             AclObject::Bootstrap(_) => Ok(()),
+            AclObject::Service(c) => c.validate().map_err(AclError::Invalid),
+            AclObject::Kv(e) => {
+                if e.value.len() > super::kv::MAX_VALUE_BYTES {
+                    return Err(AclError::Invalid(format!(
+                        "a value is at most {} bytes",
+                        super::kv::MAX_VALUE_BYTES
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -16,7 +16,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::acl::{AclChange, AclKey, AclObject, Owner};
-use super::labels::{Datacenter, InstanceId};
+use super::check::{Check, CheckSpec};
+use super::labels::{CheckName, Datacenter, InstanceId};
 use super::model::{Health, HostAddress, Instance, InstanceSpec};
 use super::registry::{ServiceKey, ServiceSnapshot};
 
@@ -66,7 +67,53 @@ pub enum Change {
         host: HostAddress,
         of: u64,
     },
-    /// A change to a policy, token, sign-in user or the bootstrap mark.
+    /// Moves one health check of an instance to `status`, as the health
+    /// driver decided after the check's thresholds. Conditional on the
+    /// value of index `of`, like [`Change::SetHealth`], and on the instance
+    /// still having that check (`check`: the very definition, so a result
+    /// of a replaced definition is dropped); a status it already has is
+    /// no change. The value keeps its index, as with [`Change::Resolve`].
+    ///
+    /// Not journaled, like [`Change::Resolve`]: a check's status is derived
+    /// from its runs, and after a restart every check runs again (checks
+    /// start passing, so answers stay as they were until a check says
+    /// otherwise). Only the index is written, so that indexes are never
+    /// handed out twice.
+    CheckStatus {
+        key: ServiceKey,
+        id: InstanceId,
+        check: Arc<Check>,
+        status: Health,
+        of: u64,
+    },
+    /// Defines (`Some`: adds or replaces the check of that name) or removes
+    /// (`None`: the check named `name`) one health check of an instance:
+    /// a new value of the instance, journaled like a registration, with its
+    /// health and heartbeat deadline kept.
+    SetCheck {
+        key: ServiceKey,
+        id: InstanceId,
+        name: CheckName,
+        spec: Option<Box<CheckSpec>>,
+    },
+    /// Ejects an instance from answers (`ejected`) or returns it from an
+    /// ejection, as outlier detection decided from reported outcomes.
+    /// Conditional on the value of index `of`, like [`Change::SetHealth`];
+    /// the value keeps its index, like [`Change::Resolve`].
+    ///
+    /// Not journaled: an ejection is derived, short-lived state (30 s to
+    /// 5 min) that follows from outcomes the store never saw; after a
+    /// restart every instance starts un-ejected, which errs towards
+    /// answering. Only the change's index is written, so that indexes are
+    /// never handed out twice.
+    Eject {
+        key: ServiceKey,
+        id: InstanceId,
+        ejected: bool,
+        of: u64,
+    },
+    /// A change to a policy, token, sign-in user, the bootstrap mark, or a
+    /// service's settings (they share the object table).
     Acl(AclChange),
     /// An instance of another datacenter as that datacenter holds it, from
     /// its change stream (`value: None`: removed there). Proposed with
@@ -78,6 +125,8 @@ pub enum Change {
         id: InstanceId,
         value: Option<Box<(InstanceSpec, Health)>>,
     },
+    /// A change to the key/value store ([`super::kv`]).
+    Kv(super::kv::KvChange),
 }
 
 impl Change {
@@ -90,8 +139,11 @@ impl Change {
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
             | Change::Resolve { key, id, .. }
-            | Change::Replica { key, id, .. } => Some((key, id)),
-            Change::Acl(_) => None,
+            | Change::Replica { key, id, .. }
+            | Change::CheckStatus { key, id, .. }
+            | Change::SetCheck { key, id, .. }
+            | Change::Eject { key, id, .. } => Some((key, id)),
+            Change::Acl(_) | Change::Kv(_) => None,
         }
     }
 }
@@ -230,9 +282,15 @@ pub enum EventKind {
     Deregistered,
     /// Its TTL passed without a heartbeat.
     Critical,
+    /// One of its health checks changed status ([`Change::CheckStatus`]):
+    /// not journaled. The instance's status is in the event's value.
+    Checked,
+    /// A health check was defined or removed ([`Change::SetCheck`]).
+    ChecksChanged,
     /// A heartbeat brought a critical instance back.
     Passing,
-    /// Critical for longer than the reap time, so removed.
+    /// Critical for longer than the reap time, or a check critical for
+    /// longer than its `deregister_critical_after`, so removed.
     Reaped,
     /// A change that could not be made durable was undone: the instance is
     /// back to its value before that change (`instance`), or gone again.
@@ -240,9 +298,23 @@ pub enum EventKind {
     /// Its host name resolved to other addresses, or stopped resolving
     /// ([`Change::Resolve`]): not journaled.
     Resolved,
+    /// Outlier detection took it out of answers ([`Change::Eject`]): not
+    /// journaled.
+    Ejected,
+    /// Its ejection ended: back in answers, on probation. Not journaled.
+    Returned,
 }
 
 impl EventKind {
+    /// Whether the change is journaled: every kind but the derived state
+    /// of [`Change::Resolve`], [`Change::CheckStatus`] and [`Change::Eject`].
+    pub fn is_stored(self) -> bool {
+        !matches!(
+            self,
+            EventKind::Resolved | EventKind::Checked | EventKind::Ejected | EventKind::Returned
+        )
+    }
+
     /// The name used on the wire (event streams, the audit log).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -253,6 +325,10 @@ impl EventKind {
             EventKind::Reaped => "reaped",
             EventKind::Reverted => "reverted",
             EventKind::Resolved => "resolved",
+            EventKind::Checked => "checked",
+            EventKind::ChecksChanged => "checks_changed",
+            EventKind::Ejected => "ejected",
+            EventKind::Returned => "returned",
         }
     }
 }
@@ -301,6 +377,14 @@ pub struct Batch<'a> {
 /// held: keep it quick and never block on I/O.
 pub trait Observer: Send + Sync {
     fn applied(&self, batch: &Batch<'_>);
+}
+
+/// A shared observer (one that is also reached from elsewhere, as the DNS
+/// answer builder is by the failover policy).
+impl<O: Observer + ?Sized> Observer for Arc<O> {
+    fn applied(&self, batch: &Batch<'_>) {
+        (**self).applied(batch)
+    }
 }
 
 /// What one change of an apply came to.

@@ -197,6 +197,17 @@ label_newtype!(
     Arc<str>
 );
 
+label_newtype!(
+    /// The name of a health check, unique within its instance: one DNS
+    /// label (it names the check in routes and listings). Cloning copies a
+    /// pointer.
+    CheckName,
+    "check name",
+    MAX_LABEL_LEN,
+    "a DNS label",
+    Arc<str>
+);
+
 /// Turns a free-form name (as the Maxine SDKs send them, e.g. `Payment_Service`)
 /// into a DNS label of at most `max` characters (`ServiceName::MAX_LEN` or
 /// `InstanceId::MAX_LEN`): lowercase, every run of other characters becomes

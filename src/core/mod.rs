@@ -12,12 +12,16 @@
 
 pub mod acl;
 pub mod change;
+pub mod check;
 pub mod failover;
+pub mod kv;
 pub mod labels;
 pub mod model;
 pub mod naming;
+pub mod outlier;
 pub mod plan;
 pub mod registry;
+pub mod strategy;
 
 pub use acl::{
     ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
@@ -27,8 +31,10 @@ pub use change::{
     AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
     Outcome,
 };
+pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
 pub use failover::FailoverPolicy;
-pub use labels::{Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
+pub use kv::{KvChange, KvEntry, KvKey};
+pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
     Address, CompatFields, Health, HostAddress, Instance, InstanceSpec, Metadata, ModelError,
     Resolution, Resolved, Tags, Text, Version,
@@ -40,5 +46,6 @@ pub use plan::{
 };
 pub use registry::{
     AclRevert, Applied, FastHash, Heartbeat, MAX_INDEX, Registry, RegistryConfig, RegistryError,
-    RestoreReport, Restored, Restorer, Revert, ServiceKey, ServiceSnapshot,
+    RestoreReport, Restored, Restorer, Revert, SelfPreservation, ServiceKey, ServiceSnapshot,
 };
+pub use strategy::{Balancing, ClientZones, ServiceConfig, Settings, Strategy};

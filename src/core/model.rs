@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::acl::Owner;
-use super::labels::{Datacenter, InstanceId, ServiceName};
+use super::check::{CheckKind, CheckSpec, Checks};
+use super::labels::{CheckName, Datacenter, InstanceId, ServiceName};
 
 /// Bounds on what one registration may carry. They keep a single instance from
 /// bloating answers, memory or (later) the store.
@@ -224,13 +225,29 @@ impl Resolved {
     }
 }
 
-/// Health as DNS sees it: only `Passing` instances are in answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// Health of a check or an instance, ordered from best to worst: an
+/// instance's status is the worst of its checks' ([`Instance::status`]),
+/// and [`Instance::serves`] says which statuses DNS answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Passing,
-    /// The TTL passed without a heartbeat; removed after the reap time.
+    /// Alive but struggling (an HTTP check answered 429, a script exited
+    /// 1): still answered unless `dns.only_passing`.
+    Warning,
+    /// Failing: for the TTL, it passed without a heartbeat (removed after
+    /// the reap time); for a check, it failed its threshold.
     Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
 }
 
 /// The fields a Maxine SDK sent, kept so the compatible API can answer with
@@ -242,9 +259,38 @@ pub struct CompatFields {
     pub host_name: Text,
     pub ssl: bool,
     pub path: Text,
-    /// The `healthCheckPath` the SDK sent, as sent (empty: none). Kept and
-    /// shown; nothing checks it yet.
+    /// The `healthCheckPath` the SDK sent, as sent (empty: none): it is
+    /// the HTTP check [`CompatFields::health_check`] on the instance's
+    /// address.
     pub health_check_path: Text,
+}
+
+impl CompatFields {
+    /// The check a `healthCheckPath` stands for: an HTTP GET of that path
+    /// on the instance's address and port (https when the SDK said `ssl`),
+    /// named [`COMPAT_CHECK`](super::check::COMPAT_CHECK), with the default
+    /// interval and thresholds. `None` without a path.
+    pub fn health_check(&self, address: &Address, port: u16) -> Option<CheckSpec> {
+        if self.health_check_path.is_empty() {
+            return None;
+        }
+        let scheme = if self.ssl { "https" } else { "http" };
+        let host = match address {
+            Address::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            other => other.to_string(),
+        };
+        let path = &self.health_check_path;
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        let name = CheckName::new(super::check::COMPAT_CHECK).expect("a valid label");
+        Some(CheckSpec::new(
+            name,
+            CheckKind::Http {
+                url: format!("{scheme}://{host}:{port}{slash}{path}").into(),
+                method: "GET".into(),
+                headers: Vec::new(),
+            },
+        ))
+    }
 }
 
 /// A string that does not change once built: a `Box<str>` (16 bytes and no
@@ -540,9 +586,27 @@ pub struct InstanceSpec {
     /// Who registered it (set by the registry from the change's actor;
     /// restored from storage): see [`Owner`].
     pub owner: Option<Owner>,
+    /// Health checks defined for it (a `healthCheckPath` is not among
+    /// them: see [`InstanceSpec::all_checks`]).
+    pub checks: Vec<CheckSpec>,
 }
 
 impl InstanceSpec {
+    /// Every check the instance has: those defined, and the one its
+    /// `healthCheckPath` stands for.
+    pub fn all_checks(&self) -> Vec<CheckSpec> {
+        let mut all = self.checks.clone();
+        if let Some(c) = self
+            .compat
+            .as_ref()
+            .and_then(|c| c.health_check(&self.address, self.port))
+            && !all.iter().any(|d| d.name == c.name)
+        {
+            all.push(c);
+        }
+        all
+    }
+
     /// A minimal spec: defaults for everything but the address and port.
     pub fn new(address: Address, port: u16) -> Self {
         Self {
@@ -555,6 +619,7 @@ impl InstanceSpec {
             ttl: limits::DEFAULT_TTL,
             compat: None,
             owner: None,
+            checks: Vec::new(),
         }
     }
 
@@ -614,7 +679,7 @@ impl InstanceSpec {
                 )));
             }
         }
-        Ok(())
+        super::check::validate_all(&self.checks)
     }
 }
 
@@ -656,6 +721,12 @@ pub struct Instance {
     pub(crate) deadline_ms: AtomicU64,
     pub port: u16,
     pub weight: u16,
+    /// The heartbeat TTL in milliseconds (at most a day: it fits, and a
+    /// `Duration` would take 12 more bytes): see [`Instance::ttl`].
+    ttl_ms: u32,
+    /// The status of the implicit `ttl` check: critical once the TTL passed
+    /// without a heartbeat (never warning). The instance's status is
+    /// [`Instance::status`].
     pub health: Health,
     pub service: ServiceName,
     pub datacenter: Datacenter,
@@ -665,7 +736,8 @@ pub struct Instance {
     pub compat: Option<Box<CompatFields>>,
     /// Who registered it, for quotas (`None`: no token of its own).
     pub owner: Option<Owner>,
-    pub ttl: Duration,
+    /// Its defined checks with their statuses in this value.
+    pub checks: Checks,
     /// Where the registry's timer map holds this value (ms since the epoch),
     /// so the entry can be removed when the value is replaced. Only read and
     /// written under the registry's write lock.
@@ -685,6 +757,7 @@ impl Instance {
         index: u64,
         deadline_ms: u64,
     ) -> Self {
+        let checks = Checks::build(spec.all_checks(), &Checks::default());
         Self {
             id,
             service: key.service.clone(),
@@ -695,22 +768,51 @@ impl Instance {
             tags: spec.tags.into_iter().map(Text::from).collect(),
             metadata: spec.metadata.into(),
             weight: spec.weight,
-            ttl: spec.ttl,
+            ttl_ms: spec.ttl.as_millis().min(u32::MAX as u128) as u32,
             health,
             index,
             compat: spec.compat,
+            checks,
             owner: spec.owner,
             deadline_ms: AtomicU64::new(deadline_ms),
             timer_ms: AtomicU64::new(0),
         }
     }
 
+    /// The heartbeat TTL.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(u64::from(self.ttl_ms))
+    }
+
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_ms.load(Ordering::Acquire)
     }
 
+    /// The instance's status: the worst of its checks, the `ttl` check
+    /// (its heartbeats) included.
+    pub fn status(&self) -> Health {
+        self.health.max(self.checks.worst())
+    }
+
+    /// Whether its status is passing.
     pub fn is_passing(&self) -> bool {
-        self.health == Health::Passing
+        self.status() == Health::Passing
+    }
+
+    /// Whether answers (DNS, discovery) may send clients to it, by its
+    /// status: passing, or warning unless `only_passing`. The one place
+    /// that decides it.
+    ///
+    /// Warning is served by default (`dns.only_passing = false`): a
+    /// warning instance (an HTTP check answered 429) is overloaded but
+    /// alive, and taking it out of the answers moves its load onto the
+    /// others, which tends to push them over too.
+    pub fn serves(&self, only_passing: bool) -> bool {
+        match self.status() {
+            Health::Passing => true,
+            Health::Warning => !only_passing,
+            Health::Critical => false,
+        }
     }
 
     /// The addresses DNS answers with (see [`Address::addresses`]).
@@ -727,6 +829,13 @@ impl Instance {
     /// A copy with another health and index (the deadline is carried over).
     pub(crate) fn with_health(&self, health: Health, index: u64) -> Self {
         self.with(self.address.clone(), health, index)
+    }
+
+    /// A copy with other checks and index (health and deadline carried over).
+    pub(crate) fn with_checks(&self, checks: Checks, index: u64) -> Self {
+        let mut next = self.with(self.address.clone(), self.health, index);
+        next.checks = checks;
+        next
     }
 
     /// A copy whose host name has a new resolution: same index, health and
@@ -746,11 +855,12 @@ impl Instance {
             tags: self.tags.clone(),
             metadata: self.metadata.clone(),
             weight: self.weight,
-            ttl: self.ttl,
+            ttl_ms: self.ttl_ms,
             health,
             index,
             compat: self.compat.clone(),
             owner: self.owner.clone(),
+            checks: self.checks.clone(),
             deadline_ms: AtomicU64::new(self.deadline_ms()),
             timer_ms: AtomicU64::new(0),
         }

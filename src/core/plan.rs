@@ -14,8 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::labels::{Datacenter, ServiceName, VersionSelector};
-use super::model::Instance;
+use super::model::{Health, Instance};
 use super::registry::{Registry, ServiceKey, ServiceSnapshot};
+use super::strategy::{self, ClientZones, Strategy};
+
+/// The metadata key that names an instance's zone (`nearest`).
+pub const ZONE_KEY: &str = "zone";
+
+/// The number of an instance's zone among the client zones, if it has one
+/// that a client network has.
+pub fn zone_of(i: &Instance, zones: &ClientZones) -> Option<u16> {
+    zones.zone_id(i.metadata.get(ZONE_KEY)?.as_str())
+}
 
 /// How a question arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,12 +81,27 @@ impl AskerClass {
     }
 }
 
-/// How load is spread over a tier's members.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Balance {
-    /// Each answer starts one member further (DNS: a rotating window of the
-    /// ready set; discovery: the next member).
-    RoundRobin,
+/// How load is spread over a tier's members: the service's strategy
+/// (`round_robin`: DNS rotates a window of the ready set, discovery takes
+/// the next member; the others: see [`Strategy`]).
+pub type Balance = Strategy;
+
+/// Whether an instance counts towards its service's panic threshold: it
+/// is registered and alive by its TTL. An instance whose heartbeats stopped
+/// is gone, not sick (mass expiry is what self-preservation is for), so it
+/// leaves answers whatever the threshold.
+#[inline]
+pub fn counted(i: &Instance) -> bool {
+    i.health == Health::Passing
+}
+
+/// Whether an instance of `snap` may be in answers on its own merits:
+/// counted, and neither ejected by outlier detection nor (with active
+/// checks) failing one. With [`counted`], the one place that says what
+/// "healthy" means for answers and for the panic threshold.
+#[inline]
+pub fn healthy(snap: &ServiceSnapshot, i: &Instance) -> bool {
+    counted(i) && i.serves(snap.only_passing) && !snap.is_ejected(i)
 }
 
 /// Members that are equally preferred: SRV records of one priority.
@@ -94,6 +119,9 @@ pub struct Plan {
     /// Most preferred first. Empty when nothing matches.
     pub tiers: Vec<Tier>,
     pub balance: Balance,
+    /// Fewer healthy instances than the service's panic threshold: the
+    /// plan holds all of them, healthy or not, rather than overload the few.
+    pub panic: bool,
 }
 
 /// The SRV priority of local instances; failover tiers follow at 2, 3, ...
@@ -121,29 +149,61 @@ impl Plan {
 
 impl ServiceSnapshot {
     /// The plan for the instances matching `version` (all when `None`),
-    /// passing ones only when `healthy_only`, as `class` may see them.
+    /// healthy ones only when `healthy_only` (all of them in a panic), as
+    /// `class` may see them.
     pub fn plan(
         &self,
         version: Option<&VersionSelector>,
         healthy_only: bool,
         _class: AskerClass,
     ) -> Plan {
-        Plan::one_tier(self.select_positions(version, healthy_only))
+        if !healthy_only {
+            return self.one_tier(self.select_positions(version, false), false);
+        }
+        self.with_panic(version, |_| true)
     }
 
     /// The plan of DNS answers for the instances matching `version`: the
-    /// passing ones that have an address to answer with. An instance
-    /// registered by a host name that has not resolved (yet, or any more)
-    /// is left out: an SRV record whose target has no address would send
-    /// clients to a name that answers nothing.
+    /// healthy ones that have an address to answer with (all with an
+    /// address, in a panic). An instance registered by a host name that
+    /// has not resolved (yet, or any more) is left out: an SRV record whose
+    /// target has no address would send clients to a name that answers
+    /// nothing.
     pub fn address_plan(&self, version: Option<&VersionSelector>, _class: AskerClass) -> Plan {
-        Plan::one_tier(self.select_positions_by(version, |i| i.is_passing() && i.has_addresses()))
+        self.with_panic(version, |i| i.has_addresses())
     }
-}
 
-impl Plan {
+    /// The healthy instances among those `eligible` accepts, or all of
+    /// them when fewer than the panic threshold are healthy (Envoy's panic
+    /// routing: spread over everyone rather than overload the few).
+    fn with_panic(
+        &self,
+        version: Option<&VersionSelector>,
+        eligible: impl Fn(&Instance) -> bool,
+    ) -> Plan {
+        let all = self.select_positions_by(version, |i| counted(i) && eligible(i));
+        let healthy: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|p| healthy(self, self.instances.at(*p)))
+            .collect();
+        if in_panic(healthy.len(), all.len(), self.settings.panic_threshold) {
+            self.one_tier(all, true)
+        } else {
+            self.one_tier(healthy, false)
+        }
+    }
+
+    /// Whether the service as a whole is in a panic: fewer of its instances
+    /// healthy than its panic threshold.
+    pub fn in_panic(&self) -> bool {
+        let all = self.instances.values().filter(|i| counted(i)).count();
+        let healthy = self.instances.values().filter(|i| healthy(self, i)).count();
+        in_panic(healthy, all, self.settings.panic_threshold)
+    }
+
     /// `members` as the one local tier (no tier when empty).
-    fn one_tier(members: Vec<u32>) -> Plan {
+    fn one_tier(&self, members: Vec<u32>, panic: bool) -> Plan {
         Plan {
             tiers: if members.is_empty() {
                 Vec::new()
@@ -153,9 +213,16 @@ impl Plan {
                     members,
                 }]
             },
-            balance: Balance::RoundRobin,
+            balance: self.settings.strategy,
+            panic,
         }
     }
+}
+
+/// `healthy` of `all` is below `threshold` percent (0: never a panic; a
+/// service with no instances is not in one).
+pub fn in_panic(healthy: usize, all: usize, threshold: u8) -> bool {
+    all > 0 && healthy * 100 < all * usize::from(threshold)
 }
 
 /// A question any front end asks the registry.
@@ -200,13 +267,15 @@ impl Registry {
         }
     }
 
-    /// Whether a local service answers its local names itself: it has a
-    /// passing instance with an address. Otherwise they fail over.
+    /// Whether a local service answers its local names itself: it has an
+    /// instance with an address that answers may use (passing, or warning
+    /// unless `dns.only_passing`; not ejected). Otherwise they fail over.
     pub fn has_local_answer(&self, local: Option<&ServiceSnapshot>) -> bool {
+        let only_passing = self.only_passing();
         local.is_some_and(|s| {
             s.instances
                 .values()
-                .any(|i| i.is_passing() && i.has_addresses())
+                .any(|i| i.serves(only_passing) && !s.is_ejected(i) && i.has_addresses())
         })
     }
 
@@ -263,34 +332,100 @@ impl Registry {
         }
     }
 
-    /// One passing instance, by the plan's balance rule (discovery routes
-    /// that answer with a single address).
+    /// One healthy instance, by the plan's balance rule (discovery routes
+    /// that answer with a single address): what the first record of a DNS
+    /// answer of the same strategy would be.
     pub fn pick(&self, q: &Query, ctx: &QueryContext) -> Option<Arc<Instance>> {
         let snap = self.snapshot_for(q)?;
         let plan = snap.plan(q.version.as_ref(), true, AskerClass::of(ctx));
+        self.pick_in(&snap, &plan, plan.balance, ctx)
+    }
+
+    /// [`Registry::pick`] with another strategy than the service's (the
+    /// Maxine-compatible discovery names its own).
+    pub fn pick_by(
+        &self,
+        q: &Query,
+        ctx: &QueryContext,
+        balance: Balance,
+    ) -> Option<Arc<Instance>> {
+        let snap = self.snapshot_for(q)?;
+        let plan = snap.plan(q.version.as_ref(), true, AskerClass::of(ctx));
+        self.pick_in(&snap, &plan, balance, ctx)
+    }
+
+    fn pick_in(
+        &self,
+        snap: &ServiceSnapshot,
+        plan: &Plan,
+        balance: Balance,
+        ctx: &QueryContext,
+    ) -> Option<Arc<Instance>> {
         let tier = plan.tiers.first()?;
-        let at = match plan.balance {
-            Balance::RoundRobin => snap.rr.fetch_add(1, Ordering::Relaxed) % tier.members.len(),
+        let members = &tier.members;
+        let n = members.len();
+        let turn = || snap.rr.fetch_add(1, Ordering::Relaxed);
+        let at = match balance {
+            Balance::RoundRobin => turn() % n,
+            Balance::Random => (strategy::mix(turn() as u64) % n as u64) as usize,
+            Balance::Weighted => {
+                let weights: Vec<u64> = members
+                    .iter()
+                    .map(|p| u64::from(snap.instances.at(*p).weight.max(1)))
+                    .collect();
+                let total: u64 = weights.iter().sum();
+                let mut r = strategy::mix(turn() as u64) % total;
+                weights
+                    .iter()
+                    .position(|w| {
+                        if r < *w {
+                            return true;
+                        }
+                        r -= w;
+                        false
+                    })
+                    .unwrap_or(0)
+            }
+            Balance::Sticky => {
+                let bucket = strategy::sticky_bucket(ctx.peer, ctx.client_subnet);
+                let ids: Vec<u64> = members
+                    .iter()
+                    .map(|p| strategy::id_hash(snap.instances.at(*p).id.as_str()))
+                    .collect();
+                strategy::sticky_order(bucket, &ids)[0] as usize
+            }
+            Balance::Nearest => {
+                let zones = &self.balancing().client_zones;
+                let near = strategy::asker_addr(ctx.peer, ctx.client_subnet)
+                    .and_then(|a| zones.zone_of(a))
+                    .map(|z| {
+                        members
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| zone_of(snap.instances.at(**p), zones) == Some(z))
+                            .map(|(k, _)| k)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|near| !near.is_empty());
+                match near {
+                    Some(near) => near[turn() % near.len()],
+                    None => turn() % n,
+                }
+            }
         };
-        Some(snap.instances.at(tier.members[at]).clone())
+        Some(snap.instances.at(members[at]).clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
-    use crate::core::{Address, InstanceId, InstanceSpec, RegistryConfig};
+    use crate::core::{Address, InstanceId, InstanceSpec};
 
     fn reg(now: Instant) -> Registry {
-        Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            now,
-        )
+        crate::core::registry::test_registry(now)
     }
 
     fn register(r: &Registry, name: &str, ip: &str, version: &str, t0: Instant) {
@@ -359,10 +494,121 @@ mod tests {
                     priority: LOCAL_PRIORITY,
                     members: vec![1, 2]
                 }],
-                balance: Balance::RoundRobin
+                balance: Balance::RoundRobin,
+                panic: false,
             }
         );
         let none = VersionSelector::parse("v9").unwrap();
         assert!(snap.plan(Some(&none), true, AskerClass::ANYONE).is_empty());
+    }
+
+    fn eject(r: &Registry, name: &str, ejected: bool, t0: Instant) {
+        let key = ServiceKey::new(r.local_dc().clone(), ServiceName::new("pay").unwrap());
+        let id = InstanceId::new(name).unwrap();
+        let of = r.service(&key).unwrap().instances.get(&id).unwrap().index;
+        let change = crate::core::Change::Eject {
+            key,
+            id,
+            ejected,
+            of,
+        };
+        r.apply_next(vec![change], &crate::core::Context::system(), t0)
+            .unwrap();
+    }
+
+    fn answered(r: &Registry) -> Vec<String> {
+        r.select(&q(None), &ANYONE)
+            .instances
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect()
+    }
+
+    /// Ejections and the panic threshold as a table: instances ejected ->
+    /// what is answered, for a threshold.
+    #[test]
+    fn ejected_instances_leave_answers_until_a_panic_answers_with_all() {
+        let t0 = Instant::now();
+        let rows: &[(u8, &[&str], &[&str], bool)] = &[
+            // threshold, ejected, answered, panic
+            (50, &[], &["a", "b", "c", "d"], false),
+            (50, &["a"], &["b", "c", "d"], false),
+            (50, &["a", "b"], &["c", "d"], false), // 50% healthy: not below
+            (50, &["a", "b", "c"], &["a", "b", "c", "d"], true),
+            (0, &["a", "b", "c", "d"], &[], false), // 0: never a panic
+            (100, &["a"], &["a", "b", "c", "d"], true),
+        ];
+        for (threshold, ejected, want, panic) in rows {
+            let r = reg(t0);
+            r.set_balancing(crate::core::Balancing {
+                panic_threshold: *threshold,
+                ..crate::core::Balancing::default_settings()
+            });
+            for (n, ip) in [
+                ("a", "10.0.0.1"),
+                ("b", "10.0.0.2"),
+                ("c", "10.0.0.3"),
+                ("d", "10.0.0.4"),
+            ] {
+                register(&r, n, ip, "", t0);
+            }
+            for e in *ejected {
+                eject(&r, e, true, t0);
+            }
+            assert_eq!(
+                answered(&r),
+                *want,
+                "threshold {threshold}, ejected {ejected:?}"
+            );
+            let snap = r.service(&r.services()[0].key).unwrap();
+            assert_eq!(
+                snap.in_panic(),
+                *panic,
+                "threshold {threshold}, ejected {ejected:?}"
+            );
+            assert_eq!(snap.ejected_count(), ejected.len());
+        }
+    }
+
+    #[test]
+    fn a_returned_or_re_registered_instance_is_answered_again() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        for (n, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+            register(&r, n, ip, "", t0);
+        }
+        eject(&r, "a", true, t0);
+        assert_eq!(answered(&r), ["b", "c"]);
+        eject(&r, "a", false, t0);
+        assert_eq!(answered(&r), ["a", "b", "c"]);
+        eject(&r, "b", true, t0);
+        register(&r, "b", "10.0.0.2", "", t0);
+        assert_eq!(answered(&r), ["a", "b", "c"], "a new value is not ejected");
+        let snap = r.service(&r.services()[0].key).unwrap();
+        assert_eq!(snap.ejected_count(), 0);
+    }
+
+    #[test]
+    fn discovery_picks_follow_the_strategy() {
+        let t0 = Instant::now();
+        let r = reg(t0);
+        for (n, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+            register(&r, n, ip, "", t0);
+        }
+        let from = |ip: &str| QueryContext::new(Some(ip.parse().unwrap()), Transport::Http);
+        let sticky = |ip: &str| {
+            r.pick_by(&q(None), &from(ip), Balance::Sticky)
+                .unwrap()
+                .id
+                .to_string()
+        };
+        assert_eq!(
+            sticky("192.0.2.1"),
+            sticky("192.0.2.99"),
+            "one /24, one pick"
+        );
+        let firsts: std::collections::BTreeSet<String> =
+            (0..64).map(|i| sticky(&format!("10.{i}.0.1"))).collect();
+        assert_eq!(firsts.len(), 3, "subnets spread over all");
     }
 }

@@ -37,6 +37,8 @@ pub struct Limits {
     /// UDP worker threads, each with its own socket on the port.
     pub udp_workers: usize,
     pub udp: udp::UdpConfig,
+    /// Client networks and their zones (`dns.client_zones`), for `nearest`.
+    pub client_zones: Arc<crate::core::ClientZones>,
 }
 
 /// Binds a UDP socket with a large receive buffer (bursts of queries).
@@ -72,6 +74,8 @@ pub struct DnsServer {
     limits: Limits,
     stats: Arc<udp::UdpStats>,
     tcp_stats: Arc<tcp::TcpStats>,
+    /// Where the workers count what they answer (`None`: metrics off).
+    counters: Option<crate::telemetry::metrics::DnsCounters>,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
 }
@@ -85,13 +89,24 @@ impl DnsServer {
     ) -> std::io::Result<Self> {
         tracing::info!(source = %zone.source, "DNS zone {} loaded", zone.domain);
         Ok(Self {
-            answers: ReadyAnswers::new(zone, limits.max_records),
+            answers: ReadyAnswers::with_client_zones(
+                zone,
+                limits.max_records,
+                limits.client_zones.clone(),
+            ),
             limits,
             stats: Arc::default(),
             tcp_stats: Arc::default(),
+            counters: None,
             udp,
             tcp,
         })
+    }
+
+    /// Counts every response into `counters` (each UDP worker its own slot).
+    pub fn with_counters(mut self, counters: crate::telemetry::metrics::DnsCounters) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     pub fn answers(&self) -> &ReadyAnswers {
@@ -136,10 +151,11 @@ impl DnsServer {
                 stop.clone(),
                 stats.clone(),
             );
+            let slot = self.counters.as_ref().map(|c| c.udp_worker());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("maxine-dns-udp-{n}"))
-                    .spawn(move || udp::run_worker(sock, answers, cfg, stop, stats))?,
+                    .spawn(move || udp::run_worker(sock, answers, cfg, stop, stats, slot))?,
             );
         }
         let udp_shutdown = shutdown.clone();
@@ -164,6 +180,7 @@ impl DnsServer {
             self.answers,
             self.limits.tcp,
             self.tcp_stats,
+            self.counters.as_ref().map(|c| c.tcp()),
             tasks.clone(),
             shutdown,
         ));

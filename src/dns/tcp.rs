@@ -154,6 +154,8 @@ struct Shared {
     limits: TcpLimits,
     table: Mutex<Table>,
     stats: Arc<TcpStats>,
+    /// Where responses are counted (`None`: metrics off).
+    counters: Option<Arc<crate::telemetry::metrics::DnsSlot>>,
     epoch: Instant,
 }
 
@@ -271,6 +273,7 @@ pub(super) async fn acceptor(
     answers: ReadyAnswers,
     limits: TcpLimits,
     stats: Arc<TcpStats>,
+    counters: Option<Arc<crate::telemetry::metrics::DnsSlot>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -278,6 +281,7 @@ pub(super) async fn acceptor(
         limits,
         table: Mutex::default(),
         stats,
+        counters,
         epoch: Instant::now(),
     });
     let mut failures = LogEvery::new(ACCEPT_LOG_EVERY);
@@ -409,6 +413,9 @@ async fn connection(
                 }
             }
             if answers.respond(&msg, &mut out, ctx) {
+                if let Some(c) = &shared.counters {
+                    c.answered(&out);
+                }
                 framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&out);
             }
@@ -455,6 +462,7 @@ mod tests {
             limits: l,
             table: Mutex::default(),
             stats: Arc::default(),
+            counters: None,
             epoch: Instant::now(),
         })
     }
@@ -581,6 +589,7 @@ mod tests {
             answers,
             limits(8, 8, 8),
             stats.clone(),
+            None,
             tasks.clone(),
             shutdown.clone(),
         ));

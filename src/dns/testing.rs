@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::{
-    Address, Datacenter, InstanceId, InstanceSpec, Registry, RegistryConfig, ServiceKey,
-    ServiceName,
+    Address, Balancing, Datacenter, InstanceId, InstanceSpec, Registry, RegistryConfig, ServiceKey,
+    ServiceName, Strategy,
 };
 
 use super::answers::{AnswerBuilder, ReadyAnswers};
@@ -17,6 +17,17 @@ use super::zone::{Zone, default_zone_text};
 /// A registry with `services` services of `per_service` instances each
 /// (every third one IPv6, versions 1.x to 3.x), and the answers built from it.
 pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Registry, ReadyAnswers) {
+    sample_with(services, per_service, max_records, Strategy::RoundRobin)
+}
+
+/// [`sample`] with `strategy` as every service's (the configuration's
+/// default), for comparing strategies' answers.
+pub fn sample_with(
+    services: usize,
+    per_service: usize,
+    max_records: usize,
+    strategy: Strategy,
+) -> (Registry, ReadyAnswers) {
     let now = Instant::now();
     let dc = Datacenter::new("dc1").expect("valid");
     let registry = Registry::new(
@@ -26,6 +37,10 @@ pub fn sample(services: usize, per_service: usize, max_records: usize) -> (Regis
         },
         now,
     );
+    registry.set_balancing(Balancing {
+        strategy,
+        ..Balancing::default_settings()
+    });
     let answers = answers_for(&registry, max_records);
     let mut n: u32 = 0;
     for s in 0..services {

@@ -25,6 +25,7 @@ use super::rrl::{Limiter, RrlConfig, Verdict};
 use super::wire;
 use crate::core::{QueryContext, Transport};
 use crate::telemetry::LogEvery;
+use crate::telemetry::metrics::DnsSlot;
 
 /// Datagrams moved per system call.
 const BATCH: usize = 32;
@@ -66,7 +67,9 @@ pub fn run_worker(
     cfg: UdpConfig,
     stop: Arc<AtomicBool>,
     stats: Arc<UdpStats>,
+    counters: Option<Arc<DnsSlot>>,
 ) {
+    let counters = counters.as_deref();
     let fd = sock.as_raw_fd();
     let mut inbufs = vec![[0u8; MAX_QUERY]; BATCH];
     let mut outbufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
@@ -134,6 +137,9 @@ pub fn run_worker(
             let Some(addr) = addr else { continue };
             if stamp > 0 && now_wall - stamp > max_delay_ns {
                 stats.shed.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = counters {
+                    c.shed();
+                }
                 continue;
             }
             let out = &mut outbufs[i];
@@ -146,14 +152,23 @@ pub fn run_worker(
                 match peer.map(|ip| limiter.check(ip, now)) {
                     Some(Verdict::Drop) => {
                         stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = counters {
+                            c.rate_limited();
+                        }
                         continue;
                     }
                     Some(Verdict::Slip) => {
                         stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = counters {
+                            c.rate_limited();
+                        }
                         wire::make_truncated(out);
                     }
                     _ => {}
                 }
+            }
+            if let Some(c) = counters {
+                c.answered(out);
             }
             to_send.push((i, addr));
         }

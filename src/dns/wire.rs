@@ -343,6 +343,8 @@ pub struct ReplyWriter<'o> {
     pub out: &'o mut Vec<u8>,
     counts: [u16; 4],
     limit: usize,
+    /// A reply on a stream (TCP): the 64 KiB message limit, no retry.
+    stream: bool,
 }
 
 /// Header bits of a reply.
@@ -366,7 +368,21 @@ impl<'o> ReplyWriter<'o> {
             out,
             counts: [1, 0, 0, 0],
             limit: limit - opt_room,
+            stream: limit == TCP_MAX_SIZE,
         }
+    }
+
+    /// Whether this reply goes out on a stream (TCP): answers carry every
+    /// record that fits rather than a UDP window.
+    #[inline]
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Bytes still free before the limit (the OPT record's room kept).
+    #[inline]
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.out.len())
     }
 
     /// Appends a record whose owner is the question name (a pointer to it)

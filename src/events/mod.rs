@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::core::{Batch, Event, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot};
+use crate::core::{
+    AclEvent, AclKey, Batch, Event, InstanceId, Observer, Registry, ServiceKey, ServiceSnapshot,
+};
 
 /// How many of the latest events the feed keeps: a consumer behind by more
 /// resynchronises from a snapshot.
@@ -49,8 +51,25 @@ struct Inner {
     capacity: usize,
 }
 
+/// One change in the ring: an instance's, or a key/value entry's (only
+/// subscriptions made with [`ChangeFeed::subscribe_with_kv_from`] see those).
+#[derive(Clone, Debug)]
+enum Item {
+    Instance(Event),
+    Kv(AclEvent),
+}
+
+impl Item {
+    fn index(&self) -> u64 {
+        match self {
+            Item::Instance(e) => e.index,
+            Item::Kv(e) => e.index,
+        }
+    }
+}
+
 struct Ring {
-    events: VecDeque<Event>,
+    events: VecDeque<Item>,
     /// Every event with an index above this is in `events` (events older
     /// than the ring's first were dropped, or came before the feed began).
     complete_after: u64,
@@ -121,7 +140,16 @@ impl ChangeFeed {
             next: index.saturating_add(1),
             from_start: index == 0,
             rx: self.inner.index.subscribe(),
+            kv: None,
         }
+    }
+
+    /// [`ChangeFeed::subscribe_from`], also keeping the key/value changes
+    /// of each delivery for [`Subscription::take_kv`] (the event streams).
+    pub fn subscribe_with_kv_from(&self, index: u64) -> Subscription {
+        let mut sub = self.subscribe_from(index);
+        sub.kv = Some(Vec::new());
+        sub
     }
 
     /// Waits until the feed's index passes `index`, or `wait` runs out;
@@ -162,7 +190,8 @@ impl ChangeFeed {
 
 impl Observer for ChangeFeed {
     fn applied(&self, batch: &Batch<'_>) {
-        if batch.events.is_empty() {
+        let kv = batch.acl.iter().filter(|e| matches!(e.key, AclKey::Kv(_)));
+        if batch.events.is_empty() && kv.clone().next().is_none() {
             // A restore: nothing changed, but the index may have moved.
             let index = self.inner.registry.index();
             let mut ring = self.ring();
@@ -177,19 +206,31 @@ impl Observer for ChangeFeed {
             });
             return;
         }
-        let last = batch.events.last().map_or(0, |e| e.index);
+        // A batch holds instance changes or access-control ones, never both.
+        let items = batch
+            .events
+            .iter()
+            .cloned()
+            .map(Item::Instance)
+            .chain(kv.cloned().map(Item::Kv));
+        let mut last = 0;
         {
             let mut ring = self.ring();
-            for e in batch.events {
+            for item in items {
                 if ring.events.len() == self.inner.capacity
                     && let Some(old) = ring.events.pop_front()
                 {
-                    ring.complete_after = old.index;
+                    ring.complete_after = old.index();
                 }
-                ring.events.push_back(e.clone());
+                last = last.max(item.index());
+                ring.events.push_back(item);
             }
         }
-        self.inner.index.send_replace(last);
+        self.inner.index.send_if_modified(|i| {
+            let moved = last > *i;
+            *i = (*i).max(last);
+            moved
+        });
     }
 }
 
@@ -201,6 +242,9 @@ pub struct Subscription {
     next: u64,
     from_start: bool,
     rx: watch::Receiver<u64>,
+    /// Key/value changes of the deliveries so far, not yet taken (`None`:
+    /// this subscription skips them).
+    kv: Option<Vec<AclEvent>>,
 }
 
 impl Subscription {
@@ -225,39 +269,65 @@ impl Subscription {
             return Some(self.snapshot(reason));
         }
         self.from_start = false;
-        let first = ring.events.front()?.index;
-        // Events are in index order: find the first one wanted.
-        let skip = ring.events.partition_point(|e| e.index < self.next);
+        // Items are in index order: find the first one wanted.
+        let skip = ring.events.partition_point(|e| e.index() < self.next);
         let backlog = ring.events.len() - skip;
         if backlog == 0 {
             return None;
         }
-        debug_assert!(first <= self.next || skip == 0);
         let wanted = ring.events.range(skip..);
-        let delivery = if backlog > COALESCE_AFTER {
-            // Far behind: the latest event of each instance, in index order.
-            let mut latest: HashMap<(&ServiceKey, &InstanceId), usize> = HashMap::new();
-            let all: Vec<&Event> = wanted.collect();
-            for (n, e) in all.iter().enumerate() {
-                latest.insert((&e.key, &e.id), n);
+        let (items, coalesced): (Vec<&Item>, bool) = if backlog > COALESCE_AFTER {
+            // Far behind: the latest change of each instance (and key), in
+            // index order.
+            #[derive(PartialEq, Eq, Hash)]
+            enum Of<'a> {
+                Instance(&'a ServiceKey, &'a InstanceId),
+                Kv(&'a AclKey),
+            }
+            let all: Vec<&Item> = wanted.collect();
+            let mut latest: HashMap<Of<'_>, usize> = HashMap::new();
+            for (n, item) in all.iter().enumerate() {
+                let of = match item {
+                    Item::Instance(e) => Of::Instance(&e.key, &e.id),
+                    Item::Kv(e) => Of::Kv(&e.key),
+                };
+                latest.insert(of, n);
             }
             let mut keep: Vec<usize> = latest.into_values().collect();
             keep.sort_unstable();
-            let events: Vec<Event> = keep.into_iter().map(|n| all[n].clone()).collect();
-            self.next = all.last().map_or(self.next, |e| e.index + 1);
-            Delivery::Changes {
-                events,
-                coalesced: true,
-            }
+            self.next = all.last().map_or(self.next, |e| e.index() + 1);
+            (keep.into_iter().map(|n| all[n]).collect(), true)
         } else {
-            let events: Vec<Event> = wanted.take(MAX_BATCH).cloned().collect();
-            self.next = events.last().map_or(self.next, |e| e.index + 1);
-            Delivery::Changes {
-                events,
-                coalesced: false,
-            }
+            let items: Vec<&Item> = wanted.take(MAX_BATCH).collect();
+            self.next = items.last().map_or(self.next, |e| e.index() + 1);
+            (items, false)
         };
-        Some(delivery)
+        let mut events = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Instance(e) => events.push(e.clone()),
+                Item::Kv(e) => {
+                    if let Some(kv) = &mut self.kv {
+                        kv.push(e.clone());
+                    }
+                }
+            }
+        }
+        let kv_waiting = self.kv.as_ref().is_some_and(|k| !k.is_empty());
+        if events.is_empty() && !kv_waiting {
+            // Only key/value changes, which this subscription skips: look
+            // further.
+            drop(ring);
+            return self.try_next();
+        }
+        Some(Delivery::Changes { events, coalesced })
+    }
+
+    /// The key/value changes of the deliveries made so far (for a
+    /// subscription made with [`ChangeFeed::subscribe_with_kv_from`]),
+    /// in index order; they interleave with the delivered events by index.
+    pub fn take_kv(&mut self) -> Vec<AclEvent> {
+        self.kv.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The next delivery: waits for a change when there is none.
@@ -288,16 +358,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::core::{Address, Datacenter, EventKind, InstanceSpec, RegistryConfig, ServiceName};
+    use crate::core::{Address, EventKind, InstanceSpec, ServiceName};
 
     fn registry() -> Registry {
-        Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            Instant::now(),
-        )
+        crate::core::registry::test_registry(Instant::now())
     }
 
     fn register(r: &Registry, service: &str, id: &str) -> u64 {

@@ -290,10 +290,17 @@ impl<'a> Applier<'a> {
                     unseen.remove(&(restored.key.clone(), restored.id.clone()));
                 }
                 if self.r.fed.may_deliver(self.peer(), &restored.key.dc) {
+                    // Checks run where the instance lives (the sender sends
+                    // their outcome as its health): none run here.
+                    let mut spec = restored.spec;
+                    spec.checks.clear();
+                    if let Some(c) = spec.compat.as_mut() {
+                        c.health_check_path = Default::default();
+                    }
                     self.pending.push(Change::Replica {
                         key: restored.key,
                         id: restored.id,
-                        value: Some(Box::new((restored.spec, restored.health))),
+                        value: Some(Box::new((spec, restored.health))),
                     });
                 }
                 if self.pending.len() >= BATCH {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::Federation;
 use super::frame::{self, Frame};
-use crate::core::{Datacenter, ServiceKey};
+use crate::core::{Checks, Datacenter, Instance, ServiceKey};
 use crate::events::Delivery;
 use crate::store::codec;
 
@@ -135,7 +135,7 @@ async fn send(
                 for s in services.iter().filter(|s| wanted(&s.key)) {
                     for inst in s.instances.values() {
                         out.frame(&Frame::Put {
-                            record: codec::encode(inst),
+                            record: replica_record(inst),
                         })
                         .await?;
                     }
@@ -150,7 +150,7 @@ async fn send(
                 for e in events.iter().filter(|e| wanted(&e.key)) {
                     let f = match &e.instance {
                         Some(inst) => Frame::Put {
-                            record: codec::encode(inst),
+                            record: replica_record(inst),
                         },
                         None => Frame::Remove {
                             dc: e.key.dc.to_string(),
@@ -169,4 +169,15 @@ async fn send(
         }
         out.flush().await?;
     }
+}
+
+/// An instance as other datacenters hold it: with its status (the worst of
+/// its checks) as its health, and without the checks, which run only in the
+/// instance's own datacenter. A status change here is an event, so the
+/// peers get the new status as one more record.
+fn replica_record(inst: &Instance) -> Vec<u8> {
+    let seen = inst
+        .with_health(inst.status(), inst.index)
+        .with_checks(Checks::default(), inst.index);
+    codec::encode(&seen)
 }

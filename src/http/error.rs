@@ -197,7 +197,9 @@ impl From<RegistryError> for ApiError {
                 crate::core::AclError::AlreadyBootstrapped(_) => ApiError::Forbidden(e.to_string()),
                 crate::core::AclError::Conflict(_) => ApiError::Conflict(e.to_string()),
             },
-            RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            RegistryError::NotFound { .. } | RegistryError::NoCheck { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
             // The log cannot order the change: nothing was applied.
             RegistryError::IndexOrder { .. } | RegistryError::IndexOutOfRange(_) => {
                 ApiError::Unavailable(e.to_string())

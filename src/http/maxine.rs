@@ -25,7 +25,7 @@ use crate::core::Access;
 use crate::core::labels::normalize_label;
 use crate::core::{
     Address, Change, CompatFields, Instance, InstanceId, InstanceSpec, Query, QueryContext,
-    ServiceKey, ServiceName, Transport,
+    ServiceKey, ServiceName, Strategy, Transport,
 };
 use crate::policy::Resource;
 
@@ -283,7 +283,7 @@ fn same_registration(inst: &Instance, spec: &InstanceSpec) -> bool {
     inst.address == spec.address
         && inst.port == spec.port
         && inst.weight == spec.weight
-        && inst.ttl == spec.ttl
+        && inst.ttl() == spec.ttl
         && inst.compat == spec.compat
         && inst.version == spec.version
         && inst.tags.iter().eq(&spec.tags)
@@ -312,8 +312,8 @@ pub fn address_of(inst: &Instance) -> String {
 /// The `timeOut` Maxine would show: the TTL without the half-second grace.
 fn timeout_of(inst: &Instance) -> u64 {
     match &inst.compat {
-        Some(_) => inst.ttl.saturating_sub(EXPIRY_GRACE).as_secs(),
-        None => inst.ttl.as_secs(),
+        Some(_) => inst.ttl().saturating_sub(EXPIRY_GRACE).as_secs(),
+        None => inst.ttl().as_secs(),
     }
 }
 
@@ -384,9 +384,24 @@ pub struct DiscoverQuery {
     /// A datacenter (federation): its instances only; unset: the local
     /// ones, failing over like the local DNS names when there are none.
     dc: Option<String>,
+    /// Maxine's server selection strategy: `RR` (round robin), `CH`
+    /// (consistent hashing) or `RH` (rendezvous hashing), both of which are
+    /// `sticky` by the client's address here; or a native strategy name.
+    /// Absent or unknown: the service's own strategy.
+    strategy: Option<String>,
 }
 
-/// `GET /api/maxine/serviceops/discover`: 302 to the next instance (round robin).
+/// The strategy a Maxine `strategy` parameter names.
+fn maxine_strategy(s: &str) -> Option<Strategy> {
+    match s {
+        "RR" | "rr" => Some(Strategy::RoundRobin),
+        "CH" | "ch" | "RH" | "rh" => Some(Strategy::Sticky),
+        other => Strategy::parse(other),
+    }
+}
+
+/// `GET /api/maxine/serviceops/discover`: 302 to the instance the service's
+/// strategy picks (or the `strategy` parameter's).
 pub async fn discover(
     State(st): State<HttpState>,
     caller: Caller,
@@ -407,15 +422,17 @@ pub async fn discover(
         None => None,
         Some(d) => Some(crate::core::Datacenter::new(d).map_err(ApiError::from)?),
     };
-    let picked = st.registry.pick(
-        &Query {
-            dc,
-            service,
-            version: None,
-            healthy_only: true,
-        },
-        &QueryContext::new(peer, Transport::Http),
-    );
+    let query = Query {
+        dc,
+        service,
+        version: None,
+        healthy_only: true,
+    };
+    let ctx = QueryContext::new(peer, Transport::Http);
+    let picked = match q.strategy.as_deref().and_then(maxine_strategy) {
+        Some(s) => st.registry.pick_by(&query, &ctx, s),
+        None => st.registry.pick(&query, &ctx),
+    };
     let inst = picked.ok_or_else(unavailable)?;
     let end_point = q.end_point.unwrap_or_default();
     let mut location = address_of(&inst);
@@ -454,7 +471,11 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         {
             continue;
         }
-        let passing: Vec<_> = snap.instances.values().filter(|i| i.is_passing()).collect();
+        let passing: Vec<_> = snap
+            .instances
+            .values()
+            .filter(|i| i.serves(snap.only_passing))
+            .collect();
         if passing.is_empty() {
             continue;
         }

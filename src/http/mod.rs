@@ -16,11 +16,16 @@
 mod acl;
 mod actuator;
 pub mod auth;
+mod balance;
+mod checks;
 mod error;
+mod events;
 mod federation;
 mod hyper_errors;
+mod kv;
 mod logs;
 mod maxine;
+mod metrics;
 mod native;
 mod openapi;
 mod recovery;
@@ -96,6 +101,17 @@ pub struct HttpShared {
     pub started: tokio::time::Instant,
     /// Peers and the change stream they read (inert without peers).
     pub federation: crate::federation::Federation,
+    /// Whether script checks may be defined (`--enable-script-checks`).
+    pub script_checks: bool,
+    /// Outlier ejection: where `POST /v1/services/{svc}/outcomes` reports go.
+    pub outliers: crate::health::outlier::Outliers,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::telemetry::Metrics,
+    /// Requests by route and status, and their latency.
+    pub http_metrics: crate::telemetry::metrics::HttpMetrics,
+    /// Cancelled when the server stops: event streams end (a stream
+    /// would otherwise hold its connection open through the drain).
+    pub streams_stop: tokio_util::sync::CancellationToken,
 }
 
 impl HttpState {
@@ -116,7 +132,12 @@ impl HttpState {
             Default::default(),
             Default::default(),
         );
+        let outliers = crate::health::outlier::Outliers::new(
+            registry.clone(),
+            crate::core::outlier::OutlierConfig::default(),
+        );
         Self::from(HttpShared {
+            outliers,
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),
                 Durable::default(),
@@ -133,6 +154,10 @@ impl HttpState {
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             started: tokio::time::Instant::now(),
             federation,
+            script_checks: false,
+            metrics: crate::telemetry::Metrics::default(),
+            http_metrics: Default::default(),
+            streams_stop: Default::default(),
         })
     }
 }
@@ -183,13 +208,32 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/health", false),
     route("GET", "/v1/ready", false),
     route("GET", "/v1/openapi.json", false),
+    route("GET", "/metrics", false),
     route("GET", "/v1/services", true),
     route("GET", "/v1/services/{service}", true),
+    route("GET", "/v1/events", true),
+    route("GET", "/v1/events/ws", true),
+    route("GET", "/v1/kv/{*key}", true),
+    route("PUT", "/v1/kv/{*key}", true),
+    route("DELETE", "/v1/kv/{*key}", true),
     route("PUT", "/v1/services/{service}/instances/{id}", true),
     route("DELETE", "/v1/services/{service}/instances/{id}", true),
+    route("GET", "/v1/services/{service}/config", true),
+    route("PUT", "/v1/services/{service}/config", true),
+    route("POST", "/v1/services/{service}/outcomes", true),
     route(
         "PUT",
         "/v1/services/{service}/instances/{id}/heartbeat",
+        true,
+    ),
+    route(
+        "PUT",
+        "/v1/services/{service}/instances/{id}/checks/{name}",
+        true,
+    ),
+    route(
+        "DELETE",
+        "/v1/services/{service}/instances/{id}/checks/{name}",
         true,
     ),
     route("POST", "/api/maxine/serviceops/register", true),
@@ -232,11 +276,29 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/health") => on(filter, native::health),
         ("GET", "/v1/ready") => on(filter, native::ready),
         ("GET", "/v1/openapi.json") => on(filter, native::openapi),
+        ("GET", "/metrics") => on(filter, metrics::scrape),
         ("GET", "/v1/services") => on(filter, native::list_services),
         ("GET", "/v1/services/{service}") => on(filter, native::get_service),
+        ("GET", "/v1/events") => on(filter, events::sse),
+        ("GET", "/v1/events/ws") => on(filter, events::ws),
+        ("GET", "/v1/kv/{*key}") => on(filter, kv::get),
+        // Values may be larger than other bodies (up to 512 KiB).
+        ("PUT", "/v1/kv/{*key}") => {
+            on(filter, kv::put).layer(DefaultBodyLimit::max(crate::core::kv::MAX_VALUE_BYTES + 1))
+        }
+        ("DELETE", "/v1/kv/{*key}") => on(filter, kv::delete),
         ("PUT", "/v1/services/{service}/instances/{id}") => on(filter, native::register),
         ("DELETE", "/v1/services/{service}/instances/{id}") => on(filter, native::deregister),
         ("PUT", "/v1/services/{service}/instances/{id}/heartbeat") => on(filter, native::heartbeat),
+        ("PUT", "/v1/services/{service}/instances/{id}/checks/{name}") => {
+            on(filter, checks::put_check)
+        }
+        ("DELETE", "/v1/services/{service}/instances/{id}/checks/{name}") => {
+            on(filter, checks::delete_check)
+        }
+        ("GET", "/v1/services/{service}/config") => on(filter, balance::get_config),
+        ("PUT", "/v1/services/{service}/config") => on(filter, balance::put_config),
+        ("POST", "/v1/services/{service}/outcomes") => on(filter, balance::report_outcomes),
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
@@ -282,6 +344,13 @@ pub fn router(state: HttpState) -> axum::Router {
                 add_index,
             ));
         }
+        handler = handler.route_layer(axum::middleware::from_fn_with_state(
+            metrics::Track {
+                metrics: state.http_metrics.clone(),
+                route: r.path,
+            },
+            metrics::track,
+        ));
         router = router.route(r.path, handler);
     }
     router

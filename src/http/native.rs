@@ -45,10 +45,14 @@ pub struct RegisterBody {
     /// Heartbeat TTL: seconds, or a duration string such as "30s". Default 30 s.
     #[serde(default)]
     ttl: Option<Ttl>,
+    /// Health checks (docs/health.md).
+    #[serde(default)]
+    checks: Option<Vec<super::checks::CheckBody>>,
 }
 
 impl RegisterBody {
-    fn into_spec(self) -> Result<InstanceSpec, ApiError> {
+    /// The spec; script checks only when `scripts` (`--enable-script-checks`).
+    fn into_spec(self, scripts: bool) -> Result<InstanceSpec, ApiError> {
         let address = match Address::parse(&self.address) {
             Ok(a @ Address::Ip(_)) => a,
             _ => {
@@ -79,6 +83,7 @@ impl RegisterBody {
         spec.version = self.version.unwrap_or_default();
         spec.tags = self.tags.unwrap_or_default();
         spec.metadata = self.metadata.unwrap_or_default();
+        spec.checks = super::checks::specs(self.checks, scripts)?;
         // Bounds (TTL range, tag and metadata sizes) are checked once, by the core.
         spec.validate()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -141,6 +146,7 @@ pub struct InstanceView<'a> {
     index: u64,
     port: u16,
     weight: u16,
+    /// Its status: the worst of its checks.
     health: Health,
     service: &'a str,
     datacenter: &'a str,
@@ -154,6 +160,8 @@ pub struct InstanceView<'a> {
     /// For an instance registered by host name: what the name resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
     resolution: Option<serde_json::Value>,
+    /// Its checks: the implicit `ttl` and the defined ones.
+    checks: Vec<super::checks::CheckView>,
     dns: InstanceDns,
 }
 
@@ -195,7 +203,7 @@ struct CompatView<'a> {
     host_name: &'a str,
     ssl: bool,
     path: &'a str,
-    /// Shown as sent ("" when none); nothing probes it yet.
+    /// Shown as sent ("" when none): an HTTP check (docs/health.md).
     health_check_path: &'a str,
 }
 
@@ -212,7 +220,7 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
         index: instance.index,
         port: instance.port,
         weight: instance.weight,
-        health: instance.health,
+        health: instance.status(),
         service: instance.service.as_str(),
         datacenter: instance.datacenter.as_str(),
         address: instance.address.to_string(),
@@ -226,13 +234,14 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
             path: &c.path,
             health_check_path: &c.health_check_path,
         }),
-        ttl: instance.ttl.as_secs_f64(),
+        ttl: instance.ttl().as_secs_f64(),
         resolution: instance.address.host().map(resolution_view),
+        checks: super::checks::views(instance),
         dns,
     }
 }
 
-fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
+pub(super) fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
     Ok((ServiceName::new(service)?, InstanceId::new(id)?))
 }
 
@@ -245,7 +254,7 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
-    let spec = body.into_spec()?;
+    let spec = body.into_spec(st.script_checks)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
     let applied = propose(&st, Change::Register { key, id, spec }, &caller).await?;
     let inst = applied_value(&applied)
@@ -285,9 +294,30 @@ pub async fn deregister(
 struct Counts {
     total: usize,
     passing: usize,
+    /// Fewer healthy instances than the panic threshold: answers hold all
+    /// of them (docs/health.md). Shown only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    panic: bool,
+    /// Instances ejected by outlier detection; shown only when some are.
+    #[serde(skip_serializing_if = "is_zero")]
+    ejected: usize,
 }
 
-/// A blocking read's parameters, as Consul's: `?index=N` answers once the
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Self-preservation as the API shows it (`/v1/ready`, the listing).
+fn preservation_view(p: &crate::core::SelfPreservation) -> serde_json::Value {
+    json!({
+        "reason": p.reason(),
+        "silent": p.silent,
+        "total": p.total,
+        "threshold_percent": p.threshold,
+    })
+}
+
+/// A blocking read's parameters: `?index=N` answers once the
 /// index passes N (or at `wait`, default 5 min, at most 10 min).
 pub struct Blocking;
 
@@ -296,7 +326,10 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 impl Blocking {
     /// The index to pass and how long to wait for it, when blocking.
-    fn parse(index: Option<u64>, wait: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> {
+    pub(super) fn parse(
+        index: Option<u64>,
+        wait: Option<&str>,
+    ) -> Result<Option<(u64, Duration)>, ApiError> {
         let wait = match wait {
             None | Some("") => DEFAULT_WAIT,
             Some(w) => seconds_or_duration(w)
@@ -347,12 +380,17 @@ pub async fn list_services(
             .or_default();
         counts.total += snap.instances.len();
         counts.passing += snap.passing_count();
+        counts.panic = snap.in_panic();
+        counts.ejected += snap.ejected_count();
     }
     let services: Vec<_> = by_name
         .into_iter()
         .map(|(name, datacenters)| json!({ "name": name, "datacenters": datacenters }))
         .collect();
     let mut body = json!({ "index": index, "services": services });
+    if let Some(p) = st.registry.self_preservation() {
+        body["self_preservation"] = preservation_view(&p);
+    }
     if let Some(r) = super::recovery::degraded(&notice) {
         body["recovery"] = r;
     }
@@ -430,9 +468,24 @@ pub async fn get_service(
     let names = dns_names(&st, &dc, &service);
     // Typed, not `json!`: a `serde_json::Value` sorts its keys, and an
     // instance must read the same here as in a registration's answer.
+    let snap = st.registry.service(&key);
     let body = ServiceBody {
         service: &service,
         datacenter: &dc,
+        strategy: snap
+            .as_ref()
+            .map_or(st.registry.settings_of(&key).strategy, |s| {
+                s.settings.strategy
+            })
+            .as_str(),
+        panic: snap.as_ref().is_some_and(|s| s.in_panic()),
+        ejected: snap.as_ref().map_or_else(Vec::new, |s| {
+            s.instances
+                .values()
+                .filter(|i| s.is_ejected(i))
+                .map(|i| i.id.to_string())
+                .collect()
+        }),
         index: answer.index,
         dns: ServiceDns {
             name: names.name,
@@ -448,6 +501,12 @@ pub async fn get_service(
 struct ServiceBody<'a> {
     service: &'a ServiceName,
     datacenter: &'a Datacenter,
+    /// How answers spread load (`/v1/services/{service}/config`).
+    strategy: &'static str,
+    /// Fewer healthy instances than the panic threshold: answers hold all.
+    panic: bool,
+    /// Instances ejected by outlier detection (out of answers for a while).
+    ejected: Vec<String>,
     index: u64,
     dns: ServiceDns,
     instances: Vec<InstanceView<'a>>,
@@ -470,6 +529,11 @@ pub async fn ready(State(st): State<HttpState>, notice: super::recovery::Notice)
         let mut body = json!({ "status": "ready" });
         if let Some(d) = super::recovery::degraded(&notice) {
             body["degraded"] = d;
+        }
+        // Still ready (answers are served), but expiry is held back.
+        if let Some(p) = st.registry.self_preservation() {
+            body["reason"] = json!(p.reason());
+            body["self_preservation"] = preservation_view(&p);
         }
         Json(body).into_response()
     } else {

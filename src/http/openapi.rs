@@ -71,6 +71,9 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(ops) = operator_paths() {
         paths.extend(ops);
     }
+    if let Value::Object(checks) = check_paths() {
+        paths.extend(checks);
+    }
     if let Value::Object(fed) = federation_paths() {
         paths.extend(fed);
     }
@@ -88,6 +91,9 @@ pub fn document(domain: &str) -> Value {
     let schemas = components["schemas"].as_object_mut().expect("schemas");
     if let Value::Object(acl) = acl_schemas() {
         schemas.extend(acl);
+    }
+    if let Value::Object(checks) = check_schemas() {
+        schemas.extend(checks);
     }
     // Any credential, or none (the anonymous token); operations that read
     // no credential say `security: []`.
@@ -132,7 +138,7 @@ fn registry_document(domain: &str) -> Value {
         ),
         "schema": label_schema(InstanceId::MAX_LEN, "payments-1")
     });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Maxine API",
@@ -177,6 +183,96 @@ fn registry_document(domain: &str) -> Value {
                     "summary": "This document.",
                     "operationId": "openapi", "security": [],
                     "responses": { "200": { "description": "OpenAPI 3.1 document", "content": { "application/json": {} } } }
+                }
+            },
+            "/v1/events": {
+                "get": {
+                    "summary": "The change feed as Server-Sent Events: with since=0 (or an index older than the server keeps) a `snapshot` event first, then one `change` event per change (its id is the change's index); a consumer that falls too far behind gets `resync` and the stream ends. Resume with Last-Event-ID. Only services the caller may read.",
+                    "operationId": "events",
+                    "parameters": events_params(),
+                    "responses": {
+                        "200": { "description": "An endless text/event-stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "400": error_response("Invalid since, service or Last-Event-ID"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
+            "/v1/events/ws": {
+                "get": {
+                    "summary": "The messages of GET /v1/events over a WebSocket: one JSON text message each, with `type` (snapshot, change, resync) and `index`.",
+                    "operationId": "eventsWs",
+                    "parameters": events_params(),
+                    "responses": {
+                        "101": { "description": "Switching to the WebSocket protocol" },
+                        "400": error_response("Not an upgrade request, or invalid parameters"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                }
+            },
+            "/v1/kv/{key}": {
+                "get": {
+                    "summary": "The raw value of a key (X-Maxine-Index: the index that wrote it); with recurse, every entry under the prefix the caller may read, as JSON. Needs key:read (key_prefix rules).",
+                    "operationId": "kvGet",
+                    "parameters": [
+                        kv_key_param(),
+                        { "name": "recurse", "in": "query", "required": false, "description": "List every key starting with the path.", "schema": { "type": "string" } },
+                        blocking_params()[0].clone(),
+                        blocking_params()[1].clone()
+                    ],
+                    "responses": {
+                        "200": { "description": "The value, or with recurse the entries",
+                                 "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                                 "content": {
+                                    "application/octet-stream": { "schema": { "type": "string" } },
+                                    "application/json": { "schema": { "type": "array", "items": { "type": "object",
+                                        "properties": { "key": { "type": "string" }, "value": { "type": "string", "contentEncoding": "base64" },
+                                                        "index": { "type": "integer" }, "create_index": { "type": "integer" } } } } } } },
+                        "400": error_response("Invalid key, index or wait"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key")
+                    }
+                },
+                "put": {
+                    "summary": "Writes the raw body as the key's value (at most 512 KiB). With cas, only while the key's index is cas (0: only if absent). Needs key:write.",
+                    "operationId": "kvPut",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "requestBody": { "required": false, "content": { "application/octet-stream": { "schema": { "type": "string", "maxLength": 524288 } } } },
+                    "responses": {
+                        "200": { "description": "Written", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No route: the key is empty"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "413": error_response("The value is larger than 512 KiB"),
+                        "503": error_response("The store is unavailable")
+                    }
+                },
+                "delete": {
+                    "summary": "Removes a key. With cas, only while the key's index is cas. Needs key:write.",
+                    "operationId": "kvDelete",
+                    "parameters": [ kv_key_param(), kv_cas_param() ],
+                    "responses": {
+                        "200": { "description": "Removed", "content": { "application/json": { "schema": { "type": "object",
+                            "properties": { "key": { "type": "string" }, "index": { "type": "integer" }, "deleted": { "type": "boolean" } } } } } },
+                        "400": error_response("Invalid key or cas"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("No such key"),
+                        "409": error_response("cas does not match the key's index: nothing was changed"),
+                        "503": error_response("The store is unavailable")
+                    }
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Every metric in the Prometheus text format (docs/operations.md lists them).",
+                    "operationId": "metrics", "security": [],
+                    "responses": { "200": { "description": "Prometheus text format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } }
                 }
             },
             "/v1/services": {
@@ -394,6 +490,11 @@ fn registry_document(domain: &str) -> Value {
                         "ttl": {
                             "description": "Heartbeat TTL, 1 s to 24 h: seconds, or a duration string. Default 30 s. null: the default.",
                             "oneOf": [ { "type": "number", "minimum": 1, "maximum": 86400 }, { "type": "string", "example": "30s" }, { "type": "null" } ]
+                        },
+                        "checks": {
+                            "type": ["array", "null"], "maxItems": 8,
+                            "description": "Health checks (docs/health.md); each needs a name.",
+                            "items": { "$ref": "#/components/schemas/CheckDefinition" }
                         }
                     }
                 },
@@ -410,8 +511,13 @@ fn registry_document(domain: &str) -> Value {
                         "metadata": { "type": "object", "additionalProperties": { "type": "string" } },
                         "weight": { "type": "integer" },
                         "ttl": { "type": "number", "description": "Seconds." },
-                        "health": { "type": "string", "enum": ["passing", "critical"] },
+                        "health": { "type": "string", "enum": ["passing", "warning", "critical"],
+                                    "description": "Its status: the worst of its checks." },
                         "index": { "type": "integer", "description": "Index of the change that produced this value." },
+                        "checks": {
+                            "type": "array", "description": "The implicit ttl check first, then the defined ones.",
+                            "items": { "$ref": "#/components/schemas/CheckStatus" }
+                        },
                         "compat": {
                             "type": "object",
                             "description": "What a Maxine SDK sent (Maxine-compatible registrations only).",
@@ -421,7 +527,7 @@ fn registry_document(domain: &str) -> Value {
                                 "hostName": { "type": "string" },
                                 "ssl": { "type": "boolean" },
                                 "path": { "type": "string" },
-                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. Nothing probes it yet." }
+                                "healthCheckPath": { "type": "string", "description": "As sent; \"\" when none. An HTTP check named health-check-path on the instance's address." }
                             }
                         },
                         "resolution": {
@@ -526,7 +632,9 @@ fn registry_document(domain: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    add_balance(&mut doc, &service_param);
+    doc
 }
 
 /// The Node.js Maxine's actuator and log routes (the health probe is in
@@ -714,6 +822,32 @@ fn federation_paths() -> Value {
 }
 
 /// The parameters of a blocking read (`?index=N&wait=30s`).
+/// The key of the key/value routes.
+fn kv_key_param() -> Value {
+    json!({ "name": "key", "in": "path", "required": true,
+                    "description": "A path: segments of ASCII letters, digits, '-', '_', '.' separated by '/', at most 512 bytes. With recurse: a prefix (may be empty or end with '/').",
+                    "schema": { "type": "string", "maxLength": 512, "example": "app/payments/timeout" } })
+}
+
+/// `?cas=` of the key/value writes.
+fn kv_cas_param() -> Value {
+    json!({ "name": "cas", "in": "query", "required": false,
+            "description": "Compare-and-set: the key's current index (0: the key must not exist).",
+            "schema": { "type": "integer", "minimum": 0 } })
+}
+
+/// The query of the event streams.
+fn events_params() -> Value {
+    json!([
+        { "name": "since", "in": "query", "required": false,
+          "description": "The index of the last change the consumer has; 0 (default): a snapshot first.",
+          "schema": { "type": "integer", "minimum": 0 } },
+        { "name": "service", "in": "query", "required": false,
+          "description": "Only this service's changes.",
+          "schema": { "type": "string", "maxLength": 63 } }
+    ])
+}
+
 fn blocking_params() -> Vec<Value> {
     vec![
         json!({ "name": "index", "in": "query", "required": false,
@@ -1037,6 +1171,13 @@ fn acl_schemas() -> Value {
                     "additionalProperties": access.clone(),
                     "example": { "": "read" }
                 },
+                "key_prefix": {
+                    "type": "object", "description": "Key/value key prefixes (GET/PUT/DELETE /v1/kv/...); \"\" matches every key; the longest matching prefix decides.",
+                    "maxProperties": MAX_RULES,
+                    "propertyNames": { "maxLength": 512 },
+                    "additionalProperties": access.clone(),
+                    "example": { "app/payments/": "write" }
+                },
                 "acl": { "allOf": [access.clone()], "description": "Tokens and policies." },
                 "operator": { "allOf": [access.clone()], "description": "Snapshots, recovery acknowledgement." },
                 "audit": { "allOf": [access], "description": "Reading the audit log." }
@@ -1148,4 +1289,234 @@ fn acl_schemas() -> Value {
             }
         },
     })
+}
+
+/// The routes of health check definitions (docs/health.md).
+fn check_paths() -> Value {
+    let name = |n: &str, d: &str| {
+        json!({ "name": n, "in": "path", "required": true, "description": d,
+                "schema": { "type": "string", "maxLength": 63 } })
+    };
+    let params = json!([
+        name("service", "Service name (a DNS label)."),
+        name("id", "Instance id (a DNS label)."),
+        name("name", "Check name (a DNS label; not ttl).")
+    ]);
+    json!({
+        "/v1/services/{service}/instances/{id}/checks/{name}": {
+            "put": {
+                "summary": "Define a health check of an instance, or replace the one of that name.",
+                "operationId": "putCheck",
+                "parameters": params,
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CheckDefinition" } } }
+                },
+                "responses": {
+                    "200": json_ok("The instance with its checks", "Instance"),
+                    "400": error_response("Malformed JSON, unknown field, invalid name, target, duration or threshold; a script check without --enable-script-checks"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such instance"),
+                    "409": error_response("The name is the instance's healthCheckPath check"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": error_response("The store could not make the change durable; it was undone")
+                }
+            },
+            "delete": {
+                "summary": "Remove a health check of an instance.",
+                "operationId": "deleteCheck",
+                "parameters": params,
+                "responses": {
+                    "200": json_ok("The instance with its remaining checks", "Instance"),
+                    "400": error_response("Invalid name"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such instance or check"),
+                    "409": error_response("The check is the instance's healthCheckPath check"),
+                    "503": error_response("The store could not make the change durable; it was undone")
+                }
+            }
+        }
+    })
+}
+
+/// The schemas of health checks.
+fn check_schemas() -> Value {
+    let duration = |d: &str| {
+        json!({ "description": d,
+                "oneOf": [ { "type": "number", "minimum": 0 }, { "type": "string", "example": "10s" }, { "type": "null" } ] })
+    };
+    json!({
+        "CheckDefinition": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Exactly one of http, tcp, grpc or args gives the kind.",
+            "properties": {
+                "name": { "type": ["string", "null"], "maxLength": 63, "example": "http",
+                          "description": "DNS label, unique within the instance; in a PUT, the path's (may be left out)." },
+                "http": { "type": ["string", "null"], "maxLength": 2048, "example": "http://127.0.0.1:8080/health",
+                          "description": "HTTP(S) URL: 2xx passing, 429 warning, anything else critical." },
+                "method": { "type": ["string", "null"], "maxLength": 16, "default": "GET" },
+                "headers": { "type": ["object", "null"], "maxProperties": 16, "additionalProperties": { "type": "string", "maxLength": 1024 } },
+                "tcp": { "type": ["string", "null"], "example": "127.0.0.1:5432", "description": "ip:port: passing once connected." },
+                "grpc": { "type": ["string", "null"], "example": "127.0.0.1:50051", "description": "ip:port of a grpc.health.v1.Health server (plain HTTP/2)." },
+                "grpc_service": { "type": ["string", "null"], "maxLength": 256 },
+                "args": { "type": ["array", "null"], "maxItems": 32, "items": { "type": "string", "maxLength": 1024 },
+                          "description": "Script check: argv, no shell; exit 0 passing, 1 warning, else critical. Needs --enable-script-checks." },
+                "ttl": { "description": "Refused: the ttl check is implicit (the registration's ttl)." },
+                "interval": duration("1 s to 24 h. Default 10 s."),
+                "timeout": duration("100 ms to the interval. Default 5 s (or the interval if shorter)."),
+                "success_before_passing": { "type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 1 },
+                "failures_before_critical": { "type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 1 },
+                "deregister_critical_after": duration("Critical this long (1 s to 7 days): the instance is deregistered. Default: never.")
+            }
+        },
+        "CheckStatus": {
+            "type": "object",
+            "properties": {
+                "name": { "type": "string" },
+                "kind": { "type": "string", "enum": ["ttl", "http", "tcp", "grpc", "script"] },
+                "status": { "type": "string", "enum": ["passing", "warning", "critical"] },
+                "ttl": { "type": "number", "description": "The ttl check: the instance's TTL, in seconds." },
+                "http": { "type": "string" },
+                "method": { "type": "string" },
+                "headers": { "type": "array", "items": { "type": "string" }, "description": "Header names (values are not shown)." },
+                "tcp": { "type": "string" },
+                "grpc": { "type": "string" },
+                "grpc_service": { "type": "string" },
+                "args": { "type": "array", "items": { "type": "string" } },
+                "interval": { "type": "number" },
+                "timeout": { "type": "number" },
+                "success_before_passing": { "type": "integer" },
+                "failures_before_critical": { "type": "integer" },
+                "deregister_critical_after": { "type": "number" },
+                "output": { "type": "string", "maxLength": 4096, "description": "What the latest run said." },
+                "checked_at": { "type": "string", "format": "date-time" }
+            }
+        }
+    })
+}
+
+/// The routes of a service's load-balancing settings and outcome reports,
+/// and their schemas (apart, to keep one `json!` within the macro's
+/// recursion limit).
+fn add_balance(doc: &mut Value, service_param: &Value) {
+    let paths = json!({
+            "/v1/services/{service}/config": {
+                "get": {
+                    "summary": "A service's load-balancing settings in effect (its own, else the defaults).",
+                    "operationId": "getServiceConfig",
+                    "parameters": [service_param],
+                    "responses": {
+                        "200": json_ok("The settings", "ServiceConfig"),
+                        "400": error_response("Invalid name"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden")
+                    }
+                },
+                "put": {
+                    "summary": "Set a service's strategy and panic threshold (absent or null: the configuration's default). Kept while the service has no instances.",
+                    "operationId": "putServiceConfig",
+                    "parameters": [service_param],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ServiceConfigBody" } } }
+                    },
+                    "responses": {
+                        "200": json_ok("The settings now", "ServiceConfig"),
+                        "400": error_response("Malformed JSON, unknown field, unknown strategy or a threshold out of range"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "413": error_response("Body larger than the configured limit"),
+                        "415": error_response("Body not sent as application/json"),
+                        "503": error_response("The store could not make the change durable; it was undone")
+                    }
+                }
+            },
+            "/v1/services/{service}/outcomes": {
+                "post": {
+                    "summary": "Report per-instance successes and failures (outlier ejection): consecutive failures eject an instance from answers for a while.",
+                    "operationId": "reportOutcomes",
+                    "parameters": [service_param],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Outcomes" } } }
+                    },
+                    "responses": {
+                        "200": json_ok("What the report came to", "OutcomesReported"),
+                        "400": error_response("Malformed JSON, unknown field, invalid id, an id listed twice, a count or latency out of range, or more than 1000 entries"),
+                        "401": shared("Unauthorized"),
+                        "403": shared("Forbidden"),
+                        "404": error_response("The service has no instances"),
+                        "413": error_response("Body larger than the configured limit"),
+                        "415": error_response("Body not sent as application/json")
+                    }
+                }
+            }
+    });
+    let schemas = json!({
+                "ServiceConfigBody": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "strategy": { "type": ["string", "null"], "enum": ["round_robin", "weighted", "random", "sticky", "nearest", null] },
+                        "panic_threshold": { "type": ["integer", "null"], "minimum": 0, "maximum": 100 }
+                    }
+                },
+                "ServiceConfig": {
+                    "type": "object",
+                    "required": ["service", "datacenter", "strategy", "panic_threshold", "configured", "index"],
+                    "properties": {
+                        "service": { "type": "string" },
+                        "datacenter": { "type": "string" },
+                        "strategy": { "type": "string", "enum": ["round_robin", "weighted", "random", "sticky", "nearest"] },
+                        "panic_threshold": { "type": "integer", "minimum": 0, "maximum": 100 },
+                        "configured": {
+                            "type": "object",
+                            "properties": {
+                                "strategy": { "type": ["string", "null"] },
+                                "panic_threshold": { "type": ["integer", "null"] }
+                            }
+                        },
+                        "index": { "type": "integer" }
+                    }
+                },
+                "Outcomes": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["outcomes"],
+                    "properties": {
+                        "outcomes": {
+                            "type": "array", "minItems": 1, "maxItems": 1000,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["id"],
+                                "properties": {
+                                    "id": { "type": "string", "maxLength": 63, "description": "An instance id of the service." },
+                                    "successes": { "type": ["integer", "null"], "minimum": 0, "maximum": 1000000 },
+                                    "failures": { "type": ["integer", "null"], "minimum": 0, "maximum": 1000000 },
+                                    "latency_ms": { "type": ["number", "null"], "minimum": 0, "maximum": 3600000 }
+                                }
+                            }
+                        }
+                    }
+                },
+                "OutcomesReported": {
+                    "type": "object",
+                    "properties": {
+                        "index": { "type": "integer" },
+                        "ejected": { "type": "array", "items": { "type": "string" } },
+                        "unknown": { "type": "array", "items": { "type": "string" } }
+                    }
+                }
+    });
+    for (k, v) in paths.as_object().expect("an object") {
+        doc["paths"][k] = v.clone();
+    }
+    for (k, v) in schemas.as_object().expect("an object") {
+        doc["components"]["schemas"][k] = v.clone();
+    }
 }

@@ -57,6 +57,8 @@ pub enum Resource<'a> {
     Operator,
     /// The audit log.
     Audit,
+    /// One key/value entry by key (`key_prefix` rules).
+    Key(&'a str),
 }
 
 impl fmt::Display for Resource<'_> {
@@ -66,6 +68,7 @@ impl fmt::Display for Resource<'_> {
             Resource::Acl => f.write_str("acl"),
             Resource::Operator => f.write_str("operator"),
             Resource::Audit => f.write_str("audit"),
+            Resource::Key(k) => write!(f, "key:{k}"),
         }
     }
 }
@@ -147,6 +150,32 @@ pub fn granted(grants: &Grants, resource: Resource<'_>) -> Option<Access> {
                 }
             }
             best.map(|(_, a, denied)| if denied { Access::Deny } else { a })
+        }
+        Resource::Key(key) => {
+            // The longest matching prefix decides; a deny among equally
+            // long ones wins.
+            let mut best: Option<(usize, Access)> = None;
+            for p in &grants.policies {
+                for (prefix, a) in &p.rules.key_prefix {
+                    if !key.starts_with(prefix.as_str()) {
+                        continue;
+                    }
+                    best = Some(match best {
+                        Some((len, _)) if prefix.len() > len => (prefix.len(), *a),
+                        Some((len, b)) if prefix.len() == len => {
+                            let merged = if b == Access::Deny || *a == Access::Deny {
+                                Access::Deny
+                            } else {
+                                b.max(*a)
+                            };
+                            (len, merged)
+                        }
+                        Some(kept) => kept,
+                        None => (prefix.len(), *a),
+                    });
+                }
+            }
+            best.map(|(_, a)| a)
         }
         Resource::Acl | Resource::Operator | Resource::Audit => {
             let mut out: Option<Access> = None;

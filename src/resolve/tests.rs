@@ -6,9 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::core::{
-    Address, Datacenter, Health, InstanceSpec, Registry, RegistryConfig, ServiceName,
-};
+use crate::core::{Address, Datacenter, Health, InstanceSpec, Registry, ServiceName};
 use crate::events::ChangeFeed;
 use crate::store::{Durable, LocalLog};
 
@@ -23,13 +21,7 @@ fn settings() -> Settings {
 }
 
 fn registry() -> Registry {
-    Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: 60 * S,
-        },
-        Instant::now().into_std(),
-    )
+    crate::core::registry::test_registry(Instant::now().into_std())
 }
 
 fn key(service: &str) -> ServiceKey {

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use crate::core::check::COMPAT_CHECK;
 use crate::core::{
-    AclObject, Address, Bootstrap, CompatFields, Datacenter, FastHash, Health, Instance,
-    InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceKey, ServiceName, Token, User,
+    AclObject, Address, Bootstrap, CheckKind, CheckName, CheckSpec, CompatFields, Datacenter,
+    FastHash, Health, Instance, InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceConfig,
+    ServiceKey, ServiceName, Strategy, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +64,156 @@ enum Record<'a> {
         #[serde(borrow)]
         health_check_path: Cow<'a, str>,
     },
+    /// Variant 7: an instance with health checks defined (the check a
+    /// `healthCheckPath` stands for is not among them: it follows from the
+    /// path, as in variant 6); `owner` and `health_check_path` as in
+    /// variant 6. Instances without checks are still written as variants
+    /// 0, 1 or 6. Check statuses are not stored (`Change::CheckStatus`).
+    CheckedInstance {
+        #[serde(borrow)]
+        owner: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        instance: InstanceRecord<'a>,
+        #[serde(borrow)]
+        health_check_path: Cow<'a, str>,
+        #[serde(borrow)]
+        checks: Vec<CheckRecord<'a>>,
+    },
+    /// Variant 8: a service's settings (`PUT /v1/services/{svc}/config`);
+    /// `None` fields follow the configuration's defaults.
+    ServiceConfig {
+        #[serde(borrow)]
+        dc: Cow<'a, str>,
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        /// The strategy's name (`round_robin`, `sticky`, ...).
+        #[serde(borrow)]
+        strategy: Option<Cow<'a, str>>,
+        panic_threshold: Option<u8>,
+    },
+    /// Variant 9: a key/value entry (`create_index`: the index that first
+    /// created the key; the record's own index is its key in the store).
+    Kv {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, [u8]>,
+        create_index: u64,
+    },
+}
+
+/// One health check as defined (`core::CheckSpec`).
+#[derive(Serialize, Deserialize)]
+struct CheckRecord<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: CheckKindRecord<'a>,
+    interval_ms: u64,
+    timeout_ms: u64,
+    success_before_passing: u32,
+    failures_before_critical: u32,
+    deregister_critical_after_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum CheckKindRecord<'a> {
+    Http {
+        #[serde(borrow)]
+        url: Cow<'a, str>,
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        #[serde(borrow)]
+        headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    },
+    /// `ip:port`.
+    Tcp(#[serde(borrow)] Cow<'a, str>),
+    Grpc {
+        #[serde(borrow)]
+        target: Cow<'a, str>,
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+    },
+    Script(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl<'a> CheckRecord<'a> {
+    fn of(spec: &'a CheckSpec) -> Self {
+        let kind = match &spec.kind {
+            CheckKind::Http {
+                url,
+                method,
+                headers,
+            } => CheckKindRecord::Http {
+                url: Cow::Borrowed(url),
+                method: Cow::Borrowed(method),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .collect(),
+            },
+            CheckKind::Tcp { target } => CheckKindRecord::Tcp(Cow::Owned(target.to_string())),
+            CheckKind::Grpc { target, service } => CheckKindRecord::Grpc {
+                target: Cow::Owned(target.to_string()),
+                service: Cow::Borrowed(service),
+            },
+            CheckKind::Script { args } => {
+                CheckKindRecord::Script(args.iter().map(|a| Cow::Borrowed(a.as_str())).collect())
+            }
+        };
+        Self {
+            name: Cow::Borrowed(spec.name.as_str()),
+            kind,
+            interval_ms: spec.interval.as_millis() as u64,
+            timeout_ms: spec.timeout.as_millis() as u64,
+            success_before_passing: spec.success_before_passing,
+            failures_before_critical: spec.failures_before_critical,
+            deregister_critical_after_ms: spec
+                .deregister_critical_after
+                .map(|d| d.as_millis() as u64),
+        }
+    }
+
+    /// The definition (validated with the rest of the spec).
+    fn spec(self) -> Result<CheckSpec, DecodeError> {
+        let invalid = |e: &dyn std::fmt::Display| DecodeError::Invalid(e.to_string());
+        let target = |t: &str| {
+            t.parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid(&format!("check target {t:?}: {e}")))
+        };
+        let kind = match self.kind {
+            CheckKindRecord::Http {
+                url,
+                method,
+                headers,
+            } => CheckKind::Http {
+                url: (&*url).into(),
+                method: (&*method).into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((&**k).into(), (&**v).into()))
+                    .collect(),
+            },
+            CheckKindRecord::Tcp(t) => CheckKind::Tcp {
+                target: target(&t)?,
+            },
+            CheckKindRecord::Grpc { target: t, service } => CheckKind::Grpc {
+                target: target(&t)?,
+                service: (&*service).into(),
+            },
+            CheckKindRecord::Script(args) => CheckKind::Script {
+                args: args.iter().map(|a| (&**a).into()).collect(),
+            },
+        };
+        let mut spec = CheckSpec::new(CheckName::new(&self.name).map_err(|e| invalid(&e))?, kind);
+        spec.interval = Duration::from_millis(self.interval_ms);
+        spec.timeout = Duration::from_millis(self.timeout_ms);
+        spec.success_before_passing = self.success_before_passing;
+        spec.failures_before_critical = self.failures_before_critical;
+        spec.deregister_critical_after =
+            self.deregister_critical_after_ms.map(Duration::from_millis);
+        Ok(spec)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -176,8 +328,9 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
             .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)))
             .collect(),
         weight: inst.weight,
-        ttl_ms: inst.ttl.as_millis() as u64,
-        critical: !inst.is_passing(),
+        ttl_ms: inst.ttl().as_millis() as u64,
+        // The TTL's status; check statuses are not stored.
+        critical: inst.health == Health::Critical,
         compat: inst.compat.as_ref().map(|c| CompatRecord {
             service_name: Cow::Borrowed(&c.service_name),
             node_name: Cow::Borrowed(&c.node_name),
@@ -190,7 +343,22 @@ pub fn encode(inst: &Instance) -> Vec<u8> {
         .compat
         .as_ref()
         .map_or("", |c| c.health_check_path.as_str());
+    // The defined checks: the one a `healthCheckPath` stands for follows
+    // from the path.
+    let checks: Vec<CheckRecord<'_>> = inst
+        .checks
+        .iter()
+        .map(|e| &e.check.spec)
+        .filter(|c| health_check_path.is_empty() || c.name.as_str() != COMPAT_CHECK)
+        .map(CheckRecord::of)
+        .collect();
     let record = match &inst.owner {
+        _ if !checks.is_empty() => Record::CheckedInstance {
+            owner: inst.owner.as_ref().map(|o| Cow::Borrowed(o.as_str())),
+            instance: record,
+            health_check_path: Cow::Borrowed(health_check_path),
+            checks,
+        },
         _ if !health_check_path.is_empty() => Record::CompatInstance {
             owner: inst.owner.as_ref().map(|o| Cow::Borrowed(o.as_str())),
             instance: record,
@@ -239,6 +407,17 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             accessor: Cow::Borrowed(&b.accessor),
             at: b.at,
         },
+        AclObject::Service(c) => Record::ServiceConfig {
+            dc: Cow::Borrowed(c.key.dc.as_str()),
+            service: Cow::Borrowed(c.key.service.as_str()),
+            strategy: c.strategy.map(|s| Cow::Borrowed(s.as_str())),
+            panic_threshold: c.panic_threshold,
+        },
+        AclObject::Kv(e) => Record::Kv {
+            key: Cow::Borrowed(e.key.as_str()),
+            value: Cow::Borrowed(&e.value),
+            create_index: e.create_index,
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -280,6 +459,29 @@ impl Decoder {
                     .instance(index, r, owner, &health_check_path)
                     .map(Decoded::Instance);
             }
+            Record::CheckedInstance {
+                owner,
+                instance: r,
+                health_check_path,
+                checks,
+            } => {
+                let owner = owner.map(|o| self.owner(&o));
+                let checks = checks
+                    .into_iter()
+                    .map(CheckRecord::spec)
+                    .collect::<Result<Vec<_>, _>>()?;
+                return self
+                    .instance(index, r, owner, &health_check_path)
+                    .and_then(|mut restored| {
+                        restored.spec.checks = checks;
+                        restored
+                            .spec
+                            .validate()
+                            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+                        Ok(restored)
+                    })
+                    .map(Decoded::Instance);
+            }
             Record::Policy(p) => AclObject::Policy(Arc::new(Policy {
                 name: p.name.into_owned(),
                 description: p.description.into_owned(),
@@ -310,6 +512,36 @@ impl Decoder {
             Record::Bootstrap { accessor, at } => AclObject::Bootstrap(Arc::new(Bootstrap {
                 accessor: accessor.into_owned(),
                 at,
+                index,
+            })),
+            Record::ServiceConfig {
+                dc,
+                service,
+                strategy,
+                panic_threshold,
+            } => AclObject::Service(Arc::new(ServiceConfig {
+                key: ServiceKey::new(
+                    Datacenter::new(&dc).map_err(|e| invalid(&e))?,
+                    ServiceName::new(&service).map_err(|e| invalid(&e))?,
+                ),
+                strategy: match strategy {
+                    Some(s) => Some(
+                        Strategy::parse(&s)
+                            .ok_or_else(|| invalid(&format!("unknown strategy {s:?}")))?,
+                    ),
+                    None => None,
+                },
+                panic_threshold,
+                index,
+            })),
+            Record::Kv {
+                key,
+                value,
+                create_index,
+            } => AclObject::Kv(Arc::new(crate::core::KvEntry {
+                key: crate::core::KvKey::new(&key).map_err(|e| invalid(&e))?,
+                value: value.as_ref().into(),
+                create_index,
                 index,
             })),
         };
@@ -408,19 +640,13 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Registry, RegistryConfig};
+
     use std::time::Instant;
 
     #[test]
     fn an_instance_survives_encoding_with_every_field() {
         let t0 = Instant::now();
-        let r = Registry::new(
-            RegistryConfig {
-                local_dc: Datacenter::new("dc1").unwrap(),
-                reap_after: Duration::from_secs(60),
-            },
-            t0,
-        );
+        let r = crate::core::registry::test_registry(t0);
         let mut spec = InstanceSpec::new(Address::parse("api.example.com").unwrap(), 443);
         spec.version = "2.1.0".into();
         spec.tags = vec!["blue".into(), "a b".into()];
@@ -507,6 +733,116 @@ mod tests {
             assert_eq!(compat.service_name.as_str(), "Pay_Service");
             assert_eq!(back.spec.owner.as_ref().map(|o| o.as_str()), owner);
         }
+    }
+
+    #[test]
+    fn checks_take_variant_7_and_a_health_check_path_alone_keeps_variant_6() {
+        let mut d = Decoder::default();
+        // The healthCheckPath check follows from the path: variant 6 still.
+        let path_only = compat_instance("/health", None);
+        assert_eq!(path_only.checks.len(), 1);
+        let bytes = encode(&path_only);
+        assert_eq!(bytes[0], 6);
+        let back = d.decode(9, &bytes).unwrap();
+        assert!(back.spec.checks.is_empty());
+        assert_eq!(back.spec.all_checks().len(), 1);
+        // Defined checks of every kind: variant 7, with the path beside them.
+        let name = |n: &str| CheckName::new(n).unwrap();
+        let mut http = CheckSpec::new(
+            name("web"),
+            CheckKind::Http {
+                url: "https://127.0.0.1:8443/ready".into(),
+                method: "HEAD".into(),
+                headers: vec![("X-Probe".into(), "1".into())],
+            },
+        );
+        http.interval = Duration::from_secs(3);
+        http.timeout = Duration::from_millis(1500);
+        http.success_before_passing = 2;
+        http.failures_before_critical = 4;
+        http.deregister_critical_after = Some(Duration::from_secs(600));
+        let checks = vec![
+            http,
+            CheckSpec::new(
+                name("db"),
+                CheckKind::Tcp {
+                    target: "[::1]:5432".parse().unwrap(),
+                },
+            ),
+            CheckSpec::new(
+                name("rpc"),
+                CheckKind::Grpc {
+                    target: "127.0.0.1:50051".parse().unwrap(),
+                    service: "pay".into(),
+                },
+            ),
+            CheckSpec::new(
+                name("disk"),
+                CheckKind::Script {
+                    args: vec!["/usr/bin/check-disk".into(), "-w 90".into()],
+                },
+            ),
+        ];
+        let mut inst = compat_instance("/health", Some("acc-1"));
+        let mut spec = InstanceSpec::new(inst.address.clone(), inst.port);
+        spec.compat = inst.compat.clone();
+        spec.checks = checks.clone();
+        inst.checks = crate::core::Checks::build(spec.all_checks(), &Default::default());
+        let bytes = encode(&inst);
+        assert_eq!(bytes[0], 7);
+        let back = d.decode(9, &bytes).unwrap();
+        let mut want = checks;
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(back.spec.checks, want);
+        assert_eq!(back.spec.owner.as_ref().map(|o| o.as_str()), Some("acc-1"));
+        assert_eq!(
+            back.spec.compat.unwrap().health_check_path.as_str(),
+            "/health"
+        );
+    }
+
+    #[test]
+    fn service_settings_are_variant_8_and_round_trip() {
+        let key = ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new("pay").unwrap(),
+        );
+        let mut d = Decoder::default();
+        for (strategy, panic_threshold) in [(Some(Strategy::Sticky), Some(30)), (None, None)] {
+            let obj = AclObject::Service(Arc::new(ServiceConfig {
+                key: key.clone(),
+                strategy,
+                panic_threshold,
+                index: 12,
+            }));
+            let bytes = encode_acl(&obj);
+            assert_eq!(bytes[0], 8);
+            match d.decode_any(12, &bytes).unwrap() {
+                Decoded::Acl(back) => assert_eq!(back, obj),
+                Decoded::Instance(_) => panic!("settings decoded as an instance"),
+            }
+        }
+        // A threshold above 100 or an unknown strategy is damage.
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: Some("fastest".into()),
+            panic_threshold: None,
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
+        let bad = Record::ServiceConfig {
+            dc: "dc1".into(),
+            service: "pay".into(),
+            strategy: None,
+            panic_threshold: Some(101),
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
     }
 
     #[test]

@@ -61,8 +61,9 @@ pub fn record_key(inst: &crate::core::Instance) -> u64 {
 
 /// Largest record a store accepts. An instance within the core's limits
 /// (64 metadata entries of 640 bytes, 32 tags, the compatible API's names)
-/// stays far below it; the bound keeps one record from stalling a batch.
-pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// stays far below it; a key/value entry holds a value of up to 512 KiB
+/// plus its key; the bound keeps one record from stalling a batch.
+pub const MAX_VALUE_BYTES: usize = crate::core::kv::MAX_VALUE_BYTES + 64 * 1024;
 
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]

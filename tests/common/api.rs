@@ -33,6 +33,16 @@ pub async fn send(req: reqwest::RequestBuilder) -> Reply {
     let index = header("x-maxine-index").map(|v| v.parse().expect("numeric index"));
     let location = header(LOCATION.as_str());
     let www_authenticate = header("www-authenticate");
+    if header(CONTENT_TYPE.as_str()).as_deref() == Some("text/event-stream") {
+        // An event stream never ends: its head is the answer.
+        return Reply {
+            status,
+            index,
+            location,
+            www_authenticate,
+            body: Value::Null,
+        };
+    }
     let text = resp.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Reply {

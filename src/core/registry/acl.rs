@@ -15,7 +15,8 @@ use super::super::acl::{
     builtin_policies, is_builtin_policy,
 };
 use super::super::change::{AclEvent, Actor, Batch, Context, Origin};
-use super::{MAX_INDEX, Registry, RegistryError, WriteState};
+use super::super::kv::{KvChange, KvEntry, KvKey};
+use super::{MAX_INDEX, Registry, RegistryError, ServiceKey, WriteState};
 
 /// The lock-free side of the table.
 pub(super) struct AclMaps {
@@ -64,7 +65,8 @@ impl Registry {
         self.inner.acl.objects.pin().get(key).cloned()
     }
 
-    /// Every stored object, by key; built-in policies are not stored.
+    /// Every stored object, by key (key/value entries too: a backup holds
+    /// them); built-in policies are not stored.
     pub fn acl_objects(&self) -> Vec<AclObject> {
         let mut all: Vec<_> = self.inner.acl.objects.pin().values().cloned().collect();
         all.sort_by_key(|o| o.key());
@@ -207,6 +209,74 @@ impl Registry {
         }
     }
 
+    /// What a key/value change makes (compare-and-set: refused with a
+    /// conflict when the key's index is not the one given).
+    pub(super) fn decide_kv(
+        &self,
+        change: &KvChange,
+        index: u64,
+    ) -> Result<Vec<(AclKey, Option<AclObject>)>, RegistryError> {
+        let (key, cas) = match change {
+            KvChange::Put { key, cas, .. } | KvChange::Delete { key, cas } => (key, *cas),
+        };
+        let current = self.kv_get(key);
+        if let Some(want) = cas {
+            let have = current.as_ref().map_or(0, |e| e.index);
+            if have != want {
+                return Err(RegistryError::Acl(AclError::Conflict(format!(
+                    "key {:?} is at index {have}, not {want} (cas): nothing was changed",
+                    key.as_str()
+                ))));
+            }
+        }
+        match change {
+            KvChange::Put { key, value, .. } => {
+                let obj = AclObject::Kv(Arc::new(KvEntry {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_index: current.as_ref().map_or(index, |e| e.create_index),
+                    index,
+                }));
+                obj.validate().map_err(RegistryError::Acl)?;
+                Ok(vec![(obj.key(), Some(obj))])
+            }
+            KvChange::Delete { key, .. } => {
+                if current.is_none() {
+                    return Err(RegistryError::Acl(AclError::NotFound(format!(
+                        "key {:?}",
+                        key.as_str()
+                    ))));
+                }
+                Ok(vec![(AclKey::Kv(key.clone()), None)])
+            }
+        }
+    }
+
+    /// One key/value entry.
+    pub fn kv_get(&self, key: &KvKey) -> Option<Arc<KvEntry>> {
+        match self.acl_object(&AclKey::Kv(key.clone()))? {
+            AclObject::Kv(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Every key/value entry whose key starts with `prefix`, by key.
+    pub fn kv_list(&self, prefix: &str) -> Vec<Arc<KvEntry>> {
+        let mut all: Vec<Arc<KvEntry>> = self
+            .inner
+            .acl
+            .objects
+            .pin()
+            .values()
+            .filter_map(|o| match o {
+                AclObject::Kv(e) if e.key.as_str().starts_with(prefix) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
     fn check_token(&self, t: &Token) -> Result<(), AclError> {
         for p in &t.policies {
             if self.policy(p).is_none() {
@@ -230,9 +300,14 @@ impl Registry {
         };
         self.publish_acl(events.iter().map(|e| (e.key.clone(), e.value.clone())));
         self.inner.acl.index.store(last, Ordering::Release);
+        // A service's settings changed: its snapshot and answers follow.
+        let services = self.resettle(events.iter().filter_map(|e| match &e.key {
+            AclKey::Service(k) => Some((k.clone(), e.index)),
+            _ => None,
+        }));
         let batch = Batch {
             events: &[],
-            services: &[],
+            services: &services,
             acl: &events,
         };
         for o in &w.observers {
@@ -300,9 +375,32 @@ impl Registry {
                 }
             }
         }
+        let configured: Vec<ServiceKey> = best
+            .keys()
+            .filter_map(|k| match k {
+                AclKey::Service(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
         self.publish_acl(best.into_iter().map(|(k, v)| (k, Some(v))));
         self.inner.index.fetch_max(max, Ordering::AcqRel);
         self.inner.acl.index.fetch_max(max, Ordering::AcqRel);
+        // Instances were restored first, with the defaults: services with
+        // settings of their own get them now.
+        let services = self.resettle(configured.into_iter().filter_map(|k| {
+            let index = self.service(&k)?.index;
+            Some((k, index))
+        }));
+        if !services.is_empty() {
+            let batch = Batch {
+                events: &[],
+                services: &services,
+                acl: &[],
+            };
+            for o in &_w.observers {
+                o.applied(&batch);
+            }
+        }
         superseded
     }
 

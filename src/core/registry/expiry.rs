@@ -44,8 +44,10 @@ impl Registry {
             .service(key)
             .and_then(|s| s.instances.get(id).cloned())
             .ok_or_else(|| not_found(key, id))?;
-        if inst.is_passing() {
-            let deadline = self.ms(now) + inst.ttl.as_millis() as u64;
+        // The TTL's own status: a check may hold the instance critical
+        // while its heartbeats keep coming.
+        if inst.health != Health::Critical {
+            let deadline = self.ms(now) + inst.ttl().as_millis() as u64;
             inst.deadline_ms.fetch_max(deadline, Ordering::AcqRel);
             return Ok(Heartbeat::Alive(inst));
         }
@@ -103,6 +105,7 @@ impl Registry {
         }
         let reap_ms = self.inner.config.reap_after.as_millis() as u64;
         let mut changes = Vec::new();
+        let preserving = self.preserving(w, now_ms, !by_service.is_empty());
         for (key, due) in by_service {
             let Some(snap) = self.service(&key) else {
                 continue;
@@ -117,8 +120,17 @@ impl Registry {
                 }
                 let deadline = inst.deadline_ms();
                 match inst.health {
-                    Health::Passing if deadline > now_ms => schedule(w, &inst, deadline),
-                    Health::Passing => changes.push(Change::SetHealth {
+                    // The TTL is never warning (see Instance::health).
+                    Health::Passing | Health::Warning if deadline > now_ms => {
+                        schedule(w, &inst, deadline)
+                    }
+                    // Self-preservation: not now; looked at again shortly.
+                    Health::Passing | Health::Warning
+                        if preserving && key.dc == *self.local_dc() =>
+                    {
+                        schedule(w, &inst, now_ms + RECHECK_MS)
+                    }
+                    Health::Passing | Health::Warning => changes.push(Change::SetHealth {
                         key: key.clone(),
                         id: inst.id.clone(),
                         health: Health::Critical,
@@ -138,6 +150,73 @@ impl Registry {
         changes
     }
 
+    /// Whether expiry is held back now (Eureka's self-preservation): more
+    /// than the threshold of the local datacenter's passing instances have
+    /// been silent for half their TTL or more, so they would all expire
+    /// within one TTL. That many instances failing together is far more
+    /// likely a network failure between them and Maxine than the services
+    /// failing; expiring them would empty the answers clients need most.
+    /// Instances that resume heartbeats drop out of the count, and expiry
+    /// resumes once the silent ones are within the threshold again.
+    ///
+    /// Counting scans the local instances: done at most once per
+    /// [`RECHECK_MS`], and only when something is due.
+    fn preserving(&self, w: &mut WriteState, now_ms: u64, anything_due: bool) -> bool {
+        let Some(threshold) = w.preservation.threshold else {
+            return false;
+        };
+        let fresh = w
+            .preservation
+            .checked_ms
+            .is_some_and(|at| now_ms < at + RECHECK_MS);
+        if !anything_due || fresh {
+            return w.preservation.on.is_some();
+        }
+        w.preservation.checked_ms = Some(now_ms);
+        let (mut total, mut silent) = (0usize, 0usize);
+        for (key, snap) in self.inner.services.pin().iter() {
+            if key.dc != *self.local_dc() {
+                continue;
+            }
+            for inst in snap.instances.values().filter(|i| i.is_passing()) {
+                total += 1;
+                let half = inst.ttl().as_millis() as u64 / 2;
+                if inst.deadline_ms() <= now_ms + half {
+                    silent += 1;
+                }
+            }
+        }
+        let on = silent >= MIN_SILENT && silent * 100 > total * usize::from(threshold);
+        let state = on.then(|| SelfPreservation {
+            silent,
+            total,
+            threshold,
+            since_ms: w.preservation.on.as_ref().map_or(now_ms, |p| p.since_ms),
+        });
+        w.preservation.on = state.clone();
+        *self
+            .inner
+            .preservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = state;
+        on
+    }
+
+    /// Turns self-preservation on with `threshold` percent (`None`: off,
+    /// the default of a registry; the server's configuration turns it on).
+    pub fn set_self_preservation(&self, threshold: Option<u8>) {
+        self.lock().preservation.threshold = threshold;
+    }
+
+    /// Whether expiry is held back by self-preservation now, and why.
+    pub fn self_preservation(&self) -> Option<SelfPreservation> {
+        self.inner
+            .preservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// When [`Registry::expire`] next has work, if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
         let w = self.lock();
@@ -147,11 +226,50 @@ impl Registry {
     }
 }
 
+/// How often self-preservation counts silent instances again, and when an
+/// instance whose expiry it held back is looked at again (ms).
+pub(super) const RECHECK_MS: u64 = 1000;
+
+/// Self-preservation needs at least this many silent instances: a few
+/// instances of a small registry (a developer's machine, a test) stopping
+/// is not a network failure, and they expire as usual.
+pub(super) const MIN_SILENT: usize = 10;
+
+/// Expiry is held back: `silent` of `total` passing local instances have
+/// not sent a heartbeat for half their TTL, more than `threshold` percent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfPreservation {
+    pub silent: usize,
+    pub total: usize,
+    pub threshold: u8,
+    /// Since when (ms since the registry's epoch).
+    pub since_ms: u64,
+}
+
+impl SelfPreservation {
+    /// A sentence for logs and the API.
+    pub fn reason(&self) -> String {
+        format!(
+            "self-preservation: {} of {} instances stopped sending heartbeats at once              (more than {}%), which looks like a network failure; instances are not expired              until heartbeats return",
+            self.silent, self.total, self.threshold
+        )
+    }
+}
+
+/// Self-preservation's state, under the write lock.
+#[derive(Debug, Default)]
+pub(super) struct Preservation {
+    pub(super) threshold: Option<u8>,
+    /// When silent instances were last counted.
+    pub(super) checked_ms: Option<u64>,
+    pub(super) on: Option<SelfPreservation>,
+}
+
 /// When an instance value next needs a look: at its deadline while passing,
 /// that plus the reap time once critical.
 pub(super) fn due_ms(inst: &Instance, reap_ms: u64) -> u64 {
     match inst.health {
-        Health::Passing => inst.deadline_ms(),
+        Health::Passing | Health::Warning => inst.deadline_ms(),
         Health::Critical => inst.deadline_ms() + reap_ms,
     }
 }

@@ -29,12 +29,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::acl::{AclKey, AclObject};
 use super::change::{Batch, Change, Context, Entry, Event, EventKind, Observer, Outcome};
 use super::labels::{Datacenter, InstanceId, ServiceName};
 use super::model::{Health, Instance, ModelError, Version};
+use super::strategy::{Balancing, ServiceConfig, Settings};
 
 pub use acl::AclRevert;
-pub use expiry::Heartbeat;
+pub use expiry::{Heartbeat, SelfPreservation};
 pub use restore::{RestoreReport, Restored, Restorer, Revert};
 pub use snapshot::{Instances, InstancesIter, ServiceKey, ServiceSnapshot};
 
@@ -69,6 +71,12 @@ pub enum RegistryError {
     Quota { limit: u32, holder: String },
     #[error("instance {id:?} of service {service:?} is not registered")]
     NotFound { service: String, id: String },
+    #[error("instance {id:?} of service {service:?} has no check {check:?}")]
+    NoCheck {
+        service: String,
+        id: String,
+        check: String,
+    },
     /// A log handed over an entry at or below the last applied index.
     #[error("change index {index} does not follow the last applied index {last}")]
     IndexOrder { index: u64, last: u64 },
@@ -123,6 +131,13 @@ struct Inner {
     /// Which datacenters answer local names when the service has no
     /// passing instance here (empty in a single datacenter).
     failover: super::failover::FailoverPolicy,
+    /// `dns.only_passing`: whether answers leave out warning instances.
+    only_passing: std::sync::atomic::AtomicBool,
+    /// The configuration's defaults for every service (strategy, panic
+    /// threshold) and the zones of client networks; set once at start.
+    balancing: std::sync::OnceLock<Balancing>,
+    /// Self-preservation as last decided, readable without the write lock.
+    preservation: Mutex<Option<SelfPreservation>>,
 }
 
 struct WriteState {
@@ -137,6 +152,8 @@ struct WriteState {
     reserved: BTreeSet<String>,
     /// Instances per owner, for quotas.
     holdings: acl::Holdings,
+    /// Self-preservation of expiry (see `expiry`).
+    preservation: expiry::Preservation,
 }
 
 /// Where the indexes of an apply come from.
@@ -164,9 +181,13 @@ impl Registry {
                     datacenters,
                     reserved: BTreeSet::new(),
                     holdings: Default::default(),
+                    preservation: Default::default(),
                 }),
                 acl: acl::AclMaps::new(),
                 failover: Default::default(),
+                only_passing: Default::default(),
+                balancing: std::sync::OnceLock::new(),
+                preservation: Mutex::new(None),
             }),
         }
     }
@@ -176,8 +197,73 @@ impl Registry {
         &self.inner.failover
     }
 
+    /// Makes answers leave out warning instances (`dns.only_passing`). Set
+    /// it before anything is registered or restored: snapshots take it when
+    /// they are built.
+    pub fn set_only_passing(&self, only_passing: bool) {
+        self.inner
+            .only_passing
+            .store(only_passing, Ordering::Release);
+    }
+
+    /// Whether answers leave out warning instances.
+    pub fn only_passing(&self) -> bool {
+        self.inner.only_passing.load(Ordering::Acquire)
+    }
+
     pub fn local_dc(&self) -> &Datacenter {
         &self.inner.config.local_dc
+    }
+
+    /// Sets the configuration's service defaults and client zones, before
+    /// anything is registered or restored (snapshots copy their settings
+    /// when built). A second call is ignored.
+    pub fn set_balancing(&self, b: Balancing) {
+        let _ = self.inner.balancing.set(b);
+    }
+
+    /// The configuration's service defaults and client zones.
+    pub fn balancing(&self) -> &Balancing {
+        static DEFAULT: std::sync::OnceLock<Balancing> = std::sync::OnceLock::new();
+        self.inner
+            .balancing
+            .get()
+            .unwrap_or_else(|| DEFAULT.get_or_init(Balancing::default_settings))
+    }
+
+    /// What an operator set for a service, if anything.
+    pub fn service_config(&self, key: &ServiceKey) -> Option<Arc<ServiceConfig>> {
+        match self.acl_object(&AclKey::Service(key.clone()))? {
+            AclObject::Service(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the snapshots of these services with the settings they
+    /// have now, at the given indexes (under the write lock): what a change
+    /// of a service's configuration publishes. Services without instances
+    /// have no snapshot; their settings wait in the object table.
+    fn resettle(
+        &self,
+        keys: impl Iterator<Item = (ServiceKey, u64)>,
+    ) -> Vec<(ServiceKey, Option<Arc<ServiceSnapshot>>)> {
+        let services = self.inner.services.pin();
+        let mut out = Vec::new();
+        for (key, index) in keys {
+            let Some(snap) = services.get(&key) else {
+                continue;
+            };
+            let next = Arc::new(snap.with_settings(self.settings_of(&key), index));
+            services.insert(key.clone(), next.clone());
+            out.push((key, Some(next)));
+        }
+        out
+    }
+
+    /// The settings a service has now: its own, else the defaults.
+    pub fn settings_of(&self, key: &ServiceKey) -> Settings {
+        self.balancing()
+            .settings(self.service_config(key).as_deref())
     }
 
     /// Index of the latest applied change.
@@ -293,6 +379,7 @@ impl Registry {
         let Some((key, _)) = change.target() else {
             return match change {
                 Change::Acl(c) => self.decide_acl(c, self.index() + 1).map(|_| ()),
+                Change::Kv(c) => self.decide_kv(c, self.index() + 1).map(|_| ()),
                 _ => Ok(()),
             };
         };
@@ -415,10 +502,12 @@ impl Registry {
                 return Err(RegistryError::IndexOutOfRange(index));
             }
             let Some(key) = key else {
-                let Change::Acl(acl) = change else {
-                    unreachable!("only access-control changes have no service")
+                let made = match &change {
+                    Change::Acl(acl) => self.decide_acl(acl, index),
+                    Change::Kv(kv) => self.decide_kv(kv, index),
+                    _ => unreachable!("only access-control and key/value changes have no service"),
                 };
-                self.apply_acl(w, &acl, index, ctx, &indexes, &mut applied);
+                self.apply_acl(w, made, index, ctx, &indexes, &mut applied);
                 continue;
             };
             let (_, g) = group.get_or_insert_with(|| (key.clone(), Group::new(self.service(&key))));
@@ -467,7 +556,7 @@ impl Registry {
     fn apply_acl(
         &self,
         w: &mut WriteState,
-        change: &super::acl::AclChange,
+        made: Result<Vec<(super::acl::AclKey, Option<super::acl::AclObject>)>, RegistryError>,
         index: u64,
         ctx: &Context,
         indexes: &Indexes<'_>,
@@ -477,7 +566,7 @@ impl Registry {
         // the mark) gives each its own index in the local sequence, because
         // an index is also a record's key in the file and Redis stores. A
         // log that gives one index per change keys records by path (etcd).
-        let made = self.decide_acl(change, index).and_then(|made| {
+        let made = made.and_then(|made| {
             let extra = match indexes {
                 Indexes::Next => made.len().saturating_sub(1) as u64,
                 Indexes::Given(_) => 0,
@@ -580,7 +669,11 @@ impl Registry {
                     Some(v) => v,
                     None => Version::from(std::mem::take(&mut spec.version)),
                 };
-                let instance = Arc::new(Instance::from_spec(
+                // The same checks again keep their statuses and results.
+                let checks = current
+                    .as_ref()
+                    .map(|c| super::check::Checks::build(spec.all_checks(), &c.checks));
+                let mut instance = Instance::from_spec(
                     &key,
                     id.clone(),
                     spec,
@@ -588,7 +681,11 @@ impl Registry {
                     Health::Passing,
                     index,
                     deadline,
-                ));
+                );
+                if let Some(checks) = checks {
+                    instance.checks = checks;
+                }
+                let instance = Arc::new(instance);
                 group.current_of_last = current;
                 group.new_dc = Some(key.dc);
                 Decision::Make {
@@ -619,11 +716,13 @@ impl Registry {
                 let kind = match health {
                     Health::Passing => {
                         // Revived: a full TTL from now.
-                        let deadline = self.ms(now) + next.ttl.as_millis() as u64;
+                        let deadline = self.ms(now) + next.ttl().as_millis() as u64;
                         next.deadline_ms.store(deadline, Ordering::Release);
                         EventKind::Passing
                     }
                     Health::Critical => EventKind::Critical,
+                    // The TTL is passing or critical, never warning.
+                    Health::Warning => return Decision::Skip,
                 };
                 group.current_of_last = Some(cur);
                 Decision::Make {
@@ -655,7 +754,6 @@ impl Registry {
                     kind: EventKind::Resolved,
                 }
             }
-            Change::Acl(_) => unreachable!("access-control changes are decided by decide_acl"),
             Change::Replica { key, id, value } => {
                 if key.dc == *self.local_dc() {
                     return Decision::Refuse(RegistryError::Conflict(format!(
@@ -714,10 +812,125 @@ impl Registry {
                     kind,
                 }
             }
+            Change::CheckStatus {
+                id,
+                check,
+                status,
+                of,
+                ..
+            } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                let name = check.spec.name.as_str();
+                // Only for the definition it was decided on.
+                let same = cur
+                    .checks
+                    .get(name)
+                    .is_some_and(|e| Arc::ptr_eq(&e.check, &check));
+                let next = cur.checks.with_status(name, status).filter(|_| same);
+                let (Some(checks), Some(_)) = (next, index) else {
+                    return Decision::Skip;
+                };
+                let next = Arc::new(cur.with_checks(checks, cur.index));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::Checked,
+                }
+            }
+            Change::SetCheck {
+                key,
+                id,
+                name,
+                spec,
+            } => {
+                let Some(cur) = group.current(&id) else {
+                    return Decision::Refuse(not_found(&key, &id));
+                };
+                let derived = cur
+                    .compat
+                    .as_ref()
+                    .is_some_and(|c| !c.health_check_path.is_empty());
+                if derived && name.as_str() == super::check::COMPAT_CHECK {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "check {:?} is the instance's healthCheckPath: register it again to change it",
+                        name.as_str()
+                    )));
+                }
+                let mut specs: Vec<_> = cur.checks.specs();
+                let had = specs.len();
+                specs.retain(|s| s.name != name);
+                match spec {
+                    Some(spec) => {
+                        if spec.name != name {
+                            return Decision::Refuse(RegistryError::Invalid(ModelError::Invalid(
+                                "the check's name is not the one of its path".into(),
+                            )));
+                        }
+                        specs.push(*spec);
+                    }
+                    None if specs.len() == had => {
+                        return Decision::Refuse(RegistryError::NoCheck {
+                            service: key.service.to_string(),
+                            id: id.to_string(),
+                            check: name.to_string(),
+                        });
+                    }
+                    None => {}
+                }
+                // Validated as a registration's checks are (the derived
+                // `healthCheckPath` check counts and keeps its name).
+                if let Err(e) = super::check::validate_all(&specs) {
+                    return Decision::Refuse(e.into());
+                }
+                let Some(index) = index else {
+                    return Decision::Skip; // a check only
+                };
+                let checks = super::check::Checks::build(specs, &cur.checks);
+                let next = Arc::new(cur.with_checks(checks, index));
+                group.current_of_last = Some(cur);
+                Decision::Make {
+                    id,
+                    value: Some(next),
+                    kind: EventKind::ChecksChanged,
+                }
+            }
+            Change::Eject {
+                id, ejected, of, ..
+            } => {
+                let Some(cur) = group.current(&id).filter(|c| c.index == of) else {
+                    return Decision::Skip;
+                };
+                if index.is_none() || group.is_ejected(of) == ejected {
+                    return Decision::Skip;
+                }
+                // The value stays the same; the snapshot's set of ejected
+                // values changes (see ServiceSnapshot::ejected).
+                group.ejections.push((of, ejected));
+                group.current_of_last = Some(cur.clone());
+                Decision::Make {
+                    id,
+                    value: Some(cur),
+                    kind: if ejected {
+                        EventKind::Ejected
+                    } else {
+                        EventKind::Returned
+                    },
+                }
+            }
+            Change::Acl(_) | Change::Kv(_) => {
+                unreachable!(
+                    "access-control and key/value changes are decided by decide_acl and decide_kv"
+                )
+            }
             Change::Reap { id, of, .. } => {
+                // Critical by its TTL (expiry) or by a check
+                // (`deregister_critical_after`); a warning is no reason.
                 let Some(cur) = group
                     .current(&id)
-                    .filter(|c| c.index == of && !c.is_passing())
+                    .filter(|c| c.index == of && c.status() == Health::Critical)
                 else {
                     return Decision::Skip;
                 };
@@ -738,7 +951,15 @@ impl Registry {
         if let Some(dc) = g.new_dc {
             w.datacenters.insert(dc);
         }
-        self.commit(w, key, g.snapshot, g.changes, g.index, g.events);
+        self.commit(
+            w,
+            key,
+            g.snapshot,
+            g.changes,
+            g.ejections,
+            g.index,
+            g.events,
+        );
     }
 
     // ---- internals ----
@@ -754,12 +975,14 @@ impl Registry {
     }
 
     /// Builds the service's next snapshot, publishes it, then tells observers.
+    #[allow(clippy::too_many_arguments)] // the parts of one service's group
     fn commit(
         &self,
         w: &mut WriteState,
         key: ServiceKey,
         current: Option<Arc<ServiceSnapshot>>,
         changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+        ejections: Vec<(u64, bool)>,
         index: u64,
         events: Vec<Event>,
     ) {
@@ -768,6 +991,7 @@ impl Registry {
             None => (&Instances::default(), Default::default()),
         };
         let (instances, gone, added) = instances.with_changes(changes);
+        let ejected = ejected_after(current.as_deref(), &ejections, &instances);
         // Replaced and removed values leave the timer map; new ones enter it.
         // Replicas of other datacenters have no timer and hold no quota:
         // their TTLs and quotas are their datacenter's.
@@ -786,7 +1010,16 @@ impl Registry {
             services.remove(&key);
             None
         } else {
-            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            let settings = self.settings_of(&key);
+            let snap = Arc::new(ServiceSnapshot::build(
+                key.clone(),
+                instances,
+                index,
+                rr,
+                self.only_passing(),
+                settings,
+                ejected,
+            ));
             services.insert(key.clone(), snap.clone());
             Some(snap)
         };
@@ -818,10 +1051,35 @@ pub(super) fn hold(holdings: &mut acl::Holdings, gone: &[Arc<Instance>], added: 
     }
 }
 
+/// The ejected values of a service after `ejections` (index of the value,
+/// ejected or returned), of those still among `instances`: sorted.
+fn ejected_after(
+    current: Option<&ServiceSnapshot>,
+    ejections: &[(u64, bool)],
+    instances: &Instances,
+) -> Box<[u64]> {
+    let before = current.map_or(&[][..], |s| &s.ejected[..]);
+    if before.is_empty() && ejections.is_empty() {
+        return Box::default();
+    }
+    let mut set: std::collections::BTreeSet<u64> = before.iter().copied().collect();
+    for (of, ejected) in ejections {
+        if *ejected {
+            set.insert(*of);
+        } else {
+            set.remove(of);
+        }
+    }
+    let present: std::collections::HashSet<u64> = instances.values().map(|i| i.index).collect();
+    set.into_iter().filter(|i| present.contains(i)).collect()
+}
+
 /// The pending changes of one service within an apply.
 struct Group {
     snapshot: Option<Arc<ServiceSnapshot>>,
     changes: Vec<(InstanceId, Option<Arc<Instance>>)>,
+    /// Ejections and returns (index of the value, ejected).
+    ejections: Vec<(u64, bool)>,
     events: Vec<Event>,
     index: u64,
     /// The value the change being decided replaces (for its event).
@@ -835,6 +1093,7 @@ impl Group {
         Self {
             snapshot,
             changes: Vec::new(),
+            ejections: Vec::new(),
             events: Vec::new(),
             index: 0,
             current_of_last: None,
@@ -848,6 +1107,17 @@ impl Group {
             return v.clone();
         }
         self.snapshot.as_ref()?.instances.get(id).cloned()
+    }
+
+    /// Whether the instance value of index `of` is ejected, with this
+    /// group's earlier ejections and returns.
+    fn is_ejected(&self, of: u64) -> bool {
+        if let Some((_, e)) = self.ejections.iter().rev().find(|(i, _)| *i == of) {
+            return *e;
+        }
+        self.snapshot
+            .as_ref()
+            .is_some_and(|s| s.ejected.binary_search(&of).is_ok())
     }
 
     /// The service's shared copy of `version`, if an instance runs it.
@@ -914,6 +1184,19 @@ fn check_compat_names(
         }
     }
     Ok(())
+}
+
+/// The registry unit tests start from: datacenter `dc1`, reaped 60 s
+/// after turning critical, its clock started at `now`.
+#[cfg(test)]
+pub(crate) fn test_registry(now: Instant) -> Registry {
+    Registry::new(
+        RegistryConfig {
+            local_dc: Datacenter::new("dc1").unwrap(),
+            reap_after: Duration::from_secs(60),
+        },
+        now,
+    )
 }
 
 #[cfg(test)]

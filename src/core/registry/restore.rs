@@ -131,7 +131,16 @@ impl Restorer<'_> {
                 ),
             };
             let index = instances.values().map(|i| i.index).max().unwrap_or(0);
-            let snap = Arc::new(ServiceSnapshot::build(key.clone(), instances, index, rr));
+            let settings = self.registry.settings_of(&key);
+            let snap = Arc::new(ServiceSnapshot::build(
+                key.clone(),
+                instances,
+                index,
+                rr,
+                reg.only_passing(),
+                settings,
+                Box::default(),
+            ));
             services.insert(key.clone(), snap.clone());
             published.push((key, Some(snap)));
         }
@@ -247,7 +256,7 @@ impl Registry {
             }
             if let Some(last) = events.last().map(|e| e.index) {
                 undone += events.len();
-                self.commit(&mut w, key, current, changes, last, events);
+                self.commit(&mut w, key, current, changes, Vec::new(), last, events);
             }
         }
         undone

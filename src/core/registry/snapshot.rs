@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::super::labels::{Datacenter, InstanceId, ServiceName, VersionSelector};
 use super::super::model::{Instance, Version};
+use super::super::strategy::Settings;
 
 /// A service in a datacenter: the unit that answers are built for.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -147,6 +148,18 @@ pub struct ServiceSnapshot {
     pub index: u64,
     /// Shared by every snapshot of the service, so round robin survives writes.
     pub(crate) rr: Arc<AtomicUsize>,
+    /// Whether answers leave out warning instances (`dns.only_passing`):
+    /// the registry's setting when this snapshot was built.
+    pub only_passing: bool,
+    /// The service's settings in effect (its own or the defaults).
+    pub settings: Settings,
+    /// The indexes of the instance values that outlier detection ejected,
+    /// sorted: kept here, not in the instances, because it is short-lived
+    /// and rare (an instance value is in one allocation size class, with
+    /// no room for another field). A new value of an instance (a new
+    /// registration, a health change) has a new index, so it is no longer
+    /// ejected.
+    pub(super) ejected: Box<[u64]>,
 }
 
 impl ServiceSnapshot {
@@ -155,6 +168,9 @@ impl ServiceSnapshot {
         instances: Instances,
         index: u64,
         rr: Arc<AtomicUsize>,
+        only_passing: bool,
+        settings: Settings,
+        ejected: Box<[u64]>,
     ) -> Self {
         // A service runs few versions: parse each distinct one once and fill
         // one list per version number, in id order. (Every write rebuilds
@@ -205,6 +221,36 @@ impl ServiceSnapshot {
             instances,
             index,
             rr,
+            only_passing,
+            settings,
+            ejected,
+        }
+    }
+
+    /// Whether outlier detection ejected this value of the instance.
+    pub fn is_ejected(&self, i: &Instance) -> bool {
+        !self.ejected.is_empty() && self.ejected.binary_search(&i.index).is_ok()
+    }
+
+    /// How many instances are ejected now.
+    pub fn ejected_count(&self) -> usize {
+        self.ejected.len()
+    }
+
+    /// This snapshot with other settings (a service's configuration
+    /// changed): the same instances, at `index`.
+    pub(super) fn with_settings(&self, settings: Settings, index: u64) -> Self {
+        Self {
+            key: self.key.clone(),
+            instances: self.instances.clone(),
+            groups: self.groups.clone(),
+            by_selector: self.by_selector.clone(),
+            versions: self.versions.clone(),
+            index,
+            rr: self.rr.clone(),
+            only_passing: self.only_passing,
+            settings,
+            ejected: self.ejected.clone(),
         }
     }
 
@@ -252,7 +298,8 @@ impl ServiceSnapshot {
         version: Option<&VersionSelector>,
         healthy_only: bool,
     ) -> Vec<u32> {
-        self.select_positions_by(version, |i| !healthy_only || i.is_passing())
+        let only_passing = self.only_passing;
+        self.select_positions_by(version, |i| !healthy_only || i.serves(only_passing))
     }
 
     /// Like [`ServiceSnapshot::select_positions`], for the instances `keep`

@@ -7,13 +7,7 @@ use crate::core::model::{Address, InstanceSpec};
 use crate::core::{AskerClass, VersionSelector};
 
 fn reg(now: Instant) -> Registry {
-    Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: Duration::from_secs(60),
-        },
-        now,
-    )
+    super::test_registry(now)
 }
 
 fn key(s: &str) -> ServiceKey {

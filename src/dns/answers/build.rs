@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::core::naming;
-use crate::core::plan::LOCAL_PRIORITY;
+use crate::core::plan::{LOCAL_PRIORITY, zone_of};
+use crate::core::strategy;
 use crate::core::{
-    AskerClass, Batch, Datacenter, FastHash, Instance, Observer, Plan, Registry, RemoteTier,
-    ServiceKey, ServiceName, ServiceSnapshot, VersionSelector,
+    AskerClass, Balance, Batch, ClientZones, Datacenter, FastHash, Instance, Observer, Plan,
+    Registry, RemoteTier, ServiceKey, ServiceName, ServiceSnapshot, VersionSelector,
 };
 
 use super::super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
@@ -18,7 +19,7 @@ use super::super::wire::types;
 use super::instances::InstanceTable;
 use super::lookup::ReadyAnswers;
 use super::members::Subset;
-use super::node::{Node, SAME_SETS, Selectors, Sets, Variant};
+use super::node::{Near, Node, SAME_SETS, Selectors, Sets, Spread, Variant};
 use super::rrset::RecordSet;
 
 /// Keeps [`ReadyAnswers`] in step with the registry. Runs under the registry's
@@ -31,6 +32,8 @@ pub struct AnswerBuilder {
     /// Read for the services of other datacenters and the failover order
     /// when local names fail over (never in a single datacenter).
     registry: Registry,
+    /// The client zones `nearest` orders are kept for.
+    client_zones: Arc<ClientZones>,
 }
 
 #[derive(Default)]
@@ -55,12 +58,14 @@ const KEEP_ENCODED_FROM: usize = 8;
 
 impl AnswerBuilder {
     pub fn new(answers: ReadyAnswers, registry: &Registry, ttl: u32) -> Self {
+        let client_zones = answers.inner.client_zones.clone();
         Self {
             answers,
             local_dc: registry.local_dc().clone(),
             ttl,
             state: Mutex::new(BuilderState::default()),
             registry: registry.clone(),
+            client_zones,
         }
     }
 
@@ -344,6 +349,7 @@ impl AnswerBuilder {
             srv: RecordSet::srv(&all_wires, priority),
         };
         let (versions, version_sets) = version_names(snap, all, &all_wires);
+        let spread = self.spread(snap, &plan, all, &all_wires);
         // One node for every name of the service: the query path finds
         // version and instance names only below the names that have them.
         Node {
@@ -351,9 +357,82 @@ impl AnswerBuilder {
                 sets,
                 versions,
                 version_sets,
+                spread,
             },
             instances: self.instance_table(instances),
             statics: Box::default(),
+        }
+    }
+
+    /// The precomputed orders of the service's sets for its strategy
+    /// (docs/adr/0007-answer-variants-for-strategies.md). `all`: the plan's
+    /// members, in the sets' order.
+    fn spread(
+        &self,
+        snap: &ServiceSnapshot,
+        plan: &Plan,
+        all: &[u32],
+        all_wires: &[InstanceWire<'_>],
+    ) -> Spread {
+        let n = all.len();
+        if n < 2 {
+            return Spread::Rotate; // one order only
+        }
+        let ranks = ranks_of(all_wires);
+        let subset = |order: &[u32]| order_subset(order, &ranks);
+        let seed = strategy::mix(snap.index ^ strategy::id_hash(snap.key.service.as_str()));
+        let inst = |k: usize| snap.instances.at(all[k]);
+        match plan.balance {
+            Balance::RoundRobin => Spread::Rotate,
+            Balance::Random => Spread::Cycle(
+                strategy::random_orders(n, strategy::RANDOM_ORDERS, seed)
+                    .iter()
+                    .map(|o| subset(o))
+                    .collect(),
+            ),
+            Balance::Weighted => {
+                let weights: Vec<u16> = (0..n).map(|k| inst(k).weight).collect();
+                Spread::Cycle(
+                    strategy::weighted_orders(&weights, strategy::CYCLE_ORDERS, seed)
+                        .iter()
+                        .map(|o| subset(o))
+                        .collect(),
+                )
+            }
+            Balance::Sticky => {
+                let ids: Vec<u64> = (0..n)
+                    .map(|k| strategy::id_hash(inst(k).id.as_str()))
+                    .collect();
+                Spread::Sticky(
+                    (0..strategy::STICKY_BUCKETS)
+                        .map(|b| subset(&strategy::sticky_order(b, &ids)))
+                        .collect(),
+                )
+            }
+            Balance::Nearest => {
+                let zones = &self.client_zones;
+                let of: Vec<Option<u16>> = (0..n).map(|k| zone_of(inst(k), zones)).collect();
+                Spread::Nearest(
+                    (0..zones.zones().len() as u16)
+                        .map(|z| {
+                            let (order, head) = strategy::nearest_order(z, &of);
+                            (head > 0).then(|| {
+                                let mut counts = [0u32; 3];
+                                for &k in &order[..head] {
+                                    let [(_, na), (_, naaaa)] = ranks[k as usize];
+                                    counts[0] += na;
+                                    counts[1] += naaaa;
+                                    counts[2] += 1;
+                                }
+                                Near {
+                                    order: subset(&order),
+                                    head: counts,
+                                }
+                            })
+                        })
+                        .collect(),
+                )
+            }
         }
     }
 
@@ -485,20 +564,7 @@ fn version_names(
     all: &[u32],
     all_wires: &[InstanceWire<'_>],
 ) -> (Selectors, Box<[Subset]>) {
-    // Where each member's records start in the A and AAAA sets, and how
-    // many it has there; in the SRV set it is where it is in `all`.
-    let mut counts = [0u32; 2];
-    let ranks: Vec<[(u32, u32); 2]> = all_wires
-        .iter()
-        .map(|w| {
-            [types::A, types::AAAA].map(|t| {
-                let k = usize::from(t == types::AAAA);
-                let n = offset(w.addr_count(t));
-                counts[k] += n;
-                (counts[k] - n, n)
-            })
-        })
-        .collect();
+    let ranks = ranks_of(all_wires);
     // Where each instance is in `all` (u32::MAX: not a member).
     let mut in_all = vec![u32::MAX; snap.instances.len()];
     for (k, &p) in all.iter().enumerate() {
@@ -538,6 +604,37 @@ fn version_names(
         versions.push((*sel, at));
     }
     (versions.into(), subsets.into())
+}
+
+/// Where each member's records start in the A and AAAA sets, and how many
+/// it has there; in the SRV set it is where it is in `all`.
+fn ranks_of(all_wires: &[InstanceWire<'_>]) -> Vec<[(u32, u32); 2]> {
+    let mut counts = [0u32; 2];
+    all_wires
+        .iter()
+        .map(|w| {
+            [types::A, types::AAAA].map(|t| {
+                let k = usize::from(t == types::AAAA);
+                let n = offset(w.addr_count(t));
+                counts[k] += n;
+                (counts[k] - n, n)
+            })
+        })
+        .collect()
+}
+
+/// An order of the members (indexes into `all`) as the positions of their
+/// records in each set.
+fn order_subset(order: &[u32], ranks: &[[(u32, u32); 2]]) -> Subset {
+    let (mut a, mut aaaa) = (Vec::new(), Vec::new());
+    let mut srv = Vec::with_capacity(order.len());
+    for &k in order {
+        let [(ra, na), (raaaa, naaaa)] = ranks[k as usize];
+        a.extend(ra..ra + na);
+        aaaa.extend(raaaa..raaaa + naaaa);
+        srv.push(k);
+    }
+    Subset::new(&a, &aaaa, &srv)
 }
 
 /// Appends a record's type, class IN, TTL and a zero RDLENGTH; returns

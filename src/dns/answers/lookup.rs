@@ -5,14 +5,18 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::core::naming::{self, BelowService};
-use crate::core::{AskerClass, FastHash, QueryContext, Transport};
+use crate::core::strategy;
+use crate::core::{AskerClass, ClientZones, FastHash, QueryContext, Transport};
 
 use super::super::wire::{self, Flags, ReplyWriter, Request, Section, rcode, types};
 use super::super::zone::{StaticRrset, Zone};
 use super::instances::InstanceRecords;
 use super::members::Subset;
-use super::node::{Node, Sets};
+use super::node::{Node, Sets, Spread};
 use super::rrset::RecordSet;
+
+/// The order of names without a strategy of their own (version names).
+static ROTATE: Spread = Spread::Rotate;
 
 /// The map the query path reads. Cloning copies one `Arc`.
 #[derive(Clone)]
@@ -26,6 +30,8 @@ pub(super) struct Inner {
     /// [`FastHash`].
     pub(super) names: NameMap,
     max_records: usize,
+    /// Client networks and their zones, for `nearest` answers.
+    pub(super) client_zones: Arc<ClientZones>,
 }
 
 /// The answer map: lowercase wire name -> what is stored there.
@@ -38,6 +44,15 @@ thread_local! {
 
 impl ReadyAnswers {
     pub fn new(zone: Zone, max_records: usize) -> Self {
+        Self::with_client_zones(zone, max_records, Arc::default())
+    }
+
+    /// Answers whose `nearest` services order by these client zones.
+    pub fn with_client_zones(
+        zone: Zone,
+        max_records: usize,
+        client_zones: Arc<ClientZones>,
+    ) -> Self {
         let names = papaya::HashMap::with_hasher(FastHash::default());
         {
             let pinned = names.pin();
@@ -56,6 +71,7 @@ impl ReadyAnswers {
                 zone,
                 names,
                 max_records,
+                client_zones,
             }),
         }
     }
@@ -143,10 +159,12 @@ impl ReadyAnswers {
         let mut w = ReplyWriter::start(out, req, flags, limit);
         let written = match found {
             Found::Node(node) => {
-                let sets = &node.variant(class).sets;
-                self.write_answer(sets, &node.statics, req.qtype, &mut w)
+                let v = node.variant(class);
+                self.write_answer(&v.sets, &v.spread, &node.statics, req.qtype, ctx, &mut w)
             }
-            Found::Version(sets, None) => self.write_answer(sets, &[], req.qtype, &mut w),
+            Found::Version(sets, None) => {
+                self.write_answer(sets, &ROTATE, &[], req.qtype, ctx, &mut w)
+            }
             Found::Version(sets, Some(subset)) => {
                 self.write_subset(sets, subset, req.qtype, &mut w)
             }
@@ -189,8 +207,10 @@ impl ReadyAnswers {
     fn write_answer(
         &self,
         sets: &Sets,
+        spread: &Spread,
         statics: &[StaticRrset],
         qtype: u16,
+        ctx: &QueryContext,
         w: &mut ReplyWriter<'_>,
     ) -> Option<bool> {
         // A CNAME at the name answers every other type (RFC 1034 3.6.2).
@@ -209,7 +229,7 @@ impl ReadyAnswers {
             qtype
         };
         if let Some(set) = sets.of_type(qtype) {
-            return Some(self.write_set(set, w));
+            return Some(self.write_set(set, spread, qtype, ctx, w));
         }
         let set = statics.iter().find(|s| s.rtype == qtype)?;
         Some(write_static(set, w))
@@ -235,17 +255,57 @@ impl ReadyAnswers {
         let members = subset.of_type(qtype);
         let set = sets.of_type(qtype).filter(|_| !members.is_empty())?;
         let n = members.len();
-        let take = n.min(self.inner.max_records);
+        let take = self.window(n, w);
         Some(set.write_members(members, next_rotation() % n, take, w))
+    }
+
+    /// How many of `n` records an answer carries: over UDP at most
+    /// `dns.max_records` (answers rotate through the rest); over TCP every
+    /// one, so that clients that take the whole set (SRV discovery,
+    /// server templates) see all instances, not a rotating subset. What
+    /// does not fit in the 64 KiB message is left out by the writer.
+    #[inline]
+    fn window(&self, n: usize, w: &ReplyWriter<'_>) -> usize {
+        if w.is_stream() {
+            n
+        } else {
+            n.min(self.inner.max_records)
+        }
     }
 
     /// Up to `max_records` records, starting at a rotating offset so that
     /// successive answers spread load over all of them. The window is at most
     /// two runs of the set (it may wrap around), each copied at once.
-    fn write_set(&self, set: &RecordSet, w: &mut ReplyWriter<'_>) -> bool {
+    ///
+    /// Other strategies pick one of the set's precomputed orders (`spread`)
+    /// by the thread's counter, the asker's subnet or its zone: a choice,
+    /// not a computation (docs/adr/0007-answer-variants-for-strategies.md).
+    fn write_set(
+        &self,
+        set: &RecordSet,
+        spread: &Spread,
+        qtype: u16,
+        ctx: &QueryContext,
+        w: &mut ReplyWriter<'_>,
+    ) -> bool {
         let n = set.len();
-        let take = n.min(self.inner.max_records);
-        set.write(next_rotation() % n, take, w)
+        let take = self.window(n, w);
+        let turn = next_rotation();
+        let chosen = spread.choose(
+            qtype,
+            turn,
+            || strategy::sticky_bucket(ctx.peer, ctx.client_subnet),
+            || {
+                let addr = strategy::asker_addr(ctx.peer, ctx.client_subnet)?;
+                self.inner.client_zones.zone_of(addr)
+            },
+        );
+        match chosen {
+            Some(c) if c.members.len() == n => {
+                set.write_order(c.members, c.head, turn % c.head.max(1), take, w)
+            }
+            _ => set.write(turn % n, take, w),
+        }
     }
 }
 

@@ -55,6 +55,83 @@ pub(super) struct Variant {
     /// instance (the common case) answers with the node's own sets.
     pub(super) versions: Selectors,
     pub(super) version_sets: Box<[Subset]>,
+    /// How the service name's answers are ordered per query: its
+    /// strategy's precomputed orders of `sets`.
+    pub(super) spread: Spread,
+}
+
+/// The precomputed orders of a name's sets for its service's strategy
+/// (docs/adr/0007-answer-variants-for-strategies.md): a bounded number,
+/// rebuilt with the node; a query picks one, never builds or sorts.
+/// Each order is a [`Subset`] holding every record of each set (positions
+/// in the set, four bytes each).
+#[derive(Clone, Debug, Default)]
+pub(super) enum Spread {
+    /// `round_robin`: a rotating window of the sets themselves.
+    #[default]
+    Rotate,
+    /// `weighted`, `random`: one of these orders per query, in turn.
+    Cycle(Box<[Subset]>),
+    /// `sticky`: the order of the client subnet's bucket (one per bucket).
+    Sticky(Box<[Subset]>),
+    /// `nearest`: by client zone number, the order with that zone's
+    /// instances first (`None`: the zone has none; rotate as round robin).
+    Nearest(Box<[Option<Near>]>),
+}
+
+/// The order of one client zone: its instances first.
+#[derive(Clone, Debug)]
+pub(super) struct Near {
+    pub(super) order: Subset,
+    /// How many of each type's records (A, AAAA, SRV) are the zone's own:
+    /// answers rotate among those, then follow with the rest in order.
+    pub(super) head: [u32; 3],
+}
+
+/// The order `spread` gives a query of `qtype` (positions in the set of
+/// that type) and how many leading positions rotate; `None`: rotate the
+/// whole set (round robin).
+pub(super) struct Chosen<'a> {
+    pub(super) members: &'a [u32],
+    pub(super) head: usize,
+}
+
+impl Spread {
+    /// The order for this query. `turn` is the thread's rotation counter,
+    /// `bucket` and `zone` what the asker's address comes to (computed
+    /// only when the strategy needs them).
+    #[inline]
+    pub(super) fn choose(
+        &self,
+        qtype: u16,
+        turn: usize,
+        bucket: impl FnOnce() -> usize,
+        zone: impl FnOnce() -> Option<u16>,
+    ) -> Option<Chosen<'_>> {
+        match self {
+            Spread::Rotate => None,
+            Spread::Cycle(orders) => orders.get(turn % orders.len().max(1)).map(|o| Chosen {
+                members: o.of_type(qtype),
+                head: 0,
+            }),
+            Spread::Sticky(orders) => orders.get(bucket() % orders.len().max(1)).map(|o| Chosen {
+                members: o.of_type(qtype),
+                head: 0,
+            }),
+            Spread::Nearest(zones) => {
+                let near = zones.get(usize::from(zone()?))?.as_ref()?;
+                let k = match qtype {
+                    types::A => 0,
+                    types::AAAA => 1,
+                    _ => 2,
+                };
+                Some(Chosen {
+                    members: near.order.of_type(qtype),
+                    head: near.head[k] as usize,
+                })
+            }
+        }
+    }
 }
 
 /// A service's version selectors, each with the index of its [`Subset`] or

@@ -198,6 +198,13 @@ impl RecordSet {
     /// optional (RFC 2181 9: no TC for missing additional data).
     pub(super) fn write(&self, start: usize, take: usize, w: &mut ReplyWriter<'_>) -> bool {
         let n = self.len();
+        // A stream carries what fits of the window rather than TC (a TCP
+        // client cannot ask again with more room): whole records only.
+        let take = if w.is_stream() {
+            self.fitting(start, take, w.room())
+        } else {
+            take
+        };
         let (first, wrapped) = if start + take <= n {
             (start..start + take, 0..0)
         } else {
@@ -216,6 +223,25 @@ impl RecordSet {
         true
     }
 
+    /// How many of the `take` records from `start` on (wrapping around) fit
+    /// in `room` bytes: all when the whole set does (one comparison), else
+    /// counted record by record (TCP answers of very large sets only).
+    fn fitting(&self, start: usize, take: usize, room: usize) -> usize {
+        if self.records().len() <= room {
+            return take;
+        }
+        let n = self.len();
+        let mut used = 0;
+        for k in 0..take {
+            let i = (start + k) % n;
+            used += self.run(&(i..i + 1)).len();
+            if used > room {
+                return k;
+            }
+        }
+        take
+    }
+
     /// Like [`RecordSet::write`] for the records at `members` (positions in
     /// this set): the `take` of them from `start` on, wrapping around, each
     /// copied on its own, then as many of their additional records as fit.
@@ -226,11 +252,37 @@ impl RecordSet {
         take: usize,
         w: &mut ReplyWriter<'_>,
     ) -> bool {
-        let n = members.len();
-        let at = |k: usize| members[(start + k) % n] as usize;
+        self.write_order(members, members.len(), start, take, w)
+    }
+
+    /// The first `take` records of the order `members` (positions in this
+    /// set), whose first `head` rotate by `start` (the rest follow in
+    /// order), each copied on its own, then as many of their additional
+    /// records as fit. A stream carries what fits of them.
+    pub(super) fn write_order(
+        &self,
+        members: &[u32],
+        head: usize,
+        start: usize,
+        take: usize,
+        w: &mut ReplyWriter<'_>,
+    ) -> bool {
+        let at = |k: usize| {
+            if k < head {
+                members[(start + k) % head] as usize
+            } else {
+                members[k] as usize
+            }
+        };
+        let stream = w.is_stream();
+        let mut take = take;
         for k in 0..take {
             let i = at(k);
             if !w.push_records(Section::Answer, self.run(&(i..i + 1)), 1) {
+                if stream && k > 0 {
+                    take = k; // a stream carries what fits
+                    break;
+                }
                 return false;
             }
         }

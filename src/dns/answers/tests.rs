@@ -263,3 +263,38 @@ fn srv_records_carry_their_tier_priority() {
     }
     assert_eq!(local.additional(), far.additional());
 }
+
+/// DNS and the discovery pick agree: a sticky SRV answer starts with the
+/// instance `Registry::pick` gives the same client, for every subnet.
+#[test]
+fn a_sticky_answer_starts_with_the_instance_discovery_picks() {
+    use crate::core::{Query, QueryContext, ServiceName, Strategy, Transport};
+    use crate::dns::testing::{query, sample_with};
+    let (registry, answers) = sample_with(3, 6, 32, Strategy::Sticky);
+    let q = query("_svc1._tcp.maxine.", types::SRV, true);
+    let question = Query {
+        dc: None,
+        service: ServiceName::new("svc1").unwrap(),
+        version: None,
+        healthy_only: true,
+    };
+    let mut firsts = std::collections::BTreeSet::new();
+    for i in 0..64u8 {
+        let ctx = QueryContext::new(Some([10, i, 7, 1].into()), Transport::Udp);
+        let mut out = Vec::new();
+        assert!(answers.respond(&q, &mut out, ctx));
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        let target = match &m.answers[0].data {
+            hickory_proto::rr::RData::SRV(srv) => srv.target.to_string(),
+            other => panic!("not SRV: {other:?}"),
+        };
+        let picked = registry.pick(&question, &ctx).unwrap();
+        assert_eq!(
+            target,
+            format!("{}.svc1.dc1.maxine.", picked.id),
+            "client 10.{i}.7.1"
+        );
+        firsts.insert(target);
+    }
+    assert!(firsts.len() > 3, "subnets spread: {firsts:?}");
+}

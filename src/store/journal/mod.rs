@@ -155,6 +155,7 @@ impl Shared {
 /// writes what is queued and stops the writer.
 pub struct Journal {
     shared: Arc<Shared>,
+    metrics: crate::telemetry::metrics::StoreMetrics,
     writer: Mutex<Option<JoinHandle<()>>>,
     durable: Durable,
 }
@@ -169,10 +170,12 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            if e.kind == EventKind::Resolved || e.origin != crate::core::Origin::Local {
-                // Replicas of other datacenters are kept by the federation's
-                // replica files, not journaled as local registrations.
-                // Resolved addresses are not stored (Change::Resolve says why).
+            if !e.kind.is_stored() || e.origin != crate::core::Origin::Local {
+                // Resolved addresses, check statuses and ejections are not
+                // stored (Change::Resolve, Change::CheckStatus and
+                // Change::Eject say why). Replicas of other datacenters are
+                // kept by the federation's replica files, not journaled as
+                // local registrations.
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
             }
@@ -181,7 +184,10 @@ impl Observer for Follower {
             let put_key = put.as_deref().map(record_key);
             let revertible = matches!(
                 e.kind,
-                EventKind::Registered | EventKind::Deregistered | EventKind::Passing
+                EventKind::Registered
+                    | EventKind::Deregistered
+                    | EventKind::Passing
+                    | EventKind::ChecksChanged
             );
             q.latest.insert(who.clone(), e.index);
             q.entries.push(Entry {
@@ -224,10 +230,11 @@ impl Observer for Follower {
                     None
                 },
                 revertible,
-                action: if e.value.is_some() {
-                    "acl.put"
-                } else {
-                    "acl.delete"
+                action: match (&e.key, e.value.is_some()) {
+                    (AclKey::Kv(_), true) => "kv.put",
+                    (AclKey::Kv(_), false) => "kv.delete",
+                    (_, true) => "acl.put",
+                    (_, false) => "acl.delete",
                 },
                 actor: e.actor.clone(),
             });
@@ -283,7 +290,9 @@ impl Journal {
             last_commit: Duration::ZERO,
             outage_log: LogEvery::new(OUTAGE_LOG_EVERY),
             rollback_log: LogEvery::new(OUTAGE_LOG_EVERY),
+            metrics: crate::telemetry::metrics::StoreMetrics::default(),
         };
+        let metrics = writer.metrics.clone();
         let handle = std::thread::Builder::new()
             .name("maxine-store".into())
             .spawn(move || {
@@ -299,11 +308,17 @@ impl Journal {
         Ok((
             Self {
                 shared,
+                metrics,
                 writer: Mutex::new(Some(handle)),
                 durable: Durable { rx },
             },
             report,
         ))
+    }
+
+    /// The writer's commit metrics (to export).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::StoreMetrics {
+        &self.metrics
     }
 
     /// The handle API requests wait on.

@@ -3,18 +3,12 @@
 use std::time::Duration;
 
 use super::*;
-use crate::core::{Address, Datacenter, Health, InstanceSpec, RegistryConfig, ServiceName};
+use crate::core::{Address, Datacenter, Health, InstanceSpec, ServiceName};
 use crate::store::codec::{self, Decoder};
 use crate::store::{MemoryStore, Op, WriteBatch};
 
 fn registry() -> Registry {
-    Registry::new(
-        RegistryConfig {
-            local_dc: Datacenter::new("dc1").unwrap(),
-            reap_after: Duration::from_secs(60),
-        },
-        std::time::Instant::now(),
-    )
+    crate::core::registry::test_registry(std::time::Instant::now())
 }
 
 fn key() -> ServiceKey {

@@ -33,6 +33,8 @@ pub(super) struct Writer {
     pub(super) outage_log: LogEvery,
     /// Roll-backs after a failure, likewise.
     pub(super) rollback_log: LogEvery,
+    /// Commit time, batch size, failures.
+    pub(super) metrics: crate::telemetry::metrics::StoreMetrics,
 }
 
 impl Writer {
@@ -101,6 +103,8 @@ impl Writer {
                 }
                 (Err(_), Err(e)) => Err(e),
             };
+            self.metrics
+                .committed(entries.len(), t, commit_result.is_ok());
             match commit_result {
                 Ok(()) => {
                     self.last_commit = t.elapsed();

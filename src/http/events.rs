@@ -1,0 +1,428 @@
+//! Event streams: `GET /v1/events` (Server-Sent Events) and
+//! `GET /v1/events/ws` (WebSocket), both following the change feed.
+//!
+//! ```text
+//!   since=N (or Last-Event-ID: N) --subscribe_from--> feed
+//!     N = 0, or older than the feed keeps: one `snapshot` (every service
+//!     the caller may read, as of index I; its id is I), then the changes
+//!   every change: one `change` with id = its index, in index order
+//!   fell out of the feed while connected: one `resync`, then the stream ends
+//! ```
+//!
+//! A stream holds only its place in the feed: a consumer that does not
+//! read leaves its events in the feed's bounded ring, and the sender waits
+//! on the socket (at most [`QUEUED`] encoded messages per stream), so the
+//! server's memory stays bounded whatever consumers do. Resuming with the
+//! id of the last event seen delivers every later change exactly once.
+//! Streams end when the server stops.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::HttpState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiQuery};
+use super::native::view;
+use crate::core::{Access, AclEvent, AclKey, AclObject, Event, ServiceName, ServiceSnapshot};
+use crate::events::{Delivery, SnapshotReason, Subscription};
+use crate::policy::Resource;
+
+/// Encoded messages waiting for one slow consumer's socket, at most.
+pub const QUEUED: usize = 16;
+
+/// A comment line sent when nothing else was for this long, so proxies
+/// and clients see the stream is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The query of both streams.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// The index of the last change the consumer has; 0 (the default): a
+    /// snapshot first.
+    since: Option<u64>,
+    /// Only this service's changes (of every datacenter).
+    service: Option<String>,
+}
+
+/// One message of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Every service the caller may read as of `index`.
+    Snapshot { index: u64, body: Value },
+    /// One change.
+    Change { index: u64, body: Value },
+    /// The consumer fell behind what the feed keeps: it must start again
+    /// from a snapshot (`since=0`). The stream ends after it.
+    Resync { index: u64 },
+}
+
+impl Message {
+    fn kind(&self) -> &'static str {
+        match self {
+            Message::Snapshot { .. } => "snapshot",
+            Message::Change { .. } => "change",
+            Message::Resync { .. } => "resync",
+        }
+    }
+
+    fn index(&self) -> u64 {
+        match self {
+            Message::Snapshot { index, .. }
+            | Message::Change { index, .. }
+            | Message::Resync { index } => *index,
+        }
+    }
+
+    fn body(&self) -> Value {
+        match self {
+            Message::Snapshot { body, .. } | Message::Change { body, .. } => body.clone(),
+            Message::Resync { index } => json!({
+                "index": index,
+                "reason": "this consumer fell behind what the server keeps; start again with since=0",
+            }),
+        }
+    }
+
+    /// As one Server-Sent Event: its id is the index to resume from.
+    fn sse(&self) -> String {
+        format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            self.index(),
+            self.kind(),
+            self.body()
+        )
+    }
+
+    /// As one WebSocket text message.
+    fn ws(&self) -> String {
+        let mut v = self.body();
+        if let Value::Object(m) = &mut v {
+            m.insert("type".into(), self.kind().into());
+            m.insert("index".into(), self.index().into());
+        }
+        v.to_string()
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One consumer's follower: its place in the feed, what it may see.
+struct Follow {
+    st: HttpState,
+    sub: Subscription,
+    caller: Caller,
+    service: Option<ServiceName>,
+    /// A delivery was made (a later snapshot is a resync).
+    started: bool,
+    /// The snapshot of a consumer from index 0, taken when it subscribed.
+    first: Option<Delivery>,
+}
+
+impl Follow {
+    fn may_read(&self, service: &ServiceName) -> bool {
+        self.service.as_ref().is_none_or(|s| s == service)
+            && self
+                .caller
+                .may(&self.st, Resource::Service(service.as_str()), Access::Read)
+    }
+
+    fn service_body(&self, s: &ServiceSnapshot) -> Value {
+        json!({
+            "service": s.key.service.as_str(),
+            "datacenter": s.key.dc.as_str(),
+            "index": s.index,
+            "instances": s.instances.values().map(|i| view(&self.st, i)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Key/value changes are shown to streams of every service (not to
+    /// a stream of one service), for the keys the caller may read.
+    fn may_read_key(&self, key: &str) -> bool {
+        self.service.is_none() && self.caller.may(&self.st, Resource::Key(key), Access::Read)
+    }
+
+    fn kv_body(&self, e: &AclEvent) -> Option<Value> {
+        let AclKey::Kv(key) = &e.key else {
+            return None;
+        };
+        if !self.may_read_key(key.as_str()) {
+            return None;
+        }
+        let value = match &e.value {
+            Some(AclObject::Kv(entry)) => Some(base64_of(&entry.value)),
+            _ => None,
+        };
+        Some(json!({
+            "index": e.index,
+            "kind": if value.is_some() { "kv.put" } else { "kv.delete" },
+            "key": key.as_str(),
+            "value": value,
+        }))
+    }
+
+    fn change_body(&self, e: &Event) -> Value {
+        json!({
+            "index": e.index,
+            "kind": e.kind.as_str(),
+            "service": e.key.service.as_str(),
+            "datacenter": e.key.dc.as_str(),
+            "id": e.id.as_str(),
+            "instance": e.instance.as_deref().map(|i| view(&self.st, i)),
+        })
+    }
+
+    /// The next messages (waits for a change when there is none).
+    async fn next(&mut self) -> Vec<Message> {
+        loop {
+            let delivery = match self.first.take() {
+                Some(d) => d,
+                None => self.sub.next().await,
+            };
+            let first = !self.started;
+            self.started = true;
+            match delivery {
+                Delivery::Snapshot {
+                    index, services, ..
+                } if first => {
+                    let services: Vec<Value> = services
+                        .iter()
+                        .filter(|s| self.may_read(&s.key.service))
+                        .map(|s| self.service_body(s))
+                        .collect();
+                    let mut body = json!({ "index": index, "services": services });
+                    if self.service.is_none() {
+                        // The entries as of the snapshot's index: changes
+                        // after it follow in the stream.
+                        let kv: Vec<Value> = self
+                            .st
+                            .registry
+                            .kv_list("")
+                            .iter()
+                            .filter(|e| e.index <= index && self.may_read_key(e.key.as_str()))
+                            .map(|e| json!({ "key": e.key.as_str(), "value": base64_of(&e.value), "index": e.index }))
+                            .collect();
+                        body["kv"] = kv.into();
+                    }
+                    return vec![Message::Snapshot { index, body }];
+                }
+                Delivery::Snapshot { index, reason, .. } => {
+                    debug_assert_eq!(reason, SnapshotReason::Resync);
+                    return vec![Message::Resync { index }];
+                }
+                Delivery::Changes { events, .. } => {
+                    let mut out: Vec<Message> = events
+                        .iter()
+                        .filter(|e| self.may_read(&e.key.service))
+                        .map(|e| Message::Change {
+                            index: e.index,
+                            body: self.change_body(e),
+                        })
+                        .collect();
+                    let kv = self.sub.take_kv();
+                    if !kv.is_empty() {
+                        out.extend(kv.iter().filter_map(|e| {
+                            Some(Message::Change {
+                                index: e.index,
+                                body: self.kv_body(e)?,
+                            })
+                        }));
+                        out.sort_by_key(Message::index);
+                    }
+                    if !out.is_empty() {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a stream starts: `Last-Event-ID` (an SSE client resuming) wins
+/// over `since`; an index the registry has not reached (a consumer of
+/// another server, or of a store that was replaced) starts from a snapshot.
+fn start(st: &HttpState, q: &EventsQuery, headers: &HeaderMap) -> Result<u64, ApiError> {
+    let mut since = q.since.unwrap_or(0);
+    if let Some(v) = headers.get("last-event-id") {
+        since = v
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "Last-Event-ID must be the id of an event of this stream (an index)".into(),
+                )
+            })?;
+    }
+    Ok(if since > st.feed.index() { 0 } else { since })
+}
+
+fn follow(
+    st: &HttpState,
+    caller: Caller,
+    q: &EventsQuery,
+    headers: &HeaderMap,
+) -> Result<Follow, ApiError> {
+    let service = match q.service.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(ServiceName::new(s)?),
+    };
+    if let Some(s) = &service {
+        caller.require(st, Resource::Service(s.as_str()), Access::Read)?;
+    }
+    let since = start(st, q, headers)?;
+    // From 0: the registry as it is, then what follows it (the feed
+    // alone would skip the snapshot when it holds every change so far).
+    let (sub, first) = if since == 0 {
+        let (index, services) = st.registry.snapshot();
+        let snapshot = Delivery::Snapshot {
+            index,
+            services,
+            reason: SnapshotReason::Start,
+        };
+        (st.feed.subscribe_with_kv_from(index), Some(snapshot))
+    } else {
+        (st.feed.subscribe_with_kv_from(since), None)
+    };
+    Ok(Follow {
+        st: st.clone(),
+        sub,
+        caller,
+        service,
+        started: false,
+        first,
+    })
+}
+
+/// `GET /v1/events`: the change feed as Server-Sent Events.
+pub async fn sse(
+    State(st): State<HttpState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let mut f = follow(&st, caller, &q, &headers)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(QUEUED);
+    let stop = st.streams_stop.clone();
+    tokio::spawn(async move {
+        // `retry:` asks clients to reconnect after a second.
+        if tx.send("retry: 1000\n\n".into()).await.is_err() {
+            return;
+        }
+        loop {
+            let messages = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+                m = tokio::time::timeout(KEEP_ALIVE, f.next()) => m,
+            };
+            let Ok(messages) = messages else {
+                if tx.send(": keep-alive\n\n".into()).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            for m in messages {
+                let end = matches!(m, Message::Resync { .. });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tx.send(m.sse().into()) => if r.is_err() { return },
+                }
+                if end {
+                    return;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        axum::body::Body::new(ChannelBody(rx)),
+    )
+        .into_response())
+}
+
+/// A streamed body fed by a bounded channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<hyper::body::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `GET /v1/events/ws`: the same messages over a WebSocket, one JSON text
+/// message each with `type` (`snapshot`, `change`, `resync`) and `index`.
+pub async fn ws(
+    State(st): State<HttpState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    // Who may read first: a refused caller learns nothing more.
+    let f = follow(&st, caller, &q, &headers)?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "GET /v1/events/ws is a WebSocket: send an upgrade request ({e})"
+        ))
+    })?;
+    let stop = st.streams_stop.clone();
+    Ok(upgrade
+        .max_message_size(64 << 10)
+        .on_upgrade(move |socket| ws_follow(socket, f, stop)))
+}
+
+async fn ws_follow(
+    mut socket: WebSocket,
+    mut f: Follow,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let messages = tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = socket.send(WsMessage::Close(None)).await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by the library; anything else is ignored.
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+            m = f.next() => m,
+        };
+        for m in messages {
+            let end = matches!(m, Message::Resync { .. });
+            if socket.send(WsMessage::Text(m.ws().into())).await.is_err() {
+                return;
+            }
+            if end {
+                let _ = socket.send(WsMessage::Close(None)).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Event streams: `GET /v1/events` (Server-Sent Events, resumable with
+//! `Last-Event-ID`) and `GET /v1/events/ws` (WebSocket), against a real
+//! Maxine over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long one event may take to arrive before the test fails.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<u64>,
+    event: String,
+    data: Value,
+}
+
+/// Reads events off an SSE response.
+struct SseReader {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(s: &TestServer, query: &str, last_event_id: Option<u64>) -> Self {
+        let mut req = s.http.get(format!("{}/v1/events{query}", s.http_base()));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert!(res.headers().contains_key("x-maxine-index"));
+        Self {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (comments and `retry:` skipped).
+    async fn next(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.parse().unwrap());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(v).unwrap());
+                    }
+                }
+                if let Some(data) = data {
+                    return Sse { id, event, data };
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(BOUND, self.res.chunk())
+                .await
+                .expect("an event within the bound")
+                .unwrap()
+                .expect("the stream goes on");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+async fn register(s: &TestServer, service: &str, id: &str) -> u64 {
+    s.register(
+        service,
+        id,
+        json!({"address": "10.0.0.1", "port": 80, "ttl": "10m"}),
+    )
+    .await["index"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_sse_consumer_that_resumes_with_last_event_id_misses_nothing_and_sees_nothing_twice() {
+    let s = TestServer::start().await;
+    let first = register(&s, "pay", "a").await;
+    let mut sse = SseReader::open(&s, "", None).await;
+    // since=0: the whole registry first.
+    let snap = sse.next().await;
+    assert_eq!(snap.event, "snapshot");
+    assert_eq!(snap.id, Some(first));
+    assert_eq!(snap.data["services"][0]["service"], "pay");
+    assert_eq!(snap.data["services"][0]["instances"][0]["id"], "a");
+
+    let b = register(&s, "pay", "b").await;
+    let e = sse.next().await;
+    assert_eq!(
+        (e.event.as_str(), e.id, &e.data["id"], &e.data["kind"]),
+        ("change", Some(b), &json!("b"), &json!("registered"))
+    );
+    let last_seen = e.id.unwrap();
+    drop(sse);
+
+    // Changes made while it is away.
+    let mut missed = Vec::new();
+    for id in ["c", "d", "e"] {
+        missed.push((register(&s, "web", id).await, id.to_string()));
+    }
+    let r = s
+        .http
+        .delete(format!("{}/v1/services/pay/instances/a", s.http_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deregistered: u64 = r.headers()["x-maxine-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    missed.push((deregistered, "a".to_string()));
+
+    let mut sse = SseReader::open(&s, "?since=0", Some(last_seen)).await;
+    let mut got = Vec::new();
+    for _ in 0..missed.len() {
+        let e = sse.next().await;
+        assert_eq!(e.event, "change", "{e:?}");
+        got.push((e.id.unwrap(), e.data["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        got, missed,
+        "exactly the changes after Last-Event-ID, in order"
+    );
+    // And then what comes next, nothing before it.
+    let f = register(&s, "web", "f").await;
+    let e = sse.next().await;
+    assert_eq!(
+        (e.id, e.data["kind"].as_str()),
+        (Some(f), Some("registered"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_sse_stream_of_one_service_shows_only_its_changes() {
+    let s = TestServer::start().await;
+    let at = register(&s, "other", "x").await;
+    let mut sse = SseReader::open(&s, &format!("?since={at}&service=pay"), None).await;
+    register(&s, "other", "y").await;
+    let mine = register(&s, "pay", "a").await;
+    let e = sse.next().await;
+    assert_eq!(
+        (e.id, e.data["service"].as_str()),
+        (Some(mine), Some("pay"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn event_streams_refuse_bad_parameters_with_400() {
+    let s = TestServer::start().await;
+    for (query, header) in [
+        ("?since=abc", None),
+        ("?service=Not_A_Name", None),
+        ("?bogus=1", None),
+        ("", Some("not-a-number")),
+    ] {
+        let mut req = s.http.get(format!("{}/v1/events{query}", s.http_base()));
+        if let Some(h) = header {
+            req = req.header("Last-Event-ID", h);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{query} {header:?}");
+    }
+    // Not an upgrade request.
+    let r = s
+        .http
+        .get(format!("{}/v1/events/ws", s.http_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    s.stop().await;
+}
+
+/// A minimal WebSocket client: the opening handshake, then the server's
+/// (unmasked) text frames.
+struct Ws(tokio::net::TcpStream);
+
+impl Ws {
+    async fn connect(s: &TestServer, query: &str) -> Self {
+        let mut tcp = tokio::net::TcpStream::connect(s.http_addr).await.unwrap();
+        let req = format!(
+            "GET /v1/events/ws{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            s.http_addr
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            tcp.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        Self(tcp)
+    }
+
+    /// The next text message, as JSON.
+    async fn next(&mut self) -> Value {
+        loop {
+            let mut h = [0u8; 2];
+            tokio::time::timeout(BOUND, self.0.read_exact(&mut h))
+                .await
+                .expect("a message within the bound")
+                .unwrap();
+            let opcode = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                len = u64::from(self.0.read_u16().await.unwrap());
+            } else if len == 127 {
+                len = self.0.read_u64().await.unwrap();
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.0.read_exact(&mut payload).await.unwrap();
+            match opcode {
+                1 => return serde_json::from_slice(&payload).unwrap(),
+                8 => panic!("the server closed the WebSocket"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_consumer_sees_a_registration() {
+    let s = TestServer::start().await;
+    let mut ws = Ws::connect(&s, "?since=0").await;
+    let snap = ws.next().await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["services"], json!([]));
+    let index = register(&s, "pay", "a").await;
+    let m = ws.next().await;
+    assert_eq!(m["type"], "change");
+    assert_eq!(m["index"], index);
+    assert_eq!(m["kind"], "registered");
+    assert_eq!(m["instance"]["id"], "a");
+    assert_eq!(m["instance"]["port"], 80);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn key_value_changes_are_in_the_stream_in_index_order() {
+    let s = TestServer::start().await;
+    let kv = |key: &str| format!("{}/v1/kv/{key}", s.http_base());
+    let r = s.http.put(kv("app/a")).body("one").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut sse = SseReader::open(&s, "", None).await;
+    let snap = sse.next().await;
+    assert_eq!(snap.event, "snapshot");
+    assert_eq!(snap.data["kv"][0]["key"], "app/a");
+    assert_eq!(snap.data["kv"][0]["value"], "b25l"); // "one"
+    let reg = register(&s, "pay", "a").await;
+    let r = s.http.put(kv("app/b")).body("two").send().await.unwrap();
+    let put: u64 = r.json::<Value>().await.unwrap()["index"].as_u64().unwrap();
+    let r = s.http.delete(kv("app/a")).send().await.unwrap();
+    let del: u64 = r.json::<Value>().await.unwrap()["index"].as_u64().unwrap();
+    let got: Vec<(Option<u64>, String)> = [sse.next().await, sse.next().await, sse.next().await]
+        .into_iter()
+        .map(|e| (e.id, e.data["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(reg), "registered".to_string()),
+            (Some(put), "kv.put".to_string()),
+            (Some(del), "kv.delete".to_string()),
+        ]
+    );
+    s.stop().await;
+}
