@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod api;
 pub mod client;
+pub mod federation;
 pub mod netns;
 pub mod process;
 pub mod redis;
