@@ -193,6 +193,57 @@ async fn a_peer_with_a_wrong_token_is_refused_with_403_and_nothing_is_applied() 
     let _ = secret_of("dc2");
 }
 
+/// The SRV answer to `name` as dnspython parses it: (priority, target,
+/// ttl), sorted. The interpreter is the venv `.ci/run` installs dnspython
+/// into (`target/test-venv`), else `python3` (`pip install dnspython`).
+fn dnspython_srv(dns: std::net::SocketAddr, name: &str) -> Vec<(u16, String, u32)> {
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python3");
+    let python = if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    };
+    let script = r#"
+import sys, dns.message, dns.query, dns.rdatatype
+q = dns.message.make_query(sys.argv[3], dns.rdatatype.SRV, use_edns=0, payload=4096)
+r = dns.query.udp(q, sys.argv[1], port=int(sys.argv[2]), timeout=2)
+for rrset in r.answer:
+    for rr in rrset:
+        print(rr.priority, rr.target.to_text(), rrset.ttl)
+"#;
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            &dns.ip().to_string(),
+            &dns.port().to_string(),
+            name,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "dnspython failed (needs the Python package dnspython: .ci/run installs it into \
+         target/test-venv): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<(u16, String, u32)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[tokio::test]
 async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_local() {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,6 +298,12 @@ async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_loca
     assert!(
         srv.iter().all(|(_, _, ttl)| *ttl <= 1),
         "failover TTL: {srv:?}"
+    );
+    // Another parser reads the same tiers: dnspython.
+    assert_eq!(
+        dnspython_srv(dc1.p.dns, "_payments._tcp.maxine."),
+        srv,
+        "dnspython reads the SRV answer as hickory does"
     );
 
     // The last local instance leaves: dc2 answers, with the failover TTL,
