@@ -23,6 +23,9 @@
 //!                         subscribe_from(i), blocking reads, event streams
 //!   resolve::Driver: follows the feed, resolves host names of instances
 //!   (hickory-resolver: resolv.conf, hosts file), proposes Change::Resolve
+//!   federation: per peer, GET /v1/federation/stream (snapshot, then deltas)
+//!   -> Change::Replica with Origin::Replicated; replica files; staleness and
+//!   RTT feed core::failover, which the DNS rebuild reads for local names
 //!   health::Driver: follows the feed, runs every defined check from one
 //!   scheduler (http, tcp, grpc, script), proposes Change::CheckStatus
 //!   store::Journal: one writer thread, one fsync per batch (group commit),
@@ -59,6 +62,7 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod events;
+pub mod federation;
 pub mod health;
 pub mod http;
 pub mod policy;

@@ -230,6 +230,15 @@ const TABLE: &[Row] = &[
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
     Row { route: "GET /v1/audit", target: "/v1/audit?limit=5", body: None,
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    // Federation: operator:read; any other credential, or none, gets 403.
+    // The request names this datacenter as the receiver, which is refused
+    // with 400 once authorized (so no stream is left open).
+    Row { route: "GET /v1/federation/stream", target: "/v1/federation/stream?since=0&dc=dc1", body: None,
+          valid: [403, 403, 403, 403, 403, 400, 400, 403, 403], bad: 403 },
+    Row { route: "GET /v1/datacenters", target: "/v1/datacenters", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "PUT /v1/services/{service}/failover", target: "/v1/services/payments/failover", body: Some(r#"{"datacenters": ["dc9"]}"#),
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
     // Open to all: the body decides (here the viewer's right password).
     Row { route: "POST /api/maxine/signin", target: "/api/maxine/signin", body: Some(SIGNIN),
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },

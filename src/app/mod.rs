@@ -283,11 +283,27 @@ impl App {
             listeners.dns_udp,
             listeners.dns_tcp,
         )?;
+        let fed = &config.federation;
+        registry.failover().configure(
+            fed.failover_datacenters.clone(),
+            fed.failover_ttl.as_secs() as u32,
+            fed.srv_tiers,
+        );
         if config.metrics.dns {
             dns = dns.with_counters(metrics.dns());
         }
         let rebuilds = crate::telemetry::metrics::RebuildMetrics::new(&metrics);
-        registry.subscribe(Arc::new(rebuilds.timed(dns.observer(&registry))));
+        let answers = Arc::new(dns.observer(&registry));
+        registry.subscribe(Arc::new(rebuilds.timed(answers.clone())));
+        // A change of the failover order (a peer goes stale, an override)
+        // decides every local name again. Weak: the registry holds the
+        // listener, and the answer builder holds the registry.
+        let weak = Arc::downgrade(&answers);
+        registry.failover().on_change(Arc::new(move || {
+            if let Some(a) = weak.upgrade() {
+                a.failover_changed();
+            }
+        }));
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         registry.subscribe(Arc::new(crate::health::outlier::PanicLog::default()));
@@ -519,6 +535,13 @@ impl App {
             }
             None => acl::bootstrap_from_config(&config, &registry, log.as_ref()).await?,
         }
+        let federation = crate::federation::Federation::new(
+            registry.clone(),
+            feed.clone(),
+            config.federation.clone(),
+            config.data_dir.clone(),
+        );
+        federation.start(log.clone(), &tasks, stop.clone()).await;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
         let router = http::router(http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
@@ -532,6 +555,7 @@ impl App {
             auth,
             recent_logs,
             started: tokio::time::Instant::now(),
+            federation: federation.clone(),
             script_checks: config.health.enable_script_checks,
             outliers,
             http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
@@ -579,10 +603,15 @@ impl App {
             }
         }
         stop.cancel();
+        federation.close_streams();
         tasks.close();
         tasks.wait().await;
         if let Some(log) = etcd {
             let _ = tokio::task::spawn_blocking(move || log.persist_now()).await;
+        }
+        if !config.federation.peers.is_empty() {
+            let f = federation.clone();
+            let _ = tokio::task::spawn_blocking(move || f.flush()).await;
         }
         // Requests have drained: write what is queued and close the store.
         if let Some(j) = journal {

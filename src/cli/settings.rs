@@ -69,6 +69,14 @@ fn rows<S: Scope>() -> impl Iterator<Item = &'static Setting> {
     SETTINGS.iter().filter(|s| s.has_flag && S::has(s))
 }
 
+/// `--federation-peer NAME=URL`, repeatable: the one flag that is not a
+/// row of the table (a list given one item per flag).
+const PEER_FLAG: &str = "federation-peer";
+
+fn offers_peer_flag<S: Scope>() -> bool {
+    Setting::find("federation.peers").is_some_and(S::has)
+}
+
 /// A row's help line, with its variables and default.
 fn help(s: &Setting) -> String {
     let mut h = format!("{} [env: {}", s.summary(), s.env);
@@ -131,6 +139,18 @@ impl<S: Scope> clap::Args for SettingArgs<S> {
                 ),
             });
         }
+        if offers_peer_flag::<S>() {
+            cmd = cmd.arg(
+                Arg::new(PEER_FLAG)
+                    .long(PEER_FLAG)
+                    .value_name("NAME=URL")
+                    .action(ArgAction::Append)
+                    .help(
+                        "A peer datacenter's API (repeatable); adds to federation.peers \
+                         [env: MAXINE_FEDERATION_PEERS]",
+                    ),
+            );
+        }
         match S::after_help() {
             Some(text) => cmd.after_help(text),
             None => cmd,
@@ -153,6 +173,12 @@ impl<S: Scope> clap::FromArgMatches for SettingArgs<S> {
             } else if let Some(v) = m.get_one::<String>(s.key) {
                 flags.push((s.key, v.clone()));
             }
+        }
+        if offers_peer_flag::<S>()
+            && let Some(peers) = m.get_many::<String>(PEER_FLAG)
+        {
+            let peers: Vec<&str> = peers.map(String::as_str).collect();
+            flags.push(("federation.peers", peers.join(",")));
         }
         Ok(Self {
             config: m.get_one::<PathBuf>("config").cloned(),

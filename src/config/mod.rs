@@ -25,7 +25,9 @@ mod settings;
 mod wire;
 
 pub use settings::{Kind, SETTINGS, Setting};
-pub use wire::{ConfigFile, DnsFile, HttpFile, LogFile, RegistryFile, RrlFile};
+pub use wire::{
+    ConfigFile, DnsFile, FailoverFile, FederationFile, HttpFile, LogFile, RegistryFile, RrlFile,
+};
 
 /// Why the configuration was refused. Each message says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,7 @@ pub struct Config {
     pub resolve: ResolveConfig,
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
+    pub federation: FederationConfig,
 }
 
 /// Active health checks.
@@ -190,6 +193,212 @@ pub struct HealthConfig {
 pub struct MetricsConfig {
     /// The DNS front end counts its responses.
     pub dns: bool,
+}
+
+/// The peers of `federation.peers`, as written: `name=url` text (from a
+/// variable, a flag or a TOML list of strings) or `[[federation.peers]]`
+/// tables.
+#[derive(Clone, Debug, Default)]
+pub struct PeerList(pub Vec<PeerFile>);
+
+/// One `[[federation.peers]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFile {
+    /// The peer's datacenter name.
+    pub name: String,
+    /// The peer's API, `https://host:port` (plain `http://` only on loopback).
+    pub url: String,
+    /// PEM CA certificate(s) the peer's certificate must be signed by.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// File holding the ACL token sent to this peer.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for PeerList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Short(String),
+            Full(PeerFile),
+        }
+        let items = Vec::<Item>::deserialize(d)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(match item {
+                Item::Full(p) => p,
+                Item::Short(text) => {
+                    let (name, url) = text.split_once('=').ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "federation peer {text:?} is not name=url"
+                        ))
+                    })?;
+                    PeerFile {
+                        name: name.trim().to_string(),
+                        url: url.trim().to_string(),
+                        ca_file: None,
+                        token_file: None,
+                    }
+                }
+            });
+        }
+        Ok(PeerList(out))
+    }
+}
+
+/// Federation and failover, validated.
+#[derive(Clone, Debug, Default)]
+pub struct FederationConfig {
+    pub peers: Vec<PeerConfig>,
+    pub relay: bool,
+    pub stale_after: Duration,
+    pub keepalive: Duration,
+    pub persist_interval: Duration,
+    /// Fail over to these, in order.
+    pub failover_datacenters: Vec<Datacenter>,
+    /// Or to the N nearest peers (0: off).
+    pub failover_nearest: usize,
+    pub failover_ttl: Duration,
+    pub srv_tiers: bool,
+}
+
+/// One peer datacenter.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub name: Datacenter,
+    /// Without a trailing slash.
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Checks the `[federation]` and `[failover]` sections.
+fn validate_federation(
+    f: wire::FederationFile,
+    o: wire::FailoverFile,
+    local: &Datacenter,
+    dns_ttl: Duration,
+) -> Result<FederationConfig, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+    let mut peers: Vec<PeerConfig> = Vec::new();
+    for p in f.peers.0 {
+        let name = Datacenter::new(&p.name)
+            .map_err(|e| invalid("federation.peers", format!("peer {:?}: {e}", p.name)))?;
+        if &name == local {
+            return Err(invalid(
+                "federation.peers",
+                format!("peer {:?} is this datacenter", p.name),
+            ));
+        }
+        if peers.iter().any(|q| q.name == name) {
+            return Err(invalid(
+                "federation.peers",
+                format!("peer {:?} is named twice", p.name),
+            ));
+        }
+        let url = p.url.trim_end_matches('/').to_string();
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                invalid(
+                    "federation.peers",
+                    format!("peer {:?}: url {url:?} is not https://host:port", p.name),
+                )
+            })?;
+        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+            return Err(invalid(
+                "federation.peers",
+                format!(
+                    "peer {:?}: url {url:?} must be scheme://host[:port] only",
+                    p.name
+                ),
+            ));
+        }
+        if url.starts_with("http://") && !is_loopback_host(host) {
+            return Err(invalid(
+                "federation.peers",
+                format!(
+                    "peer {:?}: plain http:// is only allowed to a loopback address; use https://",
+                    p.name
+                ),
+            ));
+        }
+        peers.push(PeerConfig {
+            name,
+            url,
+            ca_file: p.ca_file.or_else(|| f.ca_file.clone()),
+            token_file: p.token_file.or_else(|| f.token_file.clone()),
+        });
+    }
+    let between = |key: &'static str, d: DurationValue, min: Duration, max: Duration| {
+        if d.0 < min || d.0 > max {
+            Err(invalid(key, format!("must be between {min:?} and {max:?}")))
+        } else {
+            Ok(d.0)
+        }
+    };
+    let mut failover_datacenters = Vec::new();
+    for d in o.datacenters {
+        let dc = Datacenter::new(&d).map_err(|e| invalid("failover.datacenters", e.to_string()))?;
+        if &dc == local {
+            return Err(invalid(
+                "failover.datacenters",
+                format!("{d:?} is this datacenter"),
+            ));
+        }
+        if !failover_datacenters.contains(&dc) {
+            failover_datacenters.push(dc);
+        }
+    }
+    Ok(FederationConfig {
+        peers,
+        relay: f.relay,
+        stale_after: between(
+            "federation.stale_after",
+            f.stale_after,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        keepalive: between(
+            "federation.keepalive",
+            f.keepalive,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?,
+        persist_interval: between(
+            "federation.persist_interval",
+            f.persist_interval,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        failover_datacenters,
+        failover_nearest: o.nearest,
+        // Never longer than the answers it replaces.
+        failover_ttl: between(
+            "failover.ttl",
+            o.ttl,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?
+        .min(dns_ttl),
+        srv_tiers: o.srv_tiers,
+    })
+}
+
+/// `host[:port]` names a loopback address (or localhost).
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Access control.
@@ -823,6 +1032,12 @@ impl Config {
             },
         };
         let resolve = validate_resolve(f.resolve)?;
+        let federation = validate_federation(
+            f.federation,
+            f.failover,
+            &datacenter,
+            Duration::from_secs(u64::from(dns.ttl)),
+        )?;
         let health = HealthConfig {
             enable_script_checks: f.health.enable_script_checks,
             max_in_flight: match f.health.max_in_flight {
@@ -846,6 +1061,7 @@ impl Config {
             }
         };
         Ok(Config {
+            federation,
             health,
             acl,
             audit,
@@ -1100,6 +1316,57 @@ mod tests {
         .unwrap();
         assert_eq!(c.datacenter.as_str(), "eu1");
         assert!(c.http.tls.is_some());
+    }
+
+    #[test]
+    fn federation_peers_come_from_tables_text_and_flags_alike() {
+        let file = "[federation]\ntoken_file = \"/t\"\n[[federation.peers]]\nname = \"dc2\"\n\
+                    url = \"https://dc2.example:8080/\"\nca_file = \"/ca.pem\"\n";
+        let c = Config::load(Sources {
+            file: Some(("f.toml".into(), file.into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let p = &c.federation.peers[0];
+        assert_eq!(p.name.as_str(), "dc2");
+        assert_eq!(p.url, "https://dc2.example:8080");
+        assert_eq!(p.token_file.as_deref(), Some(std::path::Path::new("/t")));
+        let c = Config::load(Sources {
+            env: env(&[(
+                "MAXINE_FEDERATION_PEERS",
+                "dc2=https://a:1, dc3=http://127.0.0.1:2",
+            )]),
+            ..Default::default()
+        })
+        .unwrap();
+        let names: Vec<_> = c.federation.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["dc2", "dc3"]);
+        let c = Config::load(Sources {
+            flags: vec![("federation.peers", "dc4=https://b:3".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.federation.peers[0].name.as_str(), "dc4");
+    }
+
+    #[test]
+    fn bad_federation_settings_are_refused_with_the_key() {
+        for (key, v) in [
+            ("MAXINE_FEDERATION_PEERS", "dc2=http://10.0.0.2:8080"),
+            ("MAXINE_FEDERATION_PEERS", "dc1=https://a:1"),
+            ("MAXINE_FEDERATION_PEERS", "dc2"),
+            ("MAXINE_FEDERATION_PEERS", "dc2=https://a:1,dc2=https://b:1"),
+            ("MAXINE_FEDERATION_PEERS", "dc2=ftp://a"),
+            ("MAXINE_FAILOVER_DATACENTERS", "dc1"),
+            ("MAXINE_FAILOVER_TTL", "2d"),
+            ("MAXINE_FEDERATION_STALE_AFTER", "0s"),
+        ] {
+            let r = Config::load(Sources {
+                env: env(&[(key, v)]),
+                ..Default::default()
+            });
+            assert!(r.is_err(), "{key}={v} accepted");
+        }
     }
 
     #[test]

@@ -118,6 +118,7 @@ wire_kind! {
     usize => Integer,
     DurationValue => Duration,
     Vec<String> => List,
+    super::PeerList => List,
 }
 
 impl<T: WireKind> WireKind for Option<T> {

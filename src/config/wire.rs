@@ -48,6 +48,10 @@ settings! {
         audit: AuditFile,
         /// Resolving the host names instances are registered by.
         resolve: ResolveFile,
+        /// Federation with the peers of other datacenters (docs/federation.md).
+        federation: FederationFile,
+        /// Failover to other datacenters' instances (docs/federation.md).
+        failover: FailoverFile,
         /// Active health checks (docs/health.md).
         health: HealthFile,
         /// Outlier ejection from reported outcomes (docs/health.md).
@@ -241,6 +245,37 @@ settings! {
         max_ttl: DurationValue = "5m", "MAXINE_RESOLVE_MAX_TTL";
         /// Most host names resolved at once (1 to 256).
         concurrency: usize = "8", "MAXINE_RESOLVE_CONCURRENCY";
+    }
+
+    /// The `[federation]` section: peers of other datacenters.
+    FederationFile "federation." {
+        /// Peer datacenters as name=url (comma-separated in the variable; --federation-peer may be repeated), or [[federation.peers]] tables with name, url, ca_file and token_file.
+        peers: super::PeerList, "MAXINE_FEDERATION_PEERS";
+        /// File holding the ACL token (with operator permission) sent to peers that have no token_file of their own.
+        token_file: Option<PathBuf>, "MAXINE_FEDERATION_TOKEN_FILE", flag;
+        /// PEM CA certificate(s) peers' HTTPS certificates must be signed by, for peers without a ca_file; unset: the system's roots.
+        ca_file: Option<PathBuf>, "MAXINE_FEDERATION_CA_FILE";
+        /// Pass on the catalogs learnt from peers to the peers that stream from here (hub-and-spoke).
+        relay: bool = "false", "MAXINE_FEDERATION_RELAY";
+        /// A peer not heard from for this long is stale (1s to 1h): its names still answer, but it is a failover target only while no fresher one has the service.
+        stale_after: DurationValue = "15s", "MAXINE_FEDERATION_STALE_AFTER";
+        /// Keep-alives on a federation stream are sent this often (100ms to 1m).
+        keepalive: DurationValue = "2s", "MAXINE_FEDERATION_KEEPALIVE";
+        /// Replicas are written to <data_dir>/federation/ this often when they changed (1s to 1h), and at shutdown.
+        persist_interval: DurationValue = "10s", "MAXINE_FEDERATION_PERSIST_INTERVAL";
+    }
+
+    /// The `[failover]` section: answers from other datacenters when a
+    /// service has no passing local instance.
+    FailoverFile "failover." {
+        /// Datacenters to fail over to, in order; empty: none (unless nearest is set).
+        datacenters: Vec<String>, "MAXINE_FAILOVER_DATACENTERS";
+        /// Fail over to the N peers with the lowest measured round-trip time instead of datacenters; 0: off.
+        nearest: usize = "0", "MAXINE_FAILOVER_NEAREST";
+        /// TTL of failover answers (at most 1 day; capped at dns.ttl).
+        ttl: DurationValue = "2s", "MAXINE_FAILOVER_TTL";
+        /// SRV answers of local names also list the failover datacenters' instances, at priority 2, 3, ... after the local ones at 1.
+        srv_tiers: bool = "false", "MAXINE_FAILOVER_SRV_TIERS";
     }
 
     /// The `[health]` section: active health checks (docs/health.md).

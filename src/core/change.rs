@@ -115,6 +115,16 @@ pub enum Change {
     /// A change to a policy, token, sign-in user, the bootstrap mark, or a
     /// service's settings (they share the object table).
     Acl(AclChange),
+    /// An instance of another datacenter as that datacenter holds it, from
+    /// its change stream (`value: None`: removed there). Proposed with
+    /// [`Origin::Replicated`]: never expired here (its TTL is the peer's),
+    /// never counted in quotas, and not journaled (the federation's replica
+    /// files keep it); only its index is written.
+    Replica {
+        key: ServiceKey,
+        id: InstanceId,
+        value: Option<Box<(InstanceSpec, Health)>>,
+    },
     /// A change to the key/value store ([`super::kv`]).
     Kv(super::kv::KvChange),
 }
@@ -129,6 +139,7 @@ impl Change {
             | Change::SetHealth { key, id, .. }
             | Change::Reap { key, id, .. }
             | Change::Resolve { key, id, .. }
+            | Change::Replica { key, id, .. }
             | Change::CheckStatus { key, id, .. }
             | Change::SetCheck { key, id, .. }
             | Change::Eject { key, id, .. } => Some((key, id)),
@@ -366,6 +377,14 @@ pub struct Batch<'a> {
 /// held: keep it quick and never block on I/O.
 pub trait Observer: Send + Sync {
     fn applied(&self, batch: &Batch<'_>);
+}
+
+/// A shared observer (one that is also reached from elsewhere, as the DNS
+/// answer builder is by the failover policy).
+impl<O: Observer + ?Sized> Observer for Arc<O> {
+    fn applied(&self, batch: &Batch<'_>) {
+        (**self).applied(batch)
+    }
 }
 
 /// What one change of an apply came to.

@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod change;
 pub mod check;
+pub mod failover;
 pub mod kv;
 pub mod labels;
 pub mod model;
@@ -31,6 +32,7 @@ pub use change::{
     Outcome,
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
+pub use failover::FailoverPolicy;
 pub use kv::{KvChange, KvEntry, KvKey};
 pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{
@@ -39,7 +41,8 @@ pub use model::{
 };
 pub use naming::NameTarget;
 pub use plan::{
-    AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, Selection, Tier, Transport,
+    AskerClass, Balance, ClientSubnet, Plan, Query, QueryContext, RemoteTier, Selection, Tier,
+    Transport,
 };
 pub use registry::{
     AclRevert, Applied, FastHash, Heartbeat, HeartbeatSink, MAX_INDEX, Mirrored, Registry,

@@ -124,8 +124,17 @@ pub struct Plan {
     pub panic: bool,
 }
 
-/// The SRV priority of local instances (the only tier until failover tiers).
+/// The SRV priority of local instances; failover tiers follow at 2, 3, ...
 pub const LOCAL_PRIORITY: u16 = 1;
+
+/// A tier of another datacenter's instances for a local name: what answers
+/// `payments.<zone>` when failing over (the tier's positions are in
+/// `snapshot`, that datacenter's service).
+#[derive(Clone, Debug)]
+pub struct RemoteTier {
+    pub snapshot: Arc<ServiceSnapshot>,
+    pub tier: Tier,
+}
 
 impl Plan {
     /// Every member, most preferred tier first.
@@ -243,7 +252,64 @@ impl Registry {
             q.dc.clone().unwrap_or_else(|| self.local_dc().clone()),
             q.service.clone(),
         );
-        self.service(&key)
+        let local = self.service(&key);
+        if q.dc.is_some()
+            || !q.healthy_only
+            || !self.failover().is_active()
+            || self.has_local_answer(local.as_deref())
+        {
+            return local;
+        }
+        // No passing instance here: the first failover datacenter with some.
+        match self.failover_tiers(&q.service, 1).into_iter().next() {
+            Some(t) => Some(t.snapshot),
+            None => local,
+        }
+    }
+
+    /// Whether a local service answers its local names itself: it has an
+    /// instance with an address that answers may use (passing, or warning
+    /// unless `dns.only_passing`; not ejected). Otherwise they fail over.
+    pub fn has_local_answer(&self, local: Option<&ServiceSnapshot>) -> bool {
+        let only_passing = self.only_passing();
+        local.is_some_and(|s| {
+            s.instances
+                .values()
+                .any(|i| i.serves(only_passing) && !s.is_ejected(i) && i.has_addresses())
+        })
+    }
+
+    /// The failover tiers of `service`'s local names, at most `limit`: for
+    /// each datacenter of the failover order (stale ones last) whose service
+    /// has passing instances with addresses, their tier, at priority 2, 3,
+    /// ... in that order. Empty in a single datacenter.
+    pub fn failover_tiers(&self, service: &ServiceName, limit: usize) -> Vec<RemoteTier> {
+        let policy = self.failover();
+        if limit == 0 || !policy.is_active() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for dc in policy.targets(service) {
+            if &dc == self.local_dc() {
+                continue;
+            }
+            let Some(snap) = self.service(&ServiceKey::new(dc, service.clone())) else {
+                continue;
+            };
+            let plan = snap.address_plan(None, AskerClass::ANYONE);
+            let Some(tier) = plan.tiers.into_iter().next() else {
+                continue;
+            };
+            let priority = LOCAL_PRIORITY.saturating_add(1 + out.len() as u16);
+            out.push(RemoteTier {
+                snapshot: snap,
+                tier: Tier { priority, ..tier },
+            });
+            if out.len() == limit {
+                break;
+            }
+        }
+        out
     }
 
     /// The instances a query selects for this asker, in plan order.

@@ -381,6 +381,9 @@ pub async fn register(
 pub struct DiscoverQuery {
     service_name: Option<String>,
     end_point: Option<String>,
+    /// A datacenter (federation): its instances only; unset: the local
+    /// ones, failing over like the local DNS names when there are none.
+    dc: Option<String>,
     /// Maxine's server selection strategy: `RR` (round robin), `CH`
     /// (consistent hashing) or `RH` (rendezvous hashing), both of which are
     /// `sticky` by the client's address here; or a native strategy name.
@@ -415,8 +418,12 @@ pub async fn discover(
         .and_then(|l| ServiceName::new(&l).ok())
         .ok_or_else(unavailable)?;
     caller.require(&st, Resource::Service(service.as_str()), Access::Read)?;
+    let dc = match q.dc.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => Some(crate::core::Datacenter::new(d).map_err(ApiError::from)?),
+    };
     let query = Query {
-        dc: None,
+        dc,
         service,
         version: None,
         healthy_only: true,

@@ -20,6 +20,7 @@ mod balance;
 mod checks;
 mod error;
 mod events;
+mod federation;
 mod hyper_errors;
 mod kv;
 mod logs;
@@ -98,6 +99,8 @@ pub struct HttpShared {
     pub recent_logs: RecentLogs,
     /// When the API started serving (`/api/actuator/metrics` uptime).
     pub started: tokio::time::Instant,
+    /// Peers and the change stream they read (inert without peers).
+    pub federation: crate::federation::Federation,
     /// Whether script checks may be defined (`--enable-script-checks`).
     pub script_checks: bool,
     /// Outlier ejection: where `POST /v1/services/{svc}/outcomes` reports go.
@@ -123,6 +126,12 @@ impl HttpState {
     ) -> Self {
         let feed = crate::events::ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
+        let federation = crate::federation::Federation::new(
+            registry.clone(),
+            feed.clone(),
+            Default::default(),
+            Default::default(),
+        );
         let outliers = crate::health::outlier::Outliers::new(
             registry.clone(),
             crate::core::outlier::OutlierConfig::default(),
@@ -144,6 +153,7 @@ impl HttpState {
             auth: auth::Auth::open(),
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             started: tokio::time::Instant::now(),
+            federation,
             script_checks: false,
             metrics: crate::telemetry::Metrics::default(),
             http_metrics: Default::default(),
@@ -253,6 +263,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/audit", false),
     route("POST", "/api/maxine/signin", false),
     route("PUT", "/api/maxine/change-password", true),
+    route("GET", "/v1/federation/stream", false),
+    route("GET", "/v1/datacenters", true),
+    route("PUT", "/v1/services/{service}/failover", true),
 ];
 
 /// The handler of a row of [`ROUTES`].
@@ -313,6 +326,9 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/audit") => on(filter, acl::audit),
         ("POST", "/api/maxine/signin") => on(filter, acl::signin),
         ("PUT", "/api/maxine/change-password") => on(filter, acl::change_password),
+        ("GET", "/v1/federation/stream") => on(filter, federation::stream),
+        ("GET", "/v1/datacenters") => on(filter, federation::datacenters),
+        ("PUT", "/v1/services/{service}/failover") => on(filter, federation::put_failover),
         (m, p) => unreachable!("route {m} {p} is in ROUTES but has no handler"),
     }
 }

@@ -319,12 +319,7 @@ fn preservation_view(p: &crate::core::SelfPreservation) -> serde_json::Value {
 
 /// A blocking read's parameters: `?index=N` answers once the
 /// index passes N (or at `wait`, default 5 min, at most 10 min).
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Blocking {
-    index: Option<u64>,
-    wait: Option<String>,
-}
+pub struct Blocking;
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -356,14 +351,21 @@ pub async fn list_services(
     State(st): State<HttpState>,
     notice: super::recovery::Notice,
     caller: Caller,
-    ApiQuery(q): ApiQuery<Blocking>,
+    ApiQuery(q): ApiQuery<ListFilter>,
 ) -> Result<Response, ApiError> {
     if let Some((index, wait)) = Blocking::parse(q.index, q.wait.as_deref())? {
         st.feed.wait_past(index, wait).await;
     }
+    let dc = match q.dc.as_deref() {
+        None | Some("") => None,
+        Some(d) => Some(Datacenter::new(d)?),
+    };
     let index = st.registry.index();
     let mut by_name: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
     for snap in st.registry.services() {
+        if dc.as_ref().is_some_and(|d| *d != snap.key.dc) {
+            continue;
+        }
         if !caller.may(
             &st,
             Resource::Service(snap.key.service.as_str()),
@@ -393,6 +395,16 @@ pub async fn list_services(
         body["recovery"] = r;
     }
     Ok(indexed(index, Json(body)))
+}
+
+/// Query of `GET /v1/services`: a blocking read, and one datacenter only.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    index: Option<u64>,
+    wait: Option<String>,
+    /// Only the services of this datacenter (e.g. one replicated from a peer).
+    dc: Option<String>,
 }
 
 /// Filters of `GET /v1/services/{service}`.

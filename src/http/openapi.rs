@@ -74,6 +74,17 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(checks) = check_paths() {
         paths.extend(checks);
     }
+    if let Value::Object(fed) = federation_paths() {
+        paths.extend(fed);
+    }
+    if let Some(list) = paths
+        .get_mut("/v1/services")
+        .and_then(|p| p["get"]["parameters"].as_array_mut())
+    {
+        list.push(json!({ "name": "dc", "in": "query", "required": false,
+            "description": "Only the services of this datacenter.",
+            "schema": label_schema(Datacenter::MAX_LEN, "dc2") }));
+    }
     let components = doc["components"].as_object_mut().expect("components");
     components.insert("securitySchemes".into(), security_schemes());
     components.insert("responses".into(), shared_responses());
@@ -714,6 +725,96 @@ fn operator_paths() -> Value {
                     "200": { "description": "Cleared; no body" },
                     "401": shared("MaxineUnauthorized"),
                     "403": shared("MaxineForbidden")
+                }
+            }
+        }
+    })
+}
+
+/// Federation: the change stream peers read, datacenters, failover orders
+/// (docs/federation.md).
+fn federation_paths() -> Value {
+    json!({
+        "/v1/federation/stream": {
+            "get": {
+                "summary": "This datacenter's changes for a peer: a snapshot when since is 0 or older than what is kept, then deltas in index order and keep-alives, as length-prefixed frames (docs/federation.md). Needs a token with operator:read; anything else gets 403.",
+                "operationId": "federationStream",
+                "parameters": [
+                    { "name": "since", "in": "query", "required": false,
+                      "description": "The sender's change index the receiver has applied; 0: from a snapshot.",
+                      "schema": { "type": "integer", "minimum": 0, "maximum": 9007199254740991_u64 } },
+                    { "name": "dc", "in": "query", "required": false,
+                      "description": "The receiver's datacenter (its own data is never sent back).",
+                      "schema": label_schema(Datacenter::MAX_LEN, "dc1") }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless stream of frames",
+                        "content": { "application/vnd.maxine.federation": { "schema": { "type": "string", "contentEncoding": "binary" } } }
+                    },
+                    "400": error_response("Invalid since or dc"),
+                    "401": shared("Unauthorized"),
+                    "403": error_response("No valid token with operator permission")
+                }
+            }
+        },
+        "/v1/datacenters": {
+            "get": {
+                "summary": "This datacenter and every one known from federation: reachable, stale, round-trip time, replication lag (indexes and seconds), last contact, services and instances; the failover order. Needs operator:read.",
+                "operationId": "datacenters",
+                "responses": {
+                    "200": {
+                        "description": "Datacenters",
+                        "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                        "content": { "application/json": { "schema": { "type": "object", "properties": {
+                            "datacenters": { "type": "array", "items": { "type": "object", "properties": {
+                                "name": { "type": "string" },
+                                "local": { "type": "boolean" },
+                                "reachable": { "type": "boolean" },
+                                "stale": { "type": "boolean" },
+                                "rtt_ms": { "type": ["number", "null"] },
+                                "lag_indexes": { "type": "integer" },
+                                "lag_seconds": { "type": "number" },
+                                "last_contact_ms": { "type": ["integer", "null"] },
+                                "services": { "type": "integer" },
+                                "instances": { "type": "integer" }
+                            } } },
+                            "failover": { "type": "object" }
+                        } } } }
+                    },
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden")
+                }
+            }
+        },
+        "/v1/services/{service}/failover": {
+            "put": {
+                "summary": "The service's own failover order (null: back to the configured one). Kept in <data_dir>/federation/failover.json. Needs operator:write.",
+                "operationId": "putFailover",
+                "parameters": [
+                    { "name": "service", "in": "path", "required": true,
+                      "description": "Service name: one DNS label.",
+                      "schema": label_schema(62, "payments") }
+                ],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "datacenters": {
+                        "type": ["array", "null"], "maxItems": 64,
+                        "items": label_schema(Datacenter::MAX_LEN, "dc2")
+                    } }
+                } } } },
+                "responses": {
+                    "200": {
+                        "description": "The order now in force",
+                        "headers": { "X-Maxine-Index": { "$ref": "#/components/headers/Index" } },
+                        "content": { "application/json": { "schema": { "type": "object" } } }
+                    },
+                    "400": error_response("Malformed JSON, unknown field, invalid service or datacenter, or the local datacenter listed"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": error_response("The order could not be saved")
                 }
             }
         }

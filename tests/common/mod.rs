@@ -6,6 +6,7 @@ pub mod acl;
 pub mod api;
 pub mod client;
 pub mod etcd;
+pub mod federation;
 pub mod netns;
 pub mod process;
 pub mod redis;

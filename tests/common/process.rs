@@ -161,6 +161,16 @@ impl ServerProcess {
         }
     }
 
+    /// SIGSTOP: frozen (a partition, as its peers see it).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ServerProcess::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
     /// SIGTERM, without waiting: see [`ServerProcess::wait_exit`].
     pub fn terminate(&self) {
         self.signal("-TERM");

@@ -132,6 +132,9 @@ struct Inner {
     acl: acl::AclMaps,
     /// Told of every heartbeat this node hears (the etcd log's summaries).
     heard: std::sync::OnceLock<HeartbeatSink>,
+    /// Which datacenters answer local names when the service has no
+    /// passing instance here (empty in a single datacenter).
+    failover: super::failover::FailoverPolicy,
     /// `dns.only_passing`: whether answers leave out warning instances.
     only_passing: std::sync::atomic::AtomicBool,
     /// The configuration's defaults for every service (strategy, panic
@@ -189,11 +192,17 @@ impl Registry {
                 }),
                 acl: acl::AclMaps::new(),
                 heard: std::sync::OnceLock::new(),
+                failover: Default::default(),
                 only_passing: Default::default(),
                 balancing: std::sync::OnceLock::new(),
                 preservation: Mutex::new(None),
             }),
         }
+    }
+
+    /// The failover order of local names (docs/federation.md).
+    pub fn failover(&self) -> &super::failover::FailoverPolicy {
+        &self.inner.failover
     }
 
     /// Makes answers leave out warning instances (`dns.only_passing`). Set
@@ -353,9 +362,19 @@ impl Registry {
 
     /// Everything a backup holds, as of one index: every service and every
     /// access-control object, taken under the write lock.
+    /// Replicas of other datacenters are left out: they are the peers'
+    /// (and the federation's replica files keep them).
     pub fn backup(&self) -> (u64, Vec<Arc<ServiceSnapshot>>, Vec<super::acl::AclObject>) {
         let _w = self.lock();
-        let mut all: Vec<_> = self.inner.services.pin().values().cloned().collect();
+        let local = self.local_dc();
+        let mut all: Vec<_> = self
+            .inner
+            .services
+            .pin()
+            .values()
+            .filter(|s| &s.key.dc == local)
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         (self.index(), all, self.acl_objects())
     }
@@ -743,6 +762,64 @@ impl Registry {
                     kind: EventKind::Resolved,
                 }
             }
+            Change::Replica { key, id, value } => {
+                if key.dc == *self.local_dc() {
+                    return Decision::Refuse(RegistryError::Conflict(format!(
+                        "a replica of datacenter {:?}, which is this one",
+                        key.dc.as_str()
+                    )));
+                }
+                let current = group.current(&id);
+                let Some(value) = value else {
+                    let Some(cur) = current else {
+                        return Decision::Skip;
+                    };
+                    group.current_of_last = Some(cur);
+                    return Decision::Make {
+                        id,
+                        value: None,
+                        kind: EventKind::Deregistered,
+                    };
+                };
+                let (mut spec, health) = *value;
+                if let Err(e) = spec.validate() {
+                    return Decision::Refuse(e.into());
+                }
+                if let Err(e) = self.check_new_datacenter(w, &key.dc) {
+                    return Decision::Refuse(e);
+                }
+                let Some(index) = index else {
+                    return Decision::Skip;
+                };
+                // Quotas are the origin's business.
+                spec.owner = None;
+                let version = match group.version(&spec.version) {
+                    Some(v) => v,
+                    None => Version::from(std::mem::take(&mut spec.version)),
+                };
+                let kind = match (&current, health) {
+                    (Some(c), Health::Passing) if !c.is_passing() => EventKind::Passing,
+                    (Some(c), Health::Critical) if c.is_passing() => EventKind::Critical,
+                    _ => EventKind::Registered,
+                };
+                // The deadline is never looked at: replicas have no timer.
+                let instance = Arc::new(Instance::from_spec(
+                    &key,
+                    id.clone(),
+                    spec,
+                    version,
+                    health,
+                    index,
+                    u64::MAX / 4,
+                ));
+                group.current_of_last = current;
+                group.new_dc = Some(key.dc);
+                Decision::Make {
+                    id,
+                    value: Some(instance),
+                    kind,
+                }
+            }
             Change::CheckStatus {
                 id,
                 check,
@@ -924,14 +1001,18 @@ impl Registry {
         let (instances, gone, added) = instances.with_changes(changes);
         let ejected = ejected_after(current.as_deref(), &ejections, &instances);
         // Replaced and removed values leave the timer map; new ones enter it.
-        let reap_ms = self.inner.config.reap_after.as_millis() as u64;
-        for old in &gone {
-            expiry::unschedule(w, old);
+        // Replicas of other datacenters have no timer and hold no quota:
+        // their TTLs and quotas are their datacenter's.
+        if key.dc == *self.local_dc() {
+            let reap_ms = self.inner.config.reap_after.as_millis() as u64;
+            for old in &gone {
+                expiry::unschedule(w, old);
+            }
+            for new in &added {
+                expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
+            }
+            hold(&mut w.holdings, &gone, &added);
         }
-        for new in &added {
-            expiry::schedule(w, new, expiry::due_ms(new, reap_ms));
-        }
-        hold(&mut w.holdings, &gone, &added);
         let services = self.inner.services.pin();
         let published = if instances.is_empty() {
             services.remove(&key);

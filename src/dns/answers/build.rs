@@ -11,7 +11,7 @@ use crate::core::plan::{LOCAL_PRIORITY, zone_of};
 use crate::core::strategy;
 use crate::core::{
     AskerClass, Balance, Batch, ClientZones, Datacenter, FastHash, Instance, Observer, Plan,
-    Registry, ServiceKey, ServiceSnapshot, VersionSelector,
+    Registry, RemoteTier, ServiceKey, ServiceName, ServiceSnapshot, VersionSelector,
 };
 
 use super::super::encoded::{AT_QNAME, EncodedInstances, Encoding, InstanceWire, offset};
@@ -29,6 +29,9 @@ pub struct AnswerBuilder {
     local_dc: Datacenter,
     ttl: u32,
     state: Mutex<BuilderState>,
+    /// Read for the services of other datacenters and the failover order
+    /// when local names fail over (never in a single datacenter).
+    registry: Registry,
     /// The client zones `nearest` orders are kept for.
     client_zones: Arc<ClientZones>,
 }
@@ -61,8 +64,121 @@ impl AnswerBuilder {
             local_dc: registry.local_dc().clone(),
             ttl,
             state: Mutex::new(BuilderState::default()),
+            registry: registry.clone(),
             client_zones,
         }
+    }
+
+    /// The failover order changed (a peer went stale or came back, an
+    /// override was set): every local name is decided again.
+    pub fn failover_changed(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut services: Vec<ServiceName> =
+            st.services.keys().map(|k| k.service.clone()).collect();
+        services.sort();
+        services.dedup();
+        for s in services {
+            self.publish_local_names(&mut st, &s);
+        }
+    }
+
+    /// Publishes what the local names of `service` (`payments.<zone>`,
+    /// `_payments._tcp.<zone>`, and the version names below them) answer:
+    /// the local service while it has a passing instance; else the first
+    /// datacenter of the failover order that has one, with the failover
+    /// TTL; with SRV tiers, the SRV set lists every failover datacenter's
+    /// instances after the local ones, at priority 2, 3, ...
+    fn publish_local_names(&self, _locked: &mut BuilderState, service: &ServiceName) {
+        let local_key = ServiceKey::new(self.local_dc.clone(), service.clone());
+        let local = self.registry.service(&local_key);
+        // The local service's node, as its explicit names
+        // (`payments.<dc>.<zone>`) answer it.
+        let explicit = self.wire(&[service.to_string(), self.local_dc.to_string()]);
+        let local_node = self
+            .answers
+            .inner
+            .names
+            .pin()
+            .get(&*explicit)
+            .filter(|_| local.is_some())
+            .cloned();
+        let policy = self.registry.failover();
+        let tiers_wanted = if policy.srv_tiers() { usize::MAX } else { 1 };
+        let has_local = self.registry.has_local_answer(local.as_deref());
+        let tiers = self.registry.failover_tiers(
+            service,
+            if has_local && !policy.srv_tiers() {
+                0
+            } else {
+                tiers_wanted
+            },
+        );
+        let failover_ttl = policy.ttl();
+        let node = match (has_local, tiers.first()) {
+            (true, None) | (false, None) => local_node,
+            (true, Some(_)) => local_node.map(|n| {
+                let Some(local) = &local else { return n };
+                let wires_of = self.encoded_tiers(&tiers, failover_ttl);
+                let plan = local.address_plan(None, AskerClass::ANYONE);
+                let local_enc = self.encode_all(local, failover_ttl);
+                let lw: Vec<InstanceWire<'_>> = one_tier(&plan)
+                    .0
+                    .iter()
+                    .map(|&p| local_enc.wire(p as usize))
+                    .collect();
+                let mut parts: Vec<(Vec<InstanceWire<'_>>, u16)> = vec![(lw, LOCAL_PRIORITY)];
+                parts.extend(tiered_wires(&tiers, &wires_of));
+                Arc::new(Node {
+                    anyone: Variant {
+                        sets: Sets {
+                            srv: RecordSet::srv_tiers(&parts),
+                            ..n.anyone.sets.clone()
+                        },
+                        ..n.anyone.clone()
+                    },
+                    ..Node::clone(&n)
+                })
+            }),
+            (false, Some(first)) => {
+                let first_enc = self.encode_all(&first.snapshot, failover_ttl);
+                let mut node = self.node_of(&first.snapshot, &first_enc);
+                node.instances = InstanceTable::default();
+                if policy.srv_tiers() {
+                    let wires_of = self.encoded_tiers(&tiers, failover_ttl);
+                    let parts = tiered_wires(&tiers, &wires_of);
+                    node.anyone.sets.srv = RecordSet::srv_tiers(&parts);
+                }
+                Some(Arc::new(node))
+            }
+        };
+        let names = self.answers.inner.names.pin();
+        for srv_form in [false, true] {
+            let t = naming::NameTarget::Service {
+                dc: None,
+                service: service.clone(),
+                version: None,
+                srv_form,
+            };
+            self.publish(&names, &self.wire(&naming::render(&t)), node.clone());
+        }
+    }
+
+    /// Every instance of `snap` encoded with records of `ttl` seconds.
+    fn encode_all(&self, snap: &ServiceSnapshot, ttl: u32) -> EncodedInstances<Arc<Instance>> {
+        EncodedInstances::default().merge(snap.instances.iter(), |inst, out| {
+            self.encode_instance(inst, out, ttl)
+        })
+    }
+
+    fn encoded_tiers(
+        &self,
+        tiers: &[RemoteTier],
+        ttl: u32,
+    ) -> Vec<EncodedInstances<Arc<Instance>>> {
+        tiers
+            .iter()
+            .map(|t| self.encode_all(&t.snapshot, ttl))
+            .collect()
     }
 
     fn wire(&self, labels: &[String]) -> Box<[u8]> {
@@ -94,10 +210,10 @@ impl AnswerBuilder {
     /// SRV record, whose target is the instance name whether it was
     /// registered by IP address or host name, and its address records (a
     /// host name's resolved addresses; none while it has none).
-    fn encode_instance(&self, inst: &Instance, out: &mut Vec<u8>) -> Encoding {
+    fn encode_instance(&self, inst: &Instance, out: &mut Vec<u8>, ttl: u32) -> Encoding {
         let start = out.len();
         out.extend_from_slice(&AT_QNAME);
-        let rdata_at = push_tail_header(out, types::SRV, self.ttl);
+        let rdata_at = push_tail_header(out, types::SRV, ttl);
         out.extend_from_slice(&LOCAL_PRIORITY.to_be_bytes());
         out.extend_from_slice(&inst.weight.to_be_bytes());
         out.extend_from_slice(&inst.port.to_be_bytes());
@@ -128,7 +244,7 @@ impl AnswerBuilder {
                 if a + aaaa > 0 {
                     out.extend_from_slice(&name);
                 }
-                let at = push_tail_header(out, rtype, self.ttl);
+                let at = push_tail_header(out, rtype, ttl);
                 out.extend_from_slice(rdata);
                 set_rdlength(out, at);
                 match rtype {
@@ -159,12 +275,16 @@ impl AnswerBuilder {
                 .into_iter()
                 .map(|t| self.wire(&naming::render(&t)))
         };
+        let failover = self.registry.failover().is_active();
         let Some(snap) = snap else {
             if old.is_none() {
                 return;
             }
-            for name in service_names() {
-                self.publish(&names, &name, None);
+            for (name, target) in service_names().zip(naming::service_names(key, &self.local_dc)) {
+                let local_name = matches!(target, naming::NameTarget::Service { dc: None, .. });
+                if !(failover && local_name) {
+                    self.publish(&names, &name, None);
+                }
             }
             for ent in self.ents_of(key) {
                 if let Some(n) = st.ent_refs.get_mut(&ent) {
@@ -195,12 +315,29 @@ impl AnswerBuilder {
         // order): keep the unchanged, encode the changed and new, drop the
         // removed.
         let instances = old_instances.merge(snap.instances.iter(), |inst, out| {
-            self.encode_instance(inst, out)
+            self.encode_instance(inst, out, self.ttl)
         });
+        let node = Arc::new(self.node_of(snap, &instances));
+        let failover = self.registry.failover().is_active();
+        for (name, target) in service_names().zip(naming::service_names(key, &self.local_dc)) {
+            // With failover configured, the local names are decided by
+            // `publish_local_names` once the batch is applied.
+            let local_name = matches!(target, naming::NameTarget::Service { dc: None, .. });
+            if !(failover && local_name) {
+                self.publish(&names, &name, Some(node.clone()));
+            }
+        }
+        let kept = (instances.len() >= KEEP_ENCODED_FROM).then(|| Box::new(instances));
+        st.services.insert(key.clone(), kept);
+    }
+
+    /// The node of a service's names: its plans (what the core says they
+    /// answer, for everyone) encoded from `instances` (the snapshot's, in
+    /// its order).
+    fn node_of(&self, snap: &ServiceSnapshot, instances: &EncodedInstances<Arc<Instance>>) -> Node {
         // `instances` is in the snapshot's order, one entry per instance:
         // a member's position in the snapshot is its position here.
         debug_assert_eq!(instances.len(), snap.instances.len());
-        // What the core says the service's names answer, for everyone.
         let plan = snap.address_plan(None, AskerClass::ANYONE);
         let (all, priority) = one_tier(&plan);
         let all_wires: Vec<InstanceWire<'_>> =
@@ -215,21 +352,16 @@ impl AnswerBuilder {
         let spread = self.spread(snap, &plan, all, &all_wires);
         // One node for every name of the service: the query path finds
         // version and instance names only below the names that have them.
-        let node = Arc::new(Node {
+        Node {
             anyone: Variant {
                 sets,
                 versions,
                 version_sets,
                 spread,
             },
-            instances: self.instance_table(&instances),
+            instances: self.instance_table(instances),
             statics: Box::default(),
-        });
-        for name in service_names() {
-            self.publish(&names, &name, Some(node.clone()));
         }
-        let kept = (instances.len() >= KEEP_ENCODED_FROM).then(|| Box::new(instances));
-        st.services.insert(key.clone(), kept);
     }
 
     /// The precomputed orders of the service's sets for its strategy
@@ -368,7 +500,39 @@ impl Observer for AnswerBuilder {
         for (key, snap) in batch.services {
             self.rebuild(&mut st, key, snap.as_ref());
         }
+        // With failover configured, the local names of every service that
+        // changed here or in another datacenter are decided again, before
+        // the change is acknowledged.
+        if self.registry.failover().is_active() {
+            let mut touched: Vec<&ServiceName> =
+                batch.services.iter().map(|(k, _)| &k.service).collect();
+            touched.sort();
+            touched.dedup();
+            for s in touched {
+                self.publish_local_names(&mut st, s);
+            }
+        }
     }
+}
+
+/// The wires of each failover tier's members, with the tier's priority.
+fn tiered_wires<'a>(
+    tiers: &[RemoteTier],
+    encoded: &'a [EncodedInstances<Arc<Instance>>],
+) -> Vec<(Vec<InstanceWire<'a>>, u16)> {
+    tiers
+        .iter()
+        .zip(encoded)
+        .map(|(t, enc)| {
+            let wires = t
+                .tier
+                .members
+                .iter()
+                .map(|&p| enc.wire(p as usize))
+                .collect();
+            (wires, t.tier.priority)
+        })
+        .collect()
 }
 
 /// The members and SRV priority of a plan's one tier (empty when nothing

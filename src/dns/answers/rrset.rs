@@ -61,6 +61,28 @@ impl RecordSet {
         Some(set)
     }
 
+    /// One SRV set of several tiers, each with its priority (RFC 2782:
+    /// clients try lower priorities first): failover tiers after the
+    /// local one.
+    pub(super) fn srv_tiers(parts: &[(Vec<InstanceWire<'_>>, u16)]) -> Option<Self> {
+        let all: Vec<InstanceWire<'_>> =
+            parts.iter().flat_map(|(w, _)| w.iter().copied()).collect();
+        let mut set = Self::build(&all, |w| std::iter::once((&[][..], w.srv())), true)?;
+        let mut buf = set.buf.to_vec();
+        let at = set.records_at();
+        let mut i = 0;
+        for (wires, priority) in parts {
+            for _ in wires {
+                let start = at + if i == 0 { 0 } else { set.end(i - 1) };
+                let p = start + SRV_PRIORITY_AT;
+                buf[p..p + 2].copy_from_slice(&priority.to_be_bytes());
+                i += 1;
+            }
+        }
+        set.buf = buf.into();
+        Some(set)
+    }
+
     /// The set of the records `records` gives for `instances` (each record
     /// a prefix and the rest), with the instances' additional records when
     /// `with_additional` (then each instance gives one record, its SRV

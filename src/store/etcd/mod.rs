@@ -502,9 +502,13 @@ impl EtcdLog {
                     // Likewise a check's status and an ejection: each node
                     // runs the checks and sees the outcomes it is told of
                     // (docs/cluster.md).
+                    // And a peer datacenter's instances: every node follows
+                    // the federation's streams itself (not journaled on one
+                    // node either; the replica files keep them).
                     change @ (Change::Resolve { .. }
                     | Change::CheckStatus { .. }
-                    | Change::Eject { .. }) => {
+                    | Change::Eject { .. }
+                    | Change::Replica { .. }) => {
                         p.result = Some(match reg.apply_local(vec![change], ctx, now) {
                             Ok(a) => a
                                 .outcomes

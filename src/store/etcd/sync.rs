@@ -373,6 +373,11 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
         seen.insert(k);
     }
     for (key, id) in current.into_keys() {
+        // Other datacenters' instances here are the federation's replicas,
+        // not etcd's.
+        if key.dc != *reg.local_dc() {
+            continue;
+        }
         if !seen.contains(&(key.clone(), id.clone())) {
             diff.push(Mirrored::Instance {
                 key,

@@ -170,10 +170,12 @@ impl Observer for Follower {
         }
         let mut q = self.0.lock();
         for e in batch.events {
-            if !e.kind.is_stored() {
+            if !e.kind.is_stored() || e.origin != crate::core::Origin::Local {
                 // Resolved addresses, check statuses and ejections are not
                 // stored (Change::Resolve, Change::CheckStatus and
-                // Change::Eject say why).
+                // Change::Eject say why). Replicas of other datacenters are
+                // kept by the federation's replica files, not journaled as
+                // local registrations.
                 q.passed = Some(q.passed.map_or(e.index, |p| p.max(e.index)));
                 continue;
             }
