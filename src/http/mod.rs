@@ -18,6 +18,7 @@ mod actuator;
 pub mod auth;
 mod balance;
 mod checks;
+mod console;
 mod error;
 mod events;
 mod federation;
@@ -354,6 +355,7 @@ pub fn router(state: HttpState) -> axum::Router {
         router = router.route(r.path, handler);
     }
     router
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
