@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::{ApiError, MaxineError};
+pub use maxine::Control as MaxineControl;
 pub use recovery::with_recovery;
 pub use server::{BodyTimeout, Limits, refused_connections, serve};
 pub use tls::{TlsError, load_tls};
@@ -113,6 +114,8 @@ pub struct HttpShared {
     /// Cancelled when the server stops: event streams end (a stream
     /// would otherwise hold its connection open through the drain).
     pub streams_stop: tokio_util::sync::CancellationToken,
+    /// What `/api/maxine/control/config` reads and changes.
+    pub maxine_control: MaxineControl,
 }
 
 impl HttpState {
@@ -159,6 +162,7 @@ impl HttpState {
             metrics: crate::telemetry::Metrics::default(),
             http_metrics: Default::default(),
             streams_stop: Default::default(),
+            maxine_control: Default::default(),
         })
     }
 }
@@ -240,6 +244,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/maxine/serviceops/register", true),
     route("GET", "/api/maxine/serviceops/discover", true),
     route("GET", "/api/maxine/serviceops/servers", true),
+    route("GET", "/api/maxine/control/config", false),
+    route("PUT", "/api/maxine/control/config", false),
     route("GET", "/api/actuator/health", false),
     route("GET", "/api/actuator/info", false),
     route("GET", "/api/actuator/metrics", false),
@@ -303,6 +309,8 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
+        ("GET", "/api/maxine/control/config") => on(filter, maxine::get_config),
+        ("PUT", "/api/maxine/control/config") => on(filter, maxine::put_config),
         ("GET", "/api/actuator/health") => on(filter, actuator::health),
         ("GET", "/api/actuator/info") => on(filter, actuator::info),
         ("GET", "/api/actuator/metrics") => on(filter, actuator::metrics),
