@@ -10,6 +10,9 @@
 //!   registry routes get `X-Maxine-Index` (the registry's change index)
 //! ```
 //!
+//! The web console (`/ui`, [`console`]) is merged beside the route table:
+//! static files, not part of the API or its OpenAPI document.
+//!
 //! Must not import: dns (front ends never call each other), config (app
 //! hands over what the API needs in [`HttpState`]).
 
