@@ -180,6 +180,11 @@ const TABLE: &[Row] = &[
     // As in the Node.js Maxine, the snapshot of servers needs a credential.
     Row { route: "GET /api/maxine/serviceops/servers", target: "/api/maxine/serviceops/servers", body: None,
           valid: [401, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
+    // Maxine's settings: operator:read to see them, operator:write to change.
+    Row { route: "GET /api/maxine/control/config", target: "/api/maxine/control/config", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "PUT /api/maxine/control/config", target: "/api/maxine/control/config", body: Some(r#"{"heartBeatTimeout": 5}"#),
+          valid: [403, 403, 403, 403, 403, 200, 200, 403, 403], bad: 401 },
     Row { route: "GET /api/actuator/health", target: "/api/actuator/health", body: None,
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 200 },
     // The actuator reads no credential, as in the Node.js Maxine.

@@ -676,3 +676,166 @@ async fn long_names_are_cut_to_answerable_dns_names() {
     }
     s.stop().await;
 }
+
+// ---- control/config ----
+
+const CONTROL: &str = "/api/maxine/control/config";
+
+async fn put_control(s: &TestServer, body: Value) -> Reply {
+    send(s.http.put(common::api::url(s, CONTROL)).json(&body)).await
+}
+
+#[tokio::test]
+async fn control_config_reads_maxine_settings_in_maxine_shape() {
+    let s = TestServer::start().await;
+    let r = get(&s, CONTROL).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["heartBeatTimeout"], 5);
+    assert_eq!(r.body["serverSelectionStrategy"]["name"], "RR");
+    assert_eq!(r.body["serverSelectionStrategy"]["message"], "Round Robin");
+    assert_eq!(r.body["logFormat"]["name"], "PLAIN");
+    assert_eq!(r.body["logAsync"], true);
+    assert_eq!(r.body["actuatorEnabled"], true);
+    assert_eq!(r.body["port"], s.http_addr.port());
+}
+
+#[tokio::test]
+async fn control_config_answers_each_field_as_maxine_does() {
+    let s = TestServer::start().await;
+    let r = put_control(
+        &s,
+        json!({
+            "heartBeatTimeout": "7",
+            "logAsync": "yes",
+            "logJsonPrettify": true,
+            "serverSelectionStrategy": "LC",
+            "logFormat": "JSON",
+            "somethingElse": 1,
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body,
+        json!({
+            "heartBeatTimeout": "Type Error",
+            "logAsync": "Type Error",
+            "logJsonPrettify": "Success",
+            "serverSelectionStrategy": "Wrong value Or Invalid value",
+            "logFormat": "Wrong value Or Invalid value",
+        })
+    );
+    let r = put_control(&s, json!({"heartBeatTimeout": 0, "logFormat": "PLAIN"})).await;
+    assert_eq!(
+        r.body,
+        json!({"heartBeatTimeout": "Wrong value Or Invalid value", "logFormat": "Success"})
+    );
+    // Nothing was changed by refused values.
+    let r = get(&s, CONTROL).await;
+    assert_eq!(r.body["heartBeatTimeout"], 5);
+    assert_eq!(r.body["serverSelectionStrategy"]["name"], "RR");
+
+    for bad in [json!([1, 2]), json!("x"), json!(null)] {
+        let r = put_control(&s, bad.clone()).await;
+        assert_message(&r, 400, "JSON object");
+    }
+}
+
+/// The heartbeat timeout applies to registrations that send no `timeOut`;
+/// the strategy to discover calls of services with no strategy of their own.
+#[tokio::test]
+async fn control_config_changes_the_default_timeout_and_discover_strategy() {
+    let s = TestServer::start().await;
+    let r = put_control(
+        &s,
+        json!({"heartBeatTimeout": 30, "serverSelectionStrategy": "CH"}),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"heartBeatTimeout": "Success", "serverSelectionStrategy": "Success"})
+    );
+    let r = get(&s, CONTROL).await;
+    assert_eq!(r.body["heartBeatTimeout"], 30);
+    assert_eq!(r.body["serverSelectionStrategy"]["name"], "CH");
+    assert_eq!(
+        r.body["serverSelectionStrategy"]["message"],
+        "Consistent Hashing"
+    );
+
+    let r = register(
+        &s,
+        json!({"hostName": "10.0.0.1", "nodeName": "a", "serviceName": "Sticky_Svc", "port": 8080}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["timeOut"], 30);
+    let with_own = register(
+        &s,
+        json!({"hostName": "10.0.0.2", "nodeName": "b", "serviceName": "Sticky_Svc", "port": 8080, "timeOut": 9}),
+    )
+    .await;
+    assert_eq!(with_own.body["timeOut"], 9);
+    let inst =
+        &s.registry.service(&key("sticky-svc")).unwrap().instances[&InstanceId::new("a").unwrap()];
+    assert_eq!(inst.ttl(), Duration::from_millis(30_500));
+
+    // Sticky by the client's address: one client is always sent to the
+    // same instance (round robin would alternate between the two).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let r = discover(&s, "?serviceName=Sticky_Svc").await;
+        assert_eq!(r.status, 302, "{r:?}");
+        seen.insert(r.location.clone().expect("Location"));
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // Back to round robin: both instances are handed out.
+    put_control(&s, json!({"serverSelectionStrategy": "RR"})).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let r = discover(&s, "?serviceName=Sticky_Svc").await;
+        seen.insert(r.location.clone().expect("Location"));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+/// With ACLs on: operator write to change, and each change is audited.
+#[tokio::test]
+async fn control_config_needs_operator_write_and_is_audited() {
+    const ADMIN: &str = "control-config-admin-secret-0123456789";
+    let s = TestServer::start_with(|f| {
+        f.acl.default_policy = Some("deny".into());
+        f.acl.bootstrap_token = Some(ADMIN.into());
+    })
+    .await;
+    let url = common::api::url(&s, CONTROL);
+    let r = send(s.http.put(&url).json(&json!({"heartBeatTimeout": 12}))).await;
+    assert_message(&r, 403, "operator");
+    let r = send(
+        s.http
+            .put(&url)
+            .bearer_auth(ADMIN)
+            .json(&json!({"heartBeatTimeout": 12})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["heartBeatTimeout"], "Success");
+    let audit = send(
+        s.http
+            .get(common::api::url(&s, "/v1/audit?limit=1000"))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    let records = audit.body["records"].as_array().unwrap();
+    let set = records
+        .iter()
+        .find(|r| r["action"] == "maxine.config.set")
+        .unwrap_or_else(|| panic!("no audit record: {records:?}"));
+    assert_eq!(set["resource"], "maxine-config:heartBeatTimeout");
+    assert_eq!(set["outcome"], "ok");
+    assert_eq!(set["detail"], "5 -> 12");
+    assert!(
+        set["actor"].as_str().unwrap().starts_with("token:"),
+        "{set}"
+    );
+}

@@ -85,3 +85,67 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
     );
     s.stop().await;
 }
+
+/// `snapshot save` and `restore` draw progress bars on a terminal (here a
+/// pseudo-terminal of `script(1)`) and nothing but their result line when
+/// stderr is not one.
+#[tokio::test]
+async fn snapshot_commands_show_progress_on_a_terminal_only() {
+    let s = TestServer::start().await;
+    for i in 0..20 {
+        s.register(
+            "payments",
+            &format!("p{i}"),
+            json!({"address": "10.0.0.1", "port": 80}),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.snapshot");
+    let f = file.to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_maxine");
+    let in_terminal = |command: String| async move {
+        let out = tokio::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("script(1), of util-linux");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let shown = in_terminal(format!("{bin} snapshot save {f} --api {}", s.http_base())).await;
+    assert!(shown.contains("downloading"), "{shown}");
+    assert!(shown.contains("saved 20 instances"), "{shown}");
+    let (ok, plain) = maxine(&["snapshot", "save", f, "--api", &s.http_base()]).await;
+    assert!(ok, "{plain}");
+    assert!(
+        !plain.contains("downloading") && !plain.contains('\x1b'),
+        "{plain}"
+    );
+    assert!(plain.contains("saved 20 instances"), "{plain}");
+
+    let target = dir.path().join("restored");
+    let shown = in_terminal(format!(
+        "{bin} snapshot restore {f} --data-dir {}",
+        target.display()
+    ))
+    .await;
+    assert!(shown.contains("checking"), "{shown}");
+    assert!(shown.contains("restored 20 instances"), "{shown}");
+    let target = dir.path().join("restored-plain");
+    let (ok, plain) = maxine(&[
+        "snapshot",
+        "restore",
+        f,
+        "--data-dir",
+        target.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{plain}");
+    assert!(
+        !plain.contains("checking") && !plain.contains('\x1b'),
+        "{plain}"
+    );
+}

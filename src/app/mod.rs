@@ -561,6 +561,10 @@ impl App {
             http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
             metrics,
             streams_stop: stop.clone(),
+            maxine_control: http::MaxineControl::new(
+                config.log.format == crate::config::LogFormat::Json,
+                http_addr.port(),
+            ),
         }));
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod kv;
 pub mod lookup;
+mod progress;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;

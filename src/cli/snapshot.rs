@@ -38,14 +38,22 @@ pub async fn save(a: SnapshotSaveArgs) -> anyhow::Result<()> {
     let url = format!("{}/v1/snapshot", a.client.api.trim_end_matches('/'));
     // A million instances make a file of a few hundred MB.
     let http = client_with_timeout(&a.client, std::time::Duration::from_secs(600))?;
-    let resp = send(&a.client, http.get(url)).await?;
+    let mut resp = send(&a.client, http.get(url)).await?;
     if !resp.status().is_success() {
         return print_response(resp).await;
     }
-    let bytes = resp
-        .bytes()
+    let bar = super::progress::bytes("downloading", resp.content_length());
+    // The length is the server's word: a first allocation of at most 64 MiB.
+    let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0).min(64 << 20) as usize);
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .context("the snapshot download broke off")?;
+        .context("the snapshot download broke off")?
+    {
+        bytes.extend_from_slice(&chunk);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
     let snap = maxine::store::snapshot::decode(&bytes)?;
     // Write beside the target, fsync, rename over it, fsync the directory:
     // FILE is either the old file or the whole new one, even after a crash.
@@ -85,7 +93,7 @@ pub async fn save(a: SnapshotSaveArgs) -> anyhow::Result<()> {
 pub fn restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
     let config = a.settings.load()?;
     let bytes =
-        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+        read_with_progress(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     // Verify before opening the store, so a bad file touches nothing.
     maxine::store::snapshot::decode(&bytes)
         .with_context(|| format!("{} cannot be restored", a.file.display()))?;
@@ -98,7 +106,25 @@ pub fn restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
     let audit =
         maxine::audit::AuditLog::open(&config.data_dir.join("audit"), config.audit.max_file_bytes)
             .context("cannot open the audit log (stop the server before restoring)")?;
-    let result = maxine::store::snapshot::restore_into(&mut *store, &bytes);
+    let mut checking: Option<indicatif::ProgressBar> = None;
+    let mut writing: Option<indicatif::ProgressBar> = None;
+    let result = maxine::store::snapshot::restore_into_with(&mut *store, &bytes, &mut |step| {
+        use maxine::store::snapshot::RestoreStep;
+        match step {
+            RestoreStep::Checked { checked, total } => checking
+                .get_or_insert_with(|| super::progress::records("checking", total as u64))
+                .set_position(checked as u64),
+            RestoreStep::Writing => {
+                if let Some(bar) = checking.take() {
+                    bar.finish_and_clear();
+                }
+                writing = Some(super::progress::spinner("writing to the store"));
+            }
+        }
+    });
+    for bar in [checking, writing].into_iter().flatten() {
+        bar.finish_and_clear();
+    }
     let record = maxine::audit::Record {
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -126,4 +152,24 @@ pub fn restore(a: SnapshotRestoreArgs) -> anyhow::Result<()> {
         done.last_index
     );
     Ok(())
+}
+
+/// Reads a whole file, with a bar of bytes on a terminal.
+fn read_with_progress(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let bar = super::progress::bytes("reading", Some(len));
+    let mut out = Vec::with_capacity(len as usize);
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -205,7 +206,7 @@ impl RegisterBody {
             })?,
         };
         let timeout_secs = match self.time_out {
-            None => DEFAULT_TIMEOUT_SECS,
+            None => st.maxine_control.heartbeat_timeout(),
             Some(t) => u64::try_from(t)
                 .ok()
                 .filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t))
@@ -429,7 +430,20 @@ pub async fn discover(
         healthy_only: true,
     };
     let ctx = QueryContext::new(peer, Transport::Http);
-    let picked = match q.strategy.as_deref().and_then(maxine_strategy) {
+    // The parameter, else the service's own strategy, else the one set
+    // through control/config, else the configuration's default.
+    let strategy = q.strategy.as_deref().and_then(maxine_strategy).or_else(|| {
+        let key = ServiceKey::new(
+            query
+                .dc
+                .clone()
+                .unwrap_or_else(|| st.registry.local_dc().clone()),
+            query.service.clone(),
+        );
+        let own = st.registry.service_config(&key).and_then(|c| c.strategy);
+        own.or_else(|| st.maxine_control.strategy().map(|(_, s)| s))
+    });
+    let picked = match strategy {
         Some(s) => st.registry.pick_by(&query, &ctx, s),
         None => st.registry.pick(&query, &ctx),
     };
@@ -516,4 +530,242 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
         );
     }
     Ok(indexed(st.registry.index(), Json(Value::Object(out))))
+}
+
+// ---- control/config ----
+
+/// Maxine's answers per field of `PUT /api/maxine/control/config`.
+pub const CONFIG_SUCCESS: &str = "Success";
+pub const CONFIG_TYPE_ERROR: &str = "Type Error";
+pub const CONFIG_INVALID: &str = "Wrong value Or Invalid value";
+
+/// The settings `PUT /api/maxine/control/config` changes at run time, for
+/// this process (as in the Node.js Maxine, they are not saved: a restart
+/// starts from the configuration again).
+pub struct Control {
+    /// The `timeOut` of a Maxine registration that sends none.
+    heartbeat_timeout: AtomicU64,
+    /// The strategy of discover for a service with no strategy of its own
+    /// (its Maxine name, `RR`, `CH` ...); None: the configuration's default.
+    strategy: std::sync::Mutex<Option<(&'static str, Strategy)>>,
+    /// What `logFormat` reads: the log format the server was started with.
+    log_json: bool,
+    /// What `port` reads: the API's port.
+    port: u16,
+}
+
+impl Control {
+    pub fn new(log_json: bool, port: u16) -> Self {
+        Self {
+            heartbeat_timeout: AtomicU64::new(DEFAULT_TIMEOUT_SECS),
+            strategy: std::sync::Mutex::new(None),
+            log_json,
+            port,
+        }
+    }
+
+    /// The `timeOut` of a registration that sends none, in seconds.
+    pub fn heartbeat_timeout(&self) -> u64 {
+        self.heartbeat_timeout.load(Ordering::Relaxed)
+    }
+
+    /// The discover strategy set through control/config, if any.
+    fn strategy(&self) -> Option<(&'static str, Strategy)> {
+        *self.strategy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new(false, 0)
+    }
+}
+
+/// Maxine's server selection strategies that Maxine has: name, code, text.
+const SSS: &[(&str, &str, &str, Strategy)] = &[
+    ("RR", "0", "Round Robin", Strategy::RoundRobin),
+    ("CH", "1", "Consistent Hashing", Strategy::Sticky),
+    ("RH", "2", "Rendezvous Hashing", Strategy::Sticky),
+    ("RANDOM", "4", "Random", Strategy::Random),
+    ("WRR", "5", "Weighted Round Robin", Strategy::Weighted),
+    ("STICKY", "11", "Sticky Round Robin", Strategy::Sticky),
+];
+
+/// A strategy as Maxine shows it: `{name, code, message}`.
+fn sss_view(name: &str, strategy: Strategy) -> Value {
+    match SSS.iter().find(|(n, ..)| *n == name) {
+        Some((n, code, message, _)) => json!({ "name": n, "code": code, "message": message }),
+        // A default with no Maxine name (`nearest`): Maxine's own name.
+        None => json!({ "name": strategy.as_str(), "code": null, "message": strategy.as_str() }),
+    }
+}
+
+/// The Maxine name of a Maxine strategy, from the configuration's default.
+fn sss_name_of(strategy: Strategy) -> &'static str {
+    SSS.iter()
+        .find(|(.., s)| *s == strategy)
+        .map_or(strategy.as_str(), |(n, ..)| n)
+}
+
+fn config_view(st: &HttpState) -> Value {
+    let (name, strategy) = st.maxine_control.strategy().unwrap_or_else(|| {
+        let s = st.registry.balancing().strategy;
+        (sss_name_of(s), s)
+    });
+    let log_format = if st.maxine_control.log_json {
+        json!({ "name": "JSON", "code": "0", "message": "Jsonified logging" })
+    } else {
+        json!({ "name": "PLAIN", "code": "1", "message": "Plain logs" })
+    };
+    json!({
+        "logAsync": true,
+        "heartBeatTimeout": st.maxine_control.heartbeat_timeout(),
+        "logJsonPrettify": false,
+        "actuatorEnabled": true,
+        "statusMonitorEnabled": false,
+        "serverSelectionStrategy": sss_view(name, strategy),
+        "logFormat": log_format,
+        "port": st.maxine_control.port,
+    })
+}
+
+/// `GET /api/maxine/control/config`: the settings, in Maxine's shape.
+/// Needs operator read.
+pub async fn get_config(
+    State(st): State<HttpState>,
+    caller: Caller,
+) -> Result<Response, MaxineError> {
+    caller.require(&st, Resource::Operator, Access::Read)?;
+    Ok(Json(config_view(&st)).into_response())
+}
+
+/// What one accepted field of a PUT changes.
+enum Set {
+    Timeout(u64),
+    Strategy(&'static str, Strategy),
+}
+
+/// `PUT /api/maxine/control/config`: changes the fields it names and
+/// answers each with Maxine's status text; fields it does not know are
+/// left out of the answer, as in Maxine. Needs operator write. Every
+/// change is in the audit log before it takes effect.
+pub async fn put_config(
+    State(st): State<HttpState>,
+    caller: Caller,
+    body: Result<ApiJson<Value>, ApiError>,
+) -> Result<Response, MaxineError> {
+    caller.require(&st, Resource::Operator, Access::Write)?;
+    let ApiJson(body) = body?;
+    let Value::Object(fields) = body else {
+        return Err(ApiError::BadRequest("the body must be a JSON object".into()).into());
+    };
+    let mut answer = serde_json::Map::new();
+    let mut sets = Vec::new();
+    for (field, value) in &fields {
+        let status = match field.as_str() {
+            // Accepted and ignored: Maxine writes its logs as they come,
+            // in the format it was started with.
+            "logAsync" | "logJsonPrettify" => match value {
+                Value::Bool(_) => CONFIG_SUCCESS,
+                _ => CONFIG_TYPE_ERROR,
+            },
+            "heartBeatTimeout" => match whole_number(value) {
+                None => CONFIG_TYPE_ERROR,
+                Some(t) if t < 1 || t > MAX_TIMEOUT_SECS as i128 => CONFIG_INVALID,
+                Some(t) => {
+                    sets.push(Set::Timeout(t as u64));
+                    CONFIG_SUCCESS
+                }
+            },
+            "serverSelectionStrategy" => match value
+                .as_str()
+                .and_then(|v| SSS.iter().find(|(n, ..)| *n == v))
+            {
+                Some((name, .., strategy)) => {
+                    sets.push(Set::Strategy(name, *strategy));
+                    CONFIG_SUCCESS
+                }
+                None => CONFIG_INVALID,
+            },
+            // The log format is chosen at start (`log.format`): only the
+            // one in use is a right value.
+            "logFormat" => match (value.as_str(), st.maxine_control.log_json) {
+                (Some("JSON"), true) | (Some("PLAIN"), false) => CONFIG_SUCCESS,
+                _ => CONFIG_INVALID,
+            },
+            _ => continue,
+        };
+        answer.insert(field.clone(), status.into());
+    }
+    audit_sets(&st, &caller, &sets).await?;
+    let control = &st.maxine_control;
+    for set in sets {
+        match set {
+            Set::Timeout(t) => control.heartbeat_timeout.store(t, Ordering::Relaxed),
+            Set::Strategy(name, s) => {
+                *control.strategy.lock().unwrap_or_else(|e| e.into_inner()) = Some((name, s));
+            }
+        }
+    }
+    let answer = Value::Object(answer);
+    tracing::info!(%answer, "control/config");
+    Ok(Json(answer).into_response())
+}
+
+/// A JSON whole number (`5` or `5.0`, as JavaScript's `Number.isInteger`).
+fn whole_number(v: &Value) -> Option<i128> {
+    if let Some(i) = v.as_i64() {
+        return Some(i.into());
+    }
+    if let Some(u) = v.as_u64() {
+        return Some(u.into());
+    }
+    v.as_f64()
+        .filter(|f| f.fract() == 0.0 && f.abs() < 1e18)
+        .map(|f| f as i128)
+}
+
+/// Records the changes in the audit log (fsynced) before they are made;
+/// a log that cannot be written refuses the request with 503.
+async fn audit_sets(st: &HttpState, caller: &Caller, sets: &[Set]) -> Result<(), ApiError> {
+    let Some(audit) = st.auth.audit.clone() else {
+        return Ok(());
+    };
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let now = super::auth::unix_ms();
+    let control = &st.maxine_control;
+    let records: Vec<_> = sets
+        .iter()
+        .map(|set| {
+            let (field, detail) = match set {
+                Set::Timeout(t) => (
+                    "heartBeatTimeout",
+                    format!("{} -> {t}", control.heartbeat_timeout()),
+                ),
+                Set::Strategy(name, s) => (
+                    "serverSelectionStrategy",
+                    format!("{name} ({})", s.as_str()),
+                ),
+            };
+            crate::audit::Record {
+                time_ms: now,
+                index: None,
+                actor: caller.actor.name(),
+                client: caller.client().map(|c| c.to_string()),
+                action: "maxine.config.set".into(),
+                resource: format!("maxine-config:{field}"),
+                outcome: "ok".into(),
+                detail: Some(detail),
+            }
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || audit.append(records))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the audit writer failed: {e}")))?
+        .map_err(|e| {
+            tracing::warn!(%e, "could not record a control/config change in the audit log");
+            ApiError::Unavailable("the audit log cannot be written; nothing was changed".into())
+        })
 }

@@ -10,6 +10,9 @@
 //!   registry routes get `X-Maxine-Index` (the registry's change index)
 //! ```
 //!
+//! The web console (`/ui`, [`console`]) is merged beside the route table:
+//! static files, not part of the API or its OpenAPI document.
+//!
 //! Must not import: dns (front ends never call each other), config (app
 //! hands over what the API needs in [`HttpState`]).
 
@@ -18,6 +21,7 @@ mod actuator;
 pub mod auth;
 mod balance;
 mod checks;
+mod console;
 mod error;
 mod events;
 mod federation;
@@ -42,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::{ApiError, MaxineError};
+pub use maxine::Control as MaxineControl;
 pub use recovery::with_recovery;
 pub use server::{BodyTimeout, Limits, refused_connections, serve};
 pub use tls::{TlsError, load_tls};
@@ -112,6 +117,8 @@ pub struct HttpShared {
     /// Cancelled when the server stops: event streams end (a stream
     /// would otherwise hold its connection open through the drain).
     pub streams_stop: tokio_util::sync::CancellationToken,
+    /// What `/api/maxine/control/config` reads and changes.
+    pub maxine_control: MaxineControl,
 }
 
 impl HttpState {
@@ -158,6 +165,7 @@ impl HttpState {
             metrics: crate::telemetry::Metrics::default(),
             http_metrics: Default::default(),
             streams_stop: Default::default(),
+            maxine_control: Default::default(),
         })
     }
 }
@@ -239,6 +247,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/maxine/serviceops/register", true),
     route("GET", "/api/maxine/serviceops/discover", true),
     route("GET", "/api/maxine/serviceops/servers", true),
+    route("GET", "/api/maxine/control/config", false),
+    route("PUT", "/api/maxine/control/config", false),
     route("GET", "/api/actuator/health", false),
     route("GET", "/api/actuator/info", false),
     route("GET", "/api/actuator/metrics", false),
@@ -302,6 +312,8 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("POST", "/api/maxine/serviceops/register") => on(filter, maxine::register),
         ("GET", "/api/maxine/serviceops/discover") => on(filter, maxine::discover),
         ("GET", "/api/maxine/serviceops/servers") => on(filter, maxine::servers),
+        ("GET", "/api/maxine/control/config") => on(filter, maxine::get_config),
+        ("PUT", "/api/maxine/control/config") => on(filter, maxine::put_config),
         ("GET", "/api/actuator/health") => on(filter, actuator::health),
         ("GET", "/api/actuator/info") => on(filter, actuator::info),
         ("GET", "/api/actuator/metrics") => on(filter, actuator::metrics),
@@ -354,6 +366,7 @@ pub fn router(state: HttpState) -> axum::Router {
         router = router.route(r.path, handler);
     }
     router
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

@@ -417,6 +417,29 @@ fn registry_document(domain: &str) -> Value {
                     }
                 }
             },
+            "/api/maxine/control/config": {
+                "get": {
+                    "summary": "Maxine-compatible settings (the SDKs' getConfig): the heartbeat timeout of registrations that send none, discover's default server selection strategy, and fixed values for what Maxine does not change at run time. Needs operator:read.",
+                    "operationId": "maxineGetConfig",
+                    "responses": {
+                        "200": plain_ok("The settings, in Maxine's shape", "MaxineConfig"),
+                        "401": shared("MaxineUnauthorized"),
+                        "403": shared("MaxineForbidden")
+                    }
+                },
+                "put": {
+                    "summary": "Maxine-compatible settings change (the SDKs' updateConfig): each field it knows is answered with Maxine's status text; others are left out. Changes last until the server stops and are audited. Needs operator:write.",
+                    "operationId": "maxinePutConfig",
+                    "requestBody": json_body("MaxineConfigUpdate"),
+                    "responses": {
+                        "200": plain_ok("Each known field with \"Success\", \"Type Error\" or \"Wrong value Or Invalid value\"", "MaxineConfigAnswer"),
+                        "400": maxine_error("The body is not a JSON object"),
+                        "401": shared("MaxineUnauthorized"),
+                        "403": shared("MaxineForbidden"),
+                        "503": maxine_error("The audit log could not be written; nothing was changed")
+                    }
+                }
+            },
             "/api/actuator/health": {
                 "get": {
                     "summary": "Maxine-compatible health probe.",
@@ -609,6 +632,41 @@ fn registry_document(domain: &str) -> Value {
                         "registeredAt": { "type": "string", "format": "date-time" },
                         "dnsName": { "type": "string", "example": format!("payment-service.{domain}") }
                     }
+                },
+                "MaxineConfig": {
+                    "type": "object",
+                    "properties": {
+                        "logAsync": { "type": "boolean" },
+                        "heartBeatTimeout": { "type": "integer", "minimum": 1, "description": "Seconds: the timeOut of a registration that sends none." },
+                        "logJsonPrettify": { "type": "boolean" },
+                        "actuatorEnabled": { "type": "boolean" },
+                        "statusMonitorEnabled": { "type": "boolean" },
+                        "serverSelectionStrategy": { "type": "object", "properties": {
+                            "name": { "type": "string", "example": "RR" },
+                            "code": { "type": ["string", "null"] },
+                            "message": { "type": "string" }
+                        } },
+                        "logFormat": { "type": "object", "properties": {
+                            "name": { "enum": ["JSON", "PLAIN"] },
+                            "code": { "type": "string" },
+                            "message": { "type": "string" }
+                        } },
+                        "port": { "type": "integer" }
+                    }
+                },
+                "MaxineConfigUpdate": {
+                    "type": "object",
+                    "properties": {
+                        "heartBeatTimeout": { "type": "integer", "minimum": 1 },
+                        "serverSelectionStrategy": { "enum": ["RR", "CH", "RH", "RANDOM", "WRR", "STICKY"] },
+                        "logFormat": { "enum": ["JSON", "PLAIN"], "description": "Only the format in use is accepted." },
+                        "logAsync": { "type": "boolean", "description": "Accepted and ignored." },
+                        "logJsonPrettify": { "type": "boolean", "description": "Accepted and ignored." }
+                    }
+                },
+                "MaxineConfigAnswer": {
+                    "type": "object",
+                    "additionalProperties": { "enum": ["Success", "Type Error", "Wrong value Or Invalid value"] }
                 },
                 "MaxineServers": {
                     "type": "object",

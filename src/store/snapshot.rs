@@ -170,6 +170,25 @@ pub struct Restored {
 /// commit. The change index never goes back: it continues after the higher
 /// of the snapshot's and the store's.
 pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, StoreError> {
+    restore_into_with(store, bytes, &mut |_| {})
+}
+
+/// What [`restore_into_with`] is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// `checked` of `total` records were decoded and found sound.
+    Checked { checked: usize, total: usize },
+    /// Every record is sound; the store is being replaced.
+    Writing,
+}
+
+/// [`restore_into`], telling `progress` how far it is (the CLI's
+/// progress bar).
+pub fn restore_into_with(
+    store: &mut dyn Store,
+    bytes: &[u8],
+    progress: &mut dyn FnMut(RestoreStep),
+) -> Result<Restored, StoreError> {
     let snap = decode(bytes)?;
     if snap.last_index > MAX_INDEX {
         return Err(StoreError::Snapshot(format!(
@@ -180,6 +199,8 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
     }
     let mut decoder = Decoder::default();
     let mut acl_objects = 0;
+    let total = snap.records.len();
+    let mut checked = 0;
     for (index, record) in &snap.records {
         if *index == 0 || *index > MAX_INDEX {
             return Err(StoreError::Snapshot(format!(
@@ -192,7 +213,12 @@ pub fn restore_into(store: &mut dyn Store, bytes: &[u8]) -> Result<Restored, Sto
         if matches!(decoded, codec::Decoded::Acl(_)) {
             acl_objects += 1;
         }
+        checked += 1;
+        if checked % 1024 == 0 || checked == total {
+            progress(RestoreStep::Checked { checked, total });
+        }
     }
+    progress(RestoreStep::Writing);
     let current = store.load(&mut |_, _| {})?;
     let last_index = current.max(snap.last_index);
     let batch = WriteBatch {
