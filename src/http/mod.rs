@@ -20,6 +20,7 @@ mod balance;
 mod checks;
 mod error;
 mod events;
+pub use events::Json as EventsJson;
 mod federation;
 mod hyper_errors;
 mod kv;
