@@ -455,6 +455,7 @@ impl App {
             http_metrics: crate::telemetry::metrics::HttpMetrics::new(&metrics),
             metrics,
             streams_stop: stop.clone(),
+            traces: config.telemetry.otlp_endpoint.is_some(),
         });
         if let Some(m) = &config.mqtt {
             let credentials = match (&m.username, &m.password_file) {
