@@ -1346,6 +1346,70 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: toml::Value) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn mqtt_urls_need_the_mqtt_scheme_a_host_and_a_port() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker.example:8883/"),
+            Ok(("broker.example".into(), 8883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1883"),
+            Ok(("::1".into(), 1883))
+        );
+        for (bad, says) in [
+            ("mqtts://h:8883", "only mqtt://"),
+            ("tcp://h:1883", "only mqtt://"),
+            ("h:1883", "mqtt://host:port"),
+            ("mqtt://h", "a host and a port"),
+            ("mqtt://:1883", "a host and a port"),
+            ("mqtt://h:0", "not a port"),
+            ("mqtt://h:99999", "not a port"),
+            ("mqtt://u:p@h:1883", "credentials"),
+            ("mqtt://h:1883/topic", "without a path"),
+            ("mqtt://::1:1883", "brackets"),
+            ("mqtt://[nope]:1883", "IPv6"),
+        ] {
+            let e = parse_mqtt_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn mqtt_is_off_unless_a_url_is_given_and_defaults_follow_the_datacenter() {
+        let c = Config::load(Sources::default()).unwrap();
+        assert_eq!(c.mqtt, None);
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        let c = Config::load(Sources {
+            env: env(&[
+                ("MAXINE_MQTT_URL", "mqtt://127.0.0.1:1883"),
+                ("MAXINE_DATACENTER", "eu1"),
+                ("MAXINE_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(
+            (m.client_id.as_str(), m.topic_prefix.as_str()),
+            ("maxine-eu1", "maxine")
+        );
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let e = Config::load(Sources {
+            env: env(&[("MAXINE_MQTT_URL", "mqtts://h:1")]),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mqtt.url"), "{e}");
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
