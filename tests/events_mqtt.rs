@@ -6,6 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::TestServer;
@@ -87,6 +89,44 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Maxine's way to the broker: a TCP relay whose gate the test closes
+/// while the broker restarts, so that the watcher is subscribed again
+/// before Maxine reconnects and publishes what it missed.
+struct Gate {
+    open: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Gate {
+    async fn start(broker: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let gate = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                if !gate.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", broker)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        });
+        Self { open, port }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
     }
 }
 
@@ -236,7 +276,10 @@ async fn changes_and_healthy_sets_reach_the_broker_and_survive_its_restart() {
     let port = common::process::free_port();
     let broker = Broker::start(dir.path(), port).await;
     let mut watcher = Subscriber::start(port, "watcher", true, &["maxine/dc1/services/#"]).await;
-    let s = TestServer::start_with(|f| f.mqtt.url = Some(format!("mqtt://127.0.0.1:{port}"))).await;
+    let gate = Gate::start(port).await;
+    let s =
+        TestServer::start_with(|f| f.mqtt.url = Some(format!("mqtt://127.0.0.1:{}", gate.port)))
+            .await;
 
     // A registration: its event, then the service's healthy set, retained.
     let first = register(&s, "pay", "a").await;
@@ -266,7 +309,9 @@ async fn changes_and_healthy_sets_reach_the_broker_and_survive_its_restart() {
     drop(late);
 
     // The broker goes away; changes go on.
+    gate.set(false);
     broker.stop().await;
+    while watcher.subscribed.try_recv().is_ok() {}
     register(&s, "pay", "b").await;
     register(&s, "pay", "c").await;
     deregister(&s, "pay", "a").await;
@@ -280,6 +325,10 @@ async fn changes_and_healthy_sets_reach_the_broker_and_survive_its_restart() {
     // It comes back on the same port: every change reaches the watcher,
     // in order (a message sent again may come twice: QoS 1).
     let _broker = Broker::start(dir.path(), port).await;
+    tokio::time::timeout(BOUND, watcher.subscribed.recv())
+        .await
+        .expect("the watcher is back");
+    gate.set(true);
     let mut all = got;
     let mut rest = watcher
         .until("maxine/dc1/services/web/healthy", |g| g.payload.is_null())
