@@ -65,6 +65,7 @@ pub mod events;
 pub mod federation;
 pub mod health;
 pub mod http;
+pub mod mqtt;
 pub mod policy;
 pub mod resolve;
 pub mod store;

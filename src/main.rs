@@ -63,7 +63,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     // The last lines of the log, for the operators' `/api/logs` routes.
     let recent = RecentLogs::new(maxine::telemetry::recent::DEFAULT_LINES);
-    init_logging(&config, &recent)?;
+    // The exporter's HTTP client blocks: made (and shut down) off the runtime.
+    let traces = match config.telemetry.otlp_endpoint.clone() {
+        Some(url) => {
+            let every = config.telemetry.otlp_export_interval;
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    maxine::telemetry::traces::Traces::new(&url, every)
+                })
+                .await?
+                .context("cannot set up the OTLP span exporter")?,
+            )
+        }
+        None => None,
+    };
+    init_logging(&config, &recent, traces.as_ref())?;
     let listeners = Listeners::bind(config.dns.addr, config.http.addr)?;
     let app = App::build(config, listeners)?
         .with_recent_logs(recent)
@@ -90,11 +104,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         skip.cancel();
     });
-    app.run_draining(shutdown, skip_drain).await
+    let ran = app.run_draining(shutdown, skip_drain).await;
+    if let Some(t) = traces {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+    ran
 }
 
-/// The log (on stdout), and the same lines into `recent`, under one filter.
-fn init_logging(config: &Config, recent: &RecentLogs) -> anyhow::Result<()> {
+/// The log (on stdout), and the same lines into `recent`, under one
+/// filter; and the span exporter's layer when tracing is on.
+fn init_logging(
+    config: &Config,
+    recent: &RecentLogs,
+    traces: Option<&maxine::telemetry::traces::Traces>,
+) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
@@ -118,11 +141,13 @@ fn init_logging(config: &Config, recent: &RecentLogs) -> anyhow::Result<()> {
             .with_ansi(ansi)
             .log_internal_errors(false)
     });
+    // The filter is the log's; spans are exported by a layer of their own
+    // (with tracing off there is none).
+    use tracing_subscriber::Layer;
+    let logs = Layer::and_then(Layer::and_then(json, text), recent.layer()).with_filter(filter);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(json)
-        .with(text)
-        .with(recent.layer())
+        .with(traces.map(|t| t.layer()))
+        .with(logs)
         .try_init()
         .context("cannot install the logger")?;
     Ok(())

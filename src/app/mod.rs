@@ -236,8 +236,14 @@ fn node_name() -> String {
 /// The password in `path`, without a trailing newline. Never logged: an
 /// error names the file only.
 fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
+    read_secret(path, "store_password_file")
+}
+
+/// The secret in `path` (the file of setting `key`), without a trailing
+/// newline. Never logged: an error names the file only.
+fn read_secret(path: &std::path::Path, key: &str) -> anyhow::Result<String> {
     let mut text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read store_password_file {}", path.display()))?;
+        .with_context(|| format!("cannot read {key} {}", path.display()))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -543,7 +549,7 @@ impl App {
         );
         federation.start(log.clone(), &tasks, stop.clone()).await;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
-        let router = http::router(http::HttpState::from(http::HttpShared {
+        let state = http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
             domain: config.domain.clone(),
             max_body_bytes: config.http.max_body_bytes,
@@ -565,7 +571,31 @@ impl App {
                 config.log.format == crate::config::LogFormat::Json,
                 http_addr.port(),
             ),
-        }));
+            traces: config.telemetry.otlp_endpoint.is_some(),
+        });
+        if let Some(m) = &config.mqtt {
+            let credentials = match (&m.username, &m.password_file) {
+                (Some(user), Some(path)) => {
+                    Some((user.clone(), read_secret(path, "mqtt.password_file")?))
+                }
+                (Some(user), None) => Some((user.clone(), String::new())),
+                _ => None,
+            };
+            let publisher = crate::mqtt::Publisher::new(
+                crate::mqtt::Settings {
+                    host: m.host.clone(),
+                    port: m.port,
+                    client_id: m.client_id.clone(),
+                    topic_prefix: m.topic_prefix.clone(),
+                    credentials,
+                },
+                registry.clone(),
+                state.feed.clone(),
+                Arc::new(http::EventsJson(state.clone())),
+            );
+            tasks.spawn(publisher.run(stop.clone()));
+        }
+        let router = http::router(state);
         let router = http::with_recovery(router, recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
             registry: registry.clone(),

@@ -177,6 +177,30 @@ pub struct Config {
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
     pub federation: FederationConfig,
+    /// Publishing to an MQTT broker (`None`: off).
+    pub mqtt: Option<MqttConfig>,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The MQTT broker registry changes are published to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    /// Without a trailing `/`.
+    pub topic_prefix: String,
+    pub username: Option<String>,
+    /// Read when the publisher starts; never logged.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP traces URL (with `/v1/traces`); `None`: no export.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_export_interval: Duration,
 }
 
 /// Active health checks.
@@ -1060,7 +1084,24 @@ impl Config {
                 ));
             }
         };
+        let mqtt = validate_mqtt(f.mqtt, &datacenter)?;
+        let telemetry = TelemetryConfig {
+            otlp_endpoint: match f.telemetry.otlp_endpoint {
+                None => None,
+                Some(e) => {
+                    Some(otlp_traces_url(&e).map_err(|m| invalid("telemetry.otlp_endpoint", m))?)
+                }
+            },
+            otlp_export_interval: between(
+                "telemetry.otlp_export_interval",
+                f.telemetry.otlp_export_interval,
+                ms100,
+                Duration::from_secs(60),
+            )?,
+        };
         Ok(Config {
+            mqtt,
+            telemetry,
             federation,
             health,
             acl,
@@ -1091,6 +1132,112 @@ impl Config {
             },
         })
     }
+}
+
+/// `host` and `port` of an `mqtt://host:port` URL (IPv6 in brackets).
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let usage = "is not an mqtt://host:port URL (e.g. mqtt://127.0.0.1:1883)";
+    let Some(rest) = url.strip_prefix("mqtt://") else {
+        return Err(if url.contains("://") {
+            format!("{url:?}: only mqtt:// is supported (no TLS or WebSocket transport)")
+        } else {
+            format!("{url:?} {usage}")
+        });
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '@', '?', '#']) || rest.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{url:?} {usage}, without a path, query or credentials (use mqtt.username and mqtt.password_file)"
+        ));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.is_empty() => (h, p),
+        _ => return Err(format!("{url:?} {usage}: a host and a port are needed")),
+    };
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{url:?} {usage}"))?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{url:?}: {v6:?} is not an IPv6 address"))?;
+            v6
+        }
+        None if host.contains([':', ']']) => {
+            return Err(format!(
+                "{url:?} {usage}: write an IPv6 address in brackets"
+            ));
+        }
+        None => host,
+    };
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{url:?}: {port:?} is not a port from 1 to 65535")),
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Checks the `[mqtt]` section.
+fn validate_mqtt(m: wire::MqttFile, dc: &Datacenter) -> Result<Option<MqttConfig>, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+    let Some(url) = m.url else {
+        return Ok(None);
+    };
+    let (host, port) = parse_mqtt_url(&url).map_err(|e| invalid("mqtt.url", e))?;
+    let client_id = m.client_id.unwrap_or_else(|| format!("maxine-{dc}"));
+    if client_id.is_empty() || client_id.len() > 65_535 {
+        return Err(invalid("mqtt.client_id", "must not be empty".into()));
+    }
+    let topic_prefix = m.topic_prefix.trim_end_matches('/').to_string();
+    if topic_prefix.is_empty()
+        || topic_prefix.starts_with('/')
+        || topic_prefix.contains(['+', '#', '\0'])
+    {
+        return Err(invalid(
+            "mqtt.topic_prefix",
+            format!(
+                "{:?} must be a topic such as \"maxine\", without wildcards (+, #) or a leading /",
+                m.topic_prefix
+            ),
+        ));
+    }
+    if m.password_file.is_some() && m.username.is_none() {
+        return Err(invalid(
+            "mqtt.password_file",
+            "is only used with mqtt.username".into(),
+        ));
+    }
+    Ok(Some(MqttConfig {
+        host,
+        port,
+        client_id,
+        topic_prefix,
+        username: m.username,
+        password_file: m.password_file,
+    }))
+}
+
+/// The traces URL of an OTLP/HTTP endpoint: `/v1/traces` is added unless
+/// the path already ends so.
+fn otlp_traces_url(endpoint: &str) -> Result<String, String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!("{endpoint:?} is not an http:// or https:// URL (OTLP over HTTP)")
+        })?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') || rest.contains(['?', '#']) {
+        return Err(format!(
+            "{endpoint:?} is not a URL such as http://127.0.0.1:4318"
+        ));
+    }
+    let base = endpoint.trim_end_matches('/');
+    Ok(if base.ends_with("/v1/traces") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/traces")
+    })
 }
 
 /// Checks the `[outlier]` section.
@@ -1296,6 +1443,70 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mqtt_urls_need_the_mqtt_scheme_a_host_and_a_port() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker.example:8883/"),
+            Ok(("broker.example".into(), 8883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1883"),
+            Ok(("::1".into(), 1883))
+        );
+        for (bad, says) in [
+            ("mqtts://h:8883", "only mqtt://"),
+            ("tcp://h:1883", "only mqtt://"),
+            ("h:1883", "mqtt://host:port"),
+            ("mqtt://h", "a host and a port"),
+            ("mqtt://:1883", "a host and a port"),
+            ("mqtt://h:0", "not a port"),
+            ("mqtt://h:99999", "not a port"),
+            ("mqtt://u:p@h:1883", "credentials"),
+            ("mqtt://h:1883/topic", "without a path"),
+            ("mqtt://::1:1883", "brackets"),
+            ("mqtt://[nope]:1883", "IPv6"),
+        ] {
+            let e = parse_mqtt_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn mqtt_is_off_unless_a_url_is_given_and_defaults_follow_the_datacenter() {
+        let c = Config::load(Sources::default()).unwrap();
+        assert_eq!(c.mqtt, None);
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        let c = Config::load(Sources {
+            env: env(&[
+                ("MAXINE_MQTT_URL", "mqtt://127.0.0.1:1883"),
+                ("MAXINE_DATACENTER", "eu1"),
+                ("MAXINE_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(
+            (m.client_id.as_str(), m.topic_prefix.as_str()),
+            ("maxine-eu1", "maxine")
+        );
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let e = Config::load(Sources {
+            env: env(&[("MAXINE_MQTT_URL", "mqtts://h:1")]),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mqtt.url"), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

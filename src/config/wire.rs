@@ -58,6 +58,10 @@ settings! {
         outlier: OutlierFile,
         /// Prometheus metrics at `GET /metrics` (docs/operations.md).
         metrics: MetricsFile,
+        /// Publishing registry changes to an MQTT broker (docs/operations.md).
+        mqtt: MqttFile,
+        /// Traces exported over OTLP (docs/operations.md).
+        telemetry: TelemetryFile,
     }
 
     /// The `[dns]` section.
@@ -297,5 +301,27 @@ settings! {
         max_ejection_time: DurationValue = "5m", "MAXINE_OUTLIER_MAX_EJECTION_TIME";
         /// At most this percentage of a service's instances are ejected at once (0 to 100); at least one may always be.
         max_ejection_percent: u8 = "10", "MAXINE_OUTLIER_MAX_EJECTION_PERCENT";
+    }
+
+    /// The `[mqtt]` section: registry changes published to a broker.
+    MqttFile "mqtt." {
+        /// The broker, as mqtt://host:port; unset: nothing is published.
+        url: Option<String>, "MAXINE_MQTT_URL", flag;
+        /// The client id Maxine connects with; unset: maxine-<datacenter>.
+        client_id: Option<String>, "MAXINE_MQTT_CLIENT_ID";
+        /// The first level of every topic: <prefix>/<dc>/services/<service>.
+        topic_prefix: String = "maxine", "MAXINE_MQTT_TOPIC_PREFIX";
+        /// The user name Maxine connects as (with password_file); unset: none.
+        username: Option<String>, "MAXINE_MQTT_USERNAME";
+        /// File holding the password of username (trailing newline dropped, never logged).
+        password_file: Option<PathBuf>, "MAXINE_MQTT_PASSWORD_FILE";
+    }
+
+    /// The `[telemetry]` section: traces.
+    TelemetryFile "telemetry." {
+        /// OTLP/HTTP endpoint spans are exported to, e.g. http://127.0.0.1:4318 (/v1/traces is added); unset: no spans are exported.
+        otlp_endpoint: Option<String>, "MAXINE_OTLP_ENDPOINT", flag;
+        /// Spans are exported in batches at least this often (100ms to 1m).
+        otlp_export_interval: DurationValue = "5s", "MAXINE_OTLP_EXPORT_INTERVAL";
     }
 }

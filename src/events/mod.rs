@@ -37,6 +37,17 @@ pub const COALESCE_AFTER: usize = 4_096;
 /// Most events in one delivery.
 pub const MAX_BATCH: usize = 1_024;
 
+/// How changes and instances are written as JSON for consumers outside
+/// the API (the MQTT publisher): the API's encoding, implemented where the
+/// API's views are (`http::events`), so that every stream shows the same
+/// documents.
+pub trait Encoding: Send + Sync + 'static {
+    /// One change, as the `change` events of `GET /v1/events`.
+    fn change(&self, event: &Event) -> serde_json::Value;
+    /// One instance, as the API shows it.
+    fn instance(&self, instance: &crate::core::Instance) -> serde_json::Value;
+}
+
 /// The feed. Cloning copies one `Arc`.
 #[derive(Clone)]
 pub struct ChangeFeed {

@@ -112,6 +112,31 @@ impl Message {
     }
 }
 
+/// One change as a `change` event's data (and an MQTT event's payload).
+fn change_json(st: &HttpState, e: &Event) -> Value {
+    json!({
+        "index": e.index,
+        "kind": e.kind.as_str(),
+        "service": e.key.service.as_str(),
+        "datacenter": e.key.dc.as_str(),
+        "id": e.id.as_str(),
+        "instance": e.instance.as_deref().map(|i| view(st, i)),
+    })
+}
+
+/// The streams' encoding, for consumers outside the API.
+pub struct Json(pub HttpState);
+
+impl crate::events::Encoding for Json {
+    fn change(&self, event: &Event) -> Value {
+        change_json(&self.0, event)
+    }
+
+    fn instance(&self, instance: &crate::core::Instance) -> Value {
+        serde_json::to_value(view(&self.0, instance)).unwrap_or(Value::Null)
+    }
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -172,14 +197,7 @@ impl Follow {
     }
 
     fn change_body(&self, e: &Event) -> Value {
-        json!({
-            "index": e.index,
-            "kind": e.kind.as_str(),
-            "service": e.key.service.as_str(),
-            "datacenter": e.key.dc.as_str(),
-            "id": e.id.as_str(),
-            "instance": e.instance.as_deref().map(|i| view(&self.st, i)),
-        })
+        change_json(&self.st, e)
     }
 
     /// The next messages (waits for a change when there is none).

@@ -24,6 +24,7 @@ mod checks;
 mod console;
 mod error;
 mod events;
+pub use events::Json as EventsJson;
 mod federation;
 mod hyper_errors;
 mod kv;
@@ -119,6 +120,8 @@ pub struct HttpShared {
     pub streams_stop: tokio_util::sync::CancellationToken,
     /// What `/api/maxine/control/config` reads and changes.
     pub maxine_control: MaxineControl,
+    /// Spans are exported: each request gets a span (and `traceparent`).
+    pub traces: bool,
 }
 
 impl HttpState {
@@ -164,6 +167,7 @@ impl HttpState {
             script_checks: false,
             metrics: crate::telemetry::Metrics::default(),
             http_metrics: Default::default(),
+            traces: false,
             streams_stop: Default::default(),
             maxine_control: Default::default(),
         })
@@ -363,6 +367,12 @@ pub fn router(state: HttpState) -> axum::Router {
             },
             metrics::track,
         ));
+        if state.traces {
+            let route = r.path;
+            handler = handler.route_layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| traced(route, req, next),
+            ));
+        }
         router = router.route(r.path, handler);
     }
     router
@@ -375,6 +385,16 @@ pub fn router(state: HttpState) -> axum::Router {
             auth::check_host,
         ))
         .with_state(state)
+}
+
+/// One span per request (route, method, status), child of the caller's
+/// `traceparent`; the response carries the span's own.
+async fn traced(route: &'static str, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = crate::telemetry::traces::request_span(req.method(), route, req.headers());
+    let mut res = next.run(req).instrument(span.clone()).await;
+    crate::telemetry::traces::finish_request(&span, res.status(), res.headers_mut());
+    res
 }
 
 /// Adds [`INDEX_HEADER`] (the current index) unless the handler set a more
@@ -469,16 +489,24 @@ async fn propose(
     change: Change,
     caller: &auth::Caller,
 ) -> Result<Applied, ApiError> {
-    st.log
+    use tracing::Instrument;
+    let span = crate::telemetry::traces::write_span(1);
+    let applied = st
+        .log
         .propose(vec![change], caller.context())
-        .await
-        .map_err(|e| match e {
-            LogError::Refused(e) => ApiError::from(e),
-            LogError::Unavailable(why) => store_unavailable(
-                &why,
-                "the change could not be saved and was undone, try again later",
-            ),
-        })
+        .instrument(span.clone())
+        .await;
+    match &applied {
+        Ok(a) => span.record("index", a.last_index),
+        Err(e) => span.record("error", tracing::field::display(e)),
+    };
+    applied.map_err(|e| match e {
+        LogError::Refused(e) => ApiError::from(e),
+        LogError::Unavailable(why) => store_unavailable(
+            &why,
+            "the change could not be saved and was undone, try again later",
+        ),
+    })
 }
 
 /// The instance value a one-change proposal produced.

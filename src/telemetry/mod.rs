@@ -9,6 +9,7 @@ pub mod coalesce;
 mod dns_counters;
 pub mod metrics;
 pub mod recent;
+pub mod traces;
 
 pub use coalesce::{Coalesced, LogEvery};
 pub use metrics::Metrics;
