@@ -21,16 +21,8 @@ macro_rules! eventually {
 #[tokio::test]
 async fn dc2_registrations_answer_in_dc1_under_dc2_and_removals_and_expiry_follow() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
-    let dc1 = Dc::start(
-        "dc1",
-        &tmp.path().join("dc1"),
-        DcSpec {
-            peers: vec![dc2.peer()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
+    let dc1 = Dc::following(tmp.path(), "dc1", &[&dc2]).await;
     dc2.register("payments", "p1", "10.2.0.1", 30).await;
     dc2.register("payments", "p2", "10.2.0.2", 30).await;
     eventually!(
@@ -74,7 +66,7 @@ async fn dc2_registrations_answer_in_dc1_under_dc2_and_removals_and_expiry_follo
 #[tokio::test]
 async fn a_receiver_restart_resumes_and_a_down_peer_answers_from_the_replica_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
     let spec = DcSpec {
         peers: vec![dc2.peer()],
         ..Default::default()
@@ -114,7 +106,7 @@ async fn a_receiver_restart_resumes_and_a_down_peer_answers_from_the_replica_fil
 #[tokio::test]
 async fn a_relay_delivers_dc3_to_dc1_through_dc2_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    let dc3 = Dc::lone(tmp.path(), "dc3").await;
     let dc2 = Dc::start(
         "dc2",
         &tmp.path().join("dc2"),
@@ -125,15 +117,7 @@ async fn a_relay_delivers_dc3_to_dc1_through_dc2_exactly_once() {
         },
     )
     .await;
-    let dc1 = Dc::start(
-        "dc1",
-        &tmp.path().join("dc1"),
-        DcSpec {
-            peers: vec![dc2.peer()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let dc1 = Dc::following(tmp.path(), "dc1", &[&dc2]).await;
     dc3.register("search", "s1", "10.3.0.1", 60).await;
     dc2.register("payments", "p1", "10.2.0.1", 60).await;
     dc1.register("web", "w1", "10.1.0.1", 60).await;
@@ -160,7 +144,7 @@ async fn a_relay_delivers_dc3_to_dc1_through_dc2_exactly_once() {
 #[tokio::test]
 async fn a_peer_with_a_wrong_token_is_refused_with_403_and_nothing_is_applied() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
     dc2.register("payments", "p1", "10.2.0.1", 60).await;
     let dc1 = Dc::start(
         "dc1",
@@ -247,8 +231,8 @@ for rrset in r.answer:
 #[tokio::test]
 async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_local() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
-    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
+    let dc3 = Dc::lone(tmp.path(), "dc3").await;
     let dc1 = Dc::start(
         "dc1",
         &tmp.path().join("dc1"),
@@ -352,16 +336,8 @@ async fn local_names_fail_over_to_dc2_then_dc3_when_dc2_freezes_and_back_to_loca
 #[tokio::test]
 async fn a_per_service_failover_order_overrides_the_default() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
-    let dc1 = Dc::start(
-        "dc1",
-        &tmp.path().join("dc1"),
-        DcSpec {
-            peers: vec![dc2.peer()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
+    let dc1 = Dc::following(tmp.path(), "dc1", &[&dc2]).await;
     dc2.register("payments", "p1", "10.2.0.1", 60).await;
     eventually!(
         dc1.a("payments.dc2.maxine.").await == ["10.2.0.1"],
@@ -407,7 +383,7 @@ async fn settled(dc1: &Dc, dc2: &Dc) -> bool {
 #[tokio::test]
 async fn in_a_mesh_with_a_relay_each_datacenter_is_taken_from_one_peer_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    let dc3 = Dc::lone(tmp.path(), "dc3").await;
     let dc2 = Dc::start(
         "dc2",
         &tmp.path().join("dc2"),
@@ -419,15 +395,7 @@ async fn in_a_mesh_with_a_relay_each_datacenter_is_taken_from_one_peer_only() {
     )
     .await;
     // dc1 hears dc3 directly and relayed by dc2.
-    let dc1 = Dc::start(
-        "dc1",
-        &tmp.path().join("dc1"),
-        DcSpec {
-            peers: vec![dc2.peer(), dc3.peer()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let dc1 = Dc::following(tmp.path(), "dc1", &[&dc2, &dc3]).await;
     dc3.register("search", "s0", "10.3.0.9", 60).await;
     eventually!(
         dc1.a("search.dc3.maxine.").await == ["10.3.0.9"],
@@ -456,8 +424,8 @@ async fn in_a_mesh_with_a_relay_each_datacenter_is_taken_from_one_peer_only() {
 #[tokio::test]
 async fn failover_nearest_picks_the_peer_of_lowest_round_trip_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
-    let dc3 = Dc::start("dc3", &tmp.path().join("dc3"), DcSpec::default()).await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
+    let dc3 = Dc::lone(tmp.path(), "dc3").await;
     // dc2 is behind a link that adds 150 ms each way; dc3 is direct.
     let slow =
         common::federation::slow_link(dc2.p.http, std::time::Duration::from_millis(150)).await;
@@ -508,16 +476,8 @@ async fn failover_nearest_picks_the_peer_of_lowest_round_trip_time() {
 #[tokio::test]
 async fn a_check_failing_in_dc2_takes_the_instance_out_of_dc1s_answers() {
     let tmp = tempfile::tempdir().unwrap();
-    let dc2 = Dc::start("dc2", &tmp.path().join("dc2"), DcSpec::default()).await;
-    let dc1 = Dc::start(
-        "dc1",
-        &tmp.path().join("dc1"),
-        DcSpec {
-            peers: vec![dc2.peer()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let dc2 = Dc::lone(tmp.path(), "dc2").await;
+    let dc1 = Dc::following(tmp.path(), "dc1", &[&dc2]).await;
     // The checked target: a listener of this test, closed later.
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target_addr = target.local_addr().unwrap();

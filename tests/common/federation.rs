@@ -85,6 +85,20 @@ impl Dc {
         }
     }
 
+    /// Datacenter `name`, in `tmp/name`, with no peers.
+    pub async fn lone(tmp: &Path, name: &str) -> Dc {
+        Dc::start(name, &tmp.join(name), DcSpec::default()).await
+    }
+
+    /// Datacenter `name`, in `tmp/name`, following `peers`' streams.
+    pub async fn following(tmp: &Path, name: &str, peers: &[&Dc]) -> Dc {
+        let spec = DcSpec {
+            peers: peers.iter().map(|p| p.peer()).collect(),
+            ..Default::default()
+        };
+        Dc::start(name, &tmp.join(name), spec).await
+    }
+
     pub fn url(&self) -> String {
         self.p.base()
     }
