@@ -18,6 +18,10 @@
 # (one token per service, created before the runs); ACL=0 (default) sends
 # no token to a server that allows by default. Both build the same request
 # headers in wrk, so the difference is the server's.
+# SERVE_ARGS="..." adds arguments to `maxine serve` (e.g. --mqtt-url
+# mqtt://127.0.0.1:1883 to publish every change to a broker), and
+# SSE_CONSUMERS=N holds N event streams (`curl -N /v1/events`, on LOAD_CPU)
+# open during the runs, each reading every change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -43,11 +47,17 @@ fi
 env -u MAXINE_BIN taskset -c "$server_cpu" "$MAXINE_BIN" serve \
   --data-dir "$work/data" --store "$store" --log-level "$level" --log-format json \
   --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" "${acl_args[@]}" \
-  >"$work/server.log" 2>&1 &
+  ${SERVE_ARGS:-} >"$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/v1/ready" >/dev/null && break
   sleep 0.1
+done
+
+consumers=()
+for _ in $(seq "${SSE_CONSUMERS:-0}"); do
+  taskset -c "$load_cpu" curl -sN "http://127.0.0.1:$port/v1/events" >/dev/null 2>&1 &
+  consumers+=($!)
 done
 
 # headers_for(service): the request headers, with that service's token under ACL=1.
