@@ -54,10 +54,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-consumers=()
+# The consumers end with the server: its exit closes their streams.
 for _ in $(seq "${SSE_CONSUMERS:-0}"); do
   taskset -c "$load_cpu" curl -sN "http://127.0.0.1:$port/v1/events" >/dev/null 2>&1 &
-  consumers+=($!)
 done
 
 # headers_for(service): the request headers, with that service's token under ACL=1.
