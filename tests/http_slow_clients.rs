@@ -87,8 +87,9 @@ async fn slow_clients_are_closed_within_their_deadlines_while_others_are_served(
     // (case, the deadline it must be closed by, and no sooner than)
     let table = [
         (Slow::UnfinishedHeaders, Duration::from_secs(1)),
-        // HTTP/1: hyper's head deadline also runs between requests.
-        (Slow::IdleKeepAliveHttp1, Duration::from_secs(1)),
+        // HTTP/1 kept alive: the idle deadline, not the head one (that
+        // starts at a head's first byte).
+        (Slow::IdleKeepAliveHttp1, Duration::from_secs(2)),
         // Idle before its first request (1 s), then the graceful close (GOAWAY,
         // a PING this client never answers) gets the head deadline again.
         (Slow::IdleHttp2PriorKnowledge, Duration::from_secs(2)),
@@ -192,7 +193,68 @@ async fn slow_clients_are_closed_within_their_deadlines_while_others_are_served(
 }
 
 fn case_has_minimum(case: Slow) -> bool {
-    matches!(case, Slow::UnfinishedHeaders | Slow::BodyOneBytePerSecond)
+    matches!(
+        case,
+        Slow::UnfinishedHeaders | Slow::IdleKeepAliveHttp1 | Slow::BodyOneBytePerSecond
+    )
+}
+
+/// One request on an open HTTP/1.1 connection; its status.
+async fn get_status(conn: &mut TcpStream) -> u16 {
+    conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = timeout(Duration::from_secs(5), async {
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before answering: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a content-length");
+                if got.len() >= end + 4 + len {
+                    return text[9..12].parse().unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    answered.expect("answered within 5 s")
+}
+
+/// A kept-alive HTTP/1.1 connection that waits longer than the head
+/// deadline (1 s), but less than the idle one (2 s), between two requests is
+/// still served: clients with connection pools reuse such connections.
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_head_deadline_between_requests() {
+    let s = TestServer::start_with(short_deadlines).await;
+    let mut conn = TcpStream::connect(s.http_addr).await.unwrap();
+    assert_eq!(get_status(&mut conn).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get_status(&mut conn).await, 200);
+    // A head begun then stalled is still cut at its own deadline.
+    conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let (_, took) = read_until_closed(&mut conn, Duration::from_secs(4)).await;
+    assert!(
+        took >= Duration::from_millis(800) && took <= Duration::from_millis(1900),
+        "a stalled head was closed after {took:?}, its deadline is 1 s"
+    );
+    s.stop().await;
 }
 
 /// One raw request, then the status and JSON body of the answer.

@@ -129,7 +129,7 @@ settings! {
         insecure_http: bool = "false", "MAXINE_INSECURE_HTTP", flag;
         /// Largest request body accepted, in bytes (at least 1024); larger ones get 413.
         max_body_bytes: usize = "65536", "MAXINE_MAX_BODY_BYTES";
-        /// A client must send a request's headers within this long (100ms to 10m), or the connection is closed.
+        /// A client must send a request's headers within this long of their first byte, and its first request within this long of connecting (100ms to 10m), or the connection is closed.
         header_read_timeout: DurationValue = "10s", "MAXINE_HTTP_HEADER_READ_TIMEOUT";
         /// A client must send a whole request body within this long (100ms to 1h); slower ones get 408.
         body_timeout: DurationValue = "30s", "MAXINE_HTTP_BODY_TIMEOUT";

@@ -7,8 +7,9 @@
 //!     | over max_connections / per-IP cap: closed at once, counted
 //!     v
 //!   TLS handshake (header_read_timeout) -> hyper auto builder
-//!     | h1: header_read_timeout, max_buf_size, max_headers, Title-Case header names
+//!     | h1: max_buf_size, max_headers, Title-Case header names
 //!     | h2: keep-alive pings, max_header_list_size
+//!     | a request head begun but not whole within header_read_timeout: closed
 //!     | no request in flight for idle_timeout: graceful close
 //!     v
 //!   head limits (414 / 431 as JSON) -> body deadline (408) -> router
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,9 +41,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -180,7 +181,12 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
         // case-sensitively. Names are read case-insensitively either way;
         // HTTP/2 names are lowercase by the protocol.
         .title_case_headers(true)
-        .header_read_timeout(l.header_read_timeout)
+        // hyper's own head deadline also runs while a kept-alive
+        // connection waits for its next request, which would make every
+        // HTTP/1 connection's idle time header_read_timeout instead of
+        // idle_timeout. [`Activity`] starts the deadline at the head's
+        // first byte instead.
+        .header_read_timeout(None)
         .max_buf_size((l.max_header_bytes * 2).max(8192))
         .max_headers(l.max_headers * 2);
     b.http2()
@@ -323,7 +329,10 @@ impl Conn {
             })
         };
         // hyper's own empty error answers become JSON ones.
-        let io = super::hyper_errors::JsonErrors::new(io);
+        let io = super::hyper_errors::JsonErrors::new(Watched {
+            inner: io,
+            activity: activity.clone(),
+        });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         // Before the first request the head deadline applies (it also
@@ -335,6 +344,10 @@ impl Conn {
                 // Finish the requests in flight, accept no new ones.
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = activity.head_overdue(limits.header_read_timeout) => {
+                tracing::debug!(%peer, "closing an HTTP connection: request head not received in time");
+                Ok(())
             }
             _ = activity.idle(first, limits.idle_timeout) => {
                 tracing::debug!(%peer, "closing an idle HTTP connection");
@@ -368,6 +381,16 @@ struct ActivityState {
     started: AtomicU64,
     /// When the last request ended, in ms since `epoch`.
     last_end_ms: AtomicU64,
+    /// HTTP/1 only: when the first byte of a request head not yet whole
+    /// arrived, in ms since `epoch` plus one (0: no head begun).
+    head_since_ms: AtomicU64,
+    /// Wakes [`Activity::head_overdue`] when a head begins.
+    head_begun: Notify,
+    /// The connection speaks HTTP/2 (its preface was read): frames such as
+    /// pings arrive between requests, and no head deadline applies.
+    h2: AtomicBool,
+    /// The first bytes read, to recognise the HTTP/2 preface.
+    probe: Mutex<Vec<u8>>,
 }
 
 impl Default for Activity {
@@ -377,6 +400,10 @@ impl Default for Activity {
             in_flight: AtomicU64::new(0),
             started: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            head_begun: Notify::new(),
+            h2: AtomicBool::new(false),
+            probe: Mutex::new(Vec::new()),
         }))
     }
 }
@@ -386,6 +413,8 @@ struct Busy(Arc<ActivityState>);
 
 impl Activity {
     fn busy(&self) -> Busy {
+        // The head is whole: its deadline is met.
+        self.0.head_since_ms.store(0, Ordering::Release);
         self.0.started.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.0.clone())
@@ -414,6 +443,121 @@ impl Activity {
             }
             tokio::time::sleep_until(until).await;
         }
+    }
+
+    /// Bytes were read from the client: on HTTP/1 with no request in
+    /// flight they begin a request head, and its deadline starts.
+    fn read(&self, bytes: &[u8]) {
+        let s = &self.0;
+        if bytes.is_empty() || s.h2.load(Ordering::Relaxed) {
+            return;
+        }
+        if s.started.load(Ordering::Relaxed) == 0 {
+            let mut probe = s.probe.lock().unwrap_or_else(|e| e.into_inner());
+            if probe.len() < H2_PREFACE.len() {
+                let take = bytes.len().min(H2_PREFACE.len() - probe.len());
+                probe.extend_from_slice(&bytes[..take]);
+                if H2_PREFACE.starts_with(&probe) {
+                    if probe.len() == H2_PREFACE.len() {
+                        s.h2.store(true, Ordering::Relaxed);
+                        s.head_since_ms.store(0, Ordering::Release);
+                    }
+                    // Not known yet: the "before the first request"
+                    // deadline of `idle` covers a preface sent slowly.
+                    return;
+                }
+            }
+        }
+        if s.in_flight.load(Ordering::Acquire) > 0 {
+            return; // a body, or a pipelined request hyper reads later
+        }
+        let now = s.epoch.elapsed().as_millis() as u64 + 1;
+        if s.head_since_ms
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            s.head_begun.notify_one();
+        }
+    }
+
+    /// Resolves once a request head has been begun and not finished for
+    /// `timeout` (HTTP/1).
+    async fn head_overdue(&self, timeout: Duration) {
+        let s = &self.0;
+        loop {
+            let begun = s.head_begun.notified();
+            tokio::pin!(begun);
+            begun.as_mut().enable();
+            let since = s.head_since_ms.load(Ordering::Acquire);
+            if since == 0 {
+                begun.await;
+                continue;
+            }
+            let until = s.epoch + Duration::from_millis(since - 1) + timeout;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                // A new head (the old one finished): look again.
+                _ = begun => {}
+            }
+        }
+    }
+}
+
+/// What an HTTP/2 client sends first (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's byte stream, telling [`Activity`] what is read.
+struct Watched<IO> {
+    inner: IO,
+    activity: Activity,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.activity.read(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
