@@ -18,7 +18,7 @@
 //! Must not import: dns, http, store, config.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -42,8 +42,8 @@ pub const MAX_BATCH: usize = 1_024;
 /// API's views are (`http::events`), so that every stream shows the same
 /// documents.
 pub trait Encoding: Send + Sync + 'static {
-    /// One change, as the `change` events of `GET /v1/events`.
-    fn change(&self, event: &Event) -> serde_json::Value;
+    /// One change, as the `change` events of `GET /v1/events` (JSON).
+    fn change(&self, event: &Event) -> Vec<u8>;
     /// One instance, as the API shows it.
     fn instance(&self, instance: &crate::core::Instance) -> serde_json::Value;
 }
@@ -56,7 +56,8 @@ pub struct ChangeFeed {
 
 struct Inner {
     registry: Registry,
-    ring: Mutex<Ring>,
+    /// Written by the registry's writer, read by every consumer at once.
+    ring: RwLock<Ring>,
     /// The index of the latest applied change: what blocking reads wait on.
     index: watch::Sender<u64>,
     capacity: usize,
@@ -123,7 +124,7 @@ impl ChangeFeed {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                ring: Mutex::new(Ring {
+                ring: RwLock::new(Ring {
                     events: VecDeque::with_capacity(capacity.min(4096)),
                     complete_after: index,
                 }),
@@ -133,8 +134,12 @@ impl ChangeFeed {
         }
     }
 
-    fn ring(&self) -> MutexGuard<'_, Ring> {
-        self.inner.ring.lock().unwrap_or_else(|p| p.into_inner())
+    fn ring(&self) -> RwLockReadGuard<'_, Ring> {
+        self.inner.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ring_mut(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.inner.ring.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The index of the latest change the feed has seen.
@@ -205,7 +210,7 @@ impl Observer for ChangeFeed {
         if batch.events.is_empty() && kv.clone().next().is_none() {
             // A restore: nothing changed, but the index may have moved.
             let index = self.inner.registry.index();
-            let mut ring = self.ring();
+            let mut ring = self.ring_mut();
             if ring.events.is_empty() {
                 ring.complete_after = ring.complete_after.max(index);
             }
@@ -226,7 +231,7 @@ impl Observer for ChangeFeed {
             .chain(kv.cloned().map(Item::Kv));
         let mut last = 0;
         {
-            let mut ring = self.ring();
+            let mut ring = self.ring_mut();
             for item in items {
                 if ring.events.len() == self.inner.capacity
                     && let Some(old) = ring.events.pop_front()

@@ -16,11 +16,12 @@
 //! id of the last event seen delivers every later change exactly once.
 //! Streams end when the server stops.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -30,9 +31,13 @@ use super::HttpState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
 use super::native::view;
-use crate::core::{Access, AclEvent, AclKey, AclObject, Event, ServiceName, ServiceSnapshot};
+use crate::core::{
+    Access, AclEvent, AclKey, AclObject, Event, InstanceId, ServiceKey, ServiceName,
+    ServiceSnapshot,
+};
 use crate::events::{Delivery, SnapshotReason, Subscription};
 use crate::policy::Resource;
+use hyper::body::Bytes;
 
 /// Encoded messages waiting for one slow consumer's socket, at most.
 pub const QUEUED: usize = 16;
@@ -53,12 +58,14 @@ pub struct EventsQuery {
 }
 
 /// One message of a stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Message {
     /// Every service the caller may read as of `index`.
     Snapshot { index: u64, body: Value },
-    /// One change.
-    Change { index: u64, body: Value },
+    /// One instance change, encoded once for every stream ([`EncodedChanges`]).
+    Change(Arc<EncodedChange>),
+    /// One key/value change.
+    Kv { index: u64, body: Value },
     /// The consumer fell behind what the feed keeps: it must start again
     /// from a snapshot (`since=0`). The stream ends after it.
     Resync { index: u64 },
@@ -68,7 +75,7 @@ impl Message {
     fn kind(&self) -> &'static str {
         match self {
             Message::Snapshot { .. } => "snapshot",
-            Message::Change { .. } => "change",
+            Message::Change(_) | Message::Kv { .. } => "change",
             Message::Resync { .. } => "resync",
         }
     }
@@ -76,14 +83,17 @@ impl Message {
     fn index(&self) -> u64 {
         match self {
             Message::Snapshot { index, .. }
-            | Message::Change { index, .. }
+            | Message::Kv { index, .. }
             | Message::Resync { index } => *index,
+            Message::Change(c) => c.index,
         }
     }
 
+    /// The body of a message that is not a pre-encoded change.
     fn body(&self) -> Value {
         match self {
-            Message::Snapshot { body, .. } | Message::Change { body, .. } => body.clone(),
+            Message::Snapshot { body, .. } | Message::Kv { body, .. } => body.clone(),
+            Message::Change(c) => serde_json::from_str(&c.data).unwrap_or(Value::Null),
             Message::Resync { index } => json!({
                 "index": index,
                 "reason": "this consumer fell behind what the server keeps; start again with since=0",
@@ -92,23 +102,89 @@ impl Message {
     }
 
     /// As one Server-Sent Event: its id is the index to resume from.
-    fn sse(&self) -> String {
-        format!(
-            "id: {}\nevent: {}\ndata: {}\n\n",
-            self.index(),
-            self.kind(),
-            self.body()
-        )
+    fn sse(&self) -> Bytes {
+        if let Message::Change(c) = self {
+            return c.sse.clone();
+        }
+        sse_frame(self.index(), self.kind(), &self.body().to_string())
     }
 
     /// As one WebSocket text message.
-    fn ws(&self) -> String {
-        let mut v = self.body();
-        if let Value::Object(m) = &mut v {
-            m.insert("type".into(), self.kind().into());
-            m.insert("index".into(), self.index().into());
+    fn ws(&self) -> Utf8Bytes {
+        if let Message::Change(c) = self {
+            return c.ws.clone();
         }
-        v.to_string()
+        ws_text(self.index(), self.kind(), self.body())
+    }
+}
+
+fn sse_frame(index: u64, kind: &str, data: &str) -> Bytes {
+    format!("id: {index}\nevent: {kind}\ndata: {data}\n\n").into()
+}
+
+fn ws_text(index: u64, kind: &str, mut body: Value) -> Utf8Bytes {
+    if let Value::Object(m) = &mut body {
+        m.insert("type".into(), kind.into());
+        m.insert("index".into(), index.into());
+    }
+    body.to_string().into()
+}
+
+/// One instance change as every stream sends it.
+#[derive(Debug)]
+pub struct EncodedChange {
+    index: u64,
+    key: ServiceKey,
+    id: InstanceId,
+    /// The `change` event's data (the MQTT event's payload too).
+    data: String,
+    sse: Bytes,
+    ws: Utf8Bytes,
+}
+
+/// The latest changes, each encoded once for all streams: without it,
+/// every consumer would build and serialize the same documents, and a
+/// hundred consumers would cost a hundred times one. A fixed number of
+/// slots, each holding the change whose index maps to it: memory is
+/// bounded, and a consumer far behind just encodes its change again.
+pub struct EncodedChanges {
+    slots: Box<[Mutex<Option<Arc<EncodedChange>>>]>,
+}
+
+impl Default for EncodedChanges {
+    fn default() -> Self {
+        Self {
+            slots: (0..ENCODED_SLOTS).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+}
+
+/// Slots of [`EncodedChanges`] (a power of two).
+const ENCODED_SLOTS: usize = 4096;
+
+impl EncodedChanges {
+    /// `e` as every stream sends it.
+    pub fn get(&self, st: &HttpState, e: &Event) -> Arc<EncodedChange> {
+        let slot = &self.slots[(e.index as usize) & (ENCODED_SLOTS - 1)];
+        if let Some(c) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && c.index == e.index
+            && c.key == e.key
+            && c.id == e.id
+        {
+            return c.clone();
+        }
+        let body = change_json(st, e);
+        let data = body.to_string();
+        let c = Arc::new(EncodedChange {
+            index: e.index,
+            key: e.key.clone(),
+            id: e.id.clone(),
+            sse: sse_frame(e.index, "change", &data),
+            ws: ws_text(e.index, "change", body),
+            data,
+        });
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        c
     }
 }
 
@@ -128,8 +204,13 @@ fn change_json(st: &HttpState, e: &Event) -> Value {
 pub struct Json(pub HttpState);
 
 impl crate::events::Encoding for Json {
-    fn change(&self, event: &Event) -> Value {
-        change_json(&self.0, event)
+    fn change(&self, event: &Event) -> Vec<u8> {
+        self.0
+            .encoded_changes
+            .get(&self.0, event)
+            .data
+            .clone()
+            .into_bytes()
     }
 
     fn instance(&self, instance: &crate::core::Instance) -> Value {
@@ -196,10 +277,6 @@ impl Follow {
         }))
     }
 
-    fn change_body(&self, e: &Event) -> Value {
-        change_json(&self.st, e)
-    }
-
     /// The next messages (waits for a change when there is none).
     async fn next(&mut self) -> Vec<Message> {
         loop {
@@ -242,15 +319,12 @@ impl Follow {
                     let mut out: Vec<Message> = events
                         .iter()
                         .filter(|e| self.may_read(&e.key.service))
-                        .map(|e| Message::Change {
-                            index: e.index,
-                            body: self.change_body(e),
-                        })
+                        .map(|e| Message::Change(self.st.encoded_changes.get(&self.st, e)))
                         .collect();
                     let kv = self.sub.take_kv();
                     if !kv.is_empty() {
                         out.extend(kv.iter().filter_map(|e| {
-                            Some(Message::Change {
+                            Some(Message::Kv {
                                 index: e.index,
                                 body: self.kv_body(e)?,
                             })
@@ -353,7 +427,7 @@ pub async fn sse(
                 let end = matches!(m, Message::Resync { .. });
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = tx.send(m.sse().into()) => if r.is_err() { return },
+                    r = tx.send(m.sse()) => if r.is_err() { return },
                 }
                 if end {
                     return;
@@ -434,7 +508,7 @@ async fn ws_follow(
         };
         for m in messages {
             let end = matches!(m, Message::Resync { .. });
-            if socket.send(WsMessage::Text(m.ws().into())).await.is_err() {
+            if socket.send(WsMessage::Text(m.ws())).await.is_err() {
                 return;
             }
             if end {

@@ -24,7 +24,7 @@ mod checks;
 mod console;
 mod error;
 mod events;
-pub use events::Json as EventsJson;
+pub use events::{EncodedChanges, Json as EventsJson};
 mod federation;
 mod hyper_errors;
 mod kv;
@@ -122,6 +122,8 @@ pub struct HttpShared {
     pub maxine_control: MaxineControl,
     /// Spans are exported: each request gets a span (and `traceparent`).
     pub traces: bool,
+    /// The latest changes as the event streams send them, encoded once.
+    pub encoded_changes: events::EncodedChanges,
 }
 
 impl HttpState {
@@ -170,6 +172,7 @@ impl HttpState {
             traces: false,
             streams_stop: Default::default(),
             maxine_control: Default::default(),
+            encoded_changes: Default::default(),
         })
     }
 }
