@@ -359,3 +359,52 @@ async fn changes_and_healthy_sets_reach_the_broker_and_survive_its_restart() {
     assert_eq!(ids(&g.payload), ["b", "c"]);
     s.stop().await;
 }
+
+/// A burst of changes to one service: every change is published, but the
+/// healthy set goes out at most once per `mqtt.healthy_interval`, with the
+/// state as it is then (the last set holds every instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_publishes_each_change_and_few_healthy_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let _broker = Broker::start(dir.path(), port).await;
+    let mut watcher = Subscriber::start(port, "burst", false, &["maxine/dc1/services/#"]).await;
+    let s = TestServer::start_with(|f| {
+        f.mqtt.url = Some(format!("mqtt://127.0.0.1:{port}"));
+        f.mqtt.healthy_interval = maxine::config::DurationValue(Duration::from_secs(3));
+    })
+    .await;
+    const N: usize = 20;
+    let ids_wanted: Vec<String> = (0..N).map(|n| format!("i{n:02}")).collect();
+    let started = tokio::time::Instant::now();
+    let mut last = 0;
+    for id in &ids_wanted {
+        last = register(&s, "burst", id).await;
+    }
+    let registering = started.elapsed();
+    let got = watcher
+        .until("maxine/dc1/services/burst/healthy", |g| {
+            g.payload["instances"]
+                .as_array()
+                .is_some_and(|a| a.len() == N)
+        })
+        .await;
+    assert_eq!(
+        change_indexes(&got),
+        ((last - N as u64 + 1)..=last).collect::<Vec<_>>(),
+        "every change, in order"
+    );
+    let sets: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.topic.ends_with("/healthy"))
+        .collect();
+    // The registrations took `registering`; a set per 3 s of them, at most.
+    let most = 1 + (registering.as_secs_f64() / 3.0).ceil() as usize;
+    assert!(
+        sets.len() <= most,
+        "{} healthy sets for {N} changes in {registering:?}",
+        sets.len()
+    );
+    assert_eq!(ids(&sets.last().unwrap().payload), ids_wanted);
+    s.stop().await;
+}

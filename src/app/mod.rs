@@ -572,6 +572,7 @@ impl App {
                 http_addr.port(),
             ),
             traces: config.telemetry.otlp_endpoint.is_some(),
+            encoded_changes: Default::default(),
         });
         if let Some(m) = &config.mqtt {
             let credentials = match (&m.username, &m.password_file) {
@@ -588,6 +589,7 @@ impl App {
                     client_id: m.client_id.clone(),
                     topic_prefix: m.topic_prefix.clone(),
                     credentials,
+                    healthy_interval: m.healthy_interval,
                 },
                 registry.clone(),
                 state.feed.clone(),

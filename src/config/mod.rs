@@ -193,6 +193,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Read when the publisher starts; never logged.
     pub password_file: Option<PathBuf>,
+    /// A service's healthy set is published at most this often.
+    pub healthy_interval: Duration,
 }
 
 /// Traces.
@@ -1207,11 +1209,19 @@ fn validate_mqtt(m: wire::MqttFile, dc: &Datacenter) -> Result<Option<MqttConfig
             "is only used with mqtt.username".into(),
         ));
     }
+    let healthy_interval = m.healthy_interval.0;
+    if healthy_interval < Duration::from_millis(100) || healthy_interval > Duration::from_secs(60) {
+        return Err(invalid(
+            "mqtt.healthy_interval",
+            "must be between 100ms and 1m".into(),
+        ));
+    }
     Ok(Some(MqttConfig {
         host,
         port,
         client_id,
         topic_prefix,
+        healthy_interval,
         username: m.username,
         password_file: m.password_file,
     }))

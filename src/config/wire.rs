@@ -315,6 +315,8 @@ settings! {
         username: Option<String>, "MAXINE_MQTT_USERNAME";
         /// File holding the password of username (trailing newline dropped, never logged).
         password_file: Option<PathBuf>, "MAXINE_MQTT_PASSWORD_FILE";
+        /// A service's retained healthy set is published at most this often, with its latest state (100ms to 1m).
+        healthy_interval: DurationValue = "1s", "MAXINE_MQTT_HEALTHY_INTERVAL";
     }
 
     /// The `[telemetry]` section: traces.

@@ -5,6 +5,7 @@
 //!   change feed --subscribe_from(resume)--> publisher --QoS 1--> broker
 //!     each change:        <prefix>/<dc>/services/<service>          (an event)
 //!     after its changes:  <prefix>/<dc>/services/<service>/healthy  (retained;
+//!                         at most once per healthy_interval, its latest state;
 //!                         empty once the service is gone, which clears it)
 //! ```
 //!
@@ -20,7 +21,7 @@
 //!
 //! Must not import: dns, http, store, config.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub struct Settings {
     pub topic_prefix: String,
     /// User name and password.
     pub credentials: Option<(String, String)>,
+    /// A service's healthy set is published at most this often.
+    pub healthy_interval: Duration,
 }
 
 /// The publisher; [`Publisher::run`] drives it until the token is cancelled.
@@ -141,6 +144,8 @@ impl Publisher {
                 sub: self.feed.subscribe_from(resume),
                 retained: &mut retained,
                 connected: false,
+                dirty: HashMap::new(),
+                flush_at: None,
             };
             let end = session.run(&stop).await;
             let connected = session.connected;
@@ -182,6 +187,16 @@ struct Session<'a> {
     sub: crate::events::Subscription,
     retained: &'a mut HashSet<ServiceKey>,
     connected: bool,
+    /// Services changed since their healthy set was last queued, each
+    /// with where to resume from while that set is not published (before
+    /// its first change since).
+    dirty: HashMap<ServiceKey, u64>,
+    /// When the dirty services' healthy sets are queued (`None`: none is
+    /// dirty). Each service's set goes out at most once per
+    /// `healthy_interval`, with the state as it is then: under a stream of
+    /// registrations a set of N instances is encoded once a second, not
+    /// once per change.
+    flush_at: Option<tokio::time::Instant>,
 }
 
 impl Session<'_> {
@@ -192,6 +207,7 @@ impl Session<'_> {
             .iter()
             .copied()
             .chain(self.pending.iter().map(|p| p.resume))
+            .chain(self.dirty.values().copied())
             .min()
             .unwrap_or_else(|| self.sub.position())
     }
@@ -267,6 +283,7 @@ impl Session<'_> {
                     None => return End::Lost("the connection closed".into()),
                 },
                 d = self.sub.next(), if more => self.expand(d),
+                _ = sleep_until_some(self.flush_at), if self.flush_at.is_some() => self.flush(),
             }
         }
     }
@@ -275,22 +292,20 @@ impl Session<'_> {
     fn expand(&mut self, d: Delivery) {
         match d {
             Delivery::Changes { events, .. } => {
-                // Each change; each service's healthy set once, after its
-                // last change of the delivery (resuming from before that
-                // change publishes both again).
-                for (n, e) in events.iter().enumerate() {
+                // Each change now; the healthy sets of their services at
+                // the next flush (resuming from before a change whose set
+                // is not published publishes both again).
+                for e in &events {
                     let resume = e.index.saturating_sub(1);
-                    let last_of_service = !events[n + 1..].iter().any(|l| l.key == e.key);
                     self.pending.push_back(Pending {
                         what: What::Change(e.clone()),
                         resume,
                     });
-                    if last_of_service {
-                        self.pending.push_back(Pending {
-                            what: What::Healthy(e.key.clone()),
-                            resume,
-                        });
-                    }
+                    self.dirty.entry(e.key.clone()).or_insert(resume);
+                }
+                if !self.dirty.is_empty() && self.flush_at.is_none() {
+                    self.flush_at =
+                        Some(tokio::time::Instant::now() + self.p.settings.healthy_interval);
                 }
             }
             Delivery::Snapshot { services, .. } => {
@@ -315,12 +330,26 @@ impl Session<'_> {
         }
     }
 
+    /// Queues the healthy set of every dirty service, in the order of
+    /// their first changes.
+    fn flush(&mut self) {
+        let mut due: Vec<(ServiceKey, u64)> = self.dirty.drain().collect();
+        due.sort_by_key(|(_, resume)| *resume);
+        for (key, resume) in due {
+            self.pending.push_back(Pending {
+                what: What::Healthy(key),
+                resume,
+            });
+        }
+        self.flush_at = None;
+    }
+
     /// Topic, retain flag and payload of a message; `None`: not sent.
     fn message(&mut self, what: &What) -> Option<(String, bool, Vec<u8>)> {
         let p = self.p;
         match what {
             What::Change(e) => {
-                let payload = p.encoding.change(e).to_string().into_bytes();
+                let payload = p.encoding.change(e);
                 Some((p.topic(&e.key), false, payload))
             }
             What::Healthy(key) => {
@@ -355,6 +384,14 @@ impl Session<'_> {
                 Some((topic, true, payload))
             }
         }
+    }
+}
+
+/// Sleeps until `at` (`None`: never; the select that polls it is off then).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
