@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Federation measurements against running Maxines (benches/federation.sh starts them).
 
-    benches/federation.py lag DC2_API DC1_DNS RATE SECONDS [--threads 8]
+    benches/federation.py lag DC2_API DC1_DNS RATE SECONDS [--threads 8] [--every 50]
         Registers instances into dc2 at RATE changes/s for SECONDS (THREADS kept-alive
-        connections, paced), and every 50th change is a probe: a new service `probeN` whose
+        connections, paced), and every EVERYth change is a probe: a new service `probeN` whose
         name dc1 is asked over UDP (probeN.dc2.maxine. A, every 0.5 ms) from the moment dc2
         acknowledged it until dc1 answers. Prints `LAG rate=R probes=N p50_ms=.. p99_ms=..
-        max_ms=..` (probes unanswered after 5 s count as 5000 ms).
+        max_ms=..` (probes unanswered after 5 s count as 5000 ms). With --every 1 every change
+        is a probe: the load then comes from elsewhere (federation.sh runs wrk beside it).
 
     benches/federation.py catchup DC1_API TOKEN_FILE INSTANCES [--timeout 120]
         Polls dc1's GET /v1/datacenters until dc2's replica holds INSTANCES instances and no
@@ -86,7 +87,7 @@ def lag(args):
         while time.monotonic() < stop_at:
             n = k + i * args.threads
             i += 1
-            if n % 50 == 0:
+            if n % args.every == 0:
                 st = put(conn, f"probe{n}", "p", "10.9.0.1")
                 t0 = time.monotonic()
                 th = threading.Thread(target=probe, args=(n, t0))
@@ -148,6 +149,7 @@ def main():
     l.add_argument("rate", type=float)
     l.add_argument("seconds", type=float)
     l.add_argument("--threads", type=int, default=8)
+    l.add_argument("--every", type=int, default=50)
     c = sub.add_parser("catchup")
     c.add_argument("api")
     c.add_argument("token_file")

@@ -30,9 +30,16 @@ FOREIGN_MAX=${FOREIGN_MAX:-15}
 RETRIES=${RETRIES:-2}
 QUIET_WAIT=${QUIET_WAIT:-60}
 RATE=${RATE:-5000}
-# Writers of the lag test: each waits for its durable acknowledgement, so the
-# rate needs enough of them in flight for the group commit to batch.
+# Writers of the lag test. LAG_LOAD=wrk (default): wrk writes the load over
+# LAG_CONNS connections, paced to the rate, and Python only the probes
+# (PROBE_RATE/s); LAG_LOAD=python: Python writes both over LAG_THREADS
+# connections (each waits for its durable acknowledgement, so the rate needs
+# enough of them in flight for the group commit to batch).
+LAG_LOAD=${LAG_LOAD:-wrk}
+LAG_CONNS=${LAG_CONNS:-128}
+PROBE_RATE=${PROBE_RATE:-50}
 LAG_THREADS=${LAG_THREADS:-48}
+[ "$LAG_LOAD" = python ] || command -v wrk >/dev/null || die "wrk is missing: apt-get install wrk (or LAG_LOAD=python)"
 if [ "$QUICK" = 1 ]; then
   LAG_SECS=${LAG_SECS:-3} INSTANCES=${INSTANCES:-20000} DNS_SECS=${DNS_SECS:-3}
   RETRIES=0 QUIET_WAIT=5
@@ -69,6 +76,8 @@ conf() {
     echo "datacenter = \"$1\""
     echo "[acl]"
     echo "bootstrap_token_file = \"$B/token\""
+    echo "[http]"
+    echo "max_connections_per_ip = 512   # the load comes from one address"
     echo "[federation]"
     echo "token_file = \"$B/token\""
     echo "stale_after = \"5s\""
@@ -101,6 +110,43 @@ stop_all() {
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 has() { [[ ",$ONLY," == *",$1,"* ]]; }
 
+# lag_lua RATE: a wrk script registering instances of load0..load99 (ids
+# cycling over 5,000 per service) at RATE requests/s in all. Each wrk thread
+# paces its own share on a monotonic clock (LuaJIT's ffi), so the rate holds
+# whatever the latency, as long as the connections suffice.
+lag_lua() {
+  cat <<LUA
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } timespec_t; int clock_gettime(int, timespec_t *); ]]
+local ts = ffi.new("timespec_t")
+local function now_ms() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6 end
+local interval = 1000 * 2 / $1   -- two wrk threads share the rate
+local next_at = nil
+local n = math.random(0, 1000000)
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json"
+function delay()
+  local now = now_ms()
+  if next_at == nil or next_at < now - 1000 then next_at = now end
+  next_at = next_at + interval
+  local d = next_at - now
+  if d < 0 then return 0 end
+  return math.floor(d)
+end
+function request()
+  n = n + 1
+  local path = string.format("/v1/services/load%d/instances/i%d", n % 100, n % 5000)
+  local body = string.format('{"address":"10.8.%d.%d","port":8080,"ttl":"3600s"}', math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, path, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("non-2xx or errors: %d\n",
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout))
+end
+LUA
+}
+
 PEER2='"dc2=http://127.0.0.1:5390"'
 PEER23='"dc2=http://127.0.0.1:5390", "dc3=http://127.0.0.1:5391"'
 started=$(date +%s)
@@ -108,8 +154,24 @@ started=$(date +%s)
 if has lag; then
   log "lag: dc2 -> dc1 at $RATE changes/s for $LAG_SECS s"
   dc dc2 5310 5390
-  dc dc1 5300 5380 "$PEER2"
-  python3 "$BENCHES/federation.py" lag http://127.0.0.1:5390 127.0.0.1:5300 "$RATE" "$LAG_SECS" --threads "$LAG_THREADS" | tee "$B/out/lag"
+  # LAG_DC1_CPU=1 puts the receiver beside the load generator, so that the
+  # sender has CPU 0 to itself, as a datacenter has its own machines.
+  SERVE_CPU=${LAG_DC1_CPU:-0} dc dc1 5300 5380 "$PEER2"
+  if [ "$LAG_LOAD" = wrk ]; then
+    # wrk (CPU 1) writes the load, paced to RATE - PROBE_RATE changes/s over
+    # LAG_CONNS connections; the Python script only writes and asks the probes.
+    lag_lua "$(( RATE - PROBE_RATE ))" >"$B/lag.lua"
+    taskset -c 1 wrk -t 2 -c "$LAG_CONNS" -d "${LAG_SECS}s" -s "$B/lag.lua" http://127.0.0.1:5390 >"$B/out/lag-wrk" 2>&1 &
+    wrk_pid=$!
+    python3 "$BENCHES/federation.py" lag http://127.0.0.1:5390 127.0.0.1:5300 "$PROBE_RATE" "$LAG_SECS" --threads 4 --every 1 >"$B/out/lag-probes"
+    wait "$wrk_pid"
+    load=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' "$B/out/lag-wrk")
+    grep -q '^non-2xx or errors: 0$' "$B/out/lag-wrk" || { cat "$B/out/lag-wrk" >&2; die "the lag load had errors"; }
+    # rate= is wrk's and the probes' together.
+    awk -v load="$load" '{ if (match($0, /rate=[0-9]+/)) { r = substr($0, RSTART + 5, RLENGTH - 5); sub(/rate=[0-9]+/, "rate=" (load + r)) } print }' "$B/out/lag-probes" | tee "$B/out/lag"
+  else
+    python3 "$BENCHES/federation.py" lag http://127.0.0.1:5390 127.0.0.1:5300 "$RATE" "$LAG_SECS" --threads "$LAG_THREADS" | tee "$B/out/lag"
+  fi
   stop_all
 fi
 

@@ -51,14 +51,14 @@ register_all() {
 }
 
 # start_maxine_on BIN DNS_PORT HTTP_PORT DATA_DIR LOGFILE ZONE_DIR: `maxine serve` pinned to
-# CPU 0, other MAXINE_* variables of the caller removed; sets MAXINE_PID and returns once the
+# CPU ${SERVE_CPU:-0}, other MAXINE_* variables of the caller removed; sets MAXINE_PID and returns once the
 # server is ready (30 s at most).
 start_maxine_on() {
   local bin=$1 dns_port=$2 http_port=$3 data=$4 logf=$5 zones=$6
   local unset_args=() v
   for v in $(env | sed -n 's/^\(MAXINE_[A-Za-z0-9_]*\)=.*/\1/p; s/^\(DATACENTER_ID\)=.*/\1/p'); do unset_args+=(-u "$v"); done
   # shellcheck disable=SC2086
-  env "${unset_args[@]}" MAXINE_DNS_TTL=30 taskset -c 0 "$bin" serve \
+  env "${unset_args[@]}" MAXINE_DNS_TTL=30 taskset -c "${SERVE_CPU:-0}" "$bin" serve \
     --dns-addr "127.0.0.1:$dns_port" --http-addr "127.0.0.1:$http_port" \
     --data-dir "$data" --zone-dir "$zones" --log-level warn ${MAXINE_SERVE_ARGS:-} >"$logf" 2>&1 &
   MAXINE_PID=$!
