@@ -18,7 +18,7 @@ the request was sent.
 
 Prints `registrations/s R consumers C p50_ms X p99_ms Y missed M` on stdout (`missed`: changes
 the latency consumer had not seen 5 s after the load ended: must be 0). Small and bounded:
---seconds at most 300. MQTT publishing (the other half of the issue's A/B) is not in this build.
+--seconds at most 300. MQTT publishing is measured with benches/registration-load.sh (SERVE_ARGS).
 """
 import argparse
 import http.client

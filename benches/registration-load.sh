@@ -44,7 +44,10 @@ if [ "$acl" = 1 ]; then
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/management.secret"
   acl_args=(--acl-default-policy deny --acl-bootstrap-token-file "$work/management.secret")
 fi
-env -u MAXINE_BIN taskset -c "$server_cpu" "$MAXINE_BIN" serve \
+# Every connection comes from 127.0.0.1: the per-client cap (64 by default)
+# would refuse wrk's connections once the event consumers hold theirs.
+env -u MAXINE_BIN MAXINE_HTTP_MAX_CONNECTIONS_PER_IP="${MAXINE_HTTP_MAX_CONNECTIONS_PER_IP:-1000}" \
+  taskset -c "$server_cpu" "$MAXINE_BIN" serve \
   --data-dir "$work/data" --store "$store" --log-level "$level" --log-format json \
   --http-addr "127.0.0.1:$port" --dns-addr "127.0.0.1:$((port + 1))" "${acl_args[@]}" \
   ${SERVE_ARGS:-} >"$work/server.log" 2>&1 &
@@ -58,6 +61,7 @@ done
 for _ in $(seq "${SSE_CONSUMERS:-0}"); do
   taskset -c "$load_cpu" curl -sN "http://127.0.0.1:$port/v1/events" >/dev/null 2>&1 &
 done
+[ "${SSE_CONSUMERS:-0}" -gt 0 ] && sleep 2   # for every consumer to be connected
 
 # headers_for(service): the request headers, with that service's token under ACL=1.
 if [ "$acl" = 1 ]; then

@@ -11,7 +11,7 @@
 //!
 //! A stream holds only its place in the feed: a consumer that does not
 //! read leaves its events in the feed's bounded ring, and the sender waits
-//! on the socket (at most [`QUEUED`] encoded messages per stream), so the
+//! on the socket (at most [`QUEUED`] writes of [`CHUNK`] bytes per stream), so the
 //! server's memory stays bounded whatever consumers do. Resuming with the
 //! id of the last event seen delivers every later change exactly once.
 //! Streams end when the server stops.
@@ -24,6 +24,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,8 +40,13 @@ use crate::events::{Delivery, SnapshotReason, Subscription};
 use crate::policy::Resource;
 use hyper::body::Bytes;
 
-/// Encoded messages waiting for one slow consumer's socket, at most.
-pub const QUEUED: usize = 16;
+/// Writes waiting for one slow consumer's socket, at most: each is one
+/// message, or several of one delivery up to [`CHUNK`] bytes.
+pub const QUEUED: usize = 4;
+
+/// The most bytes of several messages joined into one write (a single
+/// larger message, such as a snapshot, goes alone).
+const CHUNK: usize = 32 << 10;
 
 /// A comment line sent when nothing else was for this long, so proxies
 /// and clients see the stream is alive.
@@ -423,15 +429,40 @@ pub async fn sse(
                 }
                 continue;
             };
+            // One write for the whole delivery: on a busy registry a
+            // delivery holds many changes, and each write to a socket
+            // costs a system call and a wake-up of the reader.
+            let mut end = false;
+            let mut chunks: Vec<Vec<Bytes>> = vec![Vec::new()];
+            let mut size = 0;
             for m in messages {
-                let end = matches!(m, Message::Resync { .. });
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = tx.send(m.sse()) => if r.is_err() { return },
+                end = matches!(m, Message::Resync { .. });
+                let frame = m.sse();
+                if size + frame.len() > CHUNK && size > 0 {
+                    chunks.push(Vec::new());
+                    size = 0;
+                }
+                size += frame.len();
+                if let Some(c) = chunks.last_mut() {
+                    c.push(frame);
                 }
                 if end {
-                    return;
+                    break;
                 }
+            }
+            for mut frames in chunks {
+                let chunk = match frames.len() {
+                    0 => continue,
+                    1 => frames.pop().unwrap_or_default(),
+                    _ => frames.concat().into(),
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tx.send(chunk) => if r.is_err() { return },
+                }
+            }
+            if end {
+                return;
             }
         }
     });
@@ -506,15 +537,19 @@ async fn ws_follow(
             },
             m = f.next() => m,
         };
+        // One message per change, written to the socket together.
         for m in messages {
             let end = matches!(m, Message::Resync { .. });
-            if socket.send(WsMessage::Text(m.ws())).await.is_err() {
+            if socket.feed(WsMessage::Text(m.ws())).await.is_err() {
                 return;
             }
             if end {
                 let _ = socket.send(WsMessage::Close(None)).await;
                 return;
             }
+        }
+        if socket.flush().await.is_err() {
+            return;
         }
     }
 }
