@@ -21,12 +21,16 @@
 # Needs etcd, etcdctl (apt-get install etcd-server etcd-client), wrk and
 # python3. MAXINE_BIN=PATH runs that binary instead of building. Small
 # sizes (QUICK=1: 3 s runs, 2,000 start-up instances) check that it works.
+# ONLY=reg,file,lag,hb,startup runs only those parts (default: all; "file" is
+# the file-store comparison of the registrations and heartbeats).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-50}
 startup=${3:-20000}
 lag_rate=${LAG_RATE:-5000}
+only=${ONLY:-reg,file,lag,hb,startup}
+part() { [[ ",$only," == *",$1,"* ]]; }
 if [ "${QUICK:-0}" = 1 ]; then secs=3; startup=2000; fi
 for tool in etcd etcdctl wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (etcd-server, etcd-client, wrk, python3, curl)" >&2; exit 1; }
@@ -122,11 +126,44 @@ print(f"  {rate:,.0f} registrations/s; p50 {max(p50):.2f} ms, p99 {max(p99):.2f}
 PY
 }
 
-echo "== durable registrations, $conns connections over three nodes on a three-member etcd cluster, ${secs}s"
-wrk_spread "$secs" $((base + 20)) $((base + 21)) $((base + 22))
-echo "== the same, one node on the file store"
-wrk_spread "$secs" $((base + 40))
+# store_metrics PORT: the mean commit time and batch size of a node's store.
+store_metrics() {
+  curl -fs "http://127.0.0.1:$1/metrics" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+def v(name):
+    m = re.search(r"^" + name + r" ([0-9.e+-]+)$", t, re.M)
+    return float(m.group(1)) if m else 0.0
+n = v("maxine_store_commit_duration_seconds_count")
+ms = 1000 * v("maxine_store_commit_duration_seconds_sum") / max(n, 1)
+per = v("maxine_store_batch_changes_sum") / max(v("maxine_store_batch_changes_count"), 1)
+if n:
+    print(f"  its store: {n:,.0f} commits, {ms:.1f} ms each, {per:.1f} changes per commit (one node)")
+'
+}
 
+# cpu_seconds PID...: user + system CPU seconds the processes used so far.
+cpu_seconds() {
+  local t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
+if part reg; then
+  echo "== durable registrations, $conns connections over three nodes on a three-member etcd cluster, ${secs}s"
+  e0=$(cpu_seconds "${pids[@]:0:3}"); m0=$(cpu_seconds "${pids[@]:3:3}")
+  wrk_spread "$secs" $((base + 20)) $((base + 21)) $((base + 22))
+  e1=$(cpu_seconds "${pids[@]:0:3}"); m1=$(cpu_seconds "${pids[@]:3:3}")
+  awk -v a="$e0" -v b="$e1" -v c="$m0" -v d="$m1" \
+    'BEGIN { printf "  CPU seconds: etcd members %.1f, Maxine nodes %.1f\n", b - a, d - c }'
+  store_metrics $((base + 20))
+fi
+if part file; then
+  echo "== the same, one node on the file store"
+  wrk_spread "$secs" $((base + 40))
+  store_metrics $((base + 40))
+fi
+
+if part lag; then
 echo "== convergence lag, registrations through node A at $lag_rate/s, seen in node B's API"
 python3 - $((base + 20)) $((base + 21)) "$lag_rate" "$secs" "${LAG_WRITERS:-32}" <<'PY'
 import http.client, json, sys, threading, time
@@ -177,6 +214,7 @@ q = lambda p: lags[min(len(lags) - 1, int(len(lags) * p))] if lags else float("n
 print(f"  {len(sent):,} registrations ({len(sent) / secs:,.0f}/s); lag p50 {q(.5):.1f} ms, p99 {q(.99):.1f} ms "
       f"(from the request's start; includes the proposer's own commit)")
 PY
+fi
 
 cat >"$work/heartbeat.lua" <<'LUA'
 local n = -1
@@ -186,16 +224,22 @@ function request()
   return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
 end
 LUA
-echo "== heartbeats through node A, $conns connections, ${secs}s (10,000 instances)"
 python3 -c '
 import json
 for n in range(10000):
     print(json.dumps({"service": f"hb{n % 1000}", "id": f"hb-{n}", "address": "10.9.0.1", "port": 8080}))
 ' >"$work/hb.jsonl"
-python3 benches/register.py --threads 16 http://127.0.0.1:$((base + 20)) "$work/hb.jsonl"
-wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/heartbeat.lua" "http://127.0.0.1:$((base + 20))" \
-  | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx" | sed 's/^/  /'
+# heartbeats NAME PORT
+heartbeats() {
+  echo "== heartbeats through $1, $conns connections, ${secs}s (10,000 instances)"
+  python3 benches/register.py --threads 16 "http://127.0.0.1:$2" "$work/hb.jsonl"
+  wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/heartbeat.lua" "http://127.0.0.1:$2" \
+    | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx" | sed 's/^/  /'
+}
+if part hb; then heartbeats "node A (etcd)" $((base + 20)); fi
+if part hb && part file; then heartbeats "the file-store node" $((base + 40)); fi
 
+if ! part startup; then exit 0; fi
 echo "== start-up with $startup instances in etcd"
 python3 benches/dns-data.py --services $(( startup / 10 > 0 ? startup / 10 : 1 )) --instances 10 \
   --queries 10 --nx-queries 10 --no-zone "$work/data" >/dev/null

@@ -25,8 +25,17 @@ use crate::store::log::LogError;
 const MAX_SUBS: usize = 128;
 /// Bytes of values in one batch, below etcd's default request limit.
 const MAX_BYTES: usize = 1024 * 1024;
-/// Transactions in flight at once: while they are, the next batch fills.
-const IN_FLIGHT: usize = 4;
+/// Transactions in flight at once: while one is, the next batch fills.
+///
+/// One, because etcd's cost is per transaction as much as per key: on a
+/// busy cluster more transactions in flight split the same proposals into
+/// smaller batches, which cost etcd more and commit later (measured with
+/// `benches/etcd-cluster.sh`, three nodes on one three-member cluster:
+/// with 4 in flight 2.8 proposals per transaction, with one 7.2, and more
+/// registrations per second; docs/adr/0012-etcd-group-commit.md). One
+/// transaction carries up to [`MAX_SUBS`] proposals, so one in flight still
+/// allows `MAX_SUBS / commit latency` proposals per second and node.
+const IN_FLIGHT: usize = 1;
 
 /// One proposal's transaction.
 pub struct Sub {

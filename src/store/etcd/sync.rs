@@ -5,7 +5,8 @@
 //!   [`crate::store::snapshot`], taken at the revision it had applied), so
 //!   DNS answers at once; then it watches `<prefix>/r/` from the revision
 //!   after it. Without a local snapshot it reads the whole range at one
-//!   revision (paged, so a million instances are many small reads) and
+//!   revision (paged, so a million instances are many small reads; each
+//!   page is decoded on a blocking thread while the next one is read) and
 //!   watches from there.
 //! - **Apply from the watch.** Events of one revision are applied together
 //!   with [`Registry::apply_mirrored`] at that revision; the proposers on
@@ -304,9 +305,9 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
     let mut kv = client
         .kv_client()
         .max_decoding_message_size(super::MAX_MESSAGE);
-    let mut decoder = Decoder::default();
-    let mut items: Vec<Restored> = Vec::new();
-    let mut acl: Vec<AclObject> = Vec::new();
+    // Pipelined: while page N is decoded on a blocking thread, page N + 1
+    // is already being read (its first key is known once page N arrives).
+    let mut decoding = Vec::new();
     let mut revision = 0i64;
     let mut from = start.into_bytes();
     loop {
@@ -314,26 +315,38 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        let resp = kv.get(from.clone(), Some(opts)).await?;
+        let mut resp = kv.get(from.clone(), Some(opts)).await?;
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
-        let kvs = resp.kvs();
-        for kv in kvs {
-            match decoder.decode_any(kv.mod_revision() as u64, kv.value()) {
-                Ok(Decoded::Instance(r)) => items.push(r),
-                Ok(Decoded::Acl(o)) => acl.push(created_at(o, kv.create_revision())),
-                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e,
-                    "skipping an etcd value that is not a Maxine record"),
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let next = match kvs.last() {
+            Some(last) if more => {
+                let mut k = last.key().to_vec();
+                k.push(0);
+                Some(k)
             }
+            _ => None,
+        };
+        decoding.push(tokio::task::spawn_blocking(move || decode_page(kvs)));
+        match next {
+            Some(k) => from = k,
+            None => break,
         }
-        match kvs.last() {
-            Some(last) if resp.more() => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => break,
+    }
+    let mut items: Vec<Restored> = Vec::new();
+    let mut acl: Vec<AclObject> = Vec::new();
+    for page in decoding {
+        let (i, a) = page.await.map_err(|e| {
+            etcd_client::Error::InvalidArgs(format!("decoding a page of the registry failed: {e}"))
+        })?;
+        if items.is_empty() {
+            items = i;
+        } else {
+            items.extend(i);
         }
+        acl.extend(a);
     }
     let revision = revision as u64;
     let reg = &log.inner.registry;
@@ -407,6 +420,23 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
         tracing::error!(error = %e, "cannot apply the registry read from etcd");
     }
     Ok(revision)
+}
+
+/// Decodes one page of a range load: the instances and access-control
+/// objects in it (values that are not Maxine records are skipped).
+fn decode_page(kvs: Vec<etcd_client::KeyValue>) -> (Vec<Restored>, Vec<AclObject>) {
+    let mut decoder = Decoder::default();
+    let mut items = Vec::with_capacity(kvs.len());
+    let mut acl = Vec::new();
+    for kv in &kvs {
+        match decoder.decode_any(kv.mod_revision() as u64, kv.value()) {
+            Ok(Decoded::Instance(r)) => items.push(r),
+            Ok(Decoded::Acl(o)) => acl.push(created_at(o, kv.create_revision())),
+            Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e,
+                "skipping an etcd value that is not a Maxine record"),
+        }
+    }
+    (items, acl)
 }
 
 /// A key/value entry's `create_index` is the revision that created its key
