@@ -6,7 +6,8 @@
 #
 # Parts (ONLY=lag,catchup,dns, default all):
 #   lag      replication lag dc2 -> dc1 at RATE changes/s (default 5000): p50/p99 from dc2's
-#            acknowledgement to dc1's DNS answering (benches/federation.py lag)
+#            acknowledgement to dc1's DNS answering (benches/federation.py lag asks the probes;
+#            wrk writes the load, Needs wrk: apt-get install wrk)
 #   catchup  a fresh dc1 catching up from zero with dc2 holding INSTANCES instances (default
 #            1M): seconds, and dc1's RSS per replicated instance (against an idle dc1)
 #   dns      dc1's server CPU per query (benches/dnsload, benches/measure-cpu.py, as in
@@ -15,7 +16,9 @@
 #            (dc1 without local instances, failing over to dc2)
 #
 # Environment: QUICK=1, ONLY=..., KEEP=1 (keep the temp dir), MAXINE_BIN=PATH (else the repo is
-# built in release), RATE=5000 LAG_THREADS=48 LAG_SECS=20 INSTANCES=1000000 DNS_SECS=10, FOREIGN_MAX=15
+# built in release), RATE=5000 LAG_SECS=20 LAG_LOAD=wrk LAG_CONNS=128 PROBE_RATE=50 LAG_DC1_CPU=0
+# (1: dc1 beside the load, dc2 alone on CPU 0) LAG_THREADS=48 (LAG_LOAD=python), INSTANCES=1000000
+# DNS_SECS=10, FOREIGN_MAX=15
 # RETRIES=2 QUIET_WAIT=60 (see benches/lib.sh).
 # Ports (127.0.0.1): dc1 5300/5380, dc2 5310/5390, dc3 5320/5391.
 set -euo pipefail
