@@ -2,7 +2,7 @@
 //! service's version names and instance names (found through the service's
 //! node), and static zone data.
 
-use crate::core::{AskerClass, VersionSelector};
+use crate::core::{AskerClass, ServiceName, VersionSelector};
 
 use super::super::wire::types;
 use super::super::zone::StaticRrset;
@@ -42,6 +42,10 @@ pub struct Node {
     /// instance names, also looked up through the service's node.
     pub(super) instances: InstanceTable,
     pub(super) statics: Box<[StaticRrset]>,
+    /// The service whose answers these are (`None`: static data only).
+    /// Policy decides per service whether an asker sees them
+    /// (docs/adr/0011-asker-classes.md).
+    pub(super) service: Option<ServiceName>,
 }
 
 /// The dynamic answers of a name as one asker class sees them.
