@@ -363,3 +363,180 @@ impl Observer for Askers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::core::{
+        AclChange, AclKey, AclObject, Address, Change, Context, Datacenter, DnsClient, InstanceId,
+        InstanceSpec, Intention, IntentionAction, Side,
+    };
+
+    fn key(s: &str) -> ServiceKey {
+        ServiceKey::new(
+            Datacenter::new("dc1").unwrap(),
+            ServiceName::new(s).unwrap(),
+        )
+    }
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::new(s).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn setup(defaults: Defaults) -> (Registry, Askers, Instant) {
+        let now = Instant::now();
+        let reg = crate::core::registry::test_registry(now);
+        let askers = Askers::new(&reg, defaults);
+        reg.subscribe(Arc::new(askers.clone()));
+        (reg, askers, now)
+    }
+
+    fn register(reg: &Registry, svc: &str, id: &str, addr: &str, now: Instant) {
+        let mut spec = InstanceSpec::new(Address::parse(addr).unwrap(), 80);
+        spec.ttl = Duration::from_secs(3600);
+        reg.register(key(svc), InstanceId::new(id).unwrap(), spec, now)
+            .unwrap();
+    }
+
+    fn acl(reg: &Registry, change: AclChange, now: Instant) {
+        let applied = reg
+            .apply_next(vec![Change::Acl(change)], &Context::system(), now)
+            .unwrap();
+        assert!(applied.refusal().is_none(), "{:?}", applied.refusal());
+    }
+
+    fn intention(reg: &Registry, s: &str, d: &str, action: IntentionAction, now: Instant) {
+        let i = Intention {
+            source: Side::parse(s).unwrap(),
+            destination: Side::parse(d).unwrap(),
+            action,
+            description: String::new(),
+            index: 0,
+        };
+        acl(reg, AclChange::Put(AclObject::Intention(Arc::new(i))), now);
+    }
+
+    const OPEN: Defaults = Defaults {
+        acl: DefaultPolicy::Allow,
+        intentions: DefaultPolicy::Allow,
+    };
+
+    #[test]
+    fn policy_is_off_until_something_restricts_someone() {
+        let (reg, askers, now) = setup(OPEN);
+        assert!(!askers.is_on());
+        intention(&reg, "web", "db", IntentionAction::Deny, now);
+        assert!(askers.is_on());
+        acl(
+            &reg,
+            AclChange::Delete(AclKey::Intention(
+                Side::parse("web").unwrap(),
+                Side::parse("db").unwrap(),
+            )),
+            now,
+        );
+        assert!(!askers.is_on());
+        let (_, closed, _) = setup(Defaults {
+            acl: DefaultPolicy::Deny,
+            intentions: DefaultPolicy::Deny,
+        });
+        assert!(closed.is_on());
+    }
+
+    #[test]
+    fn addresses_take_their_instances_identity_and_lose_it_with_them() {
+        let (reg, askers, now) = setup(OPEN);
+        register(&reg, "web", "w1", "10.0.0.1", now);
+        register(&reg, "web", "w2", "10.0.0.1", now);
+        register(&reg, "api", "a1", "10.0.0.2", now);
+        register(&reg, "cache", "c1", "10.0.0.2", now);
+        let ids = |names: &[&str]| ClassKey::Identity(names.iter().map(|n| name(n)).collect());
+        assert_eq!(askers.class_of(ip("10.0.0.1")), ids(&["web"]));
+        assert_eq!(askers.class_of(ip("::ffff:10.0.0.1")), ids(&["web"]));
+        assert_eq!(askers.class_of(ip("10.0.0.2")), ids(&["api", "cache"]));
+        assert_eq!(askers.class_of(ip("10.0.0.3")), ClassKey::Anonymous);
+        reg.deregister(&key("web"), &InstanceId::new("w1").unwrap())
+            .unwrap();
+        assert_eq!(
+            askers.class_of(ip("10.0.0.1")),
+            ids(&["web"]),
+            "w2 is still there"
+        );
+        reg.deregister(&key("web"), &InstanceId::new("w2").unwrap())
+            .unwrap();
+        assert_eq!(askers.class_of(ip("10.0.0.1")), ClassKey::Anonymous);
+        // Two services at one address see what both may see.
+        intention(&reg, "cache", "db", IntentionAction::Deny, now);
+        assert!(!askers.may_see(Some(ip("10.0.0.2")), &name("db")));
+        assert!(askers.may_see(Some(ip("10.0.0.2")), &name("web")));
+    }
+
+    #[test]
+    fn a_cached_verdict_never_outlives_the_rules_it_came_from() {
+        let (reg, askers, now) = setup(OPEN);
+        register(&reg, "web", "w1", "10.0.0.1", now);
+        intention(&reg, "web", "db", IntentionAction::Deny, now);
+        let web = Some(ip("10.0.0.1"));
+        for _ in 0..3 {
+            assert!(!askers.may_see(web, &name("db")));
+        }
+        intention(&reg, "web", "db", IntentionAction::Allow, now);
+        assert!(askers.may_see(web, &name("db")));
+        // Another object's change (a wildcard) is a new generation too.
+        intention(&reg, "web", "*", IntentionAction::Deny, now);
+        assert!(askers.may_see(web, &name("db")), "web/db still beats web/*");
+        assert!(!askers.may_see(web, &name("cache")));
+    }
+
+    #[test]
+    fn client_networks_match_by_longest_prefix_after_instances() {
+        let (reg, askers, now) = setup(Defaults {
+            acl: DefaultPolicy::Deny,
+            intentions: DefaultPolicy::Deny,
+        });
+        let client = |n: &str, cidr: &str, policies: &[&str]| DnsClient {
+            name: n.into(),
+            cidrs: vec![crate::core::Cidr::parse(cidr).unwrap()],
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            index: 0,
+        };
+        for c in [
+            client("wide", "10.0.0.0/8", &["viewer"]),
+            client("narrow", "10.1.0.0/16", &[]),
+        ] {
+            acl(&reg, AclChange::Put(AclObject::DnsClient(Arc::new(c))), now);
+        }
+        register(&reg, "web", "w1", "10.1.0.5", now);
+        assert_eq!(
+            askers.class_of(ip("10.2.0.1")),
+            ClassKey::Client("wide".into())
+        );
+        assert_eq!(
+            askers.class_of(ip("10.1.0.1")),
+            ClassKey::Client("narrow".into())
+        );
+        assert!(
+            askers.may_see(Some(ip("10.2.0.1")), &name("db")),
+            "viewer reads"
+        );
+        assert!(
+            !askers.may_see(Some(ip("10.1.0.1")), &name("db")),
+            "no policies, deny"
+        );
+        assert!(
+            !askers.may_see(Some(ip("192.0.2.1")), &name("db")),
+            "anonymous, deny"
+        );
+        assert!(!askers.may_see(None, &name("db")));
+        // The instance's identity comes first; intentions default to deny.
+        assert!(!askers.may_see(Some(ip("10.1.0.5")), &name("db")));
+        assert!(askers.may_see(Some(ip("10.1.0.5")), &name("web")), "itself");
+    }
+}
