@@ -430,6 +430,26 @@ async fn with_default_deny_only_declared_askers_see_services_and_it_survives_a_r
         listed.body["dns_clients"][0]["cidrs"],
         json!(["127.0.0.128/26"])
     );
+    // Audited like every ACL change, the refused write too.
+    let audit = call(
+        &s.http,
+        Method::GET,
+        &format!("{}/v1/audit?limit=1000", s.http_base()),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(audit.status, 200, "{:?}", audit.body);
+    let records = audit.body["records"].as_array().unwrap();
+    let about = |resource: &str| {
+        records
+            .iter()
+            .filter(|r| r["resource"] == resource)
+            .map(|r| r["outcome"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(!about("intention:web->db").is_empty(), "{records:?}");
+    assert!(!about("dns-client:ops").is_empty(), "{records:?}");
     // Durable: the same after a restart.
     let s = s.restart().await;
     assert!(finds_db(&s, WEB).await);
