@@ -378,8 +378,6 @@ impl App {
             }
             None => None,
         };
-        // The restored intentions, client networks and tokens.
-        askers.refresh();
         auth.audit = audit;
         Ok(Self {
             auth,

@@ -343,6 +343,10 @@ impl Askers {
 }
 
 impl Observer for Askers {
+    fn acl_restored(&self) {
+        self.refresh();
+    }
+
     fn applied(&self, batch: &Batch<'_>) {
         let mut w = self.inner.write.lock().unwrap_or_else(|p| p.into_inner());
         for (key, snap) in batch.services {

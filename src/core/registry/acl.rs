@@ -440,6 +440,9 @@ impl Registry {
                 o.applied(&batch);
             }
         }
+        for o in &_w.observers {
+            o.acl_restored();
+        }
         superseded
     }
 
