@@ -312,7 +312,7 @@ impl App {
         }));
         // Who may see which service on DNS (docs/adr/0011-asker-classes.md):
         // told of every change before it is acknowledged, like the answers.
-        let askers = crate::policy::Askers::new(
+        let askers = crate::askers::Askers::new(
             &registry,
             crate::policy::Defaults {
                 acl: auth.default,

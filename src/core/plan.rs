@@ -66,7 +66,7 @@ impl QueryContext {
 
 /// A set of askers that get the same answers from a plan. Plans are the
 /// same for every asker that may see a service: whether it may is decided
-/// per (asker class, service) by `crate::policy::askers`
+/// per (asker class, service) by `crate::askers`
 /// (docs/adr/0011-asker-classes.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AskerClass(pub u32);

@@ -4,10 +4,10 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use crate::askers::Askers;
 use crate::core::naming::{self, BelowService};
 use crate::core::strategy;
 use crate::core::{AskerClass, ClientZones, FastHash, QueryContext, ServiceName, Transport};
-use crate::policy::Askers;
 
 use super::super::wire::{self, Flags, ReplyWriter, Request, Section, rcode, types};
 use super::super::zone::{StaticRrset, Zone};

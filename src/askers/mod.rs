@@ -22,37 +22,20 @@
 //! rules it was computed under and one of an older generation is
 //! computed again, so no verdict outlives the rules it came from.
 //!
-//! Must not import: http, dns, store, config.
+//! What each asker may see is `policy::visibility`'s pure decision; this
+//! module keeps the classes and their verdicts current.
+//!
+//! Must not import: http, dns, store, config, events (front ends import
+//! it; tests/architecture.rs checks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::core::{Access, Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
-
-use super::intentions::Intentions;
-use super::{Decision, DefaultPolicy, Grants, Resource, decide};
-
-/// What decides an asker's view: the configuration's defaults.
-#[derive(Clone, Copy, Debug)]
-pub struct Defaults {
-    /// The ACL default policy (read rules).
-    pub acl: DefaultPolicy,
-    /// `intentions.default`.
-    pub intentions: DefaultPolicy,
-}
-
-/// Who an asker is, as far as visibility goes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ClassKey {
-    /// The services of the registered instances at the asker's address
-    /// (usually one; several services on one host share an address).
-    Identity(Box<[ServiceName]>),
-    /// An operator-declared DNS client network, by name.
-    Client(String),
-    Anonymous,
-}
+use crate::core::{Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
+use crate::policy::visibility::{ClassKey, Defaults, Visibility};
+use crate::policy::{Grants, Intentions};
 
 /// A set of askers that see the same services.
 pub struct Class {
@@ -85,41 +68,10 @@ impl std::fmt::Debug for Class {
 /// The rules as of one generation: immutable, replaced whole.
 struct Rules {
     generation: u64,
-    defaults: Defaults,
-    intentions: Intentions,
+    visibility: Visibility,
     /// Client networks, longest prefix first, with their classes.
     networks: Vec<(Cidr, Arc<Class>)>,
-    /// Grants by client network name.
-    client_grants: HashMap<String, Grants>,
     anonymous: Arc<Class>,
-    anonymous_grants: Grants,
-}
-
-impl Rules {
-    /// Whether askers of `key` may see `service`.
-    fn visible(&self, key: &ClassKey, service: &ServiceName) -> bool {
-        let read = |g: &Grants| {
-            decide(
-                g,
-                self.defaults.acl,
-                Resource::Service(service.as_str()),
-                Access::Read,
-            ) == Decision::Allow
-        };
-        match key {
-            ClassKey::Identity(sources) => sources.iter().all(|s| {
-                // A service identity reads every service; the intention
-                // between the two decides.
-                let g = Grants {
-                    policies: Vec::new(),
-                    service: Some(s.clone()),
-                };
-                read(&g) && self.intentions.allows(s, service)
-            }),
-            ClassKey::Client(name) => self.client_grants.get(name).is_some_and(read),
-            ClassKey::Anonymous => read(&self.anonymous_grants),
-        }
-    }
 }
 
 /// The asker classes and their verdicts. Cloning copies one `Arc`.
@@ -207,7 +159,7 @@ impl Askers {
         {
             return *seen;
         }
-        let seen = rules.visible(&class.key, service);
+        let seen = rules.visibility.visible(&class.key, service);
         verdicts.insert(service.clone(), (rules.generation, seen));
         seen
     }
@@ -258,20 +210,19 @@ impl Askers {
             client_grants.insert(c.name.clone(), grants_of(&c.policies));
         }
         networks.sort_by_key(|n| std::cmp::Reverse(n.0.prefix()));
-        let on = !intentions.is_empty()
-            || !clients.is_empty()
-            || defaults.acl == DefaultPolicy::Deny
-            || defaults.intentions == DefaultPolicy::Deny
-            || !anonymous.policies.is_empty();
+        let visibility = Visibility {
+            defaults,
+            intentions,
+            client_grants,
+            anonymous_grants: grants_of(&anonymous.policies),
+        };
+        let on = !visibility.is_open();
         w.generation += 1;
         let rules = Rules {
             generation: w.generation,
-            defaults,
-            intentions,
+            visibility,
             networks,
-            client_grants,
             anonymous: Class::new(ClassKey::Anonymous, 0),
-            anonymous_grants: grants_of(&anonymous.policies),
         };
         self.inner.rules.pin().insert((), Arc::new(rules));
         self.inner.on.store(on, Ordering::Release);
@@ -378,6 +329,7 @@ mod tests {
         AclChange, AclKey, AclObject, Address, Change, Context, Datacenter, DnsClient, InstanceId,
         InstanceSpec, Intention, IntentionAction, Side,
     };
+    use crate::policy::DefaultPolicy;
 
     fn key(s: &str) -> ServiceKey {
         ServiceKey::new(
