@@ -47,6 +47,10 @@
 //! the panic log) likewise imports no front end or `config`: it follows
 //! `events`, takes reported outcomes from the API, and proposes through
 //! `store::Log` (check results, `core::Change::Eject`).
+//! `askers` (who asks on DNS: asker classes, an observer of the registry,
+//! and their verdicts per service, decided by `policy::visibility`) imports
+//! no front end, `store` or `config`; the DNS front end asks it after the
+//! name lookup (docs/adr/0011-asker-classes.md).
 //! `audit` (the hash-chained audit log) imports nothing of ours: callers
 //! hand it records of plain strings, with their time.
 //! `tests/architecture.rs` keeps this true.
@@ -56,6 +60,7 @@
 //! the config, binds, builds the `app` and runs it.
 
 pub mod app;
+pub mod askers;
 pub mod audit;
 pub mod auth;
 pub mod config;

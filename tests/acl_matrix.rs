@@ -233,6 +233,26 @@ const TABLE: &[Row] = &[
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
     Row { route: "GET /v1/acl/token/self", target: "/v1/acl/token/self", body: None,
           valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
+    // DNS client networks hand out policies: acl:read and acl:write, as tokens.
+    Row { route: "GET /v1/acl/dns-clients", target: "/v1/acl/dns-clients", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    Row { route: "GET /v1/acl/dns-clients/{name}", target: "/v1/acl/dns-clients/nobody", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
+    Row { route: "PUT /v1/acl/dns-clients/{name}", target: "/v1/acl/dns-clients/m-{col}", body: Some(r#"{"cidrs": ["10.9.0.0/16"], "policies": ["viewer"]}"#),
+          valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/acl/dns-clients/{name}", target: "/v1/acl/dns-clients/nobody", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
+    // Intentions: service:read on the destination to read one (the listing
+    // is filtered), service:write on it to change one; none exists, so a
+    // caller who may gets 404 for GET and DELETE.
+    Row { route: "GET /v1/intentions", target: "/v1/intentions", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
+    Row { route: "GET /v1/intentions/{source}/{destination}", target: "/v1/intentions/web/payments", body: None,
+          valid: [403, 404, 403, 404, 404, 404, 404, 404, 404], bad: 401 },
+    Row { route: "PUT /v1/intentions/{source}/{destination}", target: "/v1/intentions/m-{col}/payments", body: Some(r#"{"action": "deny", "description": "by {col}"}"#),
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
+    Row { route: "DELETE /v1/intentions/{source}/{destination}", target: "/v1/intentions/web/payments", body: None,
+          valid: [403, 403, 403, 404, 404, 404, 404, 404, 403], bad: 401 },
     Row { route: "GET /v1/audit", target: "/v1/audit?limit=5", body: None,
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
     // Federation: operator:read; any other credential, or none, gets 403.

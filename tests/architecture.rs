@@ -348,6 +348,19 @@ fn audit_knows_files_not_requests_or_the_registry() {
 }
 
 #[test]
+fn asker_classes_import_no_front_end_store_or_config() {
+    let v = imports(
+        "askers",
+        &["http", "dns", "store", "config", "app", "events"],
+    );
+    assert!(
+        v.is_empty(),
+        "askers follows the registry and decides with policy; front ends ask it:\n{}",
+        v.join("\n")
+    );
+}
+
+#[test]
 fn policy_decides_with_pure_functions_over_core_values() {
     let v = imports(
         "policy",

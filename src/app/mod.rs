@@ -310,6 +310,21 @@ impl App {
                 a.failover_changed();
             }
         }));
+        // Who may see which service on DNS (docs/adr/0011-asker-classes.md):
+        // told of every change before it is acknowledged, like the answers.
+        let askers = crate::askers::Askers::new(
+            &registry,
+            crate::policy::Defaults {
+                acl: auth.default,
+                intentions: if config.intentions_default_deny {
+                    crate::policy::DefaultPolicy::Deny
+                } else {
+                    crate::policy::DefaultPolicy::Allow
+                },
+            },
+        );
+        registry.subscribe(Arc::new(askers.clone()));
+        dns.answers().set_askers(askers.clone());
         let feed = ChangeFeed::new(registry.clone());
         registry.subscribe(Arc::new(feed.clone()));
         registry.subscribe(Arc::new(crate::health::outlier::PanicLog::default()));

@@ -176,6 +176,8 @@ pub struct Config {
     pub resolve: ResolveConfig,
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
+    /// `intentions.default`: deny when no intention matches (else allow).
+    pub intentions_default_deny: bool,
     pub federation: FederationConfig,
     /// Publishing to an MQTT broker (`None`: off).
     pub mqtt: Option<MqttConfig>,
@@ -1101,7 +1103,19 @@ impl Config {
                 Duration::from_secs(60),
             )?,
         };
+        let intentions_default_deny = match f.intentions.default.as_deref() {
+            None => acl.default_deny,
+            Some("allow") => false,
+            Some("deny") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "intentions.default",
+                    format!("{other:?} is neither allow nor deny"),
+                ));
+            }
+        };
         Ok(Config {
+            intentions_default_deny,
             mqtt,
             telemetry,
             federation,

@@ -62,6 +62,8 @@ settings! {
         mqtt: MqttFile,
         /// Traces exported over OTLP (docs/operations.md).
         telemetry: TelemetryFile,
+        /// Which services may find which by DNS (docs/security.md).
+        intentions: IntentionsFile,
     }
 
     /// The `[dns]` section.
@@ -218,6 +220,12 @@ settings! {
     AuditFile "audit." {
         /// An audit file is rotated when it would pass this size, in bytes (at least 4096); the hash chain continues in the next.
         max_file_bytes: usize = "67108864", "MAXINE_AUDIT_MAX_FILE_BYTES";
+    }
+
+    /// The `[intentions]` section.
+    IntentionsFile "intentions." {
+        /// What applies when no intention matches a querier's service and the service it asks for: allow or deny. Unset: the ACL default policy.
+        default: Option<String>, "MAXINE_INTENTIONS_DEFAULT";
     }
 
     /// The `[metrics]` section.

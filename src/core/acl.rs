@@ -216,6 +216,10 @@ pub enum AclKey {
     /// A key/value entry ([`super::kv`]): no access-control object, but
     /// it travels the same keyed-object path (journal, restore, undo).
     Kv(super::kv::KvKey),
+    /// An intention, by (source, destination).
+    Intention(super::intention::Side, super::intention::Side),
+    /// A DNS client network, by name.
+    DnsClient(String),
 }
 
 impl fmt::Display for AclKey {
@@ -227,6 +231,8 @@ impl fmt::Display for AclKey {
             AclKey::Bootstrap => f.write_str("acl:bootstrap"),
             AclKey::Service(k) => write!(f, "service-config:{}/{}", k.dc, k.service),
             AclKey::Kv(k) => write!(f, "kv:{k}"),
+            AclKey::Intention(s, d) => write!(f, "intention:{s}->{d}"),
+            AclKey::DnsClient(n) => write!(f, "dns-client:{n}"),
         }
     }
 }
@@ -242,9 +248,20 @@ pub enum AclObject {
     Service(Arc<ServiceConfig>),
     /// A key/value entry (see [`AclKey::Kv`]).
     Kv(Arc<super::kv::KvEntry>),
+    Intention(Arc<super::intention::Intention>),
+    DnsClient(Arc<super::intention::DnsClient>),
 }
 
 impl AclObject {
+    /// Whether the object changes what DNS askers may see (intentions,
+    /// client networks, policies, tokens): the asker classes follow it.
+    pub fn is_visibility(key: &AclKey) -> bool {
+        matches!(
+            key,
+            AclKey::Intention(..) | AclKey::DnsClient(_) | AclKey::Policy(_) | AclKey::Token(_)
+        )
+    }
+
     pub fn key(&self) -> AclKey {
         match self {
             AclObject::Policy(p) => AclKey::Policy(p.name.clone()),
@@ -253,6 +270,8 @@ impl AclObject {
             AclObject::Bootstrap(_) => AclKey::Bootstrap,
             AclObject::Service(c) => AclKey::Service(c.key.clone()),
             AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
+            AclObject::Intention(i) => AclKey::Intention(i.source.clone(), i.destination.clone()),
+            AclObject::DnsClient(c) => AclKey::DnsClient(c.name.clone()),
         }
     }
 
@@ -265,6 +284,8 @@ impl AclObject {
             AclObject::Bootstrap(b) => b.index,
             AclObject::Service(c) => c.index,
             AclObject::Kv(e) => e.index,
+            AclObject::Intention(i) => i.index,
+            AclObject::DnsClient(c) => c.index,
         }
     }
 
@@ -295,6 +316,18 @@ impl AclObject {
                 index,
                 ..(**e).clone()
             })),
+            AclObject::Intention(i) => {
+                AclObject::Intention(Arc::new(super::intention::Intention {
+                    index,
+                    ..(**i).clone()
+                }))
+            }
+            AclObject::DnsClient(c) => {
+                AclObject::DnsClient(Arc::new(super::intention::DnsClient {
+                    index,
+                    ..(**c).clone()
+                }))
+            }
         }
     }
 
@@ -371,6 +404,14 @@ impl AclObject {
                         "a value is at most {} bytes",
                         super::kv::MAX_VALUE_BYTES
                     )));
+                }
+                Ok(())
+            }
+            AclObject::Intention(i) => i.validate(),
+            AclObject::DnsClient(c) => {
+                c.validate()?;
+                for p in &c.policies {
+                    check_name("policy name", p, MAX_POLICY_NAME_LEN)?;
                 }
                 Ok(())
             }

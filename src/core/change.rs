@@ -377,6 +377,13 @@ pub struct Batch<'a> {
 /// held: keep it quick and never block on I/O.
 pub trait Observer: Send + Sync {
     fn applied(&self, batch: &Batch<'_>);
+
+    /// Access-control objects were loaded from storage
+    /// ([`Registry::restore_acl`](super::Registry::restore_acl)): not
+    /// changes, so no batch carries them; observers that derive state from
+    /// the objects (DNS asker classes) read them again. Under the write
+    /// lock, like [`Observer::applied`].
+    fn acl_restored(&self) {}
 }
 
 /// A shared observer (one that is also reached from elsewhere, as the DNS
@@ -384,6 +391,10 @@ pub trait Observer: Send + Sync {
 impl<O: Observer + ?Sized> Observer for Arc<O> {
     fn applied(&self, batch: &Batch<'_>) {
         (**self).applied(batch)
+    }
+
+    fn acl_restored(&self) {
+        (**self).acl_restored()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod acl;
 pub mod change;
 pub mod check;
 pub mod failover;
+pub mod intention;
 pub mod kv;
 pub mod labels;
 pub mod model;
@@ -33,6 +34,7 @@ pub use change::{
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
 pub use failover::FailoverPolicy;
+pub use intention::{Cidr, DnsClient, Intention, IntentionAction, Side};
 pub use kv::{KvChange, KvEntry, KvKey};
 pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{

@@ -64,10 +64,10 @@ impl QueryContext {
     }
 }
 
-/// A set of askers that get the same answers. Today every asker is in one
-/// class; access rules and intentions (an asker's identity) and nearest-
-/// first ordering (its zone) will partition askers into a few more, each
-/// with its ready answers (docs/adr/0001-pre-encoded-dns-answers.md).
+/// A set of askers that get the same answers from a plan. Plans are the
+/// same for every asker that may see a service: whether it may is decided
+/// per (asker class, service) by `crate::askers`
+/// (docs/adr/0011-asker-classes.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AskerClass(pub u32);
 

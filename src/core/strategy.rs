@@ -231,7 +231,7 @@ impl ClientZones {
     }
 }
 
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+pub(crate) fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (a, p) = s.split_once('/')?;
     let addr: IpAddr = a.parse().ok()?;
     let prefix: u8 = p.parse().ok()?;
@@ -240,7 +240,7 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4 (a dual-stack socket reports them so).
-fn canonical(addr: IpAddr) -> IpAddr {
+pub(crate) fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
@@ -252,7 +252,7 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
 }
 
 /// `addr` with all but its first `prefix` bits cleared.
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+pub(crate) fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);

@@ -456,9 +456,19 @@ impl<'o> ReplyWriter<'o> {
 
     /// Adds the OPT record (when the request had EDNS) and the counts.
     pub fn finish(self, edns: Option<Edns>, ext_rcode: u8) {
+        self.finish_with(edns, ext_rcode, None)
+    }
+
+    /// [`ReplyWriter::finish`] with an Extended DNS Error (RFC 8914) in
+    /// the OPT record: its info code and extra text. Without EDNS in the
+    /// request there is no OPT, so no EDE either.
+    pub fn finish_with(self, edns: Option<Edns>, ext_rcode: u8, ede: Option<(u16, &str)>) {
         let mut counts = self.counts;
         if let Some(e) = edns {
             push_opt(self.out, e, ext_rcode);
+            if let Some((code, text)) = ede {
+                push_ede(self.out, code, text);
+            }
             counts[3] += 1;
         }
         for (i, c) in counts.iter().enumerate() {
@@ -484,6 +494,28 @@ fn write_header(out: &mut Vec<u8>, id: u16, opcode: u8, f: Flags, tc: bool) {
     }
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&[b2, b3, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+/// Extended DNS Error info codes (RFC 8914 4).
+pub mod ede {
+    /// 18: the server is unable to respond to the requester because of
+    /// policy (who asks), not because of the data.
+    pub const PROHIBITED: u16 = 18;
+}
+
+/// The EDNS option code of an Extended DNS Error (RFC 8914 2).
+const OPT_EDE: u16 = 15;
+
+/// Appends an EDE option to the OPT record [`push_opt`] just wrote (with
+/// RDLEN 0), fixing its RDLEN.
+fn push_ede(out: &mut Vec<u8>, code: u16, text: &str) {
+    let rdlen_at = out.len() - 2;
+    let len = 2 + text.len();
+    out.extend_from_slice(&OPT_EDE.to_be_bytes());
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&((4 + len) as u16).to_be_bytes());
 }
 
 /// Our OPT record: root owner, our UDP size, no options (unknown options of

@@ -27,6 +27,7 @@ mod events;
 pub use events::{EncodedChanges, Json as EventsJson};
 mod federation;
 mod hyper_errors;
+mod intentions;
 mod kv;
 mod logs;
 mod maxine;
@@ -277,6 +278,14 @@ pub const ROUTES: &[RouteSpec] = &[
     route("PUT", "/v1/acl/tokens/{accessor}", true),
     route("DELETE", "/v1/acl/tokens/{accessor}", true),
     route("GET", "/v1/acl/token/self", false),
+    route("GET", "/v1/acl/dns-clients", true),
+    route("GET", "/v1/acl/dns-clients/{name}", true),
+    route("PUT", "/v1/acl/dns-clients/{name}", true),
+    route("DELETE", "/v1/acl/dns-clients/{name}", true),
+    route("GET", "/v1/intentions", true),
+    route("GET", "/v1/intentions/{source}/{destination}", true),
+    route("PUT", "/v1/intentions/{source}/{destination}", true),
+    route("DELETE", "/v1/intentions/{source}/{destination}", true),
     route("GET", "/v1/audit", false),
     route("POST", "/api/maxine/signin", false),
     route("PUT", "/api/maxine/change-password", true),
@@ -342,6 +351,14 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("PUT", "/v1/acl/tokens/{accessor}") => on(filter, acl::update_token),
         ("DELETE", "/v1/acl/tokens/{accessor}") => on(filter, acl::delete_token),
         ("GET", "/v1/acl/token/self") => on(filter, acl::token_self),
+        ("GET", "/v1/acl/dns-clients") => on(filter, intentions::list_dns_clients),
+        ("GET", "/v1/acl/dns-clients/{name}") => on(filter, intentions::get_dns_client),
+        ("PUT", "/v1/acl/dns-clients/{name}") => on(filter, intentions::put_dns_client),
+        ("DELETE", "/v1/acl/dns-clients/{name}") => on(filter, intentions::delete_dns_client),
+        ("GET", "/v1/intentions") => on(filter, intentions::list),
+        ("GET", "/v1/intentions/{source}/{destination}") => on(filter, intentions::get),
+        ("PUT", "/v1/intentions/{source}/{destination}") => on(filter, intentions::put),
+        ("DELETE", "/v1/intentions/{source}/{destination}") => on(filter, intentions::delete),
         ("GET", "/v1/audit") => on(filter, acl::audit),
         ("POST", "/api/maxine/signin") => on(filter, acl::signin),
         ("PUT", "/api/maxine/change-password") => on(filter, acl::change_password),

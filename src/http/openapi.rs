@@ -77,6 +77,9 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(fed) = federation_paths() {
         paths.extend(fed);
     }
+    if let Value::Object(p) = policy_paths() {
+        paths.extend(p);
+    }
     if let Some(list) = paths
         .get_mut("/v1/services")
         .and_then(|p| p["get"]["parameters"].as_array_mut())
@@ -94,6 +97,9 @@ pub fn document(domain: &str) -> Value {
     }
     if let Value::Object(checks) = check_schemas() {
         schemas.extend(checks);
+    }
+    if let Value::Object(p) = policy_schemas() {
+        schemas.extend(p);
     }
     // Any credential, or none (the anonymous token); operations that read
     // no credential say `security: []`.
@@ -1577,4 +1583,180 @@ fn add_balance(doc: &mut Value, service_param: &Value) {
     for (k, v) in schemas.as_object().expect("an object") {
         doc["components"]["schemas"][k] = v.clone();
     }
+}
+
+/// Intentions and DNS client networks (who may find whom).
+fn policy_paths() -> Value {
+    let side = |name: &str, what: &str| {
+        json!({
+            "name": name, "in": "path", "required": true,
+            "description": format!("The {what} service, or `*` for every service."),
+            "schema": { "anyOf": [ { "const": "*" }, label_schema(ServiceName::MAX_LEN, "db") ] }
+        })
+    };
+    let sides = json!([side("source", "asking"), side("destination", "asked-for")]);
+    let name_param = json!({
+        "name": "name", "in": "path", "required": true,
+        "description": format!("DNS client network name: 1 to {MAX_POLICY_NAME_LEN} letters, digits, '-', '_' or '.'."),
+        "schema": { "type": "string", "pattern": format!("^[A-Za-z0-9._-]{{1,{MAX_POLICY_NAME_LEN}}}$"), "example": "office" }
+    });
+    let unavailable =
+        || error_response("The store could not make the change durable; it was undone");
+    json!({
+        "/v1/intentions": { "get": {
+            "summary": "Every intention whose destination the caller may read (service:read).",
+            "operationId": "listIntentions",
+            "responses": {
+                "200": json_ok("The intentions", "IntentionList"),
+                "401": shared("Unauthorized")
+            }
+        } },
+        "/v1/intentions/{source}/{destination}": {
+            "get": {
+                "summary": "One intention. Needs service:read on the destination.",
+                "operationId": "getIntention",
+                "parameters": sides.clone(),
+                "responses": {
+                    "200": json_ok("The intention", "Intention"),
+                    "400": error_response("A side is neither a service name nor `*`"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such intention")
+                }
+            },
+            "put": {
+                "summary": "Create or replace an intention: whether DNS askers with the source's service identity get answers about the destination. Needs service:write on the destination. In effect for the next query after the answer.",
+                "operationId": "putIntention",
+                "parameters": sides.clone(),
+                "requestBody": json_body("IntentionBody"),
+                "responses": {
+                    "200": json_ok("The stored intention", "Intention"),
+                    "400": error_response("Malformed JSON, unknown field, an action other than allow or deny, a side that is neither a service name nor `*`, or a description too long"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "delete": {
+                "summary": "Delete an intention. Needs service:write on the destination.",
+                "operationId": "deleteIntention",
+                "parameters": sides,
+                "responses": {
+                    "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                    "400": error_response("A side is neither a service name nor `*`"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such intention"),
+                    "503": unavailable()
+                }
+            }
+        },
+        "/v1/acl/dns-clients": { "get": {
+            "summary": "Every DNS client network. Needs acl:read.",
+            "operationId": "listDnsClients",
+            "responses": {
+                "200": json_ok("The DNS client networks", "DnsClientList"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden")
+            }
+        } },
+        "/v1/acl/dns-clients/{name}": {
+            "get": {
+                "summary": "One DNS client network. Needs acl:read.",
+                "operationId": "getDnsClient",
+                "parameters": [name_param.clone()],
+                "responses": {
+                    "200": json_ok("The DNS client network", "DnsClient"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such DNS client network")
+                }
+            },
+            "put": {
+                "summary": "Create or replace a DNS client network: DNS askers from these networks (that are no registered instance) get these policies. Needs acl:write.",
+                "operationId": "putDnsClient",
+                "parameters": [name_param.clone()],
+                "requestBody": json_body("DnsClientBody"),
+                "responses": {
+                    "200": json_ok("The stored DNS client network", "DnsClient"),
+                    "400": error_response("Malformed JSON, unknown field, invalid name or network, or a policy that does not exist"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "delete": {
+                "summary": "Delete a DNS client network. Needs acl:write.",
+                "operationId": "deleteDnsClient",
+                "parameters": [name_param],
+                "responses": {
+                    "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such DNS client network"),
+                    "503": unavailable()
+                }
+            }
+        }
+    })
+}
+
+fn policy_schemas() -> Value {
+    let side = json!({ "type": "string", "description": "A service name, or `*`." });
+    json!({
+        "IntentionBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["action"],
+            "properties": {
+                "action": { "type": "string", "enum": ["allow", "deny"] },
+                "description": { "type": "string", "maxLength": MAX_DESCRIPTION_LEN }
+            }
+        },
+        "Intention": {
+            "type": "object",
+            "required": ["source", "destination", "action", "description", "index"],
+            "properties": {
+                "source": side.clone(),
+                "destination": side,
+                "action": { "type": "string", "enum": ["allow", "deny"] },
+                "description": { "type": "string" },
+                "index": { "type": "integer" }
+            }
+        },
+        "IntentionList": {
+            "type": "object",
+            "required": ["intentions"],
+            "properties": { "intentions": { "type": "array", "items": { "$ref": "#/components/schemas/Intention" } } }
+        },
+        "DnsClientBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["cidrs"],
+            "properties": {
+                "cidrs": { "type": "array", "minItems": 1, "maxItems": crate::core::intention::MAX_CLIENT_CIDRS,
+                           "items": { "type": "string", "example": "10.1.0.0/16" } },
+                "policies": { "type": "array", "maxItems": MAX_TOKEN_POLICIES, "items": { "type": "string" } }
+            }
+        },
+        "DnsClient": {
+            "type": "object",
+            "required": ["name", "cidrs", "policies", "index"],
+            "properties": {
+                "name": { "type": "string" },
+                "cidrs": { "type": "array", "items": { "type": "string" } },
+                "policies": { "type": "array", "items": { "type": "string" } },
+                "index": { "type": "integer" }
+            }
+        },
+        "DnsClientList": {
+            "type": "object",
+            "required": ["dns_clients"],
+            "properties": { "dns_clients": { "type": "array", "items": { "$ref": "#/components/schemas/DnsClient" } } }
+        }
+    })
 }

@@ -17,10 +17,16 @@
 //!
 //! Must not import: http, dns, store, config (they hand over values).
 
+pub mod intentions;
+pub mod visibility;
+
 use std::fmt;
 use std::sync::Arc;
 
 use crate::core::{Access, Policy, ServiceName};
+
+pub use intentions::Intentions;
+pub use visibility::{ClassKey, Defaults, Visibility};
 
 /// What a request is allowed, once its credential is known.
 #[derive(Clone, Debug, Default)]

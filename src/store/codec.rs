@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use crate::core::check::COMPAT_CHECK;
 use crate::core::{
-    AclObject, Address, Bootstrap, CheckKind, CheckName, CheckSpec, CompatFields, Datacenter,
-    FastHash, Health, Instance, InstanceId, InstanceSpec, Owner, Policy, Restored, ServiceConfig,
-    ServiceKey, ServiceName, Strategy, Token, User,
+    AclObject, Address, Bootstrap, CheckKind, CheckName, CheckSpec, Cidr, CompatFields, Datacenter,
+    DnsClient, FastHash, Health, Instance, InstanceId, InstanceSpec, Intention, IntentionAction,
+    Owner, Policy, Restored, ServiceConfig, ServiceKey, ServiceName, Side, Strategy, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -100,6 +100,27 @@ enum Record<'a> {
         value: Cow<'a, [u8]>,
         create_index: u64,
     },
+    /// Variant 10: an intention; `source` and `destination` are service
+    /// names or `*`, `allow` its action.
+    Intention {
+        #[serde(borrow)]
+        source: Cow<'a, str>,
+        #[serde(borrow)]
+        destination: Cow<'a, str>,
+        allow: bool,
+        #[serde(borrow)]
+        description: Cow<'a, str>,
+    },
+    /// Variant 11: a DNS client network; `cidrs` in CIDR form.
+    DnsClient {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        cidrs: Vec<Cow<'a, str>>,
+        #[serde(borrow)]
+        policies: Vec<Cow<'a, str>>,
+    },
+    // Variants 12 to 15 are kept for the blacklist entries.
 }
 
 /// One health check as defined (`core::CheckSpec`).
@@ -418,6 +439,21 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             value: Cow::Borrowed(&e.value),
             create_index: e.create_index,
         },
+        AclObject::Intention(i) => Record::Intention {
+            source: Cow::Borrowed(i.source.as_str()),
+            destination: Cow::Borrowed(i.destination.as_str()),
+            allow: i.action == IntentionAction::Allow,
+            description: Cow::Borrowed(&i.description),
+        },
+        AclObject::DnsClient(c) => Record::DnsClient {
+            name: Cow::Borrowed(&c.name),
+            cidrs: c.cidrs.iter().map(|c| Cow::Owned(c.to_string())).collect(),
+            policies: c
+                .policies
+                .iter()
+                .map(|p| Cow::Borrowed(p.as_str()))
+                .collect(),
+        },
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -542,6 +578,36 @@ impl Decoder {
                 key: crate::core::KvKey::new(&key).map_err(|e| invalid(&e))?,
                 value: value.as_ref().into(),
                 create_index,
+                index,
+            })),
+            Record::Intention {
+                source,
+                destination,
+                allow,
+                description,
+            } => AclObject::Intention(Arc::new(Intention {
+                source: Side::parse(&source).map_err(|e| invalid(&e))?,
+                destination: Side::parse(&destination).map_err(|e| invalid(&e))?,
+                action: if allow {
+                    IntentionAction::Allow
+                } else {
+                    IntentionAction::Deny
+                },
+                description: description.into_owned(),
+                index,
+            })),
+            Record::DnsClient {
+                name,
+                cidrs,
+                policies,
+            } => AclObject::DnsClient(Arc::new(DnsClient {
+                name: name.into_owned(),
+                cidrs: cidrs
+                    .iter()
+                    .map(|c| Cidr::parse(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(&e))?,
+                policies: policies.into_iter().map(Cow::into_owned).collect(),
                 index,
             })),
         };
@@ -799,6 +865,45 @@ mod tests {
             back.spec.compat.unwrap().health_check_path.as_str(),
             "/health"
         );
+    }
+
+    #[test]
+    fn intentions_are_variant_10_and_dns_clients_variant_11() {
+        let mut d = Decoder::default();
+        for (source, destination, action) in [
+            ("web", "db", IntentionAction::Deny),
+            ("*", "db", IntentionAction::Allow),
+            ("api", "*", IntentionAction::Deny),
+        ] {
+            let obj = AclObject::Intention(Arc::new(Intention {
+                source: Side::parse(source).unwrap(),
+                destination: Side::parse(destination).unwrap(),
+                action,
+                description: "why".into(),
+                index: 12,
+            }));
+            let bytes = encode_acl(&obj);
+            assert_eq!(bytes[0], 10);
+            match d.decode_any(12, &bytes).unwrap() {
+                Decoded::Acl(back) => assert_eq!(back, obj),
+                Decoded::Instance(_) => panic!("an intention decoded as an instance"),
+            }
+        }
+        let obj = AclObject::DnsClient(Arc::new(DnsClient {
+            name: "office".into(),
+            cidrs: vec![
+                Cidr::parse("10.1.0.0/16").unwrap(),
+                Cidr::parse("fd00::/8").unwrap(),
+            ],
+            policies: vec!["viewer".into()],
+            index: 13,
+        }));
+        let bytes = encode_acl(&obj);
+        assert_eq!(bytes[0], 11);
+        match d.decode_any(13, &bytes).unwrap() {
+            Decoded::Acl(back) => assert_eq!(back, obj),
+            Decoded::Instance(_) => panic!("a DNS client decoded as an instance"),
+        }
     }
 
     #[test]

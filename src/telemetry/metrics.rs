@@ -240,6 +240,10 @@ impl<O: Observer> Observer for Timed<O> {
             self.metrics.services.inc_by(batch.services.len() as u64);
         }
     }
+
+    fn acl_restored(&self) {
+        self.inner.acl_restored()
+    }
 }
 
 /// The registry's size, read at scrape time (lock-free reads of the maps).

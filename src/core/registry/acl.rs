@@ -110,6 +110,40 @@ impl Registry {
         all
     }
 
+    /// Every intention, by (source, destination).
+    pub fn intentions(&self) -> Vec<Arc<crate::core::Intention>> {
+        let mut all: Vec<_> = self
+            .inner
+            .acl
+            .objects
+            .pin()
+            .values()
+            .filter_map(|o| match o {
+                AclObject::Intention(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
+        all
+    }
+
+    /// Every DNS client network, by name.
+    pub fn dns_clients(&self) -> Vec<Arc<crate::core::DnsClient>> {
+        let mut all: Vec<_> = self
+            .inner
+            .acl
+            .objects
+            .pin()
+            .values()
+            .filter_map(|o| match o {
+                AclObject::DnsClient(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn user(&self, name: &str) -> Option<Arc<User>> {
         match self.acl_object(&AclKey::User(name.to_string()))? {
             AclObject::User(u) => Some(u),
@@ -155,6 +189,11 @@ impl Registry {
                         ))));
                     }
                     AclObject::Token(t) => self.check_token(t).map_err(acl)?,
+                    AclObject::DnsClient(c) => {
+                        if let Some(p) = c.policies.iter().find(|p| self.policy(p).is_none()) {
+                            return Err(acl(AclError::UnknownPolicy(p.clone())));
+                        }
+                    }
                     AclObject::Bootstrap(_) => {
                         return Err(acl(AclError::Invalid(
                             "the bootstrap mark is set by bootstrapping".into(),
@@ -400,6 +439,9 @@ impl Registry {
             for o in &_w.observers {
                 o.applied(&batch);
             }
+        }
+        for o in &_w.observers {
+            o.acl_restored();
         }
         superseded
     }

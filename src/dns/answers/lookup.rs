@@ -4,9 +4,10 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use crate::askers::Askers;
 use crate::core::naming::{self, BelowService};
 use crate::core::strategy;
-use crate::core::{AskerClass, ClientZones, FastHash, QueryContext, Transport};
+use crate::core::{AskerClass, ClientZones, FastHash, QueryContext, ServiceName, Transport};
 
 use super::super::wire::{self, Flags, ReplyWriter, Request, Section, rcode, types};
 use super::super::zone::{StaticRrset, Zone};
@@ -32,6 +33,9 @@ pub(super) struct Inner {
     max_records: usize,
     /// Client networks and their zones, for `nearest` answers.
     pub(super) client_zones: Arc<ClientZones>,
+    /// Who may see which service (set once, at start; unset: everyone
+    /// sees everything, as in tests of the answers alone).
+    pub(super) askers: std::sync::OnceLock<Askers>,
 }
 
 /// The answer map: lowercase wire name -> what is stored there.
@@ -72,8 +76,15 @@ impl ReadyAnswers {
                 names,
                 max_records,
                 client_zones,
+                askers: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Answers only what each asker may see (read rules, intentions);
+    /// the first call wins.
+    pub fn set_askers(&self, askers: Askers) {
+        let _ = self.inner.askers.set(askers);
     }
 
     pub fn zone(&self) -> &Zone {
@@ -147,10 +158,19 @@ impl ReadyAnswers {
         let names = self.inner.names.pin();
         let qname = req.qname();
         let found = match names.get(qname) {
-            Some(n) => Some(Found::Node(n)),
+            Some(n) => Some((Found::Node(n), n.service.as_ref())),
             None => below_service(&names, qname, req.labels_before(apex_at), class),
         };
-        let Some(found) = found else {
+        // Policy: one atomic load when off; else the asker's class and its
+        // verdict for the service, two lookups (docs/adr/0011-asker-classes.md).
+        if let Some((_, Some(service))) = &found
+            && let Some(askers) = self.inner.askers.get()
+            && askers.is_on()
+            && !askers.may_see(ctx.peer, service)
+        {
+            return refuse_prohibited(out, req, flags, limit);
+        }
+        let Some((found, _)) = found else {
             flags.rcode = rcode::NXDOMAIN;
             let mut w = ReplyWriter::start(out, req, flags, limit);
             self.push_soa(&mut w, apex_at);
@@ -340,7 +360,7 @@ fn below_service<'g>(
     qname: &[u8],
     labels: usize,
     class: AskerClass,
-) -> Option<Found<'g>> {
+) -> Option<(Found<'g>, Option<&'g ServiceName>)> {
     let len = *qname.first()? as usize;
     let label = qname.get(1..1 + len)?;
     let base_name = qname.get(1 + len..)?;
@@ -348,10 +368,29 @@ fn below_service<'g>(
     let base_first = base_name.get(1..1 + base_len)?;
     let below = naming::below_service(label, base_first, labels)?;
     let base = names.get(base_name)?;
-    match below {
-        BelowService::Version(sel) => base.variant(class).version(&sel),
-        BelowService::Instance(id) => Some(Found::Instance(base.instances.find(id)?)),
-    }
+    let found = match below {
+        BelowService::Version(sel) => base.variant(class).version(&sel)?,
+        BelowService::Instance(id) => Found::Instance(base.instances.find(id)?),
+    };
+    Some((found, base.service.as_ref()))
+}
+
+/// A question the asker may not have answered: REFUSED, with Extended DNS
+/// Error 18 "Prohibited" when the query has EDNS (docs/dns.md). Not
+/// NXDOMAIN: a recursor would cache that and hand it to askers who may
+/// see the name.
+fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) {
+    let flags = Flags {
+        aa: false,
+        rcode: rcode::REFUSED,
+        ..flags
+    };
+    let w = ReplyWriter::start(out, req, flags, limit);
+    w.finish_with(
+        req.edns,
+        0,
+        Some((wire::ede::PROHIBITED, "not allowed by policy")),
+    );
 }
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {

@@ -2,7 +2,7 @@
 //! service's version names and instance names (found through the service's
 //! node), and static zone data.
 
-use crate::core::{AskerClass, VersionSelector};
+use crate::core::{AskerClass, ServiceName, VersionSelector};
 
 use super::super::wire::types;
 use super::super::zone::StaticRrset;
@@ -34,14 +34,19 @@ impl Sets {
 /// Everything that can be answered at one name.
 #[derive(Clone, Debug, Default)]
 pub struct Node {
-    /// What askers of [`AskerClass::ANYONE`] see: today, every asker. Other
-    /// classes (access rules, intentions, nearest-first) will each have a
-    /// variant of their own, built from their plans.
+    /// What every asker that may see the service sees. Read rules and
+    /// intentions decide per service whether an asker's class sees it at
+    /// all (`service`, docs/adr/0011-asker-classes.md); answers that vary
+    /// within a service by who asks are the strategies' orders.
     pub(super) anyone: Variant,
     /// At a service name: the answers of `<id>.<service>.<dc>.<zone>`, the
     /// instance names, also looked up through the service's node.
     pub(super) instances: InstanceTable,
     pub(super) statics: Box<[StaticRrset]>,
+    /// The service whose answers these are (`None`: static data only).
+    /// Policy decides per service whether an asker sees them
+    /// (docs/adr/0011-asker-classes.md).
+    pub(super) service: Option<ServiceName>,
 }
 
 /// The dynamic answers of a name as one asker class sees them.

@@ -76,6 +76,9 @@ impl Keys {
                 k.service.as_str()
             ),
             AclKey::Kv(k) => format!("{}/r/k/{}", self.prefix, k.as_str()),
+            // `*` and service names hold no '/'.
+            AclKey::Intention(s, d) => format!("{}/r/a/intention/{s}/{d}", self.prefix),
+            AclKey::DnsClient(n) => format!("{}/r/a/dns-client/{n}", self.prefix),
         }
     }
 
@@ -135,6 +138,12 @@ impl Keys {
             "policy" => AclKey::Policy(name),
             "token" => AclKey::Token(name),
             "user" => AclKey::User(name),
+            "dns-client" => AclKey::DnsClient(name),
+            "intention" => {
+                let (s, d) = name.split_once('/')?;
+                use crate::core::intention::Side;
+                AclKey::Intention(Side::parse(s).ok()?, Side::parse(d).ok()?)
+            }
             _ => return None,
         }))
     }
