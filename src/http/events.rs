@@ -95,32 +95,32 @@ impl Message {
         }
     }
 
-    /// The body of a message that is not a pre-encoded change.
-    fn body(&self) -> Value {
-        match self {
+    /// The JSON of a message; a change is already encoded (`Err`).
+    fn body(&self) -> Result<Value, &EncodedChange> {
+        Ok(match self {
             Message::Snapshot { body, .. } | Message::Kv { body, .. } => body.clone(),
-            Message::Change(c) => serde_json::from_str(&c.data).unwrap_or(Value::Null),
+            Message::Change(c) => return Err(c),
             Message::Resync { index } => json!({
                 "index": index,
                 "reason": "this consumer fell behind what the server keeps; start again with since=0",
             }),
-        }
+        })
     }
 
     /// As one Server-Sent Event: its id is the index to resume from.
     fn sse(&self) -> Bytes {
-        if let Message::Change(c) = self {
-            return c.sse.clone();
+        match self.body() {
+            Ok(body) => sse_frame(self.index(), self.kind(), &body.to_string()),
+            Err(c) => c.sse.clone(),
         }
-        sse_frame(self.index(), self.kind(), &self.body().to_string())
     }
 
     /// As one WebSocket text message.
     fn ws(&self) -> Utf8Bytes {
-        if let Message::Change(c) = self {
-            return c.ws.clone();
+        match self.body() {
+            Ok(body) => ws_text(self.index(), self.kind(), body),
+            Err(c) => c.ws.clone(),
         }
-        ws_text(self.index(), self.kind(), self.body())
     }
 }
 
