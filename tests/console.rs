@@ -101,6 +101,19 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        match self.try_call(method, path, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("webdriver {path}: {e}"),
+        }
+    }
+
+    /// One WebDriver command; its error object when it failed.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, Value> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -115,9 +128,9 @@ impl Browser {
             .await
             .expect("webdriver answer");
         if r["value"]["error"].is_string() {
-            panic!("webdriver {path}: {}", r["value"]);
+            return Err(r["value"].clone());
         }
-        r["value"].clone()
+        Ok(r["value"].clone())
     }
 
     async fn goto(&self, url: &str) {
@@ -168,14 +181,28 @@ impl Browser {
             .to_string()
     }
 
+    /// Clicks the element `css` selects. The console redraws a table when
+    /// the registry changes (a check result, say), which can replace the
+    /// element between finding and clicking it: then it is found again.
     async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            json!({}),
-        )
-        .await;
+        for _ in 0..20 {
+            let e = self.element(css).await;
+            match self
+                .try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{e}/click"),
+                    json!({}),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(err) if err["error"] == "stale element reference" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("webdriver click {css}: {err}"),
+            }
+        }
+        panic!("{css} was replaced at every one of 20 clicks");
     }
 
     async fn type_into(&self, css: &str, text: &str) {
