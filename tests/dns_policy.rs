@@ -468,3 +468,78 @@ async fn with_default_deny_only_declared_askers_see_services_and_it_survives_a_r
     assert!(!finds_db(&s, "127.0.0.130").await);
     s.stop().await;
 }
+
+/// The HTTP discovery routes decide as DNS does: a caller without a
+/// credential has the identity of the instances at its address, a token
+/// its service identity; other credentials read by their policies alone.
+#[tokio::test]
+async fn the_http_discovery_routes_apply_the_intentions_too() {
+    let s = TestServer::start().await;
+    register_three(&s).await;
+    let from = |addr: &str| {
+        reqwest::Client::builder()
+            .local_address(addr.parse::<IpAddr>().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let (web, api, stranger) = (from(WEB), from(API), from(STRANGER));
+    let base = s.http_base();
+    let get = |c: &reqwest::Client, path: &str, cred: &Cred| {
+        let (c, url, cred) = (c.clone(), format!("{base}{path}"), cred.clone());
+        async move { call(&c, Method::GET, &url, &cred, None).await }
+    };
+    let discover = "/api/maxine/serviceops/discover?serviceName=db";
+    let listed = |body: &Value| -> Vec<String> {
+        body["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Before any intention web finds db on every route.
+    assert_eq!(get(&web, "/v1/services/db", &Cred::None).await.status, 200);
+    assert_eq!(get(&web, discover, &Cred::None).await.status, 302);
+    let r = put_intention(&s, &Cred::None, "web", "db", json!({"action": "deny"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The next request follows it: web is refused, naming the intention.
+    let r = get(&web, "/v1/services/db", &Cred::None).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let why = r.body.to_string();
+    assert!(why.contains("web") && why.contains("db"), "{why}");
+    assert_eq!(get(&web, discover, &Cred::None).await.status, 403);
+    let all = get(&web, "/v1/services", &Cred::None).await;
+    assert_eq!(listed(&all.body), ["api", "web"], "db is left out");
+    // Its own service, api, and askers without an identity are answered.
+    assert_eq!(get(&web, "/v1/services/web", &Cred::None).await.status, 200);
+    assert_eq!(get(&api, "/v1/services/db", &Cred::None).await.status, 200);
+    assert_eq!(get(&api, discover, &Cred::None).await.status, 302);
+    assert_eq!(
+        get(&stranger, "/v1/services/db", &Cred::None).await.status,
+        200
+    );
+    let all = get(&stranger, "/v1/services", &Cred::None).await;
+    assert_eq!(listed(&all.body), ["api", "db", "web"]);
+    // A token's service identity decides wherever it is used from.
+    let token = |service: &str| {
+        let (http, url) = (s.http.clone(), format!("{base}/v1/acl/tokens"));
+        let body = json!({ "service": service });
+        async move {
+            let r = call(&http, Method::POST, &url, &Cred::None, Some(&body)).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            Cred::Bearer(r.body["secret"].as_str().expect("a secret").into())
+        }
+    };
+    let (as_web, as_api) = (token("web").await, token("api").await);
+    assert_eq!(get(&stranger, "/v1/services/db", &as_web).await.status, 403);
+    assert_eq!(get(&stranger, discover, &as_web).await.status, 403);
+    assert_eq!(get(&web, "/v1/services/db", &as_api).await.status, 200);
+    // Allowing it again opens every route at once.
+    let r = put_intention(&s, &Cred::None, "web", "db", json!({"action": "allow"})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&web, "/v1/services/db", &Cred::None).await.status, 200);
+    assert_eq!(get(&web, discover, &Cred::None).await.status, 302);
+    assert_eq!(get(&stranger, discover, &as_web).await.status, 302);
+    s.stop().await;
+}

@@ -132,6 +132,8 @@ pub struct App {
     notifier: Notifier,
     /// Everything `GET /metrics` shows.
     metrics: crate::telemetry::Metrics,
+    /// Who may find whom, for DNS and the HTTP discovery routes.
+    askers: crate::askers::Askers,
 }
 
 /// The configured store backend (`None`: nothing is persisted).
@@ -394,6 +396,7 @@ impl App {
             recent_logs: RecentLogs::new(crate::telemetry::recent::DEFAULT_LINES),
             notifier: Notifier::default(),
             metrics,
+            askers,
         })
     }
 
@@ -481,6 +484,7 @@ impl App {
             recent_logs,
             notifier,
             metrics,
+            askers,
         } = self;
 
         let dns_addr = dns.local_addr();
@@ -588,6 +592,7 @@ impl App {
             ),
             traces: config.telemetry.otlp_endpoint.is_some(),
             encoded_changes: Default::default(),
+            askers,
         });
         if let Some(m) = &config.mqtt {
             let credentials = match (&m.username, &m.password_file) {

@@ -164,6 +164,39 @@ impl Askers {
         seen
     }
 
+    /// The HTTP discovery routes' intention check: the service whose
+    /// intention towards `service` denies the caller, if one does. The
+    /// caller's identity is `identity` (a token's service identity) when
+    /// it has one, else that of the registered instances at `peer`;
+    /// callers with neither are governed by read rules alone, which the
+    /// route checks itself. Reads only the current rules, as the DNS
+    /// path does, so a new intention holds from the next request on.
+    pub fn intention_denies(
+        &self,
+        identity: Option<&ServiceName>,
+        peer: Option<IpAddr>,
+        service: &ServiceName,
+    ) -> Option<ServiceName> {
+        if !self.is_on() {
+            return None;
+        }
+        let rules = self.inner.rules.pin();
+        let rules = rules.get(&())?;
+        let intentions = &rules.visibility.intentions;
+        if let Some(s) = identity {
+            return (!intentions.allows(s, service)).then(|| s.clone());
+        }
+        let ip = crate::core::strategy::canonical(peer?);
+        let addresses = self.inner.addresses.pin();
+        let ClassKey::Identity(sources) = &addresses.get(&ip)?.key else {
+            return None;
+        };
+        sources
+            .iter()
+            .find(|s| !intentions.allows(s, service))
+            .cloned()
+    }
+
     /// The class of the asker at `peer` (for tests and the API).
     pub fn class_of(&self, peer: IpAddr) -> ClassKey {
         let ip = crate::core::strategy::canonical(peer);
@@ -449,6 +482,47 @@ mod tests {
         intention(&reg, "web", "*", IntentionAction::Deny, now);
         assert!(askers.may_see(web, &name("db")), "web/db still beats web/*");
         assert!(!askers.may_see(web, &name("cache")));
+    }
+
+    #[test]
+    fn http_callers_are_held_to_the_intentions_of_their_token_or_address() {
+        let (reg, askers, now) = setup(OPEN);
+        register(&reg, "web", "w1", "10.0.0.1", now);
+        let (web, db, api) = (name("web"), name("db"), name("api"));
+        assert_eq!(
+            askers.intention_denies(None, Some(ip("10.0.0.1")), &db),
+            None
+        );
+        intention(&reg, "web", "db", IntentionAction::Deny, now);
+        // By address: the instance's identity.
+        assert_eq!(
+            askers.intention_denies(None, Some(ip("10.0.0.1")), &db),
+            Some(web.clone())
+        );
+        assert_eq!(
+            askers.intention_denies(None, Some(ip("10.0.0.1")), &api),
+            None
+        );
+        // No identity at all: intentions do not apply.
+        assert_eq!(
+            askers.intention_denies(None, Some(ip("10.0.0.9")), &db),
+            None
+        );
+        assert_eq!(askers.intention_denies(None, None, &db), None);
+        // A token's identity comes before the address.
+        assert_eq!(
+            askers.intention_denies(Some(&api), Some(ip("10.0.0.1")), &db),
+            None
+        );
+        assert_eq!(
+            askers.intention_denies(Some(&web), Some(ip("10.0.0.9")), &db),
+            Some(web.clone())
+        );
+        assert_eq!(
+            askers.intention_denies(Some(&db), None, &db),
+            None,
+            "itself"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::HttpState;
 use super::error::{ApiError, MaxineError};
 use crate::audit::{AuditLog, Record};
 use crate::auth::{JwtVerifier, Role, SigningKey};
-use crate::core::{Access, Actor, Context, Owner, Registry, Token};
+use crate::core::{Access, Actor, Context, Owner, Registry, ServiceName, Token};
 use crate::policy::{self, Decision, DefaultPolicy, Grants, Resource};
 
 /// The header Maxine's own clients may send the secret in.
@@ -257,6 +257,54 @@ impl Caller {
                 Err(ApiError::Forbidden(why))
             }
         }
+    }
+}
+
+impl Caller {
+    /// 403 (audited) when an intention forbids this caller to discover
+    /// `service` (docs/security.md, "Intentions"). The caller's identity is
+    /// its credential's service identity; a caller without a credential
+    /// has the identity of the registered instances at its address, as a
+    /// DNS asker does. Any other credential is held to read rules alone.
+    pub fn require_intention(&self, st: &HttpState, service: &ServiceName) -> Result<(), ApiError> {
+        let Some(source) = self.intention_denial(st, service) else {
+            return Ok(());
+        };
+        let why = format!(
+            "service {:?} may not discover service {:?}: the intentions deny {} -> {}",
+            source.as_str(),
+            service.as_str(),
+            source.as_str(),
+            service.as_str(),
+        );
+        deny(
+            st,
+            self.actor.name(),
+            self.client(),
+            &self.method,
+            &self.uri,
+            "forbidden",
+            &why,
+        );
+        Err(ApiError::Forbidden(why))
+    }
+}
+
+impl Caller {
+    /// Whether the intentions let this caller discover `service` (listings
+    /// leave out what they do not).
+    pub fn may_discover(&self, st: &HttpState, service: &ServiceName) -> bool {
+        self.intention_denial(st, service).is_none()
+    }
+
+    /// The source whose intention towards `service` denies this caller.
+    fn intention_denial(&self, st: &HttpState, service: &ServiceName) -> Option<ServiceName> {
+        let peer = match self.actor {
+            Actor::Anonymous { client } => client,
+            _ => None,
+        };
+        st.askers
+            .intention_denies(self.grants.service.as_ref(), peer, service)
     }
 }
 

@@ -419,6 +419,7 @@ pub async fn discover(
         .and_then(|l| ServiceName::new(&l).ok())
         .ok_or_else(unavailable)?;
     caller.require(&st, Resource::Service(service.as_str()), Access::Read)?;
+    caller.require_intention(&st, &service)?;
     let dc = match q.dc.as_deref().filter(|d| !d.is_empty()) {
         None => None,
         Some(d) => Some(crate::core::Datacenter::new(d).map_err(ApiError::from)?),
@@ -482,6 +483,7 @@ pub async fn servers(State(st): State<HttpState>, caller: Caller) -> Result<Resp
                 Resource::Service(snap.key.service.as_str()),
                 Access::Read,
             )
+            || !caller.may_discover(&st, &snap.key.service)
         {
             continue;
         }

@@ -125,6 +125,8 @@ pub struct HttpShared {
     pub traces: bool,
     /// The latest changes as the event streams send them, encoded once.
     pub encoded_changes: events::EncodedChanges,
+    /// Who may find whom: the intentions the discovery routes apply.
+    pub askers: crate::askers::Askers,
 }
 
 impl HttpState {
@@ -149,7 +151,16 @@ impl HttpState {
             registry.clone(),
             crate::core::outlier::OutlierConfig::default(),
         );
+        let askers = crate::askers::Askers::new(
+            &registry,
+            crate::policy::Defaults {
+                acl: crate::policy::DefaultPolicy::Allow,
+                intentions: crate::policy::DefaultPolicy::Allow,
+            },
+        );
+        registry.subscribe(Arc::new(askers.clone()));
         Self::from(HttpShared {
+            askers,
             outliers,
             log: Arc::new(crate::store::LocalLog::new(
                 registry.clone(),

@@ -370,7 +370,8 @@ pub async fn list_services(
             &st,
             Resource::Service(snap.key.service.as_str()),
             Access::Read,
-        ) {
+        ) || !caller.may_discover(&st, &snap.key.service)
+        {
             continue;
         }
         let counts = by_name
@@ -432,6 +433,7 @@ pub async fn get_service(
 ) -> Result<Response, ApiError> {
     let service = ServiceName::new(&service)?;
     caller.require(&st, Resource::Service(service.as_str()), Access::Read)?;
+    caller.require_intention(&st, &service)?;
     let peer = caller.client();
     let version = match filter.version.as_deref() {
         None | Some("") => None,
