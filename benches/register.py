@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Register every instance of a registrations.jsonl (benches/dns-data.py) with a running Maxine.
 
-    benches/register.py [--threads 8] [--ttl 3600s] [--token-file FILE] [--timeout 600] API FILE
+    benches/register.py [--threads 8] [--ttl 3600s] [--token-file FILE] [--timeout 600] [--raw] API FILE
     e.g. benches/register.py http://127.0.0.1:5380 "$B/registrations.jsonl"
 
 Each line becomes PUT API/v1/services/{service}/instances/{id} with the line's address, port,
@@ -34,6 +34,8 @@ def parse_args():
     p.add_argument("--ttl", default="3600s", help="heartbeat TTL of every instance")
     p.add_argument("--token-file", help="file holding a bearer token")
     p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    p.add_argument("--raw", action="store_true",
+                   help='each line is {"path": ..., "body": ...}: PUT body to path (policy objects)')
     a = p.parse_args()
     u = urllib.parse.urlsplit(a.api)
     if u.scheme != "http" or not u.hostname:
@@ -61,12 +63,19 @@ class Load:
         return len(self.failures) >= MAX_FAILURES or time.monotonic() > self.deadline
 
 
-def requests_of(path, ttl):
-    """(url path, JSON body) per registration line."""
+def requests_of(path, ttl, raw=False):
+    """(url path, JSON body) per registration line (per {"path", "body"} line when raw)."""
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
+                continue
+            if raw:
+                try:
+                    r = json.loads(line)
+                    out.append((r["path"], json.dumps(r["body"]).encode()))
+                except (ValueError, KeyError, TypeError) as e:
+                    sys.exit(f"register.py: {path}:{n}: not a {{\"path\", \"body\"}} line ({e})")
                 continue
             try:
                 r = json.loads(line)
@@ -114,7 +123,7 @@ def main():
     if a.token_file:
         with open(a.token_file) as f:
             headers["Authorization"] = "Bearer " + f.read().strip()
-    reqs = requests_of(a.file, a.ttl)
+    reqs = requests_of(a.file, a.ttl, a.raw)
     host, port = u.hostname, u.port or 80
     try:
         http.client.HTTPConnection(host, port, timeout=10).connect()

@@ -30,20 +30,48 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::core::{Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
-use crate::policy::{Grants, Intentions};
+use crate::core::{AclKey, AclObject, IntentionAction, Side};
+use crate::policy::{Grants, IntentionTable, Intentions};
+
+/// A service as the DNS answers name it: its name, and the small number
+/// its verdicts are cached under (the answers give each service one when
+/// they first build it; [`ServiceRef::UNCACHED`] for none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub name: ServiceName,
+    pub id: u32,
+}
+
+impl ServiceRef {
+    /// An id beyond every cache slot: its verdict is decided each time.
+    pub const UNCACHED: u32 = u32::MAX;
+}
+
+/// Verdict cache slots per class: direct-mapped by service id, one
+/// 8-byte atomic each (32 KB a class). More services than slots share
+/// slots, and a verdict evicted by another service is decided again.
+const VERDICT_SLOTS: usize = 4096;
+/// A slot holds `generation << 26 | service id << 2 | visible << 1 | 1`:
+/// service ids below 2^24 are cached, generations compared in 38 bits.
+const ID_BITS: u32 = 24;
+
+fn verdict_word(generation: u64, id: u32, visible: bool) -> u64 {
+    (generation << (ID_BITS + 2)) | (u64::from(id) << 2) | (u64::from(visible) << 1) | 1
+}
 
 /// A set of askers that see the same services.
 pub struct Class {
     pub key: ClassKey,
     /// Small number, for logs and metrics.
     pub id: u32,
-    /// Service -> (generation of the rules, visible?).
-    verdicts: papaya::HashMap<ServiceName, (u64, bool), FastHash>,
+    /// The verdicts it was asked for, by service id: one load and a
+    /// compare on the query path, no hashing, no allocation per entry.
+    verdicts: Box<[AtomicU64]>,
 }
 
 impl Class {
@@ -51,8 +79,26 @@ impl Class {
         Arc::new(Self {
             key,
             id,
-            verdicts: papaya::HashMap::with_hasher(FastHash::default()),
+            verdicts: (0..VERDICT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    /// The cached verdict for `service` under rules of `generation`.
+    #[inline]
+    fn cached(&self, generation: u64, id: u32) -> Option<bool> {
+        if id >= 1 << ID_BITS {
+            return None;
+        }
+        let w = self.verdicts[id as usize % VERDICT_SLOTS].load(Ordering::Relaxed);
+        let mask = !0b10u64;
+        (w & mask == verdict_word(generation, id, false) & mask).then_some(w & 0b10 != 0)
+    }
+
+    fn remember(&self, generation: u64, id: u32, visible: bool) {
+        if id < 1 << ID_BITS {
+            self.verdicts[id as usize % VERDICT_SLOTS]
+                .store(verdict_word(generation, id, visible), Ordering::Relaxed);
+        }
     }
 }
 
@@ -104,6 +150,38 @@ struct WriteSide {
     /// Per address, how many service keys of each service have it.
     by_addr: HashMap<IpAddr, BTreeMap<ServiceName, u32>>,
     identities: HashMap<Box<[ServiceName]>, Arc<Class>>,
+    /// How many intentions the registry holds (kept from the changes).
+    intentions: usize,
+}
+
+/// The registry's intentions, looked up where they are stored: rules
+/// rebuilt after one intention changed copy none of them. The registry's
+/// objects are updated before the rules' generation moves on, so a
+/// verdict of the new generation sees the change; one of the old
+/// generation that already saw it is decided again anyway.
+struct LiveIntentions {
+    registry: Registry,
+    count: usize,
+}
+
+impl std::fmt::Debug for LiveIntentions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveIntentions({})", self.count)
+    }
+}
+
+impl IntentionTable for LiveIntentions {
+    fn action(&self, source: &Side, destination: &Side) -> Option<IntentionAction> {
+        let key = AclKey::Intention(source.clone(), destination.clone());
+        match self.registry.acl_object(&key)? {
+            AclObject::Intention(i) => Some(i.action),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl Askers {
@@ -132,8 +210,8 @@ impl Askers {
     }
 
     /// Whether the asker at `peer` may see `service`: one lookup for the
-    /// class, one for its verdict (computed on the first question).
-    pub fn may_see(&self, peer: Option<IpAddr>, service: &ServiceName) -> bool {
+    /// class, one load for its verdict (decided on the first question).
+    pub fn may_see(&self, peer: Option<IpAddr>, service: &ServiceRef) -> bool {
         if !self.is_on() {
             return true;
         }
@@ -153,14 +231,11 @@ impl Askers {
             },
             None => &rules.anonymous,
         };
-        let verdicts = class.verdicts.pin();
-        if let Some((generation, seen)) = verdicts.get(service)
-            && *generation == rules.generation
-        {
-            return *seen;
+        if let Some(seen) = class.cached(rules.generation, service.id) {
+            return seen;
         }
-        let seen = rules.visibility.visible(&class.key, service);
-        verdicts.insert(service.clone(), (rules.generation, seen));
+        let seen = rules.visibility.visible(&class.key, &service.name);
+        class.remember(rules.generation, service.id, seen);
         seen
     }
 
@@ -219,6 +294,7 @@ impl Askers {
     /// before is stale from here on.
     pub fn refresh(&self) {
         let mut w = self.inner.write.lock().unwrap_or_else(|p| p.into_inner());
+        w.intentions = self.inner.registry.intentions().len();
         self.rebuild(&mut w);
     }
 
@@ -230,8 +306,13 @@ impl Askers {
             service: None,
         };
         let anonymous = reg.anonymous_token();
-        let intentions =
-            Intentions::new(reg.intentions().iter().map(|i| &**i), defaults.intentions);
+        let intentions = Intentions::over(
+            Arc::new(LiveIntentions {
+                registry: reg.clone(),
+                count: w.intentions,
+            }),
+            defaults.intentions,
+        );
         let clients = reg.dns_clients();
         let mut networks = Vec::new();
         let mut client_grants = HashMap::new();
@@ -342,6 +423,15 @@ impl Observer for Askers {
                 .collect();
             self.track(&mut w, key, now);
         }
+        for e in batch.acl {
+            if let AclKey::Intention(..) = e.key {
+                match (&e.previous, &e.value) {
+                    (None, Some(_)) => w.intentions += 1,
+                    (Some(_), None) => w.intentions = w.intentions.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
         if batch
             .acl
             .iter()
@@ -373,6 +463,16 @@ mod tests {
 
     fn name(s: &str) -> ServiceName {
         ServiceName::new(s).unwrap()
+    }
+
+    /// The service as the answers would name it, with a fixed id.
+    fn svc(s: &str) -> ServiceRef {
+        let ids = ["web", "db", "api", "cache"];
+        let id = ids
+            .iter()
+            .position(|x| *x == s)
+            .map_or(ServiceRef::UNCACHED, |i| i as u32);
+        ServiceRef { name: name(s), id }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -463,8 +563,8 @@ mod tests {
         assert_eq!(askers.class_of(ip("10.0.0.1")), ClassKey::Anonymous);
         // Two services at one address see what both may see.
         intention(&reg, "cache", "db", IntentionAction::Deny, now);
-        assert!(!askers.may_see(Some(ip("10.0.0.2")), &name("db")));
-        assert!(askers.may_see(Some(ip("10.0.0.2")), &name("web")));
+        assert!(!askers.may_see(Some(ip("10.0.0.2")), &svc("db")));
+        assert!(askers.may_see(Some(ip("10.0.0.2")), &svc("web")));
     }
 
     #[test]
@@ -474,14 +574,43 @@ mod tests {
         intention(&reg, "web", "db", IntentionAction::Deny, now);
         let web = Some(ip("10.0.0.1"));
         for _ in 0..3 {
-            assert!(!askers.may_see(web, &name("db")));
+            assert!(!askers.may_see(web, &svc("db")));
         }
         intention(&reg, "web", "db", IntentionAction::Allow, now);
-        assert!(askers.may_see(web, &name("db")));
+        assert!(askers.may_see(web, &svc("db")));
         // Another object's change (a wildcard) is a new generation too.
         intention(&reg, "web", "*", IntentionAction::Deny, now);
-        assert!(askers.may_see(web, &name("db")), "web/db still beats web/*");
-        assert!(!askers.may_see(web, &name("cache")));
+        assert!(askers.may_see(web, &svc("db")), "web/db still beats web/*");
+        assert!(!askers.may_see(web, &svc("cache")));
+    }
+
+    #[test]
+    fn services_sharing_a_verdict_slot_each_get_their_own_verdict() {
+        let (reg, askers, now) = setup(OPEN);
+        register(&reg, "web", "w1", "10.0.0.1", now);
+        intention(&reg, "web", "db", IntentionAction::Deny, now);
+        let web = Some(ip("10.0.0.1"));
+        // db and api in one slot; then ids the cache cannot hold.
+        let db = ServiceRef {
+            name: name("db"),
+            id: 7,
+        };
+        let api = ServiceRef {
+            name: name("api"),
+            id: 7 + VERDICT_SLOTS as u32,
+        };
+        for _ in 0..3 {
+            assert!(!askers.may_see(web, &db));
+            assert!(askers.may_see(web, &api));
+        }
+        for id in [1 << ID_BITS, ServiceRef::UNCACHED] {
+            let db = ServiceRef {
+                name: name("db"),
+                id,
+            };
+            assert!(!askers.may_see(web, &db));
+            assert!(!askers.may_see(web, &db));
+        }
     }
 
     #[test]
@@ -553,20 +682,20 @@ mod tests {
             ClassKey::Client("narrow".into())
         );
         assert!(
-            askers.may_see(Some(ip("10.2.0.1")), &name("db")),
+            askers.may_see(Some(ip("10.2.0.1")), &svc("db")),
             "viewer reads"
         );
         assert!(
-            !askers.may_see(Some(ip("10.1.0.1")), &name("db")),
+            !askers.may_see(Some(ip("10.1.0.1")), &svc("db")),
             "no policies, deny"
         );
         assert!(
-            !askers.may_see(Some(ip("192.0.2.1")), &name("db")),
+            !askers.may_see(Some(ip("192.0.2.1")), &svc("db")),
             "anonymous, deny"
         );
-        assert!(!askers.may_see(None, &name("db")));
+        assert!(!askers.may_see(None, &svc("db")));
         // The instance's identity comes first; intentions default to deny.
-        assert!(!askers.may_see(Some(ip("10.1.0.5")), &name("db")));
-        assert!(askers.may_see(Some(ip("10.1.0.5")), &name("web")), "itself");
+        assert!(!askers.may_see(Some(ip("10.1.0.5")), &svc("db")));
+        assert!(askers.may_see(Some(ip("10.1.0.5")), &svc("web")), "itself");
     }
 }

@@ -6,15 +6,35 @@
 //! own instances are its peers), whatever the intentions say.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::core::{Intention, IntentionAction, ServiceName, Side};
 
 use super::DefaultPolicy;
 
+/// Where the intentions are looked up, one (source, destination) at a
+/// time: a map of its own, or the registry's objects (`crate::askers`),
+/// so that a change of one intention costs no copy of all of them.
+pub trait IntentionTable: Send + Sync + std::fmt::Debug {
+    /// The action of the intention `source -> destination`, if there is one.
+    fn action(&self, source: &Side, destination: &Side) -> Option<IntentionAction>;
+    fn is_empty(&self) -> bool;
+}
+
+impl IntentionTable for HashMap<(Side, Side), IntentionAction> {
+    fn action(&self, source: &Side, destination: &Side) -> Option<IntentionAction> {
+        self.get(&(source.clone(), destination.clone())).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        HashMap::is_empty(self)
+    }
+}
+
 /// Every intention, by (source, destination), with the default.
 #[derive(Clone, Debug)]
 pub struct Intentions {
-    rules: HashMap<(Side, Side), IntentionAction>,
+    rules: Arc<dyn IntentionTable>,
     default: DefaultPolicy,
 }
 
@@ -31,11 +51,17 @@ pub enum Matched {
 
 impl Intentions {
     pub fn new<'a>(all: impl IntoIterator<Item = &'a Intention>, default: DefaultPolicy) -> Self {
+        let rules: HashMap<(Side, Side), IntentionAction> = all
+            .into_iter()
+            .map(|i| ((i.source.clone(), i.destination.clone()), i.action))
+            .collect();
+        Self::over(Arc::new(rules), default)
+    }
+
+    /// The intentions of `table`, looked up as they are asked for.
+    pub fn over(table: Arc<dyn IntentionTable>, default: DefaultPolicy) -> Self {
         Self {
-            rules: all
-                .into_iter()
-                .map(|i| ((i.source.clone(), i.destination.clone()), i.action))
-                .collect(),
+            rules: table,
             default,
         }
     }
@@ -68,8 +94,8 @@ impl Intentions {
             (Side::Any, Side::Any),
         ];
         for key in order {
-            if let Some(a) = self.rules.get(&key) {
-                return (*a, Matched::Rule(key.0, key.1));
+            if let Some(a) = self.rules.action(&key.0, &key.1) {
+                return (a, Matched::Rule(key.0, key.1));
             }
         }
         let a = match self.default {

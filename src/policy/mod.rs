@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::core::{Access, Policy, ServiceName};
 
-pub use intentions::Intentions;
+pub use intentions::{IntentionTable, Intentions};
 pub use visibility::{ClassKey, Defaults, Visibility};
 
 /// What a request is allowed, once its credential is known.

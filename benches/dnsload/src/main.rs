@@ -2,7 +2,7 @@
 //! dnsperf (about 90k qps on one core) is the limit.
 //!
 //! ```text
-//! dnsload udp ADDR QUERYFILE SECONDS [--sockets 8] [--window 64] [--batch 32] [--rate QPS] [--edns SIZE]
+//! dnsload udp ADDR QUERYFILE SECONDS [--sockets 8] [--window 64] [--batch 32] [--rate QPS] [--edns SIZE] [--source IP]
 //! dnsload tcp ADDR QUERYFILE SECONDS [--conns 50] [--pipeline 16] [--rate QPS] [--edns SIZE]
 //! ```
 //!
@@ -15,7 +15,9 @@
 //! Replies are matched by DNS id and question; a query unanswered after 1 s is counted lost (a
 //! reply arriving later is counted late, not completed). `--rate` paces sends to that many
 //! queries per second (still bounded by the window). `--edns SIZE` adds an OPT record (version 0,
-//! that UDP payload size, no options) to every query. Queries have RD=0.
+//! that UDP payload size, no options) to every query. Queries have RD=0. `--source IP` (IPv4,
+//! UDP) binds socket i to IP + i, so `--sockets 1000 --source 127.1.0.1` asks from 1,000 source
+//! addresses (the askers of a policy benchmark).
 //!
 //! Query file: dnsperf format, one `name TYPE` per line (`#` comments and blank lines skipped);
 //! the file is replayed in order, cyclically.
@@ -48,7 +50,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 }
 
 const USAGE: &str = "usage:
-  dnsload udp ADDR QUERYFILE SECONDS [--sockets 8] [--window 64] [--batch 32] [--rate QPS] [--edns SIZE]
+  dnsload udp ADDR QUERYFILE SECONDS [--sockets 8] [--window 64] [--batch 32] [--rate QPS] [--edns SIZE] [--source IP]
   dnsload tcp ADDR QUERYFILE SECONDS [--conns 50] [--pipeline 16] [--rate QPS] [--edns SIZE]";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -69,6 +71,8 @@ struct Opts {
     pipeline: usize,
     rate: f64,
     edns: Option<u16>,
+    /// UDP socket i is bound to this address + i.
+    source: Option<std::net::Ipv4Addr>,
 }
 
 fn parse_opts() -> Opts {
@@ -90,6 +94,7 @@ fn parse_opts() -> Opts {
         pipeline: 16,
         rate: 0.0,
         edns: None,
+        source: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -116,6 +121,9 @@ fn parse_opts() -> Opts {
                 "conns" => o.conns = num(&val) as usize,
                 "pipeline" => o.pipeline = num(&val) as usize,
                 "rate" => o.rate = num(&val),
+                "source" => {
+                    o.source = Some(val.parse().unwrap_or_else(|_| die(format!("--source: {val:?} is not an IPv4 address"))))
+                }
                 "edns" => {
                     let s = num(&val);
                     if !(512.0..=65535.0).contains(&s) {
@@ -581,6 +589,11 @@ fn errno() -> i32 {
 
 /// A non-blocking socket of `kind`, connect()ed (or connecting) to `addr`. Err(errno) on failure.
 fn open_socket(addr: &SocketAddr, kind: i32) -> Result<i32, i32> {
+    open_socket_from(addr, kind, None)
+}
+
+/// [`open_socket`], bound first to `from` (port 0) when given.
+fn open_socket_from(addr: &SocketAddr, kind: i32, from: Option<std::net::Ipv4Addr>) -> Result<i32, i32> {
     let fam = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     let fd = unsafe { libc::socket(fam, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -595,6 +608,14 @@ fn open_socket(addr: &SocketAddr, kind: i32) -> Result<i32, i32> {
         let sz: libc::c_int = 1 << 20;
         unsafe {
             libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &sz as *const _ as *const _, 4);
+        }
+    }
+    if let Some(ip) = from {
+        let (ss, len) = sockaddr(&SocketAddr::new(ip.into(), 0));
+        if unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) } < 0 {
+            let e = errno();
+            unsafe { libc::close(fd) };
+            return Err(e);
         }
     }
     let (ss, len) = sockaddr(addr);
@@ -650,8 +671,8 @@ struct UdpSock {
 
 fn run_udp(o: &Opts, qs: &Queries, st: &mut Stats) {
     let mut socks: Vec<UdpSock> = (0..o.sockets)
-        .map(|_| UdpSock {
-            fd: open_socket(&o.addr, libc::SOCK_DGRAM)
+        .map(|i| UdpSock {
+            fd: open_socket_from(&o.addr, libc::SOCK_DGRAM, o.source.map(|ip| (u32::from(ip) + i as u32).into()))
                 .unwrap_or_else(|e| die(format!("udp socket to {}: {}", o.addr, std::io::Error::from_raw_os_error(e)))),
             tr: Tracker::new(o.window),
         })

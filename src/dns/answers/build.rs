@@ -361,7 +361,7 @@ impl AnswerBuilder {
             },
             instances: self.instance_table(instances),
             statics: Box::default(),
-            service: Some(snap.key.service.clone()),
+            service: Some(self.answers.service_ref(&snap.key.service)),
         }
     }
 

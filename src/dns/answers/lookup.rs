@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use crate::askers::Askers;
+use crate::askers::{Askers, ServiceRef};
 use crate::core::naming::{self, BelowService};
 use crate::core::strategy;
 use crate::core::{AskerClass, ClientZones, FastHash, QueryContext, ServiceName, Transport};
@@ -36,6 +36,10 @@ pub(super) struct Inner {
     /// Who may see which service (set once, at start; unset: everyone
     /// sees everything, as in tests of the answers alone).
     pub(super) askers: std::sync::OnceLock<Askers>,
+    /// Each service's id for the askers' verdict caches, given when the
+    /// service is first built and kept (ids are never reused).
+    service_ids: papaya::HashMap<ServiceName, u32, FastHash>,
+    next_service_id: std::sync::atomic::AtomicU32,
 }
 
 /// The answer map: lowercase wire name -> what is stored there.
@@ -77,7 +81,24 @@ impl ReadyAnswers {
                 max_records,
                 client_zones,
                 askers: std::sync::OnceLock::new(),
+                service_ids: papaya::HashMap::with_hasher(FastHash::default()),
+                next_service_id: Default::default(),
             }),
+        }
+    }
+
+    /// `service` with its id for the askers' verdict caches (the builder
+    /// calls it once per node it builds, not the query path).
+    pub(super) fn service_ref(&self, service: &ServiceName) -> ServiceRef {
+        let ids = self.inner.service_ids.pin();
+        let id = *ids.get_or_insert_with(service.clone(), || {
+            self.inner
+                .next_service_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        ServiceRef {
+            name: service.clone(),
+            id,
         }
     }
 
@@ -360,7 +381,7 @@ fn below_service<'g>(
     qname: &[u8],
     labels: usize,
     class: AskerClass,
-) -> Option<(Found<'g>, Option<&'g ServiceName>)> {
+) -> Option<(Found<'g>, Option<&'g ServiceRef>)> {
     let len = *qname.first()? as usize;
     let label = qname.get(1..1 + len)?;
     let base_name = qname.get(1 + len..)?;

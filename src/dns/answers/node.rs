@@ -2,7 +2,8 @@
 //! service's version names and instance names (found through the service's
 //! node), and static zone data.
 
-use crate::core::{AskerClass, ServiceName, VersionSelector};
+use crate::askers::ServiceRef;
+use crate::core::{AskerClass, VersionSelector};
 
 use super::super::wire::types;
 use super::super::zone::StaticRrset;
@@ -46,7 +47,7 @@ pub struct Node {
     /// The service whose answers these are (`None`: static data only).
     /// Policy decides per service whether an asker sees them
     /// (docs/adr/0011-asker-classes.md).
-    pub(super) service: Option<ServiceName>,
+    pub(super) service: Option<ServiceRef>,
 }
 
 /// The dynamic answers of a name as one asker class sees them.
