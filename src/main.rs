@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, ServeArgs, acl, api, audit, kv, lookup, snapshot, tls};
+use cli::{Cli, Command, ServeArgs, acl, api, audit, intention, kv, lookup, snapshot, tls};
 use maxine::app::{App, Listeners, Notifier};
 use maxine::config::{Config, LogFormat};
 use maxine::telemetry::RecentLogs;
@@ -54,6 +54,7 @@ fn run() -> anyhow::Result<()> {
         Command::Acl(cmd) => rt.block_on(acl::run(cmd)),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Kv(cmd) => rt.block_on(kv::run(cmd)),
+        Command::Intention(cmd) => rt.block_on(intention::run(cmd)),
         Command::Watch(args) => rt.block_on(kv::watch(args)),
         Command::Tls(cmd) => tls::run(cmd),
     }

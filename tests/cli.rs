@@ -721,3 +721,42 @@ async fn a_server_presenting_a_ca_certificate_is_explained_not_named_by_its_rust
     );
     assert!(!err.contains("CaUsedAsEndEntity"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intentions_from_the_command_line() {
+    let s = TestServer::start().await;
+    let api = s.http_base();
+    let (ok, out, err) = run(maxine().args([
+        "intention",
+        "deny",
+        "web",
+        "db",
+        "--description",
+        "web goes through api",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok && out.contains("\"deny\""), "{out}{err}");
+    let (ok, out, err) = run(maxine().args(["intention", "get", "web", "db", "--api", &api])).await;
+    assert!(ok && out.contains("web goes through api"), "{out}{err}");
+    let (ok, out, err) = run(maxine().args(["intention", "allow", "*", "db", "--api", &api])).await;
+    assert!(ok && out.contains("\"allow\""), "{out}{err}");
+    let (ok, out, err) = run(maxine().args(["intention", "list", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        list["intentions"].as_array().map(Vec::len),
+        Some(2),
+        "{out}"
+    );
+    let (ok, _, err) =
+        run(maxine().args(["intention", "delete", "web", "db", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(maxine().args(["intention", "get", "web", "db", "--api", &api])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) =
+        run(maxine().args(["intention", "deny", "web", "no_such!", "--api", &api])).await;
+    assert!(!ok && err.contains("400"), "{err}");
+    s.stop().await;
+}

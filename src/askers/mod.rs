@@ -33,9 +33,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::core::{AclKey, AclObject, IntentionAction, Side};
 use crate::core::{Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
-use crate::core::{AclKey, AclObject, IntentionAction, Side};
 use crate::policy::{Grants, IntentionTable, Intentions};
 
 /// A service as the DNS answers name it: its name, and the small number

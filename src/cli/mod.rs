@@ -10,6 +10,7 @@
 pub mod acl;
 pub mod api;
 pub mod audit;
+pub mod intention;
 pub mod kv;
 pub mod lookup;
 mod progress;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Manage ACL policies and tokens through the API.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Manage intentions (which service may find which) through the API.
+    #[command(subcommand)]
+    Intention(intention::IntentionCommand),
     /// Read and write the key/value store through the API.
     #[command(subcommand)]
     Kv(kv::KvCommand),

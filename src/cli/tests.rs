@@ -24,6 +24,7 @@ fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
         Command::Deregister(a) => Some(&a.client),
         Command::Services(c) => Some(c),
         Command::Kv(k) => Some(k.client()),
+        Command::Intention(i) => Some(i.client()),
         Command::Watch(a) => Some(a.client()),
         Command::Acl(AclCommand::Bootstrap(c)) => Some(c),
         Command::Acl(AclCommand::Policy(p)) => Some(match p {
