@@ -163,12 +163,18 @@ impl ReadyAnswers {
         };
         // Policy: one atomic load when off; else the asker's class and its
         // verdict for the service, two lookups (docs/adr/0011-asker-classes.md).
+        // The scope of a Client Subnet echo: the bits of the subnet the
+        // answer depends on (0: none, the answer is everyone's).
+        let mut scope = 0;
         if let Some((_, Some(service))) = &found
             && let Some(askers) = self.inner.askers.get()
             && askers.is_on()
-            && !askers.may_see(ctx.peer, service)
         {
-            return refuse_prohibited(out, req, flags, limit);
+            let d = askers.decide(ctx.peer, req.client_subnet, service);
+            if !d.visible {
+                return refuse_prohibited(out, req, flags, limit, d.scope);
+            }
+            scope = d.scope;
         }
         let Some((found, _)) = found else {
             flags.rcode = rcode::NXDOMAIN;
@@ -180,6 +186,12 @@ impl ReadyAnswers {
         let written = match found {
             Found::Node(node) => {
                 let v = node.variant(class);
+                // `sticky` and `nearest` orders follow the subnet too.
+                if let Some(s) = req.client_subnet
+                    && matches!(v.spread, Spread::Sticky(_) | Spread::Nearest(_))
+                {
+                    scope = scope.max(s.source_prefix);
+                }
                 self.write_answer(&v.sets, &v.spread, &node.statics, req.qtype, ctx, &mut w)
             }
             Found::Version(sets, None) => {
@@ -206,6 +218,7 @@ impl ReadyAnswers {
             Some(false) => w.truncate(),
             None => self.push_soa(&mut w, apex_at), // NODATA
         }
+        w.set_scope(scope);
         w.finish(req.edns, 0);
     }
 
@@ -379,13 +392,14 @@ fn below_service<'g>(
 /// Error 18 "Prohibited" when the query has EDNS (docs/dns.md). Not
 /// NXDOMAIN: a recursor would cache that and hand it to askers who may
 /// see the name.
-fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) {
+fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize, scope: u8) {
     let flags = Flags {
         aa: false,
         rcode: rcode::REFUSED,
         ..flags
     };
-    let w = ReplyWriter::start(out, req, flags, limit);
+    let mut w = ReplyWriter::start(out, req, flags, limit);
+    w.set_scope(scope);
     w.finish_with(
         req.edns,
         0,
