@@ -108,7 +108,8 @@ struct Inner {
 pub struct Decision {
     pub visible: bool,
     /// 0: the decision did not depend on the subnet (an untrusted source,
-    /// or none was forwarded).
+    /// none was forwarded, or one of prefix 0). Above 0: a trusted
+    /// recursor's subnet stood for the asker.
     pub scope: u8,
 }
 
@@ -197,7 +198,8 @@ impl Askers {
             return open;
         };
         let (asker, prefix, scope) = match subnet {
-            Some(s) if self.trusts(peer) => {
+            // A source prefix of 0: the recursor asks in its own name.
+            Some(s) if s.source_prefix > 0 && self.trusts(peer) => {
                 let ip = crate::core::strategy::canonical(s.addr);
                 let full = if s.addr.is_ipv4() { 32 } else { 128 };
                 // An IPv4-mapped IPv6 subnet is an IPv4 one, 96 bits shorter.

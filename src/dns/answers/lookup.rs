@@ -171,8 +171,17 @@ impl ReadyAnswers {
             && askers.is_on()
         {
             let d = askers.decide(ctx.peer, req.client_subnet, service);
+            if !d.visible && d.scope > 0 {
+                // Asked through a trusted recursor for a subnet: no data,
+                // for that subnet only. A recursor throws REFUSED away and
+                // would cache SERVFAIL for every client (docs/dns.md).
+                let mut w = ReplyWriter::start(out, req, flags, limit);
+                self.push_soa(&mut w, apex_at);
+                w.set_scope(d.scope);
+                return w.finish_with(req.edns, 0, Some(PROHIBITED));
+            }
             if !d.visible {
-                return refuse_prohibited(out, req, flags, limit, d.scope);
+                return refuse_prohibited(out, req, flags, limit);
             }
             scope = d.scope;
         }
@@ -392,20 +401,18 @@ fn below_service<'g>(
 /// Error 18 "Prohibited" when the query has EDNS (docs/dns.md). Not
 /// NXDOMAIN: a recursor would cache that and hand it to askers who may
 /// see the name.
-fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize, scope: u8) {
+fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) {
     let flags = Flags {
         aa: false,
         rcode: rcode::REFUSED,
         ..flags
     };
-    let mut w = ReplyWriter::start(out, req, flags, limit);
-    w.set_scope(scope);
-    w.finish_with(
-        req.edns,
-        0,
-        Some((wire::ede::PROHIBITED, "not allowed by policy")),
-    );
+    let w = ReplyWriter::start(out, req, flags, limit);
+    w.finish_with(req.edns, 0, Some(PROHIBITED));
 }
+
+/// The Extended DNS Error of an answer policy does not allow.
+const PROHIBITED: (u16, &str) = (wire::ede::PROHIBITED, "not allowed by policy");
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
     for t in &set.tails {
