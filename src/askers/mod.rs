@@ -74,6 +74,16 @@ struct Rules {
     /// Client networks, longest prefix first, with their classes.
     networks: Vec<(Cidr, Arc<Class>)>,
     anonymous: Arc<Class>,
+    /// TSIG keys by name (lowercase, no final dot).
+    keys: HashMap<String, Signer>,
+}
+
+/// A TSIG key as the query path uses it: what verifies and signs with it
+/// (RFC 8945), and the class of the queries it signs.
+#[derive(Clone)]
+pub struct Signer {
+    pub signer: hickory_proto::rr::TSigner,
+    pub class: Arc<Class>,
 }
 
 /// The asker classes and their verdicts. Cloning copies one `Arc`.
@@ -239,6 +249,23 @@ impl Askers {
         Decision { visible, scope }
     }
 
+    /// The TSIG key `name` (lowercase, no final dot), if there is one.
+    pub fn tsig_key(&self, name: &str) -> Option<Signer> {
+        self.inner.rules.pin().get(&())?.keys.get(name).cloned()
+    }
+
+    /// Whether a query signed with `key` may see `service`.
+    pub fn signed_may_see(&self, key: &Signer, service: &ServiceName) -> bool {
+        if !self.is_on() {
+            return true;
+        }
+        let rules = self.inner.rules.pin();
+        match rules.get(&()) {
+            Some(rules) => Self::verdict(rules, &key.class, service),
+            None => true,
+        }
+    }
+
     fn verdict(rules: &Rules, class: &Class, service: &ServiceName) -> bool {
         let verdicts = class.verdicts.pin();
         if let Some((generation, seen)) = verdicts.get(service)
@@ -289,6 +316,34 @@ impl Askers {
         let clients = reg.dns_clients();
         let mut networks = Vec::new();
         let mut client_grants = HashMap::new();
+        // A TSIG key's queries are asked as its token: the token's service
+        // identity if it has one (intentions apply), else its policies,
+        // kept under a name no client network can have (no ':').
+        let mut keys = HashMap::new();
+        for k in reg.tsig_keys() {
+            let token = reg.token(&k.token);
+            let key = match token.as_ref().and_then(|t| t.service.clone()) {
+                Some(service) => ClassKey::Identity(Box::new([service])),
+                None => {
+                    let name = format!("tsig-key:{}", k.name);
+                    let policies = token.map(|t| t.policies.clone()).unwrap_or_default();
+                    client_grants.insert(name.clone(), grants_of(&policies));
+                    ClassKey::Client(name)
+                }
+            };
+            let signer = hickory_proto::rr::Name::from_ascii(format!("{}.", k.name))
+                .ok()
+                .and_then(|name| {
+                    let alg = hickory_proto::rr::rdata::tsig::TsigAlgorithm::from_name(
+                        hickory_proto::rr::Name::from_ascii(&k.algorithm).ok()?,
+                    );
+                    hickory_proto::rr::TSigner::new(k.secret.clone(), alg, name, 300).ok()
+                });
+            if let Some(signer) = signer {
+                let class = Class::new(key, self.next_id());
+                keys.insert(k.name.clone(), Signer { signer, class });
+            }
+        }
         for c in &clients {
             let class = Class::new(ClassKey::Client(c.name.clone()), self.next_id());
             for net in &c.cidrs {
@@ -310,6 +365,7 @@ impl Askers {
             visibility,
             networks,
             anonymous: Class::new(ClassKey::Anonymous, 0),
+            keys,
         };
         self.inner.rules.pin().insert((), Arc::new(rules));
         self.inner.on.store(on, Ordering::Release);

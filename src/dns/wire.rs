@@ -34,6 +34,8 @@ pub mod rcode {
     pub const NXDOMAIN: u8 = 3;
     pub const NOTIMP: u8 = 4;
     pub const REFUSED: u8 = 5;
+    /// RFC 8945 5.2: a TSIG that does not verify.
+    pub const NOTAUTH: u8 = 9;
     /// Extended rcode 16 = (upper 8 bits 1 in OPT) << 4 | 0.
     pub const BADVERS_UPPER: u8 = 1;
 }
@@ -76,6 +78,9 @@ pub struct Request<'a> {
     pub edns: Option<Edns>,
     /// The EDNS Client Subnet option (RFC 7871), when the query had one.
     pub client_subnet: Option<ClientSubnet>,
+    /// Length of the TSIG record that ends the query (RFC 8945), when it
+    /// is signed; 0 when not.
+    pub tsig_len: usize,
 }
 
 impl Request<'_> {
@@ -199,10 +204,19 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
     let arcount = u16_at(packet, 10).unwrap_or(0) as usize;
     let mut edns = None;
     let mut client_subnet = None;
-    for i in 0..ancount + nscount + arcount {
+    let mut tsig_len = 0;
+    let total = ancount + nscount + arcount;
+    for i in 0..total {
         let rec = skip_record(packet, pos).ok_or(Reject::HeaderOnly {
             rcode: rcode::FORMERR,
         })?;
+        if rec.rtype == types::TSIG {
+            // RFC 8945 5.1: the last record of the additional section.
+            if i + 1 != total || i < ancount + nscount {
+                return Err(formerr);
+            }
+            tsig_len = rec.end - pos;
+        }
         if rec.rtype == types::OPT {
             let in_additional = i >= ancount + nscount;
             if !in_additional || edns.is_some() || !rec.owner_is_root {
@@ -235,6 +249,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
         qclass,
         edns,
         client_subnet,
+        tsig_len,
     })
 }
 

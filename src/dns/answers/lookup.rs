@@ -116,12 +116,97 @@ impl ReadyAnswers {
             Err(reject) => return wire::write_reject(out, packet, &reject),
         };
         ctx.client_subnet = req.client_subnet;
-        self.answer(&req, out, &ctx);
+        if req.tsig_len > 0 {
+            return self.respond_signed(&req, out, &ctx);
+        }
+        self.answer(&req, out, &ctx, None);
         true
     }
 
-    fn answer(&self, req: &Request<'_>, out: &mut Vec<u8>, ctx: &QueryContext) {
-        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
+    /// A query signed with TSIG (RFC 8945): verified, then answered as the
+    /// key's token and signed; a key Maxine does not know, a bad MAC or a
+    /// time outside the fudge get NOTAUTH with the TSIG error (5.2).
+    fn respond_signed(&self, req: &Request<'_>, out: &mut Vec<u8>, ctx: &QueryContext) -> bool {
+        use hickory_proto::rr::TSigResponseContext;
+        use hickory_proto::rr::rdata::tsig::{TsigError, signed_bitmessage_to_buf};
+        let Ok((_, rec)) = signed_bitmessage_to_buf(req.packet, None, true) else {
+            let formerr = wire::Reject::HeaderOnly {
+                rcode: rcode::FORMERR,
+            };
+            return wire::write_reject(out, req.packet, &formerr);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = rec.name.to_lowercase().to_ascii();
+        let key = self
+            .inner
+            .askers
+            .get()
+            .and_then(|a| a.tsig_key(name.trim_end_matches('.')))
+            .filter(|k| *k.signer.algorithm() == rec.data.algorithm);
+        let (context, key) = match key {
+            None => (
+                TSigResponseContext::unknown_key(req.id, now, rec.name.clone()),
+                None,
+            ),
+            Some(k) => match k.signer.verify_message_byte(req.packet, None, true) {
+                Err(_) => (
+                    TSigResponseContext::bad_signature(req.id, now, k.signer.clone()),
+                    None,
+                ),
+                Ok((_, _, valid)) if !valid.contains(&now) => (
+                    TSigResponseContext::new(
+                        req.id,
+                        now,
+                        k.signer.clone(),
+                        rec.data.mac.clone(),
+                        Some(TsigError::BadTime),
+                    ),
+                    None,
+                ),
+                Ok(_) => {
+                    let signed = TSigResponseContext::new(
+                        req.id,
+                        now,
+                        k.signer.clone(),
+                        rec.data.mac.clone(),
+                        None,
+                    );
+                    (signed, Some(k))
+                }
+            },
+        };
+        match &key {
+            Some(k) => self.answer(req, out, ctx, Some(k)),
+            None => {
+                let flags = Flags {
+                    aa: false,
+                    rd: req.rd,
+                    cd: req.cd,
+                    rcode: rcode::NOTAUTH,
+                };
+                let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
+                ReplyWriter::start(out, req, flags, limit - req.tsig_len).finish(req.edns, 0);
+            }
+        }
+        append_tsig(out, context)
+    }
+
+    fn answer(
+        &self,
+        req: &Request<'_>,
+        out: &mut Vec<u8>,
+        ctx: &QueryContext,
+        key: Option<&crate::askers::Signer>,
+    ) {
+        // A signed reply's TSIG record is about as long as the query's.
+        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp)
+            - if req.tsig_len > 0 {
+                req.tsig_len + 8
+            } else {
+                0
+            };
         let mut flags = Flags {
             aa: false,
             rd: req.rd,
@@ -170,7 +255,15 @@ impl ReadyAnswers {
             && let Some(askers) = self.inner.askers.get()
             && askers.is_on()
         {
-            let d = askers.decide(ctx.peer, req.client_subnet, service);
+            let d = match key {
+                // A signed query is asked as its key's token, whatever its
+                // address or subnet.
+                Some(k) => crate::askers::Decision {
+                    visible: askers.signed_may_see(k, service),
+                    scope: 0,
+                },
+                None => askers.decide(ctx.peer, req.client_subnet, service),
+            };
             if !d.visible && d.scope > 0 {
                 // Asked through a trusted recursor for a subnet: no data,
                 // for that subnet only. A recursor throws REFUSED away and
@@ -349,6 +442,23 @@ impl ReadyAnswers {
             _ => set.write(turn % n, take, w),
         }
     }
+}
+
+/// Appends the TSIG record `context` makes for the reply in `out` and counts
+/// it in ARCOUNT. False (send nothing) if it cannot be made.
+fn append_tsig(out: &mut Vec<u8>, context: hickory_proto::rr::TSigResponseContext) -> bool {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let Ok(record) = context.sign(out) else {
+        return false;
+    };
+    let mut bytes = Vec::with_capacity(128);
+    if record.emit(&mut BinEncoder::new(&mut bytes)).is_err() {
+        return false;
+    }
+    out.extend_from_slice(&bytes);
+    let ar = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
+    out[10..12].copy_from_slice(&ar.to_be_bytes());
+    true
 }
 
 /// The next value of this thread's rotation counter.
