@@ -374,3 +374,155 @@ async fn unbound_with_its_subnet_cache_keeps_one_answer_per_client() {
     drop(unbound);
     maxine.stop().await;
 }
+
+/// `dig` signing with `key` (`algorithm:name:base64`, as `dig -y` takes
+/// it), from `from`: its whole output.
+async fn dig_signed(s: &TestServer, from: &str, key: Option<&str>) -> String {
+    let mut cmd = tokio::process::Command::new("dig");
+    cmd.arg(format!("@{}", s.dns_addr.ip()))
+        .arg("-p")
+        .arg(s.dns_addr.port().to_string())
+        .arg("-b")
+        .arg(from)
+        .args(["+norec", "+tries=2", "+time=2", "db.maxine.", "A"]);
+    if let Some(k) = key {
+        cmd.arg("-y").arg(k);
+    }
+    let out = cmd
+        .output()
+        .await
+        .expect("dig runs (apt-get install dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_query_signed_with_a_tsig_key_is_asked_as_its_token() {
+    use base64::Engine;
+    let s = fixture().await;
+    let admin = Cred::Bearer(ADMIN_SECRET.into());
+    let base = s.http_base();
+    let token = call(
+        &s.http,
+        Method::POST,
+        &format!("{base}/v1/acl/tokens"),
+        &admin,
+        Some(&json!({"policies": ["viewer"], "description": "ops, by dig"})),
+    )
+    .await;
+    assert_eq!(token.status, 200, "{:?}", token.body);
+    let accessor = token.body["accessor"].as_str().unwrap().to_string();
+    let secret =
+        base64::engine::general_purpose::STANDARD.encode(b"identity-tests-tsig-secret-0123456789");
+    let put = |name: &'static str, body: serde_json::Value| {
+        let (s, admin) = (&s, &admin);
+        async move {
+            call(
+                &s.http,
+                Method::PUT,
+                &format!("{}/v1/acl/tsig-keys/{name}", s.http_base()),
+                admin,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let r = put(
+        "ops.key",
+        json!({"algorithm": "hmac-sha256", "secret": secret, "token": accessor}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["name"], "ops.key");
+    assert!(
+        r.body.get("secret").is_none(),
+        "never the secret: {:?}",
+        r.body
+    );
+    // Bad keys are 400s that say why.
+    for (body, why) in [
+        (
+            json!({"secret": "not base64!", "token": accessor}),
+            "base64",
+        ),
+        (json!({"secret": secret, "token": "no-such-token"}), "token"),
+        (
+            json!({"algorithm": "hmac-md5", "secret": secret, "token": accessor}),
+            "algorithm",
+        ),
+        (json!({"secret": "c2hvcnQ=", "token": accessor}), "secret"),
+        (
+            json!({"secret": secret, "token": accessor, "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let r = put("bad.key", body).await;
+        assert_eq!(r.status, 400, "{why}: {:?}", r.body);
+        assert!(r.body.to_string().contains(why), "{why}: {:?}", r.body);
+    }
+    let listed = call(
+        &s.http,
+        Method::GET,
+        &format!("{base}/v1/acl/tsig-keys"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["tsig_keys"][0]["token"], accessor.as_str());
+    assert!(
+        !listed.body.to_string().contains(&secret),
+        "no secret in the listing"
+    );
+
+    const STRANGER: &str = "127.0.0.99";
+    // Signed with the key: the token's viewer policy reads db, and dig
+    // verifies the reply's signature (it says so when it cannot).
+    let signed = dig_signed(&s, STRANGER, Some(&format!("hmac-sha256:ops.key:{secret}"))).await;
+    assert!(signed.contains("status: NOERROR"), "{signed}");
+    assert!(signed.contains(DB), "{signed}");
+    assert!(signed.contains("TSIG PSEUDOSECTION"), "{signed}");
+    assert!(!signed.contains("Couldn't verify"), "{signed}");
+    assert!(!signed.contains("WARNING"), "{signed}");
+    // Durable: the key verifies after a restart too.
+    let s = s.restart().await;
+    let signed = dig_signed(&s, STRANGER, Some(&format!("hmac-sha256:ops.key:{secret}"))).await;
+    assert!(
+        signed.contains(DB) && !signed.contains("WARNING"),
+        "{signed}"
+    );
+    // The same question unsigned, from the same address: anonymous.
+    let plain = dig_signed(&s, STRANGER, None).await;
+    assert!(plain.contains("status: REFUSED"), "{plain}");
+    // A wrong secret: NOTAUTH, TSIG error BADSIG (unsigned, RFC 8945 5.2).
+    let wrong =
+        base64::engine::general_purpose::STANDARD.encode(b"not-the-identity-tests-tsig-secret");
+    let bad = dig_signed(&s, STRANGER, Some(&format!("hmac-sha256:ops.key:{wrong}"))).await;
+    assert!(bad.contains("status: NOTAUTH"), "{bad}");
+    assert!(bad.contains("BADSIG"), "{bad}");
+    assert!(!bad.contains(DB), "{bad}");
+    // A key Maxine does not know: NOTAUTH, BADKEY.
+    let unknown = dig_signed(
+        &s,
+        STRANGER,
+        Some(&format!("hmac-sha256:other.key:{secret}")),
+    )
+    .await;
+    assert!(unknown.contains("status: NOTAUTH"), "{unknown}");
+    assert!(unknown.contains("BADKEY"), "{unknown}");
+    // The key's algorithm is part of the key: another one is BADKEY too.
+    let other_alg = dig_signed(&s, STRANGER, Some(&format!("hmac-sha512:ops.key:{secret}"))).await;
+    assert!(other_alg.contains("BADKEY"), "{other_alg}");
+    // Deleting the key: its signed queries are BADKEY from the next one on.
+    let r = call(
+        &s.http,
+        Method::DELETE,
+        &format!("{}/v1/acl/tsig-keys/ops.key", s.http_base()),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let gone = dig_signed(&s, STRANGER, Some(&format!("hmac-sha256:ops.key:{secret}"))).await;
+    assert!(gone.contains("BADKEY"), "{gone}");
+    s.stop().await;
+}

@@ -321,7 +321,10 @@ impl Askers {
         // kept under a name no client network can have (no ':').
         let mut keys = HashMap::new();
         for k in reg.tsig_keys() {
-            let token = reg.token(&k.token);
+            let token = match k.token.as_str() {
+                crate::core::acl::ANONYMOUS => Some(anonymous.clone()),
+                accessor => reg.token(accessor),
+            };
             let key = match token.as_ref().and_then(|t| t.service.clone()) {
                 Some(service) => ClassKey::Identity(Box::new([service])),
                 None => {

@@ -212,7 +212,7 @@ impl Registry {
                         }
                     }
                     AclObject::TsigKey(k)
-                        if self.acl_object(&AclKey::Token(k.token.clone())).is_none() =>
+                        if k.token != ANONYMOUS && self.token(&k.token).is_none() =>
                     {
                         return Err(acl(AclError::Invalid(format!(
                             "no token has the accessor {:?}",
