@@ -82,6 +82,13 @@ async fn specific_malformations_get_formerr() {
     let n = p.len();
     p[n - 9] = 200; // the option's length runs past the OPT's data
     cases.push(("client subnet option overruns", p));
+    // A TSIG record that is not the last one (RFC 8945 5.1).
+    let mut p = query("a.maxine.", RecordType::A, Some((1232, 0)));
+    let opt = p.split_off(p.len() - 11);
+    p[11] = 2;
+    p.extend([3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]);
+    p.extend(opt);
+    cases.push(("TSIG before the OPT record", p));
     for (what, packet) in cases {
         let reply = s
             .udp_raw(&packet)

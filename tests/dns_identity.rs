@@ -526,3 +526,66 @@ async fn a_query_signed_with_a_tsig_key_is_asked_as_its_token() {
     assert!(gone.contains("BADKEY"), "{gone}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_signature_outside_the_fudge_is_badtime_and_the_error_is_signed() {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+    use hickory_proto::rr::{Name, TSigner};
+    let s = fixture().await;
+    let admin = Cred::Bearer(ADMIN_SECRET.into());
+    let secret = b"identity-tests-tsig-secret-0123456789".to_vec();
+    let r = call(
+        &s.http,
+        Method::PUT,
+        &format!("{}/v1/acl/tsig-keys/clock.key", s.http_base()),
+        &admin,
+        Some(&json!({
+            "secret": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &secret),
+            "token": "anonymous"
+        })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let signer = TSigner::new(
+        secret,
+        TsigAlgorithm::HmacSha256,
+        Name::from_ascii("clock.key.").unwrap(),
+        300,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ask = |time: u64| {
+        let (s, signer) = (&s, &signer);
+        async move {
+            let mut m = Message::query();
+            m.metadata.id = 0x7153;
+            m.add_query(Query::query(
+                Name::from_ascii("maxine.").unwrap(),
+                RecordType::SOA,
+            ));
+            m.finalize(signer, time).unwrap();
+            let raw = exchange(s, UNTRUSTED, &m.to_vec().unwrap()).await;
+            Message::from_vec(&raw).expect("a well-formed reply")
+        }
+    };
+    // Signed now: answered, and the reply carries a MAC.
+    let ok = ask(now).await;
+    assert_eq!(ok.metadata.response_code, ResponseCode::NoError);
+    let sig = ok.signature.as_ref().expect("a signed reply");
+    assert!(
+        !sig.data.mac.is_empty() && sig.data.error.is_none(),
+        "{sig:?}"
+    );
+    // Signed an hour ago: NOTAUTH, BADTIME, and that reply is signed too
+    // (RFC 8945 5.2.3).
+    let late = ask(now - 3600).await;
+    assert_eq!(late.metadata.response_code, ResponseCode::NotAuth);
+    let sig = late.signature.as_ref().expect("a TSIG record in the error");
+    assert_eq!(sig.data.error, Some(TsigError::BadTime), "{sig:?}");
+    assert!(!sig.data.mac.is_empty(), "BADTIME is signed");
+    s.stop().await;
+}
