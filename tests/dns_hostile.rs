@@ -89,6 +89,14 @@ async fn specific_malformations_get_formerr() {
     p.extend([3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]);
     p.extend(opt);
     cases.push(("TSIG before the OPT record", p));
+    // A last TSIG record of 2000 bytes of junk: not a TSIG, FORMERR (and
+    // no reply squeezed below its header by the room kept for a TSIG).
+    let mut p = query("a.maxine.", RecordType::A, None);
+    p[11] = 1;
+    p.extend([3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0]);
+    p.extend(2000u16.to_be_bytes());
+    p.extend((0..2000).map(|i| (i * 7) as u8));
+    cases.push(("a huge junk TSIG record", p));
     for (what, packet) in cases {
         let reply = s
             .udp_raw(&packet)

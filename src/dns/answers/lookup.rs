@@ -187,7 +187,7 @@ impl ReadyAnswers {
                     rcode: rcode::NOTAUTH,
                 };
                 let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
-                ReplyWriter::start(out, req, flags, limit - req.tsig_len).finish(req.edns, 0);
+                ReplyWriter::start(out, req, flags, limit - tsig_room(req)).finish(req.edns, 0);
             }
         }
         append_tsig(out, context)
@@ -200,13 +200,7 @@ impl ReadyAnswers {
         ctx: &QueryContext,
         key: Option<&crate::askers::Signer>,
     ) {
-        // A signed reply's TSIG record is about as long as the query's.
-        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp)
-            - if req.tsig_len > 0 {
-                req.tsig_len + 8
-            } else {
-                0
-            };
+        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp) - tsig_room(req);
         let mut flags = Flags {
             aa: false,
             rd: req.rd,
@@ -441,6 +435,20 @@ impl ReadyAnswers {
             }
             _ => set.write(turn % n, take, w),
         }
+    }
+}
+
+/// Room a signed reply keeps for its TSIG record: about as long as the
+/// query's (same key name, algorithm and MAC length), and never more than
+/// Maxine's own can be (a 255-byte name, the longest algorithm name, a
+/// 64-byte MAC, a 6-byte time in other data), so that a query with a huge
+/// TSIG record cannot squeeze the reply below its header and OPT record.
+#[inline]
+fn tsig_room(req: &Request<'_>) -> usize {
+    if req.tsig_len == 0 {
+        0
+    } else {
+        req.tsig_len.min(400) + 8
     }
 }
 
