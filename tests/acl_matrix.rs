@@ -242,6 +242,15 @@ const TABLE: &[Row] = &[
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
     Row { route: "DELETE /v1/acl/dns-clients/{name}", target: "/v1/acl/dns-clients/nobody", body: None,
           valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
+    // TSIG keys hand out a token's policies: acl:read and acl:write.
+    Row { route: "GET /v1/acl/tsig-keys", target: "/v1/acl/tsig-keys", body: None,
+          valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    Row { route: "GET /v1/acl/tsig-keys/{name}", target: "/v1/acl/tsig-keys/nobody", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
+    Row { route: "PUT /v1/acl/tsig-keys/{name}", target: "/v1/acl/tsig-keys/m-{col}", body: Some(r#"{"algorithm": "hmac-sha256", "secret": "bWF4aW5lLXRzaWctc2VjcmV0LTAxMjM0NTY3ODk=", "token": "anonymous"}"#),
+          valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/acl/tsig-keys/{name}", target: "/v1/acl/tsig-keys/nobody", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
     // Intentions: service:read on the destination to read one (the listing
     // is filtered), service:write on it to change one; none exists, so a
     // caller who may gets 404 for GET and DELETE.

@@ -60,6 +60,43 @@ async fn specific_malformations_get_formerr() {
     p[7] = 1;
     p.extend([0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
     cases.push(("OPT outside the additional section", p));
+    // Malformed EDNS Client Subnet options (RFC 7871 7.1.1): FORMERR.
+    let ecs = |family: u16, source: u8, addr: &[u8]| {
+        let mut p = query("a.maxine.", RecordType::A, Some((1232, 0)));
+        let mut opt = vec![0, 8];
+        opt.extend(((4 + addr.len()) as u16).to_be_bytes());
+        opt.extend(family.to_be_bytes());
+        opt.extend([source, 0]);
+        opt.extend(addr);
+        let n = p.len();
+        p[n - 2..].copy_from_slice(&(opt.len() as u16).to_be_bytes());
+        p.extend(opt);
+        p
+    };
+    cases.push(("client subnet of family 3", ecs(3, 8, &[10])));
+    cases.push(("client subnet /33", ecs(1, 33, &[10, 0, 0, 1, 0])));
+    cases.push(("client subnet /129", ecs(2, 129, &[0xfd; 17])));
+    cases.push(("client subnet bits past /20", ecs(1, 20, &[10, 0, 0x1F])));
+    cases.push(("client subnet address too long", ecs(1, 8, &[10, 0])));
+    let mut p = ecs(1, 24, &[10, 0, 0]);
+    let n = p.len();
+    p[n - 9] = 200; // the option's length runs past the OPT's data
+    cases.push(("client subnet option overruns", p));
+    // A TSIG record that is not the last one (RFC 8945 5.1).
+    let mut p = query("a.maxine.", RecordType::A, Some((1232, 0)));
+    let opt = p.split_off(p.len() - 11);
+    p[11] = 2;
+    p.extend([3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]);
+    p.extend(opt);
+    cases.push(("TSIG before the OPT record", p));
+    // A last TSIG record of 2000 bytes of junk: not a TSIG, FORMERR (and
+    // no reply squeezed below its header by the room kept for a TSIG).
+    let mut p = query("a.maxine.", RecordType::A, None);
+    p[11] = 1;
+    p.extend([3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0]);
+    p.extend(2000u16.to_be_bytes());
+    p.extend((0..2000).map(|i| (i * 7) as u8));
+    cases.push(("a huge junk TSIG record", p));
     for (what, packet) in cases {
         let reply = s
             .udp_raw(&packet)
@@ -88,6 +125,10 @@ async fn random_and_mutated_packets_never_break_the_server() {
     s.register("payments", "a", json!({"address": "10.0.0.1", "port": 80}))
         .await;
     let base = query("payments.maxine.", RecordType::A, Some((1232, 0)));
+    let mut with_ecs = base.clone();
+    let n = with_ecs.len();
+    with_ecs[n - 2..].copy_from_slice(&11u16.to_be_bytes());
+    with_ecs.extend([0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2]);
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut sent = Vec::new();
@@ -96,7 +137,12 @@ async fn random_and_mutated_packets_never_break_the_server() {
             let len = (rng.next() % 300) as usize;
             (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
         } else {
-            let mut p = base.clone();
+            // Every other mutation starts from a query with a Client Subnet.
+            let mut p = if i % 4 == 1 {
+                base.clone()
+            } else {
+                with_ecs.clone()
+            };
             for _ in 0..1 + rng.next() % 4 {
                 let at = (rng.next() as usize) % p.len();
                 p[at] = rng.next() as u8;

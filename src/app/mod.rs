@@ -314,7 +314,7 @@ impl App {
         }));
         // Who may see which service on DNS (docs/adr/0011-asker-classes.md):
         // told of every change before it is acknowledged, like the answers.
-        let askers = crate::askers::Askers::new(
+        let askers = crate::askers::Askers::with_trusted_recursors(
             &registry,
             crate::policy::Defaults {
                 acl: auth.default,
@@ -324,6 +324,7 @@ impl App {
                     crate::policy::DefaultPolicy::Allow
                 },
             },
+            config.dns.trusted_recursors.clone(),
         );
         registry.subscribe(Arc::new(askers.clone()));
         dns.answers().set_askers(askers.clone());

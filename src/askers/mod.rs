@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::core::{AclKey, AclObject, IntentionAction, Side};
-use crate::core::{Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
+use crate::core::{
+    Batch, Cidr, ClientSubnet, FastHash, Observer, Registry, ServiceKey, ServiceName,
+};
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
 use crate::policy::{Grants, IntentionTable, Intentions};
 
@@ -118,6 +120,16 @@ struct Rules {
     /// Client networks, longest prefix first, with their classes.
     networks: Vec<(Cidr, Arc<Class>)>,
     anonymous: Arc<Class>,
+    /// TSIG keys by name (lowercase, no final dot).
+    keys: HashMap<String, Signer>,
+}
+
+/// A TSIG key as the query path uses it: what verifies and signs with it
+/// (RFC 8945), and the class of the queries it signs.
+#[derive(Clone)]
+pub struct Signer {
+    pub signer: hickory_proto::rr::TSigner,
+    pub class: Arc<Class>,
 }
 
 /// The asker classes and their verdicts. Cloning copies one `Arc`.
@@ -140,6 +152,21 @@ struct Inner {
     addresses: papaya::HashMap<IpAddr, Arc<Class>, FastHash>,
     next_id: AtomicU32,
     write: Mutex<WriteSide>,
+    /// `dns.trusted_recursors`: sources whose EDNS Client Subnet stands
+    /// for the asker. Empty: no query's subnet is looked at.
+    trusted: Box<[Cidr]>,
+}
+
+/// Who stands for the asker of a query, and the scope prefix length of
+/// the answer's Client Subnet echo (RFC 7871 7.2.1): how many leading
+/// bits of the forwarded subnet the decision depended on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub visible: bool,
+    /// 0: the decision did not depend on the subnet (an untrusted source,
+    /// none was forwarded, or one of prefix 0). Above 0: a trusted
+    /// recursor's subnet stood for the asker.
+    pub scope: u8,
 }
 
 #[derive(Default)]
@@ -188,6 +215,16 @@ impl Askers {
     /// The classes of `registry`'s askers; subscribe the result to the
     /// registry (it learns instance addresses from its changes).
     pub fn new(registry: &Registry, defaults: Defaults) -> Self {
+        Self::with_trusted_recursors(registry, defaults, Vec::new())
+    }
+
+    /// [`Askers::new`], taking the Client Subnet that sources in `trusted`
+    /// forward as the asker (docs/security.md#who-is-asking).
+    pub fn with_trusted_recursors(
+        registry: &Registry,
+        defaults: Defaults,
+        trusted: Vec<Cidr>,
+    ) -> Self {
         let a = Self {
             inner: Arc::new(Inner {
                 registry: registry.clone(),
@@ -197,6 +234,7 @@ impl Askers {
                 addresses: papaya::HashMap::with_hasher(FastHash::default()),
                 next_id: AtomicU32::new(1),
                 write: Mutex::default(),
+                trusted: trusted.into(),
             }),
         };
         a.refresh();
@@ -212,16 +250,64 @@ impl Askers {
     /// Whether the asker at `peer` may see `service`: one lookup for the
     /// class, one load for its verdict (decided on the first question).
     pub fn may_see(&self, peer: Option<IpAddr>, service: &ServiceRef) -> bool {
+        self.decide(peer, None, service).visible
+    }
+
+    /// Whether `peer` is one of `dns.trusted_recursors`.
+    #[inline]
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        let trusted = &self.inner.trusted;
+        !trusted.is_empty() && peer.is_some_and(|p| trusted.iter().any(|n| n.contains(p)))
+    }
+
+    /// Whether the asker of a query from `peer`, which carried `subnet`,
+    /// may see `service`. From a trusted recursor the subnet stands for
+    /// the asker: a whole address (/32, /128) as a source address would
+    /// (an instance's identity, else a client network, else anonymous); a
+    /// shorter subnet by the longest client network containing all of it,
+    /// else anonymous. The scope is then the subnet's source prefix: the
+    /// recursor may reuse the answer for that subnet only. From any other
+    /// source the subnet is ignored (scope 0).
+    pub fn decide(
+        &self,
+        peer: Option<IpAddr>,
+        subnet: Option<ClientSubnet>,
+        service: &ServiceRef,
+    ) -> Decision {
+        let open = Decision {
+            visible: true,
+            scope: 0,
+        };
         if !self.is_on() {
-            return true;
+            return open;
         }
         let rules = self.inner.rules.pin();
         let Some(rules) = rules.get(&()) else {
-            return true;
+            return open;
+        };
+        let (asker, prefix, scope) = match subnet {
+            // A source prefix of 0: the recursor asks in its own name.
+            Some(s) if s.source_prefix > 0 && self.trusts(peer) => {
+                let ip = crate::core::strategy::canonical(s.addr);
+                let full = if s.addr.is_ipv4() { 32 } else { 128 };
+                // An IPv4-mapped IPv6 subnet is an IPv4 one, 96 bits shorter.
+                let prefix = match (s.addr.is_ipv4(), ip.is_ipv4()) {
+                    (false, true) => s.source_prefix.saturating_sub(96),
+                    _ => s.source_prefix,
+                };
+                let whole = s.source_prefix == full;
+                (
+                    Some(ip),
+                    if whole { None } else { Some(prefix) },
+                    s.source_prefix,
+                )
+            }
+            _ => (peer.map(crate::core::strategy::canonical), None, 0),
         };
         let addresses = self.inner.addresses.pin();
-        let class = match peer.map(crate::core::strategy::canonical) {
-            Some(ip) => match addresses.get(&ip) {
+        let class = match (asker, prefix) {
+            // A whole address: an instance's, else by client network.
+            (Some(ip), None) => match addresses.get(&ip) {
                 Some(c) => c,
                 None => rules
                     .networks
@@ -229,8 +315,38 @@ impl Askers {
                     .find(|(net, _)| net.contains(ip))
                     .map_or(&rules.anonymous, |(_, c)| c),
             },
-            None => &rules.anonymous,
+            // A subnet: a client network that holds all of it.
+            (Some(ip), Some(prefix)) => rules
+                .networks
+                .iter()
+                .find(|(net, _)| net.prefix() <= prefix && net.contains(ip))
+                .map_or(&rules.anonymous, |(_, c)| c),
+            (None, _) => &rules.anonymous,
         };
+        let visible = Self::verdict(rules, class, service);
+        Decision { visible, scope }
+    }
+
+    /// The TSIG key `name` (lowercase, no final dot), if there is one.
+    pub fn tsig_key(&self, name: &str) -> Option<Signer> {
+        self.inner.rules.pin().get(&())?.keys.get(name).cloned()
+    }
+
+    /// Whether a query signed with `key` may see `service`.
+    pub fn signed_may_see(&self, key: &Signer, service: &ServiceRef) -> bool {
+        if !self.is_on() {
+            return true;
+        }
+        let rules = self.inner.rules.pin();
+        match rules.get(&()) {
+            Some(rules) => Self::verdict(rules, &key.class, service),
+            None => true,
+        }
+    }
+
+    /// The class's verdict for `service` under `rules`: one load when it
+    /// was decided before under these rules.
+    fn verdict(rules: &Rules, class: &Class, service: &ServiceRef) -> bool {
         if let Some(seen) = class.cached(rules.generation, service.id) {
             return seen;
         }
@@ -316,6 +432,37 @@ impl Askers {
         let clients = reg.dns_clients();
         let mut networks = Vec::new();
         let mut client_grants = HashMap::new();
+        // A TSIG key's queries are asked as its token: the token's service
+        // identity if it has one (intentions apply), else its policies,
+        // kept under a name no client network can have (no ':').
+        let mut keys = HashMap::new();
+        for k in reg.tsig_keys() {
+            let token = match k.token.as_str() {
+                crate::core::acl::ANONYMOUS => Some(anonymous.clone()),
+                accessor => reg.token(accessor),
+            };
+            let key = match token.as_ref().and_then(|t| t.service.clone()) {
+                Some(service) => ClassKey::Identity(Box::new([service])),
+                None => {
+                    let name = format!("tsig-key:{}", k.name);
+                    let policies = token.map(|t| t.policies.clone()).unwrap_or_default();
+                    client_grants.insert(name.clone(), grants_of(&policies));
+                    ClassKey::Client(name)
+                }
+            };
+            let signer = hickory_proto::rr::Name::from_ascii(format!("{}.", k.name))
+                .ok()
+                .and_then(|name| {
+                    let alg = hickory_proto::rr::rdata::tsig::TsigAlgorithm::from_name(
+                        hickory_proto::rr::Name::from_ascii(&k.algorithm).ok()?,
+                    );
+                    hickory_proto::rr::TSigner::new(k.secret.clone(), alg, name, 300).ok()
+                });
+            if let Some(signer) = signer {
+                let class = Class::new(key, self.next_id());
+                keys.insert(k.name.clone(), Signer { signer, class });
+            }
+        }
         for c in &clients {
             let class = Class::new(ClassKey::Client(c.name.clone()), self.next_id());
             for net in &c.cidrs {
@@ -337,6 +484,7 @@ impl Askers {
             visibility,
             networks,
             anonymous: Class::new(ClassKey::Anonymous, 0),
+            keys,
         };
         self.inner.rules.pin().insert((), Arc::new(rules));
         self.inner.on.store(on, Ordering::Release);
@@ -697,5 +845,61 @@ mod tests {
         // The instance's identity comes first; intentions default to deny.
         assert!(!askers.may_see(Some(ip("10.1.0.5")), &svc("db")));
         assert!(askers.may_see(Some(ip("10.1.0.5")), &svc("web")), "itself");
+    }
+
+    #[test]
+    fn a_trusted_recursors_client_subnet_stands_for_the_asker() {
+        let now = Instant::now();
+        let reg = crate::core::registry::test_registry(now);
+        let trusted = vec![crate::core::Cidr::parse("192.0.2.53/32").unwrap()];
+        let deny = Defaults {
+            acl: DefaultPolicy::Deny,
+            intentions: DefaultPolicy::Deny,
+        };
+        let askers = Askers::with_trusted_recursors(&reg, deny, trusted);
+        reg.subscribe(Arc::new(askers.clone()));
+        let viewers = DnsClient {
+            name: "ops".into(),
+            cidrs: vec![crate::core::Cidr::parse("10.0.0.0/16").unwrap()],
+            policies: vec!["viewer".into()],
+            index: 0,
+        };
+        acl(
+            &reg,
+            AclChange::Put(AclObject::DnsClient(Arc::new(viewers))),
+            now,
+        );
+        register(&reg, "web", "w1", "10.0.0.7", now);
+        register(&reg, "db", "d1", "10.9.0.1", now);
+        let subnet = |a: &str, p: u8| {
+            Some(ClientSubnet {
+                addr: ip(a),
+                source_prefix: p,
+            })
+        };
+        let recursor = Some(ip("192.0.2.53"));
+        let db = svc("db");
+        let d = |peer, s| askers.decide(peer, s, &db);
+        // The recursor itself is anonymous: deny.
+        assert_eq!(
+            (d(recursor, None).visible, d(recursor, None).scope),
+            (false, 0)
+        );
+        // A subnet inside the client network: its policies, scope /24.
+        let inside = d(recursor, subnet("10.0.1.0", 24));
+        assert_eq!((inside.visible, inside.scope), (true, 24));
+        // A subnet wider than the network is not all of it: anonymous.
+        let wide = d(recursor, subnet("10.0.0.0", 8));
+        assert_eq!((wide.visible, wide.scope), (false, 8));
+        // A whole address: the instance's identity (web -> db denied by
+        // the intention default), scope /32.
+        let web = d(recursor, subnet("10.0.0.7", 32));
+        assert_eq!((web.visible, web.scope), (false, 32));
+        let host = d(recursor, subnet("10.0.0.8", 32));
+        assert_eq!((host.visible, host.scope), (true, 32));
+        // From an untrusted source the subnet is ignored.
+        let other = d(Some(ip("192.0.2.54")), subnet("10.0.1.0", 24));
+        assert_eq!((other.visible, other.scope), (false, 0));
+        assert!(askers.trusts(recursor) && !askers.trusts(None));
     }
 }

@@ -523,6 +523,8 @@ pub struct DnsConfig {
     pub panic_threshold: u8,
     /// Client networks and their zones, for `nearest`.
     pub client_zones: std::sync::Arc<crate::core::ClientZones>,
+    /// Recursors whose EDNS Client Subnet stands for the asker.
+    pub trusted_recursors: Vec<crate::core::Cidr>,
 }
 
 /// Response rate limiting; `responses_per_second == 0` turns it off.
@@ -833,6 +835,7 @@ impl Config {
                 crate::core::ClientZones::parse(&f.dns.client_zones)
                     .map_err(|e| invalid("dns.client_zones", e))?,
             ),
+            trusted_recursors: trusted_recursors(&f.dns.trusted_recursors)?,
         };
         let http_addr = addr("http.addr", &f.http.addr)?;
         let tls = match (f.http.tls_cert, f.http.tls_key) {
@@ -1307,6 +1310,20 @@ fn validate_outlier(
 }
 
 /// Checks the `[resolve]` section.
+/// `dns.trusted_recursors`: networks in CIDR form, at most 256.
+fn trusted_recursors(raw: &[String]) -> Result<Vec<crate::core::Cidr>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "dns.trusted_recursors",
+        message,
+    };
+    if raw.len() > 256 {
+        return Err(invalid(format!("{} networks; at most 256", raw.len())));
+    }
+    raw.iter()
+        .map(|c| crate::core::Cidr::parse(c).map_err(invalid))
+        .collect()
+}
+
 fn validate_resolve(r: wire::ResolveFile) -> Result<ResolveConfig, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let nameservers = r

@@ -100,6 +100,8 @@ settings! {
         panic_threshold: u8 = "50", "MAXINE_DNS_PANIC_THRESHOLD";
         /// Zones of client networks for the nearest strategy, as CIDR=zone (10.1.0.0/16=eu-1), longest prefix first.
         client_zones: Vec<String>, "MAXINE_DNS_CLIENT_ZONES";
+        /// Recursors (CIDRs) whose EDNS Client Subnet stands for the asker (docs/security.md); others' is ignored for identity.
+        trusted_recursors: Vec<String>, "MAXINE_DNS_TRUSTED_RECURSORS";
     } sections {
         /// Response rate limiting.
         rrl: RrlFile,

@@ -220,6 +220,8 @@ pub enum AclKey {
     Intention(super::intention::Side, super::intention::Side),
     /// A DNS client network, by name.
     DnsClient(String),
+    /// A TSIG key, by name.
+    TsigKey(String),
 }
 
 impl fmt::Display for AclKey {
@@ -233,6 +235,7 @@ impl fmt::Display for AclKey {
             AclKey::Kv(k) => write!(f, "kv:{k}"),
             AclKey::Intention(s, d) => write!(f, "intention:{s}->{d}"),
             AclKey::DnsClient(n) => write!(f, "dns-client:{n}"),
+            AclKey::TsigKey(n) => write!(f, "tsig-key:{n}"),
         }
     }
 }
@@ -250,6 +253,7 @@ pub enum AclObject {
     Kv(Arc<super::kv::KvEntry>),
     Intention(Arc<super::intention::Intention>),
     DnsClient(Arc<super::intention::DnsClient>),
+    TsigKey(Arc<super::tsig::TsigKey>),
 }
 
 impl AclObject {
@@ -258,7 +262,11 @@ impl AclObject {
     pub fn is_visibility(key: &AclKey) -> bool {
         matches!(
             key,
-            AclKey::Intention(..) | AclKey::DnsClient(_) | AclKey::Policy(_) | AclKey::Token(_)
+            AclKey::Intention(..)
+                | AclKey::DnsClient(_)
+                | AclKey::TsigKey(_)
+                | AclKey::Policy(_)
+                | AclKey::Token(_)
         )
     }
 
@@ -272,6 +280,7 @@ impl AclObject {
             AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
             AclObject::Intention(i) => AclKey::Intention(i.source.clone(), i.destination.clone()),
             AclObject::DnsClient(c) => AclKey::DnsClient(c.name.clone()),
+            AclObject::TsigKey(k) => AclKey::TsigKey(k.name.clone()),
         }
     }
 
@@ -286,6 +295,7 @@ impl AclObject {
             AclObject::Kv(e) => e.index,
             AclObject::Intention(i) => i.index,
             AclObject::DnsClient(c) => c.index,
+            AclObject::TsigKey(k) => k.index,
         }
     }
 
@@ -328,6 +338,10 @@ impl AclObject {
                     ..(**c).clone()
                 }))
             }
+            AclObject::TsigKey(k) => AclObject::TsigKey(Arc::new(super::tsig::TsigKey {
+                index,
+                ..(**k).clone()
+            })),
         }
     }
 
@@ -408,6 +422,7 @@ impl AclObject {
                 Ok(())
             }
             AclObject::Intention(i) => i.validate(),
+            AclObject::TsigKey(k) => k.validate(),
             AclObject::DnsClient(c) => {
                 c.validate()?;
                 for p in &c.policies {

@@ -23,6 +23,7 @@ pub mod outlier;
 pub mod plan;
 pub mod registry;
 pub mod strategy;
+pub mod tsig;
 
 pub use acl::{
     ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
@@ -52,3 +53,4 @@ pub use registry::{
     ServiceKey, ServiceSnapshot,
 };
 pub use strategy::{Balancing, ClientZones, ServiceConfig, Settings, Strategy};
+pub use tsig::TsigKey;

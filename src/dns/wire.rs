@@ -34,6 +34,8 @@ pub mod rcode {
     pub const NXDOMAIN: u8 = 3;
     pub const NOTIMP: u8 = 4;
     pub const REFUSED: u8 = 5;
+    /// RFC 8945 5.2: a TSIG that does not verify.
+    pub const NOTAUTH: u8 = 9;
     /// Extended rcode 16 = (upper 8 bits 1 in OPT) << 4 | 0.
     pub const BADVERS_UPPER: u8 = 1;
 }
@@ -76,6 +78,9 @@ pub struct Request<'a> {
     pub edns: Option<Edns>,
     /// The EDNS Client Subnet option (RFC 7871), when the query had one.
     pub client_subnet: Option<ClientSubnet>,
+    /// Length of the TSIG record that ends the query (RFC 8945), when it
+    /// is signed; 0 when not.
+    pub tsig_len: usize,
 }
 
 impl Request<'_> {
@@ -199,10 +204,19 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
     let arcount = u16_at(packet, 10).unwrap_or(0) as usize;
     let mut edns = None;
     let mut client_subnet = None;
-    for i in 0..ancount + nscount + arcount {
+    let mut tsig_len = 0;
+    let total = ancount + nscount + arcount;
+    for i in 0..total {
         let rec = skip_record(packet, pos).ok_or(Reject::HeaderOnly {
             rcode: rcode::FORMERR,
         })?;
+        if rec.rtype == types::TSIG {
+            // RFC 8945 5.1: the last record of the additional section.
+            if i + 1 != total || i < ancount + nscount {
+                return Err(formerr);
+            }
+            tsig_len = rec.end - pos;
+        }
         if rec.rtype == types::OPT {
             let in_additional = i >= ancount + nscount;
             if !in_additional || edns.is_some() || !rec.owner_is_root {
@@ -235,6 +249,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Reject> {
         qclass,
         edns,
         client_subnet,
+        tsig_len,
     })
 }
 
@@ -345,6 +360,10 @@ pub struct ReplyWriter<'o> {
     limit: usize,
     /// A reply on a stream (TCP): the 64 KiB message limit, no retry.
     stream: bool,
+    /// The request's Client Subnet, echoed in the OPT record with this
+    /// scope prefix length (RFC 7871 7.2.1; 0 until
+    /// [`ReplyWriter::set_scope`]).
+    echo: Option<(ClientSubnet, u8)>,
 }
 
 /// Header bits of a reply.
@@ -363,12 +382,31 @@ impl<'o> ReplyWriter<'o> {
         out.clear();
         write_header(out, req.id, 0, flags, false);
         out.extend_from_slice(req.question);
-        let opt_room = if req.edns.is_some() { 11 } else { 0 };
+        let echo = req
+            .client_subnet
+            .filter(|_| req.edns.is_some())
+            .map(|s| (s, 0));
+        let opt_room = match (req.edns, echo) {
+            (None, _) => 0,
+            (Some(_), None) => 11,
+            (Some(_), Some((s, _))) => 11 + client_subnet_len(s),
+        };
         Self {
             out,
             counts: [1, 0, 0, 0],
             limit: limit - opt_room,
             stream: limit == TCP_MAX_SIZE,
+            echo,
+        }
+    }
+
+    /// The scope prefix length of the echoed Client Subnet: how many
+    /// leading bits of the asker's subnet this answer depends on (RFC 7871
+    /// 7.2.1). Without a Client Subnet in the request, nothing.
+    #[inline]
+    pub fn set_scope(&mut self, scope: u8) {
+        if let Some((_, s)) = &mut self.echo {
+            *s = scope;
         }
     }
 
@@ -465,9 +503,14 @@ impl<'o> ReplyWriter<'o> {
     pub fn finish_with(self, edns: Option<Edns>, ext_rcode: u8, ede: Option<(u16, &str)>) {
         let mut counts = self.counts;
         if let Some(e) = edns {
+            // RDLEN is the OPT record's last fixed field: 9 bytes in.
+            let rdlen_at = self.out.len() + 9;
             push_opt(self.out, e, ext_rcode);
+            if let Some((subnet, scope)) = self.echo {
+                push_client_subnet(self.out, rdlen_at, subnet, scope);
+            }
             if let Some((code, text)) = ede {
-                push_ede(self.out, code, text);
+                push_ede(self.out, rdlen_at, code, text);
             }
             counts[3] += 1;
         }
@@ -506,16 +549,58 @@ pub mod ede {
 /// The EDNS option code of an Extended DNS Error (RFC 8914 2).
 const OPT_EDE: u16 = 15;
 
-/// Appends an EDE option to the OPT record [`push_opt`] just wrote (with
-/// RDLEN 0), fixing its RDLEN.
-fn push_ede(out: &mut Vec<u8>, code: u16, text: &str) {
-    let rdlen_at = out.len() - 2;
-    let len = 2 + text.len();
-    out.extend_from_slice(&OPT_EDE.to_be_bytes());
-    out.extend_from_slice(&(len as u16).to_be_bytes());
+/// Appends an EDE option to the OPT record [`push_opt`] just wrote,
+/// fixing its RDLEN.
+fn push_ede(out: &mut Vec<u8>, rdlen_at: usize, code: u16, text: &str) {
+    push_option(
+        out,
+        rdlen_at,
+        OPT_EDE,
+        &[&code.to_be_bytes(), text.as_bytes()],
+    );
+}
+
+/// Bytes a Client Subnet option takes in the OPT record: code, length,
+/// family, two prefix lengths and the address's significant bytes.
+fn client_subnet_len(s: ClientSubnet) -> usize {
+    8 + (s.source_prefix as usize).div_ceil(8)
+}
+
+/// Appends the request's Client Subnet option with `scope` (RFC 7871 6:
+/// family, source prefix and address as the query had them).
+fn push_client_subnet(out: &mut Vec<u8>, rdlen_at: usize, s: ClientSubnet, scope: u8) {
+    let (family, octets): (u16, [u8; 16]) = match s.addr {
+        IpAddr::V4(v4) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (1, b)
+        }
+        IpAddr::V6(v6) => (2, v6.octets()),
+    };
+    let n = (s.source_prefix as usize).div_ceil(8);
+    push_option(
+        out,
+        rdlen_at,
+        OPT_CLIENT_SUBNET,
+        &[
+            &family.to_be_bytes(),
+            &[s.source_prefix, scope],
+            &octets[..n],
+        ],
+    );
+}
+
+/// Appends one option (code, then `parts` as its data) to the OPT record
+/// that ends the message and whose RDLEN is at `rdlen_at`, fixing it.
+fn push_option(out: &mut Vec<u8>, rdlen_at: usize, code: u16, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
-    out[rdlen_at..rdlen_at + 2].copy_from_slice(&((4 + len) as u16).to_be_bytes());
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    let rdlen = u16::from_be_bytes([out[rdlen_at], out[rdlen_at + 1]]) as usize + 4 + len;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
 }
 
 /// Our OPT record: root owner, our UDP size, no options (unknown options of
@@ -792,6 +877,48 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_client_subnet_is_echoed_with_the_scope_beside_an_ede() {
+        let v4 = [0, 1, 24, 0, 192, 0, 2];
+        let q = with_options(&[(8, &v4)]);
+        let r = parse(&q).unwrap();
+        let flags = Flags {
+            aa: true,
+            rd: false,
+            cd: false,
+            rcode: rcode::REFUSED,
+        };
+        let mut out = Vec::new();
+        let mut w = ReplyWriter::start(&mut out, &r, flags, 512);
+        w.set_scope(24);
+        w.finish_with(r.edns, 0, Some((ede::PROHIBITED, "no")));
+        let m = hickory_proto::op::Message::from_vec(&out).expect("parses");
+        let opt = m.edns.as_ref().expect("an OPT record");
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        let Some(EdnsOption::Subnet(ecs)) = opt.option(EdnsCode::Subnet) else {
+            panic!("no Client Subnet in {opt:?}");
+        };
+        assert_eq!(
+            (ecs.addr(), ecs.source_prefix(), ecs.scope_prefix()),
+            ("192.0.2.0".parse().unwrap(), 24, 24)
+        );
+        // Option by option, by hand: ECS (code 8) then EDE (code 15).
+        let rdata = &out[out.len() - (4 + 7 + 4 + 4)..];
+        assert_eq!(&rdata[..11], &[0, 8, 0, 7, 0, 1, 24, 24, 192, 0, 2]);
+        assert_eq!(&rdata[11..15], &[0, 15, 0, 4]);
+        // Without a call to set_scope the echo says 0: everyone's answer.
+        let mut out = Vec::new();
+        ReplyWriter::start(&mut out, &r, flags, 512).finish(r.edns, 0);
+        assert_eq!(
+            &out[out.len() - 11..],
+            &[0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]
+        );
+        assert_eq!(
+            u16::from_be_bytes([out[out.len() - 13], out[out.len() - 12]]),
+            11
+        );
     }
 
     #[test]

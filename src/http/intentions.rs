@@ -1,5 +1,5 @@
-//! Who may find whom: intentions (`/v1/intentions`) and the DNS client
-//! networks (`/v1/acl/dns-clients`). Each write is a change proposed
+//! Who may find whom: intentions (`/v1/intentions`), the DNS client
+//! networks (`/v1/acl/dns-clients`) and TSIG keys (`/v1/acl/tsig-keys`). Each write is a change proposed
 //! through the log, like a token; DNS answers follow it before the write
 //! is acknowledged (docs/adr/0011-asker-classes.md).
 
@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiJson, ApiPath};
 use super::{HttpState, indexed, propose};
 use crate::core::{
     Access, AclChange, AclKey, AclObject, Change, Cidr, DnsClient, Intention, IntentionAction,
-    Outcome, Side,
+    Outcome, Side, TsigKey,
 };
 use crate::policy::Resource;
 
@@ -226,6 +226,110 @@ pub async fn delete_dns_client(
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Write)?;
     let change = Change::Acl(AclChange::Delete(AclKey::DnsClient(name)));
+    let index = propose(&st, change, &caller).await?.last_index;
+    Ok(indexed(index, Json(json!({ "index": index }))))
+}
+
+// ---- TSIG keys ----
+
+/// A key as listed: never its secret.
+fn tsig_key_view(k: &TsigKey) -> Value {
+    json!({
+        "name": k.name,
+        "algorithm": k.algorithm,
+        "token": k.token,
+        "index": k.index,
+    })
+}
+
+/// Body of `PUT /v1/acl/tsig-keys/{name}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKeyBody {
+    #[serde(default = "default_tsig_algorithm")]
+    algorithm: String,
+    /// Base64 (standard alphabet, padded), as `tsig-keygen` and `dig -y` write it.
+    secret: String,
+    /// The accessor of the token whose policies a signed query gets.
+    token: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+pub async fn list_tsig_keys(
+    State(st): State<HttpState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&st, Resource::Acl, Access::Read)?;
+    let all: Vec<Value> = st
+        .registry
+        .tsig_keys()
+        .iter()
+        .map(|k| tsig_key_view(k))
+        .collect();
+    Ok(indexed(
+        st.registry.index(),
+        Json(json!({ "tsig_keys": all })),
+    ))
+}
+
+pub async fn get_tsig_key(
+    State(st): State<HttpState>,
+    ApiPath(name): ApiPath<String>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&st, Resource::Acl, Access::Read)?;
+    match st.registry.acl_object(&AclKey::TsigKey(name.clone())) {
+        Some(AclObject::TsigKey(k)) => Ok(indexed(k.index, Json(tsig_key_view(&k)))),
+        _ => Err(ApiError::NotFound(format!(
+            "TSIG key {name:?} does not exist"
+        ))),
+    }
+}
+
+pub async fn put_tsig_key(
+    State(st): State<HttpState>,
+    ApiPath(name): ApiPath<String>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TsigKeyBody>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    caller.require(&st, Resource::Acl, Access::Write)?;
+    if body.secret.len() > 2 * crate::core::tsig::MAX_SECRET_LEN {
+        return Err(ApiError::BadRequest("secret: too long".into()));
+    }
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(body.secret.trim())
+        .map_err(|e| ApiError::BadRequest(format!("secret: not base64 ({e})")))?;
+    let key = TsigKey {
+        name: name.trim_end_matches('.').to_ascii_lowercase(),
+        algorithm: body.algorithm.to_ascii_lowercase(),
+        secret,
+        token: body.token,
+        index: 0,
+    };
+    key.validate()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let change = Change::Acl(AclChange::Put(AclObject::TsigKey(Arc::new(key))));
+    let applied = propose(&st, change, &caller).await?;
+    match applied_object(&applied) {
+        Some(AclObject::TsigKey(k)) => Ok(indexed(k.index, Json(tsig_key_view(&k)))),
+        _ => Err(ApiError::Internal(
+            "a TSIG key applied without a value".into(),
+        )),
+    }
+}
+
+pub async fn delete_tsig_key(
+    State(st): State<HttpState>,
+    ApiPath(name): ApiPath<String>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&st, Resource::Acl, Access::Write)?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let change = Change::Acl(AclChange::Delete(AclKey::TsigKey(name)));
     let index = propose(&st, change, &caller).await?.last_index;
     Ok(indexed(index, Json(json!({ "index": index }))))
 }

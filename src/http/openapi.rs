@@ -1595,6 +1595,11 @@ fn policy_paths() -> Value {
         })
     };
     let sides = json!([side("source", "asking"), side("destination", "asked-for")]);
+    let tsig_name = json!({
+        "name": "name", "in": "path", "required": true,
+        "description": "The key's name: a DNS name (lowercase labels of letters, digits, '-' or '_'), as clients sign with it.",
+        "schema": { "type": "string", "pattern": "^[a-z0-9_-]{1,63}(\\.[a-z0-9_-]{1,63})*$", "maxLength": 253, "example": "ops.key" }
+    });
     let name_param = json!({
         "name": "name", "in": "path", "required": true,
         "description": format!("DNS client network name: 1 to {MAX_POLICY_NAME_LEN} letters, digits, '-', '_' or '.'."),
@@ -1701,6 +1706,55 @@ fn policy_paths() -> Value {
                     "503": unavailable()
                 }
             }
+        },
+        "/v1/acl/tsig-keys": { "get": {
+            "summary": "Every TSIG key, without secrets. Needs acl:read.",
+            "operationId": "listTsigKeys",
+            "responses": {
+                "200": json_ok("The TSIG keys", "TsigKeyList"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden")
+            }
+        } },
+        "/v1/acl/tsig-keys/{name}": {
+            "get": {
+                "summary": "One TSIG key, without its secret. Needs acl:read.",
+                "operationId": "getTsigKey",
+                "parameters": [tsig_name.clone()],
+                "responses": {
+                    "200": json_ok("The TSIG key", "TsigKey"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such TSIG key")
+                }
+            },
+            "put": {
+                "summary": "Create or replace a TSIG key: DNS queries signed with it (RFC 8945) are asked as the token it is bound to. Needs acl:write.",
+                "operationId": "putTsigKey",
+                "parameters": [tsig_name.clone()],
+                "requestBody": json_body("TsigKeyBody"),
+                "responses": {
+                    "200": json_ok("The stored TSIG key, without its secret", "TsigKey"),
+                    "400": error_response("Malformed JSON, unknown field, invalid name, algorithm or secret, or a token that does not exist"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "413": error_response("Body larger than the configured limit"),
+                    "415": error_response("Body not sent as application/json"),
+                    "503": unavailable()
+                }
+            },
+            "delete": {
+                "summary": "Delete a TSIG key. Needs acl:write.",
+                "operationId": "deleteTsigKey",
+                "parameters": [tsig_name],
+                "responses": {
+                    "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                    "401": shared("Unauthorized"),
+                    "403": shared("Forbidden"),
+                    "404": error_response("No such TSIG key"),
+                    "503": unavailable()
+                }
+            }
         }
     })
 }
@@ -1757,6 +1811,31 @@ fn policy_schemas() -> Value {
             "type": "object",
             "required": ["dns_clients"],
             "properties": { "dns_clients": { "type": "array", "items": { "$ref": "#/components/schemas/DnsClient" } } }
+        },
+        "TsigKeyBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["secret", "token"],
+            "properties": {
+                "algorithm": { "type": "string", "enum": crate::core::tsig::ALGORITHMS, "default": "hmac-sha256" },
+                "secret": { "type": "string", "description": "The shared secret in base64, 16 to 512 bytes.", "example": "bWF4aW5lLXRzaWctc2VjcmV0LTAxMjM0NTY3ODk=" },
+                "token": { "type": "string", "description": "The accessor of the token whose policies signed queries get." }
+            }
+        },
+        "TsigKey": {
+            "type": "object",
+            "required": ["name", "algorithm", "token", "index"],
+            "properties": {
+                "name": { "type": "string" },
+                "algorithm": { "type": "string" },
+                "token": { "type": "string" },
+                "index": { "type": "integer" }
+            }
+        },
+        "TsigKeyList": {
+            "type": "object",
+            "required": ["tsig_keys"],
+            "properties": { "tsig_keys": { "type": "array", "items": { "$ref": "#/components/schemas/TsigKey" } } }
         }
     })
 }

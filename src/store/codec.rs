@@ -120,7 +120,23 @@ enum Record<'a> {
         #[serde(borrow)]
         policies: Vec<Cow<'a, str>>,
     },
-    // Variants 12 to 15 are kept for the blacklist entries.
+    // Variants 12 to 15 are kept for the blacklist entries: placeholders
+    // here (postcard numbers variants by their order), never written.
+    Reserved12,
+    Reserved13,
+    Reserved14,
+    Reserved15,
+    /// Variant 16: a TSIG key; `token` is the accessor it is bound to.
+    TsigKey {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        algorithm: Cow<'a, str>,
+        #[serde(borrow)]
+        secret: Cow<'a, [u8]>,
+        #[serde(borrow)]
+        token: Cow<'a, str>,
+    },
 }
 
 /// One health check as defined (`core::CheckSpec`).
@@ -445,6 +461,12 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
             allow: i.action == IntentionAction::Allow,
             description: Cow::Borrowed(&i.description),
         },
+        AclObject::TsigKey(k) => Record::TsigKey {
+            name: Cow::Borrowed(&k.name),
+            algorithm: Cow::Borrowed(&k.algorithm),
+            secret: Cow::Borrowed(&k.secret),
+            token: Cow::Borrowed(&k.token),
+        },
         AclObject::DnsClient(c) => Record::DnsClient {
             name: Cow::Borrowed(&c.name),
             cidrs: c.cidrs.iter().map(|c| Cow::Owned(c.to_string())).collect(),
@@ -594,6 +616,21 @@ impl Decoder {
                     IntentionAction::Deny
                 },
                 description: description.into_owned(),
+                index,
+            })),
+            Record::Reserved12 | Record::Reserved13 | Record::Reserved14 | Record::Reserved15 => {
+                return Err(invalid(&"a record variant kept for later (12 to 15)"));
+            }
+            Record::TsigKey {
+                name,
+                algorithm,
+                secret,
+                token,
+            } => AclObject::TsigKey(Arc::new(crate::core::TsigKey {
+                name: name.into_owned(),
+                algorithm: algorithm.into_owned(),
+                secret: secret.into_owned(),
+                token: token.into_owned(),
                 index,
             })),
             Record::DnsClient {
@@ -903,6 +940,24 @@ mod tests {
         match d.decode_any(13, &bytes).unwrap() {
             Decoded::Acl(back) => assert_eq!(back, obj),
             Decoded::Instance(_) => panic!("a DNS client decoded as an instance"),
+        }
+    }
+
+    #[test]
+    fn tsig_keys_are_variant_16() {
+        let mut d = Decoder::default();
+        let obj = AclObject::TsigKey(Arc::new(crate::core::TsigKey {
+            name: "ops.key".into(),
+            algorithm: "hmac-sha256".into(),
+            secret: vec![7; 32],
+            token: "ops-token".into(),
+            index: 14,
+        }));
+        let bytes = encode_acl(&obj);
+        assert_eq!(bytes[0], 16);
+        match d.decode_any(14, &bytes).unwrap() {
+            Decoded::Acl(back) => assert_eq!(back, obj),
+            Decoded::Instance(_) => panic!("a TSIG key decoded as an instance"),
         }
     }
 

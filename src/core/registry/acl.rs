@@ -144,6 +144,23 @@ impl Registry {
         all
     }
 
+    /// Every TSIG key, by name.
+    pub fn tsig_keys(&self) -> Vec<Arc<crate::core::TsigKey>> {
+        let mut all: Vec<_> = self
+            .inner
+            .acl
+            .objects
+            .pin()
+            .values()
+            .filter_map(|o| match o {
+                AclObject::TsigKey(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn user(&self, name: &str) -> Option<Arc<User>> {
         match self.acl_object(&AclKey::User(name.to_string()))? {
             AclObject::User(u) => Some(u),
@@ -193,6 +210,14 @@ impl Registry {
                         if let Some(p) = c.policies.iter().find(|p| self.policy(p).is_none()) {
                             return Err(acl(AclError::UnknownPolicy(p.clone())));
                         }
+                    }
+                    AclObject::TsigKey(k)
+                        if k.token != ANONYMOUS && self.token(&k.token).is_none() =>
+                    {
+                        return Err(acl(AclError::Invalid(format!(
+                            "no token has the accessor {:?}",
+                            k.token
+                        ))));
                     }
                     AclObject::Bootstrap(_) => {
                         return Err(acl(AclError::Invalid(

@@ -137,12 +137,91 @@ impl ReadyAnswers {
             Err(reject) => return wire::write_reject(out, packet, &reject),
         };
         ctx.client_subnet = req.client_subnet;
-        self.answer(&req, out, &ctx);
+        if req.tsig_len > 0 {
+            return self.respond_signed(&req, out, &ctx);
+        }
+        self.answer(&req, out, &ctx, None);
         true
     }
 
-    fn answer(&self, req: &Request<'_>, out: &mut Vec<u8>, ctx: &QueryContext) {
-        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
+    /// A query signed with TSIG (RFC 8945): verified, then answered as the
+    /// key's token and signed; a key Maxine does not know, a bad MAC or a
+    /// time outside the fudge get NOTAUTH with the TSIG error (5.2).
+    fn respond_signed(&self, req: &Request<'_>, out: &mut Vec<u8>, ctx: &QueryContext) -> bool {
+        use hickory_proto::rr::TSigResponseContext;
+        use hickory_proto::rr::rdata::tsig::{TsigError, signed_bitmessage_to_buf};
+        let Ok((_, rec)) = signed_bitmessage_to_buf(req.packet, None, true) else {
+            let formerr = wire::Reject::HeaderOnly {
+                rcode: rcode::FORMERR,
+            };
+            return wire::write_reject(out, req.packet, &formerr);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = rec.name.to_lowercase().to_ascii();
+        let key = self
+            .inner
+            .askers
+            .get()
+            .and_then(|a| a.tsig_key(name.trim_end_matches('.')))
+            .filter(|k| *k.signer.algorithm() == rec.data.algorithm);
+        let (context, key) = match key {
+            None => (
+                TSigResponseContext::unknown_key(req.id, now, rec.name.clone()),
+                None,
+            ),
+            Some(k) => match k.signer.verify_message_byte(req.packet, None, true) {
+                Err(_) => (
+                    TSigResponseContext::bad_signature(req.id, now, k.signer.clone()),
+                    None,
+                ),
+                Ok((_, _, valid)) if !valid.contains(&now) => (
+                    TSigResponseContext::new(
+                        req.id,
+                        now,
+                        k.signer.clone(),
+                        rec.data.mac.clone(),
+                        Some(TsigError::BadTime),
+                    ),
+                    None,
+                ),
+                Ok(_) => {
+                    let signed = TSigResponseContext::new(
+                        req.id,
+                        now,
+                        k.signer.clone(),
+                        rec.data.mac.clone(),
+                        None,
+                    );
+                    (signed, Some(k))
+                }
+            },
+        };
+        match &key {
+            Some(k) => self.answer(req, out, ctx, Some(k)),
+            None => {
+                let flags = Flags {
+                    aa: false,
+                    rd: req.rd,
+                    cd: req.cd,
+                    rcode: rcode::NOTAUTH,
+                };
+                let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp);
+                ReplyWriter::start(out, req, flags, limit - tsig_room(req)).finish(req.edns, 0);
+            }
+        }
+        append_tsig(out, context)
+    }
+
+    fn answer(
+        &self,
+        req: &Request<'_>,
+        out: &mut Vec<u8>,
+        ctx: &QueryContext,
+        key: Option<&crate::askers::Signer>,
+    ) {
+        let limit = wire::size_limit(req.edns, ctx.transport == Transport::Tcp) - tsig_room(req);
         let mut flags = Flags {
             aa: false,
             rd: req.rd,
@@ -184,12 +263,35 @@ impl ReadyAnswers {
         };
         // Policy: one atomic load when off; else the asker's class and its
         // verdict for the service, two lookups (docs/adr/0011-asker-classes.md).
+        // The scope of a Client Subnet echo: the bits of the subnet the
+        // answer depends on (0: none, the answer is everyone's).
+        let mut scope = 0;
         if let Some((_, Some(service))) = &found
             && let Some(askers) = self.inner.askers.get()
             && askers.is_on()
-            && !askers.may_see(ctx.peer, service)
         {
-            return refuse_prohibited(out, req, flags, limit);
+            let d = match key {
+                // A signed query is asked as its key's token, whatever its
+                // address or subnet.
+                Some(k) => crate::askers::Decision {
+                    visible: askers.signed_may_see(k, service),
+                    scope: 0,
+                },
+                None => askers.decide(ctx.peer, req.client_subnet, service),
+            };
+            if !d.visible && d.scope > 0 {
+                // Asked through a trusted recursor for a subnet: no data,
+                // for that subnet only. A recursor throws REFUSED away and
+                // would cache SERVFAIL for every client (docs/dns.md).
+                let mut w = ReplyWriter::start(out, req, flags, limit);
+                self.push_soa(&mut w, apex_at);
+                w.set_scope(d.scope);
+                return w.finish_with(req.edns, 0, Some(PROHIBITED));
+            }
+            if !d.visible {
+                return refuse_prohibited(out, req, flags, limit);
+            }
+            scope = d.scope;
         }
         let Some((found, _)) = found else {
             flags.rcode = rcode::NXDOMAIN;
@@ -201,6 +303,12 @@ impl ReadyAnswers {
         let written = match found {
             Found::Node(node) => {
                 let v = node.variant(class);
+                // `sticky` and `nearest` orders follow the subnet too.
+                if let Some(s) = req.client_subnet
+                    && matches!(v.spread, Spread::Sticky(_) | Spread::Nearest(_))
+                {
+                    scope = scope.max(s.source_prefix);
+                }
                 self.write_answer(&v.sets, &v.spread, &node.statics, req.qtype, ctx, &mut w)
             }
             Found::Version(sets, None) => {
@@ -227,6 +335,7 @@ impl ReadyAnswers {
             Some(false) => w.truncate(),
             None => self.push_soa(&mut w, apex_at), // NODATA
         }
+        w.set_scope(scope);
         w.finish(req.edns, 0);
     }
 
@@ -350,6 +459,37 @@ impl ReadyAnswers {
     }
 }
 
+/// Room a signed reply keeps for its TSIG record: about as long as the
+/// query's (same key name, algorithm and MAC length), and never more than
+/// Maxine's own can be (a 255-byte name, the longest algorithm name, a
+/// 64-byte MAC, a 6-byte time in other data), so that a query with a huge
+/// TSIG record cannot squeeze the reply below its header and OPT record.
+#[inline]
+fn tsig_room(req: &Request<'_>) -> usize {
+    if req.tsig_len == 0 {
+        0
+    } else {
+        req.tsig_len.min(400) + 8
+    }
+}
+
+/// Appends the TSIG record `context` makes for the reply in `out` and counts
+/// it in ARCOUNT. False (send nothing) if it cannot be made.
+fn append_tsig(out: &mut Vec<u8>, context: hickory_proto::rr::TSigResponseContext) -> bool {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let Ok(record) = context.sign(out) else {
+        return false;
+    };
+    let mut bytes = Vec::with_capacity(128);
+    if record.emit(&mut BinEncoder::new(&mut bytes)).is_err() {
+        return false;
+    }
+    out.extend_from_slice(&bytes);
+    let ar = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
+    out[10..12].copy_from_slice(&ar.to_be_bytes());
+    true
+}
+
 /// The next value of this thread's rotation counter.
 fn next_rotation() -> usize {
     ROTATION.with(|c| {
@@ -407,12 +547,11 @@ fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: 
         ..flags
     };
     let w = ReplyWriter::start(out, req, flags, limit);
-    w.finish_with(
-        req.edns,
-        0,
-        Some((wire::ede::PROHIBITED, "not allowed by policy")),
-    );
+    w.finish_with(req.edns, 0, Some(PROHIBITED));
 }
+
+/// The Extended DNS Error of an answer policy does not allow.
+const PROHIBITED: (u16, &str) = (wire::ede::PROHIBITED, "not allowed by policy");
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {
     for t in &set.tails {

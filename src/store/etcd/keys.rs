@@ -79,6 +79,8 @@ impl Keys {
             // `*` and service names hold no '/'.
             AclKey::Intention(s, d) => format!("{}/r/a/intention/{s}/{d}", self.prefix),
             AclKey::DnsClient(n) => format!("{}/r/a/dns-client/{n}", self.prefix),
+            // Key names are DNS names: no '/'.
+            AclKey::TsigKey(n) => format!("{}/r/a/tsig-key/{n}", self.prefix),
         }
     }
 
@@ -139,6 +141,7 @@ impl Keys {
             "token" => AclKey::Token(name),
             "user" => AclKey::User(name),
             "dns-client" => AclKey::DnsClient(name),
+            "tsig-key" => AclKey::TsigKey(name),
             "intention" => {
                 let (s, d) = name.split_once('/')?;
                 use crate::core::intention::Side;
