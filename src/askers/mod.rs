@@ -25,6 +25,10 @@
 //! What each asker may see is `policy::visibility`'s pure decision; this
 //! module keeps the classes and their verdicts current.
 //!
+//! Blacklisted networks ([`Askers::is_blocked`]) are kept with the same
+//! rules, in a prefix table: a query from one of them is refused whatever
+//! it asks, and while none is listed the check is one atomic load.
+//!
 //! Must not import: http, dns, store, config, events (front ends import
 //! it; tests/architecture.rs checks).
 
@@ -33,7 +37,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::core::{Batch, Cidr, FastHash, Observer, Registry, ServiceKey, ServiceName};
+use crate::core::{Batch, CidrTable, FastHash, Observer, Registry, ServiceKey, ServiceName};
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
 use crate::policy::{Grants, Intentions};
 
@@ -69,8 +73,10 @@ impl std::fmt::Debug for Class {
 struct Rules {
     generation: u64,
     visibility: Visibility,
-    /// Client networks, longest prefix first, with their classes.
-    networks: Vec<(Cidr, Arc<Class>)>,
+    /// Client networks with their classes, by longest prefix.
+    networks: CidrTable<Arc<Class>>,
+    /// Blacklisted networks: every query from them is refused.
+    blacklisted: CidrTable<()>,
     anonymous: Arc<Class>,
 }
 
@@ -88,6 +94,9 @@ struct Inner {
     /// without policies): the query path then does exactly what it did
     /// before policies existed.
     on: AtomicBool,
+    /// False while no network is blacklisted: then the query path does
+    /// not look for the asker's network at all.
+    blocking: AtomicBool,
     /// The current rules, under the one key `()`: a lock-free cell.
     rules: papaya::HashMap<(), Arc<Rules>, FastHash>,
     /// Address of a registered instance -> its identity's class.
@@ -115,6 +124,7 @@ impl Askers {
                 registry: registry.clone(),
                 defaults,
                 on: AtomicBool::new(false),
+                blocking: AtomicBool::new(false),
                 rules: papaya::HashMap::with_hasher(FastHash::default()),
                 addresses: papaya::HashMap::with_hasher(FastHash::default()),
                 next_id: AtomicU32::new(1),
@@ -131,6 +141,21 @@ impl Askers {
         self.inner.on.load(Ordering::Acquire)
     }
 
+    /// Whether queries from `peer` are refused whatever they ask: its
+    /// address is in a blacklisted network. One atomic load while no
+    /// network is blacklisted; else one lookup per prefix length listed.
+    #[inline]
+    pub fn is_blocked(&self, peer: Option<IpAddr>) -> bool {
+        if !self.inner.blocking.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(ip) = peer else { return false };
+        let rules = self.inner.rules.pin();
+        rules
+            .get(&())
+            .is_some_and(|r| r.blacklisted.lookup(ip).is_some())
+    }
+
     /// Whether the asker at `peer` may see `service`: one lookup for the
     /// class, one for its verdict (computed on the first question).
     pub fn may_see(&self, peer: Option<IpAddr>, service: &ServiceName) -> bool {
@@ -145,11 +170,7 @@ impl Askers {
         let class = match peer.map(crate::core::strategy::canonical) {
             Some(ip) => match addresses.get(&ip) {
                 Some(c) => c,
-                None => rules
-                    .networks
-                    .iter()
-                    .find(|(net, _)| net.contains(ip))
-                    .map_or(&rules.anonymous, |(_, c)| c),
+                None => rules.networks.lookup(ip).unwrap_or(&rules.anonymous),
             },
             None => &rules.anonymous,
         };
@@ -174,9 +195,8 @@ impl Askers {
         match rules.get(&()) {
             Some(r) => r
                 .networks
-                .iter()
-                .find(|(net, _)| net.contains(ip))
-                .map_or(ClassKey::Anonymous, |(_, c)| c.key.clone()),
+                .lookup(ip)
+                .map_or(ClassKey::Anonymous, |c| c.key.clone()),
             None => ClassKey::Anonymous,
         }
     }
@@ -209,7 +229,10 @@ impl Askers {
             }
             client_grants.insert(c.name.clone(), grants_of(&c.policies));
         }
-        networks.sort_by_key(|n| std::cmp::Reverse(n.0.prefix()));
+        let networks = CidrTable::new(networks);
+        let blacklist = reg.blacklist();
+        let blacklisted = crate::core::blacklist::cidr_table(blacklist.iter().map(|b| &**b));
+        let blocking = !blacklisted.is_empty();
         let visibility = Visibility {
             defaults,
             intentions,
@@ -222,10 +245,12 @@ impl Askers {
             generation: w.generation,
             visibility,
             networks,
+            blacklisted,
             anonymous: Class::new(ClassKey::Anonymous, 0),
         };
         self.inner.rules.pin().insert((), Arc::new(rules));
         self.inner.on.store(on, Ordering::Release);
+        self.inner.blocking.store(blocking, Ordering::Release);
     }
 
     fn next_id(&self) -> u32 {

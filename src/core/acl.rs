@@ -220,6 +220,8 @@ pub enum AclKey {
     Intention(super::intention::Side, super::intention::Side),
     /// A DNS client network, by name.
     DnsClient(String),
+    /// A blacklist entry, by what it refuses.
+    Blacklist(super::blacklist::BlacklistTarget),
 }
 
 impl fmt::Display for AclKey {
@@ -233,6 +235,11 @@ impl fmt::Display for AclKey {
             AclKey::Kv(k) => write!(f, "kv:{k}"),
             AclKey::Intention(s, d) => write!(f, "intention:{s}->{d}"),
             AclKey::DnsClient(n) => write!(f, "dns-client:{n}"),
+            AclKey::Blacklist(t) => match t {
+                super::BlacklistTarget::Service(s) => write!(f, "blacklist:service:{s}"),
+                super::BlacklistTarget::Instance(s, i) => write!(f, "blacklist:instance:{s}/{i}"),
+                super::BlacklistTarget::Cidr(c) => write!(f, "blacklist:cidr:{c}"),
+            },
         }
     }
 }
@@ -250,6 +257,7 @@ pub enum AclObject {
     Kv(Arc<super::kv::KvEntry>),
     Intention(Arc<super::intention::Intention>),
     DnsClient(Arc<super::intention::DnsClient>),
+    Blacklist(Arc<super::blacklist::BlacklistEntry>),
 }
 
 impl AclObject {
@@ -258,7 +266,11 @@ impl AclObject {
     pub fn is_visibility(key: &AclKey) -> bool {
         matches!(
             key,
-            AclKey::Intention(..) | AclKey::DnsClient(_) | AclKey::Policy(_) | AclKey::Token(_)
+            AclKey::Intention(..)
+                | AclKey::DnsClient(_)
+                | AclKey::Policy(_)
+                | AclKey::Token(_)
+                | AclKey::Blacklist(_)
         )
     }
 
@@ -272,6 +284,7 @@ impl AclObject {
             AclObject::Kv(e) => AclKey::Kv(e.key.clone()),
             AclObject::Intention(i) => AclKey::Intention(i.source.clone(), i.destination.clone()),
             AclObject::DnsClient(c) => AclKey::DnsClient(c.name.clone()),
+            AclObject::Blacklist(b) => AclKey::Blacklist(b.target.clone()),
         }
     }
 
@@ -286,6 +299,7 @@ impl AclObject {
             AclObject::Kv(e) => e.index,
             AclObject::Intention(i) => i.index,
             AclObject::DnsClient(c) => c.index,
+            AclObject::Blacklist(b) => b.index,
         }
     }
 
@@ -326,6 +340,12 @@ impl AclObject {
                 AclObject::DnsClient(Arc::new(super::intention::DnsClient {
                     index,
                     ..(**c).clone()
+                }))
+            }
+            AclObject::Blacklist(b) => {
+                AclObject::Blacklist(Arc::new(super::blacklist::BlacklistEntry {
+                    index,
+                    ..(**b).clone()
                 }))
             }
         }
@@ -408,6 +428,7 @@ impl AclObject {
                 Ok(())
             }
             AclObject::Intention(i) => i.validate(),
+            AclObject::Blacklist(b) => b.validate(),
             AclObject::DnsClient(c) => {
                 c.validate()?;
                 for p in &c.policies {

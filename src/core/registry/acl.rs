@@ -32,6 +32,10 @@ pub(super) struct AclMaps {
     /// The anonymous token until an operator changes it (one copy: every
     /// request without a credential reads it).
     anonymous: Arc<Token>,
+    /// The blacklisted networks (a copy of those objects, so that a
+    /// registration checks them without scanning every object).
+    blacklisted_cidrs:
+        papaya::HashMap<crate::core::Cidr, Arc<crate::core::BlacklistEntry>, super::FastHash>,
 }
 
 impl AclMaps {
@@ -43,6 +47,7 @@ impl AclMaps {
             index: Default::default(),
             builtins: builtin_policies().into_iter().map(Arc::new).collect(),
             anonymous: Arc::new(Token::anonymous()),
+            blacklisted_cidrs: papaya::HashMap::with_hasher(Default::default()),
         }
     }
 }
@@ -125,6 +130,53 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
         all
+    }
+
+    /// Every blacklist entry, in key order.
+    pub fn blacklist(&self) -> Vec<Arc<crate::core::BlacklistEntry>> {
+        let mut all: Vec<_> = self
+            .inner
+            .acl
+            .objects
+            .pin()
+            .values()
+            .filter_map(|o| match o {
+                AclObject::Blacklist(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.target.cmp(&b.target));
+        all
+    }
+
+    /// The blacklist entry that refuses registering instance `id` of
+    /// `service` at `addresses`, if one does: two lookups, and a scan of
+    /// the blacklisted networks when there are any.
+    pub fn blacklisted(
+        &self,
+        service: &crate::core::ServiceName,
+        id: &crate::core::InstanceId,
+        addresses: &[std::net::IpAddr],
+    ) -> Option<Arc<crate::core::BlacklistEntry>> {
+        use crate::core::BlacklistTarget as T;
+        let objects = self.inner.acl.objects.pin();
+        for key in [
+            T::Service(service.clone()),
+            T::Instance(service.clone(), id.clone()),
+        ] {
+            if let Some(AclObject::Blacklist(b)) = objects.get(&AclKey::Blacklist(key)) {
+                return Some(b.clone());
+            }
+        }
+        let cidrs = self.inner.acl.blacklisted_cidrs.pin();
+        if cidrs.is_empty() || addresses.is_empty() {
+            return None;
+        }
+        cidrs
+            .iter()
+            .filter(|(c, _)| addresses.iter().any(|ip| c.contains(*ip)))
+            .max_by_key(|(c, _)| c.prefix())
+            .map(|(_, b)| b.clone())
     }
 
     /// Every DNS client network, by name.
@@ -359,7 +411,18 @@ impl Registry {
         let objects = self.inner.acl.objects.pin();
         let by_secret = self.inner.acl.by_secret.pin();
         let by_accessor = self.inner.acl.by_accessor.pin();
+        let cidrs = self.inner.acl.blacklisted_cidrs.pin();
         for (key, value) in changes {
+            if let AclKey::Blacklist(crate::core::BlacklistTarget::Cidr(c)) = &key {
+                match &value {
+                    Some(AclObject::Blacklist(b)) => {
+                        cidrs.insert(*c, b.clone());
+                    }
+                    _ => {
+                        cidrs.remove(c);
+                    }
+                }
+            }
             if let Some(AclObject::Token(old)) = objects.get(&key) {
                 if by_secret
                     .get(&old.secret_hash)

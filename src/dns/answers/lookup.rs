@@ -136,6 +136,13 @@ impl ReadyAnswers {
             w.finish(req.edns, rcode::BADVERS_UPPER);
             return;
         }
+        // A blacklisted network is refused everything (one atomic load
+        // while no network is blacklisted).
+        if let Some(askers) = self.inner.askers.get()
+            && askers.is_blocked(ctx.peer)
+        {
+            return refuse_prohibited(out, req, flags, limit, "source network is blacklisted");
+        }
         let refuse = |out: &mut Vec<u8>, rcode: u8| {
             let w = ReplyWriter::start(out, req, Flags { rcode, ..flags }, limit);
             w.finish(req.edns, 0);
@@ -168,7 +175,7 @@ impl ReadyAnswers {
             && askers.is_on()
             && !askers.may_see(ctx.peer, service)
         {
-            return refuse_prohibited(out, req, flags, limit);
+            return refuse_prohibited(out, req, flags, limit, "not allowed by policy");
         }
         let Some((found, _)) = found else {
             flags.rcode = rcode::NXDOMAIN;
@@ -379,18 +386,14 @@ fn below_service<'g>(
 /// Error 18 "Prohibited" when the query has EDNS (docs/dns.md). Not
 /// NXDOMAIN: a recursor would cache that and hand it to askers who may
 /// see the name.
-fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) {
+fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize, why: &str) {
     let flags = Flags {
         aa: false,
         rcode: rcode::REFUSED,
         ..flags
     };
     let w = ReplyWriter::start(out, req, flags, limit);
-    w.finish_with(
-        req.edns,
-        0,
-        Some((wire::ede::PROHIBITED, "not allowed by policy")),
-    );
+    w.finish_with(req.edns, 0, Some((wire::ede::PROHIBITED, why)));
 }
 
 fn write_static(set: &StaticRrset, w: &mut ReplyWriter<'_>) -> bool {

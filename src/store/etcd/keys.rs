@@ -17,7 +17,7 @@
 //! range. Datacenter and service names are DNS labels (no `/`); an
 //! instance id is the rest of the key.
 
-use crate::core::{AclKey, Datacenter, InstanceId, ServiceKey, ServiceName};
+use crate::core::{AclKey, BlacklistTarget, Datacenter, InstanceId, ServiceKey, ServiceName};
 
 /// The key layout of one prefix.
 #[derive(Clone, Debug)]
@@ -79,6 +79,20 @@ impl Keys {
             // `*` and service names hold no '/'.
             AclKey::Intention(s, d) => format!("{}/r/a/intention/{s}/{d}", self.prefix),
             AclKey::DnsClient(n) => format!("{}/r/a/dns-client/{n}", self.prefix),
+            AclKey::Blacklist(t) => match t {
+                BlacklistTarget::Service(s) => {
+                    format!("{}/r/a/blacklist-service/{s}", self.prefix)
+                }
+                BlacklistTarget::Instance(s, i) => {
+                    format!("{}/r/a/blacklist-instance/{s}/{i}", self.prefix)
+                }
+                // The network as `10.0.0.0-8`: a key part holds no '/'.
+                BlacklistTarget::Cidr(c) => format!(
+                    "{}/r/a/blacklist-cidr/{}",
+                    self.prefix,
+                    c.to_string().replace('/', "-")
+                ),
+            },
         }
     }
 
@@ -139,6 +153,19 @@ impl Keys {
             "token" => AclKey::Token(name),
             "user" => AclKey::User(name),
             "dns-client" => AclKey::DnsClient(name),
+            "blacklist-service" => {
+                AclKey::Blacklist(BlacklistTarget::Service(ServiceName::new(&name).ok()?))
+            }
+            "blacklist-instance" => {
+                let (s, i) = name.split_once('/')?;
+                AclKey::Blacklist(BlacklistTarget::Instance(
+                    ServiceName::new(s).ok()?,
+                    InstanceId::new(i).ok()?,
+                ))
+            }
+            "blacklist-cidr" => AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse_path(&name).ok()?,
+            )),
             "intention" => {
                 let (s, d) = name.split_once('/')?;
                 use crate::core::intention::Side;
