@@ -410,6 +410,42 @@ mod tests {
     };
 
     #[test]
+    fn a_blacklisted_network_blocks_its_askers_and_its_registrations() {
+        use crate::core::{BlacklistEntry, BlacklistTarget, Cidr};
+        let (reg, askers, now) = setup(OPEN);
+        assert!(!askers.is_blocked(Some(ip("10.9.1.1"))));
+        let target = BlacklistTarget::Cidr(Cidr::parse("10.9.0.0/16").unwrap());
+        let entry = BlacklistEntry {
+            target: target.clone(),
+            reason: "scanning".into(),
+            created_at: 0,
+            expires_at: None,
+            index: 0,
+        };
+        acl(
+            &reg,
+            AclChange::Put(AclObject::Blacklist(Arc::new(entry))),
+            now,
+        );
+        assert!(askers.is_blocked(Some(ip("10.9.1.1"))));
+        assert!(askers.is_blocked(Some(ip("::ffff:10.9.1.1"))));
+        assert!(!askers.is_blocked(Some(ip("10.8.1.1"))));
+        assert!(!askers.is_blocked(None));
+        assert!(!askers.is_on(), "a blacklist is no read rule");
+        // The registry refuses an instance at an address in the network.
+        let mut spec = InstanceSpec::new(Address::parse("10.9.3.3").unwrap(), 80);
+        spec.ttl = Duration::from_secs(60);
+        let err = reg
+            .register(key("web"), InstanceId::new("w").unwrap(), spec, now)
+            .unwrap_err();
+        assert!(err.to_string().contains("scanning"), "{err}");
+        register(&reg, "web", "w", "10.8.3.3", now);
+        acl(&reg, AclChange::Delete(AclKey::Blacklist(target)), now);
+        assert!(!askers.is_blocked(Some(ip("10.9.1.1"))));
+        register(&reg, "web", "w2", "10.9.3.3", now);
+    }
+
+    #[test]
     fn policy_is_off_until_something_restricts_someone() {
         let (reg, askers, now) = setup(OPEN);
         assert!(!askers.is_on());

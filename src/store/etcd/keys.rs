@@ -218,6 +218,17 @@ mod tests {
             AclKey::User("u".into()),
             AclKey::Service(key.clone()),
             AclKey::Kv(crate::core::KvKey::new("app/payments/timeout").unwrap()),
+            AclKey::Blacklist(BlacklistTarget::Service(ServiceName::new("web").unwrap())),
+            AclKey::Blacklist(BlacklistTarget::Instance(
+                ServiceName::new("web").unwrap(),
+                InstanceId::new("web-1").unwrap(),
+            )),
+            AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse("10.9.0.0/16").unwrap(),
+            )),
+            AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse("fd00::/8").unwrap(),
+            )),
         ] {
             assert_eq!(
                 keys.parse(keys.acl(&acl).as_bytes()),
