@@ -361,3 +361,70 @@ async fn entries_survive_a_restart_and_lift_themselves_when_they_expire() {
     assert_eq!(register(&s, "db", "db-1", DB).await.status, 403);
     s.stop().await;
 }
+
+const ADMIN_SECRET: &str = "blacklist-tests-admin-secret-0123456789abcdef";
+
+/// Blacklist changes are audited: the operator's put and the lift at expiry.
+#[tokio::test]
+async fn blacklist_changes_are_audited_and_need_their_permission() {
+    let s = TestServer::start_with(|f| {
+        f.acl.default_policy = Some("deny".into());
+        f.acl.bootstrap_token = Some(ADMIN_SECRET.into());
+    })
+    .await;
+    let admin = Cred::Bearer(ADMIN_SECRET.into());
+    let url = format!("{}/v1/blacklist/cidrs/127.0.0.96-30", s.http_base());
+    let body = json!({"reason": "scanning", "ttl": "1s"});
+    let r = call(&s.http, Method::PUT, &url, &Cred::None, Some(&body)).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = call(&s.http, Method::PUT, &url, &admin, Some(&body)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let listed = call(
+        &s.http,
+        Method::GET,
+        &format!("{}/v1/blacklist", s.http_base()),
+        &Cred::None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed.body["blacklist"],
+        json!([]),
+        "acl:read to see networks"
+    );
+    let audit_about = || async {
+        let audit = call(
+            &s.http,
+            Method::GET,
+            &format!("{}/v1/audit?limit=1000", s.http_base()),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(audit.status, 200, "{:?}", audit.body);
+        audit.body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resource"] == "blacklist:cidr:127.0.0.96/30")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The put by the operator's token, and the lift at expiry by Maxine.
+    assert_eventually!(
+        audit_about()
+            .await
+            .iter()
+            .any(|r| r["action"] == "acl.delete" && r["actor"] == "system"),
+        "the lift at expiry is audited: {:?}",
+        audit_about().await
+    );
+    let records = audit_about().await;
+    assert!(
+        records.iter().any(|r| r["action"] == "acl.put"
+            && r["actor"].as_str().unwrap_or("").starts_with("token:")
+            && r["outcome"] == "ok"),
+        "{records:?}"
+    );
+    s.stop().await;
+}
