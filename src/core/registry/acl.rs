@@ -32,8 +32,14 @@ pub(super) struct AclMaps {
     /// The anonymous token until an operator changes it (one copy: every
     /// request without a credential reads it).
     anonymous: Arc<Token>,
-    /// The blacklisted networks (a copy of those objects, so that a
-    /// registration checks them without scanning every object).
+    /// The blacklist entries, and the networks among them (copies of
+    /// those objects, so that a registration and the expiry driver read
+    /// them without scanning every object).
+    blacklist: papaya::HashMap<
+        crate::core::BlacklistTarget,
+        Arc<crate::core::BlacklistEntry>,
+        super::FastHash,
+    >,
     blacklisted_cidrs:
         papaya::HashMap<crate::core::Cidr, Arc<crate::core::BlacklistEntry>, super::FastHash>,
 }
@@ -47,6 +53,7 @@ impl AclMaps {
             index: Default::default(),
             builtins: builtin_policies().into_iter().map(Arc::new).collect(),
             anonymous: Arc::new(Token::anonymous()),
+            blacklist: papaya::HashMap::with_hasher(Default::default()),
             blacklisted_cidrs: papaya::HashMap::with_hasher(Default::default()),
         }
     }
@@ -134,17 +141,7 @@ impl Registry {
 
     /// Every blacklist entry, in key order.
     pub fn blacklist(&self) -> Vec<Arc<crate::core::BlacklistEntry>> {
-        let mut all: Vec<_> = self
-            .inner
-            .acl
-            .objects
-            .pin()
-            .values()
-            .filter_map(|o| match o {
-                AclObject::Blacklist(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut all: Vec<_> = self.inner.acl.blacklist.pin().values().cloned().collect();
         all.sort_by(|a, b| a.target.cmp(&b.target));
         all
     }
@@ -159,12 +156,15 @@ impl Registry {
         addresses: &[std::net::IpAddr],
     ) -> Option<Arc<crate::core::BlacklistEntry>> {
         use crate::core::BlacklistTarget as T;
-        let objects = self.inner.acl.objects.pin();
+        let blacklist = self.inner.acl.blacklist.pin();
+        if blacklist.is_empty() {
+            return None;
+        }
         for key in [
             T::Service(service.clone()),
             T::Instance(service.clone(), id.clone()),
         ] {
-            if let Some(AclObject::Blacklist(b)) = objects.get(&AclKey::Blacklist(key)) {
+            if let Some(b) = blacklist.get(&key) {
                 return Some(b.clone());
             }
         }
@@ -412,14 +412,25 @@ impl Registry {
         let by_secret = self.inner.acl.by_secret.pin();
         let by_accessor = self.inner.acl.by_accessor.pin();
         let cidrs = self.inner.acl.blacklisted_cidrs.pin();
+        let blacklist = self.inner.acl.blacklist.pin();
         for (key, value) in changes {
-            if let AclKey::Blacklist(crate::core::BlacklistTarget::Cidr(c)) = &key {
+            if let AclKey::Blacklist(target) = &key {
+                let cidr = match target {
+                    crate::core::BlacklistTarget::Cidr(c) => Some(c),
+                    _ => None,
+                };
                 match &value {
                     Some(AclObject::Blacklist(b)) => {
-                        cidrs.insert(*c, b.clone());
+                        blacklist.insert(target.clone(), b.clone());
+                        if let Some(c) = cidr {
+                            cidrs.insert(*c, b.clone());
+                        }
                     }
                     _ => {
-                        cidrs.remove(c);
+                        blacklist.remove(target);
+                        if let Some(c) = cidr {
+                            cidrs.remove(c);
+                        }
                     }
                 }
             }
