@@ -262,6 +262,23 @@ const TABLE: &[Row] = &[
           valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
     Row { route: "DELETE /v1/intentions/{source}/{destination}", target: "/v1/intentions/web/payments", body: None,
           valid: [403, 403, 403, 404, 404, 404, 404, 404, 403], bad: 401 },
+    // Blacklists: service:write on the service for services and instances
+    // (the listing is filtered by service:read and acl:read), acl:write for
+    // networks; none exists, so a caller who may gets 404 for DELETE.
+    Row { route: "GET /v1/blacklist", target: "/v1/blacklist", body: None,
+          valid: [200, 200, 200, 200, 200, 200, 200, 200, 200], bad: 401 },
+    Row { route: "PUT /v1/blacklist/services/{service}", target: "/v1/blacklist/services/pay-{col}", body: Some(r#"{"reason": "by {col}", "ttl": "1h"}"#),
+          valid: [403, 403, 403, 200, 403, 200, 200, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/blacklist/services/{service}", target: "/v1/blacklist/services/payments", body: None,
+          valid: [403, 403, 403, 404, 404, 404, 404, 404, 403], bad: 401 },
+    Row { route: "PUT /v1/blacklist/instances/{service}/{id}", target: "/v1/blacklist/instances/payments/m-{col}", body: Some(r#"{"reason": "by {col}"}"#),
+          valid: [403, 403, 403, 200, 200, 200, 200, 200, 403], bad: 401 },
+    Row { route: "DELETE /v1/blacklist/instances/{service}/{id}", target: "/v1/blacklist/instances/payments/nobody", body: None,
+          valid: [403, 403, 403, 404, 404, 404, 404, 404, 403], bad: 401 },
+    Row { route: "PUT /v1/blacklist/cidrs/{cidr}", target: "/v1/blacklist/cidrs/198.51.100.0-24", body: Some(r#"{"reason": "by {col}"}"#),
+          valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
+    Row { route: "DELETE /v1/blacklist/cidrs/{cidr}", target: "/v1/blacklist/cidrs/203.0.113.0%2F24", body: None,
+          valid: [403, 403, 403, 403, 403, 404, 403, 403, 403], bad: 401 },
     Row { route: "GET /v1/audit", target: "/v1/audit?limit=5", body: None,
           valid: [403, 403, 403, 403, 403, 200, 403, 403, 403], bad: 401 },
     // Federation: operator:read; any other credential, or none, gets 403.

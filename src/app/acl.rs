@@ -258,3 +258,41 @@ pub fn spawn_tasks(auth: &Auth, tasks: &TaskTracker, shutdown: CancellationToken
         });
     }
 }
+
+/// Lifts blacklist entries whose expiry has come: a `Delete` through the
+/// log, journaled and audited (actor: the system) like any change. It
+/// looks about once a second, so an entry lifts within a second of its
+/// expiry; at start it looks at once, so an entry that expired while
+/// Maxine was down is lifted before the first minute is out.
+pub fn spawn_blacklist_expiry(
+    registry: Registry,
+    log: Arc<dyn Log>,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        loop {
+            let now = unix_ms();
+            for entry in registry.blacklist() {
+                if entry.expires_at.is_none_or(|at| at > now) {
+                    continue;
+                }
+                let key = crate::core::AclKey::Blacklist(entry.target.clone());
+                let change = Change::Acl(AclChange::Delete(key));
+                match log.propose(vec![change], ChangeContext::system()).await {
+                    Ok(_) => {
+                        tracing::info!(entry = %entry.target, "blacklist entry expired and lifted")
+                    }
+                    // Lifted meanwhile (by an operator, or another node).
+                    Err(crate::store::LogError::Refused(_)) => {}
+                    Err(e) => tracing::warn!(entry = %entry.target, error = %e,
+                        "cannot lift an expired blacklist entry yet; trying again"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}

@@ -569,6 +569,7 @@ impl App {
         );
         federation.start(log.clone(), &tasks, stop.clone()).await;
         acl::spawn_tasks(&auth, &tasks, stop.clone());
+        acl::spawn_blacklist_expiry(registry.clone(), log.clone(), &tasks, stop.clone());
         let state = http::HttpState::from(http::HttpShared {
             registry: registry.clone(),
             domain: config.domain.clone(),

@@ -25,6 +25,10 @@
 //! What each asker may see is `policy::visibility`'s pure decision; this
 //! module keeps the classes and their verdicts current.
 //!
+//! Blacklisted networks ([`Askers::is_blocked`]) are kept with the same
+//! rules, in a prefix table: a query from one of them is refused whatever
+//! it asks, and while none is listed the check is one atomic load.
+//!
 //! Must not import: http, dns, store, config, events (front ends import
 //! it; tests/architecture.rs checks).
 
@@ -35,7 +39,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::core::{AclKey, AclObject, IntentionAction, Side};
 use crate::core::{
-    Batch, Cidr, ClientSubnet, FastHash, Observer, Registry, ServiceKey, ServiceName,
+    Batch, Cidr, CidrTable, ClientSubnet, FastHash, Observer, Registry, ServiceKey, ServiceName,
 };
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
 use crate::policy::{Grants, IntentionTable, Intentions};
@@ -117,8 +121,10 @@ impl std::fmt::Debug for Class {
 struct Rules {
     generation: u64,
     visibility: Visibility,
-    /// Client networks, longest prefix first, with their classes.
-    networks: Vec<(Cidr, Arc<Class>)>,
+    /// Client networks with their classes, by longest prefix.
+    networks: CidrTable<Arc<Class>>,
+    /// Blacklisted networks: every query from them is refused.
+    blacklisted: CidrTable<()>,
     anonymous: Arc<Class>,
     /// TSIG keys by name (lowercase, no final dot).
     keys: HashMap<String, Signer>,
@@ -146,6 +152,9 @@ struct Inner {
     /// without policies): the query path then does exactly what it did
     /// before policies existed.
     on: AtomicBool,
+    /// False while no network is blacklisted: then the query path does
+    /// not look for the asker's network at all.
+    blocking: AtomicBool,
     /// The current rules, under the one key `()`: a lock-free cell.
     rules: papaya::HashMap<(), Arc<Rules>, FastHash>,
     /// Address of a registered instance -> its identity's class.
@@ -230,6 +239,7 @@ impl Askers {
                 registry: registry.clone(),
                 defaults,
                 on: AtomicBool::new(false),
+                blocking: AtomicBool::new(false),
                 rules: papaya::HashMap::with_hasher(FastHash::default()),
                 addresses: papaya::HashMap::with_hasher(FastHash::default()),
                 next_id: AtomicU32::new(1),
@@ -245,6 +255,21 @@ impl Askers {
     #[inline]
     pub fn is_on(&self) -> bool {
         self.inner.on.load(Ordering::Acquire)
+    }
+
+    /// Whether queries from `peer` are refused whatever they ask: its
+    /// address is in a blacklisted network. One atomic load while no
+    /// network is blacklisted; else one lookup per prefix length listed.
+    #[inline]
+    pub fn is_blocked(&self, peer: Option<IpAddr>) -> bool {
+        if !self.inner.blocking.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(ip) = peer else { return false };
+        let rules = self.inner.rules.pin();
+        rules
+            .get(&())
+            .is_some_and(|r| r.blacklisted.lookup(ip).is_some())
     }
 
     /// Whether the asker at `peer` may see `service`: one lookup for the
@@ -309,18 +334,13 @@ impl Askers {
             // A whole address: an instance's, else by client network.
             (Some(ip), None) => match addresses.get(&ip) {
                 Some(c) => c,
-                None => rules
-                    .networks
-                    .iter()
-                    .find(|(net, _)| net.contains(ip))
-                    .map_or(&rules.anonymous, |(_, c)| c),
+                None => rules.networks.lookup(ip).unwrap_or(&rules.anonymous),
             },
             // A subnet: a client network that holds all of it.
             (Some(ip), Some(prefix)) => rules
                 .networks
-                .iter()
-                .find(|(net, _)| net.prefix() <= prefix && net.contains(ip))
-                .map_or(&rules.anonymous, |(_, c)| c),
+                .lookup_subnet(ip, prefix)
+                .unwrap_or(&rules.anonymous),
             (None, _) => &rules.anonymous,
         };
         let visible = Self::verdict(rules, class, service);
@@ -398,9 +418,8 @@ impl Askers {
         match rules.get(&()) {
             Some(r) => r
                 .networks
-                .iter()
-                .find(|(net, _)| net.contains(ip))
-                .map_or(ClassKey::Anonymous, |(_, c)| c.key.clone()),
+                .lookup(ip)
+                .map_or(ClassKey::Anonymous, |c| c.key.clone()),
             None => ClassKey::Anonymous,
         }
     }
@@ -470,7 +489,10 @@ impl Askers {
             }
             client_grants.insert(c.name.clone(), grants_of(&c.policies));
         }
-        networks.sort_by_key(|n| std::cmp::Reverse(n.0.prefix()));
+        let networks = CidrTable::new(networks);
+        let blacklist = reg.blacklist();
+        let blacklisted = crate::core::blacklist::cidr_table(blacklist.iter().map(|b| &**b));
+        let blocking = !blacklisted.is_empty();
         let visibility = Visibility {
             defaults,
             intentions,
@@ -483,11 +505,13 @@ impl Askers {
             generation: w.generation,
             visibility,
             networks,
+            blacklisted,
             anonymous: Class::new(ClassKey::Anonymous, 0),
             keys,
         };
         self.inner.rules.pin().insert((), Arc::new(rules));
         self.inner.on.store(on, Ordering::Release);
+        self.inner.blocking.store(blocking, Ordering::Release);
     }
 
     fn next_id(&self) -> u32 {
@@ -664,6 +688,42 @@ mod tests {
         acl: DefaultPolicy::Allow,
         intentions: DefaultPolicy::Allow,
     };
+
+    #[test]
+    fn a_blacklisted_network_blocks_its_askers_and_its_registrations() {
+        use crate::core::{BlacklistEntry, BlacklistTarget, Cidr};
+        let (reg, askers, now) = setup(OPEN);
+        assert!(!askers.is_blocked(Some(ip("10.9.1.1"))));
+        let target = BlacklistTarget::Cidr(Cidr::parse("10.9.0.0/16").unwrap());
+        let entry = BlacklistEntry {
+            target: target.clone(),
+            reason: "scanning".into(),
+            created_at: 0,
+            expires_at: None,
+            index: 0,
+        };
+        acl(
+            &reg,
+            AclChange::Put(AclObject::Blacklist(Arc::new(entry))),
+            now,
+        );
+        assert!(askers.is_blocked(Some(ip("10.9.1.1"))));
+        assert!(askers.is_blocked(Some(ip("::ffff:10.9.1.1"))));
+        assert!(!askers.is_blocked(Some(ip("10.8.1.1"))));
+        assert!(!askers.is_blocked(None));
+        assert!(!askers.is_on(), "a blacklist is no read rule");
+        // The registry refuses an instance at an address in the network.
+        let mut spec = InstanceSpec::new(Address::parse("10.9.3.3").unwrap(), 80);
+        spec.ttl = Duration::from_secs(60);
+        let err = reg
+            .register(key("web"), InstanceId::new("w").unwrap(), spec, now)
+            .unwrap_err();
+        assert!(err.to_string().contains("scanning"), "{err}");
+        register(&reg, "web", "w", "10.8.3.3", now);
+        acl(&reg, AclChange::Delete(AclKey::Blacklist(target)), now);
+        assert!(!askers.is_blocked(Some(ip("10.9.1.1"))));
+        register(&reg, "web", "w2", "10.9.3.3", now);
+    }
 
     #[test]
     fn policy_is_off_until_something_restricts_someone() {

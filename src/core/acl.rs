@@ -222,6 +222,8 @@ pub enum AclKey {
     DnsClient(String),
     /// A TSIG key, by name.
     TsigKey(String),
+    /// A blacklist entry, by what it refuses.
+    Blacklist(super::blacklist::BlacklistTarget),
 }
 
 impl fmt::Display for AclKey {
@@ -236,6 +238,11 @@ impl fmt::Display for AclKey {
             AclKey::Intention(s, d) => write!(f, "intention:{s}->{d}"),
             AclKey::DnsClient(n) => write!(f, "dns-client:{n}"),
             AclKey::TsigKey(n) => write!(f, "tsig-key:{n}"),
+            AclKey::Blacklist(t) => match t {
+                super::BlacklistTarget::Service(s) => write!(f, "blacklist:service:{s}"),
+                super::BlacklistTarget::Instance(s, i) => write!(f, "blacklist:instance:{s}/{i}"),
+                super::BlacklistTarget::Cidr(c) => write!(f, "blacklist:cidr:{c}"),
+            },
         }
     }
 }
@@ -254,6 +261,7 @@ pub enum AclObject {
     Intention(Arc<super::intention::Intention>),
     DnsClient(Arc<super::intention::DnsClient>),
     TsigKey(Arc<super::tsig::TsigKey>),
+    Blacklist(Arc<super::blacklist::BlacklistEntry>),
 }
 
 impl AclObject {
@@ -267,6 +275,7 @@ impl AclObject {
                 | AclKey::TsigKey(_)
                 | AclKey::Policy(_)
                 | AclKey::Token(_)
+                | AclKey::Blacklist(_)
         )
     }
 
@@ -281,6 +290,7 @@ impl AclObject {
             AclObject::Intention(i) => AclKey::Intention(i.source.clone(), i.destination.clone()),
             AclObject::DnsClient(c) => AclKey::DnsClient(c.name.clone()),
             AclObject::TsigKey(k) => AclKey::TsigKey(k.name.clone()),
+            AclObject::Blacklist(b) => AclKey::Blacklist(b.target.clone()),
         }
     }
 
@@ -296,6 +306,7 @@ impl AclObject {
             AclObject::Intention(i) => i.index,
             AclObject::DnsClient(c) => c.index,
             AclObject::TsigKey(k) => k.index,
+            AclObject::Blacklist(b) => b.index,
         }
     }
 
@@ -342,6 +353,12 @@ impl AclObject {
                 index,
                 ..(**k).clone()
             })),
+            AclObject::Blacklist(b) => {
+                AclObject::Blacklist(Arc::new(super::blacklist::BlacklistEntry {
+                    index,
+                    ..(**b).clone()
+                }))
+            }
         }
     }
 
@@ -423,6 +440,7 @@ impl AclObject {
             }
             AclObject::Intention(i) => i.validate(),
             AclObject::TsigKey(k) => k.validate(),
+            AclObject::Blacklist(b) => b.validate(),
             AclObject::DnsClient(c) => {
                 c.validate()?;
                 for p in &c.policies {

@@ -120,6 +120,19 @@ impl Cidr {
         Ok(Cidr { addr, prefix })
     }
 
+    /// [`Cidr::parse`], also taking `10.0.0.0-8` for `10.0.0.0/8` (the
+    /// form that fits in one URL path segment or store key unescaped).
+    pub fn parse_path(raw: &str) -> Result<Cidr, String> {
+        match raw.rsplit_once('-') {
+            Some((addr, prefix)) if !raw.contains('/') => Cidr::parse(&format!("{addr}/{prefix}")),
+            _ => Cidr::parse(raw),
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
     pub fn prefix(&self) -> u8 {
         self.prefix
     }
@@ -134,6 +147,80 @@ impl Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Networks matched by longest prefix, as a table: for each prefix length
+/// present (longest first), a hash map of masked network -> value. A
+/// lookup costs one hash probe per distinct prefix length, whatever the
+/// number of networks (1,000 blacklisted networks of a few lengths are a
+/// few probes). Built whole when the networks change, then read only.
+#[derive(Clone, Debug)]
+pub struct CidrTable<T> {
+    /// (prefix length, IPv4?, masked network -> value), longest first.
+    levels: Vec<(
+        u8,
+        bool,
+        std::collections::HashMap<IpAddr, T, super::FastHash>,
+    )>,
+}
+
+impl<T> Default for CidrTable<T> {
+    fn default() -> Self {
+        Self { levels: Vec::new() }
+    }
+}
+
+impl<T> CidrTable<T> {
+    /// The table of `networks`; a network listed twice keeps its first value.
+    pub fn new(networks: impl IntoIterator<Item = (Cidr, T)>) -> Self {
+        let mut levels: Vec<(
+            u8,
+            bool,
+            std::collections::HashMap<IpAddr, T, super::FastHash>,
+        )> = Vec::new();
+        for (net, value) in networks {
+            let v4 = net.addr.is_ipv4();
+            let at = match levels
+                .iter()
+                .position(|(p, f, _)| *p == net.prefix && *f == v4)
+            {
+                Some(at) => at,
+                None => {
+                    levels.push((net.prefix, v4, Default::default()));
+                    levels.len() - 1
+                }
+            };
+            levels[at].2.entry(net.addr).or_insert(value);
+        }
+        levels.sort_by_key(|(p, _, _)| std::cmp::Reverse(*p));
+        Self { levels }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// The value of the longest network that holds `ip` (IPv4-mapped IPv6
+    /// counts as IPv4).
+    pub fn lookup(&self, ip: IpAddr) -> Option<&T> {
+        let ip = canonical(ip);
+        let v4 = ip.is_ipv4();
+        self.levels
+            .iter()
+            .filter(|(_, f, _)| *f == v4)
+            .find_map(|(p, _, nets)| nets.get(&mask(ip, *p)))
+    }
+
+    /// The value of the longest network that holds all of the subnet
+    /// `ip`/`prefix` (a network no longer than `prefix` that holds `ip`).
+    pub fn lookup_subnet(&self, ip: IpAddr, prefix: u8) -> Option<&T> {
+        let ip = canonical(ip);
+        let v4 = ip.is_ipv4();
+        self.levels
+            .iter()
+            .filter(|(p, f, _)| *f == v4 && *p <= prefix)
+            .find_map(|(p, _, nets)| nets.get(&mask(ip, *p)))
     }
 }
 
@@ -190,6 +277,48 @@ mod tests {
         assert!(Cidr::parse("127.0.0.0/33").is_err());
         assert!(Cidr::parse("nonsense").is_err());
         assert_eq!(Cidr::parse("fd00::/8").unwrap().to_string(), "fd00::/8");
+    }
+
+    #[test]
+    fn the_prefix_table_finds_the_longest_network() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let t = CidrTable::new(
+            [
+                ("10.0.0.0/8", 8),
+                ("10.1.0.0/16", 16),
+                ("10.1.2.0/24", 24),
+                ("10.1.2.0/24", 99),
+                ("0.0.0.0/0", 0),
+                ("fd00::/8", 108),
+                ("127.0.0.21/32", 32),
+            ]
+            .map(|(c, v)| (Cidr::parse(c).unwrap(), v)),
+        );
+        assert_eq!(t.lookup(ip("10.1.2.3")), Some(&24));
+        assert_eq!(t.lookup(ip("10.1.3.3")), Some(&16));
+        assert_eq!(t.lookup(ip("10.2.3.3")), Some(&8));
+        assert_eq!(t.lookup(ip("11.2.3.3")), Some(&0));
+        assert_eq!(t.lookup(ip("::ffff:127.0.0.21")), Some(&32));
+        assert_eq!(t.lookup(ip("fd12::1")), Some(&108));
+        assert_eq!(t.lookup(ip("fe80::1")), None);
+        assert!(CidrTable::<u8>::new([]).lookup(ip("10.1.2.3")).is_none());
+        // A subnet belongs to the longest network that holds all of it.
+        assert_eq!(t.lookup_subnet(ip("10.1.2.0"), 24), Some(&24));
+        assert_eq!(t.lookup_subnet(ip("10.1.0.0"), 20), Some(&16));
+        assert_eq!(t.lookup_subnet(ip("10.0.0.0"), 12), Some(&8));
+        assert_eq!(
+            t.lookup_subnet(ip("127.0.0.16"), 28),
+            Some(&0),
+            "not the /32 inside"
+        );
+        // A thousand networks of one length: still one probe per length.
+        let many = CidrTable::new((0..1000u32).map(|n| {
+            let c = format!("10.{}.{}.0/24", n / 256, n % 256);
+            (Cidr::parse(&c).unwrap(), n)
+        }));
+        assert_eq!(many.levels.len(), 1);
+        assert_eq!(many.lookup(ip("10.3.231.7")), Some(&999));
+        assert_eq!(many.lookup(ip("10.4.0.7")), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! (hickory, axum, tokio, sockets, files). Time enters as a `now` parameter.
 
 pub mod acl;
+pub mod blacklist;
 pub mod change;
 pub mod check;
 pub mod failover;
@@ -29,13 +30,14 @@ pub use acl::{
     ANONYMOUS, Access, AclChange, AclError, AclKey, AclObject, Bootstrap, Owner, Policy, Rules,
     Token, User,
 };
+pub use blacklist::{BlacklistEntry, BlacklistTarget};
 pub use change::{
     AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
     Outcome,
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
 pub use failover::FailoverPolicy;
-pub use intention::{Cidr, DnsClient, Intention, IntentionAction, Side};
+pub use intention::{Cidr, CidrTable, DnsClient, Intention, IntentionAction, Side};
 pub use kv::{KvChange, KvEntry, KvKey};
 pub use labels::{CheckName, Datacenter, InstanceId, NameError, ServiceName, VersionSelector};
 pub use model::{

@@ -188,6 +188,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             RegistryError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            RegistryError::Blacklisted { .. } => ApiError::Forbidden(e.to_string()),
             RegistryError::Quota { .. } => ApiError::TooManyRequests(e.to_string()),
             RegistryError::Acl(ref a) => match a {
                 crate::core::AclError::Invalid(_) | crate::core::AclError::UnknownPolicy(_) => {

@@ -25,6 +25,7 @@ mod console;
 mod error;
 mod events;
 pub use events::{EncodedChanges, Json as EventsJson};
+mod blacklist;
 mod federation;
 mod hyper_errors;
 mod intentions;
@@ -301,6 +302,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/intentions/{source}/{destination}", true),
     route("PUT", "/v1/intentions/{source}/{destination}", true),
     route("DELETE", "/v1/intentions/{source}/{destination}", true),
+    route("GET", "/v1/blacklist", true),
+    route("PUT", "/v1/blacklist/services/{service}", true),
+    route("DELETE", "/v1/blacklist/services/{service}", true),
+    route("PUT", "/v1/blacklist/instances/{service}/{id}", true),
+    route("DELETE", "/v1/blacklist/instances/{service}/{id}", true),
+    route("PUT", "/v1/blacklist/cidrs/{cidr}", true),
+    route("DELETE", "/v1/blacklist/cidrs/{cidr}", true),
     route("GET", "/v1/audit", false),
     route("POST", "/api/maxine/signin", false),
     route("PUT", "/api/maxine/change-password", true),
@@ -378,6 +386,15 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
         ("GET", "/v1/intentions/{source}/{destination}") => on(filter, intentions::get),
         ("PUT", "/v1/intentions/{source}/{destination}") => on(filter, intentions::put),
         ("DELETE", "/v1/intentions/{source}/{destination}") => on(filter, intentions::delete),
+        ("GET", "/v1/blacklist") => on(filter, blacklist::list),
+        ("PUT", "/v1/blacklist/services/{service}") => on(filter, blacklist::put_service),
+        ("DELETE", "/v1/blacklist/services/{service}") => on(filter, blacklist::delete_service),
+        ("PUT", "/v1/blacklist/instances/{service}/{id}") => on(filter, blacklist::put_instance),
+        ("DELETE", "/v1/blacklist/instances/{service}/{id}") => {
+            on(filter, blacklist::delete_instance)
+        }
+        ("PUT", "/v1/blacklist/cidrs/{cidr}") => on(filter, blacklist::put_cidr),
+        ("DELETE", "/v1/blacklist/cidrs/{cidr}") => on(filter, blacklist::delete_cidr),
         ("GET", "/v1/audit") => on(filter, acl::audit),
         ("POST", "/api/maxine/signin") => on(filter, acl::signin),
         ("PUT", "/api/maxine/change-password") => on(filter, acl::change_password),

@@ -80,6 +80,9 @@ pub fn document(domain: &str) -> Value {
     if let Value::Object(p) = policy_paths() {
         paths.extend(p);
     }
+    if let Value::Object(p) = blacklist_paths() {
+        paths.extend(p);
+    }
     if let Some(list) = paths
         .get_mut("/v1/services")
         .and_then(|p| p["get"]["parameters"].as_array_mut())
@@ -99,6 +102,9 @@ pub fn document(domain: &str) -> Value {
         schemas.extend(checks);
     }
     if let Value::Object(p) = policy_schemas() {
+        schemas.extend(p);
+    }
+    if let Value::Object(p) = blacklist_schemas() {
         schemas.extend(p);
     }
     // Any credential, or none (the anonymous token); operations that read
@@ -1755,6 +1761,115 @@ fn policy_paths() -> Value {
                     "503": unavailable()
                 }
             }
+        }
+    })
+}
+
+/// Blacklists: services, instances and networks Maxine refuses.
+fn blacklist_paths() -> Value {
+    let service = json!({
+        "name": "service", "in": "path", "required": true,
+        "description": "Service name (one DNS label).",
+        "schema": label_schema(ServiceName::MAX_LEN, "payments")
+    });
+    let id = json!({
+        "name": "id", "in": "path", "required": true,
+        "description": "Instance id (one DNS label).",
+        "schema": label_schema(InstanceId::MAX_LEN, "payments-1")
+    });
+    let cidr = json!({
+        "name": "cidr", "in": "path", "required": true,
+        "description": "A network in CIDR form with the host bits clear: `10.0.0.0/8` sent as `10.0.0.0%2F8`, or `10.0.0.0-8`.",
+        "schema": { "type": "string", "example": "10.0.0.0-8" }
+    });
+    let unavailable =
+        || error_response("The store could not make the change durable; it was undone");
+    let put = |what: &str, op: &str, params: Value| {
+        json!({
+            "summary": format!("Blacklist {what}: it cannot register, and what is registered leaves every DNS and API answer before the answer to this request. Optional ttl: the entry lifts itself then."),
+            "operationId": op,
+            "parameters": params,
+            "requestBody": json_body("BlacklistBody"),
+            "responses": {
+                "200": json_ok("The stored entry", "BlacklistEntry"),
+                "400": error_response("Malformed JSON, unknown field, no reason, a reason too long, a bad ttl, or a bad name or network"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden"),
+                "413": error_response("Body larger than the configured limit"),
+                "415": error_response("Body not sent as application/json"),
+                "503": unavailable()
+            }
+        })
+    };
+    let delete = |op: &str, params: Value| {
+        json!({
+            "summary": "Lift a blacklist entry.",
+            "operationId": op,
+            "parameters": params,
+            "responses": {
+                "200": json_ok("Removed; the index of the removal", "IndexOnly"),
+                "400": error_response("A bad name or network"),
+                "401": shared("Unauthorized"),
+                "403": shared("Forbidden"),
+                "404": error_response("No such entry"),
+                "503": unavailable()
+            }
+        })
+    };
+    json!({
+        "/v1/blacklist": { "get": {
+            "summary": "Every blacklist entry the caller may read (service:read on its service; acl:read for networks), with its expiry.",
+            "operationId": "listBlacklist",
+            "responses": {
+                "200": json_ok("The entries", "BlacklistList"),
+                "401": shared("Unauthorized")
+            }
+        } },
+        "/v1/blacklist/services/{service}": {
+            "put": put("a service (needs service:write on it)", "putBlacklistService", json!([service.clone()])),
+            "delete": delete("deleteBlacklistService", json!([service.clone()]))
+        },
+        "/v1/blacklist/instances/{service}/{id}": {
+            "put": put("one instance (needs service:write on its service)", "putBlacklistInstance", json!([service.clone(), id.clone()])),
+            "delete": delete("deleteBlacklistInstance", json!([service, id]))
+        },
+        "/v1/blacklist/cidrs/{cidr}": {
+            "put": put("a network; queries from it are also refused (needs acl:write)", "putBlacklistCidr", json!([cidr.clone()])),
+            "delete": delete("deleteBlacklistCidr", json!([cidr]))
+        }
+    })
+}
+
+fn blacklist_schemas() -> Value {
+    json!({
+        "BlacklistBody": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["reason"],
+            "properties": {
+                "reason": { "type": "string", "maxLength": crate::core::blacklist::MAX_REASON_LEN, "example": "compromised host" },
+                "ttl": { "type": "string", "description": "A duration (`10m`, `1h 30m`) or seconds, 1s to 366 days; none: until deleted.", "example": "10m" }
+            }
+        },
+        "BlacklistEntry": {
+            "type": "object",
+            "required": ["kind", "reason", "created_at", "expires_at", "expires_in_seconds", "index"],
+            "properties": {
+                "kind": { "type": "string", "enum": ["service", "instance", "cidr"] },
+                "service": { "type": "string" },
+                "id": { "type": "string" },
+                "cidr": { "type": "string" },
+                "reason": { "type": "string" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "expires_at": { "type": ["string", "null"], "format": "date-time" },
+                "expires_in_seconds": { "type": ["integer", "null"] },
+                "index": { "type": "integer" }
+            }
+        },
+        "BlacklistList": {
+            "type": "object",
+            "required": ["blacklist"],
+            "properties": { "blacklist": { "type": "array", "items": { "$ref": "#/components/schemas/BlacklistEntry" } } }
         }
     })
 }

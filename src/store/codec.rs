@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use crate::core::check::COMPAT_CHECK;
 use crate::core::{
-    AclObject, Address, Bootstrap, CheckKind, CheckName, CheckSpec, Cidr, CompatFields, Datacenter,
-    DnsClient, FastHash, Health, Instance, InstanceId, InstanceSpec, Intention, IntentionAction,
-    Owner, Policy, Restored, ServiceConfig, ServiceKey, ServiceName, Side, Strategy, Token, User,
+    AclObject, Address, BlacklistEntry, BlacklistTarget, Bootstrap, CheckKind, CheckName,
+    CheckSpec, Cidr, CompatFields, Datacenter, DnsClient, FastHash, Health, Instance, InstanceId,
+    InstanceSpec, Intention, IntentionAction, Owner, Policy, Restored, ServiceConfig, ServiceKey,
+    ServiceName, Side, Strategy, Token, User,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -120,11 +121,37 @@ enum Record<'a> {
         #[serde(borrow)]
         policies: Vec<Cow<'a, str>>,
     },
-    // Variants 12 to 15 are kept for the blacklist entries: placeholders
-    // here (postcard numbers variants by their order), never written.
-    Reserved12,
-    Reserved13,
-    Reserved14,
+    /// Variant 12: a blacklisted service (times in Unix milliseconds).
+    BlacklistService {
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+        created_at: u64,
+        expires_at: Option<u64>,
+    },
+    /// Variant 13: a blacklisted instance.
+    BlacklistInstance {
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+        created_at: u64,
+        expires_at: Option<u64>,
+    },
+    /// Variant 14: a blacklisted network, in CIDR form.
+    BlacklistCidr {
+        #[serde(borrow)]
+        cidr: Cow<'a, str>,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+        created_at: u64,
+        expires_at: Option<u64>,
+    },
+    // Variant 15 is kept for the blacklist entries: a placeholder
+    // (postcard numbers variants by their order), never written.
     Reserved15,
     /// Variant 16: a TSIG key; `token` is the accessor it is bound to.
     TsigKey {
@@ -137,6 +164,22 @@ enum Record<'a> {
         #[serde(borrow)]
         token: Cow<'a, str>,
     },
+}
+
+fn blacklist(
+    target: BlacklistTarget,
+    reason: Cow<'_, str>,
+    created_at: u64,
+    expires_at: Option<u64>,
+    index: u64,
+) -> AclObject {
+    AclObject::Blacklist(Arc::new(BlacklistEntry {
+        target,
+        reason: reason.into_owned(),
+        created_at,
+        expires_at,
+        index,
+    }))
 }
 
 /// One health check as defined (`core::CheckSpec`).
@@ -476,6 +519,31 @@ pub fn encode_acl(obj: &AclObject) -> Vec<u8> {
                 .map(|p| Cow::Borrowed(p.as_str()))
                 .collect(),
         },
+        AclObject::Blacklist(b) => {
+            let reason = Cow::Borrowed(b.reason.as_str());
+            let (created_at, expires_at) = (b.created_at, b.expires_at);
+            match &b.target {
+                BlacklistTarget::Service(service) => Record::BlacklistService {
+                    service: Cow::Borrowed(service.as_str()),
+                    reason,
+                    created_at,
+                    expires_at,
+                },
+                BlacklistTarget::Instance(service, id) => Record::BlacklistInstance {
+                    service: Cow::Borrowed(service.as_str()),
+                    id: Cow::Borrowed(id.as_str()),
+                    reason,
+                    created_at,
+                    expires_at,
+                },
+                BlacklistTarget::Cidr(c) => Record::BlacklistCidr {
+                    cidr: Cow::Owned(c.to_string()),
+                    reason,
+                    created_at,
+                    expires_at,
+                },
+            }
+        }
     };
     postcard::to_allocvec(&record).expect("encoding into a Vec cannot fail")
 }
@@ -618,7 +686,7 @@ impl Decoder {
                 description: description.into_owned(),
                 index,
             })),
-            Record::Reserved12 | Record::Reserved13 | Record::Reserved14 | Record::Reserved15 => {
+            Record::Reserved15 => {
                 return Err(invalid(&"a record variant kept for later (12 to 15)"));
             }
             Record::TsigKey {
@@ -647,6 +715,46 @@ impl Decoder {
                 policies: policies.into_iter().map(Cow::into_owned).collect(),
                 index,
             })),
+            Record::BlacklistService {
+                service,
+                reason,
+                created_at,
+                expires_at,
+            } => blacklist(
+                BlacklistTarget::Service(ServiceName::new(&service).map_err(|e| invalid(&e))?),
+                reason,
+                created_at,
+                expires_at,
+                index,
+            ),
+            Record::BlacklistInstance {
+                service,
+                id,
+                reason,
+                created_at,
+                expires_at,
+            } => blacklist(
+                BlacklistTarget::Instance(
+                    ServiceName::new(&service).map_err(|e| invalid(&e))?,
+                    InstanceId::new(&id).map_err(|e| invalid(&e))?,
+                ),
+                reason,
+                created_at,
+                expires_at,
+                index,
+            ),
+            Record::BlacklistCidr {
+                cidr,
+                reason,
+                created_at,
+                expires_at,
+            } => blacklist(
+                BlacklistTarget::Cidr(Cidr::parse(&cidr).map_err(|e| invalid(&e))?),
+                reason,
+                created_at,
+                expires_at,
+                index,
+            ),
         };
         obj.validate().map_err(|e| invalid(&e))?;
         Ok(Decoded::Acl(obj))
@@ -959,6 +1067,51 @@ mod tests {
             Decoded::Acl(back) => assert_eq!(back, obj),
             Decoded::Instance(_) => panic!("a TSIG key decoded as an instance"),
         }
+    }
+
+    #[test]
+    fn blacklist_entries_are_variants_12_13_and_14() {
+        let mut d = Decoder::default();
+        let web = ServiceName::new("web").unwrap();
+        for (target, variant) in [
+            (BlacklistTarget::Service(web.clone()), 12),
+            (
+                BlacklistTarget::Instance(web, InstanceId::new("web-1").unwrap()),
+                13,
+            ),
+            (
+                BlacklistTarget::Cidr(Cidr::parse("10.9.0.0/16").unwrap()),
+                14,
+            ),
+            (BlacklistTarget::Cidr(Cidr::parse("fd00::/8").unwrap()), 14),
+        ] {
+            for expires_at in [None, Some(1_800_000_000_000)] {
+                let obj = AclObject::Blacklist(Arc::new(BlacklistEntry {
+                    target: target.clone(),
+                    reason: "compromised".into(),
+                    created_at: 1_700_000_000_000,
+                    expires_at,
+                    index: 21,
+                }));
+                let bytes = encode_acl(&obj);
+                assert_eq!(bytes[0], variant);
+                match d.decode_any(21, &bytes).unwrap() {
+                    Decoded::Acl(back) => assert_eq!(back, obj),
+                    Decoded::Instance(_) => panic!("a blacklist entry decoded as an instance"),
+                }
+            }
+        }
+        // Host bits set are damage, not a network.
+        let bad = Record::BlacklistCidr {
+            cidr: "10.9.0.1/16".into(),
+            reason: "".into(),
+            created_at: 0,
+            expires_at: None,
+        };
+        assert!(
+            d.decode_any(3, &postcard::to_allocvec(&bad).unwrap())
+                .is_err()
+        );
     }
 
     #[test]

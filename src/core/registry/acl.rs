@@ -32,6 +32,16 @@ pub(super) struct AclMaps {
     /// The anonymous token until an operator changes it (one copy: every
     /// request without a credential reads it).
     anonymous: Arc<Token>,
+    /// The blacklist entries, and the networks among them (copies of
+    /// those objects, so that a registration and the expiry driver read
+    /// them without scanning every object).
+    blacklist: papaya::HashMap<
+        crate::core::BlacklistTarget,
+        Arc<crate::core::BlacklistEntry>,
+        super::FastHash,
+    >,
+    blacklisted_cidrs:
+        papaya::HashMap<crate::core::Cidr, Arc<crate::core::BlacklistEntry>, super::FastHash>,
 }
 
 impl AclMaps {
@@ -43,6 +53,8 @@ impl AclMaps {
             index: Default::default(),
             builtins: builtin_policies().into_iter().map(Arc::new).collect(),
             anonymous: Arc::new(Token::anonymous()),
+            blacklist: papaya::HashMap::with_hasher(Default::default()),
+            blacklisted_cidrs: papaya::HashMap::with_hasher(Default::default()),
         }
     }
 }
@@ -125,6 +137,46 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
         all
+    }
+
+    /// Every blacklist entry, in key order.
+    pub fn blacklist(&self) -> Vec<Arc<crate::core::BlacklistEntry>> {
+        let mut all: Vec<_> = self.inner.acl.blacklist.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.target.cmp(&b.target));
+        all
+    }
+
+    /// The blacklist entry that refuses registering instance `id` of
+    /// `service` at `addresses`, if one does: two lookups, and a scan of
+    /// the blacklisted networks when there are any.
+    pub fn blacklisted(
+        &self,
+        service: &crate::core::ServiceName,
+        id: &crate::core::InstanceId,
+        addresses: &[std::net::IpAddr],
+    ) -> Option<Arc<crate::core::BlacklistEntry>> {
+        use crate::core::BlacklistTarget as T;
+        let blacklist = self.inner.acl.blacklist.pin();
+        if blacklist.is_empty() {
+            return None;
+        }
+        for key in [
+            T::Service(service.clone()),
+            T::Instance(service.clone(), id.clone()),
+        ] {
+            if let Some(b) = blacklist.get(&key) {
+                return Some(b.clone());
+            }
+        }
+        let cidrs = self.inner.acl.blacklisted_cidrs.pin();
+        if cidrs.is_empty() || addresses.is_empty() {
+            return None;
+        }
+        cidrs
+            .iter()
+            .filter(|(c, _)| addresses.iter().any(|ip| c.contains(*ip)))
+            .max_by_key(|(c, _)| c.prefix())
+            .map(|(_, b)| b.clone())
     }
 
     /// Every DNS client network, by name.
@@ -384,7 +436,29 @@ impl Registry {
         let objects = self.inner.acl.objects.pin();
         let by_secret = self.inner.acl.by_secret.pin();
         let by_accessor = self.inner.acl.by_accessor.pin();
+        let cidrs = self.inner.acl.blacklisted_cidrs.pin();
+        let blacklist = self.inner.acl.blacklist.pin();
         for (key, value) in changes {
+            if let AclKey::Blacklist(target) = &key {
+                let cidr = match target {
+                    crate::core::BlacklistTarget::Cidr(c) => Some(c),
+                    _ => None,
+                };
+                match &value {
+                    Some(AclObject::Blacklist(b)) => {
+                        blacklist.insert(target.clone(), b.clone());
+                        if let Some(c) = cidr {
+                            cidrs.insert(*c, b.clone());
+                        }
+                    }
+                    _ => {
+                        blacklist.remove(target);
+                        if let Some(c) = cidr {
+                            cidrs.remove(c);
+                        }
+                    }
+                }
+            }
             if let Some(AclObject::Token(old)) = objects.get(&key) {
                 if by_secret
                     .get(&old.secret_hash)

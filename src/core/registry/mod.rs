@@ -71,6 +71,9 @@ pub enum RegistryError {
         "token {holder:?} may hold at most {limit} instances (its max_instances); deregister one first"
     )]
     Quota { limit: u32, holder: String },
+    /// A blacklist entry refuses the registration (docs/security.md).
+    #[error("refused by the blacklist entry for {entry}: {reason}")]
+    Blacklisted { entry: String, reason: String },
     #[error("instance {id:?} of service {service:?} is not registered")]
     NotFound { service: String, id: String },
     #[error("instance {id:?} of service {service:?} has no check {check:?}")]
@@ -640,6 +643,12 @@ impl Registry {
             Change::Register { key, id, mut spec } => {
                 if let Err(e) = spec.validate() {
                     return Decision::Refuse(e.into());
+                }
+                if let Some(b) = self.blacklisted(&key.service, &id, spec.address.addresses()) {
+                    return Decision::Refuse(RegistryError::Blacklisted {
+                        entry: b.target.to_string(),
+                        reason: b.reason.clone(),
+                    });
                 }
                 if w.datacenters
                     .iter()

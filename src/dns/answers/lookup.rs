@@ -236,6 +236,13 @@ impl ReadyAnswers {
             w.finish(req.edns, rcode::BADVERS_UPPER);
             return;
         }
+        // A blacklisted network is refused everything (one atomic load
+        // while no network is blacklisted).
+        if let Some(askers) = self.inner.askers.get()
+            && askers.is_blocked(ctx.peer)
+        {
+            return refuse_prohibited(out, req, flags, limit, "source network is blacklisted");
+        }
         let refuse = |out: &mut Vec<u8>, rcode: u8| {
             let w = ReplyWriter::start(out, req, Flags { rcode, ..flags }, limit);
             w.finish(req.edns, 0);
@@ -289,7 +296,7 @@ impl ReadyAnswers {
                 return w.finish_with(req.edns, 0, Some(PROHIBITED));
             }
             if !d.visible {
-                return refuse_prohibited(out, req, flags, limit);
+                return refuse_prohibited(out, req, flags, limit, PROHIBITED.1);
             }
             scope = d.scope;
         }
@@ -540,14 +547,14 @@ fn below_service<'g>(
 /// Error 18 "Prohibited" when the query has EDNS (docs/dns.md). Not
 /// NXDOMAIN: a recursor would cache that and hand it to askers who may
 /// see the name.
-fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize) {
+fn refuse_prohibited(out: &mut Vec<u8>, req: &Request<'_>, flags: Flags, limit: usize, why: &str) {
     let flags = Flags {
         aa: false,
         rcode: rcode::REFUSED,
         ..flags
     };
     let w = ReplyWriter::start(out, req, flags, limit);
-    w.finish_with(req.edns, 0, Some(PROHIBITED));
+    w.finish_with(req.edns, 0, Some((wire::ede::PROHIBITED, why)));
 }
 
 /// The Extended DNS Error of an answer policy does not allow.

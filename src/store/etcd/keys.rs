@@ -17,7 +17,7 @@
 //! range. Datacenter and service names are DNS labels (no `/`); an
 //! instance id is the rest of the key.
 
-use crate::core::{AclKey, Datacenter, InstanceId, ServiceKey, ServiceName};
+use crate::core::{AclKey, BlacklistTarget, Datacenter, InstanceId, ServiceKey, ServiceName};
 
 /// The key layout of one prefix.
 #[derive(Clone, Debug)]
@@ -81,6 +81,20 @@ impl Keys {
             AclKey::DnsClient(n) => format!("{}/r/a/dns-client/{n}", self.prefix),
             // Key names are DNS names: no '/'.
             AclKey::TsigKey(n) => format!("{}/r/a/tsig-key/{n}", self.prefix),
+            AclKey::Blacklist(t) => match t {
+                BlacklistTarget::Service(s) => {
+                    format!("{}/r/a/blacklist-service/{s}", self.prefix)
+                }
+                BlacklistTarget::Instance(s, i) => {
+                    format!("{}/r/a/blacklist-instance/{s}/{i}", self.prefix)
+                }
+                // The network as `10.0.0.0-8`: a key part holds no '/'.
+                BlacklistTarget::Cidr(c) => format!(
+                    "{}/r/a/blacklist-cidr/{}",
+                    self.prefix,
+                    c.to_string().replace('/', "-")
+                ),
+            },
         }
     }
 
@@ -142,6 +156,19 @@ impl Keys {
             "user" => AclKey::User(name),
             "dns-client" => AclKey::DnsClient(name),
             "tsig-key" => AclKey::TsigKey(name),
+            "blacklist-service" => {
+                AclKey::Blacklist(BlacklistTarget::Service(ServiceName::new(&name).ok()?))
+            }
+            "blacklist-instance" => {
+                let (s, i) = name.split_once('/')?;
+                AclKey::Blacklist(BlacklistTarget::Instance(
+                    ServiceName::new(s).ok()?,
+                    InstanceId::new(i).ok()?,
+                ))
+            }
+            "blacklist-cidr" => AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse_path(&name).ok()?,
+            )),
             "intention" => {
                 let (s, d) = name.split_once('/')?;
                 use crate::core::intention::Side;
@@ -194,6 +221,17 @@ mod tests {
             AclKey::User("u".into()),
             AclKey::Service(key.clone()),
             AclKey::Kv(crate::core::KvKey::new("app/payments/timeout").unwrap()),
+            AclKey::Blacklist(BlacklistTarget::Service(ServiceName::new("web").unwrap())),
+            AclKey::Blacklist(BlacklistTarget::Instance(
+                ServiceName::new("web").unwrap(),
+                InstanceId::new("web-1").unwrap(),
+            )),
+            AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse("10.9.0.0/16").unwrap(),
+            )),
+            AclKey::Blacklist(BlacklistTarget::Cidr(
+                crate::core::Cidr::parse("fd00::/8").unwrap(),
+            )),
         ] {
             assert_eq!(
                 keys.parse(keys.acl(&acl).as_bytes()),
