@@ -361,7 +361,15 @@ async fn register_as_each_sdk_sends_it_answers_the_fields_of_the_original() {
 async fn a_health_check_path_is_kept_and_shown_in_the_listings() {
     let (s, _dir) = server().await;
     let token = sign_in(&s, Sdk::Python).await;
+    // The path becomes an HTTP check on the instance: give it something
+    // that passes, or the instance may fail its check (and leave the
+    // listing of passing instances) before the listing is read.
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut body = registration(Sdk::Python);
+    body["port"] = json!(port);
     body["healthCheckPath"] = json!("/health");
     let r = register(&s, Sdk::Python, None, &body).await;
     assert_eq!(
