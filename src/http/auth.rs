@@ -244,23 +244,25 @@ impl Caller {
         match policy::decide(&self.grants, st.auth.default, resource, access) {
             Decision::Allow => Ok(()),
             Decision::Deny(missing) => {
-                let why = format!("{} lacks {missing}", self.label());
-                deny(
-                    st,
-                    self.actor.name(),
-                    self.client(),
-                    &self.method,
-                    &self.uri,
-                    "forbidden",
-                    &why,
-                );
-                Err(ApiError::Forbidden(why))
+                Err(self.forbidden(st, format!("{} lacks {missing}", self.label())))
             }
         }
     }
-}
 
-impl Caller {
+    /// A 403 for `why`, recorded in the audit log.
+    fn forbidden(&self, st: &HttpState, why: String) -> ApiError {
+        deny(
+            st,
+            self.actor.name(),
+            self.client(),
+            &self.method,
+            &self.uri,
+            "forbidden",
+            &why,
+        );
+        ApiError::Forbidden(why)
+    }
+
     /// 403 (audited) when an intention forbids this caller to discover
     /// `service` (docs/security.md, "Intentions"). The caller's identity is
     /// its credential's service identity; a caller without a credential
@@ -277,20 +279,9 @@ impl Caller {
             source.as_str(),
             service.as_str(),
         );
-        deny(
-            st,
-            self.actor.name(),
-            self.client(),
-            &self.method,
-            &self.uri,
-            "forbidden",
-            &why,
-        );
-        Err(ApiError::Forbidden(why))
+        Err(self.forbidden(st, why))
     }
-}
 
-impl Caller {
     /// Whether the intentions let this caller discover `service` (listings
     /// leave out what they do not).
     pub fn may_discover(&self, st: &HttpState, service: &ServiceName) -> bool {

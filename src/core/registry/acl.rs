@@ -122,19 +122,23 @@ impl Registry {
         all
     }
 
-    /// Every intention, by (source, destination).
-    pub fn intentions(&self) -> Vec<Arc<crate::core::Intention>> {
-        let mut all: Vec<_> = self
-            .inner
+    /// The stored objects `pick` takes, in no order (a scan of them all).
+    fn objects_of<T>(&self, pick: impl Fn(&AclObject) -> Option<Arc<T>>) -> Vec<Arc<T>> {
+        self.inner
             .acl
             .objects
             .pin()
             .values()
-            .filter_map(|o| match o {
-                AclObject::Intention(i) => Some(i.clone()),
-                _ => None,
-            })
-            .collect();
+            .filter_map(pick)
+            .collect()
+    }
+
+    /// Every intention, by (source, destination).
+    pub fn intentions(&self) -> Vec<Arc<crate::core::Intention>> {
+        let mut all = self.objects_of(|o| match o {
+            AclObject::Intention(i) => Some(i.clone()),
+            _ => None,
+        });
         all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
         all
     }
@@ -181,34 +185,20 @@ impl Registry {
 
     /// Every DNS client network, by name.
     pub fn dns_clients(&self) -> Vec<Arc<crate::core::DnsClient>> {
-        let mut all: Vec<_> = self
-            .inner
-            .acl
-            .objects
-            .pin()
-            .values()
-            .filter_map(|o| match o {
-                AclObject::DnsClient(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut all = self.objects_of(|o| match o {
+            AclObject::DnsClient(c) => Some(c.clone()),
+            _ => None,
+        });
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// Every TSIG key, by name.
     pub fn tsig_keys(&self) -> Vec<Arc<crate::core::TsigKey>> {
-        let mut all: Vec<_> = self
-            .inner
-            .acl
-            .objects
-            .pin()
-            .values()
-            .filter_map(|o| match o {
-                AclObject::TsigKey(k) => Some(k.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut all = self.objects_of(|o| match o {
+            AclObject::TsigKey(k) => Some(k.clone()),
+            _ => None,
+        });
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
