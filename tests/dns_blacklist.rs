@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::TestServer;
@@ -27,20 +26,7 @@ const GOOD: &str = "127.0.0.100";
 /// One UDP question (with EDNS) from `from`; the raw reply.
 async fn raw_from(s: &TestServer, from: &str, name: &str, rtype: RecordType) -> Vec<u8> {
     let q = common::query(name, rtype, Some((1232, 0)));
-    let src: IpAddr = from.parse().unwrap();
-    let sock = tokio::net::UdpSocket::bind(SocketAddr::new(src, 0))
-        .await
-        .expect("bind a loopback source address");
-    for _ in 0..3 {
-        sock.send_to(&q, s.dns_addr).await.unwrap();
-        let mut buf = vec![0u8; 65_535];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
-        {
-            return buf[..n].to_vec();
-        }
-    }
-    panic!("no reply to {name} {rtype} from {from}")
+    common::udp_from(s.dns_addr, from, &q).await
 }
 
 async fn ask_from(s: &TestServer, from: &str, name: &str, rtype: RecordType) -> Message {

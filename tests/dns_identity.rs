@@ -103,20 +103,7 @@ fn query_with_subnet(name: &str, subnet: Option<(u16, u8, &[u8])>) -> Vec<u8> {
 
 /// One UDP exchange from `from`; the raw reply.
 async fn exchange(s: &TestServer, from: &str, q: &[u8]) -> Vec<u8> {
-    let src: IpAddr = from.parse().unwrap();
-    let sock = tokio::net::UdpSocket::bind(SocketAddr::new(src, 0))
-        .await
-        .expect("bind a loopback source address");
-    for _ in 0..3 {
-        sock.send_to(q, s.dns_addr).await.unwrap();
-        let mut buf = vec![0u8; 65_535];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
-        {
-            return buf[..n].to_vec();
-        }
-    }
-    panic!("no reply from Maxine to {from}")
+    common::udp_from(s.dns_addr, from, q).await
 }
 
 /// `db.maxine.` A from `from` with `subnet`: the rcode, the addresses and

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use common::TestServer;
 use common::acl::{Cred, call};
@@ -31,20 +30,7 @@ async fn raw_from(
     edns: bool,
 ) -> Vec<u8> {
     let q = common::query(name, rtype, edns.then_some((1232, 0)));
-    let src: IpAddr = from.parse().unwrap();
-    let sock = tokio::net::UdpSocket::bind(SocketAddr::new(src, 0))
-        .await
-        .expect("bind a loopback source address");
-    for _ in 0..3 {
-        sock.send_to(&q, s.dns_addr).await.unwrap();
-        let mut buf = vec![0u8; 65_535];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
-        {
-            return buf[..n].to_vec();
-        }
-    }
-    panic!("no reply to {name} {rtype} from {from}")
+    common::udp_from(s.dns_addr, from, &q).await
 }
 
 async fn ask_from(s: &TestServer, from: &str, name: &str, rtype: RecordType) -> Message {

@@ -291,6 +291,27 @@ impl Drop for TestServer {
     }
 }
 
+/// Sends the DNS message `q` to `dns` over UDP from the address `from`
+/// (a 127.0.0.x an instance may be registered at), three tries of 1 s;
+/// the raw reply.
+pub async fn udp_from(dns: std::net::SocketAddr, from: &str, q: &[u8]) -> Vec<u8> {
+    let src: std::net::IpAddr = from.parse().expect("a source address");
+    let sock = tokio::net::UdpSocket::bind(std::net::SocketAddr::new(src, 0))
+        .await
+        .expect("bind a loopback source address");
+    for _ in 0..3 {
+        sock.send_to(q, dns).await.unwrap();
+        let mut buf = vec![0u8; 65_535];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), sock.recv_from(&mut buf)).await
+        {
+            buf.truncate(n);
+            return buf;
+        }
+    }
+    panic!("no reply from {dns} to {from}")
+}
+
 /// A query message: id 0x4d58, RD set, optional EDNS (udp size, version).
 pub fn query(name: &str, rtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> {
     let mut m = Message::query();
