@@ -21,7 +21,8 @@
 # SERVE_ARGS="..." adds arguments to `maxine serve` (e.g. --mqtt-url
 # mqtt://127.0.0.1:1883 to publish every change to a broker), and
 # SSE_CONSUMERS=N holds N event streams (`curl -N /v1/events`, on LOAD_CPU)
-# open during the runs, each reading every change.
+# open during the runs, each reading every change. HEARTBEATS=0 skips the
+# heartbeat part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -169,6 +170,7 @@ if rows:
           f"p99 {q(us, .99) / 1000:.2f} ms")
 PY
 fi
+if [ "${HEARTBEATS:-1}" = 0 ]; then exit 0; fi
 echo "== registering 10,000 instances for the heartbeat run"
 taskset -c "$load_cpu" wrk -t1 -c"$conns" -d2s -s "$work/hb-register.lua" "http://127.0.0.1:$port" >/dev/null
 echo "== heartbeats, $conns connections, ${secs}s"

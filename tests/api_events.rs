@@ -290,3 +290,81 @@ async fn key_value_changes_are_in_the_stream_in_index_order() {
     );
     s.stop().await;
 }
+
+/// Consumers that see everything are sent one shared encoding of each
+/// delivery: under a burst of concurrent registrations each of them, and a
+/// consumer that only starts reading after the burst, still gets every
+/// change exactly once and in index order, and a stream of one service
+/// (not shared) only its own.
+#[tokio::test]
+async fn consumers_sharing_deliveries_each_get_every_change_once_in_order() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let start = register(&s, "warmup", "w").await;
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        readers.push(SseReader::open(&s, "", Some(start)).await);
+    }
+    let late = SseReader::open(&s, "", Some(start)).await;
+    let mut one = SseReader::open(&s, &format!("?service=svc3&since={start}"), None).await;
+
+    const WRITERS: usize = 8;
+    const EACH: usize = 40;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                register(&s, &format!("svc{w}"), &format!("i{n}")).await;
+            }
+        }));
+    }
+    // Read while the burst goes on.
+    let read_all = |mut r: SseReader| async move {
+        let mut seen = Vec::new();
+        while seen.len() < WRITERS * EACH {
+            let e = r.next().await;
+            assert_eq!(e.event, "change", "{e:?}");
+            seen.push((
+                e.id.unwrap(),
+                format!(
+                    "{}/{}",
+                    e.data["service"].as_str().unwrap(),
+                    e.data["id"].as_str().unwrap()
+                ),
+            ));
+        }
+        seen
+    };
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|r| tokio::spawn(read_all(r)))
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    all.push(read_all(late).await);
+    let mut want: Vec<String> = (0..WRITERS)
+        .flat_map(|w| (0..EACH).map(move |n| format!("svc{w}/i{n}")))
+        .collect();
+    want.sort();
+    for seen in &all {
+        assert!(
+            seen.windows(2).all(|p| p[0].0 < p[1].0),
+            "index order: {seen:?}"
+        );
+        let mut ids: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, want, "every change exactly once");
+        assert_eq!(seen, &all[0], "the same changes with the same indexes");
+    }
+    // The stream of one service: its 40 changes, nothing else.
+    for n in 0..EACH {
+        let e = one.next().await;
+        assert_eq!(e.data["service"], "svc3", "{e:?}");
+        assert_eq!(e.data["id"], format!("i{n}"));
+    }
+}

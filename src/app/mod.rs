@@ -594,6 +594,8 @@ impl App {
             ),
             traces: config.telemetry.otlp_endpoint.is_some(),
             encoded_changes: Default::default(),
+            event_write_interval: config.http.event_write_interval,
+            shared_deliveries: Default::default(),
             askers,
         });
         if let Some(m) = &config.mqtt {

@@ -563,6 +563,8 @@ pub struct HttpConfig {
     /// How long `/v1/ready` answers 503 before the listeners close at a
     /// shutdown; at most 10 minutes.
     pub drain_period: Duration,
+    /// The shortest time between two writes to one event stream; at most 1 s.
+    pub event_write_interval: Duration,
 }
 
 /// Where the registry is kept.
@@ -946,6 +948,12 @@ impl Config {
                 f.http.drain_period,
                 Duration::ZERO,
                 Duration::from_secs(600),
+            )?,
+            event_write_interval: between(
+                "http.event_write_interval",
+                f.http.event_write_interval,
+                Duration::ZERO,
+                Duration::from_secs(1),
             )?,
         };
         let reap = f.registry.reap_after.0;

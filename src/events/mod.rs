@@ -346,6 +346,27 @@ impl Subscription {
         self.kv.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// Waits until the feed has a change past this subscription's
+    /// position (returns at once when it has).
+    pub async fn ready(&mut self) {
+        loop {
+            self.rx.borrow_and_update();
+            if self.feed.index() >= self.next {
+                return;
+            }
+            // The sender lives as long as the feed, which this holds.
+            let _ = self.rx.changed().await;
+        }
+    }
+
+    /// Moves on to after `index`, as if the changes up to it had been
+    /// delivered (another subscription's delivery of the same changes
+    /// was passed on instead).
+    pub fn skip_to(&mut self, index: u64) {
+        self.next = self.next.max(index + 1);
+        self.from_start = false;
+    }
+
     /// The next delivery: waits for a change when there is none.
     pub async fn next(&mut self) -> Delivery {
         loop {

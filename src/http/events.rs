@@ -10,9 +10,11 @@
 //! ```
 //!
 //! A stream holds only its place in the feed: a consumer that does not
-//! read leaves its events in the feed's bounded ring, and the sender waits
-//! on the socket (at most [`QUEUED`] writes of [`CHUNK`] bytes per stream), so the
-//! server's memory stays bounded whatever consumers do. Resuming with the
+//! read leaves its events in the feed's bounded ring, and its connection
+//! waits on the socket with at most one delivery (in writes of at most
+//! [`CHUNK`] bytes), so the server's memory stays bounded whatever
+//! consumers do. Under a stream of changes each consumer is written at
+//! most once per `http.event_write_interval`. Resuming with the
 //! id of the last event seen delivers every later change exactly once.
 //! Streams end when the server stops.
 
@@ -37,12 +39,8 @@ use crate::core::{
     ServiceSnapshot,
 };
 use crate::events::{Delivery, SnapshotReason, Subscription};
-use crate::policy::Resource;
+use crate::policy::{self, Resource};
 use hyper::body::Bytes;
-
-/// Writes waiting for one slow consumer's socket, at most: each is one
-/// message, or several of one delivery up to [`CHUNK`] bytes.
-pub const QUEUED: usize = 4;
 
 /// The most bytes of several messages joined into one write (a single
 /// larger message, such as a snapshot, goes alone).
@@ -239,6 +237,65 @@ struct Follow {
     started: bool,
     /// The snapshot of a consumer from index 0, taken when it subscribed.
     first: Option<Delivery>,
+    /// The shortest time between two deliveries (`http.event_write_interval`).
+    interval: Duration,
+    /// When the last delivery was made: the next waits until
+    /// `interval` after it, and takes everything that came meanwhile.
+    last: Option<tokio::time::Instant>,
+    /// The consumer sees every change (no `?service=`, reads every
+    /// service and key): it takes [`SharedDeliveries`].
+    everything: bool,
+}
+
+/// What a consumer is sent next.
+enum Delivered {
+    /// Its own messages.
+    Own(Vec<Message>),
+    /// Messages every consumer that sees everything is sent alike.
+    Shared(Arc<SharedDelivery>),
+}
+
+impl Delivered {
+    fn messages(&self) -> &[Message] {
+        match self {
+            Delivered::Own(m) => m,
+            Delivered::Shared(d) => &d.messages,
+        }
+    }
+}
+
+/// The changes after one index as every consumer that sees everything is
+/// sent them: encoded and joined once, not once per consumer.
+pub struct SharedDelivery {
+    /// The first index wanted (the consumers' position + 1).
+    from: u64,
+    /// The index of the last change in it.
+    last: u64,
+    messages: Vec<Message>,
+    /// The SSE writes of `messages`, made by the first SSE stream that
+    /// sends them.
+    sse: std::sync::OnceLock<Vec<Bytes>>,
+}
+
+/// The latest [`SharedDelivery`]. Consumers that see everything are
+/// written at the same instants (multiples of `http.event_write_interval`
+/// since the API started), so under a stream of changes all of them that
+/// are caught up want the same changes at once: the first builds the
+/// delivery, the others take it.
+#[derive(Default)]
+pub struct SharedDeliveries {
+    latest: Mutex<Option<Arc<SharedDelivery>>>,
+}
+
+impl SharedDeliveries {
+    fn get(&self, from: u64) -> Option<Arc<SharedDelivery>> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        latest.as_ref().filter(|d| d.from == from).cloned()
+    }
+
+    fn put(&self, d: Arc<SharedDelivery>) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
 }
 
 impl Follow {
@@ -284,7 +341,68 @@ impl Follow {
     }
 
     /// The next messages (waits for a change when there is none).
-    async fn next(&mut self) -> Vec<Message> {
+    ///
+    /// Deliveries are paced: under a stream of changes a consumer gets
+    /// one write per `interval` holding every change since the last,
+    /// instead of a wake-up, a read of the feed and a system call per
+    /// change, which with a hundred consumers would cost more than the
+    /// registrations themselves. A change after a quiet spell goes out at
+    /// once. Dropping this future loses nothing (its place stays in `sub`).
+    async fn next(&mut self) -> Delivered {
+        if let Some(last) = self.last
+            && tokio::time::Instant::now() < last + self.interval
+        {
+            // The first write instant after the last write: the same
+            // for every consumer (see `SharedDeliveries`).
+            let epoch = self.st.started;
+            let step = self.interval.as_nanos();
+            let ticks = last.saturating_duration_since(epoch).as_nanos() / step + 1;
+            let at = epoch + Duration::from_nanos(u64::try_from(ticks * step).unwrap_or(u64::MAX));
+            tokio::time::sleep_until(at).await;
+        }
+        let delivered = if self.everything && self.first.is_none() {
+            self.take_shared().await
+        } else {
+            Delivered::Own(self.take().await)
+        };
+        if !self.interval.is_zero() {
+            self.last = Some(tokio::time::Instant::now());
+        }
+        delivered
+    }
+
+    /// The next changes of a consumer that sees everything: the shared
+    /// delivery from its position when there is one, else its own, shared.
+    async fn take_shared(&mut self) -> Delivered {
+        loop {
+            self.sub.ready().await;
+            let from = self.sub.position() + 1;
+            if let Some(d) = self.st.shared_deliveries.get(from) {
+                self.sub.skip_to(d.last);
+                self.started = true;
+                return Delivered::Shared(d);
+            }
+            let Some(delivery) = self.sub.try_next() else {
+                continue;
+            };
+            let snapshot = matches!(delivery, Delivery::Snapshot { .. });
+            self.first = Some(delivery);
+            let messages = self.take().await;
+            if snapshot || messages.is_empty() {
+                return Delivered::Own(messages);
+            }
+            let d = Arc::new(SharedDelivery {
+                from,
+                last: self.sub.position(),
+                messages,
+                sse: Default::default(),
+            });
+            self.st.shared_deliveries.put(d.clone());
+            return Delivered::Shared(d);
+        }
+    }
+
+    async fn take(&mut self) -> Vec<Message> {
         loop {
             let delivery = match self.first.take() {
                 Some(d) => d,
@@ -379,6 +497,7 @@ fn follow(
         caller.require(st, Resource::Service(s.as_str()), Access::Read)?;
     }
     let since = start(st, q, headers)?;
+    let everything = service.is_none() && policy::reads_everything(&caller.grants, st.auth.default);
     // From 0: the registry as it is, then what follows it (the feed
     // alone would skip the snapshot when it holds every change so far).
     let (sub, first) = if since == 0 {
@@ -399,6 +518,9 @@ fn follow(
         service,
         started: false,
         first,
+        interval: st.event_write_interval,
+        last: None,
+        everything,
     })
 }
 
@@ -409,63 +531,15 @@ pub async fn sse(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let mut f = follow(&st, caller, &q, &headers)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(QUEUED);
-    let stop = st.streams_stop.clone();
-    tokio::spawn(async move {
+    let f = follow(&st, caller, &q, &headers)?;
+    let stream = SseStream {
+        f,
+        stop: st.streams_stop.clone(),
         // `retry:` asks clients to reconnect after a second.
-        if tx.send("retry: 1000\n\n".into()).await.is_err() {
-            return;
-        }
-        loop {
-            let messages = tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tx.closed() => return,
-                m = tokio::time::timeout(KEEP_ALIVE, f.next()) => m,
-            };
-            let Ok(messages) = messages else {
-                if tx.send(": keep-alive\n\n".into()).await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            // One write for the whole delivery: on a busy registry a
-            // delivery holds many changes, and each write to a socket
-            // costs a system call and a wake-up of the reader.
-            let mut end = false;
-            let mut chunks: Vec<Vec<Bytes>> = vec![Vec::new()];
-            let mut size = 0;
-            for m in messages {
-                end = matches!(m, Message::Resync { .. });
-                let frame = m.sse();
-                if size + frame.len() > CHUNK && size > 0 {
-                    chunks.push(Vec::new());
-                    size = 0;
-                }
-                size += frame.len();
-                if let Some(c) = chunks.last_mut() {
-                    c.push(frame);
-                }
-                if end {
-                    break;
-                }
-            }
-            for mut frames in chunks {
-                let chunk = match frames.len() {
-                    0 => continue,
-                    1 => frames.pop().unwrap_or_default(),
-                    _ => frames.concat().into(),
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = tx.send(chunk) => if r.is_err() { return },
-                }
-            }
-            if end {
-                return;
-            }
-        }
-    });
+        ready: vec![Bytes::from_static(b"retry: 1000\n\n")].into(),
+        ended: false,
+    };
+    let body = futures_util::stream::unfold(stream, SseStream::step);
     Ok((
         [
             (
@@ -474,27 +548,90 @@ pub async fn sse(
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        axum::body::Body::new(ChannelBody(rx)),
+        axum::body::Body::from_stream(body),
     )
         .into_response())
 }
 
-/// A streamed body fed by a bounded channel.
-struct ChannelBody(tokio::sync::mpsc::Receiver<hyper::body::Bytes>);
+/// One SSE stream's body, polled by its connection when the socket takes
+/// more: no task or queue of its own, so a consumer that does not read
+/// holds only its place in the feed and one write, whatever it falls
+/// behind, and a delivery costs one wake-up of the connection.
+struct SseStream {
+    f: Follow,
+    stop: tokio_util::sync::CancellationToken,
+    /// Writes of the last delivery not yet taken by the connection.
+    ready: std::collections::VecDeque<Bytes>,
+    /// A `resync` was sent: the stream ends after its writes.
+    ended: bool,
+}
 
-impl hyper::body::Body for ChannelBody {
-    type Data = hyper::body::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.get_mut()
-            .0
-            .poll_recv(cx)
-            .map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+impl SseStream {
+    async fn step(mut self) -> Option<(Result<Bytes, std::convert::Infallible>, Self)> {
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Some((Ok(chunk), self));
+            }
+            if self.ended {
+                return None;
+            }
+            let messages = tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                m = tokio::time::timeout(KEEP_ALIVE, self.f.next()) => m,
+            };
+            let Ok(delivered) = messages else {
+                return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
+            };
+            match delivered {
+                Delivered::Own(messages) => {
+                    self.ended = messages.iter().any(|m| matches!(m, Message::Resync { .. }));
+                    self.ready.extend(sse_writes(&messages));
+                }
+                Delivered::Shared(d) => {
+                    self.ready.extend(
+                        d.sse
+                            .get_or_init(|| sse_writes(&d.messages))
+                            .iter()
+                            .cloned(),
+                    );
+                }
+            }
+        }
     }
+}
+
+/// One write for a whole delivery, in pieces of at most [`CHUNK`] bytes
+/// (a larger message alone): each write to a socket costs a system call
+/// and a wake-up of the reader. Nothing after a `resync`.
+fn sse_writes(messages: &[Message]) -> Vec<Bytes> {
+    let mut writes = Vec::new();
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    for m in messages {
+        let frame = m.sse();
+        if size + frame.len() > CHUNK && size > 0 {
+            writes.extend(joined(&mut frames));
+            size = 0;
+        }
+        size += frame.len();
+        frames.push(frame);
+        if matches!(m, Message::Resync { .. }) {
+            break;
+        }
+    }
+    writes.extend(joined(&mut frames));
+    writes
+}
+
+/// `frames` as one write (none when empty), leaving `frames` empty.
+fn joined(frames: &mut Vec<Bytes>) -> Option<Bytes> {
+    let chunk = match frames.len() {
+        0 => None,
+        1 => frames.pop(),
+        _ => Some(frames.concat().into()),
+    };
+    frames.clear();
+    chunk
 }
 
 /// `GET /v1/events/ws`: the same messages over a WebSocket, one JSON text
@@ -538,7 +675,7 @@ async fn ws_follow(
             m = f.next() => m,
         };
         // One message per change, written to the socket together.
-        for m in messages {
+        for m in messages.messages() {
             let end = matches!(m, Message::Resync { .. });
             if socket.feed(WsMessage::Text(m.ws())).await.is_err() {
                 return;

@@ -126,6 +126,11 @@ pub struct HttpShared {
     pub traces: bool,
     /// The latest changes as the event streams send them, encoded once.
     pub encoded_changes: events::EncodedChanges,
+    /// The shortest time between two writes to one event stream
+    /// (`http.event_write_interval`).
+    pub event_write_interval: std::time::Duration,
+    /// The latest delivery of the event streams that see everything.
+    pub shared_deliveries: events::SharedDeliveries,
     /// Who may find whom: the intentions the discovery routes apply.
     pub askers: crate::askers::Askers,
 }
@@ -186,6 +191,8 @@ impl HttpState {
             streams_stop: Default::default(),
             maxine_control: Default::default(),
             encoded_changes: Default::default(),
+            event_write_interval: std::time::Duration::ZERO,
+            shared_deliveries: Default::default(),
         })
     }
 }

@@ -227,5 +227,26 @@ pub fn decide(
     }
 }
 
+/// Whether `grants` may read every service and every key, whatever its
+/// name: no rule gives less than read, and the names no rule matches are
+/// read by the default or a catch-all (`""`) rule. What such a caller sees
+/// of the registry is the same as every other such caller's, which lets
+/// the event streams share one encoding of the changes between them.
+pub fn reads_everything(grants: &Grants, default: DefaultPolicy) -> bool {
+    let at_least_read = |a: &Access| *a >= Access::Read;
+    let rules = || grants.policies.iter().map(|p| &p.rules);
+    let no_less = rules().all(|r| {
+        r.service.values().all(at_least_read)
+            && r.service_prefix.values().all(at_least_read)
+            && r.key_prefix.values().all(at_least_read)
+    });
+    let default_reads = default == DefaultPolicy::Allow;
+    let every_service = default_reads
+        || grants.service.is_some()
+        || rules().any(|r| r.service_prefix.contains_key(""));
+    let every_key = default_reads || rules().any(|r| r.key_prefix.contains_key(""));
+    no_less && every_service && every_key
+}
+
 #[cfg(test)]
 mod tests;

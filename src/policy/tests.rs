@@ -242,3 +242,55 @@ fn rules_round_trip_through_json_and_refuse_unknown_resources() {
     assert!(serde_json::from_str::<Rules>(r#"{"services":{}}"#).is_err());
     assert!(serde_json::from_str::<Rules>(r#"{"acl":"admin"}"#).is_err());
 }
+
+#[test]
+fn reading_everything_needs_every_name_read_and_no_rule_below_read() {
+    // (policies, default, reads everything?)
+    let table: &[(&[&str], DefaultPolicy, bool)] = &[
+        (&[], DefAllow, true),
+        (&[], DefDeny, false),
+        (
+            &[r#"{"service_prefix":{"":"read"},"key_prefix":{"":"read"}}"#],
+            DefDeny,
+            true,
+        ),
+        (&[r#"{"service_prefix":{"":"write"}}"#], DefDeny, false), // keys: default deny
+        (&[r#"{"service":{"payments":"deny"}}"#], DefAllow, false),
+        (&[r#"{"key_prefix":{"secret/":"deny"}}"#], DefAllow, false),
+        (&[r#"{"service_prefix":{"pay":"write"}}"#], DefAllow, true),
+        (
+            &[
+                r#"{"service_prefix":{"":"read"},"key_prefix":{"":"read"}}"#,
+                r#"{"service_prefix":{"internal-":"deny"}}"#,
+            ],
+            DefDeny,
+            false,
+        ),
+    ];
+    for (policies, default, want) in table {
+        let g = grants(policies);
+        assert_eq!(
+            reads_everything(&g, *default),
+            *want,
+            "{policies:?} {default:?}"
+        );
+        // It agrees with the decision for names of every kind.
+        if *want {
+            for name in ["payments", "internal-db", "x"] {
+                assert_eq!(
+                    decide(&g, *default, Resource::Service(name), Read),
+                    Decision::Allow
+                );
+                assert_eq!(
+                    decide(&g, *default, Resource::Key(name), Read),
+                    Decision::Allow
+                );
+            }
+        }
+    }
+    // A workload identity reads every service, but keys only by the default.
+    let mut g = grants(&[]);
+    g.service = Some(ServiceName::new("payments").unwrap());
+    assert!(!reads_everything(&g, DefDeny));
+    assert!(reads_everything(&g, DefAllow));
+}
