@@ -158,7 +158,7 @@ settings! {
         /// On SIGTERM, /v1/ready answers 503 for this long while DNS and the API keep serving, then the listeners close (0 to 10m).
         drain_period: DurationValue = "5s", "MAXINE_DRAIN_PERIOD", flag;
         /// An event stream (GET /v1/events, /v1/events/ws) is written at most once per this long (0 to 1s); changes in between go into its next write. 0: each change at once.
-        event_write_interval: DurationValue = "10ms", "MAXINE_HTTP_EVENT_WRITE_INTERVAL";
+        event_write_interval: DurationValue = "50ms", "MAXINE_HTTP_EVENT_WRITE_INTERVAL";
     }
 
     /// The `[registry]` section.

@@ -44,7 +44,7 @@ use hyper::body::Bytes;
 
 /// The most bytes of several messages joined into one write (a single
 /// larger message, such as a snapshot, goes alone).
-const CHUNK: usize = 32 << 10;
+const CHUNK: usize = 256 << 10;
 
 /// A comment line sent when nothing else was for this long, so proxies
 /// and clients see the stream is alive.
