@@ -309,15 +309,49 @@ async fn consumers_sharing_deliveries_each_get_every_change_once_in_order() {
 
     const WRITERS: usize = 8;
     const EACH: usize = 40;
+    let registered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let s = s.clone();
+        let (s, registered) = (s.clone(), registered.clone());
         writers.push(tokio::spawn(async move {
+            let mut made = Vec::new();
             for n in 0..EACH {
-                register(&s, &format!("svc{w}"), &format!("i{n}")).await;
+                let id = format!("svc{w}/i{n}");
+                made.push((register(&s, &format!("svc{w}"), &format!("i{n}")).await, id));
+                registered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-        }));
+            made
+        }))
     }
+    // A consumer that connects in the middle of the burst, from a
+    // snapshot: at another position than the others.
+    let mid = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            while registered.load(std::sync::atomic::Ordering::Relaxed) < WRITERS * EACH / 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut r = SseReader::open(&s, "", None).await;
+            let snap = r.next().await;
+            assert_eq!(snap.event, "snapshot");
+            let mut seen = Vec::new();
+            // Each writer's last registration is its latest change: once
+            // all of them are in, everything after the snapshot is.
+            let mut lasts = 0;
+            while lasts < WRITERS {
+                let e = r.next().await;
+                assert_eq!(e.event, "change", "{e:?}");
+                let id = format!(
+                    "{}/{}",
+                    e.data["service"].as_str().unwrap(),
+                    e.data["id"].as_str().unwrap()
+                );
+                lasts += usize::from(id.ends_with(&format!("/i{}", EACH - 1)));
+                seen.push((e.id.unwrap(), id));
+            }
+            (snap.id.unwrap(), seen)
+        })
+    };
     // Read while the burst goes on.
     let read_all = |mut r: SseReader| async move {
         let mut seen = Vec::new();
@@ -339,8 +373,9 @@ async fn consumers_sharing_deliveries_each_get_every_change_once_in_order() {
         .into_iter()
         .map(|r| tokio::spawn(read_all(r)))
         .collect();
+    let mut made = Vec::new();
     for w in writers {
-        w.await.unwrap();
+        made.extend(w.await.unwrap());
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -361,6 +396,13 @@ async fn consumers_sharing_deliveries_each_get_every_change_once_in_order() {
         assert_eq!(ids, want, "every change exactly once");
         assert_eq!(seen, &all[0], "the same changes with the same indexes");
     }
+    let (snapshot, seen) = mid.await.unwrap();
+    let mut after: Vec<(u64, String)> = made.into_iter().filter(|(i, _)| *i > snapshot).collect();
+    after.sort();
+    assert_eq!(
+        seen, after,
+        "after its snapshot, every change once and in order"
+    );
     // The stream of one service: its 40 changes, nothing else.
     for n in 0..EACH {
         let e = one.next().await;

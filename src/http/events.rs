@@ -251,15 +251,17 @@ struct Follow {
 enum Delivered {
     /// Its own messages.
     Own(Vec<Message>),
-    /// Messages every consumer that sees everything is sent alike.
-    Shared(Arc<SharedDelivery>),
+    /// Messages every consumer that sees everything is sent alike, from
+    /// the one at this position on (the consumer already had those
+    /// before it).
+    Shared(Arc<SharedDelivery>, usize),
 }
 
 impl Delivered {
     fn messages(&self) -> &[Message] {
         match self {
             Delivered::Own(m) => m,
-            Delivered::Shared(d) => &d.messages,
+            Delivered::Shared(d, skip) => &d.messages[*skip..],
         }
     }
 }
@@ -288,9 +290,19 @@ pub struct SharedDeliveries {
 }
 
 impl SharedDeliveries {
-    fn get(&self, from: u64) -> Option<Arc<SharedDelivery>> {
+    /// The latest delivery if it holds the change at `from` and has
+    /// nothing before that the consumer lacks, with the position in it of
+    /// the first message from `from` on. A consumer that takes a delivery
+    /// in its middle (it connected, or last took one, at another moment)
+    /// ends where every other taker ends: from then on they are at the
+    /// same position at the same instants.
+    fn get(&self, from: u64) -> Option<(Arc<SharedDelivery>, usize)> {
         let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        latest.as_ref().filter(|d| d.from == from).cloned()
+        let d = latest
+            .as_ref()
+            .filter(|d| d.from <= from && from <= d.last)?;
+        let skip = d.messages.partition_point(|m| m.index() < from);
+        (skip < d.messages.len()).then(|| (d.clone(), skip))
     }
 
     fn put(&self, d: Arc<SharedDelivery>) {
@@ -377,18 +389,28 @@ impl Follow {
         loop {
             self.sub.ready().await;
             let from = self.sub.position() + 1;
-            if let Some(d) = self.st.shared_deliveries.get(from) {
+            if let Some((d, skip)) = self.st.shared_deliveries.get(from) {
                 self.sub.skip_to(d.last);
                 self.started = true;
-                return Delivered::Shared(d);
+                return Delivered::Shared(d, skip);
             }
             let Some(delivery) = self.sub.try_next() else {
                 continue;
             };
-            let snapshot = matches!(delivery, Delivery::Snapshot { .. });
+            // A snapshot (or resync) is this consumer's alone, and so is a
+            // delivery coalesced for a consumer far behind: another taker
+            // would miss the changes it leaves out.
+            let own = matches!(
+                delivery,
+                Delivery::Snapshot { .. }
+                    | Delivery::Changes {
+                        coalesced: true,
+                        ..
+                    }
+            );
             self.first = Some(delivery);
             let messages = self.take().await;
-            if snapshot || messages.is_empty() {
+            if own || messages.is_empty() {
                 return Delivered::Own(messages);
             }
             let d = Arc::new(SharedDelivery {
@@ -398,7 +420,7 @@ impl Follow {
                 sse: Default::default(),
             });
             self.st.shared_deliveries.put(d.clone());
-            return Delivered::Shared(d);
+            return Delivered::Shared(d, 0);
         }
     }
 
@@ -587,7 +609,7 @@ impl SseStream {
                     self.ended = messages.iter().any(|m| matches!(m, Message::Resync { .. }));
                     self.ready.extend(sse_writes(&messages));
                 }
-                Delivered::Shared(d) => {
+                Delivered::Shared(d, 0) => {
                     self.ready.extend(
                         d.sse
                             .get_or_init(|| sse_writes(&d.messages))
@@ -595,6 +617,7 @@ impl SseStream {
                             .cloned(),
                     );
                 }
+                Delivered::Shared(d, skip) => self.ready.extend(sse_writes(&d.messages[skip..])),
             }
         }
     }
