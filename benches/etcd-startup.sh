@@ -7,7 +7,8 @@
 # One etcd member on loopback (start-up reads from one member however many
 # the cluster has; the figure says so), filled by examples/etcd_fill.rs
 # with the keys and values a node's proposer writes (the same encoding
-# function; 1M in about a minute instead of ten through the API). Then:
+# function; 1M in about a minute instead of ten through the API), PER_TXN
+# (128, the largest batch a node writes) keys per transaction. Then:
 #   (a) a node without local state starts: seconds until it answers DNS
 #       for the last instance filled, until /v1/ready answers 200, its RSS,
 #       and whether the API lists that instance's service in full;
@@ -16,6 +17,7 @@
 # The node's own log lines on the load (`ms`) are printed after each run.
 # Needs etcd (apt-get install etcd-server), curl and python3.
 # MAXINE_BIN=PATH / FILL_BIN=PATH run those binaries instead of building
+# (MAXINE_BIN="A B": each of them in turn on the same fill, for an A/B)
 # (cargo build --release --bin maxine --example etcd_fill). QUICK=1: 20,000
 # instances in 2,000 services, to check that it works. Every wait is
 # bounded (WAIT seconds, default 120); everything runs in a temporary
@@ -58,12 +60,12 @@ done
 [ "$healthy" = 1 ] || { echo "etcd did not start:" >&2; tail -5 "$work/etcd.log" >&2; exit 1; }
 
 echo "== filling one etcd member with $n instances in $services services"
-"$FILL_BIN" "127.0.0.1:$base" /bench "$n" "$services" 5000 | sed 's/^/  /'
+"$FILL_BIN" "127.0.0.1:$base" /bench "$n" "$services" "${PER_TXN:-128}" | sed 's/^/  /'
 echo "  etcd's database: $(du -sh "$work/etcd" | cut -f1)"
 
 python3 - "$MAXINE_BIN" "$work" "127.0.0.1:$base" "$n" "$services" "$wait_s" $((base + 2)) $((base + 3)) <<'PY'
 import http.client, os, re, signal, socket, subprocess, sys, time
-binary, work, endpoint = sys.argv[1], sys.argv[2], sys.argv[3]
+binaries, work, endpoint = sys.argv[1].split(), sys.argv[2], sys.argv[3]
 n, services, wait_s, http_port, dns_port = (int(a) for a in sys.argv[4:9])
 last = n - 1
 name = f"i{last}.s{last % services}.dc1.maxine."
@@ -72,7 +74,6 @@ query = b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
 for label in name.rstrip(".").split("."):
     query += bytes([len(label)]) + label.encode()
 query += b"\x00\x00\x01\x00\x01"
-data = os.path.join(work, "node")
 env = {k: v for k, v in os.environ.items() if not k.startswith("MAXINE_")}
 
 def ready():
@@ -96,12 +97,12 @@ def listed(service):
     body = r.read()
     return body.count(b'"id":') if r.status == 200 else 0
 
-def run(label):
+def run(binary, data, label):
     log = open(os.path.join(work, f"{label}.log"), "w")
     t0 = time.monotonic()
     p = subprocess.Popen([binary, "serve", "--data-dir", data, "--store", f"etcd://{endpoint}/bench",
                           "--http-addr", f"127.0.0.1:{http_port}", "--dns-addr", f"127.0.0.1:{dns_port}",
-                          "--log-level", "info"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+                          "--log-level", "info,maxine::store::etcd::sync=debug"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.02)
     t_dns = t_ready = None
@@ -135,26 +136,34 @@ def stop(p):
 def log_lines(label):
     text = open(os.path.join(work, f"{label}.log")).read()
     for line in text.splitlines():
-        if re.search(r"loaded the registry from etcd|restored the local snapshot|following the etcd cluster", line):
+        if re.search(r"the registry|restored the local snapshot|following the etcd cluster", line):
             print("    log:", re.sub(r"\x1b\[[0-9;]*m", "", line)[:220])
 
 expected = len(range(last % services, n, services))
-print(f"== (a) a node without local state, against one etcd member holding {n:,} instances")
-p, t_dns, t_ready, rss = run("fresh")
-got = listed(f"s{last % services}")
-print(f"  answering DNS for {name} after {t_dns:.2f} s, /v1/ready 200 after {t_ready:.2f} s, RSS {rss} MiB")
-print(f"  the API lists {got} of the {expected} instances of s{last % services}" + ("" if got == expected else "  <-- MISMATCH"))
-log_lines("fresh")
-stop(p)
-snap = os.path.join(data, "etcd", "registry.snapshot")
-size = os.path.getsize(snap) >> 20 if os.path.exists(snap) else None
-print(f"  stopped (SIGTERM): local snapshot {size} MiB" if size is not None else "  stopped: NO local snapshot")
-print(f"== (b) the same node restarted on its local snapshot and revision")
-p, t_dns2, t_ready2, rss2 = run("restart")
-print(f"  answering DNS after {t_dns2:.2f} s, /v1/ready 200 after {t_ready2:.2f} s, RSS {rss2} MiB")
-log_lines("restart")
-stop(p)
+summary = []
+for k, binary in enumerate(binaries):
+    data = os.path.join(work, f"node{k}")
+    who = f" [{binary}]" if len(binaries) > 1 else ""
+    print(f"== (a) a node without local state, against one etcd member holding {n:,} instances{who}")
+    p, t_dns, t_ready, rss = run(binary, data, f"fresh{k}")
+    got = listed(f"s{last % services}")
+    print(f"  answering DNS for {name} after {t_dns:.2f} s, /v1/ready 200 after {t_ready:.2f} s, RSS {rss} MiB")
+    print(f"  the API lists {got} of the {expected} instances of s{last % services}" + ("" if got == expected else "  <-- MISMATCH"))
+    log_lines(f"fresh{k}")
+    stop(p)
+    snap = os.path.join(data, "etcd", "registry.snapshot")
+    size = os.path.getsize(snap) >> 20 if os.path.exists(snap) else None
+    print(f"  stopped (SIGTERM): local snapshot {size} MiB" if size is not None else "  stopped: NO local snapshot")
+    print(f"== (b) the same node restarted on its local snapshot and revision{who}")
+    p, t_dns2, t_ready2, rss2 = run(binary, data, f"restart{k}")
+    print(f"  answering DNS after {t_dns2:.2f} s, /v1/ready 200 after {t_ready2:.2f} s, RSS {rss2} MiB")
+    log_lines(f"restart{k}")
+    stop(p)
+    summary.append((binary, t_dns, t_ready, rss, t_dns2, t_ready2, rss2))
 print(f"== summary ({n:,} instances in {services:,} services, one etcd member, loopback)")
-print(f"  no local state:   DNS {t_dns:.2f} s, ready {t_ready:.2f} s, RSS {rss} MiB")
-print(f"  local snapshot:   DNS {t_dns2:.2f} s, ready {t_ready2:.2f} s, RSS {rss2} MiB")
+for binary, t_dns, t_ready, rss, t_dns2, t_ready2, rss2 in summary:
+    if len(binaries) > 1:
+        print(f"  {binary}")
+    print(f"  no local state:   DNS {t_dns:.2f} s, ready {t_ready:.2f} s, RSS {rss} MiB")
+    print(f"  local snapshot:   DNS {t_dns2:.2f} s, ready {t_ready2:.2f} s, RSS {rss2} MiB")
 PY

@@ -7,9 +7,12 @@
 //! services `s<N % SERVICES>` of datacenter `dc1`, addresses `10.x.y.z`,
 //! port 8080, TTL 1 h.
 //!
-//!     cargo run --release --example etcd_fill -- HOST:PORT[,HOST:PORT] PREFIX N [SERVICES=10000] [PER_TXN=5000]
+//!     cargo run --release --example etcd_fill -- HOST:PORT[,HOST:PORT] PREFIX N [SERVICES=10000] [PER_TXN=128]
 //!
-//! PER_TXN must not exceed the members' `--max-txn-ops`.
+//! PER_TXN keys per transaction: 128 by default, the largest batch a node
+//! writes (`batch.rs`), so that as many values share one revision as in a
+//! cluster written through the API at full batches; at most the members'
+//! `--max-txn-ops`.
 
 use std::time::Instant;
 
@@ -23,14 +26,14 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         anyhow::bail!(
-            "usage: etcd_fill HOST:PORT[,HOST:PORT] PREFIX N [SERVICES=10000] [PER_TXN=5000]"
+            "usage: etcd_fill HOST:PORT[,HOST:PORT] PREFIX N [SERVICES=10000] [PER_TXN=128]"
         );
     }
     let endpoints: Vec<String> = args[0].split(',').map(String::from).collect();
     let prefix = &args[1];
     let n: usize = args[2].parse()?;
     let services: usize = args.get(3).map_or(Ok(10_000), |a| a.parse())?;
-    let per_txn: usize = args.get(4).map_or(Ok(5_000), |a| a.parse())?;
+    let per_txn: usize = args.get(4).map_or(Ok(128), |a| a.parse())?;
     let names = registrations::service_keys(services.max(1));
     let items = (0..n).map(move |i| {
         (

@@ -31,6 +31,7 @@ pub mod expiry;
 #[doc(hidden)]
 pub mod fill;
 mod keys;
+mod span;
 mod sync;
 
 use std::path::PathBuf;
