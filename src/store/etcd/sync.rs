@@ -11,9 +11,7 @@
 //!   page decoded on a blocking thread and handed to the restore while the
 //!   next one is read, and watches from there.
 //! - **Caught up** (`/v1/ready`): once the watch has applied the revision
-//!   etcd had when it started, or etcd's progress notification (asked for
-//!   after each message) says nothing older is still to come, or nothing
-//!   came for half a second.
+//!   etcd had when it started, or nothing came for half a second.
 //! - **Apply from the watch.** Events of one revision are applied together
 //!   with [`Registry::apply_mirrored`] at that revision; the proposers on
 //!   this node wait for it.
@@ -264,12 +262,10 @@ async fn watch(
         .map_err(|e| (from, e))?;
     let mut decoder = Decoder::default();
     // Caught up once the revision current at the watch's start is applied,
-    // or etcd says (a progress notification) that everything up to it was
-    // sent, or nothing came for a moment. The revision moves without
-    // events in this range (heartbeat summaries, leases), so the
-    // notification is asked for rather than waited for.
+    // or nothing came for a moment. (Not on etcd's progress notification:
+    // before 3.4.25 / 3.5.8 a member may send it ahead of events still to
+    // come, etcd issue 15220.)
     let mut target = u64::MAX;
-    let mut caught_up = false;
     loop {
         let idle = tokio::time::sleep(Duration::from_millis(500));
         let msg = tokio::select! {
@@ -278,7 +274,6 @@ async fn watch(
             _ = idle => {
                 if target != u64::MAX {
                     log.caught_up();
-                    caught_up = true;
                 }
                 continue;
             }
@@ -294,15 +289,8 @@ async fn watch(
         if resp.canceled() {
             return Ok(Resume::From(from));
         }
-        let revision = resp.header().map_or(0, |h| h.revision()) as u64;
         if resp.created() {
-            target = revision;
-        } else if !caught_up && target != u64::MAX && resp.events().is_empty() && revision >= target
-        {
-            // A progress notification: nothing of this range up to `revision`
-            // is still to come.
-            log.caught_up();
-            caught_up = true;
+            target = resp.header().map_or(0, |h| h.revision()) as u64;
         }
         // Events come in revision order; one revision's are applied together.
         let mut by_rev: BTreeMap<u64, Vec<Mirrored>> = BTreeMap::new();
@@ -354,12 +342,6 @@ async fn watch(
         }
         if from >= target {
             log.caught_up();
-            caught_up = true;
-        }
-        if !caught_up && target != u64::MAX {
-            // etcd answers only once this watch has sent what it had
-            // (asked again after each message until then).
-            stream.request_progress().await.map_err(|e| (from, e))?;
         }
     }
 }
@@ -402,13 +384,25 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
             .and_then(|s: Step| s.after(&from))
             .filter(|k| *k < end)
             .unwrap_or_else(|| end.clone());
-        let mut opts = GetOptions::new().with_range(to.clone()).with_limit(PAGE);
-        if revision > 0 {
-            opts = opts.with_revision(revision);
-        }
+        let opts = GetOptions::new().with_range(to.clone()).with_limit(PAGE);
         let mut kvc = kv.clone();
         let at = from.clone();
-        let reading = tokio::spawn(async move { kvc.get(at, Some(opts)).await });
+        let reading = tokio::spawn(async move {
+            if revision == 0 {
+                return kvc.get(at, Some(opts)).await;
+            }
+            // At the first read's revision, any member that has applied it
+            // answers the same: member-local (no consensus round per read),
+            // and from consensus only if this member is behind it.
+            let opts = opts.with_revision(revision);
+            match kvc
+                .get(at.clone(), Some(opts.clone().with_serializable()))
+                .await
+            {
+                Ok(r) => Ok(r),
+                Err(_) => kvc.get(at, Some(opts)).await,
+            }
+        });
         while decoding.front().is_some_and(|d| d.is_finished()) {
             let page = decoding.pop_front().expect("a finished page");
             sink.take(page.await.map_err(failed)?);
@@ -426,6 +420,7 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
             kvs.first().map(|kv| kv.key()),
             kvs.last().map(|kv| kv.key()),
             kvs.len(),
+            more,
             PAGE as usize,
         );
         let next = match kvs.last() {
