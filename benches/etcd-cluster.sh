@@ -14,10 +14,11 @@
 #      LAG_WRITERS (32) connections; check the rate reached), p50/p99;
 #   3. heartbeats/s through one node (10,000 instances, CONNECTIONS
 #      connections);
-#   4. start-up: STARTUP_INSTANCES instances in etcd (1000000 for the
-#      figure in docs/performance.md; the load takes minutes), then a node
-#      without local state starts: seconds until it answers DNS for them,
-#      and until /v1/ready.
+#   4. start-up: STARTUP_INSTANCES instances in etcd, registered through
+#      the API (minutes for many), then a node without local state starts:
+#      seconds until it answers DNS for them, and until /v1/ready. For a
+#      million, and for the restart from a node's local snapshot, use
+#      benches/etcd-startup.sh (fills etcd directly, in seconds).
 # Needs etcd, etcdctl (apt-get install etcd-server etcd-client), wrk and
 # python3. MAXINE_BIN=PATH runs that binary instead of building. Small
 # sizes (QUICK=1: 3 s runs, 2,000 start-up instances) check that it works.

@@ -12,6 +12,11 @@ use common::etcd::{EtcdCluster, skip_without_etcd};
 use common::process::ServerProcess;
 use serde_json::{Value, json};
 
+// The start-up benchmark's registrations (examples/etcd_fill.rs).
+#[path = "../benches/support/registrations.rs"]
+#[allow(dead_code)]
+mod registrations;
+
 /// Polls `check` every 50 ms for at most `secs` seconds.
 async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
@@ -897,4 +902,84 @@ async fn a_checks_deregister_critical_after_removal_is_made_once_by_the_expiry_l
         .collect();
     assert_eq!(reaped_by.len(), 1, "one node removed it: {reaped_by:?}");
     assert_eq!(Some(reaped_by[0]), expiry_leader(&c.nodes));
+}
+
+/// The start-up benchmark fills etcd without the API
+/// (`store::etcd::fill`, examples/etcd_fill.rs): a node must read exactly
+/// that back, and its proposer must find the keys where it writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmarks_bulk_fill_is_read_back_by_a_node_and_written_over_through_it() {
+    if skip_without_etcd() {
+        return;
+    }
+    let cluster = EtcdCluster::start(1).await;
+    let (n, services) = (200, 20);
+    let names = registrations::service_keys(services);
+    let items = (0..n).map(|i| {
+        (
+            names[i % services].clone(),
+            registrations::id(i),
+            registrations::spec(i, true, false),
+        )
+    });
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(String::from).collect();
+    // Several transactions of 64.
+    let rev = maxine::store::etcd::fill::fill(&endpoints, "fill", items, 64)
+        .await
+        .unwrap();
+    assert!(rev > 1, "written: revision {rev}");
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node("fill", dir.path(), &[]).await;
+    eventually(20, "the node is ready", || async {
+        http()
+            .get(format!("{}/v1/ready", node.base()))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let mut listed = 0;
+    for s in 0..services {
+        let r = http()
+            .get(format!("{}/v1/services/s{s}", node.base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "service s{s}");
+        let body: Value = r.json().await.unwrap();
+        for inst in body["instances"].as_array().unwrap() {
+            let i: usize = inst["id"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(i % services, s, "{inst}");
+            assert_eq!(inst["address"], registrations::ip(i), "{inst}");
+            assert_eq!(inst["port"], 8080, "{inst}");
+            let version = if i.is_multiple_of(10) {
+                "2.2.0"
+            } else {
+                "2.1.0"
+            };
+            assert_eq!(inst["version"], version, "{inst}");
+            assert_eq!(inst["tags"], json!(["bench"]), "{inst}");
+            assert_eq!(inst["metadata"]["zone"], format!("z{}", i % 4), "{inst}");
+            assert_eq!(inst["health"], "passing", "{inst}");
+            listed += 1;
+        }
+    }
+    assert_eq!(listed, n, "every filled instance is listed");
+    assert_eq!(
+        node.resolve_a("i199.s19.dc1.maxine.").await,
+        vec![registrations::ip(199)]
+    );
+    // The proposer's compares and writes land on the filled keys: a
+    // deregistration (compare: the key exists) and a new value.
+    assert_eq!(deregister(&node, "s0", "i0").await, 200);
+    assert_eq!(register(&node, "s1", "i1", "10.77.0.1", "1h").await, 200);
+    let s0 = instance_health(&node, "s0").await;
+    assert!(
+        !s0.contains_key("i0") && s0.len() == n / services - 1,
+        "{s0:?}"
+    );
+    assert_eq!(
+        node.resolve_a("i1.s1.dc1.maxine.").await,
+        vec!["10.77.0.1".to_string()]
+    );
 }

@@ -225,7 +225,7 @@ impl Registry {
         let w = self.lock();
         w.timers
             .first_key_value()
-            .map(|((ms, _), _)| self.inner.epoch + Duration::from_millis(*ms))
+            .map(|((ms, _, _), _)| self.inner.epoch + Duration::from_millis(*ms))
     }
 }
 
@@ -277,46 +277,36 @@ pub(super) fn due_ms(inst: &Instance, reap_ms: u64) -> u64 {
     }
 }
 
-/// Puts `inst` in the timer map at `at_ms`. Its index makes the key unique;
-/// should two values share one (restored from a store with a duplicate), the
-/// later one is looked at a millisecond later.
-pub(super) fn schedule(w: &mut WriteState, inst: &Arc<Instance>, mut at_ms: u64) {
-    while let Some(other) = w.timers.get(&(at_ms, inst.index)) {
-        if Arc::ptr_eq(other, inst) {
-            return;
-        }
-        at_ms += 1;
-    }
+/// Puts `inst` in the timer map at `at_ms` (see [`timer_key`]).
+pub(super) fn schedule(w: &mut WriteState, inst: &Arc<Instance>, at_ms: u64) {
     inst.timer_ms.store(at_ms, Ordering::Relaxed);
-    w.timers.insert((at_ms, inst.index), inst.clone());
+    w.timers.insert(timer_key(inst, at_ms), inst.clone());
+}
+
+/// An instance value's place in the timer map: its deadline, then its
+/// index, then the value's address. Values of a shared log share indexes
+/// (every value of one etcd transaction has its revision: thousands for a
+/// bulk write, a whole registry after a reload), so index alone does not
+/// keep keys unique; the address does, as the map holds the value.
+fn timer_key(inst: &Arc<Instance>, at_ms: u64) -> (u64, u64, usize) {
+    (at_ms, inst.index, Arc::as_ptr(inst) as usize)
 }
 
 /// Takes `inst` out of the timer map, if it is there.
 pub(super) fn unschedule(w: &mut WriteState, inst: &Arc<Instance>) {
-    let at = (inst.timer_ms.load(Ordering::Relaxed), inst.index);
-    if w.timers.get(&at).is_some_and(|t| Arc::ptr_eq(t, inst)) {
-        w.timers.remove(&at);
-    }
+    w.timers
+        .remove(&timer_key(inst, inst.timer_ms.load(Ordering::Relaxed)));
 }
 
 /// [`schedule`] for many values at once (a restore): a tree built in bulk
 /// has full nodes, where one built by random inserts has about 30% unused.
-pub(super) fn schedule_all(w: &mut WriteState, mut timers: Vec<(u64, Arc<Instance>)>) {
-    timers.sort_unstable_by_key(|(at, i)| (*at, i.index));
-    let mut bulk: Vec<((u64, u64), Arc<Instance>)> = Vec::with_capacity(timers.len());
-    let mut clashing = Vec::new();
-    for (at, inst) in timers {
-        let key = (at, inst.index);
-        if bulk.last().is_some_and(|(k, _)| *k == key) || w.timers.contains_key(&key) {
-            clashing.push((at, inst));
-        } else {
+pub(super) fn schedule_all(w: &mut WriteState, timers: Vec<(u64, Arc<Instance>)>) {
+    let mut built: BTreeMap<_, _> = timers
+        .into_iter()
+        .map(|(at, inst)| {
             inst.timer_ms.store(at, Ordering::Relaxed);
-            bulk.push((key, inst));
-        }
-    }
-    let mut built = BTreeMap::from_iter(bulk);
+            (timer_key(&inst, at), inst)
+        })
+        .collect();
     w.timers.append(&mut built);
-    for (at, inst) in clashing {
-        schedule(w, &inst, at);
-    }
 }

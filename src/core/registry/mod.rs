@@ -151,11 +151,12 @@ struct Inner {
 pub type HeartbeatSink = Arc<dyn Fn(&Arc<Instance>) + Send + Sync>;
 
 struct WriteState {
-    /// Timer map: (deadline in ms since the epoch, index) -> the instance
-    /// value to look at then. Exactly the current values are in it (each
-    /// knows its place: [`Instance::timer_ms`]), and the index keeps keys
-    /// unique: one pointer per instance, however deadlines spread.
-    timers: std::collections::BTreeMap<(u64, u64), Arc<Instance>>,
+    /// Timer map: (deadline in ms since the epoch, index, the value's
+    /// address) -> the instance value to look at then. Exactly the current
+    /// values are in it (each knows its place: [`Instance::timer_ms`]);
+    /// the address keeps keys unique where values share an index (a shared
+    /// log's revision): one pointer per instance, however deadlines spread.
+    timers: std::collections::BTreeMap<(u64, u64, usize), Arc<Instance>>,
     observers: Vec<Arc<dyn Observer>>,
     datacenters: BTreeSet<Datacenter>,
     /// Labels no service may take (they name static zone data).

@@ -181,6 +181,37 @@ fn restored_values_with_one_index_still_each_expire() {
     assert_eq!(r.expire(t0 + Duration::from_secs(11)), 2);
 }
 
+/// A shared log gives every value of one transaction its revision: a bulk
+/// write or a reload puts thousands of values at one index, restored or
+/// mirrored. Each keeps its own deadline (none is moved to make room for
+/// another) and each expires.
+#[test]
+fn thousands_of_values_at_one_index_keep_their_deadlines() {
+    let t0 = Instant::now();
+    let r = reg(t0);
+    let n = 2000;
+    let items = (0..n)
+        .map(|i| restored("pay", &format!("r{i}"), 7, Health::Passing))
+        .collect();
+    r.restore(items, 7, t0).unwrap();
+    let mirrored = (0..n)
+        .map(|i| Mirrored::Instance {
+            key: key("web"),
+            id: id(&format!("m{i}")),
+            value: Some(restored("web", &format!("m{i}"), 0, Health::Passing)),
+        })
+        .collect();
+    r.apply_mirrored(8, mirrored, t0).unwrap();
+    assert_eq!(r.lock().timers.len(), 2 * n);
+    let ttl = Duration::from_secs(10);
+    assert_eq!(r.expire(t0 + ttl - Duration::from_millis(1)), 0);
+    assert_eq!(
+        r.expire(t0 + ttl + Duration::from_millis(1)),
+        2 * n,
+        "every value at its own deadline"
+    );
+}
+
 #[test]
 fn ttl_expiry_turns_critical_then_reaps_and_heartbeats_postpone_it() {
     let t0 = Instant::now();

@@ -28,7 +28,10 @@
 mod audit;
 mod batch;
 pub mod expiry;
+#[doc(hidden)]
+pub mod fill;
 mod keys;
+mod span;
 mod sync;
 
 use std::path::PathBuf;
@@ -41,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{
-    AclChange, AclError, AclKey, AclObject, Applied, Change, Context, Health, Instance, KvChange,
-    Outcome, Registry, RegistryError, ServiceSnapshot, Version,
+    AclChange, AclError, AclKey, AclObject, Applied, Change, Context, Health, Instance, InstanceId,
+    InstanceSpec, KvChange, Outcome, Registry, RegistryError, ServiceKey, ServiceSnapshot, Version,
 };
 use crate::events::{ChangeFeed, Subscription};
 
@@ -400,17 +403,8 @@ impl EtcdLog {
                             return p;
                         }
                         spec.owner = ctx.actor.owner();
-                        let version = Version::from(std::mem::take(&mut spec.version));
-                        let inst = Instance::from_spec(
-                            &key,
-                            id.clone(),
-                            spec,
-                            version,
-                            Health::Passing,
-                            0,
-                            0,
-                        );
-                        p.put(keys.instance(&key, &id), codec::encode(&inst));
+                        let (k, value) = registration(keys, &key, &id, spec);
+                        p.put(k, value);
                     }
                     Change::Deregister { key, id } => {
                         let k = keys.instance(&key, &id);
@@ -856,6 +850,20 @@ impl Log for EtcdLog {
             )),
         }
     }
+}
+
+/// The etcd key and value a registration writes: the instance as the codec
+/// encodes it, passing (its index is the revision that writes it). The one
+/// place that makes them, for the proposer and for [`fill`].
+fn registration(
+    keys: &Keys,
+    key: &ServiceKey,
+    id: &InstanceId,
+    mut spec: InstanceSpec,
+) -> (String, Vec<u8>) {
+    let version = Version::from(std::mem::take(&mut spec.version));
+    let inst = Instance::from_spec(key, id.clone(), spec, version, Health::Passing, 0, 0);
+    (keys.instance(key, id), codec::encode(&inst))
 }
 
 /// The message of a store failure that clients see: it names no address.

@@ -3,11 +3,15 @@
 //! - **Start-up.** The node restores its local snapshot
 //!   (`<data_dir>/etcd/registry.snapshot`, the snapshot file format of
 //!   [`crate::store::snapshot`], taken at the revision it had applied), so
-//!   DNS answers at once; then it watches `<prefix>/r/` from the revision
-//!   after it. Without a local snapshot it reads the whole range at one
-//!   revision (paged, so a million instances are many small reads; each
-//!   page is decoded on a blocking thread while the next one is read) and
-//!   watches from there.
+//!   DNS answers at once (decoding on a helper thread beside the
+//!   restore); then it watches `<prefix>/r/` from the revision after it.
+//!   Without a local snapshot it reads the whole range at one revision, in
+//!   reads of about a page each ([`super::span`]: each read ends where its
+//!   keys should, as etcd counts every key up to a read's range end), each
+//!   page decoded on a blocking thread and handed to the restore while the
+//!   next one is read, and watches from there.
+//! - **Caught up** (`/v1/ready`): once the watch has applied the revision
+//!   etcd had when it started, or nothing came for half a second.
 //! - **Apply from the watch.** Events of one revision are applied together
 //!   with [`Registry::apply_mirrored`] at that revision; the proposers on
 //!   this node wait for it.
@@ -15,7 +19,7 @@
 //!   When etcd has compacted past it, the node reads the range again at one
 //!   revision and applies the difference to what it holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,13 +27,18 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{Target, range_end};
+use super::span::{self, Step};
 use super::{ClusterState, EtcdLog};
-use crate::core::{AclKey, AclObject, InstanceId, Mirrored, Registry, Restored, ServiceKey};
+use crate::core::{
+    AclKey, AclObject, InstanceId, Mirrored, Registry, Restored, Restorer, ServiceKey,
+};
 use crate::store::codec::{Decoded, Decoder};
 use crate::store::snapshot;
 
 /// Keys per read of a range load.
 const PAGE: i64 = 5_000;
+/// Instances per hand-over from decoding to the restore.
+const CHUNK: usize = 4096;
 /// The local snapshot's name in the state directory.
 const FILE: &str = "registry.snapshot";
 /// How often the local snapshot is written when something changed.
@@ -38,6 +47,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(15);
 /// Restores the local snapshot into `registry`; returns its revision (0:
 /// none, or unreadable, then the node loads from etcd).
 pub fn restore_local(registry: &Registry, dir: &Path) -> anyhow::Result<u64> {
+    let started = std::time::Instant::now();
     let path = dir.join(FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -52,30 +62,69 @@ pub fn restore_local(registry: &Registry, dir: &Path) -> anyhow::Result<u64> {
             return Ok(0);
         }
     };
-    let mut decoder = Decoder::default();
-    let mut items = Vec::new();
+    // Decoding (a helper thread) overlaps with building the instances
+    // (this one), as the file store's start-up does.
+    let mut restorer = registry.restorer(tokio::time::Instant::now().into_std());
     let mut acl = Vec::new();
-    for (index, record) in &snap.records {
-        match decoder.decode_any(*index, record) {
-            Ok(Decoded::Instance(r)) => items.push(r),
-            Ok(Decoded::Acl(o)) => acl.push(o),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e,
-                    "the local etcd snapshot holds a bad record: loading everything from etcd");
-                return Ok(0);
+    let mut n = 0usize;
+    let decoded = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Restored>>(8);
+        let records = &snap.records;
+        let acl = &mut acl;
+        let decoding = scope.spawn(move || {
+            let mut decoder = Decoder::default();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for (index, record) in records {
+                match decoder.decode_any(*index, record) {
+                    Ok(Decoded::Instance(r)) => {
+                        chunk.push(r);
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(full).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Ok(Decoded::Acl(o)) => acl.push(o),
+                    Err(e) => return Err(e),
+                }
+            }
+            let _ = tx.send(chunk);
+            Ok(())
+        });
+        let mut added = Ok(());
+        for chunk in rx {
+            for r in chunk {
+                n += 1;
+                if let Err(e) = restorer.add(r) {
+                    added = Err(e);
+                }
+            }
+            if added.is_err() {
+                break;
             }
         }
+        let decoded = decoding.join().unwrap_or_else(|_| {
+            Err(crate::store::codec::DecodeError::Format(
+                "decoding panicked".into(),
+            ))
+        });
+        (decoded, added)
+    });
+    match decoded {
+        (Err(e), _) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "the local etcd snapshot holds a bad record: loading everything from etcd");
+            return Ok(0);
+        }
+        (Ok(()), added) => added?,
     }
-    let n = items.len();
     registry.restore_acl(acl);
-    registry.restore(
-        items,
-        snap.last_index,
-        tokio::time::Instant::now().into_std(),
-    )?;
+    restorer.finish(snap.last_index)?;
     tracing::info!(
         instances = n,
         revision = snap.last_index,
+        ms = started.elapsed().as_millis() as u64,
         "restored the local snapshot: answering from it while catching up with etcd"
     );
     Ok(snap.last_index)
@@ -213,7 +262,9 @@ async fn watch(
         .map_err(|e| (from, e))?;
     let mut decoder = Decoder::default();
     // Caught up once the revision current at the watch's start is applied,
-    // or nothing came for a moment.
+    // or nothing came for a moment. (Not on etcd's progress notification:
+    // before 3.4.25 / 3.5.8 a member may send it ahead of events still to
+    // come, etcd issue 15220.)
     let mut target = u64::MAX;
     loop {
         let idle = tokio::time::sleep(Duration::from_millis(500));
@@ -302,60 +353,126 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
     let keys = &log.inner.keys;
     let start = keys.data();
     let end = range_end(&start);
-    let mut kv = client
+    let kv = client
         .kv_client()
         .max_decoding_message_size(super::MAX_MESSAGE);
-    // Pipelined: while page N is decoded on a blocking thread, page N + 1
-    // is already being read (its first key is known once page N arrives).
-    let mut decoding = Vec::new();
+    let reg = &log.inner.registry;
+    let now = tokio::time::Instant::now().into_std();
+    // Into an empty registry the pages go straight into a restore, as they
+    // are decoded; else they are collected to apply the difference.
+    let mut sink = Pages {
+        restorer: (reg.index() == 0).then(|| reg.restorer(now)),
+        items: Vec::new(),
+        acl: Vec::new(),
+        refused: None,
+    };
+    // Pipelined: while page N is read, the pages before it are decoded on
+    // blocking threads and, once decoded, handed to the restore in key
+    // order. Each read ends a step beyond its start, about a page's worth
+    // of keys (span.rs: etcd counts every key to a read's range end).
+    let mut decoding: VecDeque<tokio::task::JoinHandle<Page>> = VecDeque::new();
     let mut revision = 0i64;
     let mut from = start.into_bytes();
+    let mut step = None;
+    let (mut reads, mut read) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    let failed = |e: tokio::task::JoinError| {
+        etcd_client::Error::InvalidArgs(format!("reading the registry from etcd failed: {e}"))
+    };
     loop {
-        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-        if revision > 0 {
-            opts = opts.with_revision(revision);
+        let to = step
+            .and_then(|s: Step| s.after(&from))
+            .filter(|k| *k < end)
+            .unwrap_or_else(|| end.clone());
+        let opts = GetOptions::new().with_range(to.clone()).with_limit(PAGE);
+        let mut kvc = kv.clone();
+        let at = from.clone();
+        let reading = tokio::spawn(async move {
+            if revision == 0 {
+                return kvc.get(at, Some(opts)).await;
+            }
+            // At the first read's revision, any member that has applied it
+            // answers the same: member-local (no consensus round per read),
+            // and from consensus only if this member is behind it.
+            let opts = opts.with_revision(revision);
+            match kvc
+                .get(at.clone(), Some(opts.clone().with_serializable()))
+                .await
+            {
+                Ok(r) => Ok(r),
+                Err(_) => kvc.get(at, Some(opts)).await,
+            }
+        });
+        while decoding.front().is_some_and(|d| d.is_finished()) {
+            let page = decoding.pop_front().expect("a finished page");
+            sink.take(page.await.map_err(failed)?);
         }
-        let mut resp = kv.get(from.clone(), Some(opts)).await?;
+        let mut resp = reading.await.map_err(failed)??;
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
+        reads += 1;
         let more = resp.more();
         let kvs = resp.take_kvs();
+        read += kvs.len();
+        step = span::next(
+            step,
+            kvs.first().map(|kv| kv.key()),
+            kvs.last().map(|kv| kv.key()),
+            kvs.len(),
+            more,
+            PAGE as usize,
+        );
         let next = match kvs.last() {
             Some(last) if more => {
                 let mut k = last.key().to_vec();
                 k.push(0);
                 Some(k)
             }
+            _ if to != end => Some(to),
             _ => None,
         };
-        decoding.push(tokio::task::spawn_blocking(move || decode_page(kvs)));
+        if !kvs.is_empty() {
+            decoding.push_back(tokio::task::spawn_blocking(move || decode_page(kvs)));
+        }
         match next {
             Some(k) => from = k,
             None => break,
         }
     }
-    let mut items: Vec<Restored> = Vec::new();
-    let mut acl: Vec<AclObject> = Vec::new();
+    tracing::debug!(
+        keys = read,
+        reads,
+        revision,
+        ms = started.elapsed().as_millis() as u64,
+        "read the registry's range from etcd"
+    );
     for page in decoding {
-        let (i, a) = page.await.map_err(|e| {
-            etcd_client::Error::InvalidArgs(format!("decoding a page of the registry failed: {e}"))
-        })?;
-        if items.is_empty() {
-            items = i;
-        } else {
-            items.extend(i);
-        }
-        acl.extend(a);
+        sink.take(page.await.map_err(failed)?);
     }
     let revision = revision as u64;
-    let reg = &log.inner.registry;
-    let now = tokio::time::Instant::now().into_std();
-    if reg.index() == 0 {
+    let Pages {
+        restorer,
+        items,
+        acl,
+        refused,
+    } = sink;
+    if let Some(e) = refused {
+        tracing::error!(error = %e, "a value read from etcd has an impossible revision: skipped");
+    }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "decoded the registry read from etcd"
+    );
+    if let Some(restorer) = restorer {
         reg.restore_acl(acl);
-        if let Err(e) = reg.restore(items, revision, now) {
+        if let Err(e) = restorer.finish(revision) {
             tracing::error!(error = %e, "cannot restore the registry read from etcd");
         }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "restored the registry read from etcd"
+        );
         return Ok(revision);
     }
     if revision <= reg.index() {
@@ -422,9 +539,38 @@ async fn load(log: &EtcdLog, client: &Client) -> Result<u64, etcd_client::Error>
     Ok(revision)
 }
 
+/// A decoded page of a range load.
+type Page = (Vec<Restored>, Vec<AclObject>);
+
+/// Where the pages of a range load go: a restore, or a list to compare.
+struct Pages<'r> {
+    restorer: Option<Restorer<'r>>,
+    items: Vec<Restored>,
+    acl: Vec<AclObject>,
+    /// The first value the restore refused (an impossible revision).
+    refused: Option<crate::core::RegistryError>,
+}
+
+impl Pages<'_> {
+    fn take(&mut self, (items, acl): Page) {
+        self.acl.extend(acl);
+        match &mut self.restorer {
+            Some(r) => {
+                for item in items {
+                    if let Err(e) = r.add(item) {
+                        self.refused.get_or_insert(e);
+                    }
+                }
+            }
+            None if self.items.is_empty() => self.items = items,
+            None => self.items.extend(items),
+        }
+    }
+}
+
 /// Decodes one page of a range load: the instances and access-control
 /// objects in it (values that are not Maxine records are skipped).
-fn decode_page(kvs: Vec<etcd_client::KeyValue>) -> (Vec<Restored>, Vec<AclObject>) {
+fn decode_page(kvs: Vec<etcd_client::KeyValue>) -> Page {
     let mut decoder = Decoder::default();
     let mut items = Vec::with_capacity(kvs.len());
     let mut acl = Vec::new();
