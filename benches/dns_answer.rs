@@ -2,7 +2,8 @@
 //! Also the registry's own lookup and the cost of a change (new snapshot
 //! plus the service's DNS names rebuilt). Run: `cargo bench --bench dns_answer`.
 //! Data sets are built on first use, so a filter (`-- respond/A`) skips the
-//! 1M set when it is not needed.
+//! 1M set when it is not needed. `-- counters` compares the query path
+//! with and without the metrics counters.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -51,6 +52,35 @@ fn hot_path(c: &mut Criterion) {
                 b.iter(|| black_box(answers.respond(black_box(&q), &mut out, ctx)))
             });
         }
+    }
+    g.finish();
+}
+
+/// The metrics counters' share of the query path: a UDP worker answers and
+/// then counts the response in its own slot (`src/telemetry/dns_counters.rs`);
+/// with metrics off it only answers. Same data and queries as `respond/*/1k`.
+fn counters(c: &mut Criterion) {
+    let mut g = c.benchmark_group("counters");
+    let slot = maxine::telemetry::metrics::DnsCounters::default().udp_worker();
+    let cases = [
+        ("A", query("svc7.maxine.", types::A, false)),
+        ("SRV", query("_svc7._tcp.maxine.", types::SRV, true)),
+        ("NXDOMAIN", query("nothing-here.maxine.", types::A, false)),
+    ];
+    for (what, q) in cases {
+        let answers = &data(false).1;
+        let ctx = QueryContext::new(Some([127, 0, 0, 1].into()), Transport::Udp);
+        let mut out = Vec::with_capacity(4096);
+        g.bench_function(format!("{what}/off"), |b| {
+            b.iter(|| black_box(answers.respond(black_box(&q), &mut out, ctx)))
+        });
+        g.bench_function(format!("{what}/on"), |b| {
+            b.iter(|| {
+                let answered = answers.respond(black_box(&q), &mut out, ctx);
+                slot.answered(&out);
+                black_box(answered)
+            })
+        });
     }
     g.finish();
 }
@@ -121,5 +151,5 @@ fn registry(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, hot_path, strategies, registry);
+criterion_group!(benches, hot_path, counters, strategies, registry);
 criterion_main!(benches);
