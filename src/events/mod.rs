@@ -44,8 +44,8 @@ pub const MAX_BATCH: usize = 1_024;
 pub trait Encoding: Send + Sync + 'static {
     /// One change, as the `change` events of `GET /v1/events` (JSON).
     fn change(&self, event: &Event) -> Vec<u8>;
-    /// One instance, as the API shows it.
-    fn instance(&self, instance: &crate::core::Instance) -> serde_json::Value;
+    /// One instance, as the API shows it (a JSON object), written to `out`.
+    fn instance(&self, instance: &crate::core::Instance, out: &mut Vec<u8>);
 }
 
 /// The feed. Cloning copies one `Arc`.

@@ -177,14 +177,18 @@ impl EncodedChanges {
         {
             return c.clone();
         }
-        let body = change_json(st, e);
-        let data = body.to_string();
+        let data = change_json(st, e);
+        // The WebSocket message is the same object with its type first.
+        let ws = format!(
+            "{{\"type\":\"change\",{}",
+            data.strip_prefix('{').unwrap_or("}")
+        );
         let c = Arc::new(EncodedChange {
             index: e.index,
             key: e.key.clone(),
             id: e.id.clone(),
             sse: sse_frame(e.index, "change", &data),
-            ws: ws_text(e.index, "change", body),
+            ws: ws.into(),
             data,
         });
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
@@ -192,16 +196,27 @@ impl EncodedChanges {
     }
 }
 
-/// One change as a `change` event's data (and an MQTT event's payload).
-fn change_json(st: &HttpState, e: &Event) -> Value {
-    json!({
-        "index": e.index,
-        "kind": e.kind.as_str(),
-        "service": e.key.service.as_str(),
-        "datacenter": e.key.dc.as_str(),
-        "id": e.id.as_str(),
-        "instance": e.instance.as_deref().map(|i| view(st, i)),
-    })
+/// One change as a `change` event's data (and an MQTT event's payload),
+/// serialized straight from the registry's values.
+fn change_json(st: &HttpState, e: &Event) -> String {
+    #[derive(serde::Serialize)]
+    struct Change<'a> {
+        index: u64,
+        kind: &'a str,
+        service: &'a str,
+        datacenter: &'a str,
+        id: &'a str,
+        instance: Option<super::native::InstanceView<'a>>,
+    }
+    let change = Change {
+        index: e.index,
+        kind: e.kind.as_str(),
+        service: e.key.service.as_str(),
+        datacenter: e.key.dc.as_str(),
+        id: e.id.as_str(),
+        instance: e.instance.as_deref().map(|i| view(st, i)),
+    };
+    serde_json::to_string(&change).unwrap_or_default()
 }
 
 /// The streams' encoding, for consumers outside the API.
@@ -217,8 +232,8 @@ impl crate::events::Encoding for Json {
             .into_bytes()
     }
 
-    fn instance(&self, instance: &crate::core::Instance) -> Value {
-        serde_json::to_value(view(&self.0, instance)).unwrap_or(Value::Null)
+    fn instance(&self, instance: &crate::core::Instance, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, &view(&self.0, instance));
     }
 }
 

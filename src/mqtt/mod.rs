@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -358,20 +357,24 @@ impl Session<'_> {
                     self.retained.remove(key);
                     return Some((topic, true, Vec::new()));
                 };
-                let instances: Vec<_> = s
-                    .instances
-                    .values()
-                    .filter(|i| plan::healthy(&s, i))
-                    .map(|i| p.encoding.instance(i))
-                    .collect();
-                let payload = json!({
-                    "service": key.service.as_str(),
-                    "datacenter": key.dc.as_str(),
-                    "index": s.index,
-                    "instances": instances,
-                })
-                .to_string()
-                .into_bytes();
+                // Written straight out: a busy registry publishes a
+                // thousand sets a second, each with every healthy instance.
+                let mut payload = Vec::with_capacity(64 + 320 * s.instances.len());
+                payload.extend_from_slice(b"{\"service\":");
+                let _ = serde_json::to_writer(&mut payload, key.service.as_str());
+                payload.extend_from_slice(b",\"datacenter\":");
+                let _ = serde_json::to_writer(&mut payload, key.dc.as_str());
+                payload.extend_from_slice(
+                    format!(",\"index\":{},\"instances\":[", s.index).as_bytes(),
+                );
+                let healthy = s.instances.values().filter(|i| plan::healthy(&s, i));
+                for (n, i) in healthy.enumerate() {
+                    if n > 0 {
+                        payload.push(b',');
+                    }
+                    p.encoding.instance(i, &mut payload);
+                }
+                payload.extend_from_slice(b"]}");
                 if payload.len() + topic.len() > MAX_PACKET {
                     tracing::warn!(
                         topic,
