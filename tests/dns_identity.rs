@@ -511,6 +511,66 @@ async fn a_query_signed_with_a_tsig_key_is_asked_as_its_token() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     let gone = dig_signed(&s, STRANGER, Some(&format!("hmac-sha256:ops.key:{secret}"))).await;
     assert!(gone.contains("BADKEY"), "{gone}");
+
+    // A key signs as its token only while the token lives: BADKEY once the
+    // token expires, and once it is deleted.
+    for (name, token_body) in [
+        (
+            "brief.key",
+            json!({"policies": ["viewer"], "expires_in": "3s"}),
+        ),
+        ("deleted.key", json!({"policies": ["viewer"]})),
+    ] {
+        let token = call(
+            &s.http,
+            Method::POST,
+            &format!("{}/v1/acl/tokens", s.http_base()),
+            &admin,
+            Some(&token_body),
+        )
+        .await;
+        assert_eq!(token.status, 200, "{:?}", token.body);
+        let accessor = token.body["accessor"].as_str().unwrap().to_string();
+        let r = call(
+            &s.http,
+            Method::PUT,
+            &format!("{}/v1/acl/tsig-keys/{name}", s.http_base()),
+            &admin,
+            Some(&json!({"algorithm": "hmac-sha256", "secret": secret, "token": accessor})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let key = format!("hmac-sha256:{name}:{secret}");
+        let signed = dig_signed(&s, STRANGER, Some(&key)).await;
+        assert!(
+            signed.contains(DB) && !signed.contains("WARNING"),
+            "{name}: {signed}"
+        );
+        if name == "deleted.key" {
+            let r = call(
+                &s.http,
+                Method::DELETE,
+                &format!("{}/v1/acl/tokens/{accessor}", s.http_base()),
+                &admin,
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+        // Bounded: the token's 3 s, then a little.
+        let mut last = String::new();
+        for _ in 0..40 {
+            last = dig_signed(&s, STRANGER, Some(&key)).await;
+            if last.contains("BADKEY") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            last.contains("BADKEY") && !last.contains(DB),
+            "{name}: {last}"
+        );
+    }
     s.stop().await;
 }
 

@@ -136,6 +136,9 @@ struct Rules {
 pub struct Signer {
     pub signer: hickory_proto::rr::TSigner,
     pub class: Arc<Class>,
+    /// When the bound token expires (ms since the Unix epoch): from then
+    /// on the key signs for no one.
+    pub expires_at: Option<u64>,
 }
 
 /// The asker classes and their verdicts. Cloning copies one `Arc`.
@@ -347,9 +350,21 @@ impl Askers {
         Decision { visible, scope }
     }
 
-    /// The TSIG key `name` (lowercase, no final dot), if there is one.
+    /// The TSIG key `name` (lowercase, no final dot), if there is one and
+    /// its token has not expired.
     pub fn tsig_key(&self, name: &str) -> Option<Signer> {
-        self.inner.rules.pin().get(&())?.keys.get(name).cloned()
+        let key = self.inner.rules.pin().get(&())?.keys.get(name).cloned()?;
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(u64::MAX, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                })
+        };
+        match key.expires_at {
+            Some(at) if now_ms() >= at => None,
+            _ => Some(key),
+        }
     }
 
     /// Whether a query signed with `key` may see `service`.
@@ -460,12 +475,17 @@ impl Askers {
                 crate::core::acl::ANONYMOUS => Some(anonymous.clone()),
                 accessor => reg.token(accessor),
             };
-            let key = match token.as_ref().and_then(|t| t.service.clone()) {
+            // A key whose token was deleted signs for no one (BADKEY), as
+            // one whose token expired does from its expiry on.
+            let Some(token) = token else {
+                continue;
+            };
+            let expires_at = token.expires_at;
+            let key = match token.service.clone() {
                 Some(service) => ClassKey::Identity(Box::new([service])),
                 None => {
                     let name = format!("tsig-key:{}", k.name);
-                    let policies = token.map(|t| t.policies.clone()).unwrap_or_default();
-                    client_grants.insert(name.clone(), grants_of(&policies));
+                    client_grants.insert(name.clone(), grants_of(&token.policies));
                     ClassKey::Client(name)
                 }
             };
@@ -479,7 +499,14 @@ impl Askers {
                 });
             if let Some(signer) = signer {
                 let class = Class::new(key, self.next_id());
-                keys.insert(k.name.clone(), Signer { signer, class });
+                keys.insert(
+                    k.name.clone(),
+                    Signer {
+                        signer,
+                        class,
+                        expires_at,
+                    },
+                );
             }
         }
         for c in &clients {
