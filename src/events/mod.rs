@@ -351,12 +351,21 @@ impl Subscription {
     pub async fn ready(&mut self) {
         loop {
             self.rx.borrow_and_update();
-            if self.feed.index() >= self.next {
+            if self.has_next() {
                 return;
             }
             // The sender lives as long as the feed, which this holds.
             let _ = self.rx.changed().await;
         }
+    }
+
+    /// Whether the ring holds something for this subscription. What the
+    /// ring holds, not the feed's index: a restore moves the index without
+    /// adding changes, and a wait on the index alone would then never wait.
+    fn has_next(&self) -> bool {
+        let ring = self.feed.ring();
+        self.next <= ring.complete_after
+            || ring.events.back().is_some_and(|e| e.index() >= self.next)
     }
 
     /// Moves on to after `index`, as if the changes up to it had been
