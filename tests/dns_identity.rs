@@ -420,6 +420,17 @@ async fn a_query_signed_with_a_tsig_key_is_asked_as_its_token() {
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["name"], "ops.key");
+    // Key names compare as DNS names: without case or the final dot.
+    let got = call(
+        &s.http,
+        Method::GET,
+        &format!("{base}/v1/acl/tsig-keys/OPS.Key."),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.body["name"], "ops.key");
     assert!(
         r.body.get("secret").is_none(),
         "never the secret: {:?}",

@@ -16,8 +16,8 @@ use super::{HttpState, indexed, propose};
 use crate::auth::{Role, hash_password, verify_password};
 use crate::core::acl::GLOBAL_MANAGEMENT;
 use crate::core::{
-    ANONYMOUS, Access, AclChange, AclKey, AclObject, Actor, Change, Outcome, Policy, Rules,
-    ServiceName, Token, User,
+    ANONYMOUS, Access, AclChange, AclKey, AclObject, Actor, Change, Policy, Rules, ServiceName,
+    Token, User,
 };
 use crate::policy::Resource;
 
@@ -51,12 +51,7 @@ fn token_view(t: &Token) -> Value {
 }
 
 /// The object one applied change produced.
-fn applied_object(applied: &crate::core::Applied) -> Option<AclObject> {
-    match applied.outcomes.first() {
-        Some((_, Outcome::Acl(o))) => o.clone(),
-        _ => None,
-    }
-}
+use super::objects::{self, applied_object};
 
 /// The token one applied change produced.
 fn applied_token(applied: &crate::core::Applied) -> Result<Arc<Token>, ApiError> {
@@ -127,14 +122,11 @@ pub async fn put_policy(
         rules: body.rules,
         index: 0,
     };
-    let change = Change::Acl(AclChange::Put(AclObject::Policy(Arc::new(policy))));
-    let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::Policy(p)) => Ok(indexed(p.index, Json(policy_view(&p)))),
-        _ => Err(ApiError::Internal(
-            "a policy applied without a value".into(),
-        )),
-    }
+    let answer: objects::View = |o| match o {
+        AclObject::Policy(p) => Some((p.index, policy_view(p))),
+        _ => None,
+    };
+    objects::put(&st, &caller, AclObject::Policy(Arc::new(policy)), answer).await
 }
 
 pub async fn delete_policy(
@@ -143,9 +135,7 @@ pub async fn delete_policy(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Write)?;
-    let change = Change::Acl(AclChange::Delete(AclKey::Policy(name)));
-    let index = propose(&st, change, &caller).await?.last_index;
-    Ok(indexed(index, Json(json!({ "index": index }))))
+    objects::delete(&st, &caller, AclKey::Policy(name)).await
 }
 
 // ---- tokens ----

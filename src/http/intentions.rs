@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::{HttpState, indexed, propose};
+use super::{HttpState, indexed, objects};
 use crate::core::{
-    Access, AclChange, AclKey, AclObject, Change, Cidr, DnsClient, Intention, IntentionAction,
-    Outcome, Side, TsigKey,
+    Access, AclKey, AclObject, Cidr, DnsClient, Intention, IntentionAction, Side, TsigKey,
 };
 use crate::policy::Resource;
 
@@ -39,11 +38,31 @@ fn dns_client_view(c: &DnsClient) -> Value {
     })
 }
 
-fn applied_object(applied: &crate::core::Applied) -> Option<AclObject> {
-    match applied.outcomes.first() {
-        Some((_, Outcome::Acl(o))) => o.clone(),
+fn intention_answer(o: &AclObject) -> Option<(u64, Value)> {
+    match o {
+        AclObject::Intention(i) => Some((i.index, intention_view(i))),
         _ => None,
     }
+}
+
+fn dns_client_answer(o: &AclObject) -> Option<(u64, Value)> {
+    match o {
+        AclObject::DnsClient(c) => Some((c.index, dns_client_view(c))),
+        _ => None,
+    }
+}
+
+fn tsig_key_answer(o: &AclObject) -> Option<(u64, Value)> {
+    match o {
+        AclObject::TsigKey(k) => Some((k.index, tsig_key_view(k))),
+        _ => None,
+    }
+}
+
+/// A TSIG key's name as stored: DNS names compare without case and the
+/// final dot.
+fn tsig_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn sides(source: &str, destination: &str) -> Result<(Side, Side), ApiError> {
@@ -85,15 +104,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let (s, d) = sides(&source, &destination)?;
     caller.require(&st, Resource::Service(d.as_str()), Access::Read)?;
-    match st
-        .registry
-        .acl_object(&AclKey::Intention(s.clone(), d.clone()))
-    {
-        Some(AclObject::Intention(i)) => Ok(indexed(i.index, Json(intention_view(&i)))),
-        _ => Err(ApiError::NotFound(format!(
-            "intention {s} -> {d} does not exist"
-        ))),
-    }
+    let missing = format!("intention {s} -> {d} does not exist");
+    objects::get(&st, &AclKey::Intention(s, d), intention_answer, missing)
 }
 
 pub async fn put(
@@ -120,14 +132,8 @@ pub async fn put(
     intention
         .validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let change = Change::Acl(AclChange::Put(AclObject::Intention(Arc::new(intention))));
-    let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::Intention(i)) => Ok(indexed(i.index, Json(intention_view(&i)))),
-        _ => Err(ApiError::Internal(
-            "an intention applied without a value".into(),
-        )),
-    }
+    let object = AclObject::Intention(Arc::new(intention));
+    objects::put(&st, &caller, object, intention_answer).await
 }
 
 pub async fn delete(
@@ -137,9 +143,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (s, d) = sides(&source, &destination)?;
     caller.require(&st, Resource::Service(d.as_str()), Access::Write)?;
-    let change = Change::Acl(AclChange::Delete(AclKey::Intention(s, d)));
-    let index = propose(&st, change, &caller).await?.last_index;
-    Ok(indexed(index, Json(json!({ "index": index }))))
+    objects::delete(&st, &caller, AclKey::Intention(s, d)).await
 }
 
 // ---- DNS client networks ----
@@ -176,12 +180,8 @@ pub async fn get_dns_client(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Read)?;
-    match st.registry.acl_object(&AclKey::DnsClient(name.clone())) {
-        Some(AclObject::DnsClient(c)) => Ok(indexed(c.index, Json(dns_client_view(&c)))),
-        _ => Err(ApiError::NotFound(format!(
-            "DNS client {name:?} does not exist"
-        ))),
-    }
+    let missing = format!("DNS client {name:?} does not exist");
+    objects::get(&st, &AclKey::DnsClient(name), dns_client_answer, missing)
 }
 
 pub async fn put_dns_client(
@@ -209,14 +209,8 @@ pub async fn put_dns_client(
         policies: body.policies,
         index: 0,
     };
-    let change = Change::Acl(AclChange::Put(AclObject::DnsClient(Arc::new(client))));
-    let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::DnsClient(c)) => Ok(indexed(c.index, Json(dns_client_view(&c)))),
-        _ => Err(ApiError::Internal(
-            "a DNS client applied without a value".into(),
-        )),
-    }
+    let object = AclObject::DnsClient(Arc::new(client));
+    objects::put(&st, &caller, object, dns_client_answer).await
 }
 
 pub async fn delete_dns_client(
@@ -225,9 +219,7 @@ pub async fn delete_dns_client(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Write)?;
-    let change = Change::Acl(AclChange::Delete(AclKey::DnsClient(name)));
-    let index = propose(&st, change, &caller).await?.last_index;
-    Ok(indexed(index, Json(json!({ "index": index }))))
+    objects::delete(&st, &caller, AclKey::DnsClient(name)).await
 }
 
 // ---- TSIG keys ----
@@ -281,12 +273,13 @@ pub async fn get_tsig_key(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Read)?;
-    match st.registry.acl_object(&AclKey::TsigKey(name.clone())) {
-        Some(AclObject::TsigKey(k)) => Ok(indexed(k.index, Json(tsig_key_view(&k)))),
-        _ => Err(ApiError::NotFound(format!(
-            "TSIG key {name:?} does not exist"
-        ))),
-    }
+    let missing = format!("TSIG key {name:?} does not exist");
+    objects::get(
+        &st,
+        &AclKey::TsigKey(tsig_name(&name)),
+        tsig_key_answer,
+        missing,
+    )
 }
 
 pub async fn put_tsig_key(
@@ -304,7 +297,7 @@ pub async fn put_tsig_key(
         .decode(body.secret.trim())
         .map_err(|e| ApiError::BadRequest(format!("secret: not base64 ({e})")))?;
     let key = TsigKey {
-        name: name.trim_end_matches('.').to_ascii_lowercase(),
+        name: tsig_name(&name),
         algorithm: body.algorithm.to_ascii_lowercase(),
         secret,
         token: body.token,
@@ -312,14 +305,8 @@ pub async fn put_tsig_key(
     };
     key.validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let change = Change::Acl(AclChange::Put(AclObject::TsigKey(Arc::new(key))));
-    let applied = propose(&st, change, &caller).await?;
-    match applied_object(&applied) {
-        Some(AclObject::TsigKey(k)) => Ok(indexed(k.index, Json(tsig_key_view(&k)))),
-        _ => Err(ApiError::Internal(
-            "a TSIG key applied without a value".into(),
-        )),
-    }
+    let object = AclObject::TsigKey(Arc::new(key));
+    objects::put(&st, &caller, object, tsig_key_answer).await
 }
 
 pub async fn delete_tsig_key(
@@ -328,8 +315,5 @@ pub async fn delete_tsig_key(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Write)?;
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let change = Change::Acl(AclChange::Delete(AclKey::TsigKey(name)));
-    let index = propose(&st, change, &caller).await?.last_index;
-    Ok(indexed(index, Json(json!({ "index": index }))))
+    objects::delete(&st, &caller, AclKey::TsigKey(tsig_name(&name))).await
 }

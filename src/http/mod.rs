@@ -34,6 +34,7 @@ mod logs;
 mod maxine;
 mod metrics;
 mod native;
+mod objects;
 mod openapi;
 mod recovery;
 mod server;
