@@ -255,13 +255,13 @@ pub fn specs(bodies: Option<Vec<CheckBody>>, scripts: bool) -> Result<Vec<CheckS
 
 /// One check as a listing shows it.
 #[derive(Serialize)]
-pub struct CheckView {
-    name: String,
+pub struct CheckView<'a> {
+    name: &'a str,
     kind: &'static str,
     /// Its status in this value of the instance.
     status: Health,
     #[serde(flatten)]
-    target: serde_json::Value,
+    target: Target,
     /// Seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     interval: Option<f64>,
@@ -280,14 +280,29 @@ pub struct CheckView {
     checked_at: Option<String>,
 }
 
+/// What a check looks at, flattened into its view.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Target {
+    /// The implicit check's, typed: every instance has one, and every
+    /// listing and healthy set shows it.
+    Ttl {
+        ttl: f64,
+    },
+    Other(serde_json::Value),
+}
+
 /// The checks of an instance: the implicit `ttl` first, then the defined
 /// ones in name order. Header values are not shown (they may hold secrets).
-pub fn views(instance: &Instance) -> Vec<CheckView> {
-    let mut out = vec![CheckView {
-        name: crate::core::check::TTL_CHECK.into(),
+pub fn views(instance: &Instance) -> Vec<CheckView<'_>> {
+    let mut out = Vec::with_capacity(1 + instance.checks.len());
+    out.push(CheckView {
+        name: crate::core::check::TTL_CHECK,
         kind: "ttl",
         status: instance.health,
-        target: json!({ "ttl": instance.ttl().as_secs_f64() }),
+        target: Target::Ttl {
+            ttl: instance.ttl().as_secs_f64(),
+        },
         interval: None,
         timeout: None,
         success_before_passing: None,
@@ -295,10 +310,10 @@ pub fn views(instance: &Instance) -> Vec<CheckView> {
         deregister_critical_after: None,
         output: None,
         checked_at: None,
-    }];
+    });
     for e in instance.checks.iter() {
         let spec = &e.check.spec;
-        let target = match &spec.kind {
+        let target = Target::Other(match &spec.kind {
             CheckKind::Http {
                 url,
                 method,
@@ -313,10 +328,10 @@ pub fn views(instance: &Instance) -> Vec<CheckView> {
                 json!({ "grpc": target.to_string(), "grpc_service": service })
             }
             CheckKind::Script { args } => json!({ "args": args }),
-        };
+        });
         let last = e.check.last();
         out.push(CheckView {
-            name: spec.name.to_string(),
+            name: spec.name.as_str(),
             kind: spec.kind.as_str(),
             status: e.status,
             target,

@@ -616,7 +616,10 @@ fn now() -> std::time::Instant {
 
 /// The DNS names a service of a datacenter answers to, rendered by the core's
 /// naming grammar (the local datacenter is left out of the service names).
-struct DnsNames {
+/// Made once per service for a listing or a healthy set, not once per
+/// instance.
+#[derive(Clone)]
+pub(crate) struct DnsNames {
     /// `payments.maxine` (`payments.dc2.maxine` for another datacenter).
     name: String,
     /// `_payments._tcp.maxine`.
@@ -627,13 +630,11 @@ struct DnsNames {
 }
 
 impl DnsNames {
-    /// `<id>.payments.dc1.maxine`.
-    fn instance(&self, id: &InstanceId) -> String {
-        self.join(render(&NameTarget::Instance {
-            dc: self.dc.clone(),
-            service: self.service.clone(),
-            id: id.clone(),
-        }))
+    /// `<id>.payments.dc1.maxine`, written where it is shown (the core's
+    /// naming of an instance: its id, service and datacenter, then the
+    /// zone).
+    fn instance_name<'a>(&'a self, id: &'a InstanceId) -> InstanceName<'a> {
+        InstanceName { names: self, id }
     }
 
     fn join(&self, mut labels: Vec<String>) -> String {
@@ -644,7 +645,24 @@ impl DnsNames {
     }
 }
 
-fn dns_names(st: &HttpState, dc: &Datacenter, service: &ServiceName) -> DnsNames {
+/// An instance's DNS name, rendered as it is written (see [`DnsNames`]).
+struct InstanceName<'a> {
+    names: &'a DnsNames,
+    id: &'a InstanceId,
+}
+
+impl std::fmt::Display for InstanceName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.names;
+        write!(f, "{}.{}.{}", self.id, n.service, n.dc)?;
+        if !n.zone.is_empty() {
+            write!(f, ".{}", n.zone)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn dns_names(st: &HttpState, dc: &Datacenter, service: &ServiceName) -> DnsNames {
     let dc_part = (dc != st.registry.local_dc()).then(|| dc.clone());
     let mut names = DnsNames {
         name: String::new(),

@@ -2,6 +2,7 @@
 //! and the probes. Handlers validate the wire values into core types, ask the
 //! registry, and shape the answer; none holds business logic.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -18,7 +19,7 @@ use crate::policy::Resource;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
+use super::{DnsNames, HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
     Access, Address, Change, Datacenter, Health, HostAddress, Instance, InstanceId, InstanceSpec,
     Metadata, Query, QueryContext, Resolved, ServiceKey, ServiceName, Tags, Transport,
@@ -150,7 +151,7 @@ pub struct InstanceView<'a> {
     health: Health,
     service: &'a str,
     datacenter: &'a str,
-    address: String,
+    address: Shown<&'a Address>,
     tags: &'a Tags,
     metadata: &'a Metadata,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,16 +162,37 @@ pub struct InstanceView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     resolution: Option<serde_json::Value>,
     /// Its checks: the implicit `ttl` and the defined ones.
-    checks: Vec<super::checks::CheckView>,
-    dns: InstanceDns,
+    checks: Vec<super::checks::CheckView<'a>>,
+    dns: InstanceDns<'a>,
 }
 
-/// An instance's DNS names, in this order everywhere.
-#[derive(Serialize)]
-struct InstanceDns {
-    name: String,
-    srv: String,
-    instance: String,
+/// An instance's DNS names, in this order everywhere: `name` and `srv`
+/// are its service's (made once for all instances of a listing),
+/// `instance` its own.
+struct InstanceDns<'a> {
+    names: Cow<'a, DnsNames>,
+    id: &'a InstanceId,
+}
+
+impl Serialize for InstanceDns<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("InstanceDns", 3)?;
+        out.serialize_field("name", &self.names.name)?;
+        out.serialize_field("srv", &self.names.srv)?;
+        out.serialize_field("instance", &Shown(self.names.instance_name(self.id)))?;
+        out.end()
+    }
+}
+
+/// A value shown as its `Display` text, written without a `String` of
+/// its own.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
 /// What an instance's host name resolved to, as the listing shows it:
@@ -209,10 +231,14 @@ struct CompatView<'a> {
 
 pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
     let names = dns_names(st, &instance.datacenter, &instance.service);
+    view_named(Cow::Owned(names), instance)
+}
+
+/// [`view`] of an instance of the service these names are of.
+pub fn view_named<'a>(names: Cow<'a, DnsNames>, instance: &'a Instance) -> InstanceView<'a> {
     let dns = InstanceDns {
-        instance: names.instance(&instance.id),
-        name: names.name,
-        srv: names.srv,
+        names,
+        id: &instance.id,
     };
     InstanceView {
         id: instance.id.as_str(),
@@ -223,7 +249,7 @@ pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
         health: instance.status(),
         service: instance.service.as_str(),
         datacenter: instance.datacenter.as_str(),
-        address: instance.address.to_string(),
+        address: Shown(&instance.address),
         tags: &instance.tags,
         metadata: &instance.metadata,
         compat: instance.compat.as_deref().map(|c| CompatView {
@@ -490,10 +516,14 @@ pub async fn get_service(
         }),
         index: answer.index,
         dns: ServiceDns {
-            name: names.name,
-            srv: names.srv,
+            name: names.name.clone(),
+            srv: names.srv.clone(),
         },
-        instances: answer.instances.iter().map(|i| view(&st, i)).collect(),
+        instances: answer
+            .instances
+            .iter()
+            .map(|i| view_named(Cow::Borrowed(&names), i))
+            .collect(),
     };
     Ok(indexed(answer.index, Json(body)))
 }
