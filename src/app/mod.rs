@@ -614,6 +614,7 @@ impl App {
                     topic_prefix: m.topic_prefix.clone(),
                     credentials,
                     healthy_interval: m.healthy_interval,
+                    write_interval: m.write_interval,
                 },
                 registry.clone(),
                 state.feed.clone(),

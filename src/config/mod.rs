@@ -197,6 +197,8 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     /// A service's healthy set is published at most this often.
     pub healthy_interval: Duration,
+    /// The shortest time between two writes to the broker.
+    pub write_interval: Duration,
 }
 
 /// Traces.
@@ -1241,12 +1243,20 @@ fn validate_mqtt(m: wire::MqttFile, dc: &Datacenter) -> Result<Option<MqttConfig
             "must be between 100ms and 1m".into(),
         ));
     }
+    let write_interval = m.write_interval.0;
+    if write_interval > Duration::from_secs(1) {
+        return Err(invalid(
+            "mqtt.write_interval",
+            "must be between 0 and 1s".into(),
+        ));
+    }
     Ok(Some(MqttConfig {
         host,
         port,
         client_id,
         topic_prefix,
         healthy_interval,
+        write_interval,
         username: m.username,
         password_file: m.password_file,
     }))

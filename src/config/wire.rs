@@ -329,6 +329,8 @@ settings! {
         password_file: Option<PathBuf>, "MAXINE_MQTT_PASSWORD_FILE";
         /// A service's retained healthy set is published at most this often, with its latest state (100ms to 1m).
         healthy_interval: DurationValue = "1s", "MAXINE_MQTT_HEALTHY_INTERVAL";
+        /// The shortest time between two writes to the broker, each carrying every message ready by then (0 to 1s; 0: each change at once).
+        write_interval: DurationValue = "50ms", "MAXINE_MQTT_WRITE_INTERVAL";
     }
 
     /// The `[telemetry]` section: traces.

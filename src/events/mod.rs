@@ -41,11 +41,15 @@ pub const MAX_BATCH: usize = 1_024;
 /// the API (the MQTT publisher): the API's encoding, implemented where the
 /// API's views are (`http::events`), so that every stream shows the same
 /// documents.
+/// Writes one instance as the API shows it (a JSON object) to a buffer.
+pub type InstanceEncoder<'a> = Box<dyn Fn(&crate::core::Instance, &mut Vec<u8>) + 'a>;
+
 pub trait Encoding: Send + Sync + 'static {
     /// One change, as the `change` events of `GET /v1/events` (JSON).
     fn change(&self, event: &Event) -> Vec<u8>;
-    /// One instance, as the API shows it (a JSON object), written to `out`.
-    fn instance(&self, instance: &crate::core::Instance, out: &mut Vec<u8>);
+    /// What writes an instance of this service as the API shows it (a
+    /// JSON object) to a buffer: what all instances share is made once.
+    fn instance_encoder<'a>(&'a self, key: &ServiceKey) -> InstanceEncoder<'a>;
 }
 
 /// The feed. Cloning copies one `Arc`.

@@ -232,8 +232,12 @@ impl crate::events::Encoding for Json {
             .into_bytes()
     }
 
-    fn instance(&self, instance: &crate::core::Instance, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, &view(&self.0, instance));
+    fn instance_encoder<'a>(&'a self, key: &ServiceKey) -> crate::events::InstanceEncoder<'a> {
+        let names = super::dns_names(&self.0, &key.dc, &key.service);
+        Box::new(move |instance, out| {
+            let view = super::native::view_named(std::borrow::Cow::Borrowed(&names), instance);
+            let _ = serde_json::to_writer(out, &view);
+        })
     }
 }
 
