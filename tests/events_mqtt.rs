@@ -408,3 +408,63 @@ async fn a_burst_of_changes_publishes_each_change_and_few_healthy_sets() {
     assert_eq!(ids(&sets.last().unwrap().payload), ids_wanted);
     s.stop().await;
 }
+
+/// The service's instances as `GET /v1/services/{service}` lists them.
+async fn listed(s: &TestServer, service: &str) -> Value {
+    let r = common::api::get(s, &format!("/v1/services/{service}")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["instances"].clone()
+}
+
+/// A retained set copies unchanged instances from its last payload: after
+/// one instance changes and one is added, the next set must show each
+/// instance exactly as the API shows it now, not as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_healthy_set_shows_each_instance_as_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let _broker = Broker::start(dir.path(), port).await;
+    let topic = "maxine/dc1/services/sets/healthy";
+    let mut watcher = Subscriber::start(port, "sets", false, &[topic]).await;
+    let s = TestServer::start_with(|f| {
+        f.mqtt.url = Some(format!("mqtt://127.0.0.1:{port}"));
+        f.mqtt.healthy_interval = maxine::config::DurationValue(Duration::from_millis(100));
+    })
+    .await;
+    let index_of = |v: Value| v["index"].as_u64().unwrap();
+    for id in ["a", "b", "c"] {
+        register(&s, "sets", id).await;
+    }
+    let want = listed(&s, "sets").await;
+    // Waits for a set equal to the listing (fails at the bound if none is).
+    watcher
+        .until(topic, |g| g.payload["instances"] == want)
+        .await;
+
+    // b gets a new value (another port), d is added; a and c are unchanged.
+    let changed = s
+        .register(
+            "sets",
+            "b",
+            json!({"address": "10.0.0.1", "port": 81, "ttl": "10m"}),
+        )
+        .await;
+    let last = index_of(changed);
+    register(&s, "sets", "d").await;
+    let want = listed(&s, "sets").await;
+    assert_eq!(want[1]["port"], 81, "{want}");
+    assert!(index_of(want[1].clone()) >= last);
+    let got = watcher
+        .until(topic, |g| {
+            g.payload["instances"]
+                .as_array()
+                .is_some_and(|a| a.len() == 4)
+        })
+        .await;
+    assert_eq!(
+        got.last().unwrap().payload["instances"],
+        want,
+        "the set as the API lists the service"
+    );
+    s.stop().await;
+}
