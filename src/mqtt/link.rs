@@ -73,25 +73,18 @@ impl Link {
             .map_err(|e| e.to_string())?;
         // Batches are made here, each written once.
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (mut read, write) = stream.into_split();
+        let (mut read, mut write) = stream.into_split();
         let mut connect = Connect::new(c.client_id);
         connect.keep_alive = c.keep_alive.as_secs().clamp(1, u16::MAX.into()) as u16;
         connect.clean_session = true;
         if let Some((user, password)) = c.credentials {
             connect.set_login(user.clone(), password.clone());
         }
-        let mut link = Link {
-            write,
-            out: BytesMut::with_capacity(64 << 10),
-            max_outgoing: c.max_outgoing,
-            incoming: mpsc::unbounded_channel().1,
-            reader: tokio::spawn(async {}),
-            last_pkid: 0,
-        };
+        let mut out = BytesMut::with_capacity(64 << 10);
         Packet::Connect(connect)
-            .write(&mut link.out, link.max_outgoing)
+            .write(&mut out, c.max_outgoing)
             .map_err(|e| e.to_string())?;
-        link.flush().await?;
+        write_all(&mut write, &mut out).await?;
         let mut buf = BytesMut::with_capacity(4096);
         let first = tokio::time::timeout(NETWORK_TIMEOUT, next_packet(&mut read, &mut buf))
             .await
@@ -103,11 +96,10 @@ impl Link {
             }
             other => return Err(format!("the broker answered CONNECT with {other:?}")),
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        link.incoming = rx;
+        let (tx, incoming) = mpsc::unbounded_channel();
         // What it sends is bounded by what was sent to it: one PUBACK per
         // message in the publisher's window, one PINGRESP per ping.
-        link.reader = tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             loop {
                 let got = match next_packet(&mut read, &mut buf).await {
                     Ok(Packet::PubAck(ack)) => Ok(Incoming::PubAck(ack.pkid)),
@@ -124,7 +116,14 @@ impl Link {
                 }
             }
         });
-        Ok(link)
+        Ok(Link {
+            write,
+            out,
+            max_outgoing: c.max_outgoing,
+            incoming,
+            reader,
+            last_pkid: 0,
+        })
     }
 
     /// Queues a QoS 1 message; returns its packet id. Sent by the next
@@ -162,15 +161,7 @@ impl Link {
     /// Not for a `select!`: a write stopped half-way would break the
     /// stream.
     pub async fn flush(&mut self) -> Result<(), String> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        tokio::time::timeout(NETWORK_TIMEOUT, self.write.write_all(&self.out))
-            .await
-            .map_err(|_| "writing to the broker timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        self.out.clear();
-        Ok(())
+        write_all(&mut self.write, &mut self.out).await
     }
 
     /// What the broker sent next (safe to cancel).
@@ -190,6 +181,19 @@ impl Link {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
         }
     }
+}
+
+/// Writes and empties `out`, within the network timeout.
+async fn write_all(write: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(NETWORK_TIMEOUT, write.write_all(out))
+        .await
+        .map_err(|_| "writing to the broker timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    out.clear();
+    Ok(())
 }
 
 /// Reads the next packet, keeping what follows it in `buf`.
