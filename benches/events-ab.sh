@@ -32,28 +32,29 @@ broker=$!
 trap 'kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.5
 
-# one run: prints "registrations/s server-µs-CPU-per-registration"
-one() { # binary attached(0|1)
+# one run: prints "registrations/s server-µs-CPU-per-registration errors"
+one() { # binary attached(0: nothing, 1: plain consumers, 2: gzip consumers)
   local out
-  if [ "$2" = 1 ]; then
-    out=$(HEARTBEATS=0 MAXINE_BIN="$1" SSE_CONSUMERS="$consumers" \
-      SERVE_ARGS="--mqtt-url mqtt://127.0.0.1:$port" benches/registration-load.sh "$secs" "$conns" file)
-  else
+  if [ "$2" = 0 ]; then
     out=$(HEARTBEATS=0 MAXINE_BIN="$1" benches/registration-load.sh "$secs" "$conns" file)
+  else
+    out=$(HEARTBEATS=0 MAXINE_BIN="$1" SSE_CONSUMERS="$consumers" SSE_GZIP=$(($2 - 1)) \
+      SERVE_ARGS="--mqtt-url mqtt://127.0.0.1:$port" benches/registration-load.sh "$secs" "$conns" file)
   fi
   awk '/Requests\/sec/ {r = $2} /server CPU/ {c = $3 + 0} /non-2xx or errors/ {e = $4}
     END { printf "%.0f %.0f %s\n", r, c * 1e4 / r, e }' <<<"$out"
 }
 
-printf '| binary | round | nothing attached: reg/s (µs CPU/reg) | %d SSE + MQTT: reg/s (µs CPU/reg) | ratio reg/s |\n' "$consumers"
-printf '|---|---|---:|---:|---:|\n'
+printf '| binary | round | nothing attached: reg/s (µs CPU/reg) | %d SSE + MQTT: reg/s (µs CPU/reg) | ratio | %d gzip SSE + MQTT | ratio |\n' "$consumers" "$consumers"
+printf '|---|---|---:|---:|---:|---:|---:|\n'
 for round in $(seq "$rounds"); do
   for bin in "${bins[@]}"; do
     read -r off_rate off_cpu off_err < <(one "$bin" 0)
     read -r on_rate on_cpu on_err < <(one "$bin" 1)
+    read -r gz_rate gz_cpu gz_err < <(one "$bin" 2)
     awk -v b="$(basename "$bin")" -v r="$round" -v a="$off_rate" -v ac="$off_cpu" -v o="$on_rate" \
-      -v oc="$on_cpu" -v e="$off_err/$on_err" 'BEGIN {
-        printf "| %s | %d | %d (%d) | %d (%d) | %.2f |%s\n", b, r, a, ac, o, oc, o / a,
-          (e == "0/0" ? "" : " errors " e) }'
+      -v oc="$on_cpu" -v g="$gz_rate" -v gc="$gz_cpu" -v e="$off_err/$on_err/$gz_err" 'BEGIN {
+        printf "| %s | %d | %d (%d) | %d (%d) | %.2f | %d (%d) | %.2f |%s\n", b, r, a, ac, o, oc,
+          o / a, g, gc, g / a, (e == "0/0/0" ? "" : " errors " e) }'
   done
 done

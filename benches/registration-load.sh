@@ -20,8 +20,10 @@
 # headers in wrk, so the difference is the server's.
 # SERVE_ARGS="..." adds arguments to `maxine serve` (e.g. --mqtt-url
 # mqtt://127.0.0.1:1883 to publish every change to a broker), and
-# SSE_CONSUMERS=N holds N event streams (`curl -N /v1/events`, on LOAD_CPU)
-# open during the runs, each reading every change. HEARTBEATS=0 skips the
+# SSE_CONSUMERS=N holds N event streams of /v1/events
+# open during the runs (one process, examples/sse_consumers.rs, on
+# LOAD_CPU), each reading and decoding every change (SSE_GZIP=1: asking for
+# gzip, as browsers and most HTTP clients do). HEARTBEATS=0 skips the
 # heartbeat part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +36,17 @@ services=${SERVICES:-1000}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 if [ -z "${MAXINE_BIN:-}" ]; then cargo build --release --quiet; MAXINE_BIN=target/release/maxine; fi
+if [ "${SSE_CONSUMERS:-0}" -gt 0 ]; then cargo build --release --quiet --example sse_consumers; fi
 work=$(mktemp -d)
-trap 'kill -0 "$pid" 2>/dev/null || tail -5 "$work/server.log" >&2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+consumers=
+finish() {
+  kill -0 "$pid" 2>/dev/null || tail -5 "$work/server.log" >&2
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  # The consumers end with the server (its exit closes their streams).
+  if [ -n "$consumers" ]; then wait "$consumers" 2>/dev/null || true; sed 's/^/  /' "$work/consumers.out"; fi
+  rm -rf "$work"
+}
+trap finish EXIT
 port=$((20000 + RANDOM % 20000))
 level=warn
 [ "${BATCHES:-0}" = 1 ] && level="warn,maxine::store=trace"
@@ -58,11 +69,14 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# The consumers end with the server: its exit closes their streams.
-for _ in $(seq "${SSE_CONSUMERS:-0}"); do
-  taskset -c "$load_cpu" curl -sN "http://127.0.0.1:$port/v1/events" >/dev/null 2>&1 &
-done
-[ "${SSE_CONSUMERS:-0}" -gt 0 ] && sleep 2   # for every consumer to be connected
+if [ "${SSE_CONSUMERS:-0}" -gt 0 ]; then
+  coding=plain
+  [ "${SSE_GZIP:-0}" = 1 ] && coding=gzip
+  taskset -c "$load_cpu" target/release/examples/sse_consumers "http://127.0.0.1:$port/v1/events" \
+    "$SSE_CONSUMERS" "$coding" >"$work/consumers.out" 2>&1 &
+  consumers=$!
+  sleep 2   # for every consumer to be connected
+fi
 
 # headers_for(service): the request headers, with that service's token under ACL=1.
 if [ "$acl" = 1 ]; then

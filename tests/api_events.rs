@@ -21,25 +21,48 @@ struct Sse {
     data: Value,
 }
 
-/// Reads events off an SSE response.
+/// Reads events off an SSE response (gzipped when it asked for gzip).
 struct SseReader {
     res: reqwest::Response,
     buf: String,
+    /// The gzip decoder of a gzipped stream (flate2's, not Maxine's).
+    gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    /// Everything read so far, decoded.
+    log: String,
 }
 
 impl SseReader {
     async fn open(s: &TestServer, query: &str, last_event_id: Option<u64>) -> Self {
+        Self::open_with(s, query, last_event_id, None).await
+    }
+
+    async fn open_with(
+        s: &TestServer,
+        query: &str,
+        last_event_id: Option<u64>,
+        accept_encoding: Option<&str>,
+    ) -> Self {
         let mut req = s.http.get(format!("{}/v1/events{query}", s.http_base()));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
+        if let Some(a) = accept_encoding {
+            req = req.header("Accept-Encoding", a);
+        }
         let res = req.send().await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["vary"], "accept-encoding");
         assert!(res.headers().contains_key("x-maxine-index"));
+        let gzip = res.headers().get("content-encoding").map(|v| {
+            assert_eq!(v, "gzip");
+            flate2::write::GzDecoder::new(Vec::new())
+        });
         Self {
             res,
             buf: String::new(),
+            gzip,
+            log: String::new(),
         }
     }
 
@@ -68,8 +91,39 @@ impl SseReader {
                 .expect("an event within the bound")
                 .unwrap()
                 .expect("the stream goes on");
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            self.take(&chunk);
         }
+    }
+
+    fn take(&mut self, chunk: &[u8]) {
+        use std::io::Write;
+        let text = match &mut self.gzip {
+            None => String::from_utf8(chunk.to_vec()).unwrap(),
+            Some(d) => {
+                d.write_all(chunk).unwrap();
+                d.flush().unwrap();
+                String::from_utf8(std::mem::take(d.get_mut())).unwrap()
+            }
+        };
+        self.buf.push_str(&text);
+        self.log.push_str(&text);
+    }
+
+    /// Reads to the end of the stream; a gzipped one must end with a
+    /// trailer that matches everything in it. Returns everything read.
+    async fn end(mut self) -> String {
+        while let Some(chunk) = tokio::time::timeout(BOUND, self.res.chunk())
+            .await
+            .expect("the end within the bound")
+            .unwrap()
+        {
+            self.take(&chunk);
+        }
+        if let Some(d) = self.gzip.take() {
+            let rest = d.finish().expect("a gzip trailer matching the stream");
+            self.log.push_str(std::str::from_utf8(&rest).unwrap());
+        }
+        self.log
     }
 }
 
@@ -409,4 +463,71 @@ async fn consumers_sharing_deliveries_each_get_every_change_once_in_order() {
         assert_eq!(e.data["service"], "svc3", "{e:?}");
         assert_eq!(e.data["id"], format!("i{n}"));
     }
+}
+
+/// A consumer that asks for gzip gets the stream it would get plain, byte
+/// for byte, compressed: shared deliveries (compressed once for all) and a
+/// stream of one service alike; the stream ends with a gzip trailer that a
+/// real decoder checks. A consumer that refuses gzip gets it plain.
+#[tokio::test]
+async fn a_consumer_that_asks_for_gzip_gets_the_same_stream_compressed() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let start = register(&s, "warmup", "w").await;
+    let mut plain = SseReader::open(&s, "", Some(start)).await;
+    let mut gzipped = Vec::new();
+    for accept in ["gzip", "br;q=1.0, gzip;q=0.8", "*"] {
+        gzipped.push(SseReader::open_with(&s, "", Some(start), Some(accept)).await);
+    }
+    let refused = SseReader::open_with(&s, "", Some(start), Some("gzip;q=0, identity")).await;
+    assert!(refused.gzip.is_none(), "gzip;q=0 refuses gzip");
+    for r in &gzipped {
+        assert!(r.gzip.is_some());
+    }
+    let query = format!("?service=svc1&since={start}");
+    let mut one = SseReader::open_with(&s, &query, None, Some("gzip")).await;
+
+    const WRITERS: usize = 4;
+    const EACH: usize = 30;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    register(&s, &format!("svc{w}"), &format!("i{n}")).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for _ in 0..WRITERS * EACH {
+        assert_eq!(plain.next().await.event, "change");
+    }
+    for r in &mut gzipped {
+        for _ in 0..WRITERS * EACH {
+            assert_eq!(r.next().await.event, "change");
+        }
+    }
+    for n in 0..EACH {
+        let e = one.next().await;
+        assert_eq!(
+            (e.data["service"].as_str(), e.data["id"].as_str()),
+            (Some("svc1"), Some(format!("i{n}").as_str()))
+        );
+    }
+    assert!(plain.log.contains("\nevent: change\n"), "{}", plain.log);
+    for r in &gzipped {
+        assert_eq!(r.log, plain.log, "the same stream, decoded");
+    }
+
+    // The server stops: every stream ends, a gzipped one with its trailer.
+    let s = std::sync::Arc::into_inner(s).unwrap();
+    let stop = tokio::spawn(s.stop());
+    let plain = plain.end().await;
+    for r in gzipped {
+        assert_eq!(r.end().await, plain);
+    }
+    assert!(one.end().await.ends_with("\n\n"));
+    stop.await.unwrap();
 }

@@ -24,6 +24,7 @@ mod checks;
 mod console;
 mod error;
 mod events;
+mod gzip;
 pub use events::{EncodedChanges, Json as EventsJson};
 mod blacklist;
 mod federation;
