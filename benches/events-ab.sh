@@ -8,7 +8,8 @@
 #   benches/events-ab.sh [BINARY...]      (default: target/release/maxine)
 #
 # Maxine on SERVER_CPU (0); wrk, the consumers and mosquitto on LOAD_CPU (1).
-# SECONDS_PER_RUN (10), CONNECTIONS (50), SSE_CONSUMERS (100), ROUNDS (2).
+# SECONDS_PER_RUN (10), CONNECTIONS (50), SSE_CONSUMERS (100), ROUNDS (2), STORE (file;
+# memory takes the disk out: registrations are then bound by the CPU alone).
 # Needs wrk, curl and mosquitto (Debian: apt-get install wrk curl mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ secs=${SECONDS_PER_RUN:-10}
 conns=${CONNECTIONS:-50}
 consumers=${SSE_CONSUMERS:-100}
 rounds=${ROUNDS:-2}
+store=${STORE:-file}
 load_cpu=${LOAD_CPU:-1}
 for tool in wrk curl mosquitto; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
@@ -36,10 +38,10 @@ sleep 0.5
 one() { # binary attached(0: nothing, 1: plain consumers, 2: gzip consumers)
   local out
   if [ "$2" = 0 ]; then
-    out=$(HEARTBEATS=0 MAXINE_BIN="$1" benches/registration-load.sh "$secs" "$conns" file)
+    out=$(HEARTBEATS=0 MAXINE_BIN="$1" benches/registration-load.sh "$secs" "$conns" "$store")
   else
     out=$(HEARTBEATS=0 MAXINE_BIN="$1" SSE_CONSUMERS="$consumers" SSE_GZIP=$(($2 - 1)) \
-      SERVE_ARGS="--mqtt-url mqtt://127.0.0.1:$port" benches/registration-load.sh "$secs" "$conns" file)
+      SERVE_ARGS="--mqtt-url mqtt://127.0.0.1:$port" benches/registration-load.sh "$secs" "$conns" "$store")
   fi
   awk '/Requests\/sec/ {r = $2} /server CPU/ {c = $3 + 0} /non-2xx or errors/ {e = $4}
     END { printf "%.0f %.0f %s\n", r, c * 1e4 / r, e }' <<<"$out"

@@ -343,8 +343,17 @@ impl SharedDeliveries {
         (skip < d.messages.len()).then(|| (d.clone(), skip))
     }
 
-    fn put(&self, d: Arc<SharedDelivery>) {
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    /// Offers a delivery that a consumer built for itself: it becomes the
+    /// latest only when it starts after the latest ends. A consumer behind
+    /// the others (a slow reader taking its delivery late) keeps its own,
+    /// so the consumers in step still share theirs; it would otherwise
+    /// become the latest, and every other consumer would send its tail
+    /// encoded (and compressed) again for itself.
+    fn offer(&self, d: &Arc<SharedDelivery>) {
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if latest.as_ref().is_none_or(|l| d.from > l.last) {
+            *latest = Some(d.clone());
+        }
     }
 }
 
@@ -458,7 +467,7 @@ impl Follow {
                 sse: Default::default(),
                 sse_gzip: Default::default(),
             });
-            self.st.shared_deliveries.put(d.clone());
+            self.st.shared_deliveries.offer(&d);
             return Delivered::Shared(d, 0);
         }
     }
