@@ -60,6 +60,10 @@ async fn consume(client: reqwest::Client, url: String, gzip: bool) -> Got {
         got.failed = true;
         return got;
     };
+    if !res.status().is_success() {
+        got.failed = true;
+        return got;
+    }
     let gzipped = res
         .headers()
         .get("content-encoding")

@@ -70,12 +70,16 @@ impl Piece {
             let mut out = Vec::with_capacity(data.len() / 4 + 64);
             loop {
                 let read = c.total_in() as usize;
-                let status = c.compress_vec(&data[read..], &mut out, FlushCompress::Sync);
+                if c.compress_vec(&data[read..], &mut out, FlushCompress::Sync)
+                    .is_err()
+                {
+                    // Not expected from a compressor that was just reset;
+                    // the data goes out uncompressed rather than broken.
+                    return stored(data);
+                }
                 // The flush is done once every byte is in and the output
                 // was not filled up (zlib's rule).
-                if status.is_err()
-                    || (c.total_in() as usize == data.len() && out.len() < out.capacity())
-                {
+                if c.total_in() as usize == data.len() && out.len() < out.capacity() {
                     break;
                 }
                 out.reserve(out.capacity());
@@ -88,6 +92,21 @@ impl Piece {
             len: data.len() as u64,
         }
     }
+}
+
+/// `data` as stored (uncompressed) deflate blocks, not final: a piece
+/// like any other.
+fn stored(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / 65535 + 1));
+    for block in data.chunks(65535) {
+        let len = block.len() as u16;
+        // BFINAL = 0, BTYPE = 00, then LEN and its complement.
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out
 }
 
 /// One consumer's gzip stream: what it has sent so far.
@@ -170,6 +189,23 @@ mod tests {
         let mut wire: Vec<u8> = s.send(p).flat_map(|b| b.to_vec()).collect();
         wire.extend_from_slice(&s.end());
         gunzip(&wire).unwrap()
+    }
+
+    #[test]
+    fn stored_blocks_are_a_piece_like_a_compressed_one() {
+        let data = b"x".repeat(70_000);
+        let stored = Piece {
+            bytes: stored(&data).into(),
+            crc: crc32fast::hash(&data),
+            len: data.len() as u64,
+        };
+        let mut s = Stream::default();
+        let mut wire: Vec<u8> = s.send(&stored).flat_map(|b| b.to_vec()).collect();
+        wire.extend(s.send(&Piece::of(b"yz")).flat_map(|b| b.to_vec()));
+        wire.extend_from_slice(&s.end());
+        let mut want = data.clone();
+        want.extend_from_slice(b"yz");
+        assert_eq!(gunzip(&wire).unwrap(), want);
     }
 
     #[test]
