@@ -43,7 +43,11 @@ finish() {
   kill -0 "$pid" 2>/dev/null || tail -5 "$work/server.log" >&2
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   # The consumers end with the server (its exit closes their streams).
-  if [ -n "$consumers" ]; then wait "$consumers" 2>/dev/null || true; sed 's/^/  /' "$work/consumers.out"; fi
+  if [ -n "$consumers" ]; then
+    for _ in $(seq 100); do kill -0 "$consumers" 2>/dev/null || break; sleep 0.1; done
+    kill "$consumers" 2>/dev/null || true; wait "$consumers" 2>/dev/null || true
+    sed 's/^/  /' "$work/consumers.out"
+  fi
   rm -rf "$work"
 }
 trap finish EXIT
