@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
@@ -149,18 +148,66 @@ fn strip_port(host: &str) -> &str {
 /// refused with 403, so no web page can spend the bootstrap or change the
 /// registry through a visitor's browser. Clients that are not browsers send
 /// no `Origin`.
-pub async fn check_host(State(st): State<HttpState>, req: Request, next: Next) -> Response {
+#[derive(Clone)]
+pub struct HostCheckLayer(pub HttpState);
+
+impl<S> tower_layer::Layer<S> for HostCheckLayer {
+    type Service = HostCheck<S>;
+
+    fn layer(&self, inner: S) -> HostCheck<S> {
+        HostCheck {
+            inner,
+            st: self.0.clone(),
+        }
+    }
+}
+
+/// The API behind [`HostCheckLayer`]'s check. A hand-written service: a
+/// `from_fn` layer would box a future per request.
+#[derive(Clone)]
+pub struct HostCheck<S> {
+    inner: S,
+    st: HttpState,
+}
+
+impl<S> tower_service::Service<Request> for HostCheck<S>
+where
+    S: tower_service::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use futures_util::future::Either;
+        match refusal(&self.st, &req) {
+            Some(refused) => Either::Left(std::future::ready(Ok(refused))),
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
+}
+
+/// The answer to a request [`HostCheckLayer`] refuses.
+fn refusal(st: &HttpState, req: &Request) -> Option<Response> {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let refuse = |e: ApiError| {
-        if req.uri().path().starts_with("/api/") {
+        Some(if req.uri().path().starts_with("/api/") {
             MaxineError(e).into_response()
         } else {
             e.into_response()
-        }
+        })
     };
     if let Some(host) = host
         && !st.auth.hosts.allows(host)
@@ -179,7 +226,7 @@ pub async fn check_host(State(st): State<HttpState>, req: Request, next: Next) -
             "a cross-origin request from a web page may not change anything here".into(),
         ));
     }
-    next.run(req).await
+    None
 }
 
 /// Whether `origin` (`scheme://host[:port]`, or `null`) names `host`.

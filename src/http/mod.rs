@@ -36,6 +36,7 @@ mod maxine;
 mod metrics;
 mod native;
 mod objects;
+mod observe;
 mod openapi;
 mod recovery;
 mod server;
@@ -44,9 +45,8 @@ mod tls;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -418,26 +418,12 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
 pub fn router(state: HttpState) -> axum::Router {
     let mut router = axum::Router::new();
     for r in ROUTES {
-        let mut handler = handler_of(r);
-        if r.registry {
-            handler = handler.route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                add_index,
-            ));
-        }
-        handler = handler.route_layer(axum::middleware::from_fn_with_state(
-            metrics::Track {
-                metrics: state.http_metrics.clone(),
-                route: r.path,
-            },
-            metrics::track,
+        let handler = handler_of(r).route_layer(observe::ObserveLayer::new(
+            r.path,
+            state.http_metrics.clone(),
+            r.registry.then(|| state.registry.clone()),
+            state.traces,
         ));
-        if state.traces {
-            let route = r.path;
-            handler = handler.route_layer(axum::middleware::from_fn(
-                move |req: Request, next: Next| traced(route, req, next),
-            ));
-        }
         router = router.route(r.path, handler);
     }
     router
@@ -445,31 +431,8 @@ pub fn router(state: HttpState) -> axum::Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::check_host,
-        ))
+        .layer(auth::HostCheckLayer(state.clone()))
         .with_state(state)
-}
-
-/// One span per request (route, method, status), child of the caller's
-/// `traceparent`; the response carries the span's own.
-async fn traced(route: &'static str, req: Request, next: Next) -> Response {
-    use tracing::Instrument;
-    let span = crate::telemetry::traces::request_span(req.method(), route, req.headers());
-    let mut res = next.run(req).instrument(span.clone()).await;
-    crate::telemetry::traces::finish_request(&span, res.status(), res.headers_mut());
-    res
-}
-
-/// Adds [`INDEX_HEADER`] (the current index) unless the handler set a more
-/// precise one (the index of its own write).
-async fn add_index(State(st): State<HttpState>, req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    res.headers_mut()
-        .entry(INDEX_HEADER)
-        .or_insert_with(|| HeaderValue::from(st.registry.index()));
-    res
 }
 
 async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {
