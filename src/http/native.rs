@@ -288,6 +288,17 @@ pub async fn register(
     Ok(indexed(inst.index, Json(view(&st, &inst))))
 }
 
+/// The answer to a heartbeat: what a heartbeating client needs (its status,
+/// when to beat again, the index), not the whole instance, which a read
+/// gives. A heartbeat is the most frequent request (ADR 0016).
+#[derive(Serialize)]
+struct HeartbeatAck<'a> {
+    id: &'a str,
+    health: Health,
+    ttl: f64,
+    index: u64,
+}
+
 /// `PUT /v1/services/{service}/instances/{id}/heartbeat`.
 pub async fn heartbeat(
     State(st): State<HttpState>,
@@ -298,7 +309,13 @@ pub async fn heartbeat(
     caller.require(&st, Resource::Service(service.as_str()), Access::Write)?;
     let key = ServiceKey::new(st.registry.local_dc().clone(), service);
     let (inst, index) = super::heartbeat(&st, &key, &id, &caller).await?;
-    Ok(indexed(index, Json(view(&st, &inst))))
+    let ack = HeartbeatAck {
+        id: inst.id.as_str(),
+        health: inst.status(),
+        ttl: inst.ttl().as_secs_f64(),
+        index,
+    };
+    Ok(indexed(index, Json(ack)))
 }
 
 /// `DELETE /v1/services/{service}/instances/{id}`.

@@ -367,7 +367,7 @@ fn registry_document(domain: &str) -> Value {
                     "operationId": "heartbeat",
                     "parameters": [service_param, id_param],
                     "responses": {
-                        "200": json_ok("The instance", "Instance"),
+                        "200": json_ok("The instance's status after the beat, its TTL and the index", "HeartbeatAck"),
                         "400": error_response("Invalid name"),
                         "401": shared("Unauthorized"),
                         "403": shared("Forbidden"),
@@ -704,6 +704,16 @@ fn registry_document(domain: &str) -> Value {
         }
     });
     add_balance(&mut doc, &service_param);
+    doc["components"]["schemas"]["HeartbeatAck"] = json!({
+        "type": "object",
+        "properties": {
+            "id": { "type": "string" },
+            "health": { "type": "string", "enum": ["passing", "warning", "critical"],
+                        "description": "The instance's status after the beat." },
+            "ttl": { "type": "number", "description": "Seconds until the next beat is due." },
+            "index": { "type": "integer", "description": "The registry's index (the revival's, when the beat revived a critical instance)." }
+        }
+    });
     doc
 }
 
