@@ -148,21 +148,17 @@ fn strip_port(host: &str) -> &str {
 /// refused with 403, so no web page can spend the bootstrap or change the
 /// registry through a visitor's browser. Clients that are not browsers send
 /// no `Origin`.
-#[derive(Clone)]
-pub struct HostCheckLayer(pub HttpState);
-
-impl<S> tower_layer::Layer<S> for HostCheckLayer {
-    type Service = HostCheck<S>;
-
-    fn layer(&self, inner: S) -> HostCheck<S> {
-        HostCheck {
-            inner,
-            st: self.0.clone(),
-        }
-    }
+pub fn host_check(
+    st: HttpState,
+) -> tower_layer::LayerFn<impl Fn(axum::routing::Route) -> HostCheck<axum::routing::Route> + Clone>
+{
+    tower_layer::layer_fn(move |inner| HostCheck {
+        inner,
+        st: st.clone(),
+    })
 }
 
-/// The API behind [`HostCheckLayer`]'s check. A hand-written service: a
+/// The API behind [`host_check`]'s check. A hand-written service: a
 /// `from_fn` layer would box a future per request.
 #[derive(Clone)]
 pub struct HostCheck<S> {
@@ -195,7 +191,7 @@ where
     }
 }
 
-/// The answer to a request [`HostCheckLayer`] refuses.
+/// The answer to a request [`host_check`] refuses.
 fn refusal(st: &HttpState, req: &Request) -> Option<Response> {
     let host = req
         .headers()

@@ -418,7 +418,7 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
 pub fn router(state: HttpState) -> axum::Router {
     let mut router = axum::Router::new();
     for r in ROUTES {
-        let handler = handler_of(r).route_layer(observe::ObserveLayer::new(
+        let handler = handler_of(r).route_layer(observe::layer(
             r.path,
             state.http_metrics.clone(),
             r.registry.then(|| state.registry.clone()),
@@ -431,7 +431,7 @@ pub fn router(state: HttpState) -> axum::Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(auth::HostCheckLayer(state.clone()))
+        .layer(auth::host_check(state.clone()))
         .with_state(state)
 }
 

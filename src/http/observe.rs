@@ -35,34 +35,22 @@ struct RouteInfo {
 }
 
 /// The layer of one route.
-#[derive(Clone)]
-pub struct ObserveLayer(Arc<RouteInfo>);
-
-impl ObserveLayer {
-    pub fn new(
-        route: &'static str,
-        metrics: HttpMetrics,
-        index: Option<Registry>,
-        traces: bool,
-    ) -> Self {
-        Self(Arc::new(RouteInfo {
-            route,
-            metrics,
-            index,
-            traces,
-        }))
-    }
-}
-
-impl<S> tower_layer::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            info: self.0.clone(),
-        }
-    }
+pub fn layer(
+    route: &'static str,
+    metrics: HttpMetrics,
+    index: Option<Registry>,
+    traces: bool,
+) -> tower_layer::LayerFn<impl Fn(axum::routing::Route) -> Observe<axum::routing::Route> + Clone> {
+    let info = Arc::new(RouteInfo {
+        route,
+        metrics,
+        index,
+        traces,
+    });
+    tower_layer::layer_fn(move |inner| Observe {
+        inner,
+        info: info.clone(),
+    })
 }
 
 /// A route's handler, observed.
