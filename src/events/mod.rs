@@ -45,8 +45,9 @@ pub const MAX_BATCH: usize = 1_024;
 pub type InstanceEncoder<'a> = Box<dyn Fn(&crate::core::Instance, &mut Vec<u8>) + 'a>;
 
 pub trait Encoding: Send + Sync + 'static {
-    /// One change, as the `change` events of `GET /v1/events` (JSON).
-    fn change(&self, event: &Event) -> Vec<u8>;
+    /// One change, as the `change` events of `GET /v1/events` (JSON),
+    /// shared with the streams that send it (no copy).
+    fn change(&self, event: &Event) -> tokio_util::bytes::Bytes;
     /// What writes an instance of this service as the API shows it (a
     /// JSON object) to a buffer: what all instances share is made once.
     fn instance_encoder<'a>(&'a self, key: &ServiceKey) -> InstanceEncoder<'a>;

@@ -123,7 +123,7 @@ impl Message {
     fn ws(&self) -> Utf8Bytes {
         match self.body() {
             Ok(body) => ws_text(self.index(), self.kind(), body),
-            Err(c) => c.ws.clone(),
+            Err(c) => c.ws(),
         }
     }
 }
@@ -147,9 +147,27 @@ pub struct EncodedChange {
     key: ServiceKey,
     id: InstanceId,
     /// The `change` event's data (the MQTT event's payload too).
-    data: String,
+    data: Bytes,
     sse: Bytes,
-    ws: Utf8Bytes,
+    /// Made by the first WebSocket that sends it: most deployments
+    /// follow with SSE or MQTT alone.
+    ws: std::sync::OnceLock<Utf8Bytes>,
+}
+
+impl EncodedChange {
+    /// The WebSocket message: the same object with its type first.
+    fn ws(&self) -> Utf8Bytes {
+        self.ws
+            .get_or_init(|| {
+                let data = std::str::from_utf8(&self.data).unwrap_or("{}");
+                format!(
+                    "{{\"type\":\"change\",{}",
+                    data.strip_prefix('{').unwrap_or("}")
+                )
+                .into()
+            })
+            .clone()
+    }
 }
 
 /// The latest changes, each encoded once for all streams: without it,
@@ -184,18 +202,13 @@ impl EncodedChanges {
             return c.clone();
         }
         let data = change_json(st, e);
-        // The WebSocket message is the same object with its type first.
-        let ws = format!(
-            "{{\"type\":\"change\",{}",
-            data.strip_prefix('{').unwrap_or("}")
-        );
         let c = Arc::new(EncodedChange {
             index: e.index,
             key: e.key.clone(),
             id: e.id.clone(),
             sse: sse_frame(e.index, "change", &data),
-            ws: ws.into(),
-            data,
+            ws: Default::default(),
+            data: data.into(),
         });
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         c
@@ -229,13 +242,8 @@ fn change_json(st: &HttpState, e: &Event) -> String {
 pub struct Json(pub HttpState);
 
 impl crate::events::Encoding for Json {
-    fn change(&self, event: &Event) -> Vec<u8> {
-        self.0
-            .encoded_changes
-            .get(&self.0, event)
-            .data
-            .clone()
-            .into_bytes()
+    fn change(&self, event: &Event) -> Bytes {
+        self.0.encoded_changes.get(&self.0, event).data.clone()
     }
 
     fn instance_encoder<'a>(&'a self, key: &ServiceKey) -> crate::events::InstanceEncoder<'a> {

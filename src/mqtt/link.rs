@@ -128,13 +128,13 @@ impl Link {
 
     /// Queues a QoS 1 message; returns its packet id. Sent by the next
     /// [`Link::flush`]. At most 65,535 may be unacknowledged at once.
-    pub fn queue(&mut self, topic: &str, retain: bool, payload: Bytes) -> Result<u16, String> {
+    pub fn queue(&mut self, topic: String, retain: bool, payload: Bytes) -> Result<u16, String> {
         self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
         let publish = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain,
-            topic: topic.to_string(),
+            topic,
             pkid: self.last_pkid,
             payload,
         };

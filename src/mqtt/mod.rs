@@ -322,7 +322,7 @@ impl Session<'_> {
             let Some((topic, retain, payload)) = self.message(&next.what) else {
                 continue;
             };
-            match link.queue(&topic, retain, payload) {
+            match link.queue(topic, retain, payload) {
                 Ok(pkid) => self.inflight.push_back(Sent {
                     pkid,
                     resume: next.resume,
@@ -364,7 +364,11 @@ impl Session<'_> {
                         what: What::Change(e.clone()),
                         resume,
                     });
-                    self.dirty.entry(e.key.clone()).or_insert(resume);
+                    // Most changes are of a service already dirty: no
+                    // key is cloned for them.
+                    if !self.dirty.contains_key(&e.key) {
+                        self.dirty.insert(e.key.clone(), resume);
+                    }
                 }
                 if !self.dirty.is_empty() && self.flush_at.is_none() {
                     self.flush_at =
@@ -411,10 +415,7 @@ impl Session<'_> {
     fn message(&mut self, what: &What) -> Option<(String, bool, Bytes)> {
         let p = self.p;
         match what {
-            What::Change(e) => {
-                let payload = p.encoding.change(e);
-                Some((p.topic(&e.key), false, payload.into()))
-            }
+            What::Change(e) => Some((p.topic(&e.key), false, p.encoding.change(e))),
             What::Healthy(key) => {
                 let topic = format!("{}/healthy", p.topic(key));
                 let Some(s) = p.registry.service(key).filter(|s| !s.instances.is_empty()) else {

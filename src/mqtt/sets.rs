@@ -91,10 +91,13 @@ impl Sets {
             self.bytes -= old.size();
         }
         let encode = encoding.instance_encoder(key);
-        let mut payload = Vec::with_capacity(
-            old.as_ref()
-                .map_or(64 + 320 * s.instances.len(), |o| o.payload.len() + 1024),
-        );
+        // Room for the last payload and about as much per instance added
+        // since as it holds per instance, so that it grows once at most.
+        let capacity = old.as_ref().map_or(64 + 320 * s.instances.len(), |o| {
+            let per = o.payload.len() / o.parts.len().max(1);
+            o.payload.len() + 1024 + per.max(320) * s.instances.len().saturating_sub(o.parts.len())
+        });
+        let mut payload = Vec::with_capacity(capacity);
         payload.extend_from_slice(b"{\"service\":");
         let _ = serde_json::to_writer(&mut payload, key.service.as_str());
         payload.extend_from_slice(b",\"datacenter\":");
