@@ -8,7 +8,9 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, ServeArgs, acl, api, audit, intention, kv, lookup, snapshot, tls};
+use cli::{
+    Cli, Command, ServeArgs, acl, api, audit, blacklist, intention, kv, lookup, snapshot, tls,
+};
 use maxine::app::{App, Listeners, Notifier};
 use maxine::config::{Config, LogFormat};
 use maxine::telemetry::RecentLogs;
@@ -55,6 +57,7 @@ fn run() -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Kv(cmd) => rt.block_on(kv::run(cmd)),
         Command::Intention(cmd) => rt.block_on(intention::run(cmd)),
+        Command::Blacklist(cmd) => rt.block_on(blacklist::run(cmd)),
         Command::Watch(args) => rt.block_on(kv::watch(args)),
         Command::Tls(cmd) => tls::run(cmd),
     }

@@ -760,3 +760,235 @@ async fn intentions_from_the_command_line() {
     assert!(!ok && err.contains("400"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blacklist_from_the_command_line() {
+    let s = TestServer::start().await;
+    let api = s.http_base();
+    let instance = serde_json::json!({"address": "127.0.0.1", "port": 8080});
+    s.register("web", "web-1", instance.clone()).await;
+    s.register("web", "web-2", instance.clone()).await;
+    let put_web_1 = || {
+        s.http
+            .put(format!("{api}/v1/services/web/instances/web-1"))
+            .json(&instance)
+            .send()
+    };
+
+    // Listing an instance deregisters it and refuses it from then on.
+    let (ok, out, err) = run(maxine().args([
+        "blacklist",
+        "add",
+        "instance:web/web-1",
+        "--reason",
+        "compromised host",
+        "--ttl",
+        "1h",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok && out.contains("compromised host"), "{out}{err}");
+    let listed: serde_json::Value = s
+        .http
+        .get(format!("{api}/v1/services/web"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["web-2"], "{listed}");
+    assert_eq!(put_web_1().await.unwrap().status(), 403);
+
+    let (ok, out, err) = run(maxine().args([
+        "blacklist",
+        "add",
+        "cidr:192.0.2.0/24",
+        "--reason",
+        "scanner",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok && out.contains("192.0.2.0/24"), "{out}{err}");
+    let (ok, out, err) = run(maxine().args(["blacklist", "list", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = list["blacklist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{out}");
+    assert!(
+        kinds.contains(&"instance") && kinds.contains(&"cidr"),
+        "{out}"
+    );
+
+    // Removed: the instance may register again.
+    let (ok, _, err) =
+        run(maxine().args(["blacklist", "remove", "instance:web/web-1", "--api", &api])).await;
+    assert!(ok, "{err}");
+    assert_eq!(put_web_1().await.unwrap().status(), 200);
+    let (ok, _, err) =
+        run(maxine().args(["blacklist", "remove", "cidr:192.0.2.0/24", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(maxine().args(["blacklist", "list", "--api", &api])).await;
+    assert!(ok && out.contains("\"blacklist\": []"), "{out}");
+
+    // Wrong targets are refused, by the CLI or by the server, in words.
+    let (ok, _, err) = run(maxine().args([
+        "blacklist",
+        "add",
+        "host:web",
+        "--reason",
+        "r",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(!ok && err.contains("service:NAME"), "{err}");
+    let (ok, _, err) = run(maxine().args([
+        "blacklist",
+        "add",
+        "service:no_such!",
+        "--reason",
+        "r",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(!ok && err.contains("400"), "{err}");
+    let (ok, _, err) =
+        run(maxine().args(["blacklist", "remove", "service:web", "--api", &api])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+    s.stop().await;
+}
+
+/// `dig` asking Maxine for `db.maxine. A`, signed with `key`
+/// (`algorithm:name:base64`): its whole output.
+async fn dig_signed(s: &TestServer, key: &str) -> String {
+    let out = tokio::process::Command::new("dig")
+        .arg(format!("@{}", s.dns_addr.ip()))
+        .args(["-p", &s.dns_addr.port().to_string()])
+        .args([
+            "+norec",
+            "+tries=2",
+            "+time=2",
+            "db.maxine.",
+            "A",
+            "-y",
+            key,
+        ])
+        .output()
+        .await
+        .expect("dig runs (apt-get install dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tsig_keys_from_the_command_line_sign_what_dig_asks() {
+    let s = TestServer::start().await;
+    let api = s.http_base();
+    s.register(
+        "db",
+        "db-1",
+        serde_json::json!({"address": "127.0.0.1", "port": 5432}),
+    )
+    .await;
+
+    // Without a secret file: a new secret, shown once.
+    let (ok, out, err) = run(maxine().args([
+        "acl",
+        "tsig-key",
+        "put",
+        "ops.key",
+        "--accessor",
+        "anonymous",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(err.contains("not shown again"), "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secret = made["secret"].as_str().expect("the new secret").to_string();
+    assert_eq!(made["name"], "ops.key", "{out}");
+    let signed = dig_signed(&s, &format!("hmac-sha256:ops.key:{secret}")).await;
+    assert!(signed.contains("status: NOERROR"), "{signed}");
+    assert!(signed.contains("127.0.0.1"), "{signed}");
+    assert!(signed.contains("TSIG PSEUDOSECTION"), "{signed}");
+    assert!(!signed.contains("WARNING"), "{signed}");
+
+    // From a file: the secret given, never printed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci.secret");
+    let given = "Y2ktc2VjcmV0LWZvci10aGUtY2xpLXRlc3QtMDEyMzQ1Njc=";
+    std::fs::write(&file, format!("{given}\n")).unwrap();
+    let (ok, out, err) = run(maxine()
+        .args([
+            "acl",
+            "tsig-key",
+            "put",
+            "ci.key",
+            "--accessor",
+            "anonymous",
+            "--algorithm",
+            "hmac-sha512",
+            "--api",
+            &api,
+            "--secret-file",
+        ])
+        .arg(&file))
+    .await;
+    assert!(ok, "{err}");
+    assert!(!out.contains(given) && !err.contains(given), "{out}{err}");
+    let signed = dig_signed(&s, &format!("hmac-sha512:ci.key:{given}")).await;
+    assert!(
+        signed.contains("status: NOERROR") && !signed.contains("WARNING"),
+        "{signed}"
+    );
+
+    let (ok, out, err) = run(maxine().args(["acl", "tsig-key", "list", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["tsig_keys"].as_array().map(Vec::len), Some(2), "{out}");
+    assert!(!out.contains(&secret) && !out.contains(given), "{out}");
+
+    // Deleted: a query signed with it is BADKEY, and get says 404.
+    let (ok, _, err) =
+        run(maxine().args(["acl", "tsig-key", "delete", "ops.key", "--api", &api])).await;
+    assert!(ok, "{err}");
+    let gone = dig_signed(&s, &format!("hmac-sha256:ops.key:{secret}")).await;
+    assert!(gone.contains("BADKEY"), "{gone}");
+    let (ok, _, err) =
+        run(maxine().args(["acl", "tsig-key", "get", "ops.key", "--api", &api])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+
+    // A secret file that is empty is refused before anything is sent.
+    std::fs::write(&file, "\n").unwrap();
+    let (ok, _, err) = run(maxine()
+        .args([
+            "acl",
+            "tsig-key",
+            "put",
+            "x.key",
+            "--accessor",
+            "anonymous",
+            "--api",
+            &api,
+        ])
+        .arg("--secret-file")
+        .arg(&file))
+    .await;
+    assert!(!ok && err.contains("holds no secret"), "{err}");
+    s.stop().await;
+}

@@ -1,5 +1,5 @@
-//! `acl`: the ACL endpoints of the API (bootstrap, policies, tokens), as
-//! small calls whose JSON answer is printed as it came.
+//! `acl`: the ACL endpoints of the API (bootstrap, policies, tokens, TSIG
+//! keys), as small calls whose JSON answer is printed as it came.
 
 use anyhow::Context;
 use clap::builder::NonEmptyStringValueParser;
@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::api::{ClientArgs, client, print_response, send};
+use super::api::{ClientArgs, answer, client, print_response, send};
 
 #[derive(Subcommand)]
 pub enum AclCommand {
@@ -20,6 +20,10 @@ pub enum AclCommand {
     /// Tokens: secrets that carry policies.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// TSIG keys: shared secrets that DNS clients sign queries with, each
+    /// standing for a token.
+    #[command(subcommand, name = "tsig-key")]
+    TsigKey(TsigKeyCommand),
     /// Print the argon2 hash of a password read from standard input, for a
     /// line `name role hash` of acl.users_file. Runs offline.
     HashPassword,
@@ -55,6 +59,46 @@ pub enum TokenCommand {
     /// Show the token this command sends (GET /v1/acl/token/self).
     #[command(name = "self")]
     Current(ClientArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TsigKeyCommand {
+    /// Create or replace a key (PUT /v1/acl/tsig-keys/NAME). Without
+    /// --secret-file a new 256-bit secret is made and shown this once.
+    Put(TsigKeyPutArgs),
+    /// List the keys, without their secrets (GET /v1/acl/tsig-keys).
+    List(ClientArgs),
+    /// Show one key, without its secret (GET /v1/acl/tsig-keys/NAME).
+    Get(TsigKeyNameArgs),
+    /// Delete a key: queries signed with it are refused (DELETE /v1/acl/tsig-keys/NAME).
+    Delete(TsigKeyNameArgs),
+}
+
+#[derive(Args)]
+pub struct TsigKeyNameArgs {
+    /// The key's name, a DNS name as clients send it (e.g. ops.key)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct TsigKeyPutArgs {
+    #[command(flatten)]
+    pub key: TsigKeyNameArgs,
+    /// The accessor of the token whose policies a signed query gets
+    /// (`anonymous` for the anonymous token's)
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+    pub accessor: String,
+    /// hmac-sha256 (the default), hmac-sha384 or hmac-sha512
+    #[arg(long, default_value = "hmac-sha256")]
+    pub algorithm: String,
+    /// A file holding the secret in base64, as tsig-keygen writes it ("-"
+    /// for standard input); never on the command line, where other users
+    /// of the machine could read it
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -188,6 +232,32 @@ async fn call(
     print_response(send(c, req).await?).await
 }
 
+/// The secret of `tsig-key put`: read from its file, or made (then `true`).
+fn tsig_secret(a: &TsigKeyPutArgs) -> anyhow::Result<(String, bool)> {
+    use base64::Engine;
+    let Some(path) = &a.secret_file else {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| anyhow::anyhow!("the system gave no random bytes for a secret"))?;
+        return Ok((
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            true,
+        ));
+    };
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .context("cannot read the secret from standard input")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the secret from {}", path.display()))?
+    };
+    let secret = text.trim();
+    if secret.is_empty() {
+        anyhow::bail!("{} holds no secret", path.display());
+    }
+    Ok((secret.to_owned(), false))
+}
+
 fn secret_shown_once() {
     eprintln!("The secret above is not shown again: keep it now.");
 }
@@ -251,6 +321,34 @@ pub async fn run(cmd: AclCommand) -> anyhow::Result<()> {
         }
         AclCommand::Token(TokenCommand::Delete(a)) => {
             let path = ["v1", "acl", "tokens", &a.accessor];
+            call(&a.client, Method::DELETE, &path, None).await
+        }
+        AclCommand::TsigKey(TsigKeyCommand::Put(a)) => {
+            let (secret, made) = tsig_secret(&a)?;
+            let body = json!({ "algorithm": a.algorithm, "secret": secret, "token": a.accessor });
+            let c = &a.key.client;
+            let req = client(c)?
+                .put(c.url(&["v1", "acl", "tsig-keys", &a.key.name])?)
+                .json(&body);
+            let mut key = answer(send(c, req).await?).await?;
+            if made {
+                key["secret"] = secret.into();
+            }
+            println!("{}", serde_json::to_string_pretty(&key)?);
+            if made {
+                secret_shown_once();
+            }
+            Ok(())
+        }
+        AclCommand::TsigKey(TsigKeyCommand::List(c)) => {
+            call(&c, Method::GET, &["v1", "acl", "tsig-keys"], None).await
+        }
+        AclCommand::TsigKey(TsigKeyCommand::Get(a)) => {
+            let path = ["v1", "acl", "tsig-keys", &a.name];
+            call(&a.client, Method::GET, &path, None).await
+        }
+        AclCommand::TsigKey(TsigKeyCommand::Delete(a)) => {
+            let path = ["v1", "acl", "tsig-keys", &a.name];
             call(&a.client, Method::DELETE, &path, None).await
         }
         AclCommand::Token(TokenCommand::Current(c)) => {

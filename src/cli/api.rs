@@ -178,6 +178,13 @@ pub fn explain(api: &str, e: &reqwest::Error) -> anyhow::Error {
 
 /// Prints the JSON body; fails with the server's message on an error status.
 pub async fn print_response(resp: reqwest::Response) -> anyhow::Result<()> {
+    let body = answer(resp).await?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// The JSON body; fails with the server's message on an error status.
+pub async fn answer(resp: reqwest::Response) -> anyhow::Result<serde_json::Value> {
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
@@ -188,8 +195,7 @@ pub async fn print_response(resp: reqwest::Response) -> anyhow::Result<()> {
             .unwrap_or("no message");
         bail!("{status}: {msg}");
     }
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(())
+    Ok(body)
 }
 
 fn instance_url(api: &str, service: &str, id: &str) -> String {

@@ -10,6 +10,7 @@
 pub mod acl;
 pub mod api;
 pub mod audit;
+pub mod blacklist;
 pub mod intention;
 pub mod kv;
 pub mod lookup;
@@ -51,6 +52,10 @@ pub enum Command {
     /// Manage intentions (which service may find which) through the API.
     #[command(subcommand)]
     Intention(intention::IntentionCommand),
+    /// Manage the blacklist (services, instances and networks Maxine
+    /// refuses) through the API.
+    #[command(subcommand)]
+    Blacklist(blacklist::BlacklistCommand),
     /// Read and write the key/value store through the API.
     #[command(subcommand)]
     Kv(kv::KvCommand),

@@ -1,7 +1,7 @@
 use clap::Parser;
 use serde_json::json;
 
-use super::acl::{AclCommand, PolicyCommand, TokenCommand};
+use super::acl::{AclCommand, PolicyCommand, TokenCommand, TsigKeyCommand};
 use super::*;
 
 fn try_parse(args: &[&str]) -> Result<Command, clap::Error> {
@@ -25,12 +25,18 @@ fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
         Command::Services(c) => Some(c),
         Command::Kv(k) => Some(k.client()),
         Command::Intention(i) => Some(i.client()),
+        Command::Blacklist(b) => Some(b.client()),
         Command::Watch(a) => Some(a.client()),
         Command::Acl(AclCommand::Bootstrap(c)) => Some(c),
         Command::Acl(AclCommand::Policy(p)) => Some(match p {
             PolicyCommand::Put(a) => &a.client,
             PolicyCommand::List(c) => c,
             PolicyCommand::Get(a) | PolicyCommand::Delete(a) => &a.client,
+        }),
+        Command::Acl(AclCommand::TsigKey(k)) => Some(match k {
+            TsigKeyCommand::Put(a) => &a.key.client,
+            TsigKeyCommand::List(c) => c,
+            TsigKeyCommand::Get(a) | TsigKeyCommand::Delete(a) => &a.client,
         }),
         Command::Acl(AclCommand::Token(t)) => Some(match t {
             TokenCommand::Create(a) => &a.client,
@@ -62,6 +68,13 @@ const API_SUBCOMMANDS: &[&[&str]] = &[
     &["kv", "delete", "a/b"],
     &["kv", "list"],
     &["watch"],
+    &["acl", "tsig-key", "put", "ops.key", "--accessor", "acc-1"],
+    &["acl", "tsig-key", "list"],
+    &["acl", "tsig-key", "get", "ops.key"],
+    &["acl", "tsig-key", "delete", "ops.key"],
+    &["blacklist", "list"],
+    &["blacklist", "add", "service:web", "--reason", "r"],
+    &["blacklist", "remove", "cidr:10.0.0.0/8"],
 ];
 
 #[test]
@@ -354,4 +367,29 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
         log_colours(Some(OsStr::new("")), true),
         "an empty NO_COLOR does not count"
     );
+}
+
+#[test]
+fn blacklist_targets_become_their_api_paths() {
+    use super::blacklist::segments;
+    assert_eq!(segments("service:web").unwrap(), ["services", "web"]);
+    assert_eq!(
+        segments("instance:web/web-1").unwrap(),
+        ["instances", "web", "web-1"]
+    );
+    assert_eq!(segments("cidr:fd00::/8").unwrap(), ["cidrs", "fd00::/8"]);
+    let cmd = parse(&["services", "--api", "http://127.0.0.1:8080"]);
+    let path = [
+        &["v1", "blacklist"][..],
+        &segments("cidr:10.0.0.0/8").unwrap(),
+    ]
+    .concat();
+    assert_eq!(
+        client_of(&cmd).unwrap().url(&path).unwrap().as_str(),
+        "http://127.0.0.1:8080/v1/blacklist/cidrs/10.0.0.0%2F8"
+    );
+    for bad in ["web", "service:", "instance:web", "instance:/x", "host:web"] {
+        let err = segments(bad).unwrap_err().to_string();
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
 }
