@@ -217,14 +217,6 @@ print(f"  {len(sent):,} registrations ({len(sent) / secs:,.0f}/s); lag p50 {q(.5
 PY
 fi
 
-cat >"$work/heartbeat.lua" <<'LUA'
-local n = -1
-wrk.method = "PUT"
-function request()
-  n = (n + 1) % 10000
-  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
-end
-LUA
 python3 -c '
 import json
 for n in range(10000):
@@ -234,7 +226,7 @@ for n in range(10000):
 heartbeats() {
   echo "== heartbeats through $1, $conns connections, ${secs}s (10,000 instances)"
   python3 benches/register.py --threads 16 "http://127.0.0.1:$2" "$work/hb.jsonl"
-  wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/heartbeat.lua" "http://127.0.0.1:$2" \
+  wrk -t1 -c"$conns" -d"${secs}s" --latency -s benches/heartbeat.lua "http://127.0.0.1:$2" \
     | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx" | sed 's/^/  /'
 }
 if part hb; then heartbeats "node A (etcd)" $((base + 20)); fi

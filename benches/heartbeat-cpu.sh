@@ -30,17 +30,9 @@ for n in range(10000):
     print(json.dumps({"service": f"hb{n % 1000}", "id": f"hb-{n}", "address": "10.9.0.1", "port": 8080, "ttl": "1h"}))
 ' >"$work/hb.jsonl"
 taskset -c 1 python3 benches/register.py --threads 16 "http://127.0.0.1:$port" "$work/hb.jsonl" >/dev/null
-cat >"$work/hb.lua" <<'LUA'
-local n = -1
-wrk.method = "PUT"
-function request()
-  n = (n + 1) % 10000
-  return wrk.format(nil, "/v1/services/hb" .. (n % 1000) .. "/instances/hb-" .. n .. "/heartbeat")
-end
-LUA
 cpu() { awk '{print $14+$15}' /proc/$pid/stat; }
 c0=$(cpu)
-out=$(taskset -c 1 wrk -t1 -c50 -d6s -s "$work/hb.lua" http://127.0.0.1:$port)
+out=$(taskset -c 1 wrk -t1 -c50 -d6s -s benches/heartbeat.lua http://127.0.0.1:$port)
 c1=$(cpu)
 rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
 reqs=$(echo "$out" | awk '/requests in/{print $1}')
