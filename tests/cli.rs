@@ -789,15 +789,7 @@ async fn the_blacklist_from_the_command_line() {
     ]))
     .await;
     assert!(ok && out.contains("compromised host"), "{out}{err}");
-    let listed: serde_json::Value = s
-        .http
-        .get(format!("{api}/v1/services/web"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::api::get(&s, "/v1/services/web").await.body;
     let ids: Vec<&str> = listed["instances"]
         .as_array()
         .unwrap()
