@@ -42,7 +42,18 @@ impl SseReader {
         last_event_id: Option<u64>,
         accept_encoding: Option<&str>,
     ) -> Self {
-        let mut req = s.http.get(format!("{}/v1/events{query}", s.http_base()));
+        Self::open_via(&s.http, s, query, last_event_id, accept_encoding).await
+    }
+
+    /// As `open_with`, through `http` (a client bound to another address).
+    async fn open_via(
+        http: &reqwest::Client,
+        s: &TestServer,
+        query: &str,
+        last_event_id: Option<u64>,
+        accept_encoding: Option<&str>,
+    ) -> Self {
+        let mut req = http.get(format!("{}/v1/events{query}", s.http_base()));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
@@ -196,6 +207,61 @@ async fn an_sse_consumer_that_resumes_with_last_event_id_misses_nothing_and_sees
         (e.id, e.data["kind"].as_str()),
         (Some(f), Some("registered"))
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn event_streams_leave_out_what_the_intentions_keep_the_caller_from() {
+    const WEB: &str = "127.0.0.21";
+    let s = TestServer::start().await;
+    let at = |addr: &str| json!({"address": addr, "port": 80, "ttl": "10m"});
+    s.register("web", "web-1", at(WEB)).await;
+    s.register("db", "db-1", at("127.0.0.23")).await;
+    let r = common::api::put(&s, "/v1/intentions/web/db", json!({"action": "deny"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // A consumer at web's address has web's identity, as on DNS.
+    let web = reqwest::Client::builder()
+        .local_address(WEB.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let refused = web
+        .get(format!("{}/v1/events?service=db", s.http_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let why = refused.text().await.unwrap();
+    assert!(why.contains("web") && why.contains("db"), "{why}");
+
+    let mut as_web = SseReader::open_via(&web, &s, "", None, None).await;
+    let mut stranger = SseReader::open(&s, "", None).await;
+    let names = |e: &Sse| -> Vec<String> {
+        e.data["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["service"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (w, o) = (as_web.next().await, stranger.next().await);
+    assert_eq!(
+        (w.event.as_str(), names(&w)),
+        ("snapshot", vec!["web".into()])
+    );
+    assert_eq!(names(&o), ["db", "web"], "no identity: nothing left out");
+    // Changes of db are left out of web's stream, not of the other.
+    let db = register(&s, "db", "db-2").await;
+    let api = register(&s, "api", "api-1").await;
+    let e = as_web.next().await;
+    assert_eq!((e.id, e.data["service"].as_str()), (Some(api), Some("api")));
+    let e = stranger.next().await;
+    assert_eq!((e.id, e.data["service"].as_str()), (Some(db), Some("db")));
+    // Allowed again: the next change of db reaches web's stream.
+    let r = common::api::put(&s, "/v1/intentions/web/db", json!({"action": "allow"})).await;
+    assert_eq!(r.status, 200);
+    let db = register(&s, "db", "db-3").await;
+    let e = as_web.next().await;
+    assert_eq!((e.id, e.data["service"].as_str()), (Some(db), Some("db")));
     s.stop().await;
 }
 

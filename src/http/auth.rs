@@ -331,6 +331,14 @@ impl Caller {
         self.intention_denial(st, service).is_none()
     }
 
+    /// Whether an intention could keep this caller from discovering some
+    /// service: it has a service identity, or it is anonymous (then the
+    /// instances registered at its address may give it one at any time).
+    /// Event streams share one delivery only among callers it cannot.
+    pub fn held_to_intentions(&self, st: &HttpState) -> bool {
+        st.askers.is_on() && (self.grants.service.is_some() || self.is_anonymous())
+    }
+
     /// The source whose intention towards `service` denies this caller.
     fn intention_denial(&self, st: &HttpState, service: &ServiceName) -> Option<ServiceName> {
         let peer = match self.actor {

@@ -276,7 +276,8 @@ struct Follow {
     /// `interval` after it, and takes everything that came meanwhile.
     last: Option<tokio::time::Instant>,
     /// The consumer sees every change (no `?service=`, reads every
-    /// service and key): it takes [`SharedDeliveries`].
+    /// service and key): it takes [`SharedDeliveries`] while no intention
+    /// can hold it back ([`Caller::held_to_intentions`]).
     everything: bool,
 }
 
@@ -366,11 +367,14 @@ impl SharedDeliveries {
 }
 
 impl Follow {
+    /// Whether the consumer is shown `service`: its rules read it and the
+    /// intentions let it discover it, as the listing routes decide.
     fn may_read(&self, service: &ServiceName) -> bool {
         self.service.as_ref().is_none_or(|s| s == service)
             && self
                 .caller
                 .may(&self.st, Resource::Service(service.as_str()), Access::Read)
+            && self.caller.may_discover(&self.st, service)
     }
 
     fn service_body(&self, s: &ServiceSnapshot) -> Value {
@@ -427,7 +431,10 @@ impl Follow {
             let at = epoch + Duration::from_nanos(u64::try_from(ticks * step).unwrap_or(u64::MAX));
             tokio::time::sleep_until(at).await;
         }
-        let delivered = if self.everything && self.first.is_none() {
+        // Intentions may come (or an anonymous caller's address gain an
+        // identity) while it follows: checked at each delivery.
+        let shared = self.everything && !self.caller.held_to_intentions(&self.st);
+        let delivered = if shared && self.first.is_none() {
             self.take_shared().await
         } else {
             Delivered::Own(self.take().await)
@@ -573,6 +580,7 @@ fn follow(
     };
     if let Some(s) = &service {
         caller.require(st, Resource::Service(s.as_str()), Access::Read)?;
+        caller.require_intention(st, s)?;
     }
     let since = start(st, q, headers)?;
     let everything = service.is_none() && policy::reads_everything(&caller.grants, st.auth.default);
