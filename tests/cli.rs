@@ -984,3 +984,59 @@ async fn tsig_keys_from_the_command_line_sign_what_dig_asks() {
     assert!(!ok && err.contains("holds no secret"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_client_networks_from_the_command_line() {
+    let s = TestServer::start().await;
+    let api = s.http_base();
+    let (ok, out, err) = run(maxine().args([
+        "acl",
+        "dns-client",
+        "put",
+        "office",
+        "--cidr",
+        "10.1.0.0/16",
+        "--cidr",
+        "fd00::/8",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let put: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(put["name"], "office", "{out}");
+    // What the CLI sent is what the API stores.
+    let got = common::api::get(&s, "/v1/acl/dns-clients/office").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.body["cidrs"],
+        serde_json::json!(["10.1.0.0/16", "fd00::/8"]),
+        "{:?}",
+        got.body
+    );
+    let (ok, out, err) = run(maxine().args(["acl", "dns-client", "list", "--api", &api])).await;
+    assert!(ok && out.contains("office"), "{out}{err}");
+    let (ok, _, err) =
+        run(maxine().args(["acl", "dns-client", "delete", "office", "--api", &api])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        common::api::get(&s, "/v1/acl/dns-clients/office")
+            .await
+            .status,
+        404
+    );
+    // A network that is not one is the server's 400, in words.
+    let (ok, _, err) = run(maxine().args([
+        "acl",
+        "dns-client",
+        "put",
+        "bad",
+        "--cidr",
+        "10.1.0.0/99",
+        "--api",
+        &api,
+    ]))
+    .await;
+    assert!(!ok && err.contains("400"), "{err}");
+    s.stop().await;
+}

@@ -1,5 +1,6 @@
-//! `acl`: the ACL endpoints of the API (bootstrap, policies, tokens, TSIG
-//! keys), as small calls whose JSON answer is printed as it came.
+//! `acl`: the ACL endpoints of the API (bootstrap, policies, tokens, DNS
+//! client networks, TSIG keys), as small calls whose JSON answer is
+//! printed as it came.
 
 use anyhow::Context;
 use clap::builder::NonEmptyStringValueParser;
@@ -20,6 +21,9 @@ pub enum AclCommand {
     /// Tokens: secrets that carry policies.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// DNS client networks: the policies of DNS askers from a network.
+    #[command(subcommand, name = "dns-client")]
+    DnsClient(DnsClientCommand),
     /// TSIG keys: shared secrets that DNS clients sign queries with, each
     /// standing for a token.
     #[command(subcommand, name = "tsig-key")]
@@ -59,6 +63,39 @@ pub enum TokenCommand {
     /// Show the token this command sends (GET /v1/acl/token/self).
     #[command(name = "self")]
     Current(ClientArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DnsClientCommand {
+    /// Create or replace a network (PUT /v1/acl/dns-clients/NAME).
+    Put(DnsClientPutArgs),
+    /// List the networks (GET /v1/acl/dns-clients).
+    List(ClientArgs),
+    /// Show one network (GET /v1/acl/dns-clients/NAME).
+    Get(DnsClientNameArgs),
+    /// Delete a network: its askers are anonymous again (DELETE /v1/acl/dns-clients/NAME).
+    Delete(DnsClientNameArgs),
+}
+
+#[derive(Args)]
+pub struct DnsClientNameArgs {
+    /// The network's name, e.g. office
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct DnsClientPutArgs {
+    #[command(flatten)]
+    pub network: DnsClientNameArgs,
+    /// A network in it, e.g. 10.0.0.0/8 or fd00::/8; repeatable
+    #[arg(long = "cidr", value_name = "CIDR", required = true)]
+    pub cidrs: Vec<String>,
+    /// A policy its askers get; repeatable
+    #[arg(long = "policy", value_name = "POLICY")]
+    pub policies: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -339,6 +376,22 @@ pub async fn run(cmd: AclCommand) -> anyhow::Result<()> {
                 secret_shown_once();
             }
             Ok(())
+        }
+        AclCommand::DnsClient(DnsClientCommand::Put(a)) => {
+            let body = json!({ "cidrs": a.cidrs, "policies": a.policies });
+            let path = ["v1", "acl", "dns-clients", &a.network.name];
+            call(&a.network.client, Method::PUT, &path, Some(body)).await
+        }
+        AclCommand::DnsClient(DnsClientCommand::List(c)) => {
+            call(&c, Method::GET, &["v1", "acl", "dns-clients"], None).await
+        }
+        AclCommand::DnsClient(DnsClientCommand::Get(a)) => {
+            let path = ["v1", "acl", "dns-clients", &a.name];
+            call(&a.client, Method::GET, &path, None).await
+        }
+        AclCommand::DnsClient(DnsClientCommand::Delete(a)) => {
+            let path = ["v1", "acl", "dns-clients", &a.name];
+            call(&a.client, Method::DELETE, &path, None).await
         }
         AclCommand::TsigKey(TsigKeyCommand::List(c)) => {
             call(&c, Method::GET, &["v1", "acl", "tsig-keys"], None).await

@@ -1,7 +1,7 @@
 use clap::Parser;
 use serde_json::json;
 
-use super::acl::{AclCommand, PolicyCommand, TokenCommand, TsigKeyCommand};
+use super::acl::{AclCommand, DnsClientCommand, PolicyCommand, TokenCommand, TsigKeyCommand};
 use super::*;
 
 fn try_parse(args: &[&str]) -> Result<Command, clap::Error> {
@@ -32,6 +32,11 @@ fn client_of(cmd: &Command) -> Option<&api::ClientArgs> {
             PolicyCommand::Put(a) => &a.client,
             PolicyCommand::List(c) => c,
             PolicyCommand::Get(a) | PolicyCommand::Delete(a) => &a.client,
+        }),
+        Command::Acl(AclCommand::DnsClient(d)) => Some(match d {
+            DnsClientCommand::Put(a) => &a.network.client,
+            DnsClientCommand::List(c) => c,
+            DnsClientCommand::Get(a) | DnsClientCommand::Delete(a) => &a.client,
         }),
         Command::Acl(AclCommand::TsigKey(k)) => Some(match k {
             TsigKeyCommand::Put(a) => &a.key.client,
@@ -70,6 +75,10 @@ const API_SUBCOMMANDS: &[&[&str]] = &[
     &["watch"],
     &["acl", "tsig-key", "put", "ops.key", "--accessor", "acc-1"],
     &["acl", "tsig-key", "list"],
+    &["acl", "dns-client", "put", "office", "--cidr", "10.0.0.0/8"],
+    &["acl", "dns-client", "list"],
+    &["acl", "dns-client", "get", "office"],
+    &["acl", "dns-client", "delete", "office"],
     &["acl", "tsig-key", "get", "ops.key"],
     &["acl", "tsig-key", "delete", "ops.key"],
     &["blacklist", "list"],
