@@ -91,8 +91,9 @@ impl Sets {
             self.bytes -= old.size();
         }
         let encode = encoding.instance_encoder(key);
-        // Room for the last payload and about as much per instance added
-        // since as it holds per instance, so that it grows once at most.
+        // Room for the last payload, and for each instance added since as
+        // much as an instance took in it: the buffer seldom grows while
+        // the set is written.
         let capacity = old.as_ref().map_or(64 + 320 * s.instances.len(), |o| {
             let per = o.payload.len() / o.parts.len().max(1);
             o.payload.len() + 1024 + per.max(320) * s.instances.len().saturating_sub(o.parts.len())
