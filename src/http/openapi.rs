@@ -710,7 +710,7 @@ fn registry_document(domain: &str) -> Value {
             "id": { "type": "string" },
             "health": { "type": "string", "enum": ["passing", "warning", "critical"],
                         "description": "The instance's status after the beat." },
-            "ttl": { "type": "number", "description": "Seconds until the next beat is due." },
+            "ttl": { "type": "number", "description": "The instance's TTL in seconds: the next beat is due within it." },
             "index": { "type": "integer", "description": "The registry's index (the revival's, when the beat revived a critical instance)." }
         }
     });
