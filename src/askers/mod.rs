@@ -423,6 +423,17 @@ impl Askers {
             .cloned()
     }
 
+    /// Whether registered instances give the asker at `peer` a service
+    /// identity, which [`Askers::intention_denies`] holds to the intentions.
+    pub fn has_identity(&self, peer: IpAddr) -> bool {
+        let ip = crate::core::strategy::canonical(peer);
+        self.inner
+            .addresses
+            .pin()
+            .get(&ip)
+            .is_some_and(|c| matches!(c.key, ClassKey::Identity(_)))
+    }
+
     /// The class of the asker at `peer` (for tests and the API).
     pub fn class_of(&self, peer: IpAddr) -> ClassKey {
         let ip = crate::core::strategy::canonical(peer);

@@ -332,11 +332,16 @@ impl Caller {
     }
 
     /// Whether an intention could keep this caller from discovering some
-    /// service: it has a service identity, or it is anonymous (then the
-    /// instances registered at its address may give it one at any time).
-    /// Event streams share one delivery only among callers it cannot.
+    /// service now: it has a service identity, its credential's or (without
+    /// a credential) that of the instances registered at its address. Event
+    /// streams ask at each delivery, and share one only among callers it
+    /// cannot hold back.
     pub fn held_to_intentions(&self, st: &HttpState) -> bool {
-        st.askers.is_on() && (self.grants.service.is_some() || self.is_anonymous())
+        if !st.askers.is_on() {
+            return false;
+        }
+        self.grants.service.is_some()
+            || matches!(self.actor, Actor::Anonymous { client: Some(ip) } if st.askers.has_identity(ip))
     }
 
     /// The source whose intention towards `service` denies this caller.
