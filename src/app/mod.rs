@@ -622,8 +622,7 @@ impl App {
             );
             tasks.spawn(publisher.run(stop.clone()));
         }
-        let router = http::router(state);
-        let router = http::with_recovery(router, recovery);
+        let router = http::router(state).with_recovery(recovery);
         let snapshots = (config.store == StoreConfig::File).then(|| AutoSnapshot {
             registry: registry.clone(),
             dir: config.data_dir.join(crate::store::snapshot::DIR_NAME),

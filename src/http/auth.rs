@@ -148,51 +148,9 @@ fn strip_port(host: &str) -> &str {
 /// refused with 403, so no web page can spend the bootstrap or change the
 /// registry through a visitor's browser. Clients that are not browsers send
 /// no `Origin`.
-pub fn host_check(
-    st: HttpState,
-) -> tower_layer::LayerFn<impl Fn(axum::routing::Route) -> HostCheck<axum::routing::Route> + Clone>
-{
-    tower_layer::layer_fn(move |inner| HostCheck {
-        inner,
-        st: st.clone(),
-    })
-}
-
-/// The API behind [`host_check`]'s check. A hand-written service: a
-/// `from_fn` layer would box a future per request.
-#[derive(Clone)]
-pub struct HostCheck<S> {
-    inner: S,
-    st: HttpState,
-}
-
-impl<S> tower_service::Service<Request> for HostCheck<S>
-where
-    S: tower_service::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        use futures_util::future::Either;
-        match refusal(&self.st, &req) {
-            Some(refused) => Either::Left(std::future::ready(Ok(refused))),
-            None => Either::Right(self.inner.call(req)),
-        }
-    }
-}
-
-/// The answer to a request [`host_check`] refuses.
-fn refusal(st: &HttpState, req: &Request) -> Option<Response> {
+///
+/// The answer to such a request, or `None` to serve it ([`super::Api`]).
+pub(super) fn refusal(st: &HttpState, req: &Request) -> Option<Response> {
     let host = req
         .headers()
         .get(header::HOST)

@@ -52,7 +52,6 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::{ApiError, MaxineError};
 pub use maxine::Control as MaxineControl;
-pub use recovery::with_recovery;
 pub use server::{BodyTimeout, Limits, refused_connections, serve};
 pub use tls::{TlsError, load_tls};
 
@@ -414,8 +413,60 @@ fn handler_of(r: &RouteSpec) -> MethodRouter<HttpState> {
     }
 }
 
+/// The API as served: what every request passes first (the host check, the
+/// default body limit, the recovery notice), then the route table.
+///
+/// One service around the router rather than router-wide `layer`s: axum
+/// wraps every route in each such layer, and each wrap is a boxed clone
+/// of the rest of the stack and a boxed future, per request (heartbeats,
+/// docs/performance.md "The API's outer layers, once").
+#[derive(Clone)]
+pub struct Api {
+    routes: axum::Router,
+    st: HttpState,
+    body_limit: DefaultBodyLimit,
+    recovery: Option<crate::store::RecoveryNotice>,
+}
+
+impl Api {
+    /// The same API, showing `notice` on `/v1/ready` and `/v1/services`
+    /// and acknowledging it on `POST /v1/recovery/ack`.
+    pub fn with_recovery(mut self, notice: crate::store::RecoveryNotice) -> Self {
+        self.recovery = Some(notice);
+        self
+    }
+}
+
+impl tower_service::Service<axum::extract::Request> for Api {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
+        use futures_util::future::Either;
+        if let Some(refused) = auth::refusal(&self.st, &req) {
+            return Either::Left(std::future::ready(Ok(refused)));
+        }
+        self.body_limit.apply(&mut req);
+        if let Some(notice) = &self.recovery {
+            req.extensions_mut().insert(notice.clone());
+        }
+        Either::Right(tower_service::Service::call(&mut self.routes, req))
+    }
+}
+
 /// Builds the API from [`ROUTES`].
-pub fn router(state: HttpState) -> axum::Router {
+pub fn router(state: HttpState) -> Api {
     let mut router = axum::Router::new();
     for r in ROUTES {
         let handler = handler_of(r).route_layer(observe::layer(
@@ -426,13 +477,17 @@ pub fn router(state: HttpState) -> axum::Router {
         ));
         router = router.route(r.path, handler);
     }
-    router
+    let routes = router
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(auth::host_check(state.clone()))
-        .with_state(state)
+        .with_state(state.clone());
+    Api {
+        routes,
+        body_limit: DefaultBodyLimit::max(state.max_body_bytes),
+        st: state,
+        recovery: None,
+    }
 }
 
 async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {

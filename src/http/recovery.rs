@@ -2,8 +2,8 @@
 //! shown on `/v1/ready` (`"degraded"`) and `/v1/services` (`"recovery"`)
 //! until an operator acknowledges it with `POST /v1/recovery/ack`.
 //!
-//! The notice travels as a request extension ([`with_recovery`]), so routers
-//! built without a store simply have none.
+//! The notice travels as a request extension ([`super::Api::with_recovery`]),
+//! so an API built without a store simply has none.
 
 use axum::{Extension, Json};
 use serde_json::{Value, json};
@@ -12,11 +12,6 @@ use crate::store::RecoveryNotice;
 
 /// What the handlers extract: the notice, when the app installed one.
 pub type Notice = Option<Extension<RecoveryNotice>>;
-
-/// Makes `notice` available to the handlers of `router`.
-pub fn with_recovery(router: axum::Router, notice: RecoveryNotice) -> axum::Router {
-    router.layer(Extension(notice))
-}
 
 /// The unacknowledged recovery as JSON, if there is one.
 pub fn degraded(notice: &Notice) -> Option<Value> {

@@ -89,7 +89,7 @@ pub fn refused_connections() -> u64 {
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    router: super::Api,
     tls: Option<Arc<ServerConfig>>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -250,7 +250,7 @@ impl Drop for Slot {
 
 /// One accepted connection and what serving it needs.
 struct Conn {
-    router: axum::Router,
+    router: super::Api,
     limits: Arc<Limits>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     peer: SocketAddr,
