@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::acl::{Cred, call};
+use common::api::get;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use reqwest::Method;
@@ -365,14 +366,7 @@ async fn blacklist_changes_are_audited_and_need_their_permission() {
     assert_eq!(r.status, 403, "{:?}", r.body);
     let r = call(&s.http, Method::PUT, &url, &admin, Some(&body)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let listed = call(
-        &s.http,
-        Method::GET,
-        &format!("{}/v1/blacklist", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let listed = get(&s, "/v1/blacklist").await;
     assert_eq!(
         listed.body["blacklist"],
         json!([]),

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use common::TestServer;
 use common::acl::{Cred, call};
+use common::api::{delete, get, put};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use reqwest::Method;
@@ -153,27 +154,13 @@ async fn an_instance_of_web_is_refused_db_while_an_instance_of_api_finds_it() {
     let r = put_intention(&s, &Cred::None, "web", "db", json!({"action": "deny"})).await;
     assert_eq!(r.status, 200);
     assert!(!finds_db(&s, WEB).await);
-    let r = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/v1/intentions/web/db", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let r = delete(&s, "/v1/intentions/web/db").await;
     assert_eq!(r.status, 200);
     assert!(finds_db(&s, WEB).await);
     // An instance that leaves takes its identity with it.
     let r = put_intention(&s, &Cred::None, "web", "db", json!({"action": "deny"})).await;
     assert_eq!(r.status, 200);
-    let r = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/v1/services/web/instances/web-1", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let r = delete(&s, "/v1/services/web/instances/web-1").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(finds_db(&s, WEB).await, "no longer an instance of web");
     s.stop().await;
@@ -198,14 +185,7 @@ async fn the_most_specific_intention_decides_on_dns() {
     let r = put_intention(&s, &Cred::None, "web", "*", json!({"action": "allow"})).await;
     assert_eq!(r.status, 200);
     assert!(finds_db(&s, WEB).await, "web/* beats */db");
-    let list = call(
-        &s.http,
-        Method::GET,
-        &format!("{}/v1/intentions", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let list = get(&s, "/v1/intentions").await;
     assert_eq!(list.status, 200);
     let pairs: Vec<(String, String)> = list.body["intentions"]
         .as_array()
@@ -226,14 +206,7 @@ async fn the_most_specific_intention_decides_on_dns() {
             ("web".into(), "*".into())
         ]
     );
-    let one = call(
-        &s.http,
-        Method::GET,
-        &format!("{}/v1/intentions/*/db", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let one = get(&s, "/v1/intentions/*/db").await;
     assert_eq!(
         (one.status, one.body["action"].as_str()),
         (200, Some("deny"))
@@ -324,30 +297,19 @@ async fn intention_inputs_are_checked_with_clear_400s() {
             r.body
         );
     }
-    let missing = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/v1/intentions/web/db", s.http_base()),
-        &Cred::None,
-        None,
-    )
-    .await;
+    let missing = delete(&s, "/v1/intentions/web/db").await;
     assert_eq!(missing.status, 404);
-    let bad_net = call(
-        &s.http,
-        Method::PUT,
-        &format!("{}/v1/acl/dns-clients/office", s.http_base()),
-        &Cred::None,
-        Some(&json!({"cidrs": ["10.0.0.1/8"], "policies": []})),
+    let bad_net = put(
+        &s,
+        "/v1/acl/dns-clients/office",
+        json!({"cidrs": ["10.0.0.1/8"], "policies": []}),
     )
     .await;
     assert_eq!(bad_net.status, 400, "{:?}", bad_net.body);
-    let no_policy = call(
-        &s.http,
-        Method::PUT,
-        &format!("{}/v1/acl/dns-clients/office", s.http_base()),
-        &Cred::None,
-        Some(&json!({"cidrs": ["10.0.0.0/8"], "policies": ["nope"]})),
+    let no_policy = put(
+        &s,
+        "/v1/acl/dns-clients/office",
+        json!({"cidrs": ["10.0.0.0/8"], "policies": ["nope"]}),
     )
     .await;
     assert_eq!(no_policy.status, 400, "{:?}", no_policy.body);
