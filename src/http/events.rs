@@ -824,3 +824,44 @@ async fn ws_follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery of the changes `from..=last` (their content does not
+    /// matter to sharing: only their indexes).
+    fn delivery(from: u64, last: u64) -> Arc<SharedDelivery> {
+        Arc::new(SharedDelivery {
+            from,
+            last,
+            messages: (from..=last)
+                .map(|index| Message::Resync { index })
+                .collect(),
+            sse: Default::default(),
+            sse_gzip: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_laggards_own_delivery_leaves_the_others_sharing_theirs() {
+        let shared = SharedDeliveries::default();
+        // The consumers in step built 11..=20 and share it.
+        shared.offer(&delivery(11, 20));
+        // A laggard took its delivery late, from 5: it keeps it to itself.
+        shared.offer(&delivery(5, 15));
+        let (d, skip) = shared.get(11).expect("the in-step delivery stays");
+        assert_eq!((d.from, d.last, skip), (11, 20, 0));
+        // One that connected meanwhile joins it in the middle.
+        let (d, skip) = shared.get(14).expect("a later position inside it");
+        assert_eq!((d.from, skip), (11, 3));
+        // The laggard (at 5) is not handed a delivery with a gap before it.
+        assert!(shared.get(5).is_none());
+        // Nor is a consumer already past it.
+        assert!(shared.get(21).is_none());
+        // The next in-step delivery replaces it.
+        shared.offer(&delivery(21, 30));
+        assert_eq!(shared.get(21).map(|(d, _)| d.from), Some(21));
+        assert!(shared.get(11).is_none());
+    }
+}
