@@ -9,9 +9,11 @@
 #   1. durable registrations/s with CONNECTIONS connections spread over the
 #      three nodes (three wrk processes), with wrk's p50/p99; then the same
 #      against a single node on the file store;
-#   2. convergence lag between nodes at LAG_RATE changes/s (default 5000;
-#      a registration through node A until node B's API has it, sent by
-#      LAG_WRITERS (32) connections; check the rate reached), p50/p99;
+#   2. convergence lag between nodes, p50/p99: wrk registers LAG_RATE
+#      (5000) changes/s over the three nodes, paced (check the rate
+#      reached), while PROBE_RATE (50) probes/s, each a new service
+#      registered through node A, are asked of node B's DNS from A's
+#      acknowledgement until B answers (benches/federation.py lag);
 #   3. heartbeats/s through one node (10,000 instances, CONNECTIONS
 #      connections), as it runs and then pinned to core 0 with wrk on core
 #      1, with the node's CPU per beat;
@@ -27,10 +29,13 @@
 # the file-store comparison of the registrations and heartbeats).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 secs=${1:-10}
 conns=${2:-50}
 startup=${3:-20000}
 lag_rate=${LAG_RATE:-5000}
+probe_rate=${PROBE_RATE:-50}
 only=${ONLY:-reg,file,lag,hb,startup}
 part() { [[ ",$only," == *",$1,"* ]]; }
 if [ "${QUICK:-0}" = 1 ]; then secs=3; startup=2000; fi
@@ -104,7 +109,7 @@ wrk_spread() {
   local n=$#; local k=0
   for port in "$@"; do
     local c=$(( conns / n + (k < conns % n ? 1 : 0) ))
-    wrk -t1 -c"$c" -d"${s}s" --latency -s "$work/register.lua" "http://127.0.0.1:$port" >"$work/wrk$k.out" &
+    wrk -t1 -c"$c" -d"${s}s" --latency -s "${script:-$work/register.lua}" "http://127.0.0.1:$port" >"$work/wrk$k.out" &
     k=$((k + 1))
   done
   wait_wrk=$(jobs -p | grep -v -F -x -f <(printf '%s\n' "${pids[@]}") || true)
@@ -166,56 +171,17 @@ if part file; then
 fi
 
 if part lag; then
-echo "== convergence lag, registrations through node A at $lag_rate/s, seen in node B's API"
-python3 - $((base + 20)) $((base + 21)) "$lag_rate" "$secs" "${LAG_WRITERS:-32}" <<'PY'
-import http.client, json, sys, threading, time
-a, b, rate, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-nwriters = int(sys.argv[5])
-sent = {}
-lags = []
-lock = threading.Lock()
-stop = time.time() + secs
-def writer(k, n):
-    c = http.client.HTTPConnection("127.0.0.1", a, timeout=10)
-    i = 0
-    gap = n / rate
-    nxt = time.time()
-    while time.time() < stop:
-        i += 1
-        id_ = f"lag-{k}-{i}"
-        body = json.dumps({"address": "10.7.0.1", "port": 80, "ttl": "1h"})
-        t0 = time.time()
-        c.request("PUT", f"/v1/services/lag/instances/{id_}", body, {"Content-Type": "application/json"})
-        c.getresponse().read()
-        with lock:
-            sent[id_] = t0
-        nxt += gap
-        time.sleep(max(0, nxt - time.time()))
-writers = [threading.Thread(target=writer, args=(k, nwriters)) for k in range(nwriters)]
-for w in writers: w.start()
-# Node B's event stream would be exact; polling its listing every 2 ms is close enough.
-c = http.client.HTTPConnection("127.0.0.1", b, timeout=10)
-seen = set()
-while time.time() < stop + 2:
-    c.request("GET", "/v1/services/lag")
-    r = c.getresponse(); data = r.read()
-    now = time.time()
-    if r.status == 200:
-        for inst in json.loads(data).get("instances", []):
-            i = inst["id"]
-            if i not in seen:
-                seen.add(i)
-                with lock:
-                    t0 = sent.get(i)
-                if t0:
-                    lags.append((now - t0) * 1000)
-    time.sleep(0.002)
-for w in writers: w.join()
-lags.sort()
-q = lambda p: lags[min(len(lags) - 1, int(len(lags) * p))] if lags else float("nan")
-print(f"  {len(sent):,} registrations ({len(sent) / secs:,.0f}/s); lag p50 {q(.5):.1f} ms, p99 {q(.99):.1f} ms "
-      f"(from the request's start; includes the proposer's own commit)")
-PY
+  # wrk writes the load over the three nodes (CONNECTIONS, paced to LAG_RATE
+  # in all); probes at PROBE_RATE/s, each a new service registered through
+  # node A, are asked of node B's DNS from A's acknowledgement on.
+  echo "== convergence lag: $lag_rate changes/s asked over the three nodes; probes through node A, asked of node B's DNS"
+  paced_lua "$(( lag_rate / 3 ))" 1 >"$work/paced.lua"
+  python3 benches/federation.py lag "http://127.0.0.1:$((base + 20))" "127.0.0.1:$((base + 31))" \
+    "$probe_rate" "$secs" --threads 4 --every 1 --zone dc1.maxine. >"$work/lag.out" &
+  probes=$!
+  script="$work/paced.lua" wrk_spread "$secs" $((base + 20)) $((base + 21)) $((base + 22)) | sed 's/registrations/changes of the load/'
+  wait "$probes"
+  sed 's/^/  /' "$work/lag.out"
 fi
 
 python3 -c '

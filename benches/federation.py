@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Federation measurements against running Maxines (benches/federation.sh starts them).
 
-    benches/federation.py lag DC2_API DC1_DNS RATE SECONDS [--threads 8] [--every 50]
+    benches/federation.py lag DC2_API DC1_DNS RATE SECONDS [--threads 8] [--every 50] [--zone Z]
         Registers instances into dc2 at RATE changes/s for SECONDS (THREADS kept-alive
         connections, paced), and every EVERYth change is a probe: a new service `probeN` whose
         name dc1 is asked over UDP (probeN.dc2.maxine. A, every 0.5 ms) from the moment dc2
         acknowledged it until dc1 answers. Prints `LAG rate=R probes=N p50_ms=.. p99_ms=..
         max_ms=..` (probes unanswered after 5 s count as 5000 ms). With --every 1 every change
         is a probe: the load then comes from elsewhere (federation.sh runs wrk beside it).
+        --zone (dc2.maxine.) is where the receiver finds probeN; etcd-cluster.sh measures two
+        nodes of one datacenter with --zone dc1.maxine.
 
     benches/federation.py catchup DC1_API TOKEN_FILE INSTANCES [--timeout 120]
         Polls dc1's GET /v1/datacenters until dc2's replica holds INSTANCES instances and no
@@ -70,7 +72,7 @@ def lag(args):
     def probe(n, t0):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(0.05)
-        name = f"probe{n}.dc2.maxine."
+        name = f"probe{n}.{args.zone}"
         deadline = t0 + 5
         while time.monotonic() < deadline:
             if answered(s, dns, name):
@@ -150,6 +152,8 @@ def main():
     l.add_argument("seconds", type=float)
     l.add_argument("--threads", type=int, default=8)
     l.add_argument("--every", type=int, default=50)
+    l.add_argument("--zone", default="dc2.maxine.",
+                   help="where the receiver finds the probes: probeN.ZONE")
     c = sub.add_parser("catchup")
     c.add_argument("api")
     c.add_argument("token_file")

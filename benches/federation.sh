@@ -113,43 +113,6 @@ stop_all() {
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 has() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-# lag_lua RATE: a wrk script registering instances of load0..load99 (ids
-# cycling over 5,000 per service) at RATE requests/s in all. Each wrk thread
-# paces its own share on a monotonic clock (LuaJIT's ffi), so the rate holds
-# whatever the latency, as long as the connections suffice.
-lag_lua() {
-  cat <<LUA
-local ffi = require("ffi")
-ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } timespec_t; int clock_gettime(int, timespec_t *); ]]
-local ts = ffi.new("timespec_t")
-local function now_ms() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6 end
-local interval = 1000 * 2 / $1   -- two wrk threads share the rate
-local next_at = nil
-local n = math.random(0, 1000000)
-wrk.method = "PUT"
-wrk.headers["Content-Type"] = "application/json"
-function delay()
-  local now = now_ms()
-  if next_at == nil or next_at < now - 1000 then next_at = now end
-  next_at = next_at + interval
-  local d = next_at - now
-  if d < 0 then return 0 end
-  return math.floor(d)
-end
-function request()
-  n = n + 1
-  local path = string.format("/v1/services/load%d/instances/i%d", n % 100, n % 5000)
-  local body = string.format('{"address":"10.8.%d.%d","port":8080,"ttl":"3600s"}', math.floor(n / 256) % 256, n % 256)
-  return wrk.format(nil, path, nil, body)
-end
-function done(summary, latency, requests)
-  io.write(string.format("non-2xx or errors: %d\n",
-    summary.errors.status + summary.errors.connect + summary.errors.read
-      + summary.errors.write + summary.errors.timeout))
-end
-LUA
-}
-
 PEER2='"dc2=http://127.0.0.1:5390"'
 PEER23='"dc2=http://127.0.0.1:5390", "dc3=http://127.0.0.1:5391"'
 started=$(date +%s)
@@ -163,7 +126,7 @@ if has lag; then
   if [ "$LAG_LOAD" = wrk ]; then
     # wrk (CPU 1) writes the load, paced to RATE - PROBE_RATE changes/s over
     # LAG_CONNS connections; the Python script only writes and asks the probes.
-    lag_lua "$(( RATE - PROBE_RATE ))" >"$B/lag.lua"
+    paced_lua "$(( RATE - PROBE_RATE ))" 2 >"$B/lag.lua"
     taskset -c 1 wrk -t 2 -c "$LAG_CONNS" -d "${LAG_SECS}s" -s "$B/lag.lua" http://127.0.0.1:5390 >"$B/out/lag-wrk" 2>&1 &
     wrk_pid=$!
     python3 "$BENCHES/federation.py" lag http://127.0.0.1:5390 127.0.0.1:5300 "$PROBE_RATE" "$LAG_SECS" --threads 4 --every 1 >"$B/out/lag-probes"

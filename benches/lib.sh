@@ -1,5 +1,6 @@
 # Shell pieces shared by the DNS load scripts (benches/dns-load.sh, benches/ab.sh): the data set,
-# starting a pinned Maxine, and the measured dnsload runs. Sourced, not run; bash only. Everything
+# starting a pinned Maxine, and the measured dnsload runs; and the paced wrk load of the lag
+# measurements (benches/federation.sh, benches/etcd-cluster.sh). Sourced, not run; bash only. Everything
 # they call is in benches/ (see benches/README.md).
 #
 # The functions read these globals of the script that sources them:
@@ -136,4 +137,42 @@ run_load() {
     awk -v a="$f" -v m="$FOREIGN_MAX" 'BEGIN { exit !(a <= m) }' && break
   done
   cp "$best" "$B/out/$server.$test"
+}
+
+# paced_lua RATE THREADS: a wrk script registering instances of load0..load99
+# (ids cycling over 5,000 per service) at RATE requests/s over THREADS wrk
+# threads in all. Each thread paces its own share on a monotonic clock
+# (LuaJIT's ffi), so the rate holds whatever the latency, as long as the
+# connections suffice (benches/federation.sh, benches/etcd-cluster.sh).
+paced_lua() {
+  cat <<LUA
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } timespec_t; int clock_gettime(int, timespec_t *); ]]
+local ts = ffi.new("timespec_t")
+local function now_ms() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6 end
+local interval = 1000 * $2 / $1   -- the wrk threads share the rate
+local next_at = nil
+local n = math.random(0, 1000000)
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json"
+function delay()
+  local now = now_ms()
+  if next_at == nil or next_at < now - 1000 then next_at = now end
+  next_at = next_at + interval
+  local d = next_at - now
+  if d < 0 then return 0 end
+  return math.floor(d)
+end
+function request()
+  n = n + 1
+  local path = string.format("/v1/services/load%d/instances/i%d", n % 100, n % 5000)
+  local body = string.format('{"address":"10.8.%d.%d","port":8080,"ttl":"3600s"}', math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, path, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("non-2xx or errors: %d\n",
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout))
+end
+LUA
 }
