@@ -1,7 +1,7 @@
 # Shell pieces shared by the DNS load scripts (benches/dns-load.sh, benches/ab.sh): the data set,
-# starting a pinned Maxine, and the measured dnsload runs; and the paced wrk load of the lag
-# measurements (benches/federation.sh, benches/etcd-cluster.sh). Sourced, not run; bash only. Everything
-# they call is in benches/ (see benches/README.md).
+# starting a pinned Maxine, and the measured dnsload runs; the paced wrk load of the lag measurements
+# (benches/federation.sh, benches/etcd-cluster.sh) and the wrk error count (benches/registration-load.sh).
+# Sourced, not run; bash only. Everything they call is in benches/ (see benches/README.md).
 #
 # The functions read these globals of the script that sources them:
 #   B            the run's temp dir (data, zones, out/ with every run's output)
@@ -169,6 +169,14 @@ function request()
   local body = string.format('{"address":"10.8.%d.%d","port":8080,"ttl":"3600s"}', math.floor(n / 256) % 256, n % 256)
   return wrk.format(nil, path, nil, body)
 end
+LUA
+  wrk_errors_lua
+}
+
+# wrk_errors_lua: a wrk done() hook printing "non-2xx or errors: N", which the
+# scripts read to tell a clean run from one with failed requests.
+wrk_errors_lua() {
+  cat <<'LUA'
 function done(summary, latency, requests)
   io.write(string.format("non-2xx or errors: %d\n",
     summary.errors.status + summary.errors.connect + summary.errors.read

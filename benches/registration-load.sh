@@ -27,6 +27,8 @@
 # heartbeat part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 secs=${1:-10}
 conns=${2:-50}
 store=${3:-file}
@@ -123,12 +125,8 @@ function request()
     math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
   return wrk.format(nil, path, headers_for(svc), body)
 end
-function done(summary, latency, requests)
-  io.write(string.format("non-2xx or errors: %d\n",
-    summary.errors.status + summary.errors.connect + summary.errors.read
-      + summary.errors.write + summary.errors.timeout))
-end
 LUA
+wrk_errors_lua >>"$work/register.lua"
 
 # 10,000 instances to heartbeat: hb-0 .. hb-9999 in 1000 services.
 cp "$work/auth.lua" "$work/hb-register.lua"
@@ -152,12 +150,8 @@ function request()
   return wrk.format(nil, "/v1/services/" .. svc .. "/instances/hb-" .. n .. "/heartbeat",
     headers_for(svc))
 end
-function done(summary, latency, requests)
-  io.write(string.format("non-2xx or errors: %d\n",
-    summary.errors.status + summary.errors.connect + summary.errors.read
-      + summary.errors.write + summary.errors.timeout))
-end
 LUA
+wrk_errors_lua >>"$work/heartbeat.lua"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
