@@ -84,16 +84,9 @@ pub async fn list_policies(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Read)?;
-    let policies: Vec<_> = st
-        .registry
-        .policies()
-        .iter()
-        .map(|p| policy_view(p))
-        .collect();
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "policies": policies })),
-    ))
+    let policies = st.registry.policies();
+    let views = policies.iter().map(|p| policy_view(p));
+    Ok(objects::list(&st, "policies", views))
 }
 
 pub async fn get_policy(
@@ -247,10 +240,7 @@ pub async fn list_tokens(
         AclObject::Token(t) => Some(token_view(t)),
         _ => None,
     }));
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "tokens": tokens })),
-    ))
+    Ok(objects::list(&st, "tokens", tokens))
 }
 
 pub async fn get_token(

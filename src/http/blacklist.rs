@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, unix_ms};
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::{HttpState, indexed, propose};
+use super::{HttpState, indexed, objects, propose};
 use crate::core::{
     Access, AclChange, AclKey, AclObject, BlacklistEntry, BlacklistTarget, Change, Cidr,
     InstanceId, Outcome, ServiceName,
@@ -104,17 +104,12 @@ fn may_read(st: &HttpState, caller: &Caller, target: &BlacklistTarget) -> bool {
 
 pub async fn list(State(st): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
     let now = unix_ms();
-    let all: Vec<Value> = st
-        .registry
-        .blacklist()
+    let entries = st.registry.blacklist();
+    let views = entries
         .iter()
         .filter(|b| may_read(&st, &caller, &b.target))
-        .map(|b| view(b, now))
-        .collect();
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "blacklist": all })),
-    ))
+        .map(|b| view(b, now));
+    Ok(objects::list(&st, "blacklist", views))
 }
 
 async fn put(

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::{HttpState, indexed, objects};
+use super::{HttpState, objects};
 use crate::core::{
     Access, AclKey, AclObject, Cidr, DnsClient, Intention, IntentionAction, Side, TsigKey,
 };
@@ -84,17 +83,15 @@ pub struct IntentionBody {
 }
 
 pub async fn list(State(st): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
-    let all: Vec<Value> = st
-        .registry
-        .intentions()
+    let intentions = st.registry.intentions();
+    let may_read = |i: &&Arc<Intention>| {
+        caller.may(&st, Resource::Service(i.destination.as_str()), Access::Read)
+    };
+    let views = intentions
         .iter()
-        .filter(|i| caller.may(&st, Resource::Service(i.destination.as_str()), Access::Read))
-        .map(|i| intention_view(i))
-        .collect();
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "intentions": all })),
-    ))
+        .filter(may_read)
+        .map(|i| intention_view(i));
+    Ok(objects::list(&st, "intentions", views))
 }
 
 pub async fn get(
@@ -162,16 +159,9 @@ pub async fn list_dns_clients(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Read)?;
-    let all: Vec<Value> = st
-        .registry
-        .dns_clients()
-        .iter()
-        .map(|c| dns_client_view(c))
-        .collect();
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "dns_clients": all })),
-    ))
+    let clients = st.registry.dns_clients();
+    let views = clients.iter().map(|c| dns_client_view(c));
+    Ok(objects::list(&st, "dns_clients", views))
 }
 
 pub async fn get_dns_client(
@@ -255,16 +245,9 @@ pub async fn list_tsig_keys(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&st, Resource::Acl, Access::Read)?;
-    let all: Vec<Value> = st
-        .registry
-        .tsig_keys()
-        .iter()
-        .map(|k| tsig_key_view(k))
-        .collect();
-    Ok(indexed(
-        st.registry.index(),
-        Json(json!({ "tsig_keys": all })),
-    ))
+    let keys = st.registry.tsig_keys();
+    let views = keys.iter().map(|k| tsig_key_view(k));
+    Ok(objects::list(&st, "tsig_keys", views))
 }
 
 pub async fn get_tsig_key(

@@ -1,7 +1,8 @@
-//! The routes of stored objects of one kind (policies, intentions, DNS
-//! client networks, TSIG keys): one by key with its 404, a put answered
-//! with the value as applied, a delete answered with its index. Each kind
-//! gives only its key, its validation and its view.
+//! The routes of stored objects of one kind (policies, tokens, intentions,
+//! DNS client networks, TSIG keys, blacklist entries): a listing at the
+//! registry's index, one by key with its 404, a put answered with the value
+//! as applied, a delete answered with its index. Each kind gives only its
+//! key, its validation and its view.
 
 use axum::Json;
 use axum::response::Response;
@@ -27,6 +28,14 @@ pub fn applied_object(applied: &Applied) -> Option<AclObject> {
 fn answer(object: Option<AclObject>, view: View) -> Option<Response> {
     let (index, body) = view(&object?)?;
     Some(indexed(index, Json(body)))
+}
+
+/// `GET` of a kind's objects: `{FIELD: [views]}` at the registry's index
+/// (read after the views, so a client waiting on it misses nothing).
+pub fn list(st: &HttpState, field: &str, views: impl IntoIterator<Item = Value>) -> Response {
+    let all = Value::Array(views.into_iter().collect());
+    let body = Value::Object(serde_json::Map::from_iter([(field.to_owned(), all)]));
+    indexed(st.registry.index(), Json(body))
 }
 
 /// `GET` of one object: its view at its own index, or a 404 saying
