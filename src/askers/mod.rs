@@ -32,14 +32,15 @@
 //! Must not import: http, dns, store, config, events (front ends import
 //! it; tests/architecture.rs checks).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::core::{AclKey, AclObject, IntentionAction, Side};
 use crate::core::{
-    Batch, Cidr, CidrTable, ClientSubnet, FastHash, Observer, Registry, ServiceKey, ServiceName,
+    Batch, Cidr, CidrTable, ClientSubnet, FastHash, InstanceDiff, Observer, Registry, ServiceKey,
+    ServiceName,
 };
 use crate::policy::visibility::{ClassKey, Defaults, Visibility};
 use crate::policy::{Grants, IntentionTable, Intentions};
@@ -184,8 +185,9 @@ pub struct Decision {
 #[derive(Default)]
 struct WriteSide {
     generation: u64,
-    /// The addresses each service (of each datacenter) has.
-    by_key: HashMap<ServiceKey, BTreeSet<IpAddr>>,
+    /// The addresses each service (of each datacenter) has, each with how
+    /// many of its instances have it.
+    by_key: HashMap<ServiceKey, BTreeMap<IpAddr, u32>>,
     /// Per address, how many service keys of each service have it.
     by_addr: HashMap<IpAddr, BTreeMap<ServiceName, u32>>,
     identities: HashMap<Box<[ServiceName]>, Arc<Class>>,
@@ -557,16 +559,83 @@ impl Askers {
     }
 
     /// Follows the addresses of one service (of one datacenter).
-    fn track(&self, w: &mut WriteSide, key: &ServiceKey, now: BTreeSet<IpAddr>) {
+    /// `key`'s addresses are now `now` (how many of its instances have
+    /// each): what it gained and lost is re-tracked.
+    fn track_all(&self, w: &mut WriteSide, key: &ServiceKey, now: BTreeMap<IpAddr, u32>) {
         let before = w.by_key.remove(key).unwrap_or_default();
-        if before == now {
-            if !now.is_empty() {
-                w.by_key.insert(key.clone(), now);
-            }
+        let lost: Vec<IpAddr> = before
+            .keys()
+            .filter(|ip| !now.contains_key(ip))
+            .copied()
+            .collect();
+        let gained: Vec<IpAddr> = now
+            .keys()
+            .filter(|ip| !before.contains_key(ip))
+            .copied()
+            .collect();
+        if !now.is_empty() {
+            w.by_key.insert(key.clone(), now);
+        }
+        self.retrack(w, key, &lost, &gained);
+    }
+
+    /// `key` lost the instance values `diff.gone` and gained `diff.added`:
+    /// its counts follow without a walk over the service, and only an
+    /// address that stopped or started being one of its addresses is
+    /// re-tracked (a re-registration at the same address is none).
+    fn track_diff(&self, w: &mut WriteSide, key: &ServiceKey, diff: &InstanceDiff<'_>) {
+        let addresses = |i: &Arc<crate::core::Instance>| {
+            let all = i.address.addresses().iter().copied();
+            all.map(crate::core::strategy::canonical)
+                .collect::<Vec<_>>()
+        };
+        let (gone, added): (Vec<_>, Vec<_>) = (
+            diff.gone.iter().flat_map(addresses).collect(),
+            diff.added.iter().flat_map(addresses).collect(),
+        );
+        if gone.is_empty() && added.is_empty() {
             return;
         }
-        let mut touched = Vec::new();
-        for ip in before.difference(&now) {
+        let counts = w.by_key.entry(key.clone()).or_default();
+        // Whether each address touched was the service's before.
+        let mut was: Vec<(IpAddr, bool)> = Vec::new();
+        for ip in gone.iter().chain(&added) {
+            if !was.iter().any(|(seen, _)| seen == ip) {
+                was.push((*ip, counts.contains_key(ip)));
+            }
+        }
+        for ip in added {
+            *counts.entry(ip).or_insert(0) += 1;
+        }
+        for ip in gone {
+            if let Some(n) = counts.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+        let (mut lost, mut gained) = (Vec::new(), Vec::new());
+        for (ip, before) in was {
+            match (before, counts.contains_key(&ip)) {
+                (true, false) => lost.push(ip),
+                (false, true) => gained.push(ip),
+                _ => {}
+            }
+        }
+        if counts.is_empty() {
+            w.by_key.remove(key);
+        }
+        self.retrack(w, key, &lost, &gained);
+    }
+
+    /// `key`'s service stopped having the addresses `lost` and started
+    /// having `gained`: their identities (the services at each) follow.
+    fn retrack(&self, w: &mut WriteSide, key: &ServiceKey, lost: &[IpAddr], gained: &[IpAddr]) {
+        if lost.is_empty() && gained.is_empty() {
+            return;
+        }
+        for ip in lost {
             if let Some(m) = w.by_addr.get_mut(ip) {
                 if let Some(n) = m.get_mut(&key.service) {
                     *n -= 1;
@@ -578,21 +647,19 @@ impl Askers {
                     w.by_addr.remove(ip);
                 }
             }
-            touched.push(*ip);
         }
-        for ip in now.difference(&before) {
+        for ip in gained {
             *w.by_addr
                 .entry(*ip)
                 .or_default()
                 .entry(key.service.clone())
                 .or_insert(0) += 1;
-            touched.push(*ip);
         }
         let addresses = self.inner.addresses.pin();
-        for ip in touched {
-            match w.by_addr.get(&ip) {
+        for ip in lost.iter().chain(gained) {
+            match w.by_addr.get(ip) {
                 None => {
-                    addresses.remove(&ip);
+                    addresses.remove(ip);
                 }
                 Some(m) => {
                     let ids: Box<[ServiceName]> = m.keys().cloned().collect();
@@ -607,12 +674,9 @@ impl Askers {
                             )
                         })
                         .clone();
-                    addresses.insert(ip, class);
+                    addresses.insert(*ip, class);
                 }
             }
-        }
-        if !now.is_empty() {
-            w.by_key.insert(key.clone(), now);
         }
     }
 }
@@ -625,13 +689,16 @@ impl Observer for Askers {
     fn applied(&self, batch: &Batch<'_>) {
         let mut w = self.inner.write.lock().unwrap_or_else(|p| p.into_inner());
         for (key, snap) in batch.services {
-            let now: BTreeSet<IpAddr> = snap
-                .iter()
-                .flat_map(|s| s.instances.values())
-                .flat_map(|i| i.address.addresses().iter().copied())
-                .map(crate::core::strategy::canonical)
-                .collect();
-            self.track(&mut w, key, now);
+            if let Some(diff) = &batch.instances {
+                self.track_diff(&mut w, key, diff);
+                continue;
+            }
+            let mut now: BTreeMap<IpAddr, u32> = BTreeMap::new();
+            let all = snap.iter().flat_map(|s| s.instances.values());
+            for ip in all.flat_map(|i| i.address.addresses().iter().copied()) {
+                *now.entry(crate::core::strategy::canonical(ip)).or_insert(0) += 1;
+            }
+            self.track_all(&mut w, key, now);
         }
         for e in batch.acl {
             if let AclKey::Intention(..) = e.key {
@@ -726,6 +793,76 @@ mod tests {
         acl: DefaultPolicy::Allow,
         intentions: DefaultPolicy::Allow,
     };
+
+    /// An address, its class, and how many instances of each service key
+    /// have it.
+    type AddressState = (IpAddr, ClassKey, Vec<(ServiceKey, u32)>);
+
+    /// What the askers know of addresses, comparable between two of them.
+    fn address_state(a: &Askers) -> Vec<AddressState> {
+        let w = a.inner.write.lock().unwrap();
+        let mut out: Vec<_> = a
+            .inner
+            .addresses
+            .pin()
+            .iter()
+            .map(|(ip, class)| {
+                let keys = w
+                    .by_key
+                    .iter()
+                    .filter_map(|(k, counts)| counts.get(ip).map(|n| (k.clone(), *n)))
+                    .collect::<BTreeMap<_, _>>();
+                (*ip, class.key.clone(), keys.into_iter().collect())
+            })
+            .collect();
+        out.sort_by_key(|(ip, ..)| *ip);
+        out
+    }
+
+    #[test]
+    fn identities_followed_change_by_change_match_ones_counted_afresh() {
+        let (reg, askers, now) = setup(OPEN);
+        let step = |reg: &Registry| {
+            let fresh = Askers::new(reg, OPEN);
+            reg.subscribe(Arc::new(fresh.clone()));
+            assert_eq!(address_state(&askers), address_state(&fresh));
+        };
+        // Two instances of one service and one of another on one host.
+        register(&reg, "web", "a", "10.0.0.1", now);
+        register(&reg, "web", "b", "10.0.0.1", now);
+        register(&reg, "db", "c", "10.0.0.1", now);
+        step(&reg);
+        let at = |s: &str| {
+            askers
+                .inner
+                .addresses
+                .pin()
+                .get(&ip(s))
+                .map(|c| c.key.clone())
+        };
+        let both: Box<[ServiceName]> = Box::new([name("db"), name("web")]);
+        assert_eq!(at("10.0.0.1"), Some(ClassKey::Identity(both)));
+        // Moving one of web's two instances keeps web at the address.
+        register(&reg, "web", "a", "10.0.0.2", now);
+        step(&reg);
+        register(&reg, "web", "a", "10.0.0.2", now);
+        step(&reg);
+        // Its last instance there leaving takes web off it.
+        reg.deregister(&key("web"), &InstanceId::new("b").unwrap())
+            .unwrap();
+        step(&reg);
+        let db: Box<[ServiceName]> = Box::new([name("db")]);
+        assert_eq!(at("10.0.0.1"), Some(ClassKey::Identity(db)));
+        // A v4-mapped address is the same asker as the IPv4 one.
+        register(&reg, "api", "d", "::ffff:10.0.0.2", now);
+        step(&reg);
+        let two: Box<[ServiceName]> = Box::new([name("api"), name("web")]);
+        assert_eq!(at("10.0.0.2"), Some(ClassKey::Identity(two)));
+        reg.deregister(&key("db"), &InstanceId::new("c").unwrap())
+            .unwrap();
+        step(&reg);
+        assert_eq!(at("10.0.0.1"), None);
+    }
 
     #[test]
     fn a_blacklisted_network_blocks_its_askers_and_its_registrations() {

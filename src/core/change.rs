@@ -369,6 +369,20 @@ pub struct Batch<'a> {
     pub services: &'a [(ServiceKey, Option<Arc<ServiceSnapshot>>)],
     /// Access-control changes (they touch no service).
     pub acl: &'a [AclEvent],
+    /// For a batch of one service's changes (the one in `services`): the
+    /// instance values it took out and put in, so an observer can follow
+    /// the difference instead of walking the whole service. `None` where
+    /// services are published whole (restore, subscribe, new settings):
+    /// then only `services` says what they now hold.
+    pub instances: Option<InstanceDiff<'a>>,
+}
+
+/// The instance values one service's commit removed or replaced (`gone`)
+/// and the values it added (`added`); a replaced instance is in both.
+#[derive(Clone, Copy)]
+pub struct InstanceDiff<'a> {
+    pub gone: &'a [Arc<Instance>],
+    pub added: &'a [Arc<Instance>],
 }
 
 /// Something that must see every change, in order, before it is

@@ -32,8 +32,8 @@ pub use acl::{
 };
 pub use blacklist::{BlacklistEntry, BlacklistTarget};
 pub use change::{
-    AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, Observer, Origin,
-    Outcome,
+    AclEvent, Actor, Batch, Change, Context, Durability, Entry, Event, EventKind, InstanceDiff,
+    Observer, Origin, Outcome,
 };
 pub use check::{Check, CheckEntry, CheckKind, CheckResult, CheckSpec, Checks};
 pub use failover::FailoverPolicy;

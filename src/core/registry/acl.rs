@@ -415,6 +415,7 @@ impl Registry {
             events: &[],
             services: &services,
             acl: &events,
+            instances: None,
         };
         for o in &w.observers {
             o.applied(&batch);
@@ -524,6 +525,7 @@ impl Registry {
                 events: &[],
                 services: &services,
                 acl: &[],
+                instances: None,
             };
             for o in &_w.observers {
                 o.applied(&batch);

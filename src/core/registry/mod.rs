@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::acl::{AclKey, AclObject};
-use super::change::{Batch, Change, Context, Entry, Event, EventKind, Observer, Outcome};
+use super::change::{
+    Batch, Change, Context, Entry, Event, EventKind, InstanceDiff, Observer, Outcome,
+};
 use super::labels::{Datacenter, InstanceId, ServiceName};
 use super::model::{Health, Instance, ModelError, Version};
 use super::strategy::{Balancing, ServiceConfig, Settings};
@@ -297,6 +299,7 @@ impl Registry {
             events: &[],
             services: &services,
             acl: &[],
+            instances: None,
         });
         w.observers.push(observer);
     }
@@ -1046,6 +1049,10 @@ impl Registry {
             events: &events,
             services: &[(key, published)],
             acl: &[],
+            instances: Some(InstanceDiff {
+                gone: &gone,
+                added: &added,
+            }),
         };
         for o in &w.observers {
             o.applied(&batch);

@@ -150,6 +150,7 @@ impl Restorer<'_> {
             events: &[],
             services: &published,
             acl: &[],
+            instances: None,
         };
         for o in &w.observers {
             o.applied(&batch);
