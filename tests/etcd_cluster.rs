@@ -253,6 +253,34 @@ async fn a_registration_through_one_node_is_in_every_nodes_dns_and_so_is_its_rem
             .iter()
             .any(|r| r.starts_with("registered service:pay/instance:pay-1"))
     );
+    // A key/value write is audited at the revision it was committed at.
+    let put: Value = http()
+        .put(format!("{}/v1/kv/app/flag", b.base()))
+        .body("on")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let index = put["index"].as_u64().expect("the write's index");
+    let records: Value = http()
+        .get(format!("{}/v1/audit?limit=1000", b.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kv: Vec<&Value> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "kv.put")
+        .collect();
+    assert_eq!(kv.len(), 1, "{records}");
+    assert_eq!(kv[0]["index"].as_u64(), Some(index), "{records}");
+    assert!(kv[0]["time_ms"].as_u64().unwrap_or(0) > 0, "{records}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

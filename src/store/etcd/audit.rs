@@ -1,13 +1,15 @@
 //! The audit log on the etcd log: each node records the changes it
 //! proposed (with their actor and client), once etcd committed them and
 //! before the client is answered, so every change appears once, in the
-//! audit log of the node that took it. Records of concurrent proposals
-//! share one append (one fsync), like the journal's group commit.
+//! audit log of the node that took it. The records of one etcd
+//! transaction (batch.rs) are one append, and transactions that commit
+//! while it is written share the next (one fsync), like the journal's
+//! group commit.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditLog, Record};
-use crate::core::{Change, Context, Outcome};
+use crate::core::{Change, Context};
 
 /// The queue in front of the audit log's writer. Cloning copies a sender.
 #[derive(Clone)]
@@ -43,36 +45,33 @@ impl Auditor {
         Self { tx }
     }
 
-    /// Records `change`, committed at `index` with `outcome`, and waits
-    /// until it is written. Maxine's own expiry is not recorded (as on one
-    /// node); access-control changes always are.
-    pub async fn record(&self, change: &Change, ctx: &Context, index: u64, outcome: &Outcome) {
-        let Some(record) = record_of(change, ctx, index, outcome) else {
+    /// Writes the records of one committed etcd transaction (one append,
+    /// one fsync, shared with transactions whose records queued meanwhile)
+    /// and waits until they are written.
+    pub async fn write(&self, records: Vec<Record>) {
+        if records.is_empty() {
             return;
-        };
+        }
         let (done, wait) = oneshot::channel();
-        if self.tx.send((vec![record], done)).await.is_ok() {
+        if self.tx.send((records, done)).await.is_ok() {
             let _ = wait.await;
         }
     }
 }
 
-fn record_of(change: &Change, ctx: &Context, index: u64, outcome: &Outcome) -> Option<Record> {
+/// What the audit log will record of `change` once etcd commits it
+/// (index and time are set then): Maxine's own expiry is not recorded (as
+/// on one node); access-control and key/value changes always are. `acl`:
+/// the access-control object the change writes.
+pub fn record_of(
+    change: &Change,
+    ctx: &Context,
+    acl: Option<&crate::core::AclKey>,
+) -> Option<Record> {
     let system = ctx.actor == crate::core::Actor::System;
     let (action, resource) = match change {
-        Change::Acl(_) => {
-            let Outcome::Acl(obj) = outcome else {
-                return None;
-            };
-            let (action, key) = match (obj, change) {
-                (Some(o), _) => ("acl.put", o.key().to_string()),
-                (None, Change::Acl(crate::core::AclChange::Delete(k))) => {
-                    ("acl.delete", k.to_string())
-                }
-                _ => return None,
-            };
-            (action, key)
-        }
+        Change::Acl(crate::core::AclChange::Delete(k)) => ("acl.delete", k.to_string()),
+        Change::Acl(_) => ("acl.put", acl?.to_string()),
         Change::Kv(kv) => {
             let (action, key) = match kv {
                 crate::core::KvChange::Put { key, .. } => ("kv.put", key),
@@ -104,10 +103,8 @@ fn record_of(change: &Change, ctx: &Context, index: u64, outcome: &Outcome) -> O
         }
     };
     Some(Record {
-        time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        index: Some(index),
+        time_ms: 0,
+        index: None,
         actor: ctx.actor.name(),
         client: ctx.actor.client().map(|c| c.to_string()),
         action: action.to_string(),

@@ -46,6 +46,8 @@ pub struct Sub {
     pub reads: Vec<String>,
     /// Bytes of the keys and values written.
     pub bytes: usize,
+    /// What the audit log records once it is committed (audit.rs).
+    pub audit: Option<crate::audit::Record>,
 }
 
 /// What became of a proposal's transaction.
@@ -141,14 +143,19 @@ pub async fn run(log: EtcdLog, stop: CancellationToken) {
         }
         let log = log.clone();
         let client = client.clone();
-        tokio::spawn(async move {
-            commit(&log, client, batch).await;
-            drop(slot);
-        });
+        tokio::spawn(commit(log, client, batch, slot));
     }
 }
 
-async fn commit(log: &EtcdLog, client: etcd_client::Client, batch: Vec<Pending>) {
+/// Commits `batch` as one transaction; `slot` is free again once etcd has
+/// answered, while the batch's audit records are written and before its
+/// proposals are answered.
+async fn commit(
+    log: EtcdLog,
+    client: etcd_client::Client,
+    batch: Vec<Pending>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let subs: Vec<TxnOp> = batch
         .iter()
         .map(|p| {
@@ -171,6 +178,7 @@ async fn commit(log: &EtcdLog, client: etcd_client::Client, batch: Vec<Pending>)
     let mut kv = client.kv_client();
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(timeout, kv.txn(txn)).await;
+    drop(slot);
     log.inner
         .metrics
         .committed(batch.len(), started, matches!(result, Ok(Ok(_))));
@@ -200,13 +208,22 @@ async fn commit(log: &EtcdLog, client: etcd_client::Client, batch: Vec<Pending>)
     log.note_reachable();
     let revision = resp.header().map_or(0, |h| h.revision()) as u64;
     let answers = resp.op_responses();
-    for (p, answer) in batch.into_iter().zip(answers) {
-        let done = match answer {
-            TxnOpResponse::Txn(sub) if sub.succeeded() => Done {
-                revision,
-                succeeded: true,
-                wait_for: revision,
-            },
+    let mut done = Vec::with_capacity(batch.len());
+    let mut records = Vec::new();
+    for (mut p, answer) in batch.into_iter().zip(answers) {
+        let this = match answer {
+            TxnOpResponse::Txn(sub) if sub.succeeded() => {
+                if let Some(mut r) = p.sub.audit.take() {
+                    r.index = Some(revision);
+                    r.time_ms = crate::audit::now_ms();
+                    records.push(r);
+                }
+                Done {
+                    revision,
+                    succeeded: true,
+                    wait_for: revision,
+                }
+            }
             TxnOpResponse::Txn(sub) => {
                 let seen = sub
                     .op_responses()
@@ -229,6 +246,12 @@ async fn commit(log: &EtcdLog, client: etcd_client::Client, batch: Vec<Pending>)
                 wait_for: 0,
             },
         };
-        let _ = p.reply.send(Ok(done));
+        done.push((p.reply, this));
+    }
+    if let Some(a) = log.inner.auditor.get() {
+        a.write(records).await;
+    }
+    for (reply, this) in done {
+        let _ = reply.send(Ok(this));
     }
 }

@@ -663,7 +663,13 @@ impl EtcdLog {
                 if p.result.is_some() {
                     break None;
                 }
-                let done = self.inner.batcher.submit(self, p.txn()).await?;
+                // Audited with its transaction, before it is answered.
+                let audit = self
+                    .inner
+                    .auditor
+                    .get()
+                    .and_then(|_| audit::record_of(&p.change, ctx, p.acl.as_ref()));
+                let done = self.inner.batcher.submit(self, p.txn(audit)).await?;
                 self.applied(done.wait_for).await?;
                 if done.succeeded || !p.retry || attempts == RETRIES {
                     break Some(done);
@@ -699,11 +705,6 @@ impl EtcdLog {
             };
             if let Outcome::Refused(e) = &outcome {
                 refusal.get_or_insert(e.clone());
-            }
-            if done.succeeded
-                && let Some(a) = self.inner.auditor.get()
-            {
-                a.record(&p.change, ctx, done.revision, &outcome).await;
             }
             let at = if done.succeeded { done.revision } else { 0 };
             applied.outcomes.push((at, outcome));
@@ -806,13 +807,15 @@ impl Planned {
     /// The transaction to batch: its compares, its writes, and on failure
     /// a read of each compared key (whose revision this node then waits
     /// for, so the refusal is answered from what it is refused on).
-    fn txn(&self) -> batch::Sub {
+    /// Its transaction, with what the audit log records once it commits.
+    fn txn(&self, audit: Option<crate::audit::Record>) -> batch::Sub {
         batch::Sub {
             compares: self.compares.clone(),
             ops: self.ops.clone(),
             keys: self.keys.clone(),
             reads: self.compared.clone(),
             bytes: self.bytes,
+            audit,
         }
     }
 }

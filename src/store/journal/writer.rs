@@ -381,9 +381,7 @@ impl Writer {
 /// from the configuration, an undo). Maxine's own expiry of instances is
 /// not audited: it follows from the heartbeats that stopped.
 fn audit_records(entries: &[Entry], outcome: &str) -> Vec<crate::audit::Record> {
-    let time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let time_ms = crate::audit::now_ms();
     entries
         .iter()
         .filter(|e| e.actor != crate::core::Actor::System || matches!(e.who, Who::Acl(_)))
