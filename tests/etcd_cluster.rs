@@ -1011,3 +1011,95 @@ async fn the_benchmarks_bulk_fill_is_read_back_by_a_node_and_written_over_throug
         vec!["10.77.0.1".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_with_and_without_conditions_in_one_batch_each_get_their_own_answer() {
+    if skip_without_etcd() {
+        return;
+    }
+    let c = Nodes::start(2, "mixed").await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    for i in 0..12 {
+        assert_eq!(
+            register(a, "old", &format!("o-{i}"), "10.3.0.1", "1h").await,
+            200
+        );
+    }
+    for i in 0..6 {
+        let r = http()
+            .put(kv_url(a, &format!("taken/{i}")))
+            .body("v1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // At once through one node, so that they share transactions:
+    // registrations (no condition), deregistrations (the instance must
+    // exist), creations of new keys (cas=0) and writes at a stale index;
+    // 48 connections, within the server's 64 per client address.
+    let base = a.base().to_string();
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let url = format!("{base}/v1/services/new/instances/n-{i}");
+        all.spawn(async move {
+            let body = json!({"address": format!("10.4.0.{i}"), "port": 80, "ttl": "1h"});
+            let r = http().put(url).json(&body).send().await.unwrap();
+            (format!("register n-{i}"), r.status().as_u16(), 200)
+        });
+    }
+    for i in 0..12 {
+        let url = format!("{base}/v1/services/old/instances/o-{i}");
+        all.spawn(async move {
+            let r = http().delete(url).send().await.unwrap();
+            (format!("deregister o-{i}"), r.status().as_u16(), 200)
+        });
+    }
+    for i in 0..6 {
+        let fresh = format!("{base}/v1/kv/fresh/{i}?cas=0");
+        all.spawn(async move {
+            let r = http().put(fresh).body("new").send().await.unwrap();
+            (format!("create fresh/{i}"), r.status().as_u16(), 200)
+        });
+        let stale = format!("{base}/v1/kv/taken/{i}?cas=1");
+        all.spawn(async move {
+            let r = http().put(stale).body("lost").send().await.unwrap();
+            (format!("stale write taken/{i}"), r.status().as_u16(), 409)
+        });
+    }
+    while let Some(done) = all.join_next().await {
+        let (what, got, want) = done.unwrap();
+        assert_eq!(got, want, "{what}");
+    }
+    // What each answer said is what both nodes hold.
+    for n in [a, b] {
+        eventually(
+            10,
+            "every new instance and no old one is listed",
+            || async {
+                let l = listing(n).await;
+                l.get("new").map_or(0, |v| v.len()) == 24 && !l.contains_key("old")
+            },
+        )
+        .await;
+        for i in 0..6 {
+            let fresh = http()
+                .get(kv_url(n, &format!("fresh/{i}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(fresh.text().await.unwrap(), "new");
+            let taken = http()
+                .get(kv_url(n, &format!("taken/{i}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                taken.text().await.unwrap(),
+                "v1",
+                "a refused write changed nothing"
+            );
+        }
+    }
+    c.assert_same_listings().await;
+}
