@@ -1,8 +1,7 @@
 //! Group commit into etcd: proposals that arrive while transactions are in
-//! flight go out together as one transaction, each proposal with
-//! compares a nested transaction of its own (so one failed condition fails
-//! only its proposal) and each proposal without (a plain registration) its
-//! bare operations. One etcd transaction is one Raft entry and one fsync per
+//! flight go out together as one transaction, each proposal a nested
+//! transaction with its own compares (so one failed condition fails only
+//! its proposal). One etcd transaction is one Raft entry and one fsync per
 //! member, however many proposals it carries: the file store's batching of
 //! fsyncs, on the cluster.
 //!
@@ -22,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::{ClusterState, EtcdLog, unavailable};
 use crate::store::log::LogError;
 
-/// Operations at one batch's top level (etcd's default `--max-txn-ops`):
-/// a flat proposal's own operations, one for each nested proposal.
-const MAX_OPS: usize = 128;
+/// Nested transactions in one batch (etcd's default `--max-txn-ops`).
+const MAX_SUBS: usize = 128;
 /// Bytes of values in one batch, below etcd's default request limit.
 const MAX_BYTES: usize = 1024 * 1024;
 /// Transactions in flight at once: while one is, the next batch fills.
@@ -35,8 +33,8 @@ const MAX_BYTES: usize = 1024 * 1024;
 /// `benches/etcd-cluster.sh`, three nodes on one three-member cluster:
 /// with 4 in flight 2.8 proposals per transaction, with one 7.2, and more
 /// registrations per second; docs/adr/0012-etcd-group-commit.md). One
-/// transaction carries up to [`MAX_OPS`] proposals, so one in flight still
-/// allows `MAX_OPS / commit latency` proposals per second and node.
+/// transaction carries up to [`MAX_SUBS`] proposals, so one in flight still
+/// allows `MAX_SUBS / commit latency` proposals per second and node.
 const IN_FLIGHT: usize = 1;
 
 /// One proposal's transaction.
@@ -50,22 +48,6 @@ pub struct Sub {
     pub bytes: usize,
     /// What the audit log records once it is committed (audit.rs).
     pub audit: Option<crate::audit::Record>,
-}
-
-impl Sub {
-    /// A proposal with nothing to compare (a plain registration) goes into
-    /// the batch's transaction as its own operations: a nested transaction
-    /// costs etcd more to check and apply, and the outer one, which
-    /// compares nothing, succeeds with all of its operations or fails
-    /// whole.
-    fn flat(&self) -> bool {
-        self.compares.is_empty() && self.reads.is_empty()
-    }
-
-    /// The operations it adds at the batch's top level.
-    fn top_ops(&self) -> usize {
-        if self.flat() { self.ops.len() } else { 1 }
-    }
 }
 
 /// What became of a proposal's transaction.
@@ -148,17 +130,15 @@ pub async fn run(log: EtcdLog, stop: CancellationToken) {
         };
         let mut keys: HashSet<Vec<u8>> = first.sub.keys.iter().cloned().collect();
         let mut bytes = first.size;
-        let mut ops = first.sub.top_ops();
         let mut batch = vec![first];
-        while ops < MAX_OPS && bytes < MAX_BYTES {
+        while batch.len() < MAX_SUBS && bytes < MAX_BYTES {
             let Ok(p) = rx.try_recv() else { break };
-            if p.sub.keys.iter().any(|k| keys.contains(k)) || ops + p.sub.top_ops() > MAX_OPS {
+            if p.sub.keys.iter().any(|k| keys.contains(k)) {
                 carry = Some(p);
                 break;
             }
             keys.extend(p.sub.keys.iter().cloned());
             bytes += p.size;
-            ops += p.sub.top_ops();
             batch.push(p);
         }
         let log = log.clone();
@@ -176,26 +156,24 @@ async fn commit(
     batch: Vec<Pending>,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let mut top: Vec<TxnOp> = Vec::with_capacity(batch.len());
-    for p in &batch {
-        if p.sub.flat() {
-            top.extend(p.sub.ops.iter().cloned());
-            continue;
-        }
-        let reads: Vec<TxnOp> = p
-            .sub
-            .reads
-            .iter()
-            .map(|k| TxnOp::get(k.clone(), None::<GetOptions>))
-            .collect();
-        top.push(TxnOp::txn(
-            Txn::new()
-                .when(p.sub.compares.clone())
-                .and_then(p.sub.ops.clone())
-                .or_else(reads),
-        ));
-    }
-    let txn = Txn::new().and_then(top);
+    let subs: Vec<TxnOp> = batch
+        .iter()
+        .map(|p| {
+            let reads: Vec<TxnOp> = p
+                .sub
+                .reads
+                .iter()
+                .map(|k| TxnOp::get(k.clone(), None::<GetOptions>))
+                .collect();
+            TxnOp::txn(
+                Txn::new()
+                    .when(p.sub.compares.clone())
+                    .and_then(p.sub.ops.clone())
+                    .or_else(reads),
+            )
+        })
+        .collect();
+    let txn = Txn::new().and_then(subs);
     let timeout = log.inner.settings.timeout;
     let mut kv = client.kv_client();
     let started = std::time::Instant::now();
@@ -229,20 +207,12 @@ async fn commit(
     };
     log.note_reachable();
     let revision = resp.header().map_or(0, |h| h.revision()) as u64;
-    let mut answers = resp.op_responses().into_iter();
+    let answers = resp.op_responses();
     let mut done = Vec::with_capacity(batch.len());
     let mut records = Vec::new();
-    for mut p in batch {
-        // A flat proposal's operations answer one by one, and succeeded
-        // with the transaction; a nested one answers as one transaction.
-        let answer = if p.sub.flat() {
-            answers.by_ref().take(p.sub.ops.len()).for_each(drop);
-            None
-        } else {
-            answers.next()
-        };
+    for (mut p, answer) in batch.into_iter().zip(answers) {
         let this = match answer {
-            None => {
+            TxnOpResponse::Txn(sub) if sub.succeeded() => {
                 if let Some(mut r) = p.sub.audit.take() {
                     r.index = Some(revision);
                     r.time_ms = crate::audit::now_ms();
@@ -254,19 +224,7 @@ async fn commit(
                     wait_for: revision,
                 }
             }
-            Some(TxnOpResponse::Txn(sub)) if sub.succeeded() => {
-                if let Some(mut r) = p.sub.audit.take() {
-                    r.index = Some(revision);
-                    r.time_ms = crate::audit::now_ms();
-                    records.push(r);
-                }
-                Done {
-                    revision,
-                    succeeded: true,
-                    wait_for: revision,
-                }
-            }
-            Some(TxnOpResponse::Txn(sub)) => {
+            TxnOpResponse::Txn(sub) => {
                 let seen = sub
                     .op_responses()
                     .into_iter()
