@@ -33,6 +33,11 @@ where
     panic!("not within {secs} s: {what}");
 }
 
+/// The JSON answer to `req`.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -222,7 +227,7 @@ async fn a_registration_through_one_node_is_in_every_nodes_dns_and_so_is_its_rem
     let audit = |n: &ServerProcess| {
         let url = format!("{}/v1/audit?limit=1000", n.base());
         async move {
-            let body: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            let body = json_of(http().get(url)).await;
             body["records"]
                 .as_array()
                 .cloned()
@@ -254,24 +259,9 @@ async fn a_registration_through_one_node_is_in_every_nodes_dns_and_so_is_its_rem
             .any(|r| r.starts_with("registered service:pay/instance:pay-1"))
     );
     // A key/value write is audited at the revision it was committed at.
-    let put: Value = http()
-        .put(format!("{}/v1/kv/app/flag", b.base()))
-        .body("on")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let put = json_of(http().put(kv_url(b, "app/flag")).body("on")).await;
     let index = put["index"].as_u64().expect("the write's index");
-    let records: Value = http()
-        .get(format!("{}/v1/audit?limit=1000", b.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records = json_of(http().get(format!("{}/v1/audit?limit=1000", b.base()))).await;
     let kv: Vec<&Value> = records["records"]
         .as_array()
         .unwrap()
