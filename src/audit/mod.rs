@@ -52,13 +52,6 @@ pub const DENY_QUEUE: usize = 10_000;
 /// locked, so that two writers never interleave their chains.
 pub const LOCK_FILE: &str = "audit.lock";
 
-/// Now, as a record's `time_ms`.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One audited event, as a caller describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {

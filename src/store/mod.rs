@@ -182,3 +182,11 @@ pub fn note_undecodable(notice: &RecoveryNotice, loaded: &LoadReport) {
     r.explain();
     notice.set(r);
 }
+
+/// Now, in milliseconds since the Unix epoch: the time of the audit
+/// records a store writes with its commits.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -215,7 +215,7 @@ async fn commit(
             TxnOpResponse::Txn(sub) if sub.succeeded() => {
                 if let Some(mut r) = p.sub.audit.take() {
                     r.index = Some(revision);
-                    r.time_ms = crate::audit::now_ms();
+                    r.time_ms = crate::store::unix_ms();
                     records.push(r);
                 }
                 Done {

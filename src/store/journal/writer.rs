@@ -381,7 +381,7 @@ impl Writer {
 /// from the configuration, an undo). Maxine's own expiry of instances is
 /// not audited: it follows from the heartbeats that stopped.
 fn audit_records(entries: &[Entry], outcome: &str) -> Vec<crate::audit::Record> {
-    let time_ms = crate::audit::now_ms();
+    let time_ms = crate::store::unix_ms();
     entries
         .iter()
         .filter(|e| e.actor != crate::core::Actor::System || matches!(e.who, Who::Acl(_)))
