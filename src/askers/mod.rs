@@ -558,7 +558,6 @@ impl Askers {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Follows the addresses of one service (of one datacenter).
     /// `key`'s addresses are now `now` (how many of its instances have
     /// each): what it gained and lost is re-tracked.
     fn track_all(&self, w: &mut WriteSide, key: &ServiceKey, now: BTreeMap<IpAddr, u32>) {
@@ -597,13 +596,15 @@ impl Askers {
             return;
         }
         let counts = w.by_key.entry(key.clone()).or_default();
-        // Whether each address touched was the service's before.
-        let mut was: Vec<(IpAddr, bool)> = Vec::new();
-        for ip in gone.iter().chain(&added) {
-            if !was.iter().any(|(seen, _)| seen == ip) {
-                was.push((*ip, counts.contains_key(ip)));
-            }
-        }
+        // Whether each address touched was the service's before (sorted
+        // and deduplicated: a bulk apply can touch thousands at once).
+        let mut touched: Vec<IpAddr> = gone.iter().chain(&added).copied().collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let was: Vec<(IpAddr, bool)> = touched
+            .into_iter()
+            .map(|ip| (ip, counts.contains_key(&ip)))
+            .collect();
         for ip in added {
             *counts.entry(ip).or_insert(0) += 1;
         }
