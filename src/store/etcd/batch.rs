@@ -210,12 +210,13 @@ async fn commit(
     let answers = resp.op_responses();
     let mut done = Vec::with_capacity(batch.len());
     let mut records = Vec::new();
+    let time_ms = crate::store::unix_ms();
     for (mut p, answer) in batch.into_iter().zip(answers) {
         let this = match answer {
             TxnOpResponse::Txn(sub) if sub.succeeded() => {
                 if let Some(mut r) = p.sub.audit.take() {
                     r.index = Some(revision);
-                    r.time_ms = crate::store::unix_ms();
+                    r.time_ms = time_ms;
                     records.push(r);
                 }
                 Done {

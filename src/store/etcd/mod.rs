@@ -806,8 +806,8 @@ impl Planned {
 
     /// The transaction to batch: its compares, its writes, and on failure
     /// a read of each compared key (whose revision this node then waits
-    /// for, so the refusal is answered from what it is refused on).
-    /// Its transaction, with what the audit log records once it commits.
+    /// for, so the refusal is answered from what it is refused on); and
+    /// `audit`, what the audit log records once it commits.
     fn txn(&self, audit: Option<crate::audit::Record>) -> batch::Sub {
         batch::Sub {
             compares: self.compares.clone(),
