@@ -34,7 +34,7 @@ broker=$!
 trap 'kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.5
 
-# one run: prints "registrations/s server-µs-CPU-per-registration errors"
+# one run: prints "registrations/s server-µs-CPU-per-registration errors load-CPU-%"
 one() { # binary attached(0: nothing, 1: plain consumers, 2: gzip consumers)
   local out
   if [ "$2" = 0 ]; then
@@ -44,19 +44,25 @@ one() { # binary attached(0: nothing, 1: plain consumers, 2: gzip consumers)
       SERVE_ARGS="--mqtt-url mqtt://127.0.0.1:$port" benches/registration-load.sh "$secs" "$conns" "$store")
   fi
   awk '/Requests\/sec/ {r = $2} /server CPU/ {c = $3 + 0} /non-2xx or errors/ {e = $4}
-    END { printf "%.0f %.0f %s\n", r, c * 1e4 / r, e }' <<<"$out"
+    /load CPU/ {l = $3 + 0} END { printf "%.0f %.0f %s %d\n", r, c * 1e4 / r, e, l }' <<<"$out"
 }
 
-printf '| binary | round | nothing attached: reg/s (µs CPU/reg) | %d SSE + MQTT: reg/s (µs CPU/reg) | ratio | %d gzip SSE + MQTT | ratio |\n' "$consumers" "$consumers"
-printf '|---|---|---:|---:|---:|---:|---:|\n'
+# Each cell: registrations/s (server µs of CPU per registration, the load
+# CPU's busy %). Ratios: of registrations/s, and (CPU) of the server's CPU
+# per registration, off over on: the server's own cost, whatever the load
+# side could offer.
+printf '| binary | round | nothing attached | %d SSE + MQTT | ratio | ratio (CPU) | %d gzip SSE + MQTT | ratio | ratio (CPU) |\n' "$consumers" "$consumers"
+printf '|---|---|---:|---:|---:|---:|---:|---:|---:|\n'
 for round in $(seq "$rounds"); do
   for bin in "${bins[@]}"; do
-    read -r off_rate off_cpu off_err < <(one "$bin" 0)
-    read -r on_rate on_cpu on_err < <(one "$bin" 1)
-    read -r gz_rate gz_cpu gz_err < <(one "$bin" 2)
-    awk -v b="$(basename "$bin")" -v r="$round" -v a="$off_rate" -v ac="$off_cpu" -v o="$on_rate" \
-      -v oc="$on_cpu" -v g="$gz_rate" -v gc="$gz_cpu" -v e="$off_err/$on_err/$gz_err" 'BEGIN {
-        printf "| %s | %d | %d (%d) | %d (%d) | %.2f | %d (%d) | %.2f |%s\n", b, r, a, ac, o, oc,
-          o / a, g, gc, g / a, (e == "0/0/0" ? "" : " errors " e) }'
+    read -r off_rate off_cpu off_err off_load < <(one "$bin" 0)
+    read -r on_rate on_cpu on_err on_load < <(one "$bin" 1)
+    read -r gz_rate gz_cpu gz_err gz_load < <(one "$bin" 2)
+    awk -v b="$(basename "$bin")" -v r="$round" -v a="$off_rate" -v ac="$off_cpu" -v al="$off_load" \
+      -v o="$on_rate" -v oc="$on_cpu" -v ol="$on_load" -v g="$gz_rate" -v gc="$gz_cpu" -v gl="$gz_load" \
+      -v e="$off_err/$on_err/$gz_err" 'BEGIN {
+        printf "| %s | %d | %d (%d µs, %d%%) | %d (%d µs, %d%%) | %.2f | %.2f | %d (%d µs, %d%%) | %.2f | %.2f |%s\n",
+          b, r, a, ac, al, o, oc, ol, o / a, ac / oc, g, gc, gl, g / a, ac / gc,
+          (e == "0/0/0" ? "" : " errors " e) }'
   done
 done

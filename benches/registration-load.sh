@@ -155,17 +155,21 @@ wrk_errors_lua >>"$work/heartbeat.lua"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# The load CPU's busy ticks: near 100% of it, the load side (wrk and, when
+# attached, the consumers and the broker) limits the rate, not the server.
+load_ticks() { awk -v c="cpu$load_cpu" '$1 == c {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 run() { # name script seconds
-  local t0 c0 b0 client
-  t0=$(date +%s.%N); c0=$(cpu_ticks); b0=$(busy_ticks)
+  local t0 c0 b0 l0 client
+  t0=$(date +%s.%N); c0=$(cpu_ticks); b0=$(busy_ticks); l0=$(load_ticks)
   /usr/bin/time -o "$work/time" -f "%U %S" taskset -c "$load_cpu" \
     wrk -t1 -c"$conns" -d"${3}s" --latency -s "$2" "http://127.0.0.1:$port" | sed "s/^/  /"
   client=$(cat "$work/time")
-  awk -v c0="$c0" -v c1="$(cpu_ticks)" -v b0="$b0" -v b1="$(busy_ticks)" -v t0="$t0" \
+  awk -v c0="$c0" -v c1="$(cpu_ticks)" -v b0="$b0" -v b1="$(busy_ticks)" -v l0="$l0" -v l1="$(load_ticks)" -v t0="$t0" \
     -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" -v client="$client" 'BEGIN {
       split(client, u, " "); wall = t1 - t0; srv = (c1 - c0) / hz
       printf "  server CPU: %.0f%% of one core; other processes: %.0f%% of a core (rerun if high)\n",
-        100 * srv / wall, 100 * ((b1 - b0) / hz - srv - u[1] - u[2]) / wall }'
+        100 * srv / wall, 100 * ((b1 - b0) / hz - srv - u[1] - u[2]) / wall
+      printf "  load CPU: %.0f%% busy\n", 100 * (l1 - l0) / hz / wall }'
 }
 
 echo "== durable registrations (store: $store, ACL=$acl), $conns connections, ${secs}s, $services services${PACE_MS:+, each connection pausing ${PACE_MS} ms between requests}"
