@@ -24,7 +24,8 @@
 # open during the runs (one process, examples/sse_consumers.rs, on
 # LOAD_CPU), each reading and decoding every change (SSE_GZIP=1: asking for
 # gzip, as browsers and most HTTP clients do). HEARTBEATS=0 skips the
-# heartbeat part.
+# heartbeat part. Each run ends with the server's CPU (in % of one core) and
+# how busy LOAD_CPU was: near 100%, the load side set the rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
