@@ -150,3 +150,32 @@ fn main() -> std::io::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events (a newline right after a newline) are counted the same
+    /// however the stream is cut into chunks, including cuts between the
+    /// two newlines that end an event.
+    #[test]
+    fn events_are_counted_across_every_chunk_boundary() {
+        let stream =
+            b"retry: 1000\n\nid: 1\nevent: change\ndata: {}\n\nid: 2\ndata: x\n\n: ping\n\n\n";
+        let expected = stream.windows(2).filter(|w| w == b"\n\n").count() as u64;
+        assert_eq!(expected, 5);
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let mut c = Counter::default();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    c.write_all(part).unwrap();
+                }
+                assert_eq!(
+                    (c.events, c.bytes),
+                    (expected, stream.len() as u64),
+                    "cut at {a} and {b}"
+                );
+            }
+        }
+    }
+}
