@@ -408,9 +408,11 @@ impl std::borrow::Borrow<str> for Version {
 
 impl PartialEq for Version {
     fn eq(&self, other: &Self) -> bool {
-        // Shared copies compare by pointer: the common case in a service.
+        // Shared copies compare by pointer, and two empty versions without
+        // looking at bytes: the common cases in a service.
         let same = match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
             _ => false,
         };
         same || self.as_str() == other.as_str()
@@ -918,6 +920,8 @@ mod tests {
         assert_eq!(format!("{compact:?}"), format!("{tags:?}"));
         let (empty, one) = (Version::from(""), Version::from("1"));
         assert!(empty.is_empty() && empty.0.is_none() && one == "1" && one == *"1");
+        assert!(empty == Version::default() && empty != one && one != empty);
+        assert!(Version::from("1") == one && Version::from("2") != one);
     }
 
     fn json<T: Serialize>(v: &T) -> String {
