@@ -325,6 +325,11 @@ mod tests {
         assert_eq!(classify(&response(33, 3, true)), (2, 3, true));
         assert_eq!(classify(&response(99, 9, false)), (9, 6, false));
         assert_eq!(classify(&[1, 2, 3]), (9, 6, false));
+        // Every named type at its place in the table; type 0 is `other`.
+        for (at, (t, _)) in QTYPES.iter().enumerate() {
+            assert_eq!(classify(&response(*t, 0, false)).0, at, "type {t}");
+        }
+        assert_eq!(classify(&response(0, 0, false)).0, QTYPES.len() - 1);
         // A question cut short: the type is unknown, nothing panics.
         assert_eq!(classify(&response(1, 0, false)[..20]), (9, 0, false));
     }
