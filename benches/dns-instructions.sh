@@ -48,6 +48,7 @@ for spec in "$@"; do
     kill -0 "$pid" 2>/dev/null || { cat "$B/$name.log" >&2; die "$name exited at start"; }
     sleep 0.5
   done
+  curl -sf "http://127.0.0.1:$((port + 1))/v1/ready" >/dev/null || die "$name was not ready after 300 s"
   register_all "http://127.0.0.1:$((port + 1))" "$B/registrations.jsonl" >/dev/null
   callgrind_control -z "$pid" >/dev/null
   dns_test_args "$test" "127.0.0.1:$port" "$secs"
