@@ -55,8 +55,11 @@ for spec in "$@"; do
   out=$("$DNSLOAD" "${DNS_ARGS[@]}" --rate "$rate")
   callgrind_control -d "$pid" >/dev/null
   answered=$(awk '/Queries completed:/ {print $3}' <<<"$out")
+  [ "${answered:-0}" -gt 0 ] || die "$name answered no queries: $out"
   dump=$(ls -t "$B"/cg."$name".*.1 2>/dev/null | head -1)
+  [ -n "$dump" ] || { cat "$B/$name.log" >&2; die "$name: callgrind wrote no dump"; }
   ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+  [ -n "$ir" ] || die "$name: no instruction total in $dump"
   awk -v n="$name" -v q="$answered" -v ir="$ir" 'BEGIN { printf "| %s | %d | %.0f |\n", n, q, ir / q }'
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$dump" "$KEEP/callgrind.$name.out"; fi
   stop_pid "$pid"; pid=
