@@ -129,23 +129,29 @@ pub fn render(t: &NameTarget) -> Vec<String> {
             version,
             srv_form,
         } => {
+            // Labels copied as they are, not through `fmt`: every
+            // change renders its service's names.
             let mut out = Vec::with_capacity(3);
             if *srv_form {
-                out.push(format!("_{service}"));
-                out.push("_tcp".to_string());
+                out.push(["_", service.as_str()].concat());
+                out.push("_tcp".to_owned());
             } else {
                 if let Some(v) = version {
                     out.push(v.to_string());
                 }
-                out.push(service.to_string());
+                out.push(service.as_str().to_owned());
             }
             if let Some(d) = dc {
-                out.push(d.to_string());
+                out.push(d.as_str().to_owned());
             }
             out
         }
         NameTarget::Instance { dc, service, id } => {
-            vec![id.to_string(), service.to_string(), dc.to_string()]
+            vec![
+                id.as_str().to_owned(),
+                service.as_str().to_owned(),
+                dc.as_str().to_owned(),
+            ]
         }
     }
 }

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -260,8 +259,9 @@ pub struct CheckView<'a> {
     kind: &'static str,
     /// Its status in this value of the instance.
     status: Health,
+    /// What it looks at (`http`, `tcp`, ...).
     #[serde(flatten)]
-    target: Target,
+    target: serde_json::Value,
     /// Seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     interval: Option<f64>,
@@ -280,40 +280,13 @@ pub struct CheckView<'a> {
     checked_at: Option<String>,
 }
 
-/// What a check looks at, flattened into its view.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Target {
-    /// The implicit check's, typed: every instance has one, and every
-    /// listing and healthy set shows it.
-    Ttl {
-        ttl: f64,
-    },
-    Other(serde_json::Value),
-}
-
-/// The checks of an instance: the implicit `ttl` first, then the defined
-/// ones in name order. Header values are not shown (they may hold secrets).
-pub fn views(instance: &Instance) -> Vec<CheckView<'_>> {
-    let mut out = Vec::with_capacity(1 + instance.checks.len());
-    out.push(CheckView {
-        name: crate::core::check::TTL_CHECK,
-        kind: "ttl",
-        status: instance.health,
-        target: Target::Ttl {
-            ttl: instance.ttl().as_secs_f64(),
-        },
-        interval: None,
-        timeout: None,
-        success_before_passing: None,
-        failures_before_critical: None,
-        deregister_critical_after: None,
-        output: None,
-        checked_at: None,
-    });
-    for e in instance.checks.iter() {
+/// The checks defined for an instance, in name order, as its view shows
+/// them after its implicit `ttl` check (written with the view, in
+/// `instance_view.rs`). Header values are not shown (they may hold secrets).
+pub fn defined_views(instance: &Instance) -> impl Iterator<Item = CheckView<'_>> {
+    instance.checks.iter().map(|e| {
         let spec = &e.check.spec;
-        let target = Target::Other(match &spec.kind {
+        let target = match &spec.kind {
             CheckKind::Http {
                 url,
                 method,
@@ -328,9 +301,9 @@ pub fn views(instance: &Instance) -> Vec<CheckView<'_>> {
                 json!({ "grpc": target.to_string(), "grpc_service": service })
             }
             CheckKind::Script { args } => json!({ "args": args }),
-        });
+        };
         let last = e.check.last();
-        out.push(CheckView {
+        CheckView {
             name: spec.name.as_str(),
             kind: spec.kind.as_str(),
             status: e.status,
@@ -342,9 +315,8 @@ pub fn views(instance: &Instance) -> Vec<CheckView<'_>> {
             deregister_critical_after: spec.deregister_critical_after.map(|d| d.as_secs_f64()),
             output: last.as_ref().map(|r| r.output.to_string()),
             checked_at: last.map(|r| super::acl::rfc3339(r.at_ms)),
-        });
-    }
-    out
+        }
+    })
 }
 
 /// `PUT /v1/services/{service}/instances/{id}/checks/{name}`: defines or
@@ -369,7 +341,7 @@ pub async fn put_check(
     let applied = propose(&st, change, &caller).await?;
     let inst = applied_value(&applied)
         .ok_or_else(|| ApiError::Internal("a check applied without a value".into()))?;
-    Ok(indexed(inst.index, Json(view(&st, &inst))))
+    Ok(indexed(inst.index, view(&st, &inst)))
 }
 
 /// `DELETE /v1/services/{service}/instances/{id}/checks/{name}`.
@@ -391,5 +363,5 @@ pub async fn delete_check(
     let applied = propose(&st, change, &caller).await?;
     let inst = applied_value(&applied)
         .ok_or_else(|| ApiError::Internal("a check removal applied without a value".into()))?;
-    Ok(indexed(inst.index, Json(view(&st, &inst))))
+    Ok(indexed(inst.index, view(&st, &inst)))
 }

@@ -201,14 +201,24 @@ impl EncodedChanges {
         {
             return c.clone();
         }
-        let data = change_json(st, e);
+        // The event's data is written inside its SSE frame, and is a
+        // slice of it.
+        let mut frame = Vec::with_capacity(640);
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(itoa::Buffer::new().format(e.index).as_bytes());
+        frame.extend_from_slice(b"\nevent: change\ndata: ");
+        let start = frame.len();
+        change_json(st, e, &mut frame);
+        let end = frame.len();
+        frame.extend_from_slice(b"\n\n");
+        let sse = Bytes::from(frame);
         let c = Arc::new(EncodedChange {
             index: e.index,
             key: e.key.clone(),
             id: e.id.clone(),
-            sse: sse_frame(e.index, "change", &data),
+            data: sse.slice(start..end),
+            sse,
             ws: Default::default(),
-            data: data.into(),
         });
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         c
@@ -216,26 +226,29 @@ impl EncodedChanges {
 }
 
 /// One change as a `change` event's data (and an MQTT event's payload),
-/// serialized straight from the registry's values.
-fn change_json(st: &HttpState, e: &Event) -> String {
-    #[derive(serde::Serialize)]
-    struct Change<'a> {
-        index: u64,
-        kind: &'a str,
-        service: &'a str,
-        datacenter: &'a str,
-        id: &'a str,
-        instance: Option<super::native::InstanceView<'a>>,
-    }
-    let change = Change {
-        index: e.index,
-        kind: e.kind.as_str(),
-        service: e.key.service.as_str(),
-        datacenter: e.key.dc.as_str(),
-        id: e.id.as_str(),
-        instance: e.instance.as_deref().map(|i| view(st, i)),
+/// written straight from the registry's values:
+/// `{"index","kind","service","datacenter","id","instance"}`, the instance
+/// as the API shows it (`null` once it is gone).
+fn change_json(st: &HttpState, e: &Event, out: &mut Vec<u8>) {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(&mut *out, s);
     };
-    serde_json::to_string(&change).unwrap_or_default()
+    out.extend_from_slice(b"{\"index\":");
+    out.extend_from_slice(itoa::Buffer::new().format(e.index).as_bytes());
+    out.extend_from_slice(b",\"kind\":");
+    string(out, e.kind.as_str());
+    out.extend_from_slice(b",\"service\":");
+    string(out, e.key.service.as_str());
+    out.extend_from_slice(b",\"datacenter\":");
+    string(out, e.key.dc.as_str());
+    out.extend_from_slice(b",\"id\":");
+    string(out, e.id.as_str());
+    out.extend_from_slice(b",\"instance\":");
+    match e.instance.as_deref() {
+        Some(i) => view(st, i).write(out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 /// The streams' encoding, for consumers outside the API.
@@ -249,8 +262,7 @@ impl crate::events::Encoding for Json {
     fn instance_encoder<'a>(&'a self, key: &ServiceKey) -> crate::events::InstanceEncoder<'a> {
         let names = super::dns_names(&self.0, &key.dc, &key.service);
         Box::new(move |instance, out| {
-            let view = super::native::view_named(std::borrow::Cow::Borrowed(&names), instance);
-            let _ = serde_json::to_writer(out, &view);
+            super::native::view_named(std::borrow::Cow::Borrowed(&names), instance).write(out);
         })
     }
 }

@@ -25,6 +25,7 @@ mod console;
 mod error;
 mod events;
 mod gzip;
+mod instance_view;
 pub use events::{EncodedChanges, Json as EventsJson};
 mod blacklist;
 mod federation;
@@ -673,9 +674,18 @@ struct InstanceName<'a> {
 impl std::fmt::Display for InstanceName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.names;
-        write!(f, "{}.{}.{}", self.id, n.service, n.dc)?;
+        for (i, label) in [self.id.as_str(), n.service.as_str(), n.dc.as_str()]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(label)?;
+        }
         if !n.zone.is_empty() {
-            write!(f, ".{}", n.zone)?;
+            f.write_str(".")?;
+            f.write_str(&n.zone)?;
         }
         Ok(())
     }

@@ -19,11 +19,11 @@ use crate::policy::Resource;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{DnsNames, HttpState, applied_value, dns_names, durable, indexed, propose};
+pub use super::instance_view::{InstanceView, view, view_named};
+use super::{HttpState, applied_value, dns_names, durable, indexed, propose};
 use crate::core::{
-    Access, Address, Change, Datacenter, Health, HostAddress, Instance, InstanceId, InstanceSpec,
-    Metadata, Query, QueryContext, Resolved, ServiceKey, ServiceName, Tags, Transport,
-    VersionSelector,
+    Access, Address, Change, Datacenter, Health, InstanceId, InstanceSpec, Query, QueryContext,
+    ServiceKey, ServiceName, Transport, VersionSelector,
 };
 
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
@@ -136,137 +136,6 @@ impl<'de> Deserialize<'de> for Ttl {
     }
 }
 
-/// An instance as the API shows it: every stored field, plus its DNS
-/// names. The API's own type: the registry's layout is not the wire
-/// format, and this field order is the same in every answer.
-#[derive(Serialize)]
-pub struct InstanceView<'a> {
-    id: &'a str,
-    version: &'a str,
-    /// Index of the change that produced this value.
-    index: u64,
-    port: u16,
-    weight: u16,
-    /// Its status: the worst of its checks.
-    health: Health,
-    service: &'a str,
-    datacenter: &'a str,
-    address: Shown<&'a Address>,
-    tags: &'a Tags,
-    metadata: &'a Metadata,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    compat: Option<CompatView<'a>>,
-    /// Seconds.
-    ttl: f64,
-    /// For an instance registered by host name: what the name resolved to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resolution: Option<serde_json::Value>,
-    /// Its checks: the implicit `ttl` and the defined ones.
-    checks: Vec<super::checks::CheckView<'a>>,
-    dns: InstanceDns<'a>,
-}
-
-/// An instance's DNS names, in this order everywhere: `name` and `srv`
-/// are its service's (made once for all instances of a listing),
-/// `instance` its own.
-struct InstanceDns<'a> {
-    names: Cow<'a, DnsNames>,
-    id: &'a InstanceId,
-}
-
-impl Serialize for InstanceDns<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("InstanceDns", 3)?;
-        out.serialize_field("name", &self.names.name)?;
-        out.serialize_field("srv", &self.names.srv)?;
-        out.serialize_field("instance", &Shown(self.names.instance_name(self.id)))?;
-        out.end()
-    }
-}
-
-/// A value shown as its `Display` text, written without a `String` of
-/// its own.
-struct Shown<T>(T);
-
-impl<T: std::fmt::Display> Serialize for Shown<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// What an instance's host name resolved to, as the listing shows it:
-/// `pending` (not resolved yet), `resolved` with its addresses, or
-/// `unresolved` with the reason (out of DNS answers until it resolves);
-/// `since`: when that outcome was first seen.
-fn resolution_view(host: &HostAddress) -> serde_json::Value {
-    match host.resolution() {
-        None => json!({ "state": "pending" }),
-        Some(r) => {
-            let since = super::acl::rfc3339(r.since_ms);
-            match &r.outcome {
-                Resolved::Addresses(a) => {
-                    json!({ "state": "resolved", "addresses": a, "since": since })
-                }
-                Resolved::Failed(why) => {
-                    json!({ "state": "unresolved", "error": why, "since": since })
-                }
-            }
-        }
-    }
-}
-
-/// The fields a Maxine SDK sent, as they were sent.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CompatView<'a> {
-    service_name: &'a str,
-    node_name: &'a str,
-    host_name: &'a str,
-    ssl: bool,
-    path: &'a str,
-    /// Shown as sent ("" when none): an HTTP check (docs/health.md).
-    health_check_path: &'a str,
-}
-
-pub fn view<'a>(st: &HttpState, instance: &'a Instance) -> InstanceView<'a> {
-    let names = dns_names(st, &instance.datacenter, &instance.service);
-    view_named(Cow::Owned(names), instance)
-}
-
-/// [`view`] of an instance of the service these names are of.
-pub fn view_named<'a>(names: Cow<'a, DnsNames>, instance: &'a Instance) -> InstanceView<'a> {
-    let dns = InstanceDns {
-        names,
-        id: &instance.id,
-    };
-    InstanceView {
-        id: instance.id.as_str(),
-        version: instance.version.as_str(),
-        index: instance.index,
-        port: instance.port,
-        weight: instance.weight,
-        health: instance.status(),
-        service: instance.service.as_str(),
-        datacenter: instance.datacenter.as_str(),
-        address: Shown(&instance.address),
-        tags: &instance.tags,
-        metadata: &instance.metadata,
-        compat: instance.compat.as_deref().map(|c| CompatView {
-            service_name: &c.service_name,
-            node_name: &c.node_name,
-            host_name: &c.host_name,
-            ssl: c.ssl,
-            path: &c.path,
-            health_check_path: &c.health_check_path,
-        }),
-        ttl: instance.ttl().as_secs_f64(),
-        resolution: instance.address.host().map(resolution_view),
-        checks: super::checks::views(instance),
-        dns,
-    }
-}
-
 pub(super) fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
     Ok((ServiceName::new(service)?, InstanceId::new(id)?))
 }
@@ -285,7 +154,7 @@ pub async fn register(
     let applied = propose(&st, Change::Register { key, id, spec }, &caller).await?;
     let inst = applied_value(&applied)
         .ok_or_else(|| ApiError::Internal("a registration applied without a value".into()))?;
-    Ok(indexed(inst.index, Json(view(&st, &inst))))
+    Ok(indexed(inst.index, view(&st, &inst)))
 }
 
 /// The answer to a heartbeat: what a heartbeating client needs (its status,

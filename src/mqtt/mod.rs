@@ -126,13 +126,17 @@ impl Publisher {
         }
     }
 
-    fn topic(&self, key: &ServiceKey) -> String {
-        format!(
-            "{}/{}/services/{}",
-            self.settings.topic_prefix,
+    /// `<prefix>/<dc>/services/<service>`, then `suffix`.
+    fn topic(&self, key: &ServiceKey, suffix: &str) -> String {
+        [
+            self.settings.topic_prefix.as_str(),
+            "/",
             key.dc.as_str(),
-            key.service.as_str()
-        )
+            "/services/",
+            key.service.as_str(),
+            suffix,
+        ]
+        .concat()
     }
 
     /// Publishes until `stop` is cancelled, connecting again (with backoff)
@@ -415,9 +419,9 @@ impl Session<'_> {
     fn message(&mut self, what: &What) -> Option<(String, bool, Bytes)> {
         let p = self.p;
         match what {
-            What::Change(e) => Some((p.topic(&e.key), false, p.encoding.change(e))),
+            What::Change(e) => Some((p.topic(&e.key, ""), false, p.encoding.change(e))),
             What::Healthy(key) => {
-                let topic = format!("{}/healthy", p.topic(key));
+                let topic = p.topic(key, "/healthy");
                 let Some(s) = p.registry.service(key).filter(|s| !s.instances.is_empty()) else {
                     self.sets.cleared(key);
                     return Some((topic, true, Bytes::new()));
